@@ -1,0 +1,73 @@
+"""The architecture description that travels with every checkpoint and artifact."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from gatekit.errors import GatekitError
+
+ARCH_LAYERS = {"resnet18": (2, 2, 2, 2), "resnet34": (3, 4, 6, 3)}
+BASE_WIDTHS = (64, 128, 256, 512)
+STEMS = ("cifar", "imagenet")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """A gated ResNet. `width` scales every stage; `gate_group` channels share one gate decision."""
+
+    arch: str = "resnet18"
+    width: float = 1.0
+    stem: str = "cifar"  # cifar: 3x3/1 conv, no max-pool. imagenet: 7x7/2 conv + 3x3/2 max-pool.
+    stem_padding: int | None = None  # cifar default 2 (the paper's), imagenet default 3
+    input_size: int = 32
+    gate_group: int = 1
+    gate_reduction: int = 4
+    gate_tau: float = 2.0 / 3.0
+
+    def __post_init__(self) -> None:
+        if self.arch not in ARCH_LAYERS:
+            raise GatekitError(f"unknown architecture {self.arch!r}: choose one of {', '.join(ARCH_LAYERS)}")
+        if self.stem not in STEMS:
+            raise GatekitError(f"unknown stem {self.stem!r}: choose one of {', '.join(STEMS)}")
+        if not 0 < self.width <= 4:
+            raise GatekitError(f"width must be in (0, 4], got {self.width}")
+        if self.gate_group < 1:
+            raise GatekitError(f"gate_group must be >= 1, got {self.gate_group}")
+        if self.input_size < 8:
+            raise GatekitError(f"input_size must be >= 8, got {self.input_size}")
+        for w in self.widths:
+            if w % self.gate_group:
+                raise GatekitError(
+                    f"gate_group {self.gate_group} does not divide the stage width {w} "
+                    f"(arch {self.arch}, width {self.width}): widths are {list(self.widths)}"
+                )
+
+    @property
+    def layers(self) -> tuple[int, ...]:
+        return ARCH_LAYERS[self.arch]
+
+    @property
+    def widths(self) -> tuple[int, ...]:
+        return tuple(max(1, int(round(c * self.width))) for c in BASE_WIDTHS)
+
+    @property
+    def padding(self) -> int:
+        if self.stem_padding is not None:
+            return self.stem_padding
+        return 2 if self.stem == "cifar" else 3
+
+    @property
+    def feature_dim(self) -> int:
+        return self.widths[-1]
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise GatekitError(f"unknown model config keys: {', '.join(sorted(unknown))}")
+        return cls(**d)
