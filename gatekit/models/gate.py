@@ -21,7 +21,7 @@ def gate_mask(logits: torch.Tensor, tau: float, training: bool) -> torch.Tensor:
     noise = torch.log(u + 1e-8) - torch.log(1 - u + 1e-8)
     soft = torch.sigmoid((logits + noise) / tau)
     hard = (soft >= 0.5).to(soft.dtype)
-    return hard + soft - soft.detach()
+    return hard + (soft - soft.detach())  # exactly binary forward, sigmoid gradient backward
 
 
 class ChannelGate(nn.Module):

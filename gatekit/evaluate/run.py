@@ -1,0 +1,68 @@
+"""`gatekit eval`: load a checkpoint and its data, evaluate both paths, write the report files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from gatekit.checkpoint import load_model, resolve_model_file
+from gatekit.data import NORMALIZATION, load_dataset
+from gatekit.errors import GatekitError
+from gatekit.models import GatedResNet
+
+
+def evaluate_checkpoint(
+    checkpoint: str | Path,
+    *,
+    paths=("dense", "gated"),
+    knn: bool = True,
+    linear: bool = False,
+    dataset: str | None = None,
+    data_dir: str | None = None,
+    limit_train: int | None = None,
+    random_init: bool = False,
+    device: str = "auto",
+    threads: int | None = None,
+    out_dir: str | Path | None = None,
+    progress: bool = True,
+) -> dict:
+    from gatekit.evaluate.channel_usage import format_usage_table
+    from gatekit.evaluate.report import evaluate_model, format_results_table
+    from gatekit.train.trainer import pick_device
+
+    if threads:
+        torch.set_num_threads(threads)
+    dev = pick_device(device)
+    model, meta = load_model(checkpoint, device=str(dev))
+    if random_init:
+        torch.manual_seed(0)
+        model = GatedResNet(model.cfg).to(dev).eval()
+    train_cfg = meta.get("train_config", {})
+    name = dataset or train_cfg.get("dataset", "cifar10")
+    root = data_dir or train_cfg.get("data_dir")
+    # labelled train split as the k-NN memory / probe set (STL-10: train 5k, test 8k, as the paper)
+    train = load_dataset(name, "train", root, limit=limit_train)
+    test = load_dataset(name, "test", root)
+    if train.labels is None or test.labels is None:
+        raise GatekitError(f"dataset {name} has no labels for evaluation")
+    size = model.cfg.input_size
+    if test.images.shape[1] != size:
+        raise GatekitError(f"test images are {test.images.shape[1]} px but the model was trained at {size} px")
+    mean, std = NORMALIZATION.get(name, NORMALIZATION["cifar10"])
+    out = Path(out_dir) if out_dir else resolve_model_file(checkpoint).parent
+    result = evaluate_model(
+        model, train.images, train.labels, test.images, test.labels, mean, std, paths=tuple(paths), knn=knn,
+        linear=linear, num_classes=int(max(train.labels.max(), test.labels.max())) + 1, device=str(dev),
+        progress=progress, out_dir=out,
+    )
+    result.update(
+        checkpoint=str(resolve_model_file(checkpoint)), checkpoint_sha256=meta["sha256"], dataset=name,
+        random_init=random_init, method=train_cfg.get("method"), budget=train_cfg.get("budget"),
+        epochs=meta.get("epoch"), model_config=model.cfg.to_dict(),
+    )
+    result["table"] = format_results_table(result)
+    gated = result["paths"].get("gated", {})
+    if "channel_usage" in gated:
+        result["channel_usage_table"] = format_usage_table(gated["channel_usage"])
+    return result
