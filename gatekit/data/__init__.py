@@ -1,0 +1,28 @@
+"""Dataset loading: CIFAR-10/100, STL-10, ImageNet-100 / ImageFolder trees and plain npz files, as uint8 NHWC arrays."""
+
+from gatekit.data.datasets import (
+    DATASETS,
+    IMAGE_SIZE,
+    NORMALIZATION,
+    SPLITS,
+    ArrayDataset,
+    RestrictedUnpickler,
+    load_dataset,
+    resolve_data_dir,
+)
+from gatekit.data.download import download_file, md5_file, safe_extract, verify_md5
+
+__all__ = [
+    "DATASETS",
+    "IMAGE_SIZE",
+    "NORMALIZATION",
+    "SPLITS",
+    "ArrayDataset",
+    "RestrictedUnpickler",
+    "download_file",
+    "load_dataset",
+    "md5_file",
+    "resolve_data_dir",
+    "safe_extract",
+    "verify_md5",
+]
