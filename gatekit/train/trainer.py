@@ -148,7 +148,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False, progre
             scaler.step(optimizer)
             scaler.update()
             for k in sums:
-                sums[k] += float(out[k])
+                sums[k] += float(out[k].detach())
             done = (step + 1) * global_batch
             bar.set_postfix(loss=f"{sums['loss'] / (step + 1):.3f}", flops=f"{sums['flops_kept'] / (step + 1):.3f}",
                             img_s=f"{done / (time.perf_counter() - t0):.0f}", lr=f"{lr:.3g}")
