@@ -103,7 +103,8 @@ def _is_main_process() -> bool:
 
 @cli.command("eval")
 @click.argument("checkpoint", type=click.Path())
-@click.option("--path", "paths", type=click.Choice(["dense", "gated", "both"]), default="both", show_default=True)
+@click.option("--path", "paths", type=click.Choice(["auto", "dense", "gated", "both"]), default="auto", show_default=True,
+              help="auto: the paths the method trained (vicreg: dense; vicreg-gating: gated; vicreg-dual: both).")
 @click.option("--knn/--no-knn", default=True, show_default=True, help="k-NN top-1: k=20 cosine-weighted and k=1 Euclidean (the paper's).")
 @click.option("--linear", is_flag=True, help="Also train a linear probe on frozen features (saved beside the checkpoint).")
 @click.option("--dataset", help="Evaluate on this dataset instead of the training one.")
@@ -126,7 +127,7 @@ def eval_cmd(checkpoint, paths, knn, linear, dataset, data_dir, limit_train, ran
     from gatekit.evaluate.run import evaluate_checkpoint
 
     result = evaluate_checkpoint(
-        checkpoint, paths=("dense", "gated") if paths == "both" else (paths,), knn=knn, linear=linear,
+        checkpoint, paths={"auto": None, "both": ("dense", "gated")}.get(paths, (paths,)), knn=knn, linear=linear,
         dataset=dataset, data_dir=data_dir, limit_train=limit_train, random_init=random_init, device=device,
         threads=threads, out_dir=out_dir, progress=not quiet,
     )

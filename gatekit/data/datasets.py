@@ -114,7 +114,7 @@ def _locate_official(name: str, root: Path, download: bool) -> Path:
         return folder
     if not archive.is_file():
         expected = f"expected {root / (name + '.npz')}, {folder}/ or {archive}"
-        if not download:
+        if not download or os.environ.get("GATEKIT_OFFLINE") == "1":
             raise GatekitError(f"dataset {name} not found in {root}: {expected} (download disabled)")
         if not network_reachable(source.url):
             raise GatekitError(f"dataset {name} not found in {root}: {expected} (no network to download it)")
@@ -448,7 +448,7 @@ def load_dataset(
     `split` is 'train' or 'test' ('val' for image folders; 'unlabeled' and 'train+unlabeled' for
     stl10, which have no labels). `image_size` resizes to a square (default: the dataset's own size,
     224 for image folders); `limit` keeps only the first `limit` images. For `name='npz'`, `data_dir`
-    is the .npz file itself.
+    is the .npz file itself. Setting GATEKIT_OFFLINE=1 disables downloads, as download=False does.
     """
     _check_name_and_split(name, split)
     if limit is not None and limit < 1:

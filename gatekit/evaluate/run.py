@@ -11,11 +11,13 @@ from gatekit.data import NORMALIZATION, load_dataset
 from gatekit.errors import GatekitError
 from gatekit.models import GatedResNet
 
+TRAINED_PATHS = {"vicreg": ("dense",), "vicreg-gating": ("gated",), "vicreg-dual": ("dense", "gated")}
+
 
 def evaluate_checkpoint(
     checkpoint: str | Path,
     *,
-    paths=("dense", "gated"),
+    paths: tuple[str, ...] | None = None,
     knn: bool = True,
     linear: bool = False,
     dataset: str | None = None,
@@ -27,6 +29,7 @@ def evaluate_checkpoint(
     out_dir: str | Path | None = None,
     progress: bool = True,
 ) -> dict:
+    """Evaluates `paths` (default: those the checkpoint's method trained) of a checkpoint; see `gatekit eval`."""
     from gatekit.evaluate.channel_usage import format_usage_table
     from gatekit.evaluate.report import evaluate_model, format_results_table
     from gatekit.train.trainer import pick_device
@@ -39,8 +42,12 @@ def evaluate_checkpoint(
         torch.manual_seed(0)
         model = GatedResNet(model.cfg).to(dev).eval()
     train_cfg = meta.get("train_config", {})
+    if paths is None:  # the paths the method trained; the other path's BNs (and gates) were never trained
+        paths = TRAINED_PATHS.get(None if random_init else train_cfg.get("method"), ("dense", "gated"))
     name = dataset or train_cfg.get("dataset", "cifar10")
-    root = data_dir or train_cfg.get("data_dir")
+    root = data_dir
+    if root is None and train_cfg.get("data_dir") and Path(train_cfg["data_dir"]).exists():
+        root = train_cfg["data_dir"]  # else $GATEKIT_DATA: a checkpoint trained on another machine
     # labelled train split as the k-NN memory / probe set (STL-10: train 5k, test 8k, as the paper)
     train = load_dataset(name, "train", root, limit=limit_train)
     test = load_dataset(name, "test", root)
