@@ -15,6 +15,7 @@ from pathlib import Path
 import click
 
 METHODS = ("vicreg-dual", "vicreg", "vicreg-gating")
+TRAINED_PATHS = {"vicreg": ("dense",), "vicreg-gating": ("gated",), "vicreg-dual": ("dense", "gated")}
 
 
 def _pct(x) -> str:
@@ -37,7 +38,8 @@ def main(runs_dir: str, throughput_path: str, out_dir: str, trained_on: str) -> 
     for method in METHODS:
         ev = json.loads((runs / method / "eval.json").read_text())
         metrics = [json.loads(x) for x in (runs / method / "metrics.jsonl").read_text().splitlines()]
-        paths = ev["paths"]
+        # only the paths the method trained (the other path's BNs and gates were never trained)
+        paths = {p: r for p, r in ev["paths"].items() if p in TRAINED_PATHS[method]}
         row = {
             "method": method,
             "epochs": metrics[-1]["epoch"],

@@ -1,0 +1,182 @@
+"""Deployable PyTorch modules built from an eval-mode GatedResNet, with every BN folded into its conv.
+
+- dense:   the dense path (dense block BNs).
+- static:  the gated path with channels physically removed and no gates (an approximation).
+- hybrid:  the same removal, with the gates kept over the remaining channels and applied as a mask;
+           it equals the gated path whenever the removed channels are off (they were never on over
+           the calibration set).
+- dynamic: per-input channel skipping: each block gathers the conv1 filters and conv2 input slices of
+           the active channels (the union over the batch, plus a per-sample mask), so inactive
+           channels are not computed. Standard ONNX ops (NonZero, Gather, Conv).
+Stem and shortcut BNs are shared by both paths and fold identically. These modules are what the
+exporters trace and what verification compares the runtimes against.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gatekit.models import GatedResNet
+from gatekit.models.gate import ChannelGate
+
+GRAPHS = ("dense", "static", "hybrid", "dynamic")
+
+
+def fold_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weights and bias of conv followed by eval-mode BN, as one conv."""
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    weight = conv.weight * scale.view(-1, 1, 1, 1)
+    bias = bn.bias - bn.running_mean * scale
+    if conv.bias is not None:
+        bias = bias + conv.bias * scale
+    return weight.detach().clone(), bias.detach().clone()
+
+
+class FoldedGate(nn.Module):
+    """The eval-mode gate with its BN folded into fc1, restricted to the given channels.
+
+    Outputs one logit per kept channel (a grouped gate repeats its decision's row), and the mask
+    `logit >= 0`.
+    """
+
+    def __init__(self, gate: ChannelGate, channels: torch.Tensor):
+        super().__init__()
+        bn = gate.bn
+        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        self.fc1 = nn.Linear(gate.in_channels, gate.hidden)
+        self.fc1.weight.data = (gate.fc1.weight * scale[:, None]).detach().clone()
+        self.fc1.bias.data = (bn.bias - bn.running_mean * scale).detach().clone()
+        self.fc2 = nn.Linear(gate.hidden, len(channels), bias=False)
+        self.fc2.weight.data = gate.fc2.weight[channels // gate.group].detach().clone()
+
+    @property
+    def macs(self) -> int:
+        return self.fc1.in_features * self.fc1.out_features + self.fc2.in_features * self.fc2.out_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.fc2(torch.relu(self.fc1(x.mean(dim=(2, 3)))))
+        return (logits >= 0).to(x.dtype)
+
+
+class Shortcut(nn.Module):
+    def __init__(self, block):
+        super().__init__()
+        self.conv: nn.Conv2d | None = None
+        if block.downsample is not None:
+            conv, bn = block.downsample[0], block.downsample[1]
+            w, b = fold_conv_bn(conv, bn)
+            self.conv = nn.Conv2d(conv.in_channels, conv.out_channels, 1, conv.stride, bias=True)
+            self.conv.weight.data, self.conv.bias.data = w, b
+
+    def forward(self, x):
+        return x if self.conv is None else self.conv(x)
+
+
+class StaticBlock(nn.Module):
+    """A BasicBlock whose inner width is `channels` (a subset of conv1's filters), optionally gated."""
+
+    def __init__(self, block, path: str, channels: torch.Tensor, gated: bool):
+        super().__init__()
+        bn1 = block.bn1.dense if path == "dense" else block.bn1.gated
+        bn2 = block.bn2.dense if path == "dense" else block.bn2.gated
+        w1, b1 = fold_conv_bn(block.conv1, bn1)
+        w2, b2 = fold_conv_bn(block.conv2, bn2)
+        k = len(channels)
+        self.conv1 = nn.Conv2d(block.in_channels, k, 3, block.stride, 1)
+        self.conv1.weight.data, self.conv1.bias.data = w1[channels].clone(), b1[channels].clone()
+        self.conv2 = nn.Conv2d(k, block.planes, 3, 1, 1)
+        self.conv2.weight.data, self.conv2.bias.data = w2[:, channels].clone(), b2
+        self.shortcut = Shortcut(block)
+        self.gate = FoldedGate(block.gate, channels) if gated else None
+        self.register_buffer("channels", channels.clone(), persistent=False)
+
+    def forward(self, x):
+        h = torch.relu(self.conv1(x))
+        if self.gate is not None:
+            h = h * self.gate(x)[:, :, None, None]
+        return torch.relu(self.conv2(h) + self.shortcut(x))
+
+
+class DynamicBlock(nn.Module):
+    """Per-input channel skipping: only the active channels' conv1 filters and conv2 slices run."""
+
+    def __init__(self, block):
+        super().__init__()
+        w1, b1 = fold_conv_bn(block.conv1, block.bn1.gated)
+        w2, b2 = fold_conv_bn(block.conv2, block.bn2.gated)
+        self.stride = block.stride
+        self.register_buffer("w1", w1)
+        self.register_buffer("b1", b1)
+        self.register_buffer("w2", w2)
+        self.register_buffer("b2", b2)
+        self.shortcut = Shortcut(block)
+        self.gate = FoldedGate(block.gate, torch.arange(block.planes))
+
+    def forward(self, x):
+        mask = self.gate(x)  # (N, planes)
+        union = mask.amax(dim=0) > 0
+        # keep the graph non-empty when no channel is on anywhere: channel 0 is computed and masked to 0
+        none_on = torch.logical_not(union.any()).reshape(1)
+        union = torch.cat([torch.logical_or(union[:1], none_on), union[1:]])
+        idx = torch.nonzero(union).reshape(-1)
+        h = torch.relu(F.conv2d(x, self.w1.index_select(0, idx), self.b1.index_select(0, idx), self.stride, 1))
+        h = h * mask.index_select(1, idx)[:, :, None, None]
+        out = F.conv2d(h, self.w2.index_select(1, idx), self.b2, 1, 1)
+        return torch.relu(out + self.shortcut(x))
+
+
+class DeployNet(nn.Module):
+    """Stem, blocks, global average pool, and optionally a linear head (logits instead of features)."""
+
+    def __init__(self, model: GatedResNet, blocks: list[nn.Module], head: nn.Linear | None = None):
+        super().__init__()
+        w, b = fold_conv_bn(model.stem_conv, model.stem_bn)
+        c = model.stem_conv
+        self.stem = nn.Conv2d(c.in_channels, c.out_channels, c.kernel_size, c.stride, c.padding)
+        self.stem.weight.data, self.stem.bias.data = w, b
+        self.pool = model.stem_pool if isinstance(model.stem_pool, nn.MaxPool2d) else None
+        self.blocks = nn.ModuleList(blocks)
+        self.head = head
+
+    def forward(self, x):
+        x = torch.relu(self.stem(x))
+        if self.pool is not None:
+            x = self.pool(x)
+        for block in self.blocks:
+            x = block(x)
+        x = x.mean(dim=(2, 3))
+        return x if self.head is None else self.head(x)
+
+
+@dataclass
+class GraphSpec:
+    kind: str
+    widths: list[int]  # inner width per block as built (dynamic: the full width, skipped per input)
+    channels: list[list[int]]  # kept channel indices per block (static, hybrid)
+
+
+def build_graph(model: GatedResNet, kind: str, channels: list[torch.Tensor] | None = None,
+                head: nn.Linear | None = None) -> tuple[DeployNet, GraphSpec]:
+    """The deploy module of graph `kind`. static and hybrid need the kept channels per block."""
+    if kind not in GRAPHS:
+        raise ValueError(f"unknown graph {kind!r}")
+    model = model.eval()
+    with torch.no_grad():
+        if kind == "dense":
+            full = [torch.arange(b.planes) for b in model.blocks]
+            blocks = [StaticBlock(b, "dense", ch, gated=False) for b, ch in zip(model.blocks, full)]
+            spec = GraphSpec(kind, [b.planes for b in model.blocks], [])
+        elif kind == "dynamic":
+            blocks = [DynamicBlock(b) for b in model.blocks]
+            spec = GraphSpec(kind, [b.planes for b in model.blocks], [])
+        else:
+            if channels is None or len(channels) != len(model.blocks):
+                raise ValueError(f"{kind} needs kept channels for each of the {len(model.blocks)} blocks")
+            blocks = [StaticBlock(b, "gated", ch, gated=kind == "hybrid") for b, ch in zip(model.blocks, channels)]
+            spec = GraphSpec(kind, [len(c) for c in channels], [c.tolist() for c in channels])
+        net = DeployNet(model, blocks, head).eval()
+    return net, spec
