@@ -25,7 +25,7 @@ def demo(out_dir: str, epochs: int, limit: int, data_dir: str | None) -> None:
 
     out = Path(out_dir)
     t0 = time.perf_counter()
-    cfg = build_config("cpu-small", {"epochs": epochs, "limit": limit, "data_dir": data_dir, "warmup_epochs": 1})
+    cfg = build_config("cpu-small", {"epochs": epochs, "limit": limit, "data_dir": data_dir, "warmup_epochs": epochs})
     click.echo(f"[1/3] train {cfg.method}, ResNet-18 x{cfg.width}, t_d={cfg.budget}, {epochs} epochs on {limit} real CIFAR-10 images")
     trained = train(cfg, out / "train")
     click.echo("[2/3] evaluate the trained encoder (dense and gated paths)")
