@@ -138,6 +138,82 @@ def eval_cmd(checkpoint, paths, knn, linear, dataset, data_dir, limit_train, ran
     _write_json(json_path, result)
 
 
+@cli.command("export")
+@click.argument("checkpoint", type=click.Path())
+@click.option("--graph", "graphs", default="dense", show_default=True,
+              help="dense, static, hybrid, dynamic, a comma list, or all.")
+@click.option("--format", "formats", default="onnx", show_default=True,
+              help="onnx, openvino, tensorrt, a comma list, or all (the formats available on this machine).")
+@click.option("--out", "out_dir", required=True, type=click.Path(), help="Directory for the artifacts and manifests.")
+@click.option("--calib", default=2000, show_default=True, help="Training images whose gate usage decides the static/hybrid channels.")
+@click.option("--min-usage", default=0.0, show_default=True, help="Remove channels on for at most this fraction of calibration images.")
+@click.option("--round-to", default=16, show_default=True, help="Round kept widths up to a multiple of this (1 disables).")
+@click.option("--probe", type=click.Path(), help="A linear probe from `gatekit eval --linear`: the graph outputs logits.")
+@click.option("--batch", default=1, show_default=True, help="Batch size of the exported graph.")
+@click.option("--dynamic-batch", is_flag=True, help="A dynamic batch axis (verified at --batch and at 8).")
+@click.option("--fp16", is_flag=True, help="FP16 weights (OpenVINO) or an FP16 engine (TensorRT).")
+@click.option("--verify-images", default=64, show_default=True, help="Held-out real images for verification (at least 32).")
+@click.option("--knn-train", default=10000, show_default=True, help="Training images used as k-NN memory for the static agreement check.")
+@click.option("--data-dir", type=click.Path(), help="Default: the training one, then $GATEKIT_DATA.")
+@click.option("--threads", type=int, help="Runtime threads during verification.")
+@click.option("--json", "json_path", type=click.Path(), help="Write all manifests as JSON here.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def export_cmd(checkpoint, graphs, formats, out_dir, calib, min_usage, round_to, probe, batch, dynamic_batch, fp16,
+               verify_images, knn_train, data_dir, threads, json_path, quiet):
+    """Export a checkpoint's graphs, each verified in its runtime against PyTorch before it is written.
+
+    \b
+    Example:
+      gatekit export runs/dual --graph static,hybrid --format onnx,openvino --out artifacts/dual
+      gatekit export runs/dual --graph all --format all --out artifacts/dual --json artifacts/dual/export.json
+    """
+    from gatekit.export.exporter import FORMATS, ExportOptions, Prepared, export
+    from gatekit.export.graphs import GRAPHS
+    from gatekit.runtimes import available_backends
+
+    graph_list = _choices(graphs, GRAPHS, "graph")
+    format_list = _choices(formats, FORMATS, "format")
+    if formats == "all":
+        have = set(available_backends())
+        format_list = [f for f in format_list if {"onnx": "ort", "openvino": "openvino", "tensorrt": "tensorrt"}[f] in have]
+    explicit = graphs != "all" and formats != "all"
+    results, failures = [], []
+    for graph in graph_list:
+        opts = ExportOptions(graph=graph, calib=calib, min_usage=min_usage, round_to=round_to, probe=probe, batch=batch,
+                             dynamic_batch=dynamic_batch, fp16=fp16, verify_images=verify_images, knn_train=knn_train,
+                             data_dir=data_dir, threads=threads)
+        prepared = Prepared(checkpoint, opts, progress=not quiet)
+        for fmt in format_list:
+            opts.fmt = fmt
+            try:
+                m = export(checkpoint, out_dir, opts, progress=not quiet, prepared=prepared)
+            except GatekitError as e:
+                if explicit:
+                    raise
+                failures.append({"graph": graph, "format": fmt, "error": str(e)})
+                click.echo(f"{graph:8s} {fmt:9s} NOT EXPORTED: {e}", err=True)
+                continue
+            results.append(m)
+            err = max(m["verification"]["relative_error"].values())
+            click.echo(f"{graph:8s} {fmt:9s} widths {m['widths']}  MACs x{m['macs']['ratio_to_dense']:.3f}  "
+                       f"max rel err {err:.2e}  -> {Path(out_dir) / next(iter(m['files'].values()))}")
+            if "agreement" in m:
+                a = m["agreement"]
+                click.echo(f"{'':19s}k-NN k=20: static {100 * a['knn20_static']:.2f} vs gated {100 * a['knn20_gated']:.2f} "
+                           f"({a['knn20_difference_points']:+.2f} points)")
+    _write_json(json_path, {"artifacts": results, "not_exported": failures})
+
+
+def _choices(value: str, allowed: tuple[str, ...], what: str) -> list[str]:
+    if value == "all":
+        return list(allowed)
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    bad = [v for v in items if v not in allowed]
+    if bad or not items:
+        raise GatekitError(f"unknown {what} {(bad[0] if bad else value)!r}: choose from {', '.join(allowed)} or all")
+    return items
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user errors become one line on stderr and exit status 2, never a traceback."""
     try:

@@ -129,6 +129,55 @@ class DynamicBlock(nn.Module):
         return torch.relu(out + self.shortcut(x))
 
 
+def im2col3x3(x: torch.Tensor, stride: int) -> torch.Tensor:
+    """(N, C, H, W) -> (N, 9 C, Ho Wo), tap-major: rows t*C .. t*C + C - 1 hold tap t = 3 i + j.
+
+    Built from a pad and nine strided slices, so the channel count may be data-dependent.
+    """
+    n, _, h, w = x.shape
+    ho, wo = (h - 1) // stride + 1, (w - 1) // stride + 1
+    xp = F.pad(x, (1, 1, 1, 1))
+    taps = [xp[:, :, i : i + stride * (ho - 1) + 1 : stride, j : j + stride * (wo - 1) + 1 : stride]
+            for i in range(3) for j in range(3)]
+    return torch.cat(taps, dim=1).reshape(n, -1, ho * wo)
+
+
+class DynamicMatmulBlock(nn.Module):
+    """Per-input channel skipping that OpenVINO's CPU plugin compiles: each gated 3x3 conv becomes
+    im2col + MatMul with gathered weight rows (conv1) or columns (conv2), because the plugin refuses a
+    Conv whose weights have a data-dependent shape. Same maths and the same skipped MACs as
+    DynamicBlock; the im2col copies cost extra time (measured by `gatekit bench`)."""
+
+    def __init__(self, block):
+        super().__init__()
+        w1, b1 = fold_conv_bn(block.conv1, block.bn1.gated)
+        w2, b2 = fold_conv_bn(block.conv2, block.bn2.gated)
+        self.stride = block.stride
+        self.register_buffer("w1", w1.permute(0, 2, 3, 1).reshape(w1.shape[0], -1).contiguous())  # (C, 9 Cin)
+        self.register_buffer("b1", b1)
+        self.register_buffer("w2", w2.permute(0, 2, 3, 1).reshape(w2.shape[0], 9, -1).contiguous())  # (Cout, 9, C)
+        self.register_buffer("b2", b2)
+        self.shortcut = Shortcut(block)
+        self.gate = FoldedGate(block.gate, torch.arange(block.planes))
+
+    def forward(self, x):
+        n = x.shape[0]
+        mask = self.gate(x)
+        union = mask.amax(dim=0) > 0
+        none_on = torch.logical_not(union.any()).reshape(1)
+        union = torch.cat([torch.logical_or(union[:1], none_on), union[1:]])
+        idx = torch.nonzero(union).reshape(-1)
+        cols = im2col3x3(x, self.stride)
+        ho = (x.shape[2] - 1) // self.stride + 1
+        wo = (x.shape[3] - 1) // self.stride + 1
+        h = torch.matmul(self.w1.index_select(0, idx), cols) + self.b1.index_select(0, idx)[:, None]
+        h = torch.relu(h) * mask.index_select(1, idx)[:, :, None]
+        cols2 = im2col3x3(h.reshape(n, -1, ho, wo), 1)
+        w2 = self.w2.index_select(2, idx).reshape(self.w2.shape[0], -1)
+        out = (torch.matmul(w2, cols2) + self.b2[:, None]).reshape(n, -1, ho, wo)
+        return torch.relu(out + self.shortcut(x))
+
+
 class DeployNet(nn.Module):
     """Stem, blocks, global average pool, and optionally a linear head (logits instead of features)."""
 
@@ -160,8 +209,12 @@ class GraphSpec:
 
 
 def build_graph(model: GatedResNet, kind: str, channels: list[torch.Tensor] | None = None,
-                head: nn.Linear | None = None) -> tuple[DeployNet, GraphSpec]:
-    """The deploy module of graph `kind`. static and hybrid need the kept channels per block."""
+                head: nn.Linear | None = None, dynamic_form: str = "conv") -> tuple[DeployNet, GraphSpec]:
+    """The deploy module of graph `kind`. static and hybrid need the kept channels per block.
+
+    `dynamic_form` picks the dynamic graph's formulation: "conv" (NonZero + Gather + Conv, for ONNX
+    Runtime and TensorRT) or "matmul" (im2col + MatMul, which OpenVINO's CPU plugin compiles).
+    """
     if kind not in GRAPHS:
         raise ValueError(f"unknown graph {kind!r}")
     model = model.eval()
@@ -171,7 +224,8 @@ def build_graph(model: GatedResNet, kind: str, channels: list[torch.Tensor] | No
             blocks = [StaticBlock(b, "dense", ch, gated=False) for b, ch in zip(model.blocks, full)]
             spec = GraphSpec(kind, [b.planes for b in model.blocks], [])
         elif kind == "dynamic":
-            blocks = [DynamicBlock(b) for b in model.blocks]
+            block_type = {"conv": DynamicBlock, "matmul": DynamicMatmulBlock}[dynamic_form]
+            blocks = [block_type(b) for b in model.blocks]
             spec = GraphSpec(kind, [b.planes for b in model.blocks], [])
         else:
             if channels is None or len(channels) != len(model.blocks):

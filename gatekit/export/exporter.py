@@ -1,0 +1,380 @@
+"""`gatekit export`: build a graph from a checkpoint, export it, verify it in its runtime, then write it.
+
+Every artifact is run in its runtime on real held-out images and compared with the PyTorch reference
+of the same path (dense: the dense path; hybrid and dynamic: the gated path) before it is written; a
+mismatch writes nothing. `static` is an approximation by design: it is verified against its own
+PyTorch module, and its agreement with the gated path (feature cosine, k-NN) is reported.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from gatekit import __version__
+from gatekit.atomic import atomic_path, write_json
+from gatekit.checkpoint import load_model
+from gatekit.data import NORMALIZATION, load_dataset
+from gatekit.errors import GatekitError
+from gatekit.export.graphs import GRAPHS, GraphSpec, build_graph
+from gatekit.export.prune import select_all
+from gatekit.export.verify import check, relative_error, run_batched
+from gatekit.models import cost_model
+
+FORMATS = ("onnx", "openvino", "tensorrt")
+OPSET = 17
+INPUT_NAME = "input"
+
+
+@dataclass
+class ExportOptions:
+    graph: str = "dense"
+    fmt: str = "onnx"
+    calib: int = 2000
+    min_usage: float = 0.0
+    round_to: int = 16
+    probe: str | None = None
+    batch: int = 1
+    dynamic_batch: bool = False
+    fp16: bool = False
+    verify_images: int = 64
+    knn_train: int = 10000
+    knn_check: bool = True
+    data_dir: str | None = None
+    threads: int | None = None
+    extra: dict = field(default_factory=dict)
+
+
+class Prepared:
+    """Everything the formats share: the model, data, graph module, references and FLOPs."""
+
+    def __init__(self, checkpoint: str | Path, opts: ExportOptions, progress: bool = True):
+        from gatekit.evaluate.features import extract_features
+
+        if opts.graph not in GRAPHS:
+            raise GatekitError(f"unknown graph {opts.graph!r}: choose one of {', '.join(GRAPHS)}")
+        if opts.batch < 1:
+            raise GatekitError("batch must be >= 1")
+        self.opts = opts
+        self.model, self.meta = load_model(checkpoint)
+        self.checkpoint = Path(checkpoint)
+        train_cfg = self.meta.get("train_config", {})
+        self.dataset = train_cfg.get("dataset", "cifar10")
+        root = opts.data_dir
+        if root is None and train_cfg.get("data_dir") and Path(train_cfg["data_dir"]).exists():
+            root = train_cfg["data_dir"]
+        self.data_root = root
+        self.mean, self.std = NORMALIZATION.get(self.dataset, NORMALIZATION["cifar10"])
+        cfg = self.model.cfg
+        self.cost = cost_model(cfg)
+        n_verify = max(32, opts.verify_images)
+        n_verify -= n_verify % max(opts.batch, 8 if opts.dynamic_batch else 1)
+        test = load_dataset(self.dataset, "test", root, limit=n_verify)
+        self.verify_images = self._normalize(test.images)
+        self.usage = None
+        self.calib_active = None
+        channels = None
+        if opts.graph != "dense":
+            calib = load_dataset(self.dataset, "train", root, limit=opts.calib)
+            feats = extract_features(self.model, calib.images, self.mean, self.std, "gated", progress=progress,
+                                     desc="calibration")
+            self.usage, self.calib_n, self.calib_active = feats.usage, len(calib), feats.active
+            if opts.graph in ("static", "hybrid"):
+                channels = select_all(self.usage, self.calib_n, opts.min_usage, opts.round_to, self.model.cfg.gate_group)
+        self.head = self._load_head(opts.probe)
+        self.channels = channels
+        self.net, self.spec = build_graph(self.model, opts.graph, channels, self.head)
+        self._matmul_net = None
+
+    def dynamic_form(self, fmt: str) -> str | None:
+        """The dynamic graph's formulation for a format: OpenVINO's CPU plugin needs im2col + MatMul."""
+        if self.opts.graph != "dynamic":
+            return None
+        return "matmul" if fmt == "openvino" else "conv"
+
+    def net_for(self, fmt: str) -> torch.nn.Module:
+        if self.dynamic_form(fmt) != "matmul":
+            return self.net
+        if self._matmul_net is None:
+            self._matmul_net, _ = build_graph(self.model, "dynamic", None, self.head, dynamic_form="matmul")
+        return self._matmul_net
+
+    def _normalize(self, images_uint8: np.ndarray) -> np.ndarray:
+        x = images_uint8.astype(np.float32).transpose(0, 3, 1, 2) / 255.0
+        m = np.asarray(self.mean, np.float32).reshape(1, 3, 1, 1)
+        s = np.asarray(self.std, np.float32).reshape(1, 3, 1, 1)
+        return np.ascontiguousarray((x - m) / s)
+
+    def _load_head(self, probe: str | None) -> torch.nn.Linear | None:
+        if not probe:
+            return None
+        from gatekit.evaluate.linear_probe import load_probe
+
+        p = load_probe(probe)
+        if p.weight.shape[1] != self.model.feature_dim:
+            raise GatekitError(f"probe {probe} expects {p.weight.shape[1]}-d features, the model gives {self.model.feature_dim}")
+        head = torch.nn.Linear(p.weight.shape[1], p.weight.shape[0])
+        head.weight.data, head.bias.data = p.weight.float().clone(), p.bias.float().clone()
+        return head
+
+    @property
+    def output_name(self) -> str:
+        return "logits" if self.head is not None else "features"
+
+    def reference(self, x: np.ndarray) -> np.ndarray:
+        """The PyTorch path the graph must equal (static: its own module)."""
+        t = torch.from_numpy(x)
+        with torch.inference_mode():
+            if self.opts.graph == "static":
+                return self.net(t).numpy()
+            path = "dense" if self.opts.graph == "dense" else "gated"
+            f = self.model(t, path).features
+            return (f if self.head is None else self.head(f)).numpy()
+
+    def gated_reference(self, x: np.ndarray) -> torch.Tensor:
+        with torch.inference_mode():
+            f = self.model(torch.from_numpy(x), "gated").features
+            return f if self.head is None else self.head(f)
+
+    def torch_check(self, fmt: str) -> dict:
+        """Checks the deploy module against the reference path before any export."""
+        net = self.net_for(fmt)  # built outside inference mode: the exporter traces it afterwards
+        with torch.inference_mode():
+            out = net(torch.from_numpy(self.verify_images))
+        if self.opts.graph == "static":  # an approximation by design: report its agreement
+            cos = torch.nn.functional.cosine_similarity(out, self.gated_reference(self.verify_images), dim=1)
+            return {"cosine_to_gated": {"mean": float(cos.mean()), "min": float(cos.min())}}
+        err = relative_error(out.numpy(), self.reference(self.verify_images))
+        if err > 1e-4:
+            hint = ""
+            if self.opts.graph == "hybrid":
+                n = self.images_using_removed_channels()
+                hint = (f": {n} of {len(self.verify_images)} held-out images turn on channels that were on for at most "
+                        f"--min-usage {self.opts.min_usage} of the {self.calib_n} calibration images; raise --calib or lower --min-usage")
+            raise GatekitError(f"the {self.opts.graph} graph differs from the PyTorch path by {err:.3g}{hint}; not exported")
+        return {"torch_module_relative_error": err}
+
+    def images_using_removed_channels(self) -> int:
+        with torch.inference_mode():
+            masks = self.model(torch.from_numpy(self.verify_images), "gated").masks
+        hit = torch.zeros(len(self.verify_images), dtype=torch.bool)
+        for mask, kept in zip(masks, self.spec.channels):
+            removed = torch.ones(mask.shape[1], dtype=torch.bool)
+            removed[kept] = False
+            hit |= mask[:, removed].bool().any(dim=1)
+        return int(hit.sum())
+
+    def flops(self) -> dict:
+        from gatekit.evaluate.flops_stats import flops_stats
+
+        g = self.opts.graph
+        dense = self.cost.dense_macs
+        if g == "dense":
+            macs = {"mean": dense}
+        elif g == "static":
+            macs = {"mean": self.cost.static_macs(self.spec.widths)}
+        elif g == "hybrid":
+            gate = sum(b.gate.macs for b in self.net.blocks)
+            macs = {"mean": self.cost.static_macs(self.spec.widths) + gate}
+        else:
+            s = flops_stats(self.cost, self.calib_active)
+            macs = {"mean": s["mean_macs"], "p50": s["p50_macs"], "p90": s["p90_macs"],
+                    "note": f"per input, over {self.calib_n} calibration images"}
+        macs["dense"] = dense
+        macs["ratio_to_dense"] = macs["mean"] / dense
+        macs["flop_counter_macs"] = flop_counter_macs(self.net, self.model.cfg.input_size) if g != "dynamic" else None
+        return macs
+
+
+def flop_counter_macs(net: torch.nn.Module, size: int) -> int:
+    """An independent count: torch's FlopCounterMode on the deploy module (convs and FCs), halved."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    head, net.head = net.head, None
+    try:
+        with FlopCounterMode(display=False) as counter, torch.inference_mode():
+            net(torch.zeros(1, 3, size, size))
+    finally:
+        net.head = head
+    return counter.get_total_flops() // 2
+
+
+def _export_onnx(prep: Prepared, path: Path, fmt: str) -> None:
+    import onnx
+
+    opts = prep.opts
+    dummy = torch.from_numpy(prep.verify_images[: opts.batch])
+    dynamic_axes = {INPUT_NAME: {0: "batch"}, prep.output_name: {0: "batch"}} if opts.dynamic_batch else None
+    torch.onnx.export(prep.net_for(fmt), (dummy,), str(path), opset_version=OPSET, input_names=[INPUT_NAME],
+                      output_names=[prep.output_name], dynamic_axes=dynamic_axes, do_constant_folding=True, dynamo=False)
+    model = onnx.load(str(path))
+    try:
+        onnx.checker.check_model(model, full_check=True)
+        onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
+    except Exception as e:  # onnx raises several checker/inference error types
+        raise GatekitError(f"the exported ONNX graph fails onnx.checker: {str(e).splitlines()[0]}") from None
+
+
+def _batches(prep: Prepared) -> list[int]:
+    return [prep.opts.batch] + ([8] if prep.opts.dynamic_batch and prep.opts.batch != 8 else [])
+
+
+def _verify(prep: Prepared, session, name: str, precision: str) -> dict:
+    errors = {}
+    for b in _batches(prep):
+        actual = run_batched(session, prep.verify_images, b)
+        errors[f"batch{b}"] = check(f"{name} at batch {b}", actual, prep.reference(prep.verify_images[: len(actual)]), precision)
+    return errors
+
+
+def artifact_stem(opts: ExportOptions) -> str:
+    return opts.graph + ("-fp16" if opts.fp16 else "")
+
+
+def export(checkpoint: str | Path, out_dir: str | Path, opts: ExportOptions, progress: bool = True,
+           prepared: Prepared | None = None) -> dict:
+    """Exports one graph to one format into out_dir; returns the manifest (also written beside it)."""
+    from gatekit.runtimes import load_session
+
+    if opts.fmt not in FORMATS:
+        raise GatekitError(f"unknown format {opts.fmt!r}: choose one of {', '.join(FORMATS)}")
+    prep = prepared or Prepared(checkpoint, opts, progress)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    precision = "fp16" if opts.fp16 else "fp32"
+    report = prep.torch_check(opts.fmt)
+    stem = artifact_stem(opts)
+    with tempfile.TemporaryDirectory(dir=out, prefix=".export-") as tmp:
+        tmp = Path(tmp)
+        onnx_path = tmp / f"{opts.graph}.onnx"
+        _export_onnx(prep, onnx_path, opts.fmt)
+        if opts.fmt == "onnx":
+            if opts.fp16:
+                raise GatekitError("ONNX export is fp32; use --format openvino or tensorrt for fp16")
+            session = load_session(onnx_path, "ort", threads=opts.threads)
+            errors = _verify(prep, session, "onnx/ort", precision)
+            runtime = session.info.to_dict()
+            files = {"onnx": f"{stem}.onnx"}
+            _move(onnx_path, out / files["onnx"])
+        elif opts.fmt == "openvino":
+            import openvino as ov
+
+            xml = tmp / f"{stem}.xml"
+            ov.save_model(ov.convert_model(str(onnx_path)), str(xml), compress_to_fp16=opts.fp16)
+            try:
+                session = load_session(xml, "openvino", threads=opts.threads, precision="fp32")
+            except Exception as e:
+                raise GatekitError(f"OpenVINO cannot run the {opts.graph} graph: {_first_line(e)}") from None
+            # fp16 IR weights are decompressed and run in f32: verified against the fp16 tolerance
+            errors = _verify(prep, session, "openvino", precision)
+            runtime = session.info.to_dict()
+            files = {"xml": f"{stem}.xml", "bin": f"{stem}.bin"}
+            _move(xml.with_suffix(".bin"), out / files["bin"])
+            _move(xml, out / files["xml"])
+        else:
+            from gatekit.export.tensorrt_build import build_engine
+
+            engine = tmp / f"{stem}.engine"
+            built = build_engine(onnx_path, engine, precision=precision, batch=opts.batch,
+                                 max_batch=8 if opts.dynamic_batch else None)
+            session = load_session(engine, "tensorrt", precision=precision)
+            errors = _verify(prep, session, "tensorrt", precision)
+            runtime = dict(session.info.to_dict(), build=built)
+            files = {"engine": f"{stem}.engine"}
+            _move(engine, out / files["engine"])
+        session.close()
+    manifest = _manifest(prep, opts, files, runtime, errors, report)
+    if opts.graph == "static" and opts.knn_check:
+        manifest["agreement"] = static_agreement(prep, progress)
+    write_json(out / f"{stem}.{opts.fmt}.json", manifest)
+    return manifest
+
+
+def _move(src: Path, dst: Path) -> None:
+    with atomic_path(dst) as tmp:
+        shutil.move(str(src), str(tmp))
+
+
+def _first_line(e: Exception) -> str:
+    lines = [x for x in str(e).splitlines() if x.strip()]
+    useful = [x for x in lines if "support" in x.lower() or "not implemented" in x.lower()]
+    return (useful or lines or [type(e).__name__])[0].strip()[:300]
+
+
+def _manifest(prep: Prepared, opts: ExportOptions, files: dict, runtime: dict, errors: dict, report: dict) -> dict:
+    import onnx
+
+    cfg = prep.model.cfg
+    train_cfg = prep.meta.get("train_config", {})
+    return {
+        "gatekit_version": __version__,
+        "checkpoint": str(prep.checkpoint),
+        "checkpoint_sha256": prep.meta["sha256"],
+        "method": train_cfg.get("method"),
+        "budget": train_cfg.get("budget"),
+        "graph": opts.graph,
+        "dynamic_form": prep.dynamic_form(opts.fmt),
+        "format": opts.fmt,
+        "files": files,
+        "precision": "fp16" if opts.fp16 else "fp32",
+        "model_config": cfg.to_dict(),
+        "widths": prep.spec.widths,
+        "full_widths": [b.planes for b in prep.cost.blocks],
+        "channels": prep.spec.channels,
+        "pruning": {"calib": opts.calib, "min_usage": opts.min_usage, "round_to": opts.round_to} if opts.graph in ("static", "hybrid") else None,
+        "macs": prep.flops(),
+        "input": {"name": INPUT_NAME, "shape": [-1 if opts.dynamic_batch else opts.batch, 3, cfg.input_size, cfg.input_size],
+                  "dtype": "float32", "layout": "NCHW", "scale": 1 / 255, "mean": list(prep.mean), "std": list(prep.std),
+                  "dataset": prep.dataset},
+        "output": {"name": prep.output_name, "probe": opts.probe},
+        "opset": OPSET,
+        "onnx_version": onnx.__version__,
+        "runtime": runtime,
+        "verification": {"images": len(prep.verify_images), "relative_error": errors, "reference": "static module" if opts.graph == "static" else ("dense path" if opts.graph == "dense" else "gated path"), **report},
+    }
+
+
+def static_agreement(prep: Prepared, progress: bool) -> dict:
+    """k-NN top-1 (k=20, cosine) of the static graph beside the gated path, on the test set."""
+    from gatekit.evaluate.features import extract_features
+    from gatekit.evaluate.knn import knn_accuracy
+
+    train = load_dataset(prep.dataset, "train", prep.data_root, limit=prep.opts.knn_train)
+    test = load_dataset(prep.dataset, "test", prep.data_root)
+    k = int(max(train.labels.max(), test.labels.max())) + 1
+    ytr, yte = torch.as_tensor(train.labels).long(), torch.as_tensor(test.labels).long()
+    gated_tr = extract_features(prep.model, train.images, prep.mean, prep.std, "gated", progress=progress).features
+    gated_te = extract_features(prep.model, test.images, prep.mean, prep.std, "gated", progress=progress).features
+    static = _StaticAsBackbone(prep.net)
+    static_tr = extract_features(static, train.images, prep.mean, prep.std, "dense", progress=progress).features
+    static_te = extract_features(static, test.images, prep.mean, prep.std, "dense", progress=progress).features
+    acc_g = knn_accuracy(gated_tr, ytr, gated_te, yte, k=20, metric="cosine", num_classes=k)
+    acc_s = knn_accuracy(static_tr, ytr, static_te, yte, k=20, metric="cosine", num_classes=k)
+    cos = torch.nn.functional.cosine_similarity(static_te, gated_te, dim=1)
+    return {"knn20_gated": acc_g, "knn20_static": acc_s, "knn20_difference_points": 100 * (acc_s - acc_g),
+            "cosine_to_gated_mean": float(cos.mean()), "cosine_to_gated_p10": float(cos.quantile(0.1)),
+            "knn_train_images": len(train), "test_images": len(test), "within_1_point": abs(acc_s - acc_g) <= 0.01}
+
+
+class _StaticAsBackbone(torch.nn.Module):
+    """Lets feature extraction run a deploy module as if it were a backbone (features only)."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x, path="dense"):
+        from gatekit.models import BackboneOutput
+
+        head, self.net.head = self.net.head, None
+        try:
+            return BackboneOutput(self.net(x), None)
+        finally:
+            self.net.head = head
