@@ -8,10 +8,9 @@ PyTorch module, and its agreement with the gated path (feature cosine, k-NN) is 
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -92,6 +91,7 @@ class Prepared:
         self.channels = channels
         self.net, self.spec = build_graph(self.model, opts.graph, channels, self.head)
         self._matmul_net = None
+        self.agreement: dict | None = None
 
     def dynamic_form(self, fmt: str) -> str | None:
         """The dynamic graph's formulation for a format: OpenVINO's CPU plugin needs im2col + MatMul."""
@@ -212,8 +212,12 @@ def _export_onnx(prep: Prepared, path: Path, fmt: str) -> None:
     opts = prep.opts
     dummy = torch.from_numpy(prep.verify_images[: opts.batch])
     dynamic_axes = {INPUT_NAME: {0: "batch"}, prep.output_name: {0: "batch"}} if opts.dynamic_batch else None
-    torch.onnx.export(prep.net_for(fmt), (dummy,), str(path), opset_version=OPSET, input_names=[INPUT_NAME],
-                      output_names=[prep.output_name], dynamic_axes=dynamic_axes, do_constant_folding=True, dynamo=False)
+    with warnings.catch_warnings():  # the TorchScript exporter's deprecation and constant-folding notes
+        warnings.simplefilter("ignore", category=UserWarning)
+        warnings.simplefilter("ignore", category=DeprecationWarning)
+        torch.onnx.export(prep.net_for(fmt), (dummy,), str(path), opset_version=OPSET, input_names=[INPUT_NAME],
+                          output_names=[prep.output_name], dynamic_axes=dynamic_axes, do_constant_folding=True,
+                          dynamo=False)
     model = onnx.load(str(path))
     try:
         onnx.checker.check_model(model, full_check=True)
@@ -292,7 +296,9 @@ def export(checkpoint: str | Path, out_dir: str | Path, opts: ExportOptions, pro
         session.close()
     manifest = _manifest(prep, opts, files, runtime, errors, report)
     if opts.graph == "static" and opts.knn_check:
-        manifest["agreement"] = static_agreement(prep, progress)
+        if prep.agreement is None:  # the same for every format: computed once
+            prep.agreement = static_agreement(prep, progress)
+        manifest["agreement"] = prep.agreement
     write_json(out / f"{stem}.{opts.fmt}.json", manifest)
     return manifest
 
