@@ -201,6 +201,10 @@ def export_cmd(checkpoint, graphs, formats, out_dir, calib, min_usage, round_to,
                 a = m["agreement"]
                 click.echo(f"{'':19s}k-NN k=20: static {100 * a['knn20_static']:.2f} vs gated {100 * a['knn20_gated']:.2f} "
                            f"({a['knn20_difference_points']:+.2f} points)")
+                if not a["within_1_point"]:
+                    closing = a.get("min_usage_that_closes_it")
+                    click.echo(f"{'':19s}more than 1 point off: " + (f"--min-usage {closing} closes it" if closing is not None
+                               else "no lower --min-usage closes it; ship the hybrid graph for the gated accuracy"))
     _write_json(json_path, {"artifacts": results, "not_exported": failures})
 
 

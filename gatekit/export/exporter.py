@@ -348,7 +348,11 @@ def _manifest(prep: Prepared, opts: ExportOptions, files: dict, runtime: dict, e
 
 
 def static_agreement(prep: Prepared, progress: bool) -> dict:
-    """k-NN top-1 (k=20, cosine) of the static graph beside the gated path, on the test set."""
+    """k-NN top-1 (k=20, cosine) of the static graph beside the gated path, on the test set.
+
+    When the static graph is more than 1 point off and --min-usage is above 0, lower values are
+    tried (halving, then 0) and the largest one that closes the gap is reported.
+    """
     from gatekit.evaluate.features import extract_features
     from gatekit.evaluate.knn import knn_accuracy
 
@@ -356,17 +360,34 @@ def static_agreement(prep: Prepared, progress: bool) -> dict:
     test = load_dataset(prep.dataset, "test", prep.data_root)
     k = int(max(train.labels.max(), test.labels.max())) + 1
     ytr, yte = torch.as_tensor(train.labels).long(), torch.as_tensor(test.labels).long()
-    gated_tr = extract_features(prep.model, train.images, prep.mean, prep.std, "gated", progress=progress).features
-    gated_te = extract_features(prep.model, test.images, prep.mean, prep.std, "gated", progress=progress).features
-    static = _StaticAsBackbone(prep.net)
-    static_tr = extract_features(static, train.images, prep.mean, prep.std, "dense", progress=progress).features
-    static_te = extract_features(static, test.images, prep.mean, prep.std, "dense", progress=progress).features
-    acc_g = knn_accuracy(gated_tr, ytr, gated_te, yte, k=20, metric="cosine", num_classes=k)
-    acc_s = knn_accuracy(static_tr, ytr, static_te, yte, k=20, metric="cosine", num_classes=k)
-    cos = torch.nn.functional.cosine_similarity(static_te, gated_te, dim=1)
-    return {"knn20_gated": acc_g, "knn20_static": acc_s, "knn20_difference_points": 100 * (acc_s - acc_g),
-            "cosine_to_gated_mean": float(cos.mean()), "cosine_to_gated_p10": float(cos.quantile(0.1)),
-            "knn_train_images": len(train), "test_images": len(test), "within_1_point": abs(acc_s - acc_g) <= 0.01}
+
+    def features(module, path):
+        return [extract_features(module, images, prep.mean, prep.std, path, progress=progress).features
+                for images in (train.images, test.images)]
+
+    def knn(feats):
+        return knn_accuracy(feats[0], ytr, feats[1], yte, k=20, metric="cosine", num_classes=k)
+
+    gated = features(prep.model, "gated")
+    static = features(_StaticAsBackbone(prep.net), "dense")
+    acc_g, acc_s = knn(gated), knn(static)
+    cos = torch.nn.functional.cosine_similarity(static[1], gated[1], dim=1)
+    report = {"knn20_gated": acc_g, "knn20_static": acc_s, "knn20_difference_points": 100 * (acc_s - acc_g),
+              "cosine_to_gated_mean": float(cos.mean()), "cosine_to_gated_p10": float(cos.quantile(0.1)),
+              "knn_train_images": len(train), "test_images": len(test), "within_1_point": abs(acc_s - acc_g) <= 0.01}
+    m = prep.opts.min_usage
+    if not report["within_1_point"] and m > 0:
+        tried = {}
+        for candidate in (m / 2, m / 4, m / 8, 0.0):
+            channels = select_all(prep.usage, prep.calib_n, candidate, prep.opts.round_to, prep.model.cfg.gate_group)
+            net, spec = build_graph(prep.model, "static", channels)
+            acc = knn(features(_StaticAsBackbone(net), "dense"))
+            tried[str(candidate)] = {"knn20_static": acc, "macs_ratio": prep.cost.static_macs(spec.widths) / prep.cost.dense_macs}
+            if abs(acc - acc_g) <= 0.01:
+                report["min_usage_that_closes_it"] = candidate
+                break
+        report["min_usage_tried"] = tried
+    return report
 
 
 class _StaticAsBackbone(torch.nn.Module):
