@@ -25,7 +25,7 @@ from gatekit.data import (
 )
 from gatekit.errors import GatekitError
 
-from conftest import data_dir
+from tests.conftest import data_dir
 
 N_PER_BATCH = 4
 
