@@ -154,12 +154,13 @@ def eval_cmd(checkpoint, paths, knn, linear, dataset, data_dir, limit_train, ran
 @click.option("--fp16", is_flag=True, help="FP16 weights (OpenVINO) or an FP16 engine (TensorRT).")
 @click.option("--verify-images", default=64, show_default=True, help="Held-out real images for verification (at least 32).")
 @click.option("--knn-train", default=10000, show_default=True, help="Training images used as k-NN memory for the static agreement check.")
+@click.option("--record-inputs", default=1000, show_default=True, help="dynamic: record per-input MACs of the first N test images.")
 @click.option("--data-dir", type=click.Path(), help="Default: the training one, then $GATEKIT_DATA.")
 @click.option("--threads", type=int, help="Runtime threads during verification.")
 @click.option("--json", "json_path", type=click.Path(), help="Write all manifests as JSON here.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def export_cmd(checkpoint, graphs, formats, out_dir, calib, min_usage, round_to, probe, batch, dynamic_batch, fp16,
-               verify_images, knn_train, data_dir, threads, json_path, quiet):
+               verify_images, knn_train, record_inputs, data_dir, threads, json_path, quiet):
     """Export a checkpoint's graphs, each verified in its runtime against PyTorch before it is written.
 
     \b
@@ -181,7 +182,7 @@ def export_cmd(checkpoint, graphs, formats, out_dir, calib, min_usage, round_to,
     for graph in graph_list:
         opts = ExportOptions(graph=graph, calib=calib, min_usage=min_usage, round_to=round_to, probe=probe, batch=batch,
                              dynamic_batch=dynamic_batch, fp16=fp16, verify_images=verify_images, knn_train=knn_train,
-                             data_dir=data_dir, threads=threads)
+                             record_inputs=record_inputs, data_dir=data_dir, threads=threads)
         prepared = Prepared(checkpoint, opts, progress=not quiet)
         for fmt in format_list:
             opts.fmt = fmt

@@ -102,6 +102,16 @@ def test_dynamic_graph_matches_gated_path_at_batch_1_and_8(tiny_ckpt, tmp_path):
     m = export(ckpt, tmp_path / "dyn", opts("dynamic", "onnx", dynamic_batch=True), progress=False)
     assert set(m["verification"]["relative_error"]) == {"batch1", "batch8"}
     assert m["macs"]["p90"] >= m["macs"]["p50"]
+    per_input = m["per_input"]
+    assert per_input["first"] == len(per_input["macs"]) == 64
+    # the first test image's MACs from its own masks: stem + gates + each block at its active width
+    from gatekit.models import cost_model
+    x = np.load(str(ckpt.parent / "tiny-True.npz"))["x_test"][:1].astype(np.float32).transpose(0, 3, 1, 2) / 255
+    mean, std = np.array([0.4914, 0.4822, 0.4465]), np.array([0.2470, 0.2435, 0.2616])
+    x = torch.from_numpy(((x - mean[None, :, None, None]) / std[None, :, None, None]).astype(np.float32))
+    with torch.inference_mode():
+        active = [int(mk.sum()) for mk in model(x, "gated").masks]
+    assert per_input["macs"][0] == cost_model(model.cfg).gated_macs(active)
 
 
 def test_data_dependent_gates_really_skip_channels_in_the_dynamic_graph(tiny_ckpt):

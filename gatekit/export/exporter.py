@@ -46,6 +46,7 @@ class ExportOptions:
     verify_images: int = 64
     knn_train: int = 10000
     knn_check: bool = True
+    record_inputs: int = 1000  # dynamic: per-input MACs of the first N test images, for `gatekit bench`
     data_dir: str | None = None
     threads: int | None = None
     extra: dict = field(default_factory=dict)
@@ -192,6 +193,17 @@ class Prepared:
         macs["flop_counter_macs"] = flop_counter_macs(self.net, self.model.cfg.input_size) if g != "dynamic" else None
         return macs
 
+    def per_input_macs(self, progress: bool) -> dict:
+        """Per-input MACs of the dynamic graph on the first `record_inputs` test images (batch 1)."""
+        from gatekit.evaluate.features import extract_features
+        from gatekit.evaluate.flops_stats import per_sample_macs
+
+        test = load_dataset(self.dataset, "test", self.data_root, limit=self.opts.record_inputs)
+        active = extract_features(self.model, test.images, self.mean, self.std, "gated", progress=progress,
+                                  desc="per-input MACs").active
+        macs = per_sample_macs(self.cost, active)
+        return {"dataset": self.dataset, "split": "test", "first": len(test), "macs": [int(m) for m in macs.tolist()]}
+
 
 def flop_counter_macs(net: torch.nn.Module, size: int) -> int:
     """An independent count: torch's FlopCounterMode on the deploy module (convs and FCs), halved."""
@@ -295,6 +307,8 @@ def export(checkpoint: str | Path, out_dir: str | Path, opts: ExportOptions, pro
             _move(engine, out / files["engine"])
         session.close()
     manifest = _manifest(prep, opts, files, runtime, errors, report)
+    if opts.graph == "dynamic" and opts.record_inputs > 0:
+        manifest["per_input"] = prep.per_input_macs(progress)
     if opts.graph == "static" and opts.knn_check:
         if prep.agreement is None:  # the same for every format: computed once
             prep.agreement = static_agreement(prep, progress)
