@@ -209,6 +209,94 @@ def export_cmd(checkpoint, graphs, formats, out_dir, calib, min_usage, round_to,
     _write_json(json_path, {"artifacts": results, "not_exported": failures})
 
 
+@cli.command("bench")
+@click.argument("artifacts", nargs=-1, required=True, type=click.Path())
+@click.option("--runtime", "runtimes", default="auto", show_default=True,
+              help="torch, ort, openvino, tensorrt, a comma list, or auto (each artifact's own runtime).")
+@click.option("--threads", default="1,2", show_default=True, help="Thread counts, comma-separated.")
+@click.option("--batch", default=1, show_default=True)
+@click.option("--inputs", "n_inputs", default=256, show_default=True, help="Real test images cycled as inputs.")
+@click.option("--data-dir", type=click.Path(), help="Default: $GATEKIT_DATA.")
+@click.option("--warmup-runs", default=50, show_default=True)
+@click.option("--warmup-seconds", default=0.2, show_default=True)
+@click.option("--min-runs", default=1000, show_default=True, help="Stop after this many timed runs ...")
+@click.option("--min-seconds", default=10.0, show_default=True, help="... or after this many seconds, whichever comes first.")
+@click.option("--json", "json_path", type=click.Path(), help="Append the records (JSON lines, schema gatekit.bench/1) here.")
+@click.option("--table", "table_path", type=click.Path(), help="Write the Markdown table here.")
+@click.option("--plot", "plot_path", type=click.Path(), help="Write latency ratio against FLOPs ratio (PNG) here.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def bench_cmd(artifacts, runtimes, threads, batch, n_inputs, data_dir, warmup_runs, warmup_seconds, min_runs, min_seconds,
+              json_path, table_path, plot_path, quiet):
+    """Measure latency of exported artifacts on this device, with one protocol for every runtime.
+
+    Warm-up (>= 50 runs and >= 0.2 s), then >= 1,000 runs or >= 10 s; p50/p90/p99, mean, std, min and
+    throughput; the headline is p90 at batch 1 (MLPerf SingleStream). Dynamic graphs also record
+    per-input latency against per-input FLOPs.
+
+    \b
+    Example:
+      gatekit bench artifacts/dual/*.onnx artifacts/dual/*.xml --threads 1,2 \
+          --json bench.jsonl --table bench.md --plot bench.png
+    """
+    from tqdm import tqdm
+
+    from gatekit.bench.protocol import Protocol
+    from gatekit.bench.report import markdown_table, plot_latency_vs_flops, plot_per_input
+    from gatekit.bench.run import FORMAT_RUNTIME, bench_one, load_inputs, open_artifact, write_jsonl
+    from gatekit.runtimes import get_backend
+    from gatekit.sysinfo import machine_info
+
+    try:
+        thread_list = [int(t) for t in threads.split(",") if t.strip()]
+    except ValueError:
+        raise GatekitError(f"--threads takes integers, e.g. 1,2; got {threads!r}") from None
+    wanted = None if runtimes == "auto" else [r.strip() for r in runtimes.split(",") if r.strip()]
+    for r in wanted or []:
+        get_backend(r)  # unknown or missing runtimes fail before any measurement
+    protocol = Protocol(warmup_runs, warmup_seconds, min_runs, min_seconds)
+    jobs, seen_torch = [], set()
+    for a in artifacts:
+        art = open_artifact(a)
+        own = FORMAT_RUNTIME[art.manifest["format"]]
+        for rt in (wanted or [own]):
+            if rt not in (own, "torch"):
+                continue
+            if rt == "torch":
+                key = (art.manifest["checkpoint_sha256"], art.manifest["graph"], str(art.manifest["channels"]))
+                if key in seen_torch:
+                    continue
+                seen_torch.add(key)
+            jobs += [(art, rt, t) for t in thread_list]
+    if not jobs:
+        raise GatekitError("nothing to run: no artifact matches the runtimes asked for")
+    machine = machine_info()
+    records, cache = [], {}
+    bar = tqdm(jobs, desc="bench", disable=quiet, dynamic_ncols=True)
+    for art, rt, t in bar:
+        bar.set_postfix_str(f"{art.file.name} {rt} {t}T")
+        key = (art.manifest["input"]["dataset"], art.manifest["input"]["shape"][-1], str(art.manifest["input"]["mean"]))
+        if key not in cache:
+            cache[key] = load_inputs(art.manifest, n_inputs, data_dir)
+        x, name = cache[key]
+        rec = bench_one(art, rt, t, batch, protocol, x, name, describe_machine=machine)
+        records.append(rec)
+        s = rec["stats"]
+        bar.write(f"{art.file.name:24s} {rt:8s} {t}T b{batch}  p50 {s['p50_ms']:.3f} ms  p90 {s['p90_ms']:.3f} ms  "
+                  f"({s['runs']} runs, std {s['std_ms']:.3f})")
+    if json_path:
+        write_jsonl(json_path, records)
+    table = markdown_table(records)
+    click.echo("\n" + table)
+    if table_path:
+        from gatekit.atomic import write_text
+
+        write_text(table_path, table + "\n")
+    if plot_path:
+        plot_latency_vs_flops(records, plot_path, title=f"{machine['cpu']}")
+        if any(r.get("per_input") for r in records):
+            plot_per_input(records, Path(plot_path).with_name(Path(plot_path).stem + "-per-input.png"))
+
+
 def _choices(value: str, allowed: tuple[str, ...], what: str) -> list[str]:
     if value == "all":
         return list(allowed)

@@ -90,7 +90,7 @@ def _save_ir(tmp_path):
 
 
 def test_unknown_runtime_and_bad_files_are_clear_errors(tmp_path):
-    with pytest.raises(GatekitError, match="unknown runtime 'tflite': choose one of ort, openvino, tensorrt"):
+    with pytest.raises(GatekitError, match="unknown runtime 'tflite': choose one of torch, ort, openvino, tensorrt"):
         get_backend("tflite")
     with pytest.raises(GatekitError, match="no ONNX model at"):
         load_session(tmp_path / "missing.onnx")

@@ -9,10 +9,12 @@ from gatekit.runtimes.base import Backend, RuntimeInfo, Session
 from gatekit.runtimes.onnxruntime_backend import OrtBackend
 from gatekit.runtimes.openvino_backend import OpenVinoBackend
 from gatekit.runtimes.tensorrt_backend import TensorRTBackend
+from gatekit.runtimes.torch_backend import TorchBackend
 
-BACKENDS: dict[str, Backend] = {"ort": OrtBackend(), "openvino": OpenVinoBackend(), "tensorrt": TensorRTBackend()}
+BACKENDS: dict[str, Backend] = {"torch": TorchBackend(), "ort": OrtBackend(), "openvino": OpenVinoBackend(),
+                                "tensorrt": TensorRTBackend()}
 ALIASES = {"onnxruntime": "ort", "ov": "openvino", "trt": "tensorrt"}
-SUFFIXES = {".onnx": "ort", ".xml": "openvino", ".engine": "tensorrt", ".plan": "tensorrt"}
+SUFFIXES = {".onnx": "ort", ".xml": "openvino", ".engine": "tensorrt", ".plan": "tensorrt", ".json": "torch"}
 
 
 def get_backend(name: str) -> Backend:

@@ -1,0 +1,1 @@
+"""Benchmarking: one latency protocol for every runtime, recorded as JSON lines (torch-free)."""

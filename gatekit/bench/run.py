@@ -1,0 +1,144 @@
+"""`gatekit bench`: artifacts x runtimes x threads under one protocol, recorded as versioned JSON lines."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from gatekit.bench.protocol import Protocol, measure, per_input_latency
+from gatekit.errors import GatekitError
+
+SCHEMA = "gatekit.bench/1"
+FORMAT_RUNTIME = {"onnx": "ort", "openvino": "openvino", "tensorrt": "tensorrt"}
+SUFFIX_FORMAT = {".onnx": "onnx", ".xml": "openvino", ".engine": "tensorrt", ".plan": "tensorrt"}
+
+
+@dataclass
+class Artifact:
+    manifest_path: Path
+    manifest: dict
+
+    @property
+    def file(self) -> Path:
+        return self.manifest_path.parent / next(iter(self.manifest["files"].values()))
+
+    def path_for(self, runtime: str) -> Path:
+        """What `runtime` loads: the torch reference runs the manifest, the others the artifact file."""
+        if runtime == "torch":
+            return self.manifest_path
+        if FORMAT_RUNTIME[self.manifest["format"]] != runtime:
+            raise GatekitError(f"{self.file.name} is a {self.manifest['format']} artifact; {runtime} cannot run it")
+        return self.file
+
+
+def open_artifact(path: str | Path) -> Artifact:
+    """An artifact file (.onnx, .xml, .engine) or its manifest (.json)."""
+    path = Path(path)
+    if path.suffix == ".json":
+        manifest_path = path
+    elif path.suffix in SUFFIX_FORMAT:
+        manifest_path = path.with_name(f"{path.stem}.{SUFFIX_FORMAT[path.suffix]}.json")
+    else:
+        raise GatekitError(f"not an artifact: {path} (expected .onnx, .xml, .engine or a manifest .json)")
+    if not manifest_path.is_file():
+        raise GatekitError(f"no manifest for {path}: expected {manifest_path} (written by `gatekit export`)")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except json.JSONDecodeError as e:
+        raise GatekitError(f"corrupt manifest {manifest_path}: {e}") from None
+    if "graph" not in manifest or "files" not in manifest:
+        raise GatekitError(f"{manifest_path} is not a gatekit export manifest")
+    return Artifact(manifest_path, manifest)
+
+
+def load_inputs(manifest: dict, count: int, data_dir: str | None = None) -> tuple[np.ndarray, str]:
+    """The first `count` real test images of the artifact's dataset, normalised as its manifest says."""
+    from gatekit.data import load_dataset
+
+    spec = manifest["input"]
+    data = load_dataset(spec["dataset"], "test", data_dir, limit=count)
+    size = spec["shape"][-1]
+    if data.images.shape[1] != size:
+        raise GatekitError(f"the artifact takes {size} px inputs; {spec['dataset']} test images are {data.images.shape[1]} px")
+    x = data.images.astype(np.float32).transpose(0, 3, 1, 2) * np.float32(spec["scale"])
+    x = (x - np.asarray(spec["mean"], np.float32).reshape(1, 3, 1, 1)) / np.asarray(spec["std"], np.float32).reshape(1, 3, 1, 1)
+    return np.ascontiguousarray(x, dtype=np.float32), data.name
+
+
+def manifest_summary(m: dict) -> dict:
+    keys = ("graph", "format", "dynamic_form", "method", "budget", "widths", "full_widths", "macs", "precision",
+            "checkpoint_sha256", "model_config", "input", "gatekit_version")
+    out = {k: m.get(k) for k in keys}
+    out["macs"] = {k: v for k, v in (m.get("macs") or {}).items()}
+    return out
+
+
+def bench_one(artifact: Artifact, runtime: str, threads: int | None, batch: int, protocol: Protocol,
+              inputs: np.ndarray, inputs_name: str, progress=None, describe_machine: dict | None = None) -> dict:
+    from gatekit.runtimes import load_session
+    from gatekit.sysinfo import machine_info
+
+    session = load_session(artifact.path_for(runtime), runtime, threads=threads, precision=artifact.manifest.get("precision", "fp32"))
+    try:
+        fixed = session.input_shape[0]
+        if fixed not in (-1, batch):
+            raise GatekitError(f"{artifact.file.name} was exported for batch {fixed}; re-export it for batch {batch}")
+        n = (len(inputs) // batch) * batch
+        if n == 0:
+            raise GatekitError(f"fewer input images ({len(inputs)}) than one batch of {batch}")
+        batches = [inputs[i : i + batch] for i in range(0, n, batch)]
+        m = measure(session, batches, protocol, progress)
+        record = {
+            "schema": SCHEMA,
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "artifact": str(artifact.file if runtime != "torch" else artifact.manifest_path),
+            "manifest": manifest_summary(artifact.manifest),
+            "runtime": session.info.to_dict(),
+            "threads": threads,
+            "batch": batch,
+            "precision": session.info.precision,
+            "inputs": {"dataset": inputs_name, "images": n},
+            "protocol": protocol.to_dict(),
+            "stats": m.stats(),
+            "machine": describe_machine or machine_info(),
+        }
+        per_input = artifact.manifest.get("per_input")
+        if per_input and batch == 1:
+            lat = per_input_latency(m)
+            macs = per_input["macs"]
+            record["per_input"] = [{"index": i, "macs": macs[i], "p50_ms": lat[i]} for i in sorted(lat) if i < len(macs)]
+        return record
+    finally:
+        session.close()
+
+
+def write_jsonl(path: str | Path, records: list[dict]) -> None:
+    from gatekit.atomic import atomic_path
+
+    path = Path(path)
+    old = path.read_text() if path.is_file() else ""
+    with atomic_path(path) as tmp:
+        tmp.write_text(old + "".join(json.dumps(r) + "\n" for r in records))
+
+
+def read_jsonl(paths) -> list[dict]:
+    records = []
+    for p in paths:
+        p = Path(p)
+        if not p.is_file():
+            raise GatekitError(f"no results file at {p}")
+        for k, line in enumerate(p.read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                r = json.loads(line)
+            except json.JSONDecodeError:
+                raise GatekitError(f"{p}:{k} is not JSON") from None
+            if r.get("schema") != SCHEMA:
+                raise GatekitError(f"{p}:{k} has schema {r.get('schema')!r}, expected {SCHEMA}")
+            records.append(r)
+    return records

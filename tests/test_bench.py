@@ -1,0 +1,162 @@
+"""The latency protocol, the records and the report; a cross-check against OpenVINO's benchmark_app."""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from gatekit.bench.protocol import Protocol, latency_stats, measure, per_input_latency
+from gatekit.bench.report import markdown_table, plot_latency_vs_flops, with_ratios
+from gatekit.bench.run import SCHEMA, open_artifact, read_jsonl, write_jsonl
+from gatekit.errors import GatekitError
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class SleepySession:
+    """A fake session whose latency is known: input k sleeps k * 0.5 ms."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def run(self, x):
+        self.calls += 1
+        time.sleep(float(x.flat[0]) * 5e-4)
+        return x
+
+
+def test_protocol_warms_up_then_stops_at_min_runs():
+    s = SleepySession()
+    batches = [np.full((1, 1), k, np.float32) for k in (0, 2)]
+    m = measure(s, batches, Protocol(warmup_runs=5, warmup_seconds=0.0, min_runs=40, min_seconds=60))
+    assert len(m.latencies_ns) == 40 and s.calls == 45
+    lat = per_input_latency(m)
+    assert lat[1] > lat[0] + 0.5  # input 1 sleeps 1 ms, input 0 not at all
+
+
+def test_protocol_stops_at_min_seconds_but_never_below_the_floor():
+    s = SleepySession()
+    m = measure(s, [np.full((1, 1), 2, np.float32)], Protocol(warmup_runs=1, warmup_seconds=0.0, min_runs=10**6,
+                                                              min_seconds=0.05, floor_runs=20))
+    assert 20 <= len(m.latencies_ns) < 200
+
+
+def test_latency_stats():
+    st = latency_stats(np.array([1, 2, 3, 4, 100], dtype=np.int64) * 1_000_000, batch=2)
+    assert st["p50_ms"] == 3 and st["min_ms"] == 1 and st["max_ms"] == 100 and st["runs"] == 5
+    assert st["mean_ms"] == pytest.approx(22) and st["throughput_per_s"] == pytest.approx(2000 / 22)
+
+
+def record(graph, flops, p50, threads=1, sha="a", name="onnxruntime"):
+    return {"schema": SCHEMA, "manifest": {"graph": graph, "budget": 0.3, "dynamic_form": None, "checkpoint_sha256": sha,
+                                           "macs": {"ratio_to_dense": flops},
+                                           "model_config": {"arch": "resnet18", "width": 1.0, "stem": "cifar", "input_size": 32, "gate_group": 1}},
+            "runtime": {"name": name, "provider": "CPU", "version": "1"}, "precision": "fp32", "threads": threads, "batch": 1,
+            "stats": {"p50_ms": p50, "p90_ms": p50 * 1.1}}
+
+
+def test_ratios_use_the_dense_graph_of_the_same_runtime_and_threads():
+    recs = with_ratios([record("dense", 1.0, 4.0), record("dense", 1.0, 2.0, threads=2), record("static", 0.5, 2.2),
+                        record("static", 0.5, 1.5, threads=2)])
+    ratios = {(r["manifest"]["graph"], r["threads"]): r["latency_ratio"]["p50"] for r in recs}
+    assert ratios[("static", 1)] == pytest.approx(0.55) and ratios[("static", 2)] == pytest.approx(0.75)
+    table = markdown_table(recs)
+    assert "| 0.3 | 32 | static | 0.500 |" in table and "(0.55)" in table and "(0.75)" in table
+
+
+def test_plot_and_jsonl_round_trip(tmp_path):
+    recs = [record("dense", 1.0, 4.0), record("static", 0.5, 2.2)]
+    plot_latency_vs_flops(recs, tmp_path / "p.png")
+    assert (tmp_path / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    write_jsonl(tmp_path / "r.jsonl", recs)
+    write_jsonl(tmp_path / "r.jsonl", recs[:1])  # appends
+    assert len(read_jsonl([tmp_path / "r.jsonl"])) == 3
+    (tmp_path / "bad.jsonl").write_text(json.dumps({"schema": "other/9"}) + "\n")
+    with pytest.raises(GatekitError, match="expected gatekit.bench/1"):
+        read_jsonl([tmp_path / "bad.jsonl"])
+
+
+def test_artifact_without_manifest_is_a_clear_error(tmp_path):
+    (tmp_path / "x.onnx").write_bytes(b"")
+    with pytest.raises(GatekitError, match="no manifest for"):
+        open_artifact(tmp_path / "x.onnx")
+    with pytest.raises(GatekitError, match="not an artifact"):
+        open_artifact(tmp_path / "x.tflite")
+
+
+def test_bench_imports_without_torch():
+    code = "import sys; sys.modules['torch'] = None; import gatekit.bench.run, gatekit.bench.report, gatekit.runtimes"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=REPO))
+    assert proc.returncode == 0, proc.stderr
+
+
+@pytest.fixture(scope="module")
+def exported_ir(tmp_path_factory):
+    """A real exported IR (width 0.5 CIFAR ResNet-18 dense graph) with its manifest."""
+    import torch
+
+    from gatekit.checkpoint import save_model
+    from gatekit.export.exporter import ExportOptions, export
+    from gatekit.models import GatedResNet, ModelConfig
+
+    tmp = tmp_path_factory.mktemp("ir")
+    rng = np.random.default_rng(0)
+    np.savez(tmp / "d.npz", x_train=rng.integers(0, 256, (32, 32, 32, 3), dtype=np.uint8), y_train=np.zeros(32, np.uint8),
+             x_test=rng.integers(0, 256, (64, 32, 32, 3), dtype=np.uint8), y_test=np.zeros(64, np.uint8))
+    torch.manual_seed(0)
+    model = GatedResNet(ModelConfig(width=0.5)).eval()
+    save_model(tmp / "m.safetensors", model, {"train_config": {"dataset": "npz", "data_dir": str(tmp / "d.npz")}})
+    export(tmp / "m.safetensors", tmp / "out", ExportOptions(graph="dense", fmt="openvino", verify_images=32, threads=1), progress=False)
+    return tmp / "out" / "dense.xml"
+
+
+def test_bench_cli_records_a_real_run(exported_ir, tmp_path):
+    manifest = json.loads(exported_ir.with_name("dense.openvino.json").read_text())
+    data = manifest["input"]  # the bench reads the manifest's dataset: point GATEKIT_DATA-free npz loading at it
+    assert data["dataset"] == "npz"
+    cmd = [sys.executable, "-m", "gatekit", "bench", str(exported_ir), "--threads", "1", "--inputs", "16", "--min-runs", "60",
+           "--min-seconds", "5", "--warmup-runs", "5", "--json", str(tmp_path / "r.jsonl"), "--table", str(tmp_path / "t.md"),
+           "--plot", str(tmp_path / "p.png"), "--quiet", "--data-dir", str(exported_ir.parent.parent / "d.npz")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=REPO))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (rec,) = read_jsonl([tmp_path / "r.jsonl"])
+    assert rec["runtime"]["name"] == "openvino" and rec["precision"] == "fp32" and rec["threads"] == 1
+    assert rec["stats"]["runs"] == 60 and rec["stats"]["p90_ms"] >= rec["stats"]["p50_ms"] > 0
+    assert rec["machine"]["cores"] >= 1 and rec["manifest"]["graph"] == "dense"
+    assert "| dense |" in (tmp_path / "t.md").read_text()
+
+
+def test_p50_agrees_with_benchmark_app(exported_ir):
+    """OpenVINO's own benchmark_app on the same IR, 1 stream, 1 request, 1 thread, f32, synchronous (what our
+    LATENCY hint with one stream compiles to; benchmark_app only takes -nthreads with -hint none):
+    its median within 10% of our p50."""
+    tool = shutil.which("benchmark_app") or os.path.join(os.path.dirname(sys.executable), "benchmark_app")
+    if not os.path.exists(tool):
+        pytest.skip("benchmark_app (shipped in the openvino wheel) not found")
+    from gatekit.bench.protocol import Protocol, measure
+    from gatekit.runtimes import load_session
+
+    x = np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32)
+
+    def ours():
+        with load_session(exported_ir, threads=1) as s:
+            return measure(s, [x], Protocol(warmup_runs=50, min_runs=2000, min_seconds=3)).stats()["p50_ms"]
+
+    def theirs():
+        proc = subprocess.run([tool, "-m", str(exported_ir), "-d", "CPU", "-hint", "none", "-nstreams", "1", "-nireq", "1",
+                               "-api", "sync", "-nthreads", "1", "-infer_precision", "f32", "-t", "3"], capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+        return float(re.search(r"Median:\s+([\d.]+) ms", proc.stdout).group(1))
+
+    # interleave and take medians: the machine is shared and noisy
+    a, b = [], []
+    for _ in range(3):
+        a.append(ours())
+        b.append(theirs())
+    assert abs(np.median(a) / np.median(b) - 1) <= 0.10, (a, b)
