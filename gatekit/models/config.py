@@ -66,8 +66,12 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise GatekitError(f"unknown model config keys: {', '.join(sorted(unknown))}")
-        return cls(**d)
+        return from_known_fields(cls, d, "model config keys")
+
+
+def from_known_fields(cls, d: dict, what: str):
+    """A dataclass from a dict, refusing keys it does not know (a checkpoint or recipe from elsewhere)."""
+    unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+    if unknown:
+        raise GatekitError(f"unknown {what}: {', '.join(sorted(unknown))}")
+    return cls(**d)

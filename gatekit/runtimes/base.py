@@ -6,6 +6,7 @@ Deploy side: nothing here imports torch.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,12 +51,18 @@ class Session(ABC):
 class Backend(ABC):
     name: str
     install_hint: str
+    modules: tuple[str, ...]  # the Python packages the backend imports
 
-    @abstractmethod
-    def available(self) -> bool: ...
+    def available(self) -> bool:
+        try:
+            for module in self.modules:
+                importlib.import_module(module)
+        except ImportError:
+            return False
+        return True
 
-    @abstractmethod
-    def version(self) -> str: ...
+    def version(self) -> str:
+        return importlib.import_module(self.modules[0]).__version__
 
     @abstractmethod
     def load(self, path: str | Path, *, threads: int | None = None, precision: str = "fp32",

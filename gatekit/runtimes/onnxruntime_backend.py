@@ -28,18 +28,7 @@ class OrtSession(Session):
 class OrtBackend(Backend):
     name = "ort"
     install_hint = "pip install onnxruntime (or onnxruntime-gpu for the CUDA and TensorRT providers)"
-
-    def available(self) -> bool:
-        try:
-            import onnxruntime  # noqa: F401
-        except ImportError:
-            return False
-        return True
-
-    def version(self) -> str:
-        import onnxruntime as ort
-
-        return ort.__version__
+    modules = ("onnxruntime",)
 
     def load(self, path, *, threads=None, precision="fp32", device=None, extensions=()) -> Session:
         import onnxruntime as ort

@@ -33,13 +33,7 @@ class OpenVinoSession(Session):
 class OpenVinoBackend(Backend):
     name = "openvino"
     install_hint = "pip install openvino"
-
-    def available(self) -> bool:
-        try:
-            import openvino  # noqa: F401
-        except ImportError:
-            return False
-        return True
+    modules = ("openvino",)
 
     def version(self) -> str:
         import openvino as ov

@@ -94,20 +94,16 @@ class TensorRTSession(Session):
 class TensorRTBackend(Backend):
     name = "tensorrt"
     install_hint = INSTALL_HINT
+    modules = ("tensorrt",)
 
     def available(self) -> bool:
         try:
             import tensorrt  # noqa: F401
 
-            _cudart()
+            _cudart()  # cuda-python under either of its module names
         except ImportError:
             return False
         return True
-
-    def version(self) -> str:
-        import tensorrt as trt
-
-        return trt.__version__
 
     def load(self, path, *, threads=None, precision="fp32", device=None, extensions=()) -> Session:
         if not self.available():

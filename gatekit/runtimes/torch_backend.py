@@ -32,18 +32,7 @@ class TorchSession(Session):
 class TorchBackend(Backend):
     name = "torch"
     install_hint = "pip install torch (the training side of gatekit)"
-
-    def available(self) -> bool:
-        try:
-            import torch  # noqa: F401
-        except ImportError:
-            return False
-        return True
-
-    def version(self) -> str:
-        import torch
-
-        return torch.__version__
+    modules = ("torch",)
 
     def load(self, path, *, threads=None, precision="fp32", device=None, extensions=()) -> Session:
         import torch

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from gatekit.errors import GatekitError
 from gatekit.models import ModelConfig
+from gatekit.models.config import from_known_fields
 from gatekit.train.methods import METHODS, LossConfig
 
 RECIPE_DIR = Path(__file__).resolve().parent.parent / "recipes"
@@ -95,11 +96,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise GatekitError(f"unknown training settings: {', '.join(sorted(unknown))}")
-        return cls(**d)
+        return from_known_fields(cls, d, "training settings")
 
 
 def list_recipes() -> list[str]:
