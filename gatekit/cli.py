@@ -221,12 +221,15 @@ def export_cmd(checkpoint, graphs, formats, out_dir, calib, min_usage, round_to,
 @click.option("--warmup-seconds", default=0.2, show_default=True)
 @click.option("--min-runs", default=1000, show_default=True, help="Stop after this many timed runs ...")
 @click.option("--min-seconds", default=10.0, show_default=True, help="... or after this many seconds, whichever comes first.")
+@click.option("--sweep", is_flag=True, help="ARTIFACTS are checkpoints: export every graph to every available format "
+              "into --out, then benchmark them all.")
+@click.option("--out", "out_dir", type=click.Path(), help="With --sweep: artifacts go to OUT/<checkpoint name>/.")
 @click.option("--json", "json_path", type=click.Path(), help="Append the records (JSON lines, schema gatekit.bench/1) here.")
 @click.option("--table", "table_path", type=click.Path(), help="Write the Markdown table here.")
 @click.option("--plot", "plot_path", type=click.Path(), help="Write latency ratio against FLOPs ratio (PNG) here.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def bench_cmd(artifacts, runtimes, threads, batch, n_inputs, data_dir, warmup_runs, warmup_seconds, min_runs, min_seconds,
-              json_path, table_path, plot_path, quiet):
+              sweep, out_dir, json_path, table_path, plot_path, quiet):
     """Measure latency of exported artifacts on this device, with one protocol for every runtime.
 
     Warm-up (>= 50 runs and >= 0.2 s), then >= 1,000 runs or >= 10 s; p50/p90/p99, mean, std, min and
@@ -234,15 +237,15 @@ def bench_cmd(artifacts, runtimes, threads, batch, n_inputs, data_dir, warmup_ru
     per-input latency against per-input FLOPs.
 
     \b
-    Example:
-      gatekit bench artifacts/dual/*.onnx artifacts/dual/*.xml --threads 1,2 \
+    Examples:
+      gatekit bench artifacts/dual/*.onnx artifacts/dual/*.xml --threads 1,2 \\
           --json bench.jsonl --table bench.md --plot bench.png
+      gatekit bench --sweep runs/td0.1 runs/td0.3 runs/td0.5 --out artifacts --json sweep.jsonl
     """
-    from tqdm import tqdm
-
     from gatekit.bench.protocol import Protocol
     from gatekit.bench.report import markdown_table, plot_latency_vs_flops, plot_per_input
-    from gatekit.bench.run import FORMAT_RUNTIME, bench_one, load_inputs, open_artifact, write_jsonl
+    from gatekit.bench.run import write_jsonl
+    from gatekit.bench.sweep import bench_manifests, export_all
     from gatekit.runtimes import get_backend
     from gatekit.sysinfo import machine_info
 
@@ -254,35 +257,19 @@ def bench_cmd(artifacts, runtimes, threads, batch, n_inputs, data_dir, warmup_ru
     for r in wanted or []:
         get_backend(r)  # unknown or missing runtimes fail before any measurement
     protocol = Protocol(warmup_runs, warmup_seconds, min_runs, min_seconds)
-    jobs, seen_torch = [], set()
-    for a in artifacts:
-        art = open_artifact(a)
-        own = FORMAT_RUNTIME[art.manifest["format"]]
-        for rt in (wanted or [own]):
-            if rt not in (own, "torch"):
-                continue
-            if rt == "torch":
-                key = (art.manifest["checkpoint_sha256"], art.manifest["graph"], str(art.manifest["channels"]))
-                if key in seen_torch:
-                    continue
-                seen_torch.add(key)
-            jobs += [(art, rt, t) for t in thread_list]
-    if not jobs:
+    paths = list(artifacts)
+    if sweep:
+        if not out_dir:
+            raise GatekitError("--sweep needs --out DIR for the exported artifacts")
+        paths = []
+        for ckpt in artifacts:
+            name = Path(ckpt).stem if Path(ckpt).suffix else Path(ckpt).name
+            paths += [m["manifest_path"] for m in export_all(ckpt, Path(out_dir) / name, data_dir=data_dir,
+                                                             progress=not quiet, batch=batch)]
+    records = bench_manifests(paths, thread_list, protocol, batch=batch, n_inputs=n_inputs, data_dir=data_dir,
+                              runtimes=wanted, progress=not quiet)
+    if not records:
         raise GatekitError("nothing to run: no artifact matches the runtimes asked for")
-    machine = machine_info()
-    records, cache = [], {}
-    bar = tqdm(jobs, desc="bench", disable=quiet, dynamic_ncols=True)
-    for art, rt, t in bar:
-        bar.set_postfix_str(f"{art.file.name} {rt} {t}T")
-        key = (art.manifest["input"]["dataset"], art.manifest["input"]["shape"][-1], str(art.manifest["input"]["mean"]))
-        if key not in cache:
-            cache[key] = load_inputs(art.manifest, n_inputs, data_dir)
-        x, name = cache[key]
-        rec = bench_one(art, rt, t, batch, protocol, x, name, describe_machine=machine)
-        records.append(rec)
-        s = rec["stats"]
-        bar.write(f"{art.file.name:24s} {rt:8s} {t}T b{batch}  p50 {s['p50_ms']:.3f} ms  p90 {s['p90_ms']:.3f} ms  "
-                  f"({s['runs']} runs, std {s['std_ms']:.3f})")
     if json_path:
         write_jsonl(json_path, records)
     table = markdown_table(records)
@@ -292,7 +279,7 @@ def bench_cmd(artifacts, runtimes, threads, batch, n_inputs, data_dir, warmup_ru
 
         write_text(table_path, table + "\n")
     if plot_path:
-        plot_latency_vs_flops(records, plot_path, title=f"{machine['cpu']}")
+        plot_latency_vs_flops(records, plot_path, title=machine_info()["cpu"])
         if any(r.get("per_input") for r in records):
             plot_per_input(records, Path(plot_path).with_name(Path(plot_path).stem + "-per-input.png"))
 

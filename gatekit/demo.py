@@ -21,7 +21,10 @@ import click
 @click.option("--data-dir", type=click.Path(), help="Default: $GATEKIT_DATA.")
 def demo(out_dir: str, epochs: int, limit: int, data_dir: str | None) -> None:
     from gatekit.atomic import write_json, write_text
+    from gatekit.bench.protocol import Protocol
     from gatekit.bench.report import markdown_table, plot_latency_vs_flops
+    from gatekit.bench.run import write_jsonl
+    from gatekit.bench.sweep import bench_manifests, export_all
     from gatekit.evaluate.run import evaluate_checkpoint
     from gatekit.train.config import build_config
     from gatekit.train.trainer import train
@@ -46,9 +49,12 @@ def demo(out_dir: str, epochs: int, limit: int, data_dir: str | None) -> None:
     click.echo("\n" + table + "\n")
 
     click.echo("[4/5] export dense, static, hybrid and dynamic graphs to every format available here (each verified)")
-    manifests = export_all(out / "train", out / "export", data_dir, cfg.threads)
-    click.echo("[5/5] benchmark every artifact: batch 1, 1 and 2 threads, real test images")
-    records = bench_all(out / "export", manifests, data_dir)
+    manifests = export_all(out / "train", out / "export", data_dir=data_dir, threads=cfg.threads, knn_train=10000,
+                           record_inputs=256)
+    click.echo("[5/5] benchmark every artifact: batch 1, 1 and 2 threads, 256 real test images, >= 2 s each")
+    protocol = Protocol(warmup_runs=50, warmup_seconds=0.2, min_runs=1000, min_seconds=2.0)
+    records = bench_manifests([m["manifest_path"] for m in manifests], [1, 2], protocol, data_dir=data_dir, progress=False)
+    write_jsonl(out / "bench.jsonl", records)
     bench_table = markdown_table(records)
     plot_latency_vs_flops(records, out / "latency_vs_flops.png", title="demo checkpoint, this CPU")
     summary = {"train": trained.summary, "eval": result, "random_init": baseline, "export": manifests,
@@ -59,43 +65,6 @@ def demo(out_dir: str, epochs: int, limit: int, data_dir: str | None) -> None:
     click.echo("\nLatency against FLOPs (p50 / p90 ms, ratio to dense on the same runtime and threads):\n" + bench_table)
     click.echo(f"\ntraining: {trained.summary['images_per_s']:.0f} images/s; plots: {out / 'train' / 'channel_usage.png'}, "
                f"{out / 'latency_vs_flops.png'}; total {summary['seconds'] / 60:.1f} min")
-
-
-def export_all(checkpoint: Path, out: Path, data_dir: str | None, threads: int) -> list[dict]:
-    from gatekit.export.exporter import FORMATS, ExportOptions, Prepared, export
-    from gatekit.export.graphs import GRAPHS
-    from gatekit.runtimes import available_backends
-
-    have = set(available_backends())
-    formats = [f for f in FORMATS if {"onnx": "ort", "openvino": "openvino", "tensorrt": "tensorrt"}[f] in have]
-    manifests = []
-    for graph in GRAPHS:
-        opts = ExportOptions(graph=graph, data_dir=data_dir, threads=threads, knn_train=10000, record_inputs=256)
-        prepared = Prepared(checkpoint, opts, progress=False)
-        for fmt in formats:
-            opts.fmt = fmt
-            m = export(checkpoint, out, opts, progress=False, prepared=prepared)
-            err = max(m["verification"]["relative_error"].values())
-            click.echo(f"  {graph:8s} {fmt:9s} MACs x{m['macs']['ratio_to_dense']:.3f}  max rel err {err:.1e}")
-            manifests.append(m)
-    return manifests
-
-
-def bench_all(out: Path, manifests: list[dict], data_dir: str | None) -> list[dict]:
-    from gatekit.bench.protocol import Protocol
-    from gatekit.bench.run import FORMAT_RUNTIME, bench_one, load_inputs, open_artifact, write_jsonl
-
-    protocol = Protocol(warmup_runs=50, warmup_seconds=0.2, min_runs=1000, min_seconds=2.0)
-    records, inputs = [], None
-    for m in manifests:
-        art = open_artifact(out / f"{next(iter(m['files'].values())).rsplit('.', 1)[0]}.{m['format']}.json")
-        if inputs is None:
-            inputs = load_inputs(art.manifest, 256, data_dir)
-        for threads in (1, 2):
-            r = bench_one(art, FORMAT_RUNTIME[m["format"]], threads, 1, protocol, *inputs)
-            records.append(r)
-    write_jsonl(out / "bench.jsonl", records)
-    return records
 
 
 if __name__ == "__main__":

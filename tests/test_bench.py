@@ -160,3 +160,18 @@ def test_p50_agrees_with_benchmark_app(exported_ir):
         a.append(ours())
         b.append(theirs())
     assert abs(np.median(a) / np.median(b) - 1) <= 0.10, (a, b)
+
+
+def test_sweep_exports_and_benchmarks_every_graph(exported_ir, tmp_path):
+    ckpt = exported_ir.parent.parent / "m.safetensors"
+    cmd = [sys.executable, "-m", "gatekit", "bench", "--sweep", str(ckpt), "--out", str(tmp_path / "art"), "--threads", "1",
+           "--inputs", "8", "--min-runs", "20", "--min-seconds", "0.2", "--warmup-runs", "2", "--json",
+           str(tmp_path / "s.jsonl"), "--plot", str(tmp_path / "s.png"), "--quiet"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=REPO), timeout=400)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    recs = read_jsonl([tmp_path / "s.jsonl"])
+    assert {(r["manifest"]["graph"], r["runtime"]["name"]) for r in recs} == {
+        (g, rt) for g in ("dense", "static", "hybrid", "dynamic") for rt in ("onnxruntime", "openvino")}
+    dyn = [r for r in recs if r["manifest"]["graph"] == "dynamic"]
+    assert all(len(r["per_input"]) == 8 for r in dyn)
+    assert (tmp_path / "s-per-input.png").is_file()

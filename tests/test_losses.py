@@ -79,3 +79,24 @@ def test_warmup_cosine_schedule():
     assert warmup_cosine(255, **kw) == pytest.approx(0.3)
     assert warmup_cosine(500, **kw) == pytest.approx(0.0, abs=1e-12)
     assert math.isfinite(warmup_cosine(600, **kw))
+
+
+def test_local_views_weight_global_and_local_terms_as_tan_et_al():
+    from gatekit.models import ModelConfig
+    from gatekit.train.losses import active_channels
+    from gatekit.train.methods import LossConfig, SSLModel
+
+    torch.manual_seed(0)
+    model = SSLModel(ModelConfig(width=0.125), "vicreg-dual", LossConfig(budget=0.3), 32, 32).eval()
+    v1, v2 = torch.randn(8, 3, 32, 32), torch.randn(8, 3, 32, 32)
+    locals_ = [torch.randn(8, 3, 18, 18), torch.randn(8, 3, 18, 18)]
+    with torch.no_grad():
+        out = model(v1, v2, 1.0, locals_)
+        g = model.backbone(v1, "gated")
+        z1, z2 = model.projector(g.features), model.projector(model.backbone(v2, "dense").features)
+        gg = vicreg_loss(z1, z2)["loss"]
+        gl = [vicreg_loss(model.projector(model.backbone(lv, "gated").features), z2)["loss"] for lv in locals_]
+        budget = budget_loss(active_channels(g.masks), model.cost, 0.3, 1.0)["loss"]
+        plain = model(v1, v2, 1.0)
+    assert out["loss"].item() == pytest.approx((0.4 * gg + 0.6 * (gl[0] + gl[1]) / 2 + budget).item(), rel=1e-5)
+    assert plain["loss"].item() == pytest.approx((gg + budget).item(), rel=1e-5)

@@ -96,3 +96,11 @@ def test_two_process_gloo_run(tiny_npz, tmp_path):
     assert record["images_seen"] == (96 // 32) * 32  # two processes of 16 per step
     model, meta = load_model(out)
     assert meta["epoch"] == 1
+
+
+def test_local_views_train(tiny_npz, tmp_path):
+    cfg = tiny_config(tiny_npz, epochs=1, local_views=2, min_scale=0.3)
+    assert cfg.local_crop_size() == 18
+    result = train(cfg, tmp_path / "tan", progress=False)
+    assert result.summary["loss"] > 0
+    assert build_config("cpu-small-tan", {}).local_views == 4

@@ -61,6 +61,11 @@ class TrainConfig:
     min_scale: float = 0.2
     blur_p: list[float] = field(default_factory=lambda: [0.0, 0.0])  # view 1, view 2
     solarize_p: float = 0.1
+    # local views (Tan et al., ICLR 2023); 0 = the paper's two views
+    local_views: int = 0
+    local_size: int | None = None  # default: input_size * 128 / 224 (18 px on CIFAR)
+    local_scale: list[float] = field(default_factory=lambda: [0.05, 0.3])
+    global_weight: float = 0.4
     # run
     seed: int = 5
     device: str = "auto"
@@ -77,6 +82,8 @@ class TrainConfig:
             raise GatekitError(f"budget must be in (0, 1], got {self.budget}")
         if self.epochs < 1 or self.batch_size < 2:
             raise GatekitError("epochs must be >= 1 and batch size >= 2")
+        if self.local_views < 0 or len(self.local_scale) != 2 or not 0 < self.global_weight <= 1:
+            raise GatekitError("local_views must be >= 0, local_scale two values, global_weight in (0, 1]")
         if len(self.blur_p) != 2:
             raise GatekitError(f"blur_p needs two values (view 1, view 2), got {self.blur_p}")
         self.model_config()  # validates arch, width and gate_group early
@@ -89,7 +96,11 @@ class TrainConfig:
         )
 
     def loss_config(self) -> LossConfig:
-        return LossConfig(self.budget, self.lam, self.gamma, self.sim_weight, self.var_weight, self.cov_weight)
+        return LossConfig(self.budget, self.lam, self.gamma, self.sim_weight, self.var_weight, self.cov_weight,
+                          self.global_weight)
+
+    def local_crop_size(self) -> int:
+        return self.local_size or max(8, round(self.model_config().input_size * 128 / 224))
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

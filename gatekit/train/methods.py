@@ -5,6 +5,12 @@
 - vicreg (Baseline-1): both views dense, VICReg only.
 - vicreg-gating (Baseline-2): both views gated, VICReg plus L_G on each view.
 Every method does two full-width forward/backward passes per step.
+
+Optional local views (Tan, Saleh and Martinez, ICLR 2023): M small crops go through the first view's
+path (the gated path for vicreg-dual), each paired in VICReg with the second global view, and the loss
+becomes global_weight * L_gg + (1 - global_weight) * mean_m L_gl (0.4 / 0.6 in their recipe). The
+budget loss stays on the global gated views, whose resolution the FLOPs accounting is for. Without
+local views the objective is the paper's.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ class LossConfig:
     sim_weight: float = 25.0
     var_weight: float = 25.0
     cov_weight: float = 1.0
+    global_weight: float = 0.4  # weight of the global-global term when local views are used
 
 
 class SSLModel(nn.Module):
@@ -53,7 +60,8 @@ class SSLModel(nn.Module):
         self.projector = projector(self.backbone.feature_dim, proj_hidden, proj_out)
         self.cost = cost_model(model_cfg)
 
-    def forward(self, view1: torch.Tensor, view2: torch.Tensor, p: float) -> dict[str, torch.Tensor]:
+    def forward(self, view1: torch.Tensor, view2: torch.Tensor, p: float,
+                local_views: list[torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
         c = self.loss_cfg
         stats: dict[str, torch.Tensor] = {}
         embeddings, budget_terms, ratios = [], [], []
@@ -66,9 +74,17 @@ class SSLModel(nn.Module):
                 ratios.append(b["flops_ratio"].detach())
         v = vicreg_loss(embeddings[0], embeddings[1], c.sim_weight, c.var_weight, c.cov_weight)
         loss = v["loss"]
+        if local_views:
+            local_path = VIEW_PATHS[self.method][0]
+            local_terms = [
+                vicreg_loss(self.projector(self.backbone(lv, local_path).features), embeddings[1],
+                            c.sim_weight, c.var_weight, c.cov_weight)["loss"]
+                for lv in local_views
+            ]
+            loss = c.global_weight * loss + (1 - c.global_weight) * torch.stack(local_terms).mean()
         for term in budget_terms:
             loss = loss + term
-        stats["vicreg"] = v["loss"].detach()
+        stats["vicreg"] = v["loss"].detach()  # the global-global term
         stats["budget"] = sum(t.detach() for t in budget_terms) if budget_terms else torch.zeros(())
         stats["flops_kept"] = torch.stack(ratios).mean() if ratios else torch.ones(())
         stats["loss"] = loss

@@ -114,6 +114,10 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False, progre
         ViewAugmentation(size, mean, std, min_scale=cfg.min_scale, blur_p=p, solarize_p=cfg.solarize_p).to(device)
         for p in cfg.blur_p
     ]
+    local_aug = None
+    if cfg.local_views:
+        local_aug = ViewAugmentation(cfg.local_crop_size(), mean, std, min_scale=cfg.local_scale[0],
+                                     max_scale=cfg.local_scale[1], blur_p=cfg.blur_p[0], solarize_p=cfg.solarize_p).to(device)
     use_amp = cfg.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     if state is not None and use_amp and "scaler" in state:
@@ -138,8 +142,9 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False, progre
             idx = shard(order[step * global_batch : (step + 1) * global_batch], info).to(device)
             batch = images[idx]
             v1, v2 = augs[0](batch), augs[1](batch)
+            local_views = [local_aug(batch) for _ in range(cfg.local_views)] if local_aug is not None else None
             with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-                out = ddp_model(v1, v2, p)
+                out = ddp_model(v1, v2, p, local_views)
             loss = out["loss"]
             if not torch.isfinite(loss):
                 raise GatekitError(f"loss became {loss.item()} at epoch {epoch + 1} step {step + 1}: lower --lr")
