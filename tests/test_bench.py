@@ -107,8 +107,8 @@ def exported_ir(tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("ir")
     rng = np.random.default_rng(0)
-    np.savez(tmp / "d.npz", x_train=rng.integers(0, 256, (32, 32, 32, 3), dtype=np.uint8), y_train=np.zeros(32, np.uint8),
-             x_test=rng.integers(0, 256, (64, 32, 32, 3), dtype=np.uint8), y_test=np.zeros(64, np.uint8))
+    x = rng.integers(0, 256, (64, 32, 32, 3), dtype=np.uint8)  # test = train: calibration covers the test images
+    np.savez(tmp / "d.npz", x_train=x, y_train=np.zeros(64, np.uint8), x_test=x, y_test=np.zeros(64, np.uint8))
     torch.manual_seed(0)
     model = GatedResNet(ModelConfig(width=0.5)).eval()
     save_model(tmp / "m.safetensors", model, {"train_config": {"dataset": "npz", "data_dir": str(tmp / "d.npz")}})

@@ -60,6 +60,8 @@ def load_inputs(manifest: dict, count: int, data_dir: str | None = None) -> tupl
     from gatekit.data import load_dataset
 
     spec = manifest["input"]
+    if data_dir is None and spec.get("data_dir") and Path(spec["data_dir"]).exists():
+        data_dir = spec["data_dir"]  # where the exporter read it; else $GATEKIT_DATA
     data = load_dataset(spec["dataset"], "test", data_dir, limit=count)
     size = spec["shape"][-1]
     if data.images.shape[1] != size:

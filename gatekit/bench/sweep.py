@@ -10,6 +10,7 @@ import click
 
 from gatekit.bench.protocol import Protocol
 from gatekit.bench.run import FORMAT_RUNTIME, bench_one, load_inputs, open_artifact
+from gatekit.errors import GatekitError
 
 
 def export_all(checkpoint: str | Path, out: str | Path, *, data_dir: str | None = None, threads: int | None = None,
@@ -27,7 +28,11 @@ def export_all(checkpoint: str | Path, out: str | Path, *, data_dir: str | None 
         prepared = Prepared(checkpoint, opts, progress=progress)
         for fmt in formats:
             opts.fmt = fmt
-            m = export(checkpoint, out, opts, progress=progress, prepared=prepared)
+            try:
+                m = export(checkpoint, out, opts, progress=progress, prepared=prepared)
+            except GatekitError as e:  # one refused artifact does not stop the sweep; it is reported
+                click.echo(f"  {Path(checkpoint).name} {graph:8s} {fmt:9s} NOT EXPORTED: {e}", err=True)
+                continue
             m["manifest_path"] = str(Path(out) / f"{Path(next(iter(m['files'].values()))).stem}.{fmt}.json")
             err = max(m["verification"]["relative_error"].values())
             click.echo(f"  {Path(checkpoint).name} t_d={m['budget']} {graph:8s} {fmt:9s} "

@@ -352,7 +352,7 @@ def _manifest(prep: Prepared, opts: ExportOptions, files: dict, runtime: dict, e
         "macs": prep.flops(),
         "input": {"name": INPUT_NAME, "shape": [-1 if opts.dynamic_batch else opts.batch, 3, cfg.input_size, cfg.input_size],
                   "dtype": "float32", "layout": "NCHW", "scale": 1 / 255, "mean": list(prep.mean), "std": list(prep.std),
-                  "dataset": prep.dataset},
+                  "dataset": prep.dataset, "data_dir": prep.data_root},
         "output": {"name": prep.output_name, "probe": opts.probe},
         "opset": OPSET,
         "onnx_version": onnx.__version__,

@@ -1,29 +1,33 @@
 """The small interface every runtime backend implements: load an artifact, run a batch, describe itself.
 
-Deploy side: nothing here imports torch.
+Deploy side: nothing under `gatekit.runtimes` imports torch; each backend imports its runtime lazily.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import importlib
+import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
+
+from gatekit.errors import GatekitError
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 
 
 @dataclass
 class RuntimeInfo:
+    """What actually runs a session: runtime, version, device, provider/plugin, threads and precision."""
+
     name: str
     version: str
     device: str
-    provider: str  # execution provider / plugin that actually runs
-    threads: int | None
-    precision: str
+    provider: str  # the execution provider / plugin that actually runs the graph
+    threads: int | None  # None: the runtime's default
+    precision: str  # one of PRECISIONS
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -36,24 +40,28 @@ class Session(ABC):
     input_shape: tuple[int, ...]  # -1 for dynamic dimensions
 
     @abstractmethod
-    def run(self, x: np.ndarray) -> np.ndarray: ...
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """Runs one batch; returns a fresh float32 array the caller owns."""
 
-    def close(self) -> None:  # backends with native resources override it
-        return None
+    def close(self) -> None:
+        """Releases native resources; backends that hold any override it."""
 
-    def __enter__(self):
+    def __enter__(self) -> Session:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc) -> None:
         self.close()
 
 
 class Backend(ABC):
+    """A runtime that loads artifacts of one kind into Sessions."""
+
     name: str
-    install_hint: str
-    modules: tuple[str, ...]  # the Python packages the backend imports
+    install_hint: str  # one line, shown when the runtime is missing
+    modules: tuple[str, ...]  # the Python packages it imports; the first one carries __version__
 
     def available(self) -> bool:
+        """True when every module the backend needs imports."""
         try:
             for module in self.modules:
                 importlib.import_module(module)
@@ -65,5 +73,21 @@ class Backend(ABC):
         return importlib.import_module(self.modules[0]).__version__
 
     @abstractmethod
-    def load(self, path: str | Path, *, threads: int | None = None, precision: str = "fp32",
-             device: str | None = None, extensions: tuple[str, ...] = ()) -> Session: ...
+    def load(self, path: str | os.PathLike, *, threads: int | None = None, precision: str = "fp32",
+             device: str | None = None, extensions: tuple[str, ...] = ()) -> Session:
+        """Loads the artifact at `path`; raises GatekitError when it cannot run as asked."""
+
+
+def as_input(x: np.ndarray, input_shape: tuple[int, ...]) -> np.ndarray:
+    """`x` as a C-contiguous float32 array, checked against the session's input shape (-1: any)."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if x.ndim != len(input_shape) or any(d != -1 and d != n for d, n in zip(input_shape, x.shape)):
+        want = "x".join("?" if d == -1 else str(d) for d in input_shape)
+        raise GatekitError(f"input of shape {'x'.join(map(str, x.shape))} does not fit the model's {want}")
+    return x
+
+
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """The first non-empty line of an exception's message (runtimes raise multi-line ones)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return (lines[0] if lines else type(exc).__name__)[:limit]

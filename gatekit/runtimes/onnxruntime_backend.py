@@ -2,61 +2,81 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 
 from gatekit.errors import GatekitError
-from gatekit.runtimes.base import Backend, RuntimeInfo, Session
+from gatekit.runtimes.base import Backend, RuntimeInfo, Session, as_input, one_line
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
+# The CPU and CUDA providers run the graph in the precision it was exported in; the TensorRT provider can
+# lower an fp32 graph to fp16 (trt_fp16_enable).
+DEVICE_PRECISIONS = {"cpu": ("fp32",), "cuda": ("fp32",), "tensorrt": ("fp32", "fp16")}
 
 
 class OrtSession(Session):
+    """An `onnxruntime.InferenceSession` with one input and one output."""
+
     def __init__(self, sess, info: RuntimeInfo):
-        self._sess = sess
+        self.session = sess  # the underlying InferenceSession
         self.info = info
         inp = sess.get_inputs()[0]
         self._input = inp.name
-        self._output = sess.get_outputs()[0].name
+        self._output = [sess.get_outputs()[0].name]
         self.input_shape = tuple(d if isinstance(d, int) else -1 for d in inp.shape)
 
     def run(self, x: np.ndarray) -> np.ndarray:
-        return self._sess.run([self._output], {self._input: np.ascontiguousarray(x, dtype=np.float32)})[0]
+        return self.session.run(self._output, {self._input: as_input(x, self.input_shape)})[0]
 
 
 class OrtBackend(Backend):
     name = "ort"
-    install_hint = "pip install onnxruntime (or onnxruntime-gpu for the CUDA and TensorRT providers)"
+    install_hint = ("ONNX Runtime is not installed: `pip install onnxruntime` "
+                    "(or `pip install onnxruntime-gpu` for the CUDA and TensorRT providers)")
     modules = ("onnxruntime",)
 
-    def load(self, path, *, threads=None, precision="fp32", device=None, extensions=()) -> Session:
+    def load(self, path: str | os.PathLike, *, threads: int | None = None, precision: str = "fp32",
+             device: str | None = None, extensions: tuple[str, ...] = ()) -> Session:
+        """Loads an .onnx file on `device` ("cpu", "cuda" or "tensorrt"), fully optimized, sequential."""
         import onnxruntime as ort
 
-        device = device or "cpu"
+        device = (device or "cpu").lower()
         if device not in PROVIDERS:
-            raise GatekitError(f"unknown ORT device {device!r}: choose one of {', '.join(PROVIDERS)}")
+            raise GatekitError(f"unknown ONNX Runtime device {device!r}: choose one of {', '.join(PROVIDERS)}")
+        if precision not in DEVICE_PRECISIONS[device]:
+            raise GatekitError(f"ONNX Runtime's {PROVIDERS[device]} runs {' or '.join(DEVICE_PRECISIONS[device])}, "
+                               f"not {precision}")
         provider = PROVIDERS[device]
-        if provider not in ort.get_available_providers():
-            raise GatekitError(f"ONNX Runtime here has no {provider}: pip install onnxruntime-gpu on a machine with an NVIDIA GPU")
-        if device == "cpu" and precision != "fp32":
-            raise GatekitError(f"ONNX Runtime's CPU provider runs the graph as exported (fp32), not {precision}")
+        have = ort.get_available_providers()
+        if provider not in have:
+            raise GatekitError(f"this ONNX Runtime has no {provider} (it has {', '.join(have)}): "
+                               "`pip install onnxruntime-gpu` on a machine with an NVIDIA GPU")
+        path = Path(path)
+        if not path.is_file():
+            raise GatekitError(f"no ONNX model at {path}")
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.inter_op_num_threads = 1
         if threads:
-            opts.intra_op_num_threads = threads
-        opts.log_severity_level = 3
+            opts.intra_op_num_threads = int(threads)
+        opts.log_severity_level = 3  # errors only
+        for lib in extensions:  # custom-op libraries
+            try:
+                opts.register_custom_ops_library(str(lib))
+            except Exception as e:
+                raise GatekitError(f"ONNX Runtime cannot load the custom-op library {lib}: {one_line(e)}") from None
         providers: list = [provider]
         if device == "tensorrt":
             providers = [(provider, {"trt_fp16_enable": precision == "fp16"}), "CUDAExecutionProvider"]
-        path = Path(path)
-        if not path.is_file():
-            raise GatekitError(f"no ONNX model at {path}")
         try:
             sess = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
-        except Exception as e:  # ORT raises its own exception types for unreadable models
-            raise GatekitError(f"ONNX Runtime cannot load {path}: {str(e).splitlines()[0][:300]}") from None
-        info = RuntimeInfo("onnxruntime", ort.__version__, device, sess.get_providers()[0], threads, precision)
+        except Exception as e:  # ORT raises its own exception types for unreadable or unsupported models
+            raise GatekitError(f"ONNX Runtime cannot load {path}: {one_line(e)}") from None
+        if len(sess.get_inputs()) != 1 or len(sess.get_outputs()) != 1:
+            raise GatekitError(f"{path.name} has {len(sess.get_inputs())} inputs and {len(sess.get_outputs())} "
+                               "outputs; gatekit runs graphs with one of each")
+        info = RuntimeInfo("onnxruntime", ort.__version__, device, sess.get_providers()[0], threads or None, precision)
         return OrtSession(sess, info)

@@ -1,38 +1,49 @@
-"""OpenVINO: the CPU plugin (and GPU where present), with the precision pinned and read back.
+"""OpenVINO: the CPU plugin (and GPU where present), with the inference precision pinned and read back.
 
-On CPUs with avx512_bf16, OpenVINO silently infers in bf16 unless INFERENCE_PRECISION_HINT is f32, so
-fp32 is always requested explicitly and the precision actually used is read back from the compiled model.
+On CPUs with avx512_bf16 (this project's benchmark machine), OpenVINO silently infers in bf16 unless
+INFERENCE_PRECISION_HINT is f32. So fp32 is always requested explicitly, and the precision the
+compiled model actually uses is read back and reported (an fp32 request that comes back otherwise fails).
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 
 from gatekit.errors import GatekitError
-from gatekit.runtimes.base import Backend, RuntimeInfo, Session
+from gatekit.runtimes.base import Backend, RuntimeInfo, Session, as_input, one_line
 
-HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
-READ_BACK = {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}
+HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}  # gatekit precision -> INFERENCE_PRECISION_HINT
+READ_BACK = {v: k for k, v in HINTS.items()}  # ov.Type name -> gatekit precision
 
 
 class OpenVinoSession(Session):
+    """A compiled model with one infer request, reused for every run."""
+
     def __init__(self, compiled, info: RuntimeInfo):
-        self._compiled = compiled
+        self.compiled = compiled  # the underlying openvino.CompiledModel
         self._request = compiled.create_infer_request()
         self.info = info
         shape = compiled.input(0).get_partial_shape()
         self.input_shape = tuple(d.get_length() if d.is_static else -1 for d in shape)
 
     def run(self, x: np.ndarray) -> np.ndarray:
-        self._request.infer({0: np.ascontiguousarray(x, dtype=np.float32)})
-        return np.array(self._request.get_output_tensor(0).data, copy=True)
+        # The request blocks until done, so the input can be shared; the output is copied out once.
+        self._request.infer({0: as_input(x, self.input_shape)}, share_inputs=True, share_outputs=True)
+        return np.array(self._request.get_output_tensor(0).data, dtype=np.float32, copy=True)
+
+
+def _precision_of(hint) -> str:
+    """The gatekit name of an INFERENCE_PRECISION_HINT value read back from a compiled model."""
+    name = hint.get_type_name() if hasattr(hint, "get_type_name") else str(hint).lower()
+    return READ_BACK.get(name, name)
 
 
 class OpenVinoBackend(Backend):
     name = "openvino"
-    install_hint = "pip install openvino"
+    install_hint = "OpenVINO is not installed: `pip install openvino`"
     modules = ("openvino",)
 
     def version(self) -> str:
@@ -40,33 +51,50 @@ class OpenVinoBackend(Backend):
 
         return ov.get_version()
 
-    def load(self, path, *, threads=None, precision="fp32", device=None, extensions=()) -> Session:
+    def load(self, path: str | os.PathLike, *, threads: int | None = None, precision: str = "fp32",
+             device: str | None = None, extensions: tuple[str, ...] = ()) -> Session:
+        """Reads an IR (.xml + .bin) and compiles it for latency: one stream, pinned precision."""
         import openvino as ov
 
         if precision not in HINTS:
-            raise GatekitError(f"OpenVINO precision must be one of {', '.join(HINTS)}, got {precision}")
+            raise GatekitError(f"OpenVINO precision must be one of {', '.join(HINTS)}, got {precision} "
+                               "(int8 comes from a quantized IR, not from a hint)")
         device = (device or "CPU").upper()
         core = ov.Core()
-        if device not in core.available_devices:
-            raise GatekitError(f"OpenVINO has no {device} device here (available: {', '.join(core.available_devices)})")
+        devices = core.available_devices
+        if device not in devices and not any(d.startswith(device + ".") for d in devices):
+            raise GatekitError(f"OpenVINO has no {device} device here (available: {', '.join(devices)})")
         for ext in extensions:
-            core.add_extension(str(ext))
+            if not Path(ext).is_file():
+                raise GatekitError(f"no OpenVINO extension library at {ext}")
+            try:
+                core.add_extension(str(ext))
+            except Exception as e:
+                raise GatekitError(f"OpenVINO cannot load the extension {ext}: {one_line(e)}") from None
         path = Path(path)
         if not path.is_file():
             raise GatekitError(f"no OpenVINO IR at {path}")
-        config = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1, "INFERENCE_PRECISION_HINT": HINTS[precision]}
-        if threads:
-            config["INFERENCE_NUM_THREADS"] = threads
+        config: dict = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1, "INFERENCE_PRECISION_HINT": HINTS[precision]}
+        on_cpu = device.startswith("CPU")
+        if threads and on_cpu:
+            config["INFERENCE_NUM_THREADS"] = int(threads)
         try:
-            compiled = core.compile_model(core.read_model(str(path)), device, config)
-        except Exception as e:  # OpenVINO raises RuntimeError with multi-line plugin messages
+            model = core.read_model(str(path))
+        except Exception as e:
+            raise GatekitError(f"OpenVINO cannot read {path}: {one_line(e)}") from None
+        if len(model.inputs) != 1 or len(model.outputs) != 1:
+            raise GatekitError(f"{path.name} has {len(model.inputs)} inputs and {len(model.outputs)} outputs; "
+                               "gatekit runs graphs with one of each")
+        try:
+            compiled = core.compile_model(model, device, config)
+        except Exception as e:  # plugin errors are multi-line; the line naming what is unsupported helps most
             lines = [x.strip() for x in str(e).splitlines() if x.strip()]
-            useful = [x for x in lines if "support" in x.lower() or "not implemented" in x.lower()] or lines or [type(e).__name__]
-            raise GatekitError(f"OpenVINO cannot compile {path.name} on {device}: {useful[0][:300]}") from None
-        hint = compiled.get_property("INFERENCE_PRECISION_HINT")
-        used = READ_BACK.get(hint.get_type_name() if hasattr(hint, "get_type_name") else str(hint).lower(), str(hint))
-        if used != precision:
-            raise GatekitError(f"OpenVINO was asked for {precision} but compiled {path.name} for {used}")
-        read_threads = int(compiled.get_property("INFERENCE_NUM_THREADS")) if device == "CPU" else threads
-        info = RuntimeInfo("openvino", ov.get_version(), device, f"{device} plugin", read_threads, used)
+            useful = [x for x in lines if "support" in x.lower() or "not implemented" in x.lower()] or lines
+            raise GatekitError(f"OpenVINO cannot compile {path.name} on {device}: "
+                               f"{(useful or [type(e).__name__])[0][:300]}") from None
+        used = _precision_of(compiled.get_property("INFERENCE_PRECISION_HINT"))
+        if precision == "fp32" and used != "fp32":
+            raise GatekitError(f"OpenVINO was asked for fp32 but compiled {path.name} for {used} on {device}")
+        read_threads = int(compiled.get_property("INFERENCE_NUM_THREADS")) if on_cpu else None
+        info = RuntimeInfo("openvino", ov.get_version(), device, f"{device} plugin", read_threads or threads or None, used)
         return OpenVinoSession(compiled, info)
