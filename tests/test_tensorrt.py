@@ -1,26 +1,110 @@
-"""TensorRT engines: built from ONNX and run where TensorRT and an NVIDIA GPU exist."""
+"""TensorRT: engines built from ONNX and run where TensorRT and an NVIDIA GPU exist; the rest everywhere."""
 
 import numpy as np
 import pytest
 
-from gatekit.runtimes import available_backends, load_session
+from gatekit.errors import GatekitError
+from gatekit.export.tensorrt_build import build_engine, fp16_onnx
+from gatekit.runtimes import available_backends, get_backend, load_session
+from gatekit.runtimes.tensorrt_backend import cuda_check, device_index
+from tests.test_runtimes import reference, tiny_onnx, x_of
 
 REASON = ("TensorRT cannot be installed from PyPI here (its -libs packages download from a host this network "
           "cannot reach) and no GPU is present")
 
-pytestmark = [pytest.mark.tensorrt, pytest.mark.gpu,
-              pytest.mark.skipif("tensorrt" not in available_backends(), reason=REASON)]
+
+def _tensorrt_ready() -> bool:
+    """True when tensorrt and cuda-python import and CUDA sees at least one device."""
+    if "tensorrt" not in available_backends():
+        return False
+    from gatekit.runtimes.tensorrt_backend import load_cudart
+
+    err, count = load_cudart().cudaGetDeviceCount()
+    return int(getattr(err, "value", err)) == 0 and count > 0
 
 
+needs_tensorrt = pytest.mark.skipif(not _tensorrt_ready(), reason=REASON)
+
+
+@pytest.mark.tensorrt
+@pytest.mark.gpu
+@needs_tensorrt
 @pytest.mark.parametrize("precision,tol", [("fp32", 1e-4), ("fp16", 1e-2)])
 def test_engine_matches_onnxruntime(tmp_path, precision, tol):
-    from gatekit.export.tensorrt_build import build_engine
-    from tests.test_runtimes import tiny_onnx
-
     tiny_onnx(tmp_path / "m.onnx")
-    info = build_engine(tmp_path / "m.onnx", tmp_path / f"m-{precision}.engine", precision=precision)
-    assert info["precision"] == precision
-    x = np.random.default_rng(0).standard_normal((1, 3, 8, 8)).astype(np.float32)
+    built = build_engine(tmp_path / "m.onnx", tmp_path / f"m-{precision}.engine", precision=precision)
+    assert built["precision"] == precision and built["input_shape"] == [1, 3, 8, 8] and built["batch_profile"] is None
+    assert built["device_name"] and built["tensorrt_version"]
+    x = x_of(0)
     ref = load_session(tmp_path / "m.onnx").run(x)
-    out = load_session(tmp_path / f"m-{precision}.engine", precision=precision).run(x)
-    assert np.max(np.abs(out - ref)) / np.max(np.abs(ref)) <= tol
+    with load_session(tmp_path / f"m-{precision}.engine", precision=precision) as s:
+        assert s.info.name == "tensorrt" and s.info.precision == precision and s.info.device == built["device_name"]
+        assert s.input_shape == (1, 3, 8, 8)
+        out = s.run(x)
+        assert out.dtype == np.float32 and out.shape == ref.shape
+        assert np.max(np.abs(out - ref)) / np.max(np.abs(ref)) <= tol
+        assert np.array_equal(s.run(x), out)  # buffers reused, same answer
+
+
+@pytest.mark.tensorrt
+@pytest.mark.gpu
+@needs_tensorrt
+def test_engine_dynamic_batch_profile(tmp_path):
+    w, b = tiny_onnx(tmp_path / "m.onnx", batch="batch")
+    built = build_engine(tmp_path / "m.onnx", tmp_path / "m.plan", batch=2, max_batch=4)
+    assert built["batch_profile"] == [[1, 3, 8, 8], [2, 3, 8, 8], [4, 3, 8, 8]]
+    s = load_session(tmp_path / "m.plan", "trt")
+    assert s.input_shape == (-1, 3, 8, 8)
+    for n in (3, 1, 3, 4):
+        x = x_of(n, batch=n)
+        ref = reference(x, w, b)
+        assert np.max(np.abs(s.run(x) - ref)) / np.max(np.abs(ref)) <= 1e-4
+    with pytest.raises(GatekitError, match="outside the engine's profile"):
+        s.run(x_of(0, batch=5))
+    s.close()
+    s.close()  # idempotent
+
+
+@pytest.mark.skipif("tensorrt" in available_backends(), reason="TensorRT is installed here")
+def test_tensorrt_absent_names_the_install(tmp_path):
+    with pytest.raises(GatekitError, match=r"gatekit\[tensorrt\]"):
+        get_backend("tensorrt")
+    tiny_onnx(tmp_path / "m.onnx")
+    with pytest.raises(GatekitError, match=r"^TensorRT is not installed: .*gatekit\[tensorrt\].*JetPack"):
+        build_engine(tmp_path / "m.onnx", tmp_path / "m.engine")
+    (tmp_path / "m.engine").write_bytes(b"not an engine")
+    with pytest.raises(GatekitError, match=r"gatekit\[tensorrt\]"):
+        load_session(tmp_path / "m.engine")
+
+
+def test_fp16_onnx_keeps_float32_io_and_matches(tmp_path):
+    """The TensorRT 11 fp16 route: the graph itself in fp16, its interface in fp32."""
+    import onnx
+    from onnx.reference import ReferenceEvaluator
+
+    w, b = tiny_onnx(tmp_path / "m.onnx", batch="batch")
+    fp16_onnx(tmp_path / "m.onnx", tmp_path / "h.onnx")
+    model = onnx.load(str(tmp_path / "h.onnx"))
+    onnx.checker.check_model(model, full_check=True)
+    assert [i.type.tensor_type.elem_type for i in (*model.graph.input, *model.graph.output)] == [onnx.TensorProto.FLOAT] * 2
+    assert {t.data_type for t in model.graph.initializer} == {onnx.TensorProto.FLOAT16}
+    assert model.graph.input[0].name == "input" and model.graph.output[0].name == "features"
+    x = x_of(7, batch=2)
+    y = ReferenceEvaluator(model).run(None, {"input": x})[0]
+    ref = reference(x, w, b)
+    assert y.dtype == np.float32 and 0 < np.max(np.abs(y - ref)) / np.max(np.abs(ref)) <= 1e-2
+
+
+def test_cuda_helpers():
+    assert [device_index(d) for d in (None, 0, "1", "cuda", "cuda:2", "GPU:3")] == [0, 0, 1, 0, 2, 3]
+    with pytest.raises(GatekitError, match="cuda or cuda:N"):
+        device_index("cpu")
+
+    class Err:  # stands in for cuda-python's cudaError_t
+        def __init__(self, value, name):
+            self.value, self.name = value, name
+
+    assert cuda_check((Err(0, "cudaSuccess"),)) is None
+    assert cuda_check((Err(0, "cudaSuccess"), 1234)) == 1234
+    with pytest.raises(GatekitError, match="cudaMalloc failed: cudaErrorMemoryAllocation"):
+        cuda_check((Err(2, "cudaErrorMemoryAllocation"), 0), "cudaMalloc")
