@@ -146,20 +146,19 @@ def test_p50_agrees_with_benchmark_app(exported_ir):
 
     def ours():
         with load_session(exported_ir, threads=1) as s:
-            return measure(s, [x], Protocol(warmup_runs=50, min_runs=2000, min_seconds=3)).stats()["p50_ms"]
+            return measure(s, [x], Protocol(warmup_runs=50, min_runs=2000, min_seconds=2)).stats()["p50_ms"]
 
     def theirs():
         proc = subprocess.run([tool, "-m", str(exported_ir), "-d", "CPU", "-hint", "none", "-nstreams", "1", "-nireq", "1",
-                               "-api", "sync", "-nthreads", "1", "-infer_precision", "f32", "-t", "3"], capture_output=True, text=True, timeout=120)
+                               "-api", "sync", "-nthreads", "1", "-infer_precision", "f32", "-t", "2"], capture_output=True, text=True, timeout=120)
         assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
         return float(re.search(r"Median:\s+([\d.]+) ms", proc.stdout).group(1))
 
-    # interleave and take medians: the machine is shared and noisy
-    a, b = [], []
-    for _ in range(3):
-        a.append(ours())
-        b.append(theirs())
-    assert abs(np.median(a) / np.median(b) - 1) <= 0.10, (a, b)
+    # interleaved pairs, the median of the per-pair ratios: the machine is shared and noisy
+    ratios = []
+    for _ in range(5):
+        ratios.append(ours() / theirs())
+    assert abs(np.median(ratios) - 1) <= 0.10, ratios
 
 
 def test_sweep_exports_and_benchmarks_every_graph(exported_ir, tmp_path):
