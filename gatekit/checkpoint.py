@@ -35,13 +35,18 @@ def save_model(path: str | os.PathLike, backbone: GatedResNet, metadata: dict) -
         save_file(tensors, str(tmp), metadata=meta)
 
 
-def resolve_model_file(path: str | os.PathLike) -> Path:
+def _resolve(path: str | os.PathLike, file_in_run_dir: str, missing: str) -> Path:
+    """A file given directly, or `file_in_run_dir` inside a run directory; GatekitError if absent."""
     path = Path(path)
     if path.is_dir():
-        path = path / MODEL_FILE
+        path = path / file_in_run_dir
     if not path.is_file():
-        raise GatekitError(f"no checkpoint at {path}")
+        raise GatekitError(f"{missing} at {path}")
     return path
+
+
+def resolve_model_file(path: str | os.PathLike) -> Path:
+    return _resolve(path, MODEL_FILE, "no checkpoint")
 
 
 def load_model(path: str | os.PathLike, device: str = "cpu") -> tuple[GatedResNet, dict]:
@@ -89,11 +94,7 @@ def save_state(path: str | os.PathLike, state: dict) -> None:
 
 
 def load_state(path: str | os.PathLike) -> dict:
-    path = Path(path)
-    if path.is_dir():
-        path = path / STATE_FILE
-    if not path.is_file():
-        raise GatekitError(f"nothing to resume: no {STATE_FILE} at {path}")
+    path = _resolve(path, STATE_FILE, f"nothing to resume: no {STATE_FILE}")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises several types for a truncated or foreign file
