@@ -75,21 +75,25 @@ def plot_latency_vs_flops(records: list[dict], path: str | Path, title: str | No
 
     recs = [r for r in with_ratios(records) if "latency_ratio" in r]
     labels = sorted({runtime_label(r) for r in recs})
-    fig = Figure(figsize=(4.2 * max(1, len(labels)), 4.2))
+    ncols = min(3, max(1, len(labels)))
+    nrows = -(-max(1, len(labels)) // ncols)
+    fig = Figure(figsize=(4.4 * ncols, 4.0 * nrows))
     FigureCanvasAgg(fig)
     markers = {"dense": "s", "static": "o", "hybrid": "^", "dynamic": "D", "dynamic (matmul)": "d"}
+    colors = {"dense": "tab:blue", "static": "tab:green", "hybrid": "tab:orange", "dynamic": "tab:red",
+              "dynamic (matmul)": "tab:purple"}
     for k, label in enumerate(labels or ["no data"]):
-        ax = fig.add_subplot(1, max(1, len(labels)), k + 1)
+        ax = fig.add_subplot(nrows, ncols, k + 1)
         ax.plot([0, 1.05], [0, 1.05], color="grey", lw=1, ls="--", label="latency = FLOPs")
         for r in (x for x in recs if runtime_label(x) == label):
             g = graph_label(r)
             ax.scatter(r["flops_ratio"], r["latency_ratio"]["p50"], marker=markers.get(g, "o"), s=40,
-                       label=g, alpha=0.85)
+                       color=colors.get(g, "tab:gray"), label=g, alpha=0.85)
             ax.annotate(f"{r['manifest'].get('budget')}", (r["flops_ratio"], r["latency_ratio"]["p50"]), fontsize=7,
                         xytext=(3, 3), textcoords="offset points")
         handles, names = ax.get_legend_handles_labels()
         uniq = dict(zip(names, handles))
-        ax.legend(uniq.values(), uniq.keys(), fontsize=7, loc="lower right")
+        ax.legend(uniq.values(), uniq.keys(), fontsize=7, loc="upper left")
         ax.set_xlim(0, 1.1)
         ax.set_ylim(0, max([1.2] + [r["latency_ratio"]["p50"] * 1.1 for r in recs if runtime_label(r) == label]))
         ax.set_xlabel("FLOPs / dense")
