@@ -1,6 +1,5 @@
 """Export round trips through ONNX Runtime and OpenVINO on small models with forced gates."""
 
-import json
 
 import numpy as np
 import onnx

@@ -22,7 +22,7 @@ from gatekit.atomic import atomic_path, write_json
 from gatekit.checkpoint import load_model
 from gatekit.data import NORMALIZATION, load_dataset
 from gatekit.errors import GatekitError
-from gatekit.export.graphs import GRAPHS, GraphSpec, build_graph
+from gatekit.export.graphs import GRAPHS, build_graph
 from gatekit.export.prune import select_all
 from gatekit.export.verify import check, relative_error, run_batched
 from gatekit.models import cost_model

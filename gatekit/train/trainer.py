@@ -4,7 +4,6 @@ atomic per-epoch checkpoints with exact resume, a progress bar and a JSON-lines 
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,13 +12,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from gatekit.atomic import write_json
 from gatekit.checkpoint import MODEL_FILE, STATE_FILE, load_state, save_model, save_state
 from gatekit.data import NORMALIZATION, load_dataset
 from gatekit.errors import GatekitError
 from gatekit.train.augment import ViewAugmentation
 from gatekit.train.config import TrainConfig
-from gatekit.train.distributed import DistInfo, all_reduce_mean, convert_sync_batchnorm, init_distributed, shard
+from gatekit.train.distributed import all_reduce_mean, convert_sync_batchnorm, init_distributed, shard
 from gatekit.train.lars import LARS, parameter_groups, warmup_cosine
 from gatekit.train.losses import bound_anneal
 from gatekit.train.methods import SSLModel
