@@ -284,6 +284,47 @@ def bench_cmd(artifacts, runtimes, threads, batch, n_inputs, data_dir, warmup_ru
             plot_per_input(records, Path(plot_path).with_name(Path(plot_path).stem + "-per-input.png"))
 
 
+@cli.command("pick")
+@click.option("--target-ms", required=True, type=float, help="The latency the device must meet.")
+@click.option("--percentile", default=90, show_default=True, type=click.Choice(["50", "90", "99"]), help="Latency percentile.")
+@click.option("--results", "results", required=True, multiple=True, type=click.Path(),
+              help="Benchmark records (JSON lines from `gatekit bench --json`); repeatable.")
+@click.option("--accuracy", "accuracy_files", multiple=True, type=click.Path(),
+              help="`gatekit eval --json` outputs of the checkpoints; repeatable.")
+@click.option("--metric", default="knn", show_default=True, type=click.Choice(["knn", "linear"]))
+@click.option("--runtime", help="Only results of this runtime (ort, openvino, tensorrt, torch).")
+@click.option("--threads", type=int, help="Only results at this thread count.")
+@click.option("--batch", type=int, help="Only results at this batch size.")
+@click.option("--plot", "plot_path", type=click.Path(), help="Accuracy against latency with the target (PNG).")
+@click.option("--json", "json_path", type=click.Path(), help="Write the choice and the candidates as JSON here.")
+def pick_cmd(target_ms, percentile, results, accuracy_files, metric, runtime, threads, batch, plot_path, json_path):
+    """Pick the most accurate artifact whose measured latency meets a target on this device.
+
+    Reads recorded benchmark results; exits with status 1 when nothing meets the target, naming the
+    fastest option and the margin.
+
+    \b
+    Example:
+      gatekit pick --target-ms 0.35 --results bench.jsonl --accuracy runs/dual/eval.json --threads 1
+    """
+    from gatekit.bench.run import read_jsonl
+    from gatekit.pick.select import candidates, load_accuracies, pick, plot, table
+
+    pct = int(percentile)
+    cands = candidates(read_jsonl(results), load_accuracies(accuracy_files), metric=metric, percentile=pct,
+                       runtime=runtime, threads=threads, batch=batch)
+    chosen, reason = pick(cands, target_ms)
+    click.echo(table(cands, chosen, target_ms, pct))
+    if plot_path:
+        plot(cands, chosen, target_ms, pct, plot_path)
+    _write_json(json_path, {"target_ms": target_ms, "percentile": pct, "metric": metric, "reason": reason,
+                            "chosen": chosen.to_dict() if chosen else None, "candidates": [c.to_dict() for c in cands]})
+    if chosen is None:
+        click.echo(f"gatekit: {reason}", err=True)
+        sys.exit(1)
+    click.echo(f"\nchosen: {reason}")
+
+
 def _choices(value: str, allowed: tuple[str, ...], what: str) -> list[str]:
     if value == "all":
         return list(allowed)

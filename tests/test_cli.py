@@ -28,7 +28,7 @@ def assert_one_line_error(proc, pattern):
     assert pattern in lines[0], lines[0]
 
 
-@pytest.mark.parametrize("command", [[], ["train"], ["eval"], ["export"], ["bench"]])
+@pytest.mark.parametrize("command", [[], ["train"], ["eval"], ["export"], ["bench"], ["pick"]])
 def test_every_command_has_help_with_an_example(command):
     result = CliRunner().invoke(cli, [*command, "--help"])
     assert result.exit_code == 0

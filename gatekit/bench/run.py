@@ -73,7 +73,7 @@ def load_inputs(manifest: dict, count: int, data_dir: str | None = None) -> tupl
 
 def manifest_summary(m: dict) -> dict:
     keys = ("graph", "format", "dynamic_form", "method", "budget", "widths", "full_widths", "macs", "precision",
-            "checkpoint_sha256", "model_config", "input", "gatekit_version")
+            "checkpoint_sha256", "model_config", "input", "gatekit_version", "agreement")
     out = {k: m.get(k) for k in keys}
     out["macs"] = {k: v for k, v in (m.get("macs") or {}).items()}
     return out

@@ -1,0 +1,1 @@
+"""Picking the artifact that meets a latency target on a device (torch-free)."""

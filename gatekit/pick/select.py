@@ -1,0 +1,153 @@
+"""`gatekit pick` on recorded results: the most accurate artifact whose measured p-th percentile latency
+meets the target on the device the results were recorded on.
+
+Accuracy comes from `gatekit eval --json` files, joined by checkpoint sha256: the dense graph takes the
+dense path's accuracy; hybrid and dynamic, which equal the gated path, take the gated path's; static
+takes the gated path's k-NN accuracy plus the difference that its export measured between itself and
+the gated path on the same k-NN memory (k-NN only; the export's memory may be smaller than eval's). A candidate without an accuracy is
+listed but never chosen. Ties in accuracy go to the lower latency, then to fewer FLOPs.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from gatekit.errors import GatekitError
+
+METRICS = {"knn": "knn20_cosine", "linear": "linear"}
+
+
+@dataclass
+class Candidate:
+    name: str
+    latency_ms: float
+    flops_ratio: float
+    accuracy: float | None
+    record: dict
+
+    def to_dict(self) -> dict:
+        m = self.record["manifest"]
+        return {"name": self.name, "latency_ms": self.latency_ms, "flops_ratio": self.flops_ratio, "accuracy": self.accuracy,
+                "graph": m["graph"], "budget": m.get("budget"), "format": m.get("format"),
+                "runtime": self.record["runtime"]["name"], "threads": self.record["threads"], "batch": self.record["batch"],
+                "artifact": self.record.get("artifact"), "checkpoint_sha256": m.get("checkpoint_sha256")}
+
+
+def load_accuracies(paths) -> dict[str, dict]:
+    """checkpoint sha256 -> {path: {metric: value}} from `gatekit eval --json` outputs."""
+    out: dict[str, dict] = {}
+    for p in paths:
+        try:
+            data = json.loads(Path(p).read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise GatekitError(f"cannot read eval results {p}: {e}") from None
+        if "checkpoint_sha256" not in data or "paths" not in data:
+            raise GatekitError(f"{p} is not a `gatekit eval --json` output")
+        out.setdefault(data["checkpoint_sha256"], {}).update(data["paths"])
+    return out
+
+
+def accuracy_of(record: dict, accuracies: dict[str, dict], metric: str) -> float | None:
+    m = record["manifest"]
+    if m["graph"] == "static":
+        agreement = m.get("agreement") or _manifest_beside(record.get("artifact")).get("agreement") or {}
+        if metric != "knn" or "knn20_static" not in agreement:
+            return None
+        gated = accuracies.get(m.get("checkpoint_sha256"), {}).get("gated", {}).get(METRICS[metric])
+        if gated is None:
+            return agreement["knn20_static"]
+        return gated + agreement["knn20_static"] - agreement["knn20_gated"]
+    path = "dense" if m["graph"] == "dense" else "gated"
+    return accuracies.get(m.get("checkpoint_sha256"), {}).get(path, {}).get(METRICS[metric])
+
+
+def _manifest_beside(artifact: str | None) -> dict:
+    """The export manifest next to an artifact, for records made before bench copied the agreement."""
+    if not artifact:
+        return {}
+    path = Path(artifact)
+    fmt = {".onnx": "onnx", ".xml": "openvino", ".engine": "tensorrt"}.get(path.suffix)
+    manifest = path if path.suffix == ".json" else path.with_name(f"{path.stem}.{fmt}.json")
+    try:
+        return json.loads(manifest.read_text()) if fmt or path.suffix == ".json" else {}
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def candidates(records: list[dict], accuracies: dict[str, dict], *, metric: str = "knn", percentile: int = 90,
+               runtime: str | None = None, threads: int | None = None, batch: int | None = None) -> list[Candidate]:
+    if metric not in METRICS:
+        raise GatekitError(f"unknown metric {metric!r}: choose one of {', '.join(METRICS)}")
+    key = f"p{percentile}_ms"
+    out = []
+    for r in records:
+        if runtime and r["runtime"]["name"] != {"ort": "onnxruntime"}.get(runtime, runtime):
+            continue
+        if threads is not None and r["threads"] != threads:
+            continue
+        if batch is not None and r["batch"] != batch:
+            continue
+        if key not in r["stats"]:
+            raise GatekitError(f"the results have no {key}: use --percentile 50, 90 or 99")
+        m = r["manifest"]
+        form = " (matmul)" if m.get("dynamic_form") == "matmul" else ""
+        name = (f"t_d={m.get('budget')} {m['graph']}{form} {r['runtime']['name']} {r['threads']}T b{r['batch']}"
+                f"{'' if r['precision'] == 'fp32' else ' ' + r['precision']}")
+        out.append(Candidate(name, r["stats"][key], m["macs"]["ratio_to_dense"], accuracy_of(r, accuracies, metric), r))
+    if not out:
+        raise GatekitError("no recorded result matches the runtime, threads and batch asked for")
+    return out
+
+
+def pick(cands: list[Candidate], target_ms: float) -> tuple[Candidate | None, str]:
+    """The chosen candidate (or None) and a one-line reason."""
+    feasible = [c for c in cands if c.latency_ms <= target_ms]
+    if not feasible:
+        fastest = min(cands, key=lambda c: c.latency_ms)
+        return None, (f"nothing meets {target_ms:g} ms: the fastest option is {fastest.name} at {fastest.latency_ms:.3f} ms, "
+                      f"{fastest.latency_ms - target_ms:.3f} ms over")
+    known = [c for c in feasible if c.accuracy is not None]
+    if not known:
+        return None, f"{len(feasible)} options meet {target_ms:g} ms but none has a recorded accuracy (pass --accuracy EVAL.json)"
+    best = min(known, key=lambda c: (-c.accuracy, c.latency_ms, c.flops_ratio, c.name))
+    return best, f"{best.name}: accuracy {100 * best.accuracy:.2f}% at {best.latency_ms:.3f} ms (target {target_ms:g} ms)"
+
+
+def table(cands: list[Candidate], chosen: Candidate | None, target_ms: float, percentile: int, around: int = 6) -> str:
+    """The candidates nearest the target on either side, fastest first."""
+    ordered = sorted(cands, key=lambda c: c.latency_ms)
+    split = sum(c.latency_ms <= target_ms for c in ordered)
+    shown = ordered[max(0, split - around) : split + around]
+    lines = [f"| | option | p{percentile} ms | FLOPs ratio | accuracy % | meets {target_ms:g} ms |", "|---|---|---:|---:|---:|---|"]
+    for c in shown:
+        mark = "**chosen**" if c is chosen else ""
+        acc = "missing" if c.accuracy is None else f"{100 * c.accuracy:.2f}"
+        lines.append(f"| {mark} | {c.name} | {c.latency_ms:.3f} | {c.flops_ratio:.3f} | {acc} | {'yes' if c.latency_ms <= target_ms else 'no'} |")
+    return "\n".join(lines)
+
+
+def plot(cands: list[Candidate], chosen: Candidate | None, target_ms: float, percentile: int, path: str | Path) -> None:
+    """Accuracy against latency for every candidate with an accuracy, the target line and the chosen point."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from gatekit.atomic import atomic_path
+
+    fig = Figure(figsize=(6.4, 4.4))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    known = [c for c in cands if c.accuracy is not None]
+    ax.scatter([c.latency_ms for c in known], [100 * c.accuracy for c in known], s=22, alpha=0.7, label="options")
+    if chosen is not None:
+        ax.scatter([chosen.latency_ms], [100 * chosen.accuracy], s=120, facecolors="none", edgecolors="red", linewidths=2,
+                   label=f"chosen: {chosen.name}")
+    ax.axvline(target_ms, color="red", ls="--", lw=1, label=f"target {target_ms:g} ms")
+    ax.set_xlabel(f"p{percentile} latency (ms)")
+    ax.set_ylabel("accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
