@@ -1,0 +1,46 @@
+"""Every `gatekit ...` command in the README's code blocks parses against the real CLI (options, choices, arguments)."""
+
+import re
+import shlex
+from pathlib import Path
+
+import click
+import pytest
+
+from gatekit.cli import cli
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def readme_commands() -> list[str]:
+    blocks = re.findall(r"```bash\n(.*?)```", README.read_text(), flags=re.S)
+    commands = []
+    for block in blocks:
+        text = block.replace("\\\n", " ")
+        for line in text.splitlines():
+            line = line.split("  #")[0].strip()
+            if line.startswith("gatekit ") or line.startswith("torchrun "):
+                commands.append(line)
+    return commands
+
+
+COMMANDS = readme_commands()
+
+
+def test_the_readme_has_commands():
+    assert len(COMMANDS) >= 8
+    assert any(c.startswith("gatekit train") for c in COMMANDS) and any(c.startswith("gatekit export") for c in COMMANDS)
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_readme_command_parses(command):
+    argv = shlex.split(command)
+    if argv[0] == "torchrun":
+        argv = argv[argv.index("gatekit") :]  # torchrun ... -m gatekit ARGS
+    assert argv[0] == "gatekit"
+    sub = cli.commands.get(argv[1])
+    assert sub is not None, f"no command {argv[1]!r}"
+    try:
+        sub.make_context(argv[1], argv[2:], resilient_parsing=False)
+    except click.exceptions.UsageError as e:
+        pytest.fail(f"{command}: {e}")
