@@ -170,13 +170,10 @@ def export_cmd(checkpoint, graphs, formats, out_dir, calib, min_usage, round_to,
     """
     from gatekit.export.exporter import FORMATS, ExportOptions, Prepared, export
     from gatekit.export.graphs import GRAPHS
-    from gatekit.runtimes import available_backends
+    from gatekit.runtimes import available_formats
 
     graph_list = _choices(graphs, GRAPHS, "graph")
-    format_list = _choices(formats, FORMATS, "format")
-    if formats == "all":
-        have = set(available_backends())
-        format_list = [f for f in format_list if {"onnx": "ort", "openvino": "openvino", "tensorrt": "tensorrt"}[f] in have]
+    format_list = available_formats() if formats == "all" else _choices(formats, FORMATS, "format")
     explicit = graphs != "all" and formats != "all"
     results, failures = [], []
     for graph in graph_list:

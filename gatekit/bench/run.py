@@ -10,10 +10,11 @@ from pathlib import Path
 import numpy as np
 
 from gatekit.bench.protocol import Protocol, measure, per_input_latency
+from gatekit.data.arrays import normalize_images, recorded_dir
 from gatekit.errors import GatekitError
+from gatekit.runtimes import FORMAT_RUNTIME
 
 SCHEMA = "gatekit.bench/1"
-FORMAT_RUNTIME = {"onnx": "ort", "openvino": "openvino", "tensorrt": "tensorrt"}
 SUFFIX_FORMAT = {".onnx": "onnx", ".xml": "openvino", ".engine": "tensorrt", ".plan": "tensorrt"}
 
 
@@ -60,15 +61,12 @@ def load_inputs(manifest: dict, count: int, data_dir: str | None = None) -> tupl
     from gatekit.data import load_dataset
 
     spec = manifest["input"]
-    if data_dir is None and spec.get("data_dir") and Path(spec["data_dir"]).exists():
-        data_dir = spec["data_dir"]  # where the exporter read it; else $GATEKIT_DATA
+    data_dir = data_dir or recorded_dir(spec.get("data_dir"))  # where the exporter read it; else $GATEKIT_DATA
     data = load_dataset(spec["dataset"], "test", data_dir, limit=count)
     size = spec["shape"][-1]
     if data.images.shape[1] != size:
         raise GatekitError(f"the artifact takes {size} px inputs; {spec['dataset']} test images are {data.images.shape[1]} px")
-    x = data.images.astype(np.float32).transpose(0, 3, 1, 2) * np.float32(spec["scale"])
-    x = (x - np.asarray(spec["mean"], np.float32).reshape(1, 3, 1, 1)) / np.asarray(spec["std"], np.float32).reshape(1, 3, 1, 1)
-    return np.ascontiguousarray(x, dtype=np.float32), data.name
+    return normalize_images(data.images, spec["mean"], spec["std"], spec["scale"]), data.name
 
 
 def manifest_summary(m: dict) -> dict:

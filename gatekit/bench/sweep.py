@@ -9,8 +9,9 @@ from pathlib import Path
 import click
 
 from gatekit.bench.protocol import Protocol
-from gatekit.bench.run import FORMAT_RUNTIME, bench_one, load_inputs, open_artifact
+from gatekit.bench.run import bench_one, load_inputs, open_artifact
 from gatekit.errors import GatekitError
+from gatekit.runtimes import FORMAT_RUNTIME, available_formats
 
 
 def export_all(checkpoint: str | Path, out: str | Path, *, data_dir: str | None = None, threads: int | None = None,
@@ -18,10 +19,7 @@ def export_all(checkpoint: str | Path, out: str | Path, *, data_dir: str | None 
     """Every graph x every available format of one checkpoint, each verified; returns the manifests."""
     from gatekit.export.exporter import FORMATS, ExportOptions, Prepared, export
     from gatekit.export.graphs import GRAPHS
-    from gatekit.runtimes import available_backends
-
-    have = set(available_backends())
-    formats = [f for f in (formats or FORMATS) if FORMAT_RUNTIME[f] in have]
+    formats = available_formats(formats or FORMATS)
     manifests = []
     for graph in graphs or GRAPHS:
         opts = ExportOptions(graph=graph, data_dir=data_dir, threads=threads, **options)

@@ -8,6 +8,7 @@ import torch
 
 from gatekit.checkpoint import load_model, resolve_model_file
 from gatekit.data import NORMALIZATION, load_dataset
+from gatekit.data.arrays import recorded_dir
 from gatekit.errors import GatekitError
 from gatekit.models import GatedResNet
 
@@ -45,9 +46,7 @@ def evaluate_checkpoint(
     if paths is None:  # the paths the method trained; the other path's BNs (and gates) were never trained
         paths = TRAINED_PATHS.get(None if random_init else train_cfg.get("method"), ("dense", "gated"))
     name = dataset or train_cfg.get("dataset", "cifar10")
-    root = data_dir
-    if root is None and train_cfg.get("data_dir") and Path(train_cfg["data_dir"]).exists():
-        root = train_cfg["data_dir"]  # else $GATEKIT_DATA: a checkpoint trained on another machine
+    root = data_dir or recorded_dir(train_cfg.get("data_dir"))  # else $GATEKIT_DATA: trained on another machine
     # labelled train split as the k-NN memory / probe set (STL-10: train 5k, test 8k, as the paper)
     train = load_dataset(name, "train", root, limit=limit_train)
     test = load_dataset(name, "test", root)

@@ -21,6 +21,7 @@ from gatekit import __version__
 from gatekit.atomic import atomic_path, write_json
 from gatekit.checkpoint import load_model
 from gatekit.data import NORMALIZATION, load_dataset
+from gatekit.data.arrays import normalize_images, recorded_dir
 from gatekit.errors import GatekitError
 from gatekit.export.graphs import GRAPHS, build_graph
 from gatekit.export.prune import select_all
@@ -67,17 +68,14 @@ class Prepared:
         self.checkpoint = Path(checkpoint)
         train_cfg = self.meta.get("train_config", {})
         self.dataset = train_cfg.get("dataset", "cifar10")
-        root = opts.data_dir
-        if root is None and train_cfg.get("data_dir") and Path(train_cfg["data_dir"]).exists():
-            root = train_cfg["data_dir"]
-        self.data_root = root
+        self.data_root = root = opts.data_dir or recorded_dir(train_cfg.get("data_dir"))
         self.mean, self.std = NORMALIZATION.get(self.dataset, NORMALIZATION["cifar10"])
         cfg = self.model.cfg
         self.cost = cost_model(cfg)
         n_verify = max(32, opts.verify_images)
         n_verify -= n_verify % max(opts.batch, 8 if opts.dynamic_batch else 1)
         test = load_dataset(self.dataset, "test", root, limit=n_verify)
-        self.verify_images = self._normalize(test.images)
+        self.verify_images = normalize_images(test.images, self.mean, self.std)
         self.usage = None
         self.calib_active = None
         channels = None
@@ -106,12 +104,6 @@ class Prepared:
         if self._matmul_net is None:
             self._matmul_net, _ = build_graph(self.model, "dynamic", None, self.head, dynamic_form="matmul")
         return self._matmul_net
-
-    def _normalize(self, images_uint8: np.ndarray) -> np.ndarray:
-        x = images_uint8.astype(np.float32).transpose(0, 3, 1, 2) / 255.0
-        m = np.asarray(self.mean, np.float32).reshape(1, 3, 1, 1)
-        s = np.asarray(self.std, np.float32).reshape(1, 3, 1, 1)
-        return np.ascontiguousarray((x - m) / s)
 
     def _load_head(self, probe: str | None) -> torch.nn.Linear | None:
         if not probe:
@@ -286,8 +278,8 @@ def export(checkpoint: str | Path, out_dir: str | Path, opts: ExportOptions, pro
             ov.save_model(ov.convert_model(str(onnx_path)), str(xml), compress_to_fp16=opts.fp16)
             try:
                 session = load_session(xml, "openvino", threads=opts.threads, precision="fp32")
-            except Exception as e:
-                raise GatekitError(f"OpenVINO cannot run the {opts.graph} graph: {_first_line(e)}") from None
+            except GatekitError as e:  # the backend already names the unsupported operation in one line
+                raise GatekitError(f"OpenVINO cannot run the {opts.graph} graph: {e}") from None
             # fp16 IR weights are decompressed and run in f32: verified against the fp16 tolerance
             errors = _verify(prep, session, "openvino", precision)
             runtime = session.info.to_dict()
@@ -320,12 +312,6 @@ def export(checkpoint: str | Path, out_dir: str | Path, opts: ExportOptions, pro
 def _move(src: Path, dst: Path) -> None:
     with atomic_path(dst) as tmp:
         shutil.move(str(src), str(tmp))
-
-
-def _first_line(e: Exception) -> str:
-    lines = [x for x in str(e).splitlines() if x.strip()]
-    useful = [x for x in lines if "support" in x.lower() or "not implemented" in x.lower()]
-    return (useful or lines or [type(e).__name__])[0].strip()[:300]
 
 
 def _manifest(prep: Prepared, opts: ExportOptions, files: dict, runtime: dict, errors: dict, report: dict) -> dict:

@@ -45,6 +45,15 @@ def available_backends() -> list[str]:
     return [name for name, b in BACKENDS.items() if b.available()]
 
 
+FORMAT_RUNTIME = {"onnx": "ort", "openvino": "openvino", "tensorrt": "tensorrt"}  # artifact format -> its runtime
+
+
+def available_formats(formats=tuple(FORMAT_RUNTIME)) -> list[str]:
+    """The artifact formats among `formats` whose runtime is installed here."""
+    have = set(available_backends())
+    return [f for f in formats if FORMAT_RUNTIME[f] in have]
+
+
 def runtime_for(path: str | os.PathLike) -> str:
     """The runtime an artifact's suffix implies."""
     suffix = Path(path).suffix.lower()
@@ -63,5 +72,5 @@ def load_session(path: str | os.PathLike, runtime: str | None = None, **kwargs) 
     return backend.load(path, **kwargs)
 
 
-__all__ = ["ALIASES", "BACKENDS", "Backend", "RuntimeInfo", "SUFFIXES", "Session", "available_backends",
+__all__ = ["ALIASES", "BACKENDS", "FORMAT_RUNTIME", "available_formats", "Backend", "RuntimeInfo", "SUFFIXES", "Session", "available_backends",
            "get_backend", "load_session", "runtime_for"]
