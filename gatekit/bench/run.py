@@ -62,10 +62,8 @@ def load_inputs(manifest: dict, count: int, data_dir: str | None = None) -> tupl
 
     spec = manifest["input"]
     data_dir = data_dir or recorded_dir(spec.get("data_dir"))  # where the exporter read it; else $GATEKIT_DATA
-    data = load_dataset(spec["dataset"], "test", data_dir, limit=count)
-    size = spec["shape"][-1]
-    if data.images.shape[1] != size:
-        raise GatekitError(f"the artifact takes {size} px inputs; {spec['dataset']} test images are {data.images.shape[1]} px")
+    # images of another size are resized as the exporter resized them (e.g. CIFAR-10 upscaled to 96 px)
+    data = load_dataset(spec["dataset"], "test", data_dir, limit=count, image_size=spec["shape"][-1])
     return normalize_images(data.images, spec["mean"], spec["std"], spec["scale"]), data.name
 
 

@@ -48,13 +48,11 @@ def evaluate_checkpoint(
     name = dataset or train_cfg.get("dataset", "cifar10")
     root = data_dir or recorded_dir(train_cfg.get("data_dir"))  # else $GATEKIT_DATA: trained on another machine
     # labelled train split as the k-NN memory / probe set (STL-10: train 5k, test 8k, as the paper)
-    train = load_dataset(name, "train", root, limit=limit_train)
-    test = load_dataset(name, "test", root)
+    size = model.cfg.input_size  # images of another size are resized (e.g. CIFAR-10 upscaled for a 96 px model)
+    train = load_dataset(name, "train", root, limit=limit_train, image_size=size)
+    test = load_dataset(name, "test", root, image_size=size)
     if train.labels is None or test.labels is None:
         raise GatekitError(f"dataset {name} has no labels for evaluation")
-    size = model.cfg.input_size
-    if test.images.shape[1] != size:
-        raise GatekitError(f"test images are {test.images.shape[1]} px but the model was trained at {size} px")
     mean, std = NORMALIZATION.get(name, NORMALIZATION["cifar10"])
     out = Path(out_dir) if out_dir else resolve_model_file(checkpoint).parent
     result = evaluate_model(

@@ -74,13 +74,13 @@ class Prepared:
         self.cost = cost_model(cfg)
         n_verify = max(32, opts.verify_images)
         n_verify -= n_verify % max(opts.batch, 8 if opts.dynamic_batch else 1)
-        test = load_dataset(self.dataset, "test", root, limit=n_verify)
+        test = load_dataset(self.dataset, "test", root, limit=n_verify, image_size=cfg.input_size)
         self.verify_images = normalize_images(test.images, self.mean, self.std)
         self.usage = None
         self.calib_active = None
         channels = None
         if opts.graph != "dense":
-            calib = load_dataset(self.dataset, "train", root, limit=opts.calib)
+            calib = load_dataset(self.dataset, "train", root, limit=opts.calib, image_size=cfg.input_size)
             feats = extract_features(self.model, calib.images, self.mean, self.std, "gated", progress=progress,
                                      desc="calibration")
             self.usage, self.calib_n, self.calib_active = feats.usage, len(calib), feats.active
@@ -179,7 +179,8 @@ class Prepared:
         else:
             s = flops_stats(self.cost, self.calib_active)
             macs = {"mean": s["mean_macs"], "p50": s["p50_macs"], "p90": s["p90_macs"],
-                    "note": f"per input, over {self.calib_n} calibration images"}
+                    "note": f"per input, over {self.calib_n} calibration images",
+                    "mean_active_widths": [round(float(v), 2) for v in self.calib_active.double().mean(dim=0).tolist()]}
         macs["dense"] = dense
         macs["ratio_to_dense"] = macs["mean"] / dense
         macs["flop_counter_macs"] = flop_counter_macs(self.net, self.model.cfg.input_size) if g != "dynamic" else None
@@ -190,11 +191,13 @@ class Prepared:
         from gatekit.evaluate.features import extract_features
         from gatekit.evaluate.flops_stats import per_sample_macs
 
-        test = load_dataset(self.dataset, "test", self.data_root, limit=self.opts.record_inputs)
+        test = load_dataset(self.dataset, "test", self.data_root, limit=self.opts.record_inputs,
+                            image_size=self.model.cfg.input_size)
         active = extract_features(self.model, test.images, self.mean, self.std, "gated", progress=progress,
                                   desc="per-input MACs").active
         macs = per_sample_macs(self.cost, active)
-        return {"dataset": self.dataset, "split": "test", "first": len(test), "macs": [int(m) for m in macs.tolist()]}
+        return {"dataset": self.dataset, "split": "test", "first": len(test), "macs": [int(m) for m in macs.tolist()],
+                "active_widths": active.round().int().tolist()}
 
 
 def flop_counter_macs(net: torch.nn.Module, size: int) -> int:
@@ -356,8 +359,9 @@ def static_agreement(prep: Prepared, progress: bool) -> dict:
     from gatekit.evaluate.features import extract_features
     from gatekit.evaluate.knn import knn_accuracy
 
-    train = load_dataset(prep.dataset, "train", prep.data_root, limit=prep.opts.knn_train)
-    test = load_dataset(prep.dataset, "test", prep.data_root)
+    size = prep.model.cfg.input_size
+    train = load_dataset(prep.dataset, "train", prep.data_root, limit=prep.opts.knn_train, image_size=size)
+    test = load_dataset(prep.dataset, "test", prep.data_root, image_size=size)
     k = int(max(train.labels.max(), test.labels.max())) + 1
     ytr, yte = torch.as_tensor(train.labels).long(), torch.as_tensor(test.labels).long()
 

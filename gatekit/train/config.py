@@ -57,6 +57,7 @@ class TrainConfig:
     weight_decay: float = 1e-4
     momentum: float = 0.9
     lars_eta: float = 0.02
+    gate_lr_mult: float = 1.0  # the gates' learning rate over the rest (1 = the paper); >1 only for short budget runs
     # augmentation
     min_scale: float = 0.2
     blur_p: list[float] = field(default_factory=lambda: [0.0, 0.0])  # view 1, view 2

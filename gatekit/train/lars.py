@@ -59,14 +59,16 @@ class LARS(torch.optim.Optimizer):
         return loss
 
 
-def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """Gate parameters (the paper's "mask" names) get no weight decay; 1-D parameters get none via LARS."""
+def parameter_groups(model: torch.nn.Module, weight_decay: float, gate_lr_mult: float = 1.0) -> list[dict]:
+    """Gate parameters (the paper's "mask" names) get no weight decay; 1-D parameters get none via LARS.
+    Each group's `lr_mult` scales the scheduled learning rate (the gates' is `gate_lr_mult`, 1 in the paper)."""
     gate, rest = [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
         (gate if ".gate." in f".{name}" else rest).append(p)
-    return [{"params": rest, "weight_decay": weight_decay}, {"params": gate, "weight_decay": 0.0}]
+    return [{"params": rest, "weight_decay": weight_decay, "lr_mult": 1.0},
+            {"params": gate, "weight_decay": 0.0, "lr_mult": float(gate_lr_mult)}]
 
 
 def warmup_cosine(epoch: float, *, base_lr: float, warmup_epochs: float, total_epochs: float, start_lr: float) -> float:

@@ -91,7 +91,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False, progre
         model = convert_sync_batchnorm(model, device.type)
     model.to(device)
     base_lr = cfg.lr * global_batch / 256
-    optimizer = LARS(parameter_groups(model, cfg.weight_decay), lr=base_lr, momentum=cfg.momentum,
+    optimizer = LARS(parameter_groups(model, cfg.weight_decay, cfg.gate_lr_mult), lr=base_lr, momentum=cfg.momentum,
                      weight_decay=cfg.weight_decay, eta=cfg.lars_eta)
     start_epoch = 0
     if state is not None:
@@ -136,7 +136,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False, progre
             lr = warmup_cosine(epoch + step / steps_per_epoch, base_lr=base_lr, warmup_epochs=cfg.warmup_epochs,
                                total_epochs=cfg.epochs, start_lr=cfg.warmup_start_lr)
             for g in optimizer.param_groups:
-                g["lr"] = lr
+                g["lr"] = lr * g.get("lr_mult", 1.0)
             idx = shard(order[step * global_batch : (step + 1) * global_batch], info).to(device)
             batch = images[idx]
             v1, v2 = augs[0](batch), augs[1](batch)
