@@ -40,6 +40,8 @@ def cli() -> None:
 @click.option("--limit", type=int, help="Train on the first N images only.")
 @click.option("--arch", help="resnet18 or resnet34.")
 @click.option("--width", type=float, help="Width multiplier, e.g. 0.25 for CPU-scale runs.")
+@click.option("--stem", type=click.Choice(["cifar", "imagenet"]), help="Stem (default per dataset: cifar at 32 px, imagenet at 96/224 px).")
+@click.option("--input-size", type=int, help="Training crop size (default per dataset); smaller images are upscaled.")
 @click.option("--stem-padding", type=int, help="Stem conv padding (the paper's CIFAR stem uses 2).")
 @click.option("--gate-group", type=int, help="Channels per gate decision (1 = the paper).")
 @click.option("--method", type=click.Choice(["vicreg-dual", "vicreg", "vicreg-gating"]), help="Training method.")
@@ -56,7 +58,7 @@ def cli() -> None:
 @click.option("--resume", is_flag=True, help="Continue exactly from OUT/checkpoint.pt.")
 @click.option("--json", "json_path", type=click.Path(), help="Write the training summary as JSON here.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def train(recipe, dataset, data_dir, split, limit, arch, width, stem_padding, gate_group, method, budget, epochs,
+def train(recipe, dataset, data_dir, split, limit, arch, width, stem, input_size, stem_padding, gate_group, method, budget, epochs,
           batch_size, lr, warmup_epochs, proj_dim, seed, device, threads, out_dir, resume, json_path, quiet):
     """Train an encoder self-supervised (VICReg-Dual-Gating by default).
 
@@ -71,7 +73,7 @@ def train(recipe, dataset, data_dir, split, limit, arch, width, stem_padding, ga
     from gatekit.train.trainer import train as run_training
 
     overrides = dict(dataset=dataset, data_dir=data_dir, split=split, limit=limit, arch=arch, width=width,
-                     stem_padding=stem_padding, gate_group=gate_group, method=method, budget=budget, epochs=epochs,
+                     stem=stem, input_size=input_size, stem_padding=stem_padding, gate_group=gate_group, method=method, budget=budget, epochs=epochs,
                      batch_size=batch_size, lr=lr, warmup_epochs=warmup_epochs, seed=seed, device=device,
                      threads=threads, proj_hidden=proj_dim, proj_out=proj_dim)
     if resume and recipe is None and Path(out_dir, "checkpoint.pt").is_file():
@@ -284,7 +286,7 @@ def bench_cmd(artifacts, runtimes, threads, batch, n_inputs, data_dir, warmup_ru
 @cli.command("pick")
 @click.option("--target-ms", required=True, type=float, help="The latency the device must meet.")
 @click.option("--percentile", default=90, show_default=True, type=click.Choice(["50", "90", "99"]), help="Latency percentile.")
-@click.option("--results", "results", required=True, multiple=True, type=click.Path(),
+@click.option("--results", "results", multiple=True, type=click.Path(),
               help="Benchmark records (JSON lines from `gatekit bench --json`); repeatable.")
 @click.option("--accuracy", "accuracy_files", multiple=True, type=click.Path(),
               help="`gatekit eval --json` outputs of the checkpoints; repeatable.")
@@ -292,22 +294,37 @@ def bench_cmd(artifacts, runtimes, threads, batch, n_inputs, data_dir, warmup_ru
 @click.option("--runtime", help="Only results of this runtime (ort, openvino, tensorrt, torch).")
 @click.option("--threads", type=int, help="Only results at this thread count.")
 @click.option("--batch", type=int, help="Only results at this batch size.")
+@click.option("--lut", "lut_path", type=click.Path(), help="A device LUT (`gatekit profile`): plan static widths for --checkpoint.")
+@click.option("--checkpoint", type=click.Path(), help="With --lut: the checkpoint whose channel-usage ranking gives the widths.")
+@click.option("--export-to", type=click.Path(), help="With --lut: where the planned static graph is exported and measured.")
+@click.option("--margin", default=0.05, show_default=True, help="With --lut: plan for the target less this fraction (predictor error).")
+@click.option("--data-dir", type=click.Path(), help="With --lut: default: the checkpoint's, then $GATEKIT_DATA.")
 @click.option("--plot", "plot_path", type=click.Path(), help="Accuracy against latency with the target (PNG).")
 @click.option("--json", "json_path", type=click.Path(), help="Write the choice and the candidates as JSON here.")
-def pick_cmd(target_ms, percentile, results, accuracy_files, metric, runtime, threads, batch, plot_path, json_path):
-    """Pick the most accurate artifact whose measured latency meets a target on this device.
+def pick_cmd(target_ms, percentile, results, accuracy_files, metric, runtime, threads, batch, lut_path, checkpoint,
+             export_to, margin, data_dir, plot_path, json_path):
+    """Pick the most accurate option whose latency meets a target on this device.
 
-    Reads recorded benchmark results; exits with status 1 when nothing meets the target, naming the
-    fastest option and the margin.
+    With --results: the most accurate recorded artifact whose measured latency meets the target. It
+    exits with status 1 when nothing does, naming the fastest option and the margin.
+
+    With --lut and --checkpoint: static widths for a budget never exported. The checkpoint's channel
+    usage ranks the channels; the smallest --min-usage whose *predicted* latency meets the target is
+    exported (verified like every export), then *measured*; exit 1 if the measurement misses.
 
     \b
-    Example:
+    Examples:
       gatekit pick --target-ms 0.35 --results bench.jsonl --accuracy runs/dual/eval.json --threads 1
+      gatekit pick --target-ms 0.30 --lut lut-ort-1t.json --checkpoint runs/dual --export-to artifacts/pick
     """
+    pct = int(percentile)
+    if lut_path:
+        return _pick_with_lut(target_ms, pct, lut_path, checkpoint, export_to, margin, data_dir, json_path)
+    if not results:
+        raise GatekitError("pick needs --results BENCH.jsonl (recorded results) or --lut LUT.json with --checkpoint")
     from gatekit.bench.run import read_jsonl
     from gatekit.pick.select import candidates, load_accuracies, pick, plot, table
 
-    pct = int(percentile)
     cands = candidates(read_jsonl(results), load_accuracies(accuracy_files), metric=metric, percentile=pct,
                        runtime=runtime, threads=threads, batch=batch)
     chosen, reason = pick(cands, target_ms)
@@ -320,6 +337,118 @@ def pick_cmd(target_ms, percentile, results, accuracy_files, metric, runtime, th
         click.echo(f"gatekit: {reason}", err=True)
         sys.exit(1)
     click.echo(f"\nchosen: {reason}")
+
+
+def _pick_with_lut(target_ms, pct, lut_path, checkpoint, export_to, margin, data_dir, json_path):
+    from gatekit.pick.lut import load_lut
+    from gatekit.pick.plan import plan_and_measure
+
+    if not checkpoint or not export_to:
+        raise GatekitError("--lut needs --checkpoint CKPT and --export-to DIR")
+    lut = load_lut(lut_path)
+    out = plan_and_measure(checkpoint, lut, target_ms, export_to, percentile=pct, margin=margin, data_dir=data_dir)
+    c = out["chosen"]
+    key = f"p{pct}_ms"
+    click.echo(f"planned static widths {c['widths']} (--min-usage {c['min_usage']:.4f}, MACs x{out['macs_ratio']:.3f}): "
+               f"predicted p{pct} {c['predicted_' + key]:.3f} ms (LUT {lut['runtime']['name']} {lut['threads']}T)")
+    agreement = out.get("agreement") or {}
+    if "knn20_static" in agreement:
+        click.echo(f"k-NN20 of the static graph {100 * agreement['knn20_static']:.2f}% "
+                   f"(gated path {100 * agreement['knn20_gated']:.2f}%)")
+    verdict = "meets" if out["meets_target"] else "MISSES"
+    click.echo(f"measured p{pct} {out['measured'][key]:.3f} ms ({out['measured']['runs']} runs): {verdict} the target "
+               f"{target_ms:g} ms; prediction error {100 * out['prediction_error']:+.1f}%\nartifact: {out['artifact']}")
+    _write_json(json_path, {k: v for k, v in out.items()})
+    if not out["meets_target"]:
+        sys.exit(1)
+
+
+@cli.command("profile")
+@click.option("--runtime", default="ort", show_default=True, help="ort, openvino or tensorrt.")
+@click.option("--arch", default="resnet18", show_default=True, type=click.Choice(["resnet18", "resnet34"]))
+@click.option("--width", default=1.0, show_default=True, help="Width multiplier of the checkpoints it will predict.")
+@click.option("--input", "input_size", default=32, show_default=True, help="Input size: 32 (CIFAR stem), 96 (STL-10 stem), 224.")
+@click.option("--stem", type=click.Choice(["cifar", "imagenet"]), help="Default: cifar at 32 px, imagenet otherwise.")
+@click.option("--stem-padding", type=int, help="Default: 2 for the cifar stem (the paper's), 3 for imagenet.")
+@click.option("--threads", default=1, show_default=True, help="Runtime threads (one LUT per thread count).")
+@click.option("--round-to", default=16, show_default=True, help="Width step of the table (export's --round-to).")
+@click.option("--precision", default="fp32", show_default=True, type=click.Choice(["fp32", "fp16", "bf16"]))
+@click.option("--device", help="Runtime device (OpenVINO: CPU or GPU; default CPU / the first GPU).")
+@click.option("--check", default=20, show_default=True, help="Held-out random width configurations to predict and measure.")
+@click.option("--dataset", default="cifar10", show_default=True, help="Real test images for whole networks (resized to --input).")
+@click.option("--data-dir", type=click.Path(), help="Default: $GATEKIT_DATA.")
+@click.option("--min-runs", default=400, show_default=True, help="Table entries: stop after this many timed runs ...")
+@click.option("--min-seconds", default=1.5, show_default=True, help="... or after this many seconds, whichever comes first.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--out", "out_path", required=True, type=click.Path(), help="Where the LUT (JSON) goes.")
+@click.option("--plot", "plot_path", type=click.Path(), help="Predicted against measured latency of the held-out networks (PNG).")
+@click.option("--json", "json_path", type=click.Path(), help="Write a summary (validation shares, timings) as JSON here.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def profile_cmd(runtime, arch, width, input_size, stem, stem_padding, threads, round_to, precision, device, check, dataset,
+                data_dir, min_runs, min_seconds, seed, out_path, plot_path, json_path, quiet):
+    """Build this device's latency table (LUT) of a gated ResNet, and check its predictions.
+
+    Times the stem, the head and every block at every inner width (steps of --round-to) with the
+    protocol of `gatekit bench`, calibrates the sum against whole networks, then predicts --check
+    held-out width configurations and measures them (share within +-10% of p50 and p90). Minutes,
+    not hours; torch is not needed.
+
+    \b
+    Example (ResNet-18 at 32 px, ONNX Runtime, 1 thread):
+      gatekit profile --runtime ort --arch resnet18 --input 32 --threads 1 --out lut-ort-1t.json \\
+          --plot lut-ort-1t.png
+    """
+    from gatekit.atomic import write_text
+    from gatekit.bench.protocol import Protocol
+    from gatekit.data import NORMALIZATION, load_dataset
+    from gatekit.data.arrays import normalize_images
+    from gatekit.pick.lut import PROFILE_PROTOCOL, ProfileOptions, plot_validation, profile
+    from gatekit.pick.synth import ArchShape
+    from gatekit.runtimes import get_backend
+
+    backend = get_backend(runtime)  # unknown or missing runtime: one line before any work
+    if input_size < 8:
+        raise GatekitError(f"--input must be at least 8, got {input_size}")
+    shape = ArchShape(arch, width, stem or ("cifar" if input_size <= 64 else "imagenet"), stem_padding, input_size)
+    data = load_dataset(dataset, "test", data_dir, limit=64, image_size=input_size)
+    mean, std = NORMALIZATION.get(dataset, NORMALIZATION["cifar10"])
+    images = normalize_images(data.images, mean, std)
+    protocol = Protocol(PROFILE_PROTOCOL.warmup_runs, PROFILE_PROTOCOL.warmup_seconds, min_runs, min_seconds)
+    opts = ProfileOptions(runtime=backend.name, threads=threads, round_to=round_to, precision=precision, device=device,
+                          protocol=protocol, check=check, seed=seed)
+    bar = None if quiet else _progress_bar("profile")
+
+    def progress(done, total, what):
+        if bar is not None:
+            bar.total = total
+            bar.set_postfix_str(what)
+            bar.update(done - bar.n)
+
+    try:
+        lut = profile(shape, opts, images, progress=progress)
+    finally:
+        if bar is not None:
+            bar.close()
+    write_text(out_path, json.dumps(lut, indent=1) + "\n")
+    v = lut["validation"]
+    summary = {"lut": str(out_path), "runtime": lut["runtime"], "threads": threads, "arch": lut["arch"],
+               "entries": sum(len(b["widths"]) for b in lut["blocks"]) + 2, "seconds": lut["seconds"],
+               "calibration_fit": lut["calibration"]["fit"],
+               **{k: v[k] for k in v if k != "configs"}}
+    if v["count"]:
+        click.echo(f"LUT: {summary['entries']} entries in {lut['seconds']:.0f} s -> {out_path}\n"
+                   f"held-out check: {v['count']} configurations, within +-10%: p50 {100 * v['within_tolerance_p50']:.0f}%, "
+                   f"p90 {100 * v['within_tolerance_p90']:.0f}% (median |error| p50 {100 * v['median_abs_error_p50']:.1f}%, "
+                   f"p90 {100 * v['median_abs_error_p90']:.1f}%)")
+    if plot_path and v["count"]:
+        plot_validation(lut, plot_path)
+    _write_json(json_path, summary)
+
+
+def _progress_bar(desc: str):
+    from tqdm import tqdm
+
+    return tqdm(total=1, desc=desc, unit="graph", leave=False)
 
 
 def _choices(value: str, allowed: tuple[str, ...], what: str) -> list[str]:

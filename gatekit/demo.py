@@ -3,7 +3,10 @@
 Today: train VICReg-Dual-Gating (the cpu-small recipe, shortened) -> evaluate both paths (k-NN,
 linear probe, FLOPs kept, channel usage) against the same network at random initialisation ->
 export every graph to every format available here, each verified -> benchmark them all under one
-protocol and end with the latency-against-FLOPs table and plot.
+protocol, with the latency-against-FLOPs table and plot -> build this CPU's latency table (LUT) for
+ONNX Runtime at 1 thread and check it on held-out networks -> pick: on the recorded results for a
+target between the static and dense graphs' p90, then, with the LUT, static widths never exported
+for a target below the recorded static graph's, exported, verified and measured.
 """
 
 from __future__ import annotations
@@ -32,11 +35,11 @@ def demo(out_dir: str, epochs: int, limit: int, data_dir: str | None) -> None:
     out = Path(out_dir)
     t0 = time.perf_counter()
     cfg = build_config("cpu-small", {"epochs": epochs, "limit": limit, "data_dir": data_dir, "warmup_epochs": epochs})
-    click.echo(f"[1/5] train {cfg.method}, ResNet-18 x{cfg.width}, t_d={cfg.budget}, {epochs} epochs on {limit} real CIFAR-10 images")
+    click.echo(f"[1/7] train {cfg.method}, ResNet-18 x{cfg.width}, t_d={cfg.budget}, {epochs} epochs on {limit} real CIFAR-10 images")
     trained = train(cfg, out / "train")
-    click.echo("[2/5] evaluate the trained encoder (dense and gated paths)")
+    click.echo("[2/7] evaluate the trained encoder (dense and gated paths)")
     result = evaluate_checkpoint(out / "train", knn=True, linear=True, threads=cfg.threads, data_dir=data_dir)
-    click.echo("[3/5] evaluate the same network at random initialisation (the baseline)")
+    click.echo("[3/7] evaluate the same network at random initialisation (the baseline)")
     baseline = evaluate_checkpoint(out / "train", knn=True, linear=False, random_init=True, threads=cfg.threads,
                                    data_dir=data_dir, out_dir=out / "random-init")
     rows = ["| encoder | path | k-NN k=20 cos | k-NN k=1 euc | linear | FLOPs kept |", "|---|---|---|---|---|---|"]
@@ -48,23 +51,76 @@ def demo(out_dir: str, epochs: int, limit: int, data_dir: str | None) -> None:
     table = "\n".join(rows)
     click.echo("\n" + table + "\n")
 
-    click.echo("[4/5] export dense, static, hybrid and dynamic graphs to every format available here (each verified)")
+    click.echo("[4/7] export dense, static, hybrid and dynamic graphs to every format available here (each verified)")
     manifests = export_all(out / "train", out / "export", data_dir=data_dir, threads=cfg.threads, knn_train=10000,
                            record_inputs=256)
-    click.echo("[5/5] benchmark every artifact: batch 1, 1 and 2 threads, 256 real test images, >= 2 s each")
+    click.echo("[5/7] benchmark every artifact: batch 1, 1 and 2 threads, 256 real test images, >= 2 s each")
     protocol = Protocol(warmup_runs=50, warmup_seconds=0.2, min_runs=1000, min_seconds=2.0)
     records = bench_manifests([m["manifest_path"] for m in manifests], [1, 2], protocol, data_dir=data_dir, progress=False)
     write_jsonl(out / "bench.jsonl", records)
     bench_table = markdown_table(records)
     plot_latency_vs_flops(records, out / "latency_vs_flops.png", title="demo checkpoint, this CPU")
-    summary = {"train": trained.summary, "eval": result, "random_init": baseline, "export": manifests,
-               "bench": records, "seconds": time.perf_counter() - t0}
-    write_json(out / "demo.json", summary)
-    write_text(out / "demo.md", table + "\n\n" + bench_table + "\n")
-    click.echo("\nAccuracy:\n" + table)
     click.echo("\nLatency against FLOPs (p50 / p90 ms, ratio to dense on the same runtime and threads):\n" + bench_table)
+    write_json(out / "eval.json", result)
+    lut, picks = _lut_and_picks(out, records, data_dir)
+    summary = {"train": trained.summary, "eval": result, "random_init": baseline, "export": manifests,
+               "bench": records, "lut_validation": lut["validation"], "picks": picks, "seconds": time.perf_counter() - t0}
+    write_json(out / "demo.json", summary)
+    write_text(out / "demo.md", table + "\n\n" + bench_table + "\n\n" + picks["recorded"]["table"] + "\n")
+    click.echo("\nAccuracy:\n" + table)
     click.echo(f"\ntraining: {trained.summary['images_per_s']:.0f} images/s; plots: {out / 'train' / 'channel_usage.png'}, "
-               f"{out / 'latency_vs_flops.png'}; total {summary['seconds'] / 60:.1f} min")
+               f"{out / 'latency_vs_flops.png'}, {out / 'lut-ort-1t.png'}, {out / 'pick.png'}; total {summary['seconds'] / 60:.1f} min")
+
+
+def _lut_and_picks(out: Path, records: list[dict], data_dir: str | None) -> tuple[dict, dict]:
+    """Steps 6 and 7: this CPU's LUT (ORT, 1 thread), then a pick on the recorded results and one from the LUT."""
+    import json
+
+    import numpy as np
+
+    from gatekit.atomic import write_json
+    from gatekit.bench.protocol import Protocol
+    from gatekit.data import NORMALIZATION, load_dataset
+    from gatekit.data.arrays import normalize_images
+    from gatekit.pick.lut import ProfileOptions, plot_validation, profile
+    from gatekit.pick.plan import plan_and_measure
+    from gatekit.pick.select import candidates, load_accuracies, pick, plot, table
+    from gatekit.pick.synth import ArchShape
+
+    ort1 = [r for r in records if r["runtime"]["name"] == "onnxruntime" and r["threads"] == 1]
+    cfg = ort1[0]["manifest"]["model_config"]
+    click.echo("[6/7] this CPU's latency table: ONNX Runtime, 1 thread, every block at every width, checked on 10 held-out networks")
+    test = load_dataset("cifar10", "test", data_dir, limit=64)
+    images = normalize_images(test.images, *NORMALIZATION["cifar10"])
+    opts = ProfileOptions(runtime="ort", threads=1, protocol=Protocol(20, 0.1, 300, 0.5),
+                          check_protocol=Protocol(50, 0.2, 1000, 1.5), check=10)
+    lut = profile(ArchShape.from_model_config(cfg), opts, images)
+    write_json(out / "lut-ort-1t.json", lut)
+    plot_validation(lut, out / "lut-ort-1t.png")
+    v = lut["validation"]
+    click.echo(f"  {sum(len(b['widths']) for b in lut['blocks']) + 2} entries in {lut['seconds']:.0f} s; held-out within +-10%: "
+               f"p50 {100 * v['within_tolerance_p50']:.0f}%, p90 {100 * v['within_tolerance_p90']:.0f}%")
+
+    p90 = {r["manifest"]["graph"]: r["stats"]["p90_ms"] for r in ort1 if r["manifest"]["graph"] in ("dense", "static")}
+    target = float(np.mean([p90["dense"], p90["static"]]))
+    click.echo(f"[7/7] pick on the recorded results (ORT, 1 thread) for p90 <= {target:.3f} ms, between the static "
+               f"({p90['static']:.3f} ms) and dense ({p90['dense']:.3f} ms) graphs")
+    cands = candidates(records, load_accuracies([out / "eval.json"]), runtime="ort", threads=1, batch=1)
+    chosen, reason = pick(cands, target)
+    recorded_table = table(cands, chosen, target, 90)
+    plot(cands, chosen, target, 90, out / "pick.png")
+    click.echo(recorded_table + f"\nchosen: {reason}")
+    new_target = 0.9 * p90["static"]
+    click.echo(f"  and with the LUT, static widths never exported for p90 <= {new_target:.3f} ms (below the recorded static graph):")
+    planned = plan_and_measure(out / "train", lut, new_target, out / "pick", data_dir=data_dir,
+                               protocol=Protocol(min_runs=1000, min_seconds=2.0), progress=False)
+    c = planned["chosen"]
+    click.echo(f"  planned widths {c['widths']} (MACs x{planned['macs_ratio']:.3f}), predicted p90 {c['predicted_p90_ms']:.3f} ms; "
+               f"measured p90 {planned['measured']['p90_ms']:.3f} ms: "
+               f"{'meets' if planned['meets_target'] else 'MISSES'} {new_target:.3f} ms")
+    planned = json.loads(json.dumps({k: v for k, v in planned.items() if k != "record"}))
+    return lut, {"recorded": {"target_ms": target, "reason": reason, "chosen": chosen.to_dict() if chosen else None,
+                              "table": recorded_table}, "lut": planned}
 
 
 if __name__ == "__main__":

@@ -1,0 +1,219 @@
+"""`gatekit profile`: a per-device latency table (LUT) of a gated ResNet's pieces, and its check.
+
+On the target device, with the protocol of `gatekit bench`, it times the stem, the head and every block
+at every inner width a static graph can have (multiples of `round_to`), each as its own ONNX graph
+(gatekit.pick.synth), on one runtime at one thread count. It then measures a few whole networks
+(uniform fractions of every block's width) to calibrate how the sum of the table's entries maps to a
+whole network's p50 and p90 (a scale and a fixed overhead: one call instead of ten, caches warm across
+pieces), and finally predicts held-out random width configurations that the table and calibration
+never saw and measures them, reporting the share predicted within +-10%.
+
+Whole networks run on real test images; isolated pieces run on post-ReLU-like random activations of
+the right shape (the latency of a dense float32 conv does not depend on the values). Torch-free.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from gatekit.bench.protocol import Protocol, measure
+from gatekit.errors import GatekitError
+from gatekit.pick import predict as predictor
+from gatekit.pick import synth
+from gatekit.runtimes import get_backend
+from gatekit.sysinfo import machine_info
+
+SCHEMA = "gatekit.lut/1"
+PROFILE_PROTOCOL = Protocol(warmup_runs=20, warmup_seconds=0.1, min_runs=400, min_seconds=1.5, floor_runs=50)
+CHECK_PROTOCOL = Protocol(warmup_runs=50, warmup_seconds=0.2, min_runs=1000, min_seconds=4.0, floor_runs=50)
+CALIBRATION_FRACTIONS = (0.125, 0.25, 0.5, 0.75, 1.0)
+
+
+@dataclass
+class ProfileOptions:
+    runtime: str = "ort"
+    threads: int | None = 1
+    round_to: int = 16
+    precision: str = "fp32"
+    device: str | None = None
+    protocol: Protocol = PROFILE_PROTOCOL
+    check_protocol: Protocol = CHECK_PROTOCOL
+    check: int = 20  # held-out whole networks to predict and measure
+    seed: int = 0
+    calibration: tuple[float, ...] = field(default=CALIBRATION_FRACTIONS)
+
+
+class _Runner:
+    """Loads ONNX graphs on one runtime (TensorRT: builds an engine first) and times them."""
+
+    def __init__(self, opts: ProfileOptions, workdir: Path):
+        self.opts, self.workdir, self.backend, self.info = opts, workdir, get_backend(opts.runtime), None
+        self.n = 0
+
+    def session(self, model):
+        self.n += 1
+        path = self.workdir / f"g{self.n}.onnx"
+        path.write_bytes(model.SerializeToString())
+        if self.backend.name == "tensorrt":
+            from gatekit.export.tensorrt_build import build_engine  # torch-free: onnx + tensorrt only
+
+            engine = path.with_suffix(".engine")
+            build_engine(path, engine, precision=self.opts.precision)
+            path = engine
+        s = self.backend.load(path, threads=self.opts.threads, precision=self.opts.precision, device=self.opts.device)
+        self.info = self.info or s.info.to_dict()
+        return s
+
+    def time(self, model, batches: list[np.ndarray], protocol: Protocol) -> dict:
+        with self.session(model) as s:
+            return measure(s, batches, protocol).stats()
+
+
+def _activations(shape: list[int], count: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Post-ReLU-like activations: about half zeros, the rest positive."""
+    return [np.maximum(rng.standard_normal(shape), 0).astype(np.float32) for _ in range(count)]
+
+
+def calibration_configs(arch: synth.ArchShape, round_to: int, fractions=CALIBRATION_FRACTIONS) -> list[list[int]]:
+    """Uniform fractions of every block's planes, rounded up to the grid."""
+    out = []
+    for f in fractions:
+        widths = [_on_grid(b, b.planes * f, round_to) for b in arch.blocks()]
+        if widths not in out:
+            out.append(widths)
+    return out
+
+
+def held_out_configs(arch: synth.ArchShape, round_to: int, count: int, seed: int, exclude: list[list[int]]) -> list[list[int]]:
+    """`count` random static width configurations: a global fraction U(0.1, 1), jittered per block by
+    U(0.6, 1.4), rounded up to the grid; none equal to a calibration configuration or to each other."""
+    rng = np.random.default_rng(seed)
+    out: list[list[int]] = []
+    tries = 0
+    while len(out) < count and tries < 100 * count:
+        tries += 1
+        f = rng.uniform(0.1, 1.0)
+        widths = [_on_grid(b, b.planes * min(1.0, f * rng.uniform(0.6, 1.4)), round_to) for b in arch.blocks()]
+        if widths not in out and widths not in exclude:
+            out.append(widths)
+    return out
+
+
+def _on_grid(b: synth.BlockShape, width: float, round_to: int) -> int:
+    grid = b.grid(round_to)
+    return next((g for g in grid if g >= width - 1e-9), grid[-1])
+
+
+def profile(arch: synth.ArchShape, opts: ProfileOptions, images: np.ndarray, progress=None) -> dict:
+    """Builds and checks the LUT. `images`: real, normalised NCHW float32 inputs of arch.input_size
+    (at least one). `progress(done, total, what)` is called after every timed graph."""
+    if images.ndim != 4 or images.shape[1:] != (3, arch.input_size, arch.input_size):
+        raise GatekitError(f"profile inputs must be N x 3 x {arch.input_size} x {arch.input_size}, got {images.shape}")
+    rng = np.random.default_rng(opts.seed)
+    blocks = arch.blocks()
+    calib = calibration_configs(arch, opts.round_to, opts.calibration)
+    held = held_out_configs(arch, opts.round_to, opts.check, opts.seed + 1, calib)
+    total = 2 + sum(len(b.grid(opts.round_to)) for b in blocks) + len(calib) + len(held)
+    done = 0
+    inputs = [images[i:i + 1] for i in range(min(len(images), 64))]
+    started = time.perf_counter()
+
+    def tick(what):
+        nonlocal done
+        done += 1
+        if progress is not None:
+            progress(done, total, what)
+
+    with tempfile.TemporaryDirectory(prefix="gatekit-profile-") as tmp:
+        run = _Runner(opts, Path(tmp))
+        stem = run.time(synth.piece(arch, "stem"), inputs, opts.protocol)
+        tick("stem")
+        head = run.time(synth.piece(arch, "head"), _activations(synth.input_shape(arch, "head"), 4, rng), opts.protocol)
+        tick("head")
+        table = []
+        for b in blocks:
+            acts = _activations(synth.input_shape(arch, "block", b.index), 4, rng)
+            entry = {"index": b.index, "in_channels": b.in_channels, "planes": b.planes, "stride": b.stride,
+                     "size_in": b.size_in, "widths": [], "p50_ms": [], "p90_ms": [], "macs": []}
+            for w in b.grid(opts.round_to):
+                stats = run.time(synth.piece(arch, "block", w, b.index, seed=b.index), acts, opts.protocol)
+                entry["widths"].append(w)
+                entry["p50_ms"].append(stats["p50_ms"])
+                entry["p90_ms"].append(stats["p90_ms"])
+                entry["macs"].append(arch.block_macs(b, w))
+                tick(f"block {b.index} width {w}")
+            table.append(entry)
+        lut = {
+            "schema": SCHEMA, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "machine": machine_info(), "runtime": run.info, "threads": opts.threads, "batch": 1,
+            "precision": opts.precision, "round_to": opts.round_to, "arch": arch.to_dict(),
+            "protocol": opts.protocol.to_dict(), "check_protocol": opts.check_protocol.to_dict(),
+            "stem": stem, "head": head, "blocks": table,
+        }
+        measured = []
+        for widths in calib:
+            measured.append(run.time(synth.network(arch, widths), inputs, opts.check_protocol))
+            tick("calibration")
+        lut["calibration"] = predictor.calibrate(lut, calib, measured)
+        rows = []
+        for widths in held:
+            stats = run.time(synth.network(arch, widths), inputs, opts.check_protocol)
+            tick("held-out check")
+            rows.append(predictor.compare(lut, widths, stats))
+        lut["validation"] = predictor.summarise(rows)
+    lut["seconds"] = round(time.perf_counter() - started, 1)
+    return lut
+
+
+def load_lut(path: str | Path) -> dict:
+    """A LUT written by `gatekit profile`; GatekitError (one line) when missing or not one."""
+    p = Path(path)
+    if not p.is_file():
+        raise GatekitError(f"no such LUT: {p}")
+    try:
+        lut = json.loads(p.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise GatekitError(f"{p} is not a gatekit LUT (unreadable JSON: {e})") from None
+    if not isinstance(lut, dict) or lut.get("schema") != SCHEMA or "calibration" not in lut:
+        raise GatekitError(f"{p} is not a gatekit LUT (schema {SCHEMA})")
+    return lut
+
+
+def plot_validation(lut: dict, path: str | Path) -> None:
+    """Predicted against measured p50 and p90 of the held-out networks, with the +-10% band (PNG)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from gatekit.atomic import atomic_path
+
+    fig = Figure(figsize=(6.0, 5.0))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    rows = lut["validation"]["configs"]
+    hi = 0.0
+    for p, marker in (("p50", "o"), ("p90", "^")):
+        x = [r[f"measured_{p}_ms"] for r in rows]
+        y = [r[f"predicted_{p}_ms"] for r in rows]
+        share = lut["validation"][f"within_tolerance_{p}"]
+        ax.scatter(x, y, marker=marker, alpha=0.75, label=f"{p}: {100 * share:.0f}% within +-10%")
+        hi = max([hi, *x, *y])
+    line = np.linspace(0, hi * 1.05, 10)
+    ax.plot(line, line, color="black", lw=1, label="exact")
+    ax.fill_between(line, line * 0.9, line * 1.1, color="grey", alpha=0.2, label="+-10%")
+    rt = lut["runtime"]
+    ax.set_title(f"{rt['name']} {rt['version']}, {lut['threads']}T, {lut['arch']['arch']} x{lut['arch']['width']:g} "
+                 f"@{lut['arch']['input_size']}px\n{lut['machine']['cpu']}", fontsize=8)
+    ax.set_xlabel("measured latency (ms)")
+    ax.set_ylabel("predicted latency (ms)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)

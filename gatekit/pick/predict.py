@@ -1,0 +1,94 @@
+"""Latency prediction from a per-device table (a LUT from `gatekit profile`). Torch-free.
+
+A static configuration (one inner width per block) is predicted as
+
+    p = scale_p * (stem + head + sum_b block_b(w_b)) + offset_p        for p in p50, p90
+
+where block_b(w) is the table's p50 at width w (linear between grid widths), and scale/offset are
+fitted by least squares on whole networks measured on the same device (the table's calibration). For a
+dynamic graph, each input's active widths give one prediction; the distribution over a dataset gives
+the predicted percentiles (labelled predicted: the dynamic graph's gathers are not in the table).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from gatekit.errors import GatekitError
+
+TOLERANCE = 0.10  # the nn-Meter standard: within +-10% of the measurement
+
+
+def table_sum(lut: dict, widths) -> float:
+    """stem + head + every block's table p50 at its width (ms)."""
+    blocks = lut["blocks"]
+    if len(widths) != len(blocks):
+        raise GatekitError(f"the LUT has {len(blocks)} blocks, the configuration {len(widths)} widths")
+    total = lut["stem"]["p50_ms"] + lut["head"]["p50_ms"]
+    for b, w in zip(blocks, widths):
+        if not 0 < w <= b["planes"]:
+            raise GatekitError(f"block {b['index']}: width {w} is outside 1..{b['planes']}")
+        total += float(np.interp(w, b["widths"], b["p50_ms"]))
+    return total
+
+
+def calibrate(lut: dict, configs: list[list[int]], measured: list[dict]) -> dict:
+    """Fits scale and offset per percentile on whole networks measured on the device."""
+    sums = np.array([table_sum(lut, w) for w in configs])
+    fit = {}
+    for key in ("p50_ms", "p90_ms"):
+        y = np.array([m[key] for m in measured])
+        if len(configs) >= 2 and np.ptp(sums) > 0:
+            scale, offset = np.polyfit(sums, y, 1)
+        else:
+            scale, offset = float(np.mean(y / sums)), 0.0
+        fit[key] = {"scale": float(scale), "offset_ms": float(offset)}
+    return {"configs": [{"widths": list(map(int, w)), "table_sum_ms": float(s), "measured": m}
+                        for w, s, m in zip(configs, sums, measured)], "fit": fit}
+
+
+def predict(lut: dict, widths) -> dict:
+    s = table_sum(lut, widths)
+    fit = lut["calibration"]["fit"]
+    return {k: fit[k]["scale"] * s + fit[k]["offset_ms"] for k in ("p50_ms", "p90_ms")}
+
+
+def compare(lut: dict, widths, measured: dict) -> dict:
+    pred = predict(lut, widths)
+    row = {"widths": list(map(int, widths))}
+    for k in ("p50_ms", "p90_ms"):
+        row[f"predicted_{k}"] = pred[k]
+        row[f"measured_{k}"] = measured[k]
+        row[f"error_{k[:3]}"] = pred[k] / measured[k] - 1
+    return row
+
+
+def summarise(rows: list[dict]) -> dict:
+    out: dict = {"configs": rows, "count": len(rows), "tolerance": TOLERANCE}
+    for p in ("p50", "p90"):
+        err = np.array([r[f"error_{p}"] for r in rows]) if rows else np.zeros(0)
+        out[f"within_tolerance_{p}"] = float(np.mean(np.abs(err) <= TOLERANCE)) if rows else None
+        out[f"median_abs_error_{p}"] = float(np.median(np.abs(err))) if rows else None
+        out[f"max_abs_error_{p}"] = float(np.max(np.abs(err))) if rows else None
+    return out
+
+
+def predict_dynamic(lut: dict, per_input_widths: np.ndarray) -> dict:
+    """Predicted latency distribution of a dynamic graph from each input's active widths (N x blocks)."""
+    widths = np.asarray(per_input_widths)
+    if widths.ndim != 2 or widths.shape[1] != len(lut["blocks"]):
+        raise GatekitError(f"per-input widths must be N x {len(lut['blocks'])}, got {widths.shape}")
+    fit = lut["calibration"]["fit"]["p50_ms"]
+    pred = np.array([fit["scale"] * table_sum(lut, np.maximum(row, 1)) + fit["offset_ms"] for row in widths])
+    return {"predicted": True, "inputs": int(len(pred)), "p50_ms": float(np.percentile(pred, 50)),
+            "p90_ms": float(np.percentile(pred, 90)), "p99_ms": float(np.percentile(pred, 99)), "per_input_ms": pred.tolist()}
+
+
+def check_arch(lut: dict, model_config: dict) -> None:
+    """GatekitError unless the LUT was built for the architecture of `model_config`."""
+    from gatekit.pick.synth import ArchShape
+
+    have = lut["arch"]
+    want = ArchShape.from_model_config(model_config).to_dict()
+    if have != want:
+        raise GatekitError(f"the LUT was built for {have}, the checkpoint is {want}: run `gatekit profile` for it")

@@ -1,0 +1,223 @@
+"""ONNX graphs of gated ResNets at chosen inner widths, built with `onnx` alone (torch-free, for devices).
+
+A static gatekit graph is a ResNet whose blocks keep `w_b` of their `planes` inner channels, with every
+BN folded into a conv bias. `gatekit profile` times the pieces of such graphs (the stem, each block at
+each inner width, the head) on the target device, and checks its predictions on whole networks built
+here. Weights are random (Kaiming-scaled): the latency of a dense float32 conv does not depend on them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+ARCH_LAYERS = {"resnet18": (2, 2, 2, 2), "resnet34": (3, 4, 6, 3)}  # as gatekit.models.config (torch-free copy)
+BASE_WIDTHS = (64, 128, 256, 512)
+OPSET = 17
+INPUT_NAME, OUTPUT_NAME = "input", "features"
+
+
+@dataclass(frozen=True)
+class BlockShape:
+    index: int
+    in_channels: int
+    planes: int
+    stride: int
+    size_in: int  # input height = width
+    shortcut: bool  # a 1x1 conv on the shortcut
+
+    @property
+    def size_out(self) -> int:
+        return (self.size_in + 2 - 3) // self.stride + 1
+
+    def grid(self, step: int) -> list[int]:
+        """Inner widths a static graph can have with round-to `step`: multiples of step, and planes."""
+        step = max(1, int(step))
+        return sorted({*range(step, self.planes + 1, step), self.planes})
+
+
+@dataclass(frozen=True)
+class ArchShape:
+    """The shapes of a gated ResNet: what a latency table is built for (from an artifact's model_config)."""
+
+    arch: str = "resnet18"
+    width: float = 1.0
+    stem: str = "cifar"
+    stem_padding: int | None = None
+    input_size: int = 32
+
+    @classmethod
+    def from_model_config(cls, cfg: dict) -> "ArchShape":
+        return cls(cfg["arch"], float(cfg["width"]), cfg["stem"], cfg.get("stem_padding"), int(cfg["input_size"]))
+
+    def to_dict(self) -> dict:
+        return {"arch": self.arch, "width": self.width, "stem": self.stem, "stem_padding": self.stem_padding,
+                "input_size": self.input_size}
+
+    def same_as(self, cfg: dict) -> bool:
+        return self.to_dict() == ArchShape.from_model_config(cfg).to_dict()
+
+    @property
+    def widths(self) -> tuple[int, ...]:
+        return tuple(max(1, int(round(c * self.width))) for c in BASE_WIDTHS)
+
+    @property
+    def padding(self) -> int:
+        if self.stem_padding is not None:
+            return self.stem_padding
+        return 2 if self.stem == "cifar" else 3
+
+    @property
+    def stem_size(self) -> int:
+        """Height of the stem's output (after the max-pool for the imagenet stem)."""
+        if self.stem == "cifar":
+            return self.input_size + 2 * self.padding - 3 + 1
+        conv = (self.input_size + 2 * self.padding - 7) // 2 + 1
+        return (conv + 2 - 3) // 2 + 1
+
+    def blocks(self) -> list[BlockShape]:
+        if self.arch not in ARCH_LAYERS:
+            raise ValueError(f"unknown architecture {self.arch!r}")
+        out, in_ch, size = [], self.widths[0], self.stem_size
+        for stage, (n, planes) in enumerate(zip(ARCH_LAYERS[self.arch], self.widths)):
+            for i in range(n):
+                stride = 2 if (stage > 0 and i == 0) else 1
+                b = BlockShape(len(out), in_ch, planes, stride, size, stride != 1 or in_ch != planes)
+                out.append(b)
+                in_ch, size = planes, b.size_out
+        return out
+
+    def block_macs(self, b: BlockShape, inner: int) -> int:
+        hw = b.size_out ** 2
+        macs = 9 * hw * inner * (b.in_channels + b.planes)
+        return macs + (hw * b.in_channels * b.planes if b.shortcut else 0)
+
+    def stem_macs(self) -> int:
+        k = 3 if self.stem == "cifar" else 7
+        conv = self.input_size + 2 * self.padding - k + 1 if self.stem == "cifar" else \
+            (self.input_size + 2 * self.padding - 7) // 2 + 1
+        return k * k * conv * conv * 3 * self.widths[0]
+
+    def macs(self, inner_widths: list[int]) -> int:
+        return self.stem_macs() + sum(self.block_macs(b, w) for b, w in zip(self.blocks(), inner_widths))
+
+
+class _Builder:
+    """Collects nodes and initialisers of one graph."""
+
+    def __init__(self, seed: int = 0):
+        self.nodes, self.inits, self.rng, self.n = [], [], np.random.default_rng(seed), 0
+
+    def name(self, prefix: str) -> str:
+        self.n += 1
+        return f"{prefix}_{self.n}"
+
+    def const(self, array: np.ndarray, prefix: str) -> str:
+        from onnx import numpy_helper
+
+        name = self.name(prefix)
+        self.inits.append(numpy_helper.from_array(np.ascontiguousarray(array, np.float32), name))
+        return name
+
+    def conv(self, x: str, c_in: int, c_out: int, k: int, stride: int, pad: int, relu: bool) -> str:
+        from onnx import helper
+
+        w = self.rng.standard_normal((c_out, c_in, k, k)).astype(np.float32) * math.sqrt(2.0 / (c_out * k * k))
+        b = self.rng.standard_normal(c_out).astype(np.float32) * 0.01
+        y = self.name("conv")
+        self.nodes.append(helper.make_node("Conv", [x, self.const(w, "w"), self.const(b, "b")], [y],
+                                           kernel_shape=[k, k], strides=[stride, stride], pads=[pad] * 4))
+        return self.relu(y) if relu else y
+
+    def relu(self, x: str) -> str:
+        from onnx import helper
+
+        y = self.name("relu")
+        self.nodes.append(helper.make_node("Relu", [x], [y]))
+        return y
+
+    def op(self, kind: str, inputs: list[str], **attrs) -> str:
+        from onnx import helper
+
+        y = self.name(kind.lower())
+        self.nodes.append(helper.make_node(kind, inputs, [y], **attrs))
+        return y
+
+    def block(self, x: str, b: BlockShape, inner: int) -> str:
+        h = self.conv(x, b.in_channels, inner, 3, b.stride, 1, relu=True)
+        h = self.conv(h, inner, b.planes, 3, 1, 1, relu=False)
+        s = self.conv(x, b.in_channels, b.planes, 1, b.stride, 0, relu=False) if b.shortcut else x
+        return self.relu(self.op("Add", [h, s]))
+
+    def stem(self, x: str, arch: ArchShape) -> str:
+        if arch.stem == "cifar":
+            return self.conv(x, 3, arch.widths[0], 3, 1, arch.padding, relu=True)
+        y = self.conv(x, 3, arch.widths[0], 7, 2, arch.padding, relu=True)
+        return self.op("MaxPool", [y], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])
+
+    def head(self, x: str) -> str:
+        return self.op("Flatten", [self.op("GlobalAveragePool", [x])], axis=1)
+
+    def model(self, x: str, shape: list[int], y: str, out_shape: list, doc: str):
+        from onnx import TensorProto, checker, helper
+
+        self.nodes.append(helper.make_node("Identity", [y], [OUTPUT_NAME]))
+        graph = helper.make_graph(self.nodes, "gatekit_profile", [helper.make_tensor_value_info(x, TensorProto.FLOAT, shape)],
+                                  [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, out_shape)], self.inits)
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="gatekit",
+                                  doc_string=doc)
+        model.ir_version = 8
+        checker.check_model(model)
+        return model
+
+
+def network(arch: ArchShape, inner_widths: list[int], batch: int = 1, seed: int = 0):
+    """A whole static network (stem, blocks at `inner_widths`, pooled features) as an onnx.ModelProto."""
+    blocks = arch.blocks()
+    if len(inner_widths) != len(blocks):
+        raise ValueError(f"{arch.arch} has {len(blocks)} blocks, got {len(inner_widths)} widths")
+    for b, w in zip(blocks, inner_widths):
+        if not 1 <= w <= b.planes:
+            raise ValueError(f"block {b.index}: inner width {w} is outside 1..{b.planes}")
+    g = _Builder(seed)
+    y = g.stem(INPUT_NAME, arch)
+    for b, w in zip(blocks, inner_widths):
+        y = g.block(y, b, int(w))
+    y = g.head(y)
+    return g.model(INPUT_NAME, [batch, 3, arch.input_size, arch.input_size], y, [batch, arch.widths[-1]],
+                   f"static widths {list(inner_widths)}")
+
+
+def piece(arch: ArchShape, part: str, inner: int | None = None, block: int | None = None, batch: int = 1,
+          seed: int = 0):
+    """One piece of the network as its own graph: part 'stem', 'head', or 'block' (index `block`, inner width
+    `inner`). Its input is the activation that piece sees inside the network."""
+    g = _Builder(seed)
+    blocks = arch.blocks()
+    if part == "stem":
+        y = g.stem(INPUT_NAME, arch)
+        shape = [batch, 3, arch.input_size, arch.input_size]
+        out = [batch, arch.widths[0], arch.stem_size, arch.stem_size]
+    elif part == "head":
+        last = blocks[-1]
+        y = g.head(INPUT_NAME)
+        shape, out = [batch, last.planes, last.size_out, last.size_out], [batch, last.planes]
+    elif part == "block":
+        b = blocks[block]
+        y = g.block(INPUT_NAME, b, int(inner))
+        shape, out = [batch, b.in_channels, b.size_in, b.size_in], [batch, b.planes, b.size_out, b.size_out]
+    else:
+        raise ValueError(f"unknown piece {part!r}")
+    return g.model(INPUT_NAME, shape, y, out, f"{part} {block if block is not None else ''} {inner or ''}".strip())
+
+
+def input_shape(arch: ArchShape, part: str, block: int | None = None, batch: int = 1) -> list[int]:
+    if part in ("stem", "network"):
+        return [batch, 3, arch.input_size, arch.input_size]
+    blocks = arch.blocks()
+    if part == "head":
+        return [batch, blocks[-1].planes, blocks[-1].size_out, blocks[-1].size_out]
+    b = blocks[block]
+    return [batch, b.in_channels, b.size_in, b.size_in]

@@ -1,0 +1,203 @@
+"""The device latency table (`gatekit profile`), the predictor, and planning unexported static widths."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from gatekit.bench.protocol import Protocol
+from gatekit.cli import main
+from gatekit.errors import GatekitError
+from gatekit.models import ModelConfig, cost_model
+from gatekit.pick import predict as predictor
+from gatekit.pick import synth
+from gatekit.pick.lut import ProfileOptions, calibration_configs, held_out_configs, load_lut, profile
+from gatekit.pick.plan import choose, threshold_options
+
+REPO = str(Path(__file__).resolve().parent.parent)
+TINY = Protocol(warmup_runs=2, warmup_seconds=0.0, min_runs=20, min_seconds=0.05, floor_runs=5)
+
+
+@pytest.mark.parametrize("stem,size", [("cifar", 32), ("imagenet", 96), ("imagenet", 224)])
+@pytest.mark.parametrize("width", [1.0, 0.25])
+def test_synth_macs_match_the_cost_model(stem, size, width):
+    arch = synth.ArchShape(width=width, stem=stem, input_size=size)
+    cfg = ModelConfig(width=width, stem=stem, input_size=size)
+    cost = cost_model(cfg)
+    full = [b.planes for b in arch.blocks()]
+    assert arch.macs(full) == cost.dense_macs
+    half = [max(1, p // 2) for p in full]
+    assert arch.macs(half) == cost.static_macs(half)
+
+
+def test_synth_network_runs_with_the_shapes_of_the_model():
+    import onnxruntime as ort
+
+    arch = synth.ArchShape(width=0.25, stem="imagenet", input_size=96)
+    widths = [b.grid(16)[0] for b in arch.blocks()]
+    model = synth.network(arch, widths)
+    s = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    y = s.run(None, {"input": np.random.default_rng(0).standard_normal((1, 3, 96, 96)).astype(np.float32)})[0]
+    assert y.shape == (1, arch.widths[-1]) and np.isfinite(y).all()
+    for b in arch.blocks():  # every piece takes exactly the activation it sees in the network
+        piece = synth.piece(arch, "block", b.grid(16)[-1], b.index)
+        shape = [d.dim_value for d in piece.graph.input[0].type.tensor_type.shape.dim]
+        assert shape == synth.input_shape(arch, "block", b.index)
+    with pytest.raises(ValueError, match="outside"):
+        synth.network(arch, [0] + widths[1:])
+
+
+def test_grid_and_configs():
+    arch = synth.ArchShape()
+    assert arch.blocks()[0].grid(16) == [16, 32, 48, 64]
+    assert synth.ArchShape(width=0.3).blocks()[0].grid(16) == [16, 19]  # planes 19: the full width is on the grid
+    calib = calibration_configs(arch, 16)
+    assert calib[-1] == [b.planes for b in arch.blocks()] and calib[0][0] == 16
+    held = held_out_configs(arch, 16, 20, 1, calib)
+    assert len(held) == 20 and len({tuple(h) for h in held}) == 20
+    assert not any(h in calib for h in held)
+    assert all(w in b.grid(16) for h in held for b, w in zip(arch.blocks(), h))
+
+
+def fake_lut(per_channel_ms=0.01, overhead=0.2, scale=1.0):
+    """A LUT whose block entries are exactly linear in width: known answers for the predictor."""
+    arch = synth.ArchShape(width=0.25)
+    blocks = []
+    for b in arch.blocks():
+        grid = b.grid(4)
+        blocks.append({"index": b.index, "planes": b.planes, "widths": grid,
+                       "p50_ms": [per_channel_ms * w for w in grid], "p90_ms": [1.1 * per_channel_ms * w for w in grid]})
+    lut = {"schema": "gatekit.lut/1", "arch": arch.to_dict(), "round_to": 4, "threads": 1, "runtime": {"name": "onnxruntime"},
+           "stem": {"p50_ms": 0.05}, "head": {"p50_ms": 0.01}, "blocks": blocks}
+    configs = calibration_configs(arch, 4)
+    measured = [{"p50_ms": scale * predictor.table_sum(lut, c) + overhead,
+                 "p90_ms": 1.2 * (scale * predictor.table_sum(lut, c) + overhead)} for c in configs]
+    lut["calibration"] = predictor.calibrate(lut, configs, measured)
+    return lut, arch
+
+
+def test_predictor_fits_and_interpolates():
+    lut, arch = fake_lut(scale=0.8, overhead=0.3)
+    fit = lut["calibration"]["fit"]
+    assert fit["p50_ms"]["scale"] == pytest.approx(0.8) and fit["p50_ms"]["offset_ms"] == pytest.approx(0.3)
+    widths = [6, 6, 10, 10, 30, 30, 62, 62]  # between grid points: linear interpolation is exact here
+    expected = 0.8 * (0.06 + 0.01 * sum(widths)) + 0.3
+    assert predictor.predict(lut, widths)["p50_ms"] == pytest.approx(expected)
+    assert predictor.predict(lut, widths)["p90_ms"] == pytest.approx(1.2 * expected)
+    with pytest.raises(GatekitError, match="outside"):
+        predictor.table_sum(lut, [0] * 8)
+    with pytest.raises(GatekitError, match="8 blocks"):
+        predictor.table_sum(lut, [4] * 7)
+    dyn = predictor.predict_dynamic(lut, np.array([widths, widths]))
+    assert dyn["p50_ms"] == pytest.approx(expected) and dyn["predicted"]
+
+
+def test_summarise_counts_the_share_within_ten_percent():
+    lut, _ = fake_lut()
+    rows = []
+    for err in (0.0, 0.05, -0.099, 0.2, -0.3):
+        w = [4] * 8
+        p = predictor.predict(lut, w)
+        rows.append(predictor.compare(lut, w, {"p50_ms": p["p50_ms"] / (1 + err), "p90_ms": p["p90_ms"]}))
+    s = predictor.summarise(rows)
+    assert s["within_tolerance_p50"] == pytest.approx(0.6) and s["within_tolerance_p90"] == 1.0
+    assert s["max_abs_error_p50"] == pytest.approx(0.3)
+
+
+def test_check_arch_refuses_another_architecture():
+    lut, arch = fake_lut()
+    predictor.check_arch(lut, ModelConfig(width=0.25).to_dict())
+    with pytest.raises(GatekitError, match="gatekit profile"):
+        predictor.check_arch(lut, ModelConfig(width=0.5).to_dict())
+
+
+def test_choose_takes_the_most_channels_that_meet_the_target():
+    lut, arch = fake_lut()
+    full = [b.planes for b in arch.blocks()]
+    options = [(0.0, full), (0.1, [p // 2 for p in full]), (0.3, [4] * 8)]
+    pred = [predictor.predict(lut, w)["p90_ms"] for _, w in options]
+    assert pred[0] > pred[1] > pred[2]
+    assert choose(lut, options, pred[0] + 1e-9, 90)["chosen"]["min_usage"] == 0.0
+    assert choose(lut, options, pred[0] - 1e-6, 90)["chosen"]["min_usage"] == 0.1
+    assert choose(lut, options, pred[0], 90, margin=0.05)["chosen"]["min_usage"] == 0.1
+    with pytest.raises(GatekitError, match="predicted at"):
+        choose(lut, options, pred[2] * 0.5, 90)
+    with pytest.raises(GatekitError, match="p50 and p90"):
+        choose(lut, options, 1.0, 99)
+
+
+def test_threshold_options_shrink_as_the_threshold_rises():
+    usage = [torch.tensor([10, 0, 3, 7, 1, 9, 2, 5]), torch.tensor([10, 10, 4, 4])]
+    opts = threshold_options(usage, 10, 1, 1)
+    assert opts[0] == (0.0, [7, 4])  # every channel ever on
+    totals = [sum(w) for _, w in opts]
+    assert totals == sorted(totals, reverse=True) and len(set(map(tuple, (w for _, w in opts)))) == len(opts)
+    assert opts[-1][1] == [1, 2]  # only always-on channels (at least one per block)
+
+
+def test_profile_builds_and_checks_a_table(cifar_dir):
+    from gatekit.data import NORMALIZATION, load_dataset
+    from gatekit.data.arrays import normalize_images
+
+    arch = synth.ArchShape(width=0.125, input_size=32)
+    images = normalize_images(load_dataset("cifar10", "test", cifar_dir, limit=8).images, *NORMALIZATION["cifar10"])
+    opts = ProfileOptions(runtime="ort", threads=1, round_to=8, protocol=TINY, check_protocol=TINY, check=3)
+    lut = profile(arch, opts, images)
+    assert [len(b["widths"]) for b in lut["blocks"]] == [len(b.grid(8)) for b in arch.blocks()]
+    assert all(v > 0 for b in lut["blocks"] for v in b["p50_ms"])
+    assert lut["validation"]["count"] == 3 and 0 <= lut["validation"]["within_tolerance_p50"] <= 1
+    assert lut["runtime"]["name"] == "onnxruntime" and lut["runtime"]["threads"] == 1
+    assert lut["machine"]["cpu"] and len(lut["calibration"]["configs"]) >= 2
+    with pytest.raises(GatekitError, match="profile inputs"):
+        profile(arch, opts, images[:, :, :16, :16])
+
+
+def test_profile_cli_writes_a_lut_and_plot(cifar_dir, tmp_path, capsys):
+    out = tmp_path / "lut.json"
+    with pytest.raises(SystemExit) as e:
+        main(["profile", "--runtime", "ort", "--width", "0.125", "--round-to", "32", "--check", "2", "--min-runs", "10",
+              "--min-seconds", "0.02", "--data-dir", str(cifar_dir), "--out", str(out), "--plot", str(tmp_path / "v.png"),
+              "--json", str(tmp_path / "s.json"), "--quiet"])
+    assert e.value.code in (0, None)
+    lut = load_lut(out)
+    assert lut["threads"] == 1 and (tmp_path / "v.png").stat().st_size > 1000
+    assert json.loads((tmp_path / "s.json").read_text())["count"] == 2
+    assert "held-out check: 2 configurations" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["profile", "--runtime", "tflite", "--out", "x.json"], "unknown runtime"),
+    (["pick", "--target-ms", "1"], "needs --results"),
+    (["pick", "--target-ms", "1", "--lut", "missing.json", "--checkpoint", "c", "--export-to", "d"], "no such LUT"),
+    (["pick", "--target-ms", "1", "--lut", "missing.json"], "needs --checkpoint"),
+])
+def test_cli_errors_are_one_line(argv, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and message in err and "\n" not in err
+
+
+def test_load_lut_refuses_other_json(tmp_path):
+    p = tmp_path / "x.json"
+    p.write_text(json.dumps({"schema": "gatekit.bench/1"}))
+    with pytest.raises(GatekitError, match="not a gatekit LUT"):
+        load_lut(p)
+    p.write_text("{broken")
+    with pytest.raises(GatekitError, match="unreadable"):
+        load_lut(p)
+
+
+def test_profile_and_predict_import_without_torch():
+    code = ("import sys; sys.modules['torch'] = None\n"
+            "import gatekit.pick.lut, gatekit.pick.predict, gatekit.pick.synth, gatekit.pick.select")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=REPO))
+    assert proc.returncode == 0, proc.stderr
