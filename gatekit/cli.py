@@ -157,12 +157,15 @@ def eval_cmd(checkpoint, paths, knn, linear, dataset, data_dir, limit_train, ran
 @click.option("--verify-images", default=64, show_default=True, help="Held-out real images for verification (at least 32).")
 @click.option("--knn-train", default=10000, show_default=True, help="Training images used as k-NN memory for the static agreement check.")
 @click.option("--record-inputs", default=1000, show_default=True, help="dynamic: record per-input MACs of the first N test images.")
+@click.option("--dynamic-min-size", default=0, show_default=True,
+              help="dynamic: only blocks whose output is at least this many pixels a side skip channels; the others "
+                   "run whole convs and zero the inactive channels (0: every block skips).")
 @click.option("--data-dir", type=click.Path(), help="Default: the training one, then $GATEKIT_DATA.")
 @click.option("--threads", type=int, help="Runtime threads during verification.")
 @click.option("--json", "json_path", type=click.Path(), help="Write all manifests as JSON here.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def export_cmd(checkpoint, graphs, formats, out_dir, calib, min_usage, round_to, probe, batch, dynamic_batch, fp16,
-               verify_images, knn_train, record_inputs, data_dir, threads, json_path, quiet):
+               verify_images, knn_train, record_inputs, dynamic_min_size, data_dir, threads, json_path, quiet):
     """Export a checkpoint's graphs, each verified in its runtime against PyTorch before it is written.
 
     \b
@@ -181,7 +184,8 @@ def export_cmd(checkpoint, graphs, formats, out_dir, calib, min_usage, round_to,
     for graph in graph_list:
         opts = ExportOptions(graph=graph, calib=calib, min_usage=min_usage, round_to=round_to, probe=probe, batch=batch,
                              dynamic_batch=dynamic_batch, fp16=fp16, verify_images=verify_images, knn_train=knn_train,
-                             record_inputs=record_inputs, data_dir=data_dir, threads=threads)
+                             record_inputs=record_inputs, dynamic_min_size=dynamic_min_size, data_dir=data_dir,
+                             threads=threads)
         prepared = Prepared(checkpoint, opts, progress=not quiet)
         for fmt in format_list:
             opts.fmt = fmt
@@ -283,6 +287,33 @@ def bench_cmd(artifacts, runtimes, threads, batch, n_inputs, data_dir, warmup_ru
             plot_per_input(records, Path(plot_path).with_name(Path(plot_path).stem + "-per-input.png"))
 
 
+@cli.command("report")
+@click.argument("results", nargs=-1, required=True, type=click.Path())
+@click.option("--out", "out_path", required=True, type=click.Path(), help="The Markdown page.")
+@click.option("--html", "html_path", type=click.Path(), help="Also write the page as HTML here.")
+@click.option("--plots-dir", type=click.Path(), help="Where the PNGs go (default: beside --out, in OUT-plots/).")
+@click.option("--json", "json_path", type=click.Path(), help="Write the targets, their tables and plot paths as JSON here.")
+def report_cmd(results, out_path, html_path, plots_dir, json_path):
+    """Merge benchmark results from several devices into one page: a section per target.
+
+    A target is the machine a record was measured on (CPU model and cores, GPU, Jetson board and power
+    mode). Each has the table of `gatekit bench` (graph x budget; FLOPs ratio; p50 / p90 and the latency
+    ratio to dense per runtime and threads) and a PNG of latency ratio against FLOPs ratio.
+
+    \b
+    Example:
+      gatekit report benchmarks/bench_cpu/*.jsonl jetson-orin.jsonl h100.jsonl \\
+          --out report/edge.md --html report/edge.html --json report/edge.json
+    """
+    from gatekit.bench.targets import build_report
+
+    summary = build_report(list(results), out_path, plots_dir=plots_dir, html_path=html_path)
+    for t in summary["targets"]:
+        click.echo(f"{t['records']:4d} records  {t['target']}  -> {t['plot']}")
+    click.echo(f"page: {summary['page']}" + (f"  html: {summary['html']}" if summary["html"] else ""))
+    _write_json(json_path, summary)
+
+
 @cli.command("pick")
 @click.option("--target-ms", required=True, type=float, help="The latency the device must meet.")
 @click.option("--percentile", default=90, show_default=True, type=click.Choice(["50", "90", "99"]), help="Latency percentile.")
@@ -298,11 +329,13 @@ def bench_cmd(artifacts, runtimes, threads, batch, n_inputs, data_dir, warmup_ru
 @click.option("--checkpoint", type=click.Path(), help="With --lut: the checkpoint whose channel-usage ranking gives the widths.")
 @click.option("--export-to", type=click.Path(), help="With --lut: where the planned static graph is exported and measured.")
 @click.option("--margin", default=0.05, show_default=True, help="With --lut: plan for the target less this fraction (predictor error).")
+@click.option("--accuracy-check/--no-accuracy-check", default=True, show_default=True,
+              help="With --lut: measure the planned static graph's k-NN beside the gated path (minutes at full width).")
 @click.option("--data-dir", type=click.Path(), help="With --lut: default: the checkpoint's, then $GATEKIT_DATA.")
 @click.option("--plot", "plot_path", type=click.Path(), help="Accuracy against latency with the target (PNG).")
 @click.option("--json", "json_path", type=click.Path(), help="Write the choice and the candidates as JSON here.")
 def pick_cmd(target_ms, percentile, results, accuracy_files, metric, runtime, threads, batch, lut_path, checkpoint,
-             export_to, margin, data_dir, plot_path, json_path):
+             export_to, margin, accuracy_check, data_dir, plot_path, json_path):
     """Pick the most accurate option whose latency meets a target on this device.
 
     With --results: the most accurate recorded artifact whose measured latency meets the target. It
@@ -319,7 +352,8 @@ def pick_cmd(target_ms, percentile, results, accuracy_files, metric, runtime, th
     """
     pct = int(percentile)
     if lut_path:
-        return _pick_with_lut(target_ms, pct, lut_path, checkpoint, export_to, margin, data_dir, json_path)
+        return _pick_with_lut(target_ms, pct, lut_path, checkpoint, export_to, margin, accuracy_check, data_dir,
+                              plot_path, json_path)
     if not results:
         raise GatekitError("pick needs --results BENCH.jsonl (recorded results) or --lut LUT.json with --checkpoint")
     from gatekit.bench.run import read_jsonl
@@ -339,14 +373,16 @@ def pick_cmd(target_ms, percentile, results, accuracy_files, metric, runtime, th
     click.echo(f"\nchosen: {reason}")
 
 
-def _pick_with_lut(target_ms, pct, lut_path, checkpoint, export_to, margin, data_dir, json_path):
+def _pick_with_lut(target_ms, pct, lut_path, checkpoint, export_to, margin, accuracy_check, data_dir, plot_path,
+                   json_path):
     from gatekit.pick.lut import load_lut
-    from gatekit.pick.plan import plan_and_measure
+    from gatekit.pick.plan import plan_and_measure, plot_plan
 
     if not checkpoint or not export_to:
         raise GatekitError("--lut needs --checkpoint CKPT and --export-to DIR")
     lut = load_lut(lut_path)
-    out = plan_and_measure(checkpoint, lut, target_ms, export_to, percentile=pct, margin=margin, data_dir=data_dir)
+    out = plan_and_measure(checkpoint, lut, target_ms, export_to, percentile=pct, margin=margin, data_dir=data_dir,
+                           accuracy=accuracy_check)
     c = out["chosen"]
     key = f"p{pct}_ms"
     click.echo(f"planned static widths {c['widths']} (--min-usage {c['min_usage']:.4f}, MACs x{out['macs_ratio']:.3f}): "
@@ -359,8 +395,36 @@ def _pick_with_lut(target_ms, pct, lut_path, checkpoint, export_to, margin, data
     click.echo(f"measured p{pct} {out['measured'][key]:.3f} ms ({out['measured']['runs']} runs): {verdict} the target "
                f"{target_ms:g} ms; prediction error {100 * out['prediction_error']:+.1f}%\nartifact: {out['artifact']}")
     _write_json(json_path, {k: v for k, v in out.items()})
+    if plot_path:
+        plot_plan(out, lut, plot_path)
     if not out["meets_target"]:
         sys.exit(1)
+
+
+@cli.command("engine")
+@click.argument("artifact", type=click.Path())
+@click.option("--out", "out_dir", required=True, type=click.Path(), help="Where the engine and its manifest go.")
+@click.option("--precision", default="fp32", show_default=True, type=click.Choice(["fp32", "fp16"]))
+@click.option("--data-dir", type=click.Path(), help="Real images for the check (default: the manifest's, then $GATEKIT_DATA).")
+@click.option("--json", "json_path", type=click.Path(), help="Write the engine's manifest as JSON here too.")
+def engine_cmd(artifact, out_dir, precision, data_dir, json_path):
+    """Build a TensorRT engine on this device from an exported ONNX artifact (no torch needed).
+
+    Engines are tied to their GPU and TensorRT version, so build them where they run (a Jetson, say)
+    from the ONNX artifacts that `gatekit export` wrote and verified elsewhere. The engine is checked
+    against ONNX Runtime on the same real images before it is written.
+
+    \b
+    Example (on the Jetson):
+      gatekit engine artifacts/td0.3/static.onnx.json --precision fp16 --out artifacts/td0.3-trt
+    """
+    from gatekit.export.tensorrt_build import engine_from_artifact
+
+    m = engine_from_artifact(artifact, out_dir, precision=precision, data_dir=data_dir)
+    err = m["verification"]["relative_error"]
+    click.echo(f"{Path(out_dir) / m['files']['engine']}: {m['graph']} t_d={m.get('budget')} {precision}, "
+               f"relative error against ONNX Runtime {max(err.values()):.1e}")
+    _write_json(json_path, m)
 
 
 @cli.command("profile")

@@ -83,7 +83,7 @@ def _lut_and_picks(out: Path, records: list[dict], data_dir: str | None) -> tupl
     from gatekit.data import NORMALIZATION, load_dataset
     from gatekit.data.arrays import normalize_images
     from gatekit.pick.lut import ProfileOptions, plot_validation, profile
-    from gatekit.pick.plan import plan_and_measure
+    from gatekit.pick.plan import plan_and_measure, plot_plan
     from gatekit.pick.select import candidates, load_accuracies, pick, plot, table
     from gatekit.pick.synth import ArchShape
 
@@ -114,6 +114,7 @@ def _lut_and_picks(out: Path, records: list[dict], data_dir: str | None) -> tupl
     click.echo(f"  and with the LUT, static widths never exported for p90 <= {new_target:.3f} ms (below the recorded static graph):")
     planned = plan_and_measure(out / "train", lut, new_target, out / "pick", data_dir=data_dir,
                                protocol=Protocol(min_runs=1000, min_seconds=2.0), progress=False)
+    plot_plan(planned, lut, out / "pick-lut.png")
     c = planned["chosen"]
     click.echo(f"  planned widths {c['widths']} (MACs x{planned['macs_ratio']:.3f}), predicted p90 {c['predicted_p90_ms']:.3f} ms; "
                f"measured p90 {planned['measured']['p90_ms']:.3f} ms: "

@@ -113,6 +113,28 @@ def test_dynamic_graph_matches_gated_path_at_batch_1_and_8(tiny_ckpt, tmp_path):
     assert per_input["macs"][0] == cost_model(model.cfg).gated_macs(active)
 
 
+def test_dynamic_graph_can_skip_only_in_large_blocks(tiny_ckpt, tmp_path):
+    """Blocks with small outputs run whole convs and zero the inactive channels: still exact, and the
+    manifest's MACs count those blocks whole."""
+    ckpt, model = tiny_ckpt("data")
+    every = export(ckpt, tmp_path / "all", opts("dynamic", "onnx"), progress=False)
+    m = export(ckpt, tmp_path / "large", opts("dynamic", "onnx", dynamic_min_size=17), progress=False)
+    assert max(m["verification"]["relative_error"].values()) <= 1e-4
+    # CIFAR stem, padding 2: outputs 34, 34, 17, 17, 9, 9, 5, 5 pixels a side
+    assert m["dynamic_skipping"] == {"min_size": 17, "blocks": [True] * 4 + [False] * 4}
+    assert every["dynamic_skipping"]["blocks"] == [True] * 8
+    active = np.array(m["per_input"]["active_widths"])
+    full = [b.planes for b in model.blocks]
+    from gatekit.models import cost_model
+    executed = [cost_model(model.cfg).gated_macs(list(a[:4]) + full[4:]) for a in active[:5]]
+    assert m["per_input"]["macs"][:5] == executed
+    assert m["macs"]["mean"] > every["macs"]["mean"]
+    net, spec = build_graph(model, "dynamic", dynamic_min_size=17)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.inference_mode():
+        assert torch.allclose(net(x), model(x, "gated").features, atol=1e-5)
+
+
 def test_data_dependent_gates_really_skip_channels_in_the_dynamic_graph(tiny_ckpt):
     _, model = tiny_ckpt("data")
     net, _ = build_graph(model, "dynamic")

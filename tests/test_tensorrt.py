@@ -108,3 +108,50 @@ def test_cuda_helpers():
     assert cuda_check((Err(0, "cudaSuccess"), 1234)) == 1234
     with pytest.raises(GatekitError, match="cudaMalloc failed: cudaErrorMemoryAllocation"):
         cuda_check((Err(2, "cudaErrorMemoryAllocation"), 0), "cudaMalloc")
+
+
+@pytest.fixture
+def onnx_artifact(tmp_path):
+    """A real exported and verified ONNX artifact of a tiny gated ResNet (the export path of issue 3)."""
+    from gatekit.export.exporter import ExportOptions, export
+    from tests.test_export import force_gates
+    from gatekit.checkpoint import save_model
+    from gatekit.models import GatedResNet, ModelConfig
+    import torch
+
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    npz = tmp_path / "tiny.npz"
+    x = rng.integers(0, 256, (64, 32, 32, 3), dtype=np.uint8)
+    np.savez(npz, x_train=x, y_train=np.zeros(64, np.uint8), x_test=x, y_test=np.zeros(64, np.uint8))
+    model = GatedResNet(ModelConfig(width=0.125)).eval()
+    force_gates(model, "data")
+    ckpt = tmp_path / "tiny.safetensors"
+    save_model(ckpt, model, {"train_config": {"dataset": "npz", "data_dir": str(npz), "method": "vicreg-dual", "budget": 0.3}})
+    export(ckpt, tmp_path / "art", ExportOptions(graph="static", fmt="onnx", calib=64, verify_images=32, knn_check=False,
+                                                 threads=1), progress=False)
+    return tmp_path / "art" / "static.onnx.json"
+
+
+@pytest.mark.tensorrt
+@pytest.mark.gpu
+@needs_tensorrt
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_engine_from_artifact_on_the_device(onnx_artifact, tmp_path, precision):
+    from gatekit.export.tensorrt_build import engine_from_artifact
+
+    m = engine_from_artifact(onnx_artifact, tmp_path / "trt", precision=precision)
+    assert m["format"] == "tensorrt" and (tmp_path / "trt" / m["files"]["engine"]).is_file()
+    assert (tmp_path / "trt" / f"{m['files']['engine'][:-7]}.tensorrt.json").is_file()
+    assert max(m["verification"]["relative_error"].values()) <= (1e-4 if precision == "fp32" else 2e-2)
+
+
+@pytest.mark.skipif("tensorrt" in available_backends(), reason="TensorRT is installed here")
+def test_engine_command_without_tensorrt_is_one_line(onnx_artifact, tmp_path, capsys):
+    from gatekit.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["engine", str(onnx_artifact), "--out", str(tmp_path / "trt")])
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and "TensorRT is not installed" in err and "\n" not in err
+    assert not (tmp_path / "trt").exists()

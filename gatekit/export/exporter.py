@@ -48,6 +48,7 @@ class ExportOptions:
     knn_train: int = 10000
     knn_check: bool = True
     record_inputs: int = 1000  # dynamic: per-input MACs of the first N test images, for `gatekit bench`
+    dynamic_min_size: int = 0  # dynamic: only blocks with outputs at least this many pixels a side skip channels
     data_dir: str | None = None
     threads: int | None = None
     extra: dict = field(default_factory=dict)
@@ -88,7 +89,8 @@ class Prepared:
                 channels = select_all(self.usage, self.calib_n, opts.min_usage, opts.round_to, self.model.cfg.gate_group)
         self.head = self._load_head(opts.probe)
         self.channels = channels
-        self.net, self.spec = build_graph(self.model, opts.graph, channels, self.head)
+        self.net, self.spec = build_graph(self.model, opts.graph, channels, self.head,
+                                          dynamic_min_size=opts.dynamic_min_size)
         self._matmul_net = None
         self.agreement: dict | None = None
 
@@ -102,7 +104,8 @@ class Prepared:
         if self.dynamic_form(fmt) != "matmul":
             return self.net
         if self._matmul_net is None:
-            self._matmul_net, _ = build_graph(self.model, "dynamic", None, self.head, dynamic_form="matmul")
+            self._matmul_net, _ = build_graph(self.model, "dynamic", None, self.head, dynamic_form="matmul",
+                                              dynamic_min_size=self.opts.dynamic_min_size)
         return self._matmul_net
 
     def _load_head(self, probe: str | None) -> torch.nn.Linear | None:
@@ -177,7 +180,7 @@ class Prepared:
             gate = sum(b.gate.macs for b in self.net.blocks)
             macs = {"mean": self.cost.static_macs(self.spec.widths) + gate}
         else:
-            s = flops_stats(self.cost, self.calib_active)
+            s = flops_stats(self.cost, self.executed_active(self.calib_active))
             macs = {"mean": s["mean_macs"], "p50": s["p50_macs"], "p90": s["p90_macs"],
                     "note": f"per input, over {self.calib_n} calibration images",
                     "mean_active_widths": [round(float(v), 2) for v in self.calib_active.double().mean(dim=0).tolist()]}
@@ -185,6 +188,13 @@ class Prepared:
         macs["ratio_to_dense"] = macs["mean"] / dense
         macs["flop_counter_macs"] = flop_counter_macs(self.net, self.model.cfg.input_size) if g != "dynamic" else None
         return macs
+
+    def executed_active(self, active: torch.Tensor) -> torch.Tensor:
+        """Per-sample inner widths the dynamic graph computes: the active channels in blocks that skip,
+        every channel in blocks that only mask (their convs run whole)."""
+        full = torch.tensor([b.planes for b in self.model.blocks], dtype=active.dtype)
+        skip = torch.tensor(self.spec.skipping or [True] * len(full))
+        return torch.where(skip[None, :], active, full[None, :])
 
     def per_input_macs(self, progress: bool) -> dict:
         """Per-input MACs of the dynamic graph on the first `record_inputs` test images (batch 1)."""
@@ -195,7 +205,7 @@ class Prepared:
                             image_size=self.model.cfg.input_size)
         active = extract_features(self.model, test.images, self.mean, self.std, "gated", progress=progress,
                                   desc="per-input MACs").active
-        macs = per_sample_macs(self.cost, active)
+        macs = per_sample_macs(self.cost, self.executed_active(active))
         return {"dataset": self.dataset, "split": "test", "first": len(test), "macs": [int(m) for m in macs.tolist()],
                 "active_widths": active.round().int().tolist()}
 
@@ -330,6 +340,8 @@ def _manifest(prep: Prepared, opts: ExportOptions, files: dict, runtime: dict, e
         "budget": train_cfg.get("budget"),
         "graph": opts.graph,
         "dynamic_form": prep.dynamic_form(opts.fmt),
+        "dynamic_skipping": ({"min_size": opts.dynamic_min_size, "blocks": prep.spec.skipping}
+                             if opts.graph == "dynamic" else None),
         "format": opts.fmt,
         "files": files,
         "precision": "fp16" if opts.fp16 else "fp32",

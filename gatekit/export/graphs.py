@@ -206,14 +206,28 @@ class GraphSpec:
     kind: str
     widths: list[int]  # inner width per block as built (dynamic: the full width, skipped per input)
     channels: list[list[int]]  # kept channel indices per block (static, hybrid)
+    skipping: list[bool] | None = None  # dynamic: which blocks skip inactive channels (the others mask them)
+
+
+def skipping_blocks(model: GatedResNet, min_size: int) -> list[bool]:
+    """Which blocks of a dynamic graph skip inactive channels: those whose output is at least
+    `min_size` pixels on a side (0: every block). Skipping copies the active channels' weights on
+    every call, which pays only where each weight does enough work (large feature maps); the other
+    blocks run their full convs with constant weights and zero the inactive channels (exact too)."""
+    from gatekit.pick.synth import ArchShape
+
+    shapes = ArchShape.from_model_config(model.cfg.to_dict()).blocks()
+    return [b.size_out >= min_size for b in shapes]
 
 
 def build_graph(model: GatedResNet, kind: str, channels: list[torch.Tensor] | None = None,
-                head: nn.Linear | None = None, dynamic_form: str = "conv") -> tuple[DeployNet, GraphSpec]:
+                head: nn.Linear | None = None, dynamic_form: str = "conv",
+                dynamic_min_size: int = 0) -> tuple[DeployNet, GraphSpec]:
     """The deploy module of graph `kind`. static and hybrid need the kept channels per block.
 
     `dynamic_form` picks the dynamic graph's formulation: "conv" (NonZero + Gather + Conv, for ONNX
     Runtime and TensorRT) or "matmul" (im2col + MatMul, which OpenVINO's CPU plugin compiles).
+    `dynamic_min_size`: only blocks whose output side is at least this skip channels (skipping_blocks).
     """
     if kind not in GRAPHS:
         raise ValueError(f"unknown graph {kind!r}")
@@ -225,8 +239,10 @@ def build_graph(model: GatedResNet, kind: str, channels: list[torch.Tensor] | No
             spec = GraphSpec(kind, [b.planes for b in model.blocks], [])
         elif kind == "dynamic":
             block_type = {"conv": DynamicBlock, "matmul": DynamicMatmulBlock}[dynamic_form]
-            blocks = [block_type(b) for b in model.blocks]
-            spec = GraphSpec(kind, [b.planes for b in model.blocks], [])
+            skip = skipping_blocks(model, dynamic_min_size)
+            blocks = [block_type(b) if s else StaticBlock(b, "gated", torch.arange(b.planes), gated=True)
+                      for b, s in zip(model.blocks, skip)]
+            spec = GraphSpec(kind, [b.planes for b in model.blocks], [], skip)
         else:
             if channels is None or len(channels) != len(model.blocks):
                 raise ValueError(f"{kind} needs kept channels for each of the {len(model.blocks)} blocks")

@@ -157,3 +157,50 @@ def fp16_onnx(src: str | os.PathLike, dst: str | os.PathLike) -> None:
     del graph.value_info[:]  # intermediate float32 annotations would now be wrong
     onnx.checker.check_model(model)
     onnx.save(model, str(dst))
+
+
+def engine_from_artifact(manifest_path: str | os.PathLike, out_dir: str | os.PathLike, *, precision: str = "fp32",
+                         data_dir: str | None = None, verify_images: int = 64) -> dict:
+    """On the device (torch-free): builds a TensorRT engine from an exported, verified ONNX artifact,
+    checks it against ONNX Runtime running that ONNX on the same real images (the ONNX itself was
+    verified against PyTorch at export), and writes the engine with its manifest beside it.
+
+    Returns the engine's manifest. Nothing is written when the check misses.
+    """
+    import json
+
+    from gatekit.atomic import write_json
+    from gatekit.bench.run import load_inputs, open_artifact
+    from gatekit.export.verify import check, run_batched
+    from gatekit.runtimes import get_backend, load_session
+
+    get_backend("tensorrt")  # not installed: one line saying how, before any work
+    art = open_artifact(manifest_path)
+    m = art.manifest
+    if m.get("format") != "onnx":
+        raise GatekitError(f"{Path(manifest_path).name} is a {m.get('format')} artifact: build engines from the ONNX one")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = f"{art.file.stem}{'-fp16' if precision == 'fp16' else ''}"
+    batch = m["input"]["shape"][0]
+    dynamic = batch == -1
+    batch = 1 if dynamic else batch
+    images, _ = load_inputs(m, max(verify_images, batch), data_dir)
+    images = images[: len(images) - len(images) % batch]
+    with load_session(art.file, "ort") as ref_session:
+        reference = run_batched(ref_session, images, batch)
+    with tempfile.TemporaryDirectory(dir=out, prefix=".engine-") as tmp:
+        engine = Path(tmp) / f"{stem}.engine"
+        built = build_engine(art.file, engine, precision=precision, batch=batch, max_batch=8 if dynamic else None)
+        with load_session(engine, "tensorrt", precision=precision) as session:
+            err = check(f"{stem}.engine (TensorRT against ONNX Runtime)", run_batched(session, images, batch), reference,
+                        precision)
+            runtime = dict(session.info.to_dict(), build=built)
+        os.replace(engine, out / f"{stem}.engine")
+    manifest = json.loads(json.dumps(m))
+    manifest.update(format="tensorrt", precision=precision, files={"engine": f"{stem}.engine"}, runtime=runtime,
+                    verification={"reference": "onnxruntime running the verified ONNX artifact",
+                                  "onnx_artifact": str(art.file), "images": int(len(images)),
+                                  "relative_error": {f"batch{batch}": err}, "tolerance": precision})
+    write_json(out / f"{stem}.tensorrt.json", manifest)
+    return manifest

@@ -61,7 +61,7 @@ def choose(lut: dict, options: list[tuple[float, list[int]]], target_ms: float, 
 
 def plan_and_measure(checkpoint: str | Path, lut: dict, target_ms: float, out_dir: str | Path, *, percentile: int = 90,
                      margin: float = 0.05, data_dir: str | None = None, calib: int = 2000, protocol=None, n_inputs: int = 256,
-                     progress: bool = True) -> dict:
+                     accuracy: bool = True, progress: bool = True) -> dict:
     """Plans widths for the target, exports the static graph in the LUT runtime's format, measures it."""
     from gatekit.bench.protocol import Protocol
     from gatekit.bench.run import bench_one, load_inputs, open_artifact
@@ -73,7 +73,7 @@ def plan_and_measure(checkpoint: str | Path, lut: dict, target_ms: float, out_di
     fmt = RUNTIME_FORMAT[rt]
     round_to = int(lut["round_to"])
     opts = ExportOptions(graph="static", fmt=fmt, calib=calib, round_to=round_to, data_dir=data_dir,
-                         threads=lut.get("threads"))
+                         threads=lut.get("threads"), knn_check=accuracy)
     prep = Prepared(checkpoint, opts, progress)
     predictor.check_arch(lut, prep.model.cfg.to_dict())
     options = threshold_options(prep.usage, prep.calib_n, round_to, prep.model.cfg.gate_group)
@@ -95,3 +95,36 @@ def plan_and_measure(checkpoint: str | Path, lut: dict, target_ms: float, out_di
             "agreement": manifest.get("agreement"), "measured": record["stats"], "record": record,
             "meets_target": measured <= target_ms,
             "prediction_error": chosen[f"predicted_p{percentile}_ms"] / measured - 1}
+
+
+def plot_plan(result: dict, lut: dict, path: str | Path) -> None:
+    """Predicted latency of every threshold's widths against its MACs, the target, the planned option and
+    its measurement (PNG)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from gatekit.atomic import atomic_path
+    from gatekit.pick.synth import ArchShape
+
+    arch = ArchShape(**lut["arch"])
+    dense = arch.macs([b["planes"] for b in lut["blocks"]])
+    key = f"p{result['percentile']}_ms"
+    fig = Figure(figsize=(6.4, 4.4))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    rows = result["options"]
+    ax.plot([arch.macs(r["widths"]) / dense for r in rows], [r[f"predicted_{key}"] for r in rows], ".-", alpha=0.6,
+            label="static widths by usage threshold (predicted)")
+    c = result["chosen"]
+    x = arch.macs(c["widths"]) / dense
+    ax.scatter([x], [c[f"predicted_{key}"]], s=90, facecolors="none", edgecolors="red", linewidths=2, label="planned (predicted)")
+    ax.scatter([x], [result["measured"][key]], marker="x", s=70, color="black", label="planned (measured)")
+    ax.axhline(result["target_ms"], color="red", ls="--", lw=1, label=f"target {result['target_ms']:.3g} ms")
+    ax.set_xlabel("MACs / dense")
+    ax.set_ylabel(f"p{result['percentile']} latency (ms)")
+    ax.set_title(f"{lut['runtime']['name']} {lut['threads']}T, {lut['arch']['arch']} @{lut['arch']['input_size']}px", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
