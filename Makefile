@@ -1,6 +1,7 @@
 # gatekit: `make demo` runs the pipeline end to end on real CIFAR-10; `make test` runs the tests.
 # Both create .venv and install everything themselves. torch is the CPU build that lies on disk,
 # installed first, so that pyproject's torch>=2.4 adds nothing and pip never pulls a CUDA build.
+# The venv is made by docker/install.sh, the same script the Docker images (docker/) run.
 
 PYTHON ?= python3
 VENV := .venv
@@ -9,14 +10,13 @@ TORCH_VERSION ?= 2.13.0
 SHARED_DATA := $(abspath ../shared/datasets)
 export GATEKIT_DATA ?= $(if $(wildcard $(SHARED_DATA)/cifar10.npz),$(SHARED_DATA),)
 DEMO_DIR ?= runs/demo
+JETSON_L4T ?= r36.3.0
+JETSON_TAG := jetson-$(firstword $(subst ., ,$(JETSON_L4T)))
 
-.PHONY: venv demo test clean
+.PHONY: venv demo test clean docker-cpu docker-cuda docker-jetson
 
-$(VENV)/.installed: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet torch==$(TORCH_VERSION)
-	$(PY) -m pip install --quiet -e '.[export,test]'
+$(VENV)/.installed: pyproject.toml docker/install.sh
+	bash docker/install.sh --venv $(VENV) --python $(PYTHON) --torch $(TORCH_VERSION) --extras export,test --quiet
 	touch $@
 
 venv: $(VENV)/.installed
@@ -30,3 +30,12 @@ test: venv
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info
+
+# Images (docker/README.md): built from the repository root; everything is downloaded at build time.
+docker-cpu docker-cuda:
+	@command -v docker >/dev/null 2>&1 || { echo "make $@ needs docker on PATH"; exit 2; }
+	docker build -f docker/$(@:docker-%=%)/Dockerfile -t gatekit:$(@:docker-%=%) .
+
+docker-jetson:
+	@command -v docker >/dev/null 2>&1 || { echo "make $@ needs docker on PATH"; exit 2; }
+	docker build -f docker/jetson/Dockerfile --build-arg L4T_TAG=$(JETSON_L4T) -t gatekit:$(JETSON_TAG) .

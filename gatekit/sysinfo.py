@@ -47,7 +47,23 @@ def package_versions(names=("torch", "numpy", "kornia", "onnx", "onnxruntime", "
     return versions
 
 
+def gpu_info() -> dict | None:
+    """The NVIDIA GPU(s) `nvidia-smi` sees: {"name", "driver", "count", "names"}; None without nvidia-smi."""
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    rows = [[c.strip() for c in line.split(",")] for line in out.stdout.splitlines() if line.strip()]
+    rows = [r for r in rows if len(r) >= 2 and r[0]]
+    if out.returncode != 0 or not rows:
+        return None
+    return {"name": rows[0][0], "driver": rows[0][1], "count": len(rows), "names": [r[0] for r in rows]}
+
+
 def machine_info() -> dict:
+    from gatekit.jetson import jetson_info
+
     return {
         "cpu": cpu_model(),
         "cores": os.cpu_count(),
@@ -58,4 +74,6 @@ def machine_info() -> dict:
         "gatekit": __version__,
         "git_sha": git_sha(),
         "packages": package_versions(),
+        "gpu": gpu_info(),
+        "jetson": jetson_info(),
     }

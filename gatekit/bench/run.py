@@ -77,6 +77,7 @@ def manifest_summary(m: dict) -> dict:
 
 def bench_one(artifact: Artifact, runtime: str, threads: int | None, batch: int, protocol: Protocol,
               inputs: np.ndarray, inputs_name: str, progress=None, describe_machine: dict | None = None) -> dict:
+    from gatekit.jetson import TegrastatsMonitor
     from gatekit.runtimes import load_session
     from gatekit.sysinfo import machine_info
 
@@ -89,7 +90,8 @@ def bench_one(artifact: Artifact, runtime: str, threads: int | None, batch: int,
         if n == 0:
             raise GatekitError(f"fewer input images ({len(inputs)}) than one batch of {batch}")
         batches = [inputs[i : i + batch] for i in range(0, n, batch)]
-        m = measure(session, batches, protocol, progress)
+        with TegrastatsMonitor() as power:  # board power, GPU load and temperatures on a Jetson; else nothing
+            m = measure(session, batches, protocol, progress)
         record = {
             "schema": SCHEMA,
             "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -103,6 +105,7 @@ def bench_one(artifact: Artifact, runtime: str, threads: int | None, batch: int,
             "protocol": protocol.to_dict(),
             "stats": m.stats(),
             "machine": describe_machine or machine_info(),
+            "power": power.summary,
         }
         per_input = artifact.manifest.get("per_input")
         if per_input and batch == 1:
