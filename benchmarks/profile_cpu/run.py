@@ -79,31 +79,33 @@ def main() -> None:
     ap.add_argument("--check", type=int, default=20)
     args = ap.parse_args()
     os.environ.setdefault("GATEKIT_DATA", str(ROOT.parent / "shared" / "datasets"))
-    summary = []
-    for size in map(int, args.sizes.split(",")):
+    for size in [int(x) for x in args.sizes.split(",") if x]:
         for rt in args.runtimes.split(","):
             for t in map(int, args.threads.split(",")):
                 stem = HERE / f"lut-{rt}-{size}px-{t}t"
                 subprocess.run([sys.executable, "-m", "gatekit", "profile", "--runtime", rt, "--arch", "resnet18", "--input",
                                 str(size), "--threads", str(t), "--check", str(args.check), "--out", f"{stem}.json",
                                 "--plot", f"{stem}.png", "--quiet"], check=True)
-                lut = json.loads(Path(f"{stem}.json").read_text())
-                v = lut["validation"]
-                row = {"size": size, "runtime": rt, "threads": t, "seconds": lut["seconds"],
-                       "entries": sum(len(b["widths"]) for b in lut["blocks"]) + 2,
-                       **{k: v[k] for k in v if k != "configs"}, "exported_static": exported_static_check(lut, size, rt, t),
-                       "dynamic": dynamic_check(lut, size, rt, t)}
-                summary.append(row)
+    summary = []  # every LUT recorded here, including those of earlier invocations
+    for path in sorted(HERE.glob("lut-*.json"), key=lambda p: json.loads(p.read_text())["arch"]["input_size"]):
+        lut = json.loads(path.read_text())
+        rt = {"onnxruntime": "ort"}.get(lut["runtime"]["name"], lut["runtime"]["name"])
+        size, t, v = lut["arch"]["input_size"], lut["threads"], lut["validation"]
+        summary.append({"size": size, "runtime": rt, "threads": t, "seconds": lut["seconds"], "lut": path.name,
+                        "check_repeats": lut.get("check_repeats", 1), "created": lut["created"],
+                        "entries": sum(len(b["widths"]) for b in lut["blocks"]) + 2,
+                        **{k: v[k] for k in v if k != "configs"}, "exported_static": exported_static_check(lut, size, rt, t),
+                        "dynamic": dynamic_check(lut, size, rt, t)})
     info = machine_info()
     write_json(HERE / "summary.json", {"machine": info, "rows": summary})
     lines = [f"Machine: {info['cpu']}, {info['cores']} cores; onnxruntime {info['packages'].get('onnxruntime')}, "
              f"OpenVINO {info['packages'].get('openvino')}; batch 1, fp32.", "",
-             "| input | runtime | threads | entries | minutes | held-out within +-10% p50 | p90 | median abs err p50 | p90 | max abs err p90 | exported graphs within +-10% p50 / p90 (n) |",
-             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+             "| input | runtime | threads | entries | minutes | check repeats | held-out within +-10% p50 | p90 | median abs err p50 | p90 | max abs err p90 | exported graphs within +-10% p50 / p90 (n) |",
+             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in summary:
         e = r["exported_static"]
         ex = f"{100 * e['within_tolerance_p50']:.0f}% / {100 * e['within_tolerance_p90']:.0f}% ({e['count']})" if e else "-"
-        lines.append(f"| {r['size']} | {r['runtime']} | {r['threads']} | {r['entries']} | {r['seconds'] / 60:.1f} | "
+        lines.append(f"| {r['size']} | {r['runtime']} | {r['threads']} | {r['entries']} | {r['seconds'] / 60:.1f} | {r['check_repeats']} | "
                      f"{100 * r['within_tolerance_p50']:.0f}% | {100 * r['within_tolerance_p90']:.0f}% | "
                      f"{100 * r['median_abs_error_p50']:.1f}% | {100 * r['median_abs_error_p90']:.1f}% | "
                      f"{100 * r['max_abs_error_p90']:.1f}% | {ex} |")

@@ -32,7 +32,8 @@ from gatekit.sysinfo import machine_info
 
 SCHEMA = "gatekit.lut/1"
 PROFILE_PROTOCOL = Protocol(warmup_runs=20, warmup_seconds=0.1, min_runs=400, min_seconds=1.5, floor_runs=50)
-CHECK_PROTOCOL = Protocol(warmup_runs=50, warmup_seconds=0.2, min_runs=1000, min_seconds=4.0, floor_runs=50)
+CHECK_PROTOCOL = Protocol(warmup_runs=50, warmup_seconds=0.2, min_runs=1000, min_seconds=1.5, floor_runs=50)
+CHECK_REPEATS = 3  # whole networks: interleaved repeats, medians (a burst of noise hits one repeat, not the figure)
 CALIBRATION_FRACTIONS = (0.125, 0.25, 0.5, 0.75, 1.0)
 
 
@@ -46,6 +47,7 @@ class ProfileOptions:
     protocol: Protocol = PROFILE_PROTOCOL
     check_protocol: Protocol = CHECK_PROTOCOL
     check: int = 20  # held-out whole networks to predict and measure
+    repeats: int = CHECK_REPEATS
     seed: int = 0
     calibration: tuple[float, ...] = field(default=CALIBRATION_FRACTIONS)
 
@@ -74,6 +76,30 @@ class _Runner:
     def time(self, model, batches: list[np.ndarray], protocol: Protocol) -> dict:
         with self.session(model) as s:
             return measure(s, batches, protocol).stats()
+
+    def time_interleaved(self, models: list, batches: list[np.ndarray], protocol: Protocol, repeats: int, tick) -> list[dict]:
+        """Times every model `repeats` times, round-robin, and keeps per model the median p50 and p90 of
+        its repeats (with their spread), so that a burst of machine noise does not decide a figure."""
+        sessions = [self.session(m) for m in models]
+        try:
+            runs: list[list[dict]] = [[] for _ in models]
+            for _ in range(max(1, repeats)):
+                for i, s in enumerate(sessions):
+                    runs[i].append(measure(s, batches, protocol).stats())
+            out = []
+            for stats in runs:
+                merged = dict(stats[0])
+                for k in ("p50_ms", "p90_ms", "p99_ms", "mean_ms"):
+                    merged[k] = float(np.median([x[k] for x in stats]))
+                merged["repeats"] = len(stats)
+                merged["p50_ms_repeats"] = [x["p50_ms"] for x in stats]
+                merged["p90_ms_repeats"] = [x["p90_ms"] for x in stats]
+                out.append(merged)
+                tick("whole network")
+            return out
+        finally:
+            for s in sessions:
+                s.close()
 
 
 def _activations(shape: list[int], count: int, rng: np.random.Generator) -> list[np.ndarray]:
@@ -157,17 +183,12 @@ def profile(arch: synth.ArchShape, opts: ProfileOptions, images: np.ndarray, pro
             "protocol": opts.protocol.to_dict(), "check_protocol": opts.check_protocol.to_dict(),
             "stem": stem, "head": head, "blocks": table,
         }
-        measured = []
-        for widths in calib:
-            measured.append(run.time(synth.network(arch, widths), inputs, opts.check_protocol))
-            tick("calibration")
-        lut["calibration"] = predictor.calibrate(lut, calib, measured)
-        rows = []
-        for widths in held:
-            stats = run.time(synth.network(arch, widths), inputs, opts.check_protocol)
-            tick("held-out check")
-            rows.append(predictor.compare(lut, widths, stats))
-        lut["validation"] = predictor.summarise(rows)
+        # calibration and held-out networks are measured together, interleaved (medians of `repeats`)
+        nets = [synth.network(arch, w, seed=i) for i, w in enumerate(calib + held)]
+        measured = run.time_interleaved(nets, inputs, opts.check_protocol, opts.repeats, tick)
+        lut["check_repeats"] = opts.repeats
+        lut["calibration"] = predictor.calibrate(lut, calib, measured[: len(calib)])
+        lut["validation"] = predictor.summarise([predictor.compare(lut, w, m) for w, m in zip(held, measured[len(calib):])])
     lut["seconds"] = round(time.perf_counter() - started, 1)
     return lut
 
