@@ -157,9 +157,9 @@ def eval_cmd(checkpoint, paths, knn, linear, dataset, data_dir, limit_train, ran
 @click.option("--verify-images", default=64, show_default=True, help="Held-out real images for verification (at least 32).")
 @click.option("--knn-train", default=10000, show_default=True, help="Training images used as k-NN memory for the static agreement check.")
 @click.option("--record-inputs", default=1000, show_default=True, help="dynamic: record per-input MACs of the first N test images.")
-@click.option("--dynamic-min-size", default=0, show_default=True,
+@click.option("--dynamic-min-size", default=8, show_default=True,
               help="dynamic: only blocks whose output is at least this many pixels a side skip channels; the others "
-                   "run whole convs and zero the inactive channels (0: every block skips).")
+                   "run whole convs and zero the inactive channels (0: every block skips, the paper's form).")
 @click.option("--data-dir", type=click.Path(), help="Default: the training one, then $GATEKIT_DATA.")
 @click.option("--threads", type=int, help="Runtime threads during verification.")
 @click.option("--json", "json_path", type=click.Path(), help="Write all manifests as JSON here.")

@@ -67,9 +67,16 @@ def demo(out_dir: str, epochs: int, limit: int, data_dir: str | None) -> None:
                "bench": records, "lut_validation": lut["validation"], "picks": picks, "seconds": time.perf_counter() - t0}
     write_json(out / "demo.json", summary)
     write_text(out / "demo.md", table + "\n\n" + bench_table + "\n\n" + picks["recorded"]["table"] + "\n")
-    click.echo("\nAccuracy:\n" + table)
+    lp = picks["lut"]
+    click.echo("\n==== summary ====\nAccuracy:\n" + table)
+    click.echo("\nLatency against FLOPs (p50 / p90 ms, ratio to dense on the same runtime and threads):\n" + bench_table)
+    click.echo(f"\nPick on recorded results, p90 <= {picks['recorded']['target_ms']:.3f} ms (ORT, 1 thread): {picks['recorded']['reason']}")
+    click.echo(f"Pick with the LUT, p90 <= {lp['target_ms']:.3f} ms: static widths {lp['chosen']['widths']}, predicted "
+               f"{lp['chosen']['predicted_p90_ms']:.3f} ms, measured {lp['measured']['p90_ms']:.3f} ms "
+               f"({'meets' if lp['meets_target'] else 'MISSES'} the target)")
     click.echo(f"\ntraining: {trained.summary['images_per_s']:.0f} images/s; plots: {out / 'train' / 'channel_usage.png'}, "
-               f"{out / 'latency_vs_flops.png'}, {out / 'lut-ort-1t.png'}, {out / 'pick.png'}; total {summary['seconds'] / 60:.1f} min")
+               f"{out / 'latency_vs_flops.png'}, {out / 'lut-ort-1t.png'}, {out / 'pick.png'}, {out / 'pick-lut.png'}; "
+               f"total {summary['seconds'] / 60:.1f} min")
 
 
 def _lut_and_picks(out: Path, records: list[dict], data_dir: str | None) -> tuple[dict, dict]:

@@ -61,7 +61,7 @@ def tiny_ckpt(tmp_path):
 
 
 def opts(graph, fmt, **kw):
-    base = dict(graph=graph, fmt=fmt, calib=64, verify_images=32, knn_check=False, round_to=1, threads=1)
+    base = dict(graph=graph, fmt=fmt, calib=64, verify_images=32, knn_check=False, round_to=1, threads=1, dynamic_min_size=0)
     base.update(kw)
     return ExportOptions(**base)
 

@@ -48,7 +48,9 @@ class ExportOptions:
     knn_train: int = 10000
     knn_check: bool = True
     record_inputs: int = 1000  # dynamic: per-input MACs of the first N test images, for `gatekit bench`
-    dynamic_min_size: int = 0  # dynamic: only blocks with outputs at least this many pixels a side skip channels
+    # dynamic: only blocks whose output is at least this many pixels a side skip channels (0: every block, the
+    # paper's form); the rest run whole constant-weight convs and mask (benchmarks/bench_cpu/dynamic-skipping.md)
+    dynamic_min_size: int = 8
     data_dir: str | None = None
     threads: int | None = None
     extra: dict = field(default_factory=dict)

@@ -5,8 +5,9 @@ at every inner width a static graph can have (multiples of `round_to`), each as 
 (gatekit.pick.synth), on one runtime at one thread count. It then measures a few whole networks
 (uniform fractions of every block's width) to calibrate how the sum of the table's entries maps to a
 whole network's p50 and p90 (a scale and a fixed overhead: one call instead of ten, caches warm across
-pieces), and finally predicts held-out random width configurations that the table and calibration
-never saw and measures them, reporting the share predicted within +-10%.
+pieces), plus ten random configurations, and finally predicts held-out random width configurations that
+the table and calibration never saw and measures them, reporting the share predicted within +-10%.
+Whole networks are measured in interleaved repeats (medians), calibration and held-out alike.
 
 Whole networks run on real test images; isolated pieces run on post-ReLU-like random activations of
 the right shape (the latency of a dense float32 conv does not depend on the values). Torch-free.
@@ -32,7 +33,7 @@ from gatekit.sysinfo import machine_info
 
 SCHEMA = "gatekit.lut/1"
 PROFILE_PROTOCOL = Protocol(warmup_runs=20, warmup_seconds=0.1, min_runs=400, min_seconds=1.5, floor_runs=50)
-CHECK_PROTOCOL = Protocol(warmup_runs=50, warmup_seconds=0.2, min_runs=1000, min_seconds=1.5, floor_runs=50)
+CHECK_PROTOCOL = Protocol(warmup_runs=50, warmup_seconds=0.2, min_runs=1000, min_seconds=1.0, floor_runs=50)
 CHECK_REPEATS = 3  # whole networks: interleaved repeats, medians (a burst of noise hits one repeat, not the figure)
 CALIBRATION_FRACTIONS = (0.125, 0.25, 0.5, 0.75, 1.0)
 
@@ -50,6 +51,7 @@ class ProfileOptions:
     repeats: int = CHECK_REPEATS
     seed: int = 0
     calibration: tuple[float, ...] = field(default=CALIBRATION_FRACTIONS)
+    calibration_random: int = 10  # random configurations added to the uniform ones for the fit
 
 
 class _Runner:
@@ -145,6 +147,7 @@ def profile(arch: synth.ArchShape, opts: ProfileOptions, images: np.ndarray, pro
     rng = np.random.default_rng(opts.seed)
     blocks = arch.blocks()
     calib = calibration_configs(arch, opts.round_to, opts.calibration)
+    calib += held_out_configs(arch, opts.round_to, opts.calibration_random, opts.seed + 1000, calib)
     held = held_out_configs(arch, opts.round_to, opts.check, opts.seed + 1, calib)
     total = 2 + sum(len(b.grid(opts.round_to)) for b in blocks) + len(calib) + len(held)
     done = 0

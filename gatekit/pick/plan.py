@@ -64,7 +64,6 @@ def plan_and_measure(checkpoint: str | Path, lut: dict, target_ms: float, out_di
                      accuracy: bool = True, progress: bool = True) -> dict:
     """Plans widths for the target, exports the static graph in the LUT runtime's format, measures it."""
     from gatekit.bench.protocol import Protocol
-    from gatekit.bench.run import bench_one, load_inputs, open_artifact
     from gatekit.export.exporter import ExportOptions, Prepared, export
 
     rt = lut["runtime"]["name"]
@@ -85,16 +84,40 @@ def plan_and_measure(checkpoint: str | Path, lut: dict, target_ms: float, out_di
     manifest = export(checkpoint, out_dir, opts, progress=progress, prepared=prep)
     if list(manifest["widths"]) != chosen["widths"]:
         raise GatekitError(f"the exported widths {manifest['widths']} differ from the planned {chosen['widths']}")
-    art = open_artifact(Path(out_dir) / f"static.{fmt}.json")
-    inputs, name = load_inputs(art.manifest, n_inputs, data_dir)
-    record = bench_one(art, {"onnx": "ort", "openvino": "openvino", "tensorrt": "tensorrt"}[fmt], lut.get("threads"), 1,
-                       protocol or Protocol(), inputs, name)
+    record = measure_in_fresh_process(Path(out_dir) / f"static.{fmt}.json", {"onnx": "ort", "openvino": "openvino",
+                                      "tensorrt": "tensorrt"}[fmt], lut.get("threads"), protocol or Protocol(), n_inputs, data_dir)
     measured = record["stats"][f"p{percentile}_ms"]
     return {"target_ms": target_ms, "percentile": percentile, "margin": margin, "checkpoint": str(checkpoint), "chosen": chosen,
             "options": plan["options"], "artifact": record["artifact"], "macs_ratio": manifest["macs"]["ratio_to_dense"],
             "agreement": manifest.get("agreement"), "measured": record["stats"], "record": record,
             "meets_target": measured <= target_ms,
             "prediction_error": chosen[f"predicted_p{percentile}_ms"] / measured - 1}
+
+
+def measure_in_fresh_process(manifest: Path, runtime: str, threads: int | None, protocol, n_inputs: int,
+                             data_dir: str | None) -> dict:
+    """`gatekit bench` on one artifact in its own process: the export's torch threads, which keep spinning
+    for a while after their work, must not share the cores with the measurement."""
+    import json
+    import subprocess
+    import sys
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="gatekit-pick-") as tmp:
+        out = Path(tmp) / "bench.jsonl"
+        cmd = [sys.executable, "-m", "gatekit", "bench", str(manifest), "--runtime", runtime, "--batch", "1",
+               "--inputs", str(n_inputs), "--warmup-runs", str(protocol.warmup_runs), "--warmup-seconds",
+               str(protocol.warmup_seconds), "--min-runs", str(protocol.min_runs), "--min-seconds", str(protocol.min_seconds),
+               "--json", str(out), "--quiet"]
+        if threads:
+            cmd += ["--threads", str(threads)]
+        if data_dir:
+            cmd += ["--data-dir", str(data_dir)]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            lines = [x for x in proc.stderr.splitlines() if x.strip()]
+            raise GatekitError(f"measuring {manifest.name} failed: {lines[-1] if lines else proc.returncode}")
+        return json.loads(out.read_text().splitlines()[0])
 
 
 def plot_plan(result: dict, lut: dict, path: str | Path) -> None:
