@@ -212,24 +212,31 @@ def test_deploy_dependencies_match_pyproject():
     assert sorted(re.findall(r'"([^"]+)"', deploy)) == sorted(d for d in deps if not d.startswith(("torch", "safetensors", "kornia")))
 
 
+def _make(*args, env=None, **kw):
+    """make in a clean environment: under `make test` the outer make's MAKEFLAGS/MAKELEVEL would make the
+    inner one print 'Entering directory' lines."""
+    env = {k: v for k, v in (env or os.environ).items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS", "MAKEOVERRIDES")}
+    return subprocess.run([shutil.which("make") or "make", "--no-print-directory", *args], capture_output=True, text=True,
+                          cwd=REPO, env=env, timeout=30, **kw)
+
+
 @pytest.mark.skipif(shutil.which("make") is None, reason="make is not on PATH")
 def test_makefile_venv_recipe_calls_the_install_script():
-    proc = subprocess.run(["make", "-n", "-B", ".venv/.installed"], capture_output=True, text=True, cwd=REPO, timeout=30)
+    proc = _make("-n", "-B", ".venv/.installed")
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert lines[0].startswith("bash docker/install.sh ") and "--torch 2.13.0" in lines[0] and "--extras export,test" in lines[0]
     assert lines[-1] == "touch .venv/.installed"
     for target, tag in (("docker-cpu", "gatekit:cpu"), ("docker-cuda", "gatekit:cuda"), ("docker-jetson", "gatekit:jetson-r36")):
-        proc = subprocess.run(["make", "-n", target], capture_output=True, text=True, cwd=REPO, timeout=30)
+        proc = _make("-n", target)
         assert f"docker build -f docker/{target[7:]}/Dockerfile" in proc.stdout and f"-t {tag} ." in proc.stdout
-    proc = subprocess.run(["make", "-n", "docker-jetson", "JETSON_L4T=r35.4.1"], capture_output=True, text=True, cwd=REPO)
+    proc = _make("-n", "docker-jetson", "JETSON_L4T=r35.4.1")
     assert "--build-arg L4T_TAG=r35.4.1 -t gatekit:jetson-r35 ." in proc.stdout
 
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="make is not on PATH")
 def test_docker_targets_say_one_line_without_docker(tmp_path):
-    make = shutil.which("make")
     env = dict(os.environ, PATH=str(tmp_path))  # an empty directory: no docker
-    proc = subprocess.run([make, "docker-cpu"], capture_output=True, text=True, cwd=REPO, env=env, timeout=30)
+    proc = _make("docker-cpu", env=env)
     assert proc.returncode != 0
     assert proc.stdout.strip() == "make docker-cpu needs docker on PATH"

@@ -162,7 +162,7 @@ def test_profile_builds_and_checks_a_table(cifar_dir):
 def test_profile_cli_writes_a_lut_and_plot(cifar_dir, tmp_path, capsys):
     out = tmp_path / "lut.json"
     with pytest.raises(SystemExit) as e:
-        main(["profile", "--runtime", "ort", "--width", "0.125", "--round-to", "32", "--check", "2", "--min-runs", "10",
+        main(["profile", "--runtime", "ort", "--width", "0.125", "--round-to", "8", "--check", "2", "--min-runs", "10",
               "--min-seconds", "0.02", "--data-dir", str(cifar_dir), "--out", str(out), "--plot", str(tmp_path / "v.png"),
               "--json", str(tmp_path / "s.json"), "--quiet"])
     assert e.value.code in (0, None)
