@@ -394,7 +394,7 @@ def _pick_with_lut(target_ms, pct, lut_path, checkpoint, export_to, margin, accu
     verdict = "meets" if out["meets_target"] else "MISSES"
     click.echo(f"measured p{pct} {out['measured'][key]:.3f} ms ({out['measured']['runs']} runs): {verdict} the target "
                f"{target_ms:g} ms; prediction error {100 * out['prediction_error']:+.1f}%\nartifact: {out['artifact']}")
-    _write_json(json_path, {k: v for k, v in out.items()})
+    _write_json(json_path, out)
     if plot_path:
         plot_plan(out, lut, plot_path)
     if not out["meets_target"]:
@@ -464,9 +464,7 @@ def profile_cmd(runtime, arch, width, input_size, stem, stem_padding, threads, r
     """
     from gatekit.atomic import write_text
     from gatekit.bench.protocol import Protocol
-    from gatekit.data import NORMALIZATION, load_dataset
-    from gatekit.data.arrays import normalize_images
-    from gatekit.pick.lut import PROFILE_PROTOCOL, ProfileOptions, plot_validation, profile
+    from gatekit.pick.lut import PROFILE_PROTOCOL, ProfileOptions, plot_validation, profile, real_inputs
     from gatekit.pick.synth import ArchShape
     from gatekit.runtimes import get_backend
 
@@ -474,9 +472,7 @@ def profile_cmd(runtime, arch, width, input_size, stem, stem_padding, threads, r
     if input_size < 8:
         raise GatekitError(f"--input must be at least 8, got {input_size}")
     shape = ArchShape(arch, width, stem or ("cifar" if input_size <= 64 else "imagenet"), stem_padding, input_size)
-    data = load_dataset(dataset, "test", data_dir, limit=64, image_size=input_size)
-    mean, std = NORMALIZATION.get(dataset, NORMALIZATION["cifar10"])
-    images = normalize_images(data.images, mean, std)
+    images = real_inputs(dataset, data_dir, input_size)
     protocol = Protocol(PROFILE_PROTOCOL.warmup_runs, PROFILE_PROTOCOL.warmup_seconds, min_runs, min_seconds)
     opts = ProfileOptions(runtime=backend.name, threads=threads, round_to=round_to, precision=precision, device=device,
                           protocol=protocol, check=check, seed=seed)

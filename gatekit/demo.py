@@ -87,9 +87,7 @@ def _lut_and_picks(out: Path, records: list[dict], data_dir: str | None) -> tupl
 
     from gatekit.atomic import write_json
     from gatekit.bench.protocol import Protocol
-    from gatekit.data import NORMALIZATION, load_dataset
-    from gatekit.data.arrays import normalize_images
-    from gatekit.pick.lut import ProfileOptions, plot_validation, profile
+    from gatekit.pick.lut import ProfileOptions, plot_validation, profile, real_inputs
     from gatekit.pick.plan import plan_and_measure, plot_plan
     from gatekit.pick.select import candidates, load_accuracies, pick, plot, table
     from gatekit.pick.synth import ArchShape
@@ -97,8 +95,7 @@ def _lut_and_picks(out: Path, records: list[dict], data_dir: str | None) -> tupl
     ort1 = [r for r in records if r["runtime"]["name"] == "onnxruntime" and r["threads"] == 1]
     cfg = ort1[0]["manifest"]["model_config"]
     click.echo("[6/7] this CPU's latency table: ONNX Runtime, 1 thread, every block at every width, checked on 10 held-out networks")
-    test = load_dataset("cifar10", "test", data_dir, limit=64)
-    images = normalize_images(test.images, *NORMALIZATION["cifar10"])
+    images = real_inputs("cifar10", data_dir, cfg["input_size"])
     opts = ProfileOptions(runtime="ort", threads=1, protocol=Protocol(20, 0.1, 300, 0.5),
                           check_protocol=Protocol(50, 0.2, 1000, 1.5), check=10)
     lut = profile(ArchShape.from_model_config(cfg), opts, images)

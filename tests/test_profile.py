@@ -143,11 +143,10 @@ def test_threshold_options_shrink_as_the_threshold_rises():
 
 
 def test_profile_builds_and_checks_a_table(cifar_dir):
-    from gatekit.data import NORMALIZATION, load_dataset
-    from gatekit.data.arrays import normalize_images
+    from gatekit.pick.lut import real_inputs
 
     arch = synth.ArchShape(width=0.125, input_size=32)
-    images = normalize_images(load_dataset("cifar10", "test", cifar_dir, limit=8).images, *NORMALIZATION["cifar10"])
+    images = real_inputs("cifar10", str(cifar_dir), 32, count=8)
     opts = ProfileOptions(runtime="ort", threads=1, round_to=8, protocol=TINY, check_protocol=TINY, check=3)
     lut = profile(arch, opts, images)
     assert [len(b["widths"]) for b in lut["blocks"]] == [len(b.grid(8)) for b in arch.blocks()]

@@ -90,9 +90,20 @@ class Prepared:
             if opts.graph in ("static", "hybrid"):
                 channels = select_all(self.usage, self.calib_n, opts.min_usage, opts.round_to, self.model.cfg.gate_group)
         self.head = self._load_head(opts.probe)
+        self._build(channels)
+
+    def reselect(self, min_usage: float) -> None:
+        """Static/hybrid: keep the channels on for more than `min_usage` of the calibration images, reusing
+        the calibration already run (no second pass over the images)."""
+        if self.opts.graph not in ("static", "hybrid"):
+            raise ValueError("only static and hybrid graphs select channels")
+        self.opts.min_usage = min_usage
+        self._build(select_all(self.usage, self.calib_n, min_usage, self.opts.round_to, self.model.cfg.gate_group))
+
+    def _build(self, channels: list[torch.Tensor] | None) -> None:
         self.channels = channels
-        self.net, self.spec = build_graph(self.model, opts.graph, channels, self.head,
-                                          dynamic_min_size=opts.dynamic_min_size)
+        self.net, self.spec = build_graph(self.model, self.opts.graph, channels, self.head,
+                                          dynamic_min_size=self.opts.dynamic_min_size)
         self._matmul_net = None
         self.agreement: dict | None = None
 

@@ -104,6 +104,15 @@ class _Runner:
                 s.close()
 
 
+def real_inputs(dataset: str, data_dir: str | None, size: int, count: int = 64) -> np.ndarray:
+    """The first `count` real test images of `dataset`, resized to `size` and normalised: whole networks' inputs."""
+    from gatekit.data import NORMALIZATION, load_dataset
+    from gatekit.data.arrays import normalize_images
+
+    data = load_dataset(dataset, "test", data_dir, limit=count, image_size=size)
+    return normalize_images(data.images, *NORMALIZATION.get(dataset, NORMALIZATION["cifar10"]))
+
+
 def _activations(shape: list[int], count: int, rng: np.random.Generator) -> list[np.ndarray]:
     """Post-ReLU-like activations: about half zeros, the rest positive."""
     return [np.maximum(rng.standard_normal(shape), 0).astype(np.float32) for _ in range(count)]

@@ -16,6 +16,7 @@ import numpy as np
 
 from gatekit.errors import GatekitError
 from gatekit.pick import predict as predictor
+from gatekit.runtimes import FORMAT_RUNTIME
 
 RUNTIME_FORMAT = {"onnxruntime": "onnx", "openvino": "openvino", "tensorrt": "tensorrt"}  # LUT runtime -> format
 
@@ -78,14 +79,13 @@ def plan_and_measure(checkpoint: str | Path, lut: dict, target_ms: float, out_di
     options = threshold_options(prep.usage, prep.calib_n, round_to, prep.model.cfg.gate_group)
     plan = choose(lut, options, target_ms, percentile, margin)
     chosen = plan["chosen"]
-    if chosen["min_usage"] > 0:  # re-select the channels at the chosen threshold
-        opts.min_usage = chosen["min_usage"]
-        prep = Prepared(checkpoint, opts, progress)
+    if chosen["min_usage"] > 0:  # re-select the channels at the chosen threshold (same calibration)
+        prep.reselect(chosen["min_usage"])
     manifest = export(checkpoint, out_dir, opts, progress=progress, prepared=prep)
     if list(manifest["widths"]) != chosen["widths"]:
         raise GatekitError(f"the exported widths {manifest['widths']} differ from the planned {chosen['widths']}")
-    record = measure_in_fresh_process(Path(out_dir) / f"static.{fmt}.json", {"onnx": "ort", "openvino": "openvino",
-                                      "tensorrt": "tensorrt"}[fmt], lut.get("threads"), protocol or Protocol(), n_inputs, data_dir)
+    record = measure_in_fresh_process(Path(out_dir) / f"static.{fmt}.json", FORMAT_RUNTIME[fmt], lut.get("threads"),
+                                      protocol or Protocol(), n_inputs, data_dir)
     measured = record["stats"][f"p{percentile}_ms"]
     return {"target_ms": target_ms, "percentile": percentile, "margin": margin, "checkpoint": str(checkpoint), "chosen": chosen,
             "options": plan["options"], "artifact": record["artifact"], "macs_ratio": manifest["macs"]["ratio_to_dense"],

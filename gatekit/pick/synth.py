@@ -70,12 +70,20 @@ class ArchShape:
         return 2 if self.stem == "cifar" else 3
 
     @property
+    def stem_kernel(self) -> int:
+        return 3 if self.stem == "cifar" else 7
+
+    @property
+    def stem_conv_size(self) -> int:
+        """Height of the stem conv's output (3x3/1 for cifar, 7x7/2 for imagenet)."""
+        stride = 1 if self.stem == "cifar" else 2
+        return (self.input_size + 2 * self.padding - self.stem_kernel) // stride + 1
+
+    @property
     def stem_size(self) -> int:
         """Height of the stem's output (after the max-pool for the imagenet stem)."""
-        if self.stem == "cifar":
-            return self.input_size + 2 * self.padding - 3 + 1
-        conv = (self.input_size + 2 * self.padding - 7) // 2 + 1
-        return (conv + 2 - 3) // 2 + 1
+        conv = self.stem_conv_size
+        return conv if self.stem == "cifar" else (conv + 2 - 3) // 2 + 1
 
     def blocks(self) -> list[BlockShape]:
         if self.arch not in ARCH_LAYERS:
@@ -95,10 +103,7 @@ class ArchShape:
         return macs + (hw * b.in_channels * b.planes if b.shortcut else 0)
 
     def stem_macs(self) -> int:
-        k = 3 if self.stem == "cifar" else 7
-        conv = self.input_size + 2 * self.padding - k + 1 if self.stem == "cifar" else \
-            (self.input_size + 2 * self.padding - 7) // 2 + 1
-        return k * k * conv * conv * 3 * self.widths[0]
+        return self.stem_kernel ** 2 * self.stem_conv_size ** 2 * 3 * self.widths[0]
 
     def macs(self, inner_widths: list[int]) -> int:
         return self.stem_macs() + sum(self.block_macs(b, w) for b, w in zip(self.blocks(), inner_widths))
