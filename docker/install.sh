@@ -2,7 +2,7 @@
 # Installs gatekit into a virtual environment. One script for the Makefile's venv (and so for CI, which
 # runs `make test` from a fresh clone) and for the three Docker images (docker/{cpu,cuda,jetson}).
 #
-#   bash docker/install.sh                        # = make venv: .venv, torch==2.13.0 (CPU) first, then -e '.[export,test]'
+#   bash docker/install.sh                        # = make venv: .venv, torch==2.13.0 (CPU) first, then -e '.[train,ort,openvino,test]'
 #   bash docker/install.sh --venv /opt/gatekit --deploy --runtimes ort,openvino     # a torch-free deploy install
 #
 # Everything is downloaded here, at install (image build) time; nothing at run time.
@@ -24,12 +24,12 @@ Options:
                           none: no torch (forced by --deploy)
   --torch-index URL       where torch comes from, e.g. https://download.pytorch.org/whl/cpu on a machine
                           whose index would give the CUDA build (default: pip's own configuration)
-  --extras LIST           gatekit extras, comma-separated (default: export,test; ignored with --deploy)
-  --deploy                torch-free deploy install: gatekit with --no-deps (not editable), then
-                          numpy, click, tqdm, matplotlib and the --runtimes packages
-  --runtimes LIST         with --deploy: comma list of ort, ort-gpu, openvino, tensorrt
-                          (tensorrt: cuda-python, with the TensorRT bindings the base image already has;
-                          tensorrt itself is never pip-installed here)
+  --extras LIST           gatekit extras, comma-separated (default: train,ort,openvino,test; ignored with --deploy)
+  --deploy                torch-free deploy install: gatekit's base install (numpy, click, tqdm,
+                          matplotlib; not editable) with one extra per --runtimes entry
+  --runtimes LIST         with --deploy: comma list of ort, ort-gpu, openvino, tensorrt, installed as
+                          gatekit[ort,...] (tensorrt: cuda-python, with the TensorRT bindings the base
+                          image already has; tensorrt itself is never pip-installed here)
   --pip SPEC              one more requirement for the same pip call, e.g. 'numpy<2'; repeatable
   --src DIR               the gatekit source tree (default: the directory above this script)
   --quiet                 pass --quiet to pip
@@ -48,7 +48,7 @@ PYTHON=python3
 SYSTEM_SITE=0
 TORCH=2.13.0
 TORCH_INDEX=""
-EXTRAS=export,test
+EXTRAS=train,ort,openvino,test
 DEPLOY=0
 RUNTIMES=""
 PIP_SPECS=()
@@ -84,23 +84,20 @@ if [[ "$TORCH" != none && ! "$TORCH" =~ ^[0-9]+(\.[0-9]+)*([+a-z0-9.]*)?$ ]]; th
     die "--torch takes a version such as 2.13.0, or none; got '$TORCH'"
 fi
 
-# The deploy side's dependencies: pyproject's, less torch, safetensors and kornia (training side only).
-DEPLOY_DEPS=("numpy>=1.24" "click>=8.1" "tqdm>=4.66" "matplotlib>=3.7")
-RUNTIME_PKGS=()
+# The deploy side: gatekit's base install (numpy, click, tqdm, matplotlib: no torch) plus one extra per runtime.
+RUNTIME_EXTRAS=()
 if [[ -n "$RUNTIMES" ]]; then
     [[ $DEPLOY == 1 ]] || die "--runtimes goes with --deploy (a full install takes them from --extras)"
     IFS=, read -r -a RUNTIME_NAMES <<< "$RUNTIMES"
     for name in ${RUNTIME_NAMES[@]+"${RUNTIME_NAMES[@]}"}; do
         case "$name" in
             "") ;;
-            ort) RUNTIME_PKGS+=("onnxruntime>=1.17") ;;
-            ort-gpu) RUNTIME_PKGS+=("onnxruntime-gpu>=1.17") ;;
-            openvino) RUNTIME_PKGS+=("openvino>=2024.0") ;;
-            tensorrt) RUNTIME_PKGS+=("cuda-python>=12") ;;  # TensorRT's own bindings come with the base image
+            ort|ort-gpu|openvino) RUNTIME_EXTRAS+=("$name") ;;
+            tensorrt) RUNTIME_EXTRAS+=(tensorrt) ;;  # cuda-python: TensorRT's own bindings come with the base image
             *) die "unknown runtime '$name' in --runtimes: choose from ort, ort-gpu, openvino, tensorrt" ;;
         esac
     done
-    [[ ${#RUNTIME_PKGS[@]} -gt 0 ]] || die "--runtimes '$RUNTIMES' names no runtime"
+    [[ ${#RUNTIME_EXTRAS[@]} -gt 0 ]] || die "--runtimes '$RUNTIMES' names no runtime"
 fi
 
 run() {
@@ -126,10 +123,12 @@ fi
 run "$PY" -m pip install ${QUIET[@]+"${QUIET[@]}"} --upgrade pip
 
 if [[ $DEPLOY == 1 ]]; then
-    # torch-free: pyproject lists torch as a dependency, so gatekit goes in without its dependencies
-    run "$PY" -m pip install ${QUIET[@]+"${QUIET[@]}"} --no-deps "$SRC"
-    run "$PY" -m pip install ${QUIET[@]+"${QUIET[@]}"} "${DEPLOY_DEPS[@]}" ${RUNTIME_PKGS[@]+"${RUNTIME_PKGS[@]}"} ${PIP_SPECS[@]+"${PIP_SPECS[@]}"}
-    echo "install.sh: deploy install without torch, safetensors and kornia: pip's note that gatekit requires them is expected"
+    # torch-free: the base install is the deploy side; each runtime comes as gatekit's extra of that name
+    DEPLOY_SPEC="$SRC"
+    if [[ ${#RUNTIME_EXTRAS[@]} -gt 0 ]]; then
+        DEPLOY_SPEC="${SRC}[$(IFS=,; echo "${RUNTIME_EXTRAS[*]}")]"
+    fi
+    run "$PY" -m pip install ${QUIET[@]+"${QUIET[@]}"} "$DEPLOY_SPEC" ${PIP_SPECS[@]+"${PIP_SPECS[@]}"}
     # the checks: gatekit's CLI imports, torch is absent, and each runtime asked for loads
     run "$PY" -c "import gatekit.cli, importlib.util, sys; sys.exit('install.sh: error: torch is installed in a deploy install' if importlib.util.find_spec('torch') else 0)"
     if [[ -n "$RUNTIMES" ]]; then

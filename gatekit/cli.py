@@ -173,42 +173,36 @@ def export_cmd(checkpoint, graphs, formats, out_dir, calib, min_usage, round_to,
       gatekit export runs/dual --graph static,hybrid --format onnx,openvino --out artifacts/dual
       gatekit export runs/dual --graph all --format all --out artifacts/dual --json artifacts/dual/export.json
     """
-    from gatekit.export.exporter import FORMATS, ExportOptions, Prepared, export
+    from gatekit.artifacts import FORMATS
     from gatekit.export.graphs import GRAPHS
+    from gatekit.export.sweep import export_all
     from gatekit.runtimes import available_formats
 
     graph_list = _choices(graphs, GRAPHS, "graph")
-    format_list = available_formats() if formats == "all" else _choices(formats, FORMATS, "format")
+    format_list = available_formats() if formats == "all" else _choices(formats, tuple(FORMATS), "format")
     explicit = graphs != "all" and formats != "all"
-    results, failures = [], []
-    for graph in graph_list:
-        opts = ExportOptions(graph=graph, calib=calib, min_usage=min_usage, round_to=round_to, probe=probe, batch=batch,
-                             dynamic_batch=dynamic_batch, fp16=fp16, verify_images=verify_images, knn_train=knn_train,
-                             record_inputs=record_inputs, dynamic_min_size=dynamic_min_size, data_dir=data_dir,
-                             threads=threads)
-        prepared = Prepared(checkpoint, opts, progress=not quiet)
-        for fmt in format_list:
-            opts.fmt = fmt
-            try:
-                m = export(checkpoint, out_dir, opts, progress=not quiet, prepared=prepared)
-            except GatekitError as e:
-                if explicit:
-                    raise
-                failures.append({"graph": graph, "format": fmt, "error": str(e)})
-                click.echo(f"{graph:8s} {fmt:9s} NOT EXPORTED: {e}", err=True)
-                continue
-            results.append(m)
-            err = max(m["verification"]["relative_error"].values())
-            click.echo(f"{graph:8s} {fmt:9s} widths {m['widths']}  MACs x{m['macs']['ratio_to_dense']:.3f}  "
-                       f"max rel err {err:.2e}  -> {Path(out_dir) / next(iter(m['files'].values()))}")
-            if "agreement" in m:
-                a = m["agreement"]
-                click.echo(f"{'':19s}k-NN k=20: static {100 * a['knn20_static']:.2f} vs gated {100 * a['knn20_gated']:.2f} "
-                           f"({a['knn20_difference_points']:+.2f} points)")
-                if not a["within_1_point"]:
-                    closing = a.get("min_usage_that_closes_it")
-                    click.echo(f"{'':19s}more than 1 point off: " + (f"--min-usage {closing} closes it" if closing is not None
-                               else "no lower --min-usage closes it; ship the hybrid graph for the gated accuracy"))
+
+    def show(m):
+        err = max(m["verification"]["relative_error"].values())
+        click.echo(f"{m['graph']:8s} {m['format']:9s} widths {m['widths']}  MACs x{m['macs']['ratio_to_dense']:.3f}  "
+                   f"max rel err {err:.2e}  -> {Path(out_dir) / next(iter(m['files'].values()))}")
+        if "agreement" in m:
+            a = m["agreement"]
+            click.echo(f"{'':19s}k-NN k=20: static {100 * a['knn20_static']:.2f} vs gated {100 * a['knn20_gated']:.2f} "
+                       f"({a['knn20_difference_points']:+.2f} points)")
+            if not a["within_1_point"]:
+                closing = a.get("min_usage_that_closes_it")
+                click.echo(f"{'':19s}more than 1 point off: " + (f"--min-usage {closing} closes it" if closing is not None
+                           else "no lower --min-usage closes it; ship the hybrid graph for the gated accuracy"))
+
+    results, failures = export_all(
+        checkpoint, out_dir, graphs=graph_list, formats=format_list, strict=explicit, on_result=show,
+        on_failure=lambda g, f, e: click.echo(f"{g:8s} {f:9s} NOT EXPORTED: {e}", err=True), progress=not quiet,
+        calib=calib, min_usage=min_usage, round_to=round_to, probe=probe, batch=batch, dynamic_batch=dynamic_batch,
+        fp16=fp16, verify_images=verify_images, knn_train=knn_train, record_inputs=record_inputs,
+        dynamic_min_size=dynamic_min_size, data_dir=data_dir, threads=threads)
+    for m in results:
+        m.pop("manifest_path", None)
     _write_json(json_path, {"artifacts": results, "not_exported": failures})
 
 
@@ -248,7 +242,7 @@ def bench_cmd(artifacts, runtimes, threads, batch, n_inputs, data_dir, warmup_ru
     from gatekit.bench.protocol import Protocol
     from gatekit.bench.report import markdown_table, plot_latency_vs_flops, plot_per_input
     from gatekit.bench.run import write_jsonl
-    from gatekit.bench.sweep import bench_manifests, export_all
+    from gatekit.bench.sweep import bench_manifests
     from gatekit.runtimes import get_backend
     from gatekit.sysinfo import machine_info
 
@@ -264,11 +258,14 @@ def bench_cmd(artifacts, runtimes, threads, batch, n_inputs, data_dir, warmup_ru
     if sweep:
         if not out_dir:
             raise GatekitError("--sweep needs --out DIR for the exported artifacts")
+        from gatekit.export.sweep import export_all
+
         paths = []
         for ckpt in artifacts:
             name = Path(ckpt).stem if Path(ckpt).suffix else Path(ckpt).name
-            paths += [m["manifest_path"] for m in export_all(ckpt, Path(out_dir) / name, data_dir=data_dir,
-                                                             progress=not quiet, batch=batch)]
+            manifests, _ = export_all(ckpt, Path(out_dir) / name, data_dir=data_dir, progress=not quiet, batch=batch,
+                                      on_result=_echo_exported(ckpt), on_failure=_echo_refused(ckpt))
+            paths += [m["manifest_path"] for m in manifests]
     records = bench_manifests(paths, thread_list, protocol, batch=batch, n_inputs=n_inputs, data_dir=data_dir,
                               runtimes=wanted, progress=not quiet)
     if not records:
@@ -285,6 +282,18 @@ def bench_cmd(artifacts, runtimes, threads, batch, n_inputs, data_dir, warmup_ru
         plot_latency_vs_flops(records, plot_path, title=machine_info()["cpu"])
         if any(r.get("per_input") for r in records):
             plot_per_input(records, Path(plot_path).with_name(Path(plot_path).stem + "-per-input.png"))
+
+
+def _echo_exported(checkpoint):
+    def echo(m):
+        err = max(m["verification"]["relative_error"].values())
+        click.echo(f"  {Path(checkpoint).name} t_d={m['budget']} {m['graph']:8s} {m['format']:9s} "
+                   f"MACs x{m['macs']['ratio_to_dense']:.3f}  max rel err {err:.1e}")
+    return echo
+
+
+def _echo_refused(checkpoint):
+    return lambda graph, fmt, e: click.echo(f"  {Path(checkpoint).name} {graph:8s} {fmt:9s} NOT EXPORTED: {e}", err=True)
 
 
 @cli.command("report")
@@ -327,7 +336,11 @@ def report_cmd(results, out_path, html_path, plots_dir, json_path):
 @click.option("--batch", type=int, help="Only results at this batch size.")
 @click.option("--lut", "lut_path", type=click.Path(), help="A device LUT (`gatekit profile`): plan static widths for --checkpoint.")
 @click.option("--checkpoint", type=click.Path(), help="With --lut: the checkpoint whose channel-usage ranking gives the widths.")
-@click.option("--export-to", type=click.Path(), help="With --lut: where the planned static graph is exported and measured.")
+@click.option("--usage", "usage_manifest", type=click.Path(),
+              help="With --lut: an export manifest of the checkpoint (static, hybrid or dynamic) whose recorded gate "
+                   "usage ranks the channels: plans without torch and without a calibration pass.")
+@click.option("--export-to", type=click.Path(), help="With --lut: export the planned static graph here and measure it "
+              "(needs the training side); without it, only the plan is printed.")
 @click.option("--margin", default=0.05, show_default=True, help="With --lut: plan for the target less this fraction (predictor error).")
 @click.option("--accuracy-check/--no-accuracy-check", default=True, show_default=True,
               help="With --lut: measure the planned static graph's k-NN beside the gated path (minutes at full width).")
@@ -335,25 +348,27 @@ def report_cmd(results, out_path, html_path, plots_dir, json_path):
 @click.option("--plot", "plot_path", type=click.Path(), help="Accuracy against latency with the target (PNG).")
 @click.option("--json", "json_path", type=click.Path(), help="Write the choice and the candidates as JSON here.")
 def pick_cmd(target_ms, percentile, results, accuracy_files, metric, runtime, threads, batch, lut_path, checkpoint,
-             export_to, margin, accuracy_check, data_dir, plot_path, json_path):
+             usage_manifest, export_to, margin, accuracy_check, data_dir, plot_path, json_path):
     """Pick the most accurate option whose latency meets a target on this device.
 
     With --results: the most accurate recorded artifact whose measured latency meets the target. It
     exits with status 1 when nothing does, naming the fastest option and the margin.
 
-    With --lut and --checkpoint: static widths for a budget never exported. The checkpoint's channel
-    usage ranks the channels; the smallest --min-usage whose *predicted* latency meets the target is
-    exported (verified like every export), then *measured*; exit 1 if the measurement misses.
+    With --lut: static widths for a budget never exported. The checkpoint's channel usage (recorded in
+    an export manifest, --usage, or measured from --checkpoint) ranks the channels; the smallest
+    --min-usage whose *predicted* latency meets the target is planned. With --export-to it is exported
+    (verified like every export), then *measured*; exit 1 if the measurement misses.
 
     \b
     Examples:
       gatekit pick --target-ms 0.35 --results bench.jsonl --accuracy runs/dual/eval.json --threads 1
+      gatekit pick --target-ms 0.30 --lut lut-ort-1t.json --usage artifacts/dual/static.onnx.json
       gatekit pick --target-ms 0.30 --lut lut-ort-1t.json --checkpoint runs/dual --export-to artifacts/pick
     """
     pct = int(percentile)
     if lut_path:
-        return _pick_with_lut(target_ms, pct, lut_path, checkpoint, export_to, margin, accuracy_check, data_dir,
-                              plot_path, json_path)
+        return _pick_with_lut(target_ms, pct, lut_path, checkpoint, usage_manifest, export_to, margin, accuracy_check,
+                              data_dir, plot_path, json_path)
     if not results:
         raise GatekitError("pick needs --results BENCH.jsonl (recorded results) or --lut LUT.json with --checkpoint")
     from gatekit.bench.run import read_jsonl
@@ -373,18 +388,33 @@ def pick_cmd(target_ms, percentile, results, accuracy_files, metric, runtime, th
     click.echo(f"\nchosen: {reason}")
 
 
-def _pick_with_lut(target_ms, pct, lut_path, checkpoint, export_to, margin, accuracy_check, data_dir, plot_path,
-                   json_path):
+def _pick_with_lut(target_ms, pct, lut_path, checkpoint, usage_manifest, export_to, margin, accuracy_check, data_dir,
+                   plot_path, json_path):
     from gatekit.pick.lut import load_lut
-    from gatekit.pick.plan import plan_and_measure, plot_plan
+    from gatekit.pick.plan import plan_from_manifest, plot_plan
 
-    if not checkpoint or not export_to:
-        raise GatekitError("--lut needs --checkpoint CKPT and --export-to DIR")
+    if not checkpoint and not usage_manifest:
+        raise GatekitError("--lut needs --usage MANIFEST (an export manifest) or --checkpoint CKPT with --export-to DIR")
+    if not usage_manifest and not export_to:
+        raise GatekitError("--lut with --checkpoint needs --export-to DIR (or plan from --usage MANIFEST without torch)")
     lut = load_lut(lut_path)
-    out = plan_and_measure(checkpoint, lut, target_ms, export_to, percentile=pct, margin=margin, data_dir=data_dir,
-                           accuracy=accuracy_check)
-    c = out["chosen"]
     key = f"p{pct}_ms"
+    if not export_to:  # plan only: torch-free
+        out = plan_from_manifest(lut, usage_manifest, target_ms, percentile=pct, margin=margin)
+        c = out["chosen"]
+        click.echo(f"planned static widths {c['widths']} (--min-usage {c['min_usage']:.4f}): predicted p{pct} "
+                   f"{c['predicted_' + key]:.3f} ms (LUT {lut['runtime']['name']} {lut['threads']}T), target {target_ms:g} ms\n"
+                   f"export it with: gatekit export {out['checkpoint']} --graph static --format {out['format']} "
+                   f"--min-usage {c['min_usage']:.6g} --round-to {lut['round_to']} --out DIR")
+        _write_json(json_path, out)
+        if plot_path:
+            plot_plan(out, lut, plot_path)
+        return
+    from gatekit.chains import plan_export_measure
+
+    out = plan_export_measure(lut, target_ms, export_to, checkpoint=checkpoint, usage_manifest=usage_manifest,
+                              percentile=pct, margin=margin, data_dir=data_dir, accuracy=accuracy_check)
+    c = out["chosen"]
     click.echo(f"planned static widths {c['widths']} (--min-usage {c['min_usage']:.4f}, MACs x{out['macs_ratio']:.3f}): "
                f"predicted p{pct} {c['predicted_' + key]:.3f} ms (LUT {lut['runtime']['name']} {lut['threads']}T)")
     agreement = out.get("agreement") or {}
@@ -418,7 +448,7 @@ def engine_cmd(artifact, out_dir, precision, data_dir, json_path):
     Example (on the Jetson):
       gatekit engine artifacts/td0.3/static.onnx.json --precision fp16 --out artifacts/td0.3-trt
     """
-    from gatekit.export.tensorrt_build import engine_from_artifact
+    from gatekit.runtimes.tensorrt_build import engine_from_artifact
 
     m = engine_from_artifact(artifact, out_dir, precision=precision, data_dir=data_dir)
     err = m["verification"]["relative_error"]
@@ -465,13 +495,13 @@ def profile_cmd(runtime, arch, width, input_size, stem, stem_padding, threads, r
     from gatekit.atomic import write_text
     from gatekit.bench.protocol import Protocol
     from gatekit.pick.lut import PROFILE_PROTOCOL, ProfileOptions, plot_validation, profile, real_inputs
-    from gatekit.pick.synth import ArchShape
+    from gatekit.models.arch import Architecture
     from gatekit.runtimes import get_backend
 
     backend = get_backend(runtime)  # unknown or missing runtime: one line before any work
     if input_size < 8:
         raise GatekitError(f"--input must be at least 8, got {input_size}")
-    shape = ArchShape(arch, width, stem or ("cifar" if input_size <= 64 else "imagenet"), stem_padding, input_size)
+    shape = Architecture(arch, width, stem or ("cifar" if input_size <= 64 else "imagenet"), stem_padding, input_size)
     images = real_inputs(dataset, data_dir, input_size)
     protocol = Protocol(PROFILE_PROTOCOL.warmup_runs, PROFILE_PROTOCOL.warmup_seconds, min_runs, min_seconds)
     opts = ProfileOptions(runtime=backend.name, threads=threads, round_to=round_to, precision=precision, device=device,

@@ -27,8 +27,9 @@ def demo(out_dir: str, epochs: int, limit: int, data_dir: str | None) -> None:
     from gatekit.bench.protocol import Protocol
     from gatekit.bench.report import markdown_table, plot_latency_vs_flops
     from gatekit.bench.run import write_jsonl
-    from gatekit.bench.sweep import bench_manifests, export_all
+    from gatekit.bench.sweep import bench_manifests
     from gatekit.evaluate.run import evaluate_checkpoint
+    from gatekit.export.sweep import export_all
     from gatekit.train.config import build_config
     from gatekit.train.trainer import train
 
@@ -52,8 +53,13 @@ def demo(out_dir: str, epochs: int, limit: int, data_dir: str | None) -> None:
     click.echo("\n" + table + "\n")
 
     click.echo("[4/7] export dense, static, hybrid and dynamic graphs to every format available here (each verified)")
-    manifests = export_all(out / "train", out / "export", data_dir=data_dir, threads=cfg.threads, knn_train=10000,
-                           record_inputs=256)
+    def exported(m):
+        err = max(m["verification"]["relative_error"].values())
+        click.echo(f"  {m['graph']:8s} {m['format']:9s} MACs x{m['macs']['ratio_to_dense']:.3f}  max rel err {err:.1e}")
+
+    manifests, _ = export_all(out / "train", out / "export", data_dir=data_dir, threads=cfg.threads, knn_train=10000,
+                              record_inputs=256, on_result=exported,
+                              on_failure=lambda g, f, e: click.echo(f"  {g:8s} {f:9s} NOT EXPORTED: {e}", err=True))
     click.echo("[5/7] benchmark every artifact: batch 1, 1 and 2 threads, 256 real test images, >= 2 s each")
     protocol = Protocol(warmup_runs=50, warmup_seconds=0.2, min_runs=1000, min_seconds=2.0)
     records = bench_manifests([m["manifest_path"] for m in manifests], [1, 2], protocol, data_dir=data_dir, progress=False)
@@ -85,20 +91,22 @@ def _lut_and_picks(out: Path, records: list[dict], data_dir: str | None) -> tupl
 
     import numpy as np
 
+    from gatekit.artifacts import runtime_name
     from gatekit.atomic import write_json
     from gatekit.bench.protocol import Protocol
     from gatekit.pick.lut import ProfileOptions, plot_validation, profile, real_inputs
-    from gatekit.pick.plan import plan_and_measure, plot_plan
+    from gatekit.chains import plan_export_measure
+    from gatekit.pick.plan import plot_plan
     from gatekit.pick.select import candidates, load_accuracies, pick, plot, table
-    from gatekit.pick.synth import ArchShape
+    from gatekit.models.arch import Architecture
 
-    ort1 = [r for r in records if r["runtime"]["name"] == "onnxruntime" and r["threads"] == 1]
+    ort1 = [r for r in records if runtime_name(r["runtime"]["name"]) == "ort" and r["threads"] == 1]
     cfg = ort1[0]["manifest"]["model_config"]
     click.echo("[6/7] this CPU's latency table: ONNX Runtime, 1 thread, every block at every width, checked on 10 held-out networks")
     images = real_inputs("cifar10", data_dir, cfg["input_size"])
     opts = ProfileOptions(runtime="ort", threads=1, protocol=Protocol(20, 0.1, 300, 0.5),
                           check_protocol=Protocol(50, 0.2, 1000, 1.5), check=10)
-    lut = profile(ArchShape.from_model_config(cfg), opts, images)
+    lut = profile(Architecture.from_model_config(cfg), opts, images)
     write_json(out / "lut-ort-1t.json", lut)
     plot_validation(lut, out / "lut-ort-1t.png")
     v = lut["validation"]
@@ -117,8 +125,9 @@ def _lut_and_picks(out: Path, records: list[dict], data_dir: str | None) -> tupl
     click.echo(recorded_table + f"\nchosen: {reason}")
     new_target = 0.9 * p90["static"]
     click.echo(f"  and with the LUT, static widths never exported for p90 <= {new_target:.3f} ms (below the recorded static graph):")
-    planned = plan_and_measure(out / "train", lut, new_target, out / "pick", data_dir=data_dir,
-                               protocol=Protocol(min_runs=1000, min_seconds=2.0), progress=False)
+    # the gate usage that step 4's static export recorded ranks the channels: no second calibration pass
+    planned = plan_export_measure(lut, new_target, out / "pick", usage_manifest=out / "export" / "static.onnx.json",
+                                  data_dir=data_dir, protocol=Protocol(min_runs=1000, min_seconds=2.0), progress=False)
     plot_plan(planned, lut, out / "pick-lut.png")
     c = planned["chosen"]
     click.echo(f"  planned widths {c['widths']} (MACs x{planned['macs_ratio']:.3f}), predicted p90 {c['predicted_p90_ms']:.3f} ms; "

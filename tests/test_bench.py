@@ -13,7 +13,8 @@ import pytest
 
 from gatekit.bench.protocol import Protocol, latency_stats, measure, per_input_latency
 from gatekit.bench.report import markdown_table, plot_latency_vs_flops, with_ratios
-from gatekit.bench.run import SCHEMA, open_artifact, read_jsonl, write_jsonl
+from gatekit.artifacts import open_artifact
+from gatekit.bench.run import SCHEMA, read_jsonl, write_jsonl
 from gatekit.errors import GatekitError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -170,7 +171,7 @@ def test_sweep_exports_and_benchmarks_every_graph(exported_ir, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     recs = read_jsonl([tmp_path / "s.jsonl"])
     assert {(r["manifest"]["graph"], r["runtime"]["name"]) for r in recs} == {
-        (g, rt) for g in ("dense", "static", "hybrid", "dynamic") for rt in ("onnxruntime", "openvino")}
+        (g, rt) for g in ("dense", "static", "hybrid", "dynamic") for rt in ("ort", "openvino")}
     dyn = [r for r in recs if r["manifest"]["graph"] == "dynamic"]
     assert all(len(r["per_input"]) == 8 for r in dyn)
     assert (tmp_path / "s-per-input.png").is_file()

@@ -12,7 +12,7 @@ from gatekit.errors import GatekitError
 from gatekit.export import exporter
 from gatekit.export.exporter import ExportOptions, Prepared, export
 from gatekit.export.graphs import build_graph
-from gatekit.export.prune import select_channels
+from gatekit.models.channels import select_channels
 from gatekit.models import GatedResNet, ModelConfig
 
 

@@ -196,7 +196,8 @@ def _identity_onnx(tmp_path: Path) -> Path:
 def test_bench_one_records_power_while_timing(fake_bin, tmp_path, with_tegrastats):
     pytest.importorskip("onnxruntime")
     from gatekit.bench.protocol import Protocol
-    from gatekit.bench.run import bench_one, open_artifact
+    from gatekit.artifacts import open_artifact
+    from gatekit.bench.run import bench_one
 
     artifact = open_artifact(_identity_onnx(tmp_path))
     if with_tegrastats:

@@ -43,10 +43,10 @@ def chosen_name(target, **kw):
 
 
 def test_best_accuracy_that_meets_the_target():
-    assert chosen_name(10) == "t_d=0.5 dense onnxruntime 1T b1"        # 0.90, the most accurate
-    assert chosen_name(3.0) == "t_d=0.5 hybrid onnxruntime 1T b1"       # 0.88: a tie with dynamic, hybrid is faster
-    assert chosen_name(2.0) == "t_d=0.1 hybrid onnxruntime 1T b1"       # 0.82 beats static's 0.82 - 0.02
-    assert chosen_name(1.6) == "t_d=0.1 static onnxruntime 1T b1"
+    assert chosen_name(10) == "t_d=0.5 dense ort 1T b1"        # 0.90, the most accurate
+    assert chosen_name(3.0) == "t_d=0.5 hybrid ort 1T b1"       # 0.88: a tie with dynamic, hybrid is faster
+    assert chosen_name(2.0) == "t_d=0.1 hybrid ort 1T b1"       # 0.82 beats static's 0.82 - 0.02
+    assert chosen_name(1.6) == "t_d=0.1 static ort 1T b1"
 
 
 def test_static_accuracy_is_the_gated_accuracy_shifted_by_the_measured_difference():
@@ -65,13 +65,13 @@ def test_missing_accuracy_is_listed_but_never_chosen():
 def test_nothing_feasible_names_the_fastest_and_the_margin():
     c, reason = pick(candidates(RECORDS, ACC, threads=1), 1.0)
     assert c is None
-    assert "fastest option is t_d=0.1 static onnxruntime 1T b1 at 1.500 ms, 0.500 ms over" in reason
+    assert "fastest option is t_d=0.1 static ort 1T b1 at 1.500 ms, 0.500 ms over" in reason
 
 
 def test_percentile_and_filters():
-    assert chosen_name(1.4, percentile=50) == "t_d=0.1 static onnxruntime 1T b1"  # p50 = 1.35
+    assert chosen_name(1.4, percentile=50) == "t_d=0.1 static ort 1T b1"  # p50 = 1.35
     c, _ = pick(candidates(RECORDS, ACC, threads=2), 1.0)
-    assert c.name == "t_d=0.5 dynamic onnxruntime 2T b1"
+    assert c.name == "t_d=0.5 dynamic ort 2T b1"
     with pytest.raises(GatekitError, match="no recorded result matches"):
         candidates(RECORDS, ACC, runtime="openvino")
 

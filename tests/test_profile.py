@@ -17,6 +17,7 @@ from gatekit.cli import main
 from gatekit.errors import GatekitError
 from gatekit.models import ModelConfig, cost_model
 from gatekit.pick import predict as predictor
+from gatekit.models.arch import Architecture
 from gatekit.pick import synth
 from gatekit.pick.lut import ProfileOptions, calibration_configs, held_out_configs, load_lut, profile
 from gatekit.pick.plan import choose, threshold_options
@@ -28,7 +29,7 @@ TINY = Protocol(warmup_runs=2, warmup_seconds=0.0, min_runs=20, min_seconds=0.05
 @pytest.mark.parametrize("stem,size", [("cifar", 32), ("imagenet", 96), ("imagenet", 224)])
 @pytest.mark.parametrize("width", [1.0, 0.25])
 def test_synth_macs_match_the_cost_model(stem, size, width):
-    arch = synth.ArchShape(width=width, stem=stem, input_size=size)
+    arch = Architecture(width=width, stem=stem, input_size=size)
     cfg = ModelConfig(width=width, stem=stem, input_size=size)
     cost = cost_model(cfg)
     full = [b.planes for b in arch.blocks()]
@@ -40,7 +41,7 @@ def test_synth_macs_match_the_cost_model(stem, size, width):
 def test_synth_network_runs_with_the_shapes_of_the_model():
     import onnxruntime as ort
 
-    arch = synth.ArchShape(width=0.25, stem="imagenet", input_size=96)
+    arch = Architecture(width=0.25, stem="imagenet", input_size=96)
     widths = [b.grid(16)[0] for b in arch.blocks()]
     model = synth.network(arch, widths)
     s = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
@@ -55,9 +56,9 @@ def test_synth_network_runs_with_the_shapes_of_the_model():
 
 
 def test_grid_and_configs():
-    arch = synth.ArchShape()
+    arch = Architecture()
     assert arch.blocks()[0].grid(16) == [16, 32, 48, 64]
-    assert synth.ArchShape(width=0.3).blocks()[0].grid(16) == [16, 19]  # planes 19: the full width is on the grid
+    assert Architecture(width=0.3).blocks()[0].grid(16) == [16, 19]  # planes 19: the full width is on the grid
     calib = calibration_configs(arch, 16)
     assert calib[-1] == [b.planes for b in arch.blocks()] and calib[0][0] == 16
     held = held_out_configs(arch, 16, 20, 1, calib)
@@ -68,7 +69,7 @@ def test_grid_and_configs():
 
 def fake_lut(per_channel_ms=0.01, overhead=0.2, scale=1.0):
     """A LUT whose block entries are exactly linear in width: known answers for the predictor."""
-    arch = synth.ArchShape(width=0.25)
+    arch = Architecture(width=0.25)
     blocks = []
     for b in arch.blocks():
         grid = b.grid(4)
@@ -145,14 +146,14 @@ def test_threshold_options_shrink_as_the_threshold_rises():
 def test_profile_builds_and_checks_a_table(cifar_dir):
     from gatekit.pick.lut import real_inputs
 
-    arch = synth.ArchShape(width=0.125, input_size=32)
+    arch = Architecture(width=0.125, input_size=32)
     images = real_inputs("cifar10", str(cifar_dir), 32, count=8)
     opts = ProfileOptions(runtime="ort", threads=1, round_to=8, protocol=TINY, check_protocol=TINY, check=3)
     lut = profile(arch, opts, images)
     assert [len(b["widths"]) for b in lut["blocks"]] == [len(b.grid(8)) for b in arch.blocks()]
     assert all(v > 0 for b in lut["blocks"] for v in b["p50_ms"])
     assert lut["validation"]["count"] == 3 and 0 <= lut["validation"]["within_tolerance_p50"] <= 1
-    assert lut["runtime"]["name"] == "onnxruntime" and lut["runtime"]["threads"] == 1
+    assert lut["runtime"]["name"] == "ort" and lut["runtime"]["threads"] == 1
     assert lut["machine"]["cpu"] and len(lut["calibration"]["configs"]) >= 2
     with pytest.raises(GatekitError, match="profile inputs"):
         profile(arch, opts, images[:, :, :16, :16])
@@ -175,7 +176,7 @@ def test_profile_cli_writes_a_lut_and_plot(cifar_dir, tmp_path, capsys):
     (["profile", "--runtime", "tflite", "--out", "x.json"], "unknown runtime"),
     (["pick", "--target-ms", "1"], "needs --results"),
     (["pick", "--target-ms", "1", "--lut", "missing.json", "--checkpoint", "c", "--export-to", "d"], "no such LUT"),
-    (["pick", "--target-ms", "1", "--lut", "missing.json"], "needs --checkpoint"),
+    (["pick", "--target-ms", "1", "--lut", "missing.json"], "needs --usage MANIFEST"),
 ])
 def test_cli_errors_are_one_line(argv, message, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

@@ -66,7 +66,7 @@ def test_onnxruntime_matches_numpy_and_applies_threads(tmp_path):
         assert np.allclose(y, reference(x, w, b), atol=1e-5, rtol=0)
         opts = s.session.get_session_options()
         assert opts.intra_op_num_threads == 1 and opts.inter_op_num_threads == 1
-        assert s.info.to_dict() == {"name": "onnxruntime", "version": get_backend("ort").version(), "device": "cpu",
+        assert s.info.to_dict() == {"name": "ort", "version": get_backend("ort").version(), "device": "cpu",
                                     "provider": "CPUExecutionProvider", "threads": 1, "precision": "fp32"}
         assert s.input_shape == (1, 3, 8, 8)
         with pytest.raises(GatekitError, match="does not fit the model's 1x3x8x8"):
@@ -180,7 +180,7 @@ def test_runtimes_import_and_run_without_torch(tmp_path):
 DEPLOY_FILES = ["__init__.py", "base.py", "onnxruntime_backend.py", "openvino_backend.py", "tensorrt_backend.py"]
 
 
-@pytest.mark.parametrize("name", DEPLOY_FILES + ["../export/tensorrt_build.py"])
+@pytest.mark.parametrize("name", DEPLOY_FILES + ["tensorrt_build.py", "verify.py"])
 def test_deploy_modules_never_import_torch(name):
     """Not even inside functions: an edge device has numpy and its runtime only."""
     tree = ast.parse((REPO / "gatekit" / "runtimes" / name).read_text())

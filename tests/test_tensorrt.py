@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from gatekit.errors import GatekitError
-from gatekit.export.tensorrt_build import build_engine, fp16_onnx
+from gatekit.runtimes.tensorrt_build import build_engine, fp16_onnx
 from gatekit.runtimes import available_backends, get_backend, load_session
 from gatekit.runtimes.tensorrt_backend import cuda_check, device_index
 from tests.test_runtimes import reference, tiny_onnx, x_of
@@ -138,7 +138,7 @@ def onnx_artifact(tmp_path):
 @needs_tensorrt
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_engine_from_artifact_on_the_device(onnx_artifact, tmp_path, precision):
-    from gatekit.export.tensorrt_build import engine_from_artifact
+    from gatekit.runtimes.tensorrt_build import engine_from_artifact
 
     m = engine_from_artifact(onnx_artifact, tmp_path / "trt", precision=precision)
     assert m["format"] == "tensorrt" and (tmp_path / "trt" / m["files"]["engine"]).is_file()

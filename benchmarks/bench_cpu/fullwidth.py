@@ -59,6 +59,7 @@ def checkpoints(size: int, train: bool) -> dict[float, Path]:
 
 def static_at_mean_width(dyn_records: list[dict], threads: list[int], protocol: Protocol) -> list[dict]:
     """Times a static network at each dynamic graph's mean active widths, on ORT, at each thread count."""
+    from gatekit.models.arch import Architecture
     from gatekit.pick import synth
 
     rows = []
@@ -67,7 +68,7 @@ def static_at_mean_width(dyn_records: list[dict], threads: list[int], protocol: 
             art = open_artifact(art_path)
             m = art.manifest
             widths = [max(1, math.ceil(w - 1e-6)) for w in m["macs"]["mean_active_widths"]]
-            arch = synth.ArchShape.from_model_config(m["model_config"])
+            arch = Architecture.from_model_config(m["model_config"])
             path = Path(tmp) / f"static-meanwidth-{m['budget']}.onnx"
             path.write_bytes(synth.network(arch, widths).SerializeToString())
             x, _ = load_inputs(m, 256)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
+from gatekit.artifacts import runtime_display, runtime_name
+
 
 def _arch_key(r: dict) -> tuple:
     c = r["manifest"]["model_config"]
@@ -12,11 +14,11 @@ def _arch_key(r: dict) -> tuple:
 
 
 def _runtime_key(r: dict) -> tuple:
-    return (r["runtime"]["name"], r["runtime"]["provider"], r["precision"], r["threads"], r["batch"])
+    return (runtime_name(r["runtime"]["name"]), r["runtime"]["provider"], r["precision"], r["threads"], r["batch"])
 
 
 def runtime_label(r: dict) -> str:
-    name = {"onnxruntime": "ORT", "openvino": "OpenVINO", "torch": "torch", "tensorrt": "TensorRT"}.get(r["runtime"]["name"], r["runtime"]["name"])
+    name = runtime_display(r["runtime"]["name"])
     prec = "" if r["precision"] == "fp32" else f" {r['precision']}"
     return f"{name}{prec} {r['threads'] or 'default'}T b{r['batch']}"
 

@@ -4,67 +4,15 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from gatekit.artifacts import Artifact
 from gatekit.bench.protocol import Protocol, measure, per_input_latency
-from gatekit.data.arrays import normalize_images, recorded_dir
 from gatekit.errors import GatekitError
-from gatekit.runtimes import FORMAT_RUNTIME
 
 SCHEMA = "gatekit.bench/1"
-SUFFIX_FORMAT = {".onnx": "onnx", ".xml": "openvino", ".engine": "tensorrt", ".plan": "tensorrt"}
-
-
-@dataclass
-class Artifact:
-    manifest_path: Path
-    manifest: dict
-
-    @property
-    def file(self) -> Path:
-        return self.manifest_path.parent / next(iter(self.manifest["files"].values()))
-
-    def path_for(self, runtime: str) -> Path:
-        """What `runtime` loads: the torch reference runs the manifest, the others the artifact file."""
-        if runtime == "torch":
-            return self.manifest_path
-        if FORMAT_RUNTIME[self.manifest["format"]] != runtime:
-            raise GatekitError(f"{self.file.name} is a {self.manifest['format']} artifact; {runtime} cannot run it")
-        return self.file
-
-
-def open_artifact(path: str | Path) -> Artifact:
-    """An artifact file (.onnx, .xml, .engine) or its manifest (.json)."""
-    path = Path(path)
-    if path.suffix == ".json":
-        manifest_path = path
-    elif path.suffix in SUFFIX_FORMAT:
-        manifest_path = path.with_name(f"{path.stem}.{SUFFIX_FORMAT[path.suffix]}.json")
-    else:
-        raise GatekitError(f"not an artifact: {path} (expected .onnx, .xml, .engine or a manifest .json)")
-    if not manifest_path.is_file():
-        raise GatekitError(f"no manifest for {path}: expected {manifest_path} (written by `gatekit export`)")
-    try:
-        manifest = json.loads(manifest_path.read_text())
-    except json.JSONDecodeError as e:
-        raise GatekitError(f"corrupt manifest {manifest_path}: {e}") from None
-    if "graph" not in manifest or "files" not in manifest:
-        raise GatekitError(f"{manifest_path} is not a gatekit export manifest")
-    return Artifact(manifest_path, manifest)
-
-
-def load_inputs(manifest: dict, count: int, data_dir: str | None = None) -> tuple[np.ndarray, str]:
-    """The first `count` real test images of the artifact's dataset, normalised as its manifest says."""
-    from gatekit.data import load_dataset
-
-    spec = manifest["input"]
-    data_dir = data_dir or recorded_dir(spec.get("data_dir"))  # where the exporter read it; else $GATEKIT_DATA
-    # images of another size are resized as the exporter resized them (e.g. CIFAR-10 upscaled to 96 px)
-    data = load_dataset(spec["dataset"], "test", data_dir, limit=count, image_size=spec["shape"][-1])
-    return normalize_images(data.images, spec["mean"], spec["std"], spec["scale"]), data.name
 
 
 def manifest_summary(m: dict) -> dict:

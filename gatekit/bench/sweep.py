@@ -1,42 +1,13 @@
-"""`gatekit bench --sweep`: export every graph of every checkpoint to every format available here,
-then benchmark every artifact under one protocol (the suite that `benchmarks/` re-runs in one line).
-Exporting needs torch (imported when called); benchmarking does not."""
+"""Benchmark many artifacts under one protocol: each on its own runtime (plus the torch reference when
+asked), at each thread count. Deploy side: no torch, no export."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import click
-
+from gatekit.artifacts import load_inputs, open_artifact, runtime_name
 from gatekit.bench.protocol import Protocol
-from gatekit.bench.run import bench_one, load_inputs, open_artifact
-from gatekit.errors import GatekitError
-from gatekit.runtimes import FORMAT_RUNTIME, available_formats
-
-
-def export_all(checkpoint: str | Path, out: str | Path, *, data_dir: str | None = None, threads: int | None = None,
-               graphs=None, formats=None, progress: bool = False, **options) -> list[dict]:
-    """Every graph x every available format of one checkpoint, each verified; returns the manifests."""
-    from gatekit.export.exporter import FORMATS, ExportOptions, Prepared, export
-    from gatekit.export.graphs import GRAPHS
-    formats = available_formats(formats or FORMATS)
-    manifests = []
-    for graph in graphs or GRAPHS:
-        opts = ExportOptions(graph=graph, data_dir=data_dir, threads=threads, **options)
-        prepared = Prepared(checkpoint, opts, progress=progress)
-        for fmt in formats:
-            opts.fmt = fmt
-            try:
-                m = export(checkpoint, out, opts, progress=progress, prepared=prepared)
-            except GatekitError as e:  # one refused artifact does not stop the sweep; it is reported
-                click.echo(f"  {Path(checkpoint).name} {graph:8s} {fmt:9s} NOT EXPORTED: {e}", err=True)
-                continue
-            m["manifest_path"] = str(Path(out) / f"{Path(next(iter(m['files'].values()))).stem}.{fmt}.json")
-            err = max(m["verification"]["relative_error"].values())
-            click.echo(f"  {Path(checkpoint).name} t_d={m['budget']} {graph:8s} {fmt:9s} "
-                       f"MACs x{m['macs']['ratio_to_dense']:.3f}  max rel err {err:.1e}")
-            manifests.append(m)
-    return manifests
+from gatekit.bench.run import bench_one
 
 
 def bench_manifests(manifest_paths: list[str | Path], threads: list[int], protocol: Protocol, *, batch: int = 1,
@@ -48,11 +19,12 @@ def bench_manifests(manifest_paths: list[str | Path], threads: list[int], protoc
     from gatekit.sysinfo import machine_info
 
     machine = machine_info()
+    wanted = [runtime_name(r) for r in runtimes] if runtimes else None
     jobs, seen_torch = [], set()
     for path in manifest_paths:
         art = open_artifact(path)
-        own = FORMAT_RUNTIME[art.manifest["format"]]
-        for rt in runtimes or [own]:
+        own = art.runtime
+        for rt in wanted or [own]:
             if rt not in (own, "torch"):
                 continue
             if rt == "torch":  # one torch run per distinct graph, whatever its formats

@@ -33,7 +33,7 @@ def evaluate_checkpoint(
     """Evaluates `paths` (default: those the checkpoint's method trained) of a checkpoint; see `gatekit eval`."""
     from gatekit.evaluate.channel_usage import format_usage_table
     from gatekit.evaluate.report import evaluate_model, format_results_table
-    from gatekit.train.trainer import pick_device
+    from gatekit.models.device import pick_device
 
     if threads:
         torch.set_num_threads(threads)

@@ -8,7 +8,6 @@ PyTorch module, and its agreement with the gated path (feature cosine, k-NN) is 
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 import warnings
 from dataclasses import dataclass, field
@@ -18,17 +17,16 @@ import numpy as np
 import torch
 
 from gatekit import __version__
-from gatekit.atomic import atomic_path, write_json
+from gatekit.artifacts import FORMATS, get_format, publish
 from gatekit.checkpoint import load_model
 from gatekit.data import NORMALIZATION, load_dataset
 from gatekit.data.arrays import normalize_images, recorded_dir
 from gatekit.errors import GatekitError
 from gatekit.export.graphs import GRAPHS, build_graph
 from gatekit.export.prune import select_all
-from gatekit.export.verify import check, relative_error, run_batched
 from gatekit.models import cost_model
+from gatekit.runtimes.verify import check, relative_error, run_batched
 
-FORMATS = ("onnx", "openvino", "tensorrt")
 OPSET = 17
 INPUT_NAME = "input"
 
@@ -59,7 +57,10 @@ class ExportOptions:
 class Prepared:
     """Everything the formats share: the model, data, graph module, references and FLOPs."""
 
-    def __init__(self, checkpoint: str | Path, opts: ExportOptions, progress: bool = True):
+    def __init__(self, checkpoint: str | Path, opts: ExportOptions, progress: bool = True,
+                 recorded_usage: dict | None = None):
+        """`recorded_usage`: a static or hybrid graph's channels come from this gate usage (an earlier
+        export manifest's `gate_usage` of the same checkpoint) instead of a new calibration pass."""
         from gatekit.evaluate.features import extract_features
 
         if opts.graph not in GRAPHS:
@@ -82,7 +83,13 @@ class Prepared:
         self.usage = None
         self.calib_active = None
         channels = None
-        if opts.graph != "dense":
+        if recorded_usage is not None and opts.graph in ("static", "hybrid"):
+            self.usage = [torch.tensor(c, dtype=torch.float32) for c in recorded_usage["counts"]]
+            self.calib_n = int(recorded_usage["images"])
+            if [len(u) for u in self.usage] != [b.planes for b in self.model.blocks]:
+                raise GatekitError("the recorded gate usage does not fit this checkpoint's blocks")
+            channels = select_all(self.usage, self.calib_n, opts.min_usage, opts.round_to, self.model.cfg.gate_group)
+        elif opts.graph != "dense":
             calib = load_dataset(self.dataset, "train", root, limit=opts.calib, image_size=cfg.input_size)
             feats = extract_features(self.model, calib.images, self.mean, self.std, "gated", progress=progress,
                                      desc="calibration")
@@ -91,6 +98,14 @@ class Prepared:
                 channels = select_all(self.usage, self.calib_n, opts.min_usage, opts.round_to, self.model.cfg.gate_group)
         self.head = self._load_head(opts.probe)
         self._build(channels)
+
+    def gate_usage(self) -> dict | None:
+        """Per-block, per-channel counts of calibration images whose gate turned the channel on: what
+        `gatekit pick --lut` plans static widths from (gatekit.models.channels), without torch."""
+        if self.usage is None:
+            return None
+        return {"dataset": self.dataset, "split": "train", "images": int(self.calib_n),
+                "counts": [[int(v) for v in u.round().long().tolist()] for u in self.usage]}
 
     def reselect(self, min_usage: float) -> None:
         """Static/hybrid: keep the channels on for more than `min_usage` of the calibration images, reusing
@@ -272,72 +287,74 @@ def artifact_stem(opts: ExportOptions) -> str:
     return opts.graph + ("-fp16" if opts.fp16 else "")
 
 
+def _write_onnx(prep: Prepared, onnx_path: Path, tmp: Path, stem: str, precision: str):
+    """ONNX: the exported graph itself, run on ONNX Runtime."""
+    from gatekit.runtimes import load_session
+
+    return {"onnx": onnx_path}, load_session(onnx_path, "ort", threads=prep.opts.threads), {}
+
+
+def _write_openvino(prep: Prepared, onnx_path: Path, tmp: Path, stem: str, precision: str):
+    """OpenVINO IR converted from the ONNX graph (fp16: compressed weights, decompressed and run in f32)."""
+    import openvino as ov
+
+    from gatekit.runtimes import load_session
+
+    xml = tmp / f"{stem}.xml"
+    ov.save_model(ov.convert_model(str(onnx_path)), str(xml), compress_to_fp16=precision == "fp16")
+    try:
+        session = load_session(xml, "openvino", threads=prep.opts.threads, precision="fp32")
+    except GatekitError as e:  # the backend already names the unsupported operation in one line
+        raise GatekitError(f"OpenVINO cannot run the {prep.opts.graph} graph: {e}") from None
+    return {"xml": xml, "bin": xml.with_suffix(".bin")}, session, {}
+
+
+def _write_tensorrt(prep: Prepared, onnx_path: Path, tmp: Path, stem: str, precision: str):
+    """A TensorRT engine built here from the ONNX graph (engines are tied to their GPU)."""
+    from gatekit.runtimes import load_session
+    from gatekit.runtimes.tensorrt_build import build_engine
+
+    engine = tmp / f"{stem}.engine"
+    built = build_engine(onnx_path, engine, precision=precision, batch=prep.opts.batch,
+                         max_batch=8 if prep.opts.dynamic_batch else None)
+    return {"engine": engine}, load_session(engine, "tensorrt", precision=precision), {"build": built}
+
+
+WRITERS = {"onnx": _write_onnx, "openvino": _write_openvino, "tensorrt": _write_tensorrt}  # one per artifacts.FORMATS
+
+
 def export(checkpoint: str | Path, out_dir: str | Path, opts: ExportOptions, progress: bool = True,
            prepared: Prepared | None = None) -> dict:
     """Exports one graph to one format into out_dir; returns the manifest (also written beside it)."""
-    from gatekit.runtimes import load_session
-
-    if opts.fmt not in FORMATS:
-        raise GatekitError(f"unknown format {opts.fmt!r}: choose one of {', '.join(FORMATS)}")
+    fmt = get_format(opts.fmt)
+    precision = "fp16" if opts.fp16 else "fp32"
+    if precision not in fmt.precisions:
+        raise GatekitError(f"{fmt.display} artifacts hold {' or '.join(fmt.precisions)}, not {precision}; "
+                           f"use --format {' or '.join(f for f, r in FORMATS.items() if precision in r.precisions)}")
     prep = prepared or Prepared(checkpoint, opts, progress)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    precision = "fp16" if opts.fp16 else "fp32"
-    report = prep.torch_check(opts.fmt)
+    report = prep.torch_check(fmt.name)
     stem = artifact_stem(opts)
     with tempfile.TemporaryDirectory(dir=out, prefix=".export-") as tmp:
         tmp = Path(tmp)
-        onnx_path = tmp / f"{opts.graph}.onnx"
-        _export_onnx(prep, onnx_path, opts.fmt)
-        if opts.fmt == "onnx":
-            if opts.fp16:
-                raise GatekitError("ONNX export is fp32; use --format openvino or tensorrt for fp16")
-            session = load_session(onnx_path, "ort", threads=opts.threads)
-            errors = _verify(prep, session, "onnx/ort", precision)
-            runtime = session.info.to_dict()
-            files = {"onnx": f"{stem}.onnx"}
-            _move(onnx_path, out / files["onnx"])
-        elif opts.fmt == "openvino":
-            import openvino as ov
-
-            xml = tmp / f"{stem}.xml"
-            ov.save_model(ov.convert_model(str(onnx_path)), str(xml), compress_to_fp16=opts.fp16)
-            try:
-                session = load_session(xml, "openvino", threads=opts.threads, precision="fp32")
-            except GatekitError as e:  # the backend already names the unsupported operation in one line
-                raise GatekitError(f"OpenVINO cannot run the {opts.graph} graph: {e}") from None
-            # fp16 IR weights are decompressed and run in f32: verified against the fp16 tolerance
-            errors = _verify(prep, session, "openvino", precision)
-            runtime = session.info.to_dict()
-            files = {"xml": f"{stem}.xml", "bin": f"{stem}.bin"}
-            _move(xml.with_suffix(".bin"), out / files["bin"])
-            _move(xml, out / files["xml"])
-        else:
-            from gatekit.export.tensorrt_build import build_engine
-
-            engine = tmp / f"{stem}.engine"
-            built = build_engine(onnx_path, engine, precision=precision, batch=opts.batch,
-                                 max_batch=8 if opts.dynamic_batch else None)
-            session = load_session(engine, "tensorrt", precision=precision)
-            errors = _verify(prep, session, "tensorrt", precision)
-            runtime = dict(session.info.to_dict(), build=built)
-            files = {"engine": f"{stem}.engine"}
-            _move(engine, out / files["engine"])
-        session.close()
-    manifest = _manifest(prep, opts, files, runtime, errors, report)
-    if opts.graph == "dynamic" and opts.record_inputs > 0:
-        manifest["per_input"] = prep.per_input_macs(progress)
-    if opts.graph == "static" and opts.knn_check:
-        if prep.agreement is None:  # the same for every format: computed once
-            prep.agreement = static_agreement(prep, progress)
-        manifest["agreement"] = prep.agreement
-    write_json(out / f"{stem}.{opts.fmt}.json", manifest)
+        onnx_path = tmp / f"{stem}.onnx"
+        _export_onnx(prep, onnx_path, fmt.name)
+        staged, session, extra = WRITERS[fmt.name](prep, onnx_path, tmp, stem, precision)
+        try:
+            errors = _verify(prep, session, f"{fmt.name}/{session.info.name}", precision)
+            runtime = dict(session.info.to_dict(), **extra)
+        finally:
+            session.close()
+        manifest = _manifest(prep, opts, fmt.file_names(stem), runtime, errors, report)
+        if opts.graph == "dynamic" and opts.record_inputs > 0:
+            manifest["per_input"] = prep.per_input_macs(progress)
+        if opts.graph == "static" and opts.knn_check:
+            if prep.agreement is None:  # the same for every format: computed once
+                prep.agreement = static_agreement(prep, progress)
+            manifest["agreement"] = prep.agreement
+        publish(out, stem, fmt.name, staged, manifest)
     return manifest
-
-
-def _move(src: Path, dst: Path) -> None:
-    with atomic_path(dst) as tmp:
-        shutil.move(str(src), str(tmp))
 
 
 def _manifest(prep: Prepared, opts: ExportOptions, files: dict, runtime: dict, errors: dict, report: dict) -> dict:
@@ -363,6 +380,7 @@ def _manifest(prep: Prepared, opts: ExportOptions, files: dict, runtime: dict, e
         "full_widths": [b.planes for b in prep.cost.blocks],
         "channels": prep.spec.channels,
         "pruning": {"calib": opts.calib, "min_usage": opts.min_usage, "round_to": opts.round_to} if opts.graph in ("static", "hybrid") else None,
+        "gate_usage": prep.gate_usage(),
         "macs": prep.flops(),
         "input": {"name": INPUT_NAME, "shape": [-1 if opts.dynamic_batch else opts.batch, 3, cfg.input_size, cfg.input_size],
                   "dtype": "float32", "layout": "NCHW", "scale": 1 / 255, "mean": list(prep.mean), "std": list(prep.std),

@@ -214,16 +214,7 @@ def skipping_blocks(model: GatedResNet, min_size: int) -> list[bool]:
     `min_size` pixels on a side (0: every block). Skipping copies the active channels' weights on
     every call, which pays only where each weight does enough work (large feature maps); the other
     blocks run their full convs with constant weights and zero the inactive channels (exact too)."""
-    size = model.cfg.input_size
-    conv = model.stem_conv
-    size = (size + 2 * conv.padding[0] - conv.kernel_size[0]) // conv.stride[0] + 1
-    if isinstance(model.stem_pool, nn.MaxPool2d):
-        size = (size + 2 * 1 - 3) // 2 + 1
-    out = []
-    for block in model.blocks:
-        size = (size + 2 - 3) // block.stride + 1
-        out.append(size >= min_size)
-    return out
+    return model.cfg.architecture.skipping_blocks(min_size)
 
 
 def build_graph(model: GatedResNet, kind: str, channels: list[torch.Tensor] | None = None,

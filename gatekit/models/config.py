@@ -6,10 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from gatekit.errors import GatekitError
-
-ARCH_LAYERS = {"resnet18": (2, 2, 2, 2), "resnet34": (3, 4, 6, 3)}
-BASE_WIDTHS = (64, 128, 256, 512)
-STEMS = ("cifar", "imagenet")
+from gatekit.models.arch import ARCH_LAYERS, STEMS, Architecture, stage_widths
 
 
 @dataclass(frozen=True)
@@ -49,13 +46,16 @@ class ModelConfig:
 
     @property
     def widths(self) -> tuple[int, ...]:
-        return tuple(max(1, int(round(c * self.width))) for c in BASE_WIDTHS)
+        return stage_widths(self.width)
+
+    @property
+    def architecture(self) -> Architecture:
+        """The structure (stages, strides, feature-map sizes, MACs per block) at this config's input size."""
+        return Architecture(self.arch, self.width, self.stem, self.stem_padding, self.input_size)
 
     @property
     def padding(self) -> int:
-        if self.stem_padding is not None:
-            return self.stem_padding
-        return 2 if self.stem == "cifar" else 3
+        return self.architecture.padding
 
     @property
     def feature_dim(self) -> int:

@@ -11,13 +11,10 @@ The gated cost of a sample is the stem, plus every gate, plus each block at its 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from gatekit.models.config import ModelConfig
-
-
-def conv_out(size: int, kernel: int, stride: int, padding: int) -> int:
-    return (size + 2 * padding - kernel) // stride + 1
 
 
 @dataclass(frozen=True)
@@ -79,26 +76,13 @@ class CostModel:
 
 
 def cost_model(cfg: ModelConfig, input_size: int | None = None) -> CostModel:
-    """Analytic MAC costs of `cfg` at `input_size` (default cfg.input_size)."""
-    size = input_size or cfg.input_size
-    w = cfg.widths
-    if cfg.stem == "cifar":
-        s = conv_out(size, 3, 1, cfg.padding)
-        stem = 9 * s * s * w[0] * 3
-    else:
-        s = conv_out(size, 7, 2, cfg.padding)
-        stem = 49 * s * s * w[0] * 3
-        s = conv_out(s, 3, 2, 1)
+    """Analytic MAC costs of `cfg` at `input_size` (default cfg.input_size), from its Architecture."""
+    arch = cfg.architecture
+    if input_size:
+        arch = dataclasses.replace(arch, input_size=input_size)
     blocks = []
-    in_ch = w[0]
-    for stage, (n, planes) in enumerate(zip(cfg.layers, w)):
-        for i in range(n):
-            stride = 2 if (stage > 0 and i == 0) else 1
-            s = conv_out(s, 3, stride, 1)
-            hidden = max(in_ch // cfg.gate_reduction, 1)
-            gate = in_ch * hidden + hidden * (planes // cfg.gate_group)
-            blocks.append(
-                BlockCost(f"layer{stage + 1}.{i}", in_ch, planes, s * s, stride != 1 or in_ch != planes, gate)
-            )
-            in_ch = planes
-    return CostModel(stem, tuple(blocks))
+    for b in arch.blocks():
+        hidden = max(b.in_channels // cfg.gate_reduction, 1)
+        gate = b.in_channels * hidden + hidden * (b.planes // cfg.gate_group)
+        blocks.append(BlockCost(b.name, b.in_channels, b.planes, b.out_hw, b.shortcut, gate))
+    return CostModel(arch.stem_macs, tuple(blocks))

@@ -74,21 +74,12 @@ class GatedResNet(nn.Module):
         super().__init__()
         self.cfg = cfg
         w = cfg.widths
-        if cfg.stem == "cifar":
-            self.stem_conv = nn.Conv2d(3, w[0], 3, 1, cfg.padding, bias=False)
-            self.stem_pool: nn.Module = nn.Identity()
-        else:
-            self.stem_conv = nn.Conv2d(3, w[0], 7, 2, cfg.padding, bias=False)
-            self.stem_pool = nn.MaxPool2d(3, 2, 1)
+        arch = cfg.architecture
+        self.stem_conv = nn.Conv2d(3, w[0], arch.stem_kernel, arch.stem_stride, arch.padding, bias=False)
+        self.stem_pool: nn.Module = nn.MaxPool2d(3, 2, 1) if arch.stem_pool else nn.Identity()
         self.stem_bn = nn.BatchNorm2d(w[0])
-        blocks: list[GatedBasicBlock] = []
-        in_ch = w[0]
-        for stage, (n, planes) in enumerate(zip(cfg.layers, w)):
-            for i in range(n):
-                stride = 2 if (stage > 0 and i == 0) else 1
-                blocks.append(GatedBasicBlock(in_ch, planes, stride, cfg))
-                in_ch = planes
-        self.blocks = nn.ModuleList(blocks)
+        self.blocks = nn.ModuleList(GatedBasicBlock(b.in_channels, b.planes, b.stride, cfg)
+                                    for b in cfg.architecture.blocks())
         self.feature_dim = cfg.feature_dim
         self._init_weights()
 
@@ -103,7 +94,7 @@ class GatedResNet(nn.Module):
 
     @property
     def block_names(self) -> list[str]:
-        return [f"layer{stage + 1}.{i}" for stage, n in enumerate(self.cfg.layers) for i in range(n)]
+        return [b.name for b in self.cfg.architecture.blocks()]
 
     def stem(self, x: torch.Tensor) -> torch.Tensor:
         return self.stem_pool(torch.relu(self.stem_bn(self.stem_conv(x))))

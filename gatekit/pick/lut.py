@@ -27,6 +27,7 @@ import numpy as np
 from gatekit.bench.protocol import Protocol, measure
 from gatekit.errors import GatekitError
 from gatekit.pick import predict as predictor
+from gatekit.models.arch import Architecture, BlockShape
 from gatekit.pick import synth
 from gatekit.runtimes import get_backend
 from gatekit.sysinfo import machine_info
@@ -66,7 +67,7 @@ class _Runner:
         path = self.workdir / f"g{self.n}.onnx"
         path.write_bytes(model.SerializeToString())
         if self.backend.name == "tensorrt":
-            from gatekit.export.tensorrt_build import build_engine  # torch-free: onnx + tensorrt only
+            from gatekit.runtimes.tensorrt_build import build_engine  # torch-free: onnx + tensorrt only
 
             engine = path.with_suffix(".engine")
             build_engine(path, engine, precision=self.opts.precision)
@@ -118,7 +119,7 @@ def _activations(shape: list[int], count: int, rng: np.random.Generator) -> list
     return [np.maximum(rng.standard_normal(shape), 0).astype(np.float32) for _ in range(count)]
 
 
-def calibration_configs(arch: synth.ArchShape, round_to: int, fractions=CALIBRATION_FRACTIONS) -> list[list[int]]:
+def calibration_configs(arch: Architecture, round_to: int, fractions=CALIBRATION_FRACTIONS) -> list[list[int]]:
     """Uniform fractions of every block's planes, rounded up to the grid."""
     out = []
     for f in fractions:
@@ -128,7 +129,7 @@ def calibration_configs(arch: synth.ArchShape, round_to: int, fractions=CALIBRAT
     return out
 
 
-def held_out_configs(arch: synth.ArchShape, round_to: int, count: int, seed: int, exclude: list[list[int]]) -> list[list[int]]:
+def held_out_configs(arch: Architecture, round_to: int, count: int, seed: int, exclude: list[list[int]]) -> list[list[int]]:
     """`count` random static width configurations: a global fraction U(0.1, 1), jittered per block by
     U(0.6, 1.4), rounded up to the grid; none equal to a calibration configuration or to each other."""
     rng = np.random.default_rng(seed)
@@ -143,12 +144,12 @@ def held_out_configs(arch: synth.ArchShape, round_to: int, count: int, seed: int
     return out
 
 
-def _on_grid(b: synth.BlockShape, width: float, round_to: int) -> int:
+def _on_grid(b: BlockShape, width: float, round_to: int) -> int:
     grid = b.grid(round_to)
     return next((g for g in grid if g >= width - 1e-9), grid[-1])
 
 
-def profile(arch: synth.ArchShape, opts: ProfileOptions, images: np.ndarray, progress=None) -> dict:
+def profile(arch: Architecture, opts: ProfileOptions, images: np.ndarray, progress=None) -> dict:
     """Builds and checks the LUT. `images`: real, normalised NCHW float32 inputs of arch.input_size
     (at least one). `progress(done, total, what)` is called after every timed graph."""
     if images.ndim != 4 or images.shape[1:] != (3, arch.input_size, arch.input_size):
@@ -185,7 +186,7 @@ def profile(arch: synth.ArchShape, opts: ProfileOptions, images: np.ndarray, pro
                 entry["widths"].append(w)
                 entry["p50_ms"].append(stats["p50_ms"])
                 entry["p90_ms"].append(stats["p90_ms"])
-                entry["macs"].append(arch.block_macs(b, w))
+                entry["macs"].append(b.macs(w))
                 tick(f"block {b.index} width {w}")
             table.append(entry)
         lut = {

@@ -3,39 +3,21 @@
 A checkpoint's gates rank its channels by how often they are on over calibration images. A static
 graph that removes the channels on for at most a fraction t of them (`gatekit export --min-usage t`)
 keeps the most-used ones; raising t shrinks every block. The plan takes the smallest t (the most
-channels, so the closest to the gated path's accuracy) whose predicted latency meets the target,
-exports that static graph through the exporter (verified against PyTorch like every export), and
-measures it with the bench protocol on the LUT's runtime and threads. Needs torch (export).
+channels, so the closest to the gated path's accuracy) whose predicted latency meets the target.
+
+torch-free: the gate usage comes from an export manifest (`gate_usage`, recorded by every static,
+hybrid and dynamic export), so a device plans from a LUT and a manifest alone. Exporting the plan and
+measuring it are other stages: the CLI and the demo chain them (gatekit.chains).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
+from gatekit.artifacts import format_of_runtime, open_artifact
 from gatekit.errors import GatekitError
+from gatekit.models.channels import threshold_options
 from gatekit.pick import predict as predictor
-from gatekit.runtimes import FORMAT_RUNTIME
-
-RUNTIME_FORMAT = {"onnxruntime": "onnx", "openvino": "openvino", "tensorrt": "tensorrt"}  # LUT runtime -> format
-
-
-def threshold_options(usage, n_samples: int, round_to: int, gate_group: int, max_options: int = 200) -> list[tuple[float, list[int]]]:
-    """(t, widths) for usage thresholds t from 0 up, one per distinct width configuration."""
-    from gatekit.export.prune import select_all
-
-    freqs = np.unique(np.concatenate([u.double().numpy() / n_samples for u in usage]))
-    ts = np.unique(np.concatenate([[0.0], freqs[freqs < 1.0]]))
-    if len(ts) > max_options:
-        ts = ts[np.unique(np.linspace(0, len(ts) - 1, max_options).round().astype(int))]
-    out, seen = [], set()
-    for t in ts:
-        widths = [len(c) for c in select_all(usage, n_samples, float(t), round_to, gate_group)]
-        if tuple(widths) not in seen:
-            seen.add(tuple(widths))
-            out.append((float(t), widths))
-    return out
 
 
 def choose(lut: dict, options: list[tuple[float, list[int]]], target_ms: float, percentile: int,
@@ -60,64 +42,33 @@ def choose(lut: dict, options: list[tuple[float, list[int]]], target_ms: float, 
     return {"chosen": best, "options": rows}
 
 
-def plan_and_measure(checkpoint: str | Path, lut: dict, target_ms: float, out_dir: str | Path, *, percentile: int = 90,
-                     margin: float = 0.05, data_dir: str | None = None, calib: int = 2000, protocol=None, n_inputs: int = 256,
-                     accuracy: bool = True, progress: bool = True) -> dict:
-    """Plans widths for the target, exports the static graph in the LUT runtime's format, measures it."""
-    from gatekit.bench.protocol import Protocol
-    from gatekit.export.exporter import ExportOptions, Prepared, export
-
-    rt = lut["runtime"]["name"]
-    if rt not in RUNTIME_FORMAT:
-        raise GatekitError(f"the LUT was built on {rt}; plans export for {', '.join(RUNTIME_FORMAT)}")
-    fmt = RUNTIME_FORMAT[rt]
-    round_to = int(lut["round_to"])
-    opts = ExportOptions(graph="static", fmt=fmt, calib=calib, round_to=round_to, data_dir=data_dir,
-                         threads=lut.get("threads"), knn_check=accuracy)
-    prep = Prepared(checkpoint, opts, progress)
-    predictor.check_arch(lut, prep.model.cfg.to_dict())
-    options = threshold_options(prep.usage, prep.calib_n, round_to, prep.model.cfg.gate_group)
-    plan = choose(lut, options, target_ms, percentile, margin)
-    chosen = plan["chosen"]
-    if chosen["min_usage"] > 0:  # re-select the channels at the chosen threshold (same calibration)
-        prep.reselect(chosen["min_usage"])
-    manifest = export(checkpoint, out_dir, opts, progress=progress, prepared=prep)
-    if list(manifest["widths"]) != chosen["widths"]:
-        raise GatekitError(f"the exported widths {manifest['widths']} differ from the planned {chosen['widths']}")
-    record = measure_in_fresh_process(Path(out_dir) / f"static.{fmt}.json", FORMAT_RUNTIME[fmt], lut.get("threads"),
-                                      protocol or Protocol(), n_inputs, data_dir)
-    measured = record["stats"][f"p{percentile}_ms"]
-    return {"target_ms": target_ms, "percentile": percentile, "margin": margin, "checkpoint": str(checkpoint), "chosen": chosen,
-            "options": plan["options"], "artifact": record["artifact"], "macs_ratio": manifest["macs"]["ratio_to_dense"],
-            "agreement": manifest.get("agreement"), "measured": record["stats"], "record": record,
-            "meets_target": measured <= target_ms,
-            "prediction_error": chosen[f"predicted_p{percentile}_ms"] / measured - 1}
+def usage_of(manifest: dict, source: str = "manifest") -> dict:
+    """The recorded gate usage of an export manifest; GatekitError if it has none."""
+    usage = manifest.get("gate_usage")
+    if not usage or not usage.get("counts"):
+        raise GatekitError(f"{source} records no gate usage: export a static, hybrid or dynamic graph of the checkpoint "
+                           "with this gatekit version (dense graphs run no gates)")
+    return usage
 
 
-def measure_in_fresh_process(manifest: Path, runtime: str, threads: int | None, protocol, n_inputs: int,
-                             data_dir: str | None) -> dict:
-    """`gatekit bench` on one artifact in its own process: the export's torch threads, which keep spinning
-    for a while after their work, must not share the cores with the measurement."""
-    import json
-    import subprocess
-    import sys
-    import tempfile
+def plan(lut: dict, usage: dict, model_config: dict, target_ms: float, *, percentile: int = 90,
+         margin: float = 0.05) -> dict:
+    """Widths for the target from recorded gate usage: the chosen option (min_usage, widths, predicted
+    latencies), every option, and the format the LUT's runtime loads."""
+    predictor.check_arch(lut, model_config)
+    fmt = format_of_runtime(lut["runtime"]["name"]).name
+    options = threshold_options(usage["counts"], int(usage["images"]), int(lut["round_to"]),
+                                min_keep=int(model_config.get("gate_group", 1)))
+    return dict(choose(lut, options, target_ms, percentile, margin), format=fmt, target_ms=target_ms,
+                percentile=percentile, margin=margin, usage_images=int(usage["images"]))
 
-    with tempfile.TemporaryDirectory(prefix="gatekit-pick-") as tmp:
-        out = Path(tmp) / "bench.jsonl"
-        cmd = [sys.executable, "-m", "gatekit", "bench", str(manifest), "--runtime", runtime, "--batch", "1",
-               "--inputs", str(n_inputs), "--warmup-runs", str(protocol.warmup_runs), "--warmup-seconds",
-               str(protocol.warmup_seconds), "--min-runs", str(protocol.min_runs), "--min-seconds", str(protocol.min_seconds),
-               "--json", str(out), "--quiet"]
-        if threads:
-            cmd += ["--threads", str(threads)]
-        if data_dir:
-            cmd += ["--data-dir", str(data_dir)]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode != 0:
-            lines = [x for x in proc.stderr.splitlines() if x.strip()]
-            raise GatekitError(f"measuring {manifest.name} failed: {lines[-1] if lines else proc.returncode}")
-        return json.loads(out.read_text().splitlines()[0])
+
+def plan_from_manifest(lut: dict, manifest_path: str | Path, target_ms: float, **kw) -> dict:
+    """`plan` with the usage and architecture recorded in an export manifest (no checkpoint, no torch)."""
+    art = open_artifact(manifest_path)
+    usage = usage_of(art.manifest, str(manifest_path))
+    return dict(plan(lut, usage, art.manifest["model_config"], target_ms, **kw), checkpoint=art.manifest.get("checkpoint"),
+                checkpoint_sha256=art.manifest.get("checkpoint_sha256"), usage_from=str(manifest_path))
 
 
 def plot_plan(result: dict, lut: dict, path: str | Path) -> None:
@@ -127,9 +78,9 @@ def plot_plan(result: dict, lut: dict, path: str | Path) -> None:
     from matplotlib.figure import Figure
 
     from gatekit.atomic import atomic_path
-    from gatekit.pick.synth import ArchShape
+    from gatekit.models.arch import Architecture
 
-    arch = ArchShape(**lut["arch"])
+    arch = Architecture(**lut["arch"])
     dense = arch.macs([b["planes"] for b in lut["blocks"]])
     key = f"p{result['percentile']}_ms"
     fig = Figure(figsize=(6.4, 4.4))
@@ -141,7 +92,8 @@ def plot_plan(result: dict, lut: dict, path: str | Path) -> None:
     c = result["chosen"]
     x = arch.macs(c["widths"]) / dense
     ax.scatter([x], [c[f"predicted_{key}"]], s=90, facecolors="none", edgecolors="red", linewidths=2, label="planned (predicted)")
-    ax.scatter([x], [result["measured"][key]], marker="x", s=70, color="black", label="planned (measured)")
+    if "measured" in result:
+        ax.scatter([x], [result["measured"][key]], marker="x", s=70, color="black", label="planned (measured)")
     ax.axhline(result["target_ms"], color="red", ls="--", lw=1, label=f"target {result['target_ms']:.3g} ms")
     ax.set_xlabel("MACs / dense")
     ax.set_ylabel(f"p{result['percentile']} latency (ms)")

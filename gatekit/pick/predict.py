@@ -86,9 +86,9 @@ def predict_dynamic(lut: dict, per_input_widths: np.ndarray) -> dict:
 
 def check_arch(lut: dict, model_config: dict) -> None:
     """GatekitError unless the LUT was built for the architecture of `model_config`."""
-    from gatekit.pick.synth import ArchShape
+    from gatekit.models.arch import Architecture
 
     have = lut["arch"]
-    want = ArchShape.from_model_config(model_config).to_dict()
+    want = Architecture.from_model_config(model_config).to_dict()
     if have != want:
         raise GatekitError(f"the LUT was built for {have}, the checkpoint is {want}: run `gatekit profile` for it")

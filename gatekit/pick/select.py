@@ -14,6 +14,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from gatekit.artifacts import manifest_path_of, read_manifest, runtime_name
 from gatekit.errors import GatekitError
 
 METRICS = {"knn": "knn20_cosine", "linear": "linear"}
@@ -31,7 +32,7 @@ class Candidate:
         m = self.record["manifest"]
         return {"name": self.name, "latency_ms": self.latency_ms, "flops_ratio": self.flops_ratio, "accuracy": self.accuracy,
                 "graph": m["graph"], "budget": m.get("budget"), "format": m.get("format"),
-                "runtime": self.record["runtime"]["name"], "threads": self.record["threads"], "batch": self.record["batch"],
+                "runtime": runtime_name(self.record["runtime"]["name"]), "threads": self.record["threads"], "batch": self.record["batch"],
                 "artifact": self.record.get("artifact"), "checkpoint_sha256": m.get("checkpoint_sha256")}
 
 
@@ -67,12 +68,9 @@ def _manifest_beside(artifact: str | None) -> dict:
     """The export manifest next to an artifact, for records made before bench copied the agreement."""
     if not artifact:
         return {}
-    path = Path(artifact)
-    fmt = {".onnx": "onnx", ".xml": "openvino", ".engine": "tensorrt"}.get(path.suffix)
-    manifest = path if path.suffix == ".json" else path.with_name(f"{path.stem}.{fmt}.json")
     try:
-        return json.loads(manifest.read_text()) if fmt or path.suffix == ".json" else {}
-    except (OSError, json.JSONDecodeError):
+        return read_manifest(manifest_path_of(artifact))
+    except GatekitError:
         return {}
 
 
@@ -83,7 +81,8 @@ def candidates(records: list[dict], accuracies: dict[str, dict], *, metric: str 
     key = f"p{percentile}_ms"
     out = []
     for r in records:
-        if runtime and r["runtime"]["name"] != {"ort": "onnxruntime"}.get(runtime, runtime):
+        rt = runtime_name(r["runtime"]["name"])
+        if runtime and rt != runtime_name(runtime):
             continue
         if threads is not None and r["threads"] != threads:
             continue
@@ -93,7 +92,7 @@ def candidates(records: list[dict], accuracies: dict[str, dict], *, metric: str 
             raise GatekitError(f"the results have no {key}: use --percentile 50, 90 or 99")
         m = r["manifest"]
         form = " (matmul)" if m.get("dynamic_form") == "matmul" else ""
-        name = (f"t_d={m.get('budget')} {m['graph']}{form} {r['runtime']['name']} {r['threads']}T b{r['batch']}"
+        name = (f"t_d={m.get('budget')} {m['graph']}{form} {rt} {r['threads']}T b{r['batch']}"
                 f"{'' if r['precision'] == 'fp32' else ' ' + r['precision']}")
         out.append(Candidate(name, r["stats"][key], m["macs"]["ratio_to_dense"], accuracy_of(r, accuracies, metric), r))
     if not out:

@@ -9,104 +9,13 @@ here. Weights are random (Kaiming-scaled): the latency of a dense float32 conv d
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 
-ARCH_LAYERS = {"resnet18": (2, 2, 2, 2), "resnet34": (3, 4, 6, 3)}  # as gatekit.models.config (torch-free copy)
-BASE_WIDTHS = (64, 128, 256, 512)
+from gatekit.models.arch import Architecture, BlockShape
+
 OPSET = 17
 INPUT_NAME, OUTPUT_NAME = "input", "features"
-
-
-@dataclass(frozen=True)
-class BlockShape:
-    index: int
-    in_channels: int
-    planes: int
-    stride: int
-    size_in: int  # input height = width
-    shortcut: bool  # a 1x1 conv on the shortcut
-
-    @property
-    def size_out(self) -> int:
-        return (self.size_in + 2 - 3) // self.stride + 1
-
-    def grid(self, step: int) -> list[int]:
-        """Inner widths a static graph can have with round-to `step`: multiples of step, and planes."""
-        step = max(1, int(step))
-        return sorted({*range(step, self.planes + 1, step), self.planes})
-
-
-@dataclass(frozen=True)
-class ArchShape:
-    """The shapes of a gated ResNet: what a latency table is built for (from an artifact's model_config)."""
-
-    arch: str = "resnet18"
-    width: float = 1.0
-    stem: str = "cifar"
-    stem_padding: int | None = None
-    input_size: int = 32
-
-    @classmethod
-    def from_model_config(cls, cfg: dict) -> "ArchShape":
-        return cls(cfg["arch"], float(cfg["width"]), cfg["stem"], cfg.get("stem_padding"), int(cfg["input_size"]))
-
-    def to_dict(self) -> dict:
-        return {"arch": self.arch, "width": self.width, "stem": self.stem, "stem_padding": self.stem_padding,
-                "input_size": self.input_size}
-
-    def same_as(self, cfg: dict) -> bool:
-        return self.to_dict() == ArchShape.from_model_config(cfg).to_dict()
-
-    @property
-    def widths(self) -> tuple[int, ...]:
-        return tuple(max(1, int(round(c * self.width))) for c in BASE_WIDTHS)
-
-    @property
-    def padding(self) -> int:
-        if self.stem_padding is not None:
-            return self.stem_padding
-        return 2 if self.stem == "cifar" else 3
-
-    @property
-    def stem_kernel(self) -> int:
-        return 3 if self.stem == "cifar" else 7
-
-    @property
-    def stem_conv_size(self) -> int:
-        """Height of the stem conv's output (3x3/1 for cifar, 7x7/2 for imagenet)."""
-        stride = 1 if self.stem == "cifar" else 2
-        return (self.input_size + 2 * self.padding - self.stem_kernel) // stride + 1
-
-    @property
-    def stem_size(self) -> int:
-        """Height of the stem's output (after the max-pool for the imagenet stem)."""
-        conv = self.stem_conv_size
-        return conv if self.stem == "cifar" else (conv + 2 - 3) // 2 + 1
-
-    def blocks(self) -> list[BlockShape]:
-        if self.arch not in ARCH_LAYERS:
-            raise ValueError(f"unknown architecture {self.arch!r}")
-        out, in_ch, size = [], self.widths[0], self.stem_size
-        for stage, (n, planes) in enumerate(zip(ARCH_LAYERS[self.arch], self.widths)):
-            for i in range(n):
-                stride = 2 if (stage > 0 and i == 0) else 1
-                b = BlockShape(len(out), in_ch, planes, stride, size, stride != 1 or in_ch != planes)
-                out.append(b)
-                in_ch, size = planes, b.size_out
-        return out
-
-    def block_macs(self, b: BlockShape, inner: int) -> int:
-        hw = b.size_out ** 2
-        macs = 9 * hw * inner * (b.in_channels + b.planes)
-        return macs + (hw * b.in_channels * b.planes if b.shortcut else 0)
-
-    def stem_macs(self) -> int:
-        return self.stem_kernel ** 2 * self.stem_conv_size ** 2 * 3 * self.widths[0]
-
-    def macs(self, inner_widths: list[int]) -> int:
-        return self.stem_macs() + sum(self.block_macs(b, w) for b, w in zip(self.blocks(), inner_widths))
 
 
 class _Builder:
@@ -156,7 +65,7 @@ class _Builder:
         s = self.conv(x, b.in_channels, b.planes, 1, b.stride, 0, relu=False) if b.shortcut else x
         return self.relu(self.op("Add", [h, s]))
 
-    def stem(self, x: str, arch: ArchShape) -> str:
+    def stem(self, x: str, arch: Architecture) -> str:
         if arch.stem == "cifar":
             return self.conv(x, 3, arch.widths[0], 3, 1, arch.padding, relu=True)
         y = self.conv(x, 3, arch.widths[0], 7, 2, arch.padding, relu=True)
@@ -178,7 +87,7 @@ class _Builder:
         return model
 
 
-def network(arch: ArchShape, inner_widths: list[int], batch: int = 1, seed: int = 0):
+def network(arch: Architecture, inner_widths: list[int], batch: int = 1, seed: int = 0):
     """A whole static network (stem, blocks at `inner_widths`, pooled features) as an onnx.ModelProto."""
     blocks = arch.blocks()
     if len(inner_widths) != len(blocks):
@@ -195,7 +104,7 @@ def network(arch: ArchShape, inner_widths: list[int], batch: int = 1, seed: int 
                    f"static widths {list(inner_widths)}")
 
 
-def piece(arch: ArchShape, part: str, inner: int | None = None, block: int | None = None, batch: int = 1,
+def piece(arch: Architecture, part: str, inner: int | None = None, block: int | None = None, batch: int = 1,
           seed: int = 0):
     """One piece of the network as its own graph: part 'stem', 'head', or 'block' (index `block`, inner width
     `inner`). Its input is the activation that piece sees inside the network."""
@@ -218,7 +127,7 @@ def piece(arch: ArchShape, part: str, inner: int | None = None, block: int | Non
     return g.model(INPUT_NAME, shape, y, out, f"{part} {block if block is not None else ''} {inner or ''}".strip())
 
 
-def input_shape(arch: ArchShape, part: str, block: int | None = None, batch: int = 1) -> list[int]:
+def input_shape(arch: Architecture, part: str, block: int | None = None, batch: int = 1) -> list[int]:
     if part in ("stem", "network"):
         return [batch, 3, arch.input_size, arch.input_size]
     blocks = arch.blocks()

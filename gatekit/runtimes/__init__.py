@@ -1,13 +1,13 @@
 """Runtimes: one small interface over ONNX Runtime, OpenVINO and TensorRT. Imports with numpy alone.
 
     from gatekit.runtimes import load_session
-    with load_session("artifacts/static.onnx", threads=1) as s:   # .onnx -> ort, .xml -> openvino,
-        y = s.run(x)                                               # .engine/.plan -> tensorrt
+    with load_session("artifacts/static.onnx", threads=1) as s:   # the format table (gatekit.artifacts)
+        y = s.run(x)                                               # says which runtime loads a file
         print(s.info.to_dict())
 
 Each backend imports its runtime only when asked, so a device carries just the one it uses. The torch
-reference runtime of `gatekit bench` ("torch", an export manifest .json) is reachable by name too; it
-needs torch and is not one of the deploy runtimes.
+reference runtime of `gatekit bench` lives on the training side (`gatekit.export.reference`): it is
+found by name, through the `gatekit.reference_runtimes` entry point, only when "torch" is asked for.
 """
 
 from __future__ import annotations
@@ -15,25 +15,33 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from gatekit.artifacts import FORMATS, MANIFEST_SUFFIX, RUNTIMES, format_of_path, runtime_name
 from gatekit.errors import GatekitError
 from gatekit.runtimes.base import Backend, RuntimeInfo, Session
 from gatekit.runtimes.onnxruntime_backend import OrtBackend
 from gatekit.runtimes.openvino_backend import OpenVinoBackend
 from gatekit.runtimes.tensorrt_backend import TensorRTBackend
-from gatekit.runtimes.torch_backend import TorchBackend
 
-BACKENDS: dict[str, Backend] = {"ort": OrtBackend(), "openvino": OpenVinoBackend(), "tensorrt": TensorRTBackend()}
-REFERENCE: dict[str, Backend] = {"torch": TorchBackend()}  # bench's reference; training side, not deploy
-ALIASES = {"onnxruntime": "ort", "ov": "openvino", "trt": "tensorrt"}
-SUFFIXES = {".onnx": "ort", ".xml": "openvino", ".engine": "tensorrt", ".plan": "tensorrt", ".json": "torch"}
+BACKENDS: dict[str, Backend] = {b.name: b for b in (OrtBackend(), OpenVinoBackend(), TensorRTBackend())}
+REFERENCE_GROUP = "gatekit.reference_runtimes"  # entry points: name -> Backend class (training side)
+
+
+def _reference_backend(name: str) -> Backend:
+    from importlib.metadata import entry_points
+
+    found = [ep for ep in entry_points(group=REFERENCE_GROUP) if ep.name == name]
+    if not found:
+        raise GatekitError(f"the {name} reference runtime is not installed here (it comes with `pip install gatekit[train]`)")
+    try:
+        return found[0].load()()
+    except ImportError as e:
+        raise GatekitError(f"the {name} reference runtime needs the training side: {e} (`pip install gatekit[train]`)") from None
 
 
 def get_backend(name: str) -> Backend:
     """The backend called `name` (or an alias); GatekitError if unknown or not installed here."""
-    key = ALIASES.get(name.lower(), name.lower())
-    backend = BACKENDS.get(key) or REFERENCE.get(key)
-    if backend is None:
-        raise GatekitError(f"unknown runtime {name!r}: choose one of {', '.join(BACKENDS)} (or torch, the reference)")
+    key = runtime_name(name)
+    backend = BACKENDS.get(key) or _reference_backend(key)
     if not backend.available():
         hint = backend.install_hint
         raise GatekitError(hint if "not installed" in hint else f"{key} is not installed: {hint}")
@@ -45,22 +53,21 @@ def available_backends() -> list[str]:
     return [name for name, b in BACKENDS.items() if b.available()]
 
 
-FORMAT_RUNTIME = {"onnx": "ort", "openvino": "openvino", "tensorrt": "tensorrt"}  # artifact format -> its runtime
-
-
-def available_formats(formats=tuple(FORMAT_RUNTIME)) -> list[str]:
+def available_formats(formats=tuple(FORMATS)) -> list[str]:
     """The artifact formats among `formats` whose runtime is installed here."""
     have = set(available_backends())
-    return [f for f in formats if FORMAT_RUNTIME[f] in have]
+    return [f for f in formats if FORMATS[f].runtime in have]
 
 
 def runtime_for(path: str | os.PathLike) -> str:
-    """The runtime an artifact's suffix implies."""
-    suffix = Path(path).suffix.lower()
-    if suffix not in SUFFIXES:
-        raise GatekitError(f"cannot tell the runtime of {Path(path).name} from its suffix "
-                           f"({', '.join(SUFFIXES)}): name it with --runtime")
-    return SUFFIXES[suffix]
+    """The runtime an artifact's suffix implies (a manifest .json: the torch reference)."""
+    if Path(path).suffix.lower() == MANIFEST_SUFFIX:
+        return "torch"
+    fmt = format_of_path(path)
+    if fmt is None:
+        known = ", ".join(s for f in FORMATS.values() for s in f.suffixes)
+        raise GatekitError(f"cannot tell the runtime of {Path(path).name} from its suffix ({known}): name it with --runtime")
+    return fmt.runtime
 
 
 def load_session(path: str | os.PathLike, runtime: str | None = None, **kwargs) -> Session:
@@ -72,5 +79,5 @@ def load_session(path: str | os.PathLike, runtime: str | None = None, **kwargs) 
     return backend.load(path, **kwargs)
 
 
-__all__ = ["ALIASES", "BACKENDS", "FORMAT_RUNTIME", "available_formats", "Backend", "RuntimeInfo", "SUFFIXES", "Session", "available_backends",
+__all__ = ["BACKENDS", "RUNTIMES", "Backend", "RuntimeInfo", "Session", "available_backends", "available_formats",
            "get_backend", "load_session", "runtime_for"]

@@ -78,5 +78,5 @@ class OrtBackend(Backend):
         if len(sess.get_inputs()) != 1 or len(sess.get_outputs()) != 1:
             raise GatekitError(f"{path.name} has {len(sess.get_inputs())} inputs and {len(sess.get_outputs())} "
                                "outputs; gatekit runs graphs with one of each")
-        info = RuntimeInfo("onnxruntime", ort.__version__, device, sess.get_providers()[0], threads or None, precision)
+        info = RuntimeInfo("ort", ort.__version__, device, sess.get_providers()[0], threads or None, precision)
         return OrtSession(sess, info)

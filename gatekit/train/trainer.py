@@ -15,6 +15,7 @@ from tqdm import tqdm
 from gatekit.checkpoint import MODEL_FILE, STATE_FILE, load_state, save_model, save_state
 from gatekit.data import NORMALIZATION, load_dataset
 from gatekit.errors import GatekitError
+from gatekit.models.device import pick_device
 from gatekit.train.augment import ViewAugmentation
 from gatekit.train.config import TrainConfig
 from gatekit.train.distributed import all_reduce_mean, convert_sync_batchnorm, init_distributed, shard
@@ -30,14 +31,6 @@ class TrainResult:
     out_dir: Path
     epochs_done: int
     summary: dict
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise GatekitError("device cuda asked for, but torch sees no CUDA GPU")
-    return torch.device(name)
 
 
 def _normalization(cfg: TrainConfig):

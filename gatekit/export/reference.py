@@ -1,7 +1,9 @@
-"""torch eager, the reference runtime: rebuilds an exported graph's PyTorch module from its manifest.
+"""torch eager, the reference runtime of `gatekit bench`: rebuilds an exported graph's PyTorch module
+from its manifest. Training side (needs torch); the deploy side finds it by name through the
+`gatekit.reference_runtimes` entry point, only when "torch" is asked for.
 
-The artifact is the manifest JSON (`GRAPH.FORMAT.json`): its checkpoint, graph kind, kept channels
-and probe give the same deploy module the exporter traced. torch is imported only when loaded.
+The artifact is the manifest JSON (`GRAPH.FORMAT.json`): its checkpoint, graph kind, kept channels,
+dynamic form and skipping blocks, and probe give exactly the deploy module the exporter traced.
 """
 
 from __future__ import annotations
@@ -57,7 +59,12 @@ class TorchBackend(Backend):
             head = torch.nn.Linear(p.weight.shape[1], p.weight.shape[0])
             head.weight.data, head.bias.data = p.weight.float(), p.bias.float()
         channels = [torch.tensor(c) for c in manifest["channels"]] or None
-        net, _ = build_graph(model, manifest["graph"], channels, head)
+        skipping = manifest.get("dynamic_skipping") or {}
+        net, spec = build_graph(model, manifest["graph"], channels, head,
+                                dynamic_form=manifest.get("dynamic_form") or "conv",
+                                dynamic_min_size=skipping.get("min_size", 0))
+        if skipping.get("blocks") is not None and spec.skipping != skipping["blocks"]:
+            raise GatekitError(f"{path.name} skips in blocks {skipping['blocks']}, the rebuilt module in {spec.skipping}")
         if threads:
             torch.set_num_threads(threads)
         info = RuntimeInfo("torch", torch.__version__, "cpu", "eager", torch.get_num_threads(), "fp32")

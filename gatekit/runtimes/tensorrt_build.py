@@ -169,10 +169,9 @@ def engine_from_artifact(manifest_path: str | os.PathLike, out_dir: str | os.Pat
     """
     import json
 
-    from gatekit.atomic import write_json
-    from gatekit.bench.run import load_inputs, open_artifact
-    from gatekit.export.verify import check, run_batched
+    from gatekit.artifacts import FORMATS, load_inputs, open_artifact, publish
     from gatekit.runtimes import get_backend, load_session
+    from gatekit.runtimes.verify import check, run_batched
 
     get_backend("tensorrt")  # not installed: one line saying how, before any work
     art = open_artifact(manifest_path)
@@ -189,18 +188,18 @@ def engine_from_artifact(manifest_path: str | os.PathLike, out_dir: str | os.Pat
     images = images[: len(images) - len(images) % batch]
     with load_session(art.file, "ort") as ref_session:
         reference = run_batched(ref_session, images, batch)
+    trt = FORMATS["tensorrt"]
     with tempfile.TemporaryDirectory(dir=out, prefix=".engine-") as tmp:
-        engine = Path(tmp) / f"{stem}.engine"
+        engine = Path(tmp) / f"{stem}{trt.suffix}"
         built = build_engine(art.file, engine, precision=precision, batch=batch, max_batch=8 if dynamic else None)
         with load_session(engine, "tensorrt", precision=precision) as session:
-            err = check(f"{stem}.engine (TensorRT against ONNX Runtime)", run_batched(session, images, batch), reference,
+            err = check(f"{engine.name} (TensorRT against ONNX Runtime)", run_batched(session, images, batch), reference,
                         precision)
             runtime = dict(session.info.to_dict(), build=built)
-        os.replace(engine, out / f"{stem}.engine")
-    manifest = json.loads(json.dumps(m))
-    manifest.update(format="tensorrt", precision=precision, files={"engine": f"{stem}.engine"}, runtime=runtime,
-                    verification={"reference": "onnxruntime running the verified ONNX artifact",
-                                  "onnx_artifact": str(art.file), "images": int(len(images)),
-                                  "relative_error": {f"batch{batch}": err}, "tolerance": precision})
-    write_json(out / f"{stem}.tensorrt.json", manifest)
+        manifest = json.loads(json.dumps(m))
+        manifest.update(format="tensorrt", precision=precision, files=trt.file_names(stem), runtime=runtime,
+                        verification={"reference": "onnxruntime running the verified ONNX artifact",
+                                      "onnx_artifact": str(art.file), "images": int(len(images)),
+                                      "relative_error": {f"batch{batch}": err}, "tolerance": precision})
+        publish(out, stem, "tensorrt", {"engine": engine}, manifest)
     return manifest

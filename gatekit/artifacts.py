@@ -1,0 +1,229 @@
+"""The artifact contract: what a format is, which runtime loads it, how its manifest is named and read.
+
+One table (FORMATS) drives export (one writer per format), loading (runtimes), benchmarking, pick,
+report and the CLI; adding a format is one record here plus one writer in `gatekit.export.exporter`.
+One name per runtime (RUNTIMES; aliases such as "onnxruntime" are read, never written).
+
+    from gatekit.artifacts import open_artifact, load_inputs
+    art = open_artifact("artifacts/td0.3/static.onnx")       # or its manifest static.onnx.json
+    x, name = load_inputs(art.manifest, 256)                  # real test images, normalised as exported
+
+torch-free: imports numpy, and the data loader only when inputs are asked for.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from gatekit.data.arrays import normalize_images, recorded_dir
+from gatekit.errors import GatekitError
+
+MANIFEST_SUFFIX = ".json"
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """A runtime gatekit measures on: its one name, the names it is also known by, its display name."""
+
+    name: str
+    display: str
+    aliases: tuple[str, ...] = ()
+    deploy: bool = True  # False: the torch reference (training side)
+
+
+RUNTIMES: dict[str, Runtime] = {r.name: r for r in (
+    Runtime("ort", "ORT", ("onnxruntime", "onnx runtime")),
+    Runtime("openvino", "OpenVINO", ("ov",)),
+    Runtime("tensorrt", "TensorRT", ("trt",)),
+    Runtime("torch", "torch", ("pytorch",), deploy=False),
+)}
+
+
+@dataclass(frozen=True)
+class Format:
+    """An artifact format: the files it writes (key -> suffix; the first is what a runtime loads), the
+    runtime that loads it, the precisions it can hold, and the native library its gated ops need."""
+
+    name: str
+    display: str
+    files: tuple[tuple[str, str], ...]  # (manifest "files" key, suffix); the first one is loaded
+    runtime: str
+    precisions: tuple[str, ...]
+    native_library: str | None = None  # the library that runs gatekit's custom ops in this runtime
+    extra_suffixes: tuple[str, ...] = ()  # other suffixes that open as this format
+
+    @property
+    def suffix(self) -> str:
+        return self.files[0][1]
+
+    @property
+    def suffixes(self) -> tuple[str, ...]:
+        return (self.suffix, *self.extra_suffixes)
+
+    def file_names(self, stem: str) -> dict[str, str]:
+        """The manifest's `files` entry for an artifact called `stem`."""
+        return {key: stem + suffix for key, suffix in self.files}
+
+
+FORMATS: dict[str, Format] = {f.name: f for f in (
+    Format("onnx", "ONNX", (("onnx", ".onnx"),), "ort", ("fp32",), native_library="ONNX Runtime custom-op library"),
+    Format("openvino", "OpenVINO IR", (("xml", ".xml"), ("bin", ".bin")), "openvino", ("fp32", "fp16", "bf16"),
+           native_library="OpenVINO extension"),
+    Format("tensorrt", "TensorRT engine", (("engine", ".engine"),), "tensorrt", ("fp32", "fp16"),
+           extra_suffixes=(".plan",)),
+)}
+
+
+def runtime_name(name: str) -> str:
+    """The one name of a runtime given any of its names ("onnxruntime" -> "ort"); GatekitError if unknown."""
+    key = str(name).strip().lower()
+    for r in RUNTIMES.values():
+        if key == r.name or key in r.aliases:
+            return r.name
+    raise GatekitError(f"unknown runtime {name!r}: choose one of {', '.join(RUNTIMES)}")
+
+
+def runtime_display(name: str) -> str:
+    try:
+        return RUNTIMES[runtime_name(name)].display
+    except GatekitError:
+        return str(name)
+
+
+def get_format(name: str) -> Format:
+    if name not in FORMATS:
+        raise GatekitError(f"unknown format {name!r}: choose one of {', '.join(FORMATS)}")
+    return FORMATS[name]
+
+
+def format_of_runtime(runtime: str) -> Format:
+    """The format a runtime loads (ort -> onnx)."""
+    rt = runtime_name(runtime)
+    for f in FORMATS.values():
+        if f.runtime == rt:
+            return f
+    raise GatekitError(f"{rt} loads no exported format (it runs {', '.join(f.runtime for f in FORMATS.values())})")
+
+
+def format_of_path(path: str | os.PathLike) -> Format | None:
+    """The format an artifact file's suffix names, or None."""
+    suffix = Path(path).suffix.lower()
+    return next((f for f in FORMATS.values() if suffix in f.suffixes), None)
+
+
+def manifest_name(stem: str, fmt: str) -> str:
+    """`{stem}.{format}.json`: the manifest of artifact `stem` in format `fmt` (static.onnx.json)."""
+    return f"{stem}.{get_format(fmt).name}{MANIFEST_SUFFIX}"
+
+
+def manifest_path_of(path: str | os.PathLike) -> Path:
+    """The manifest of an artifact file or, for a manifest, itself."""
+    path = Path(path)
+    if path.suffix == MANIFEST_SUFFIX:
+        return path
+    fmt = format_of_path(path)
+    if fmt is None:
+        known = ", ".join(s for f in FORMATS.values() for s in f.suffixes)
+        raise GatekitError(f"not an artifact: {path} (expected {known} or a manifest {MANIFEST_SUFFIX})")
+    return path.with_name(manifest_name(path.stem, fmt.name))
+
+
+@dataclass
+class Artifact:
+    """An exported artifact: its manifest (and where it lies); the files sit beside it."""
+
+    manifest_path: Path
+    manifest: dict
+
+    @property
+    def format(self) -> Format:
+        return get_format(self.manifest["format"])
+
+    @property
+    def runtime(self) -> str:
+        return self.format.runtime
+
+    @property
+    def file(self) -> Path:
+        """What the format's runtime loads (the .onnx, the .xml, the .engine)."""
+        files = self.manifest["files"]
+        key = self.format.files[0][0]
+        return self.manifest_path.parent / (files[key] if key in files else next(iter(files.values())))
+
+    @property
+    def stem(self) -> str:
+        return self.file.stem
+
+    def path_for(self, runtime: str) -> Path:
+        """What `runtime` loads: the torch reference runs the manifest, the others the artifact file."""
+        rt = runtime_name(runtime)
+        if rt == "torch":
+            return self.manifest_path
+        if self.runtime != rt:
+            raise GatekitError(f"{self.file.name} is a {self.format.name} artifact; {rt} cannot run it")
+        return self.file
+
+
+def read_manifest(path: str | os.PathLike) -> dict:
+    path = Path(path)
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise GatekitError(f"corrupt manifest {path}: {e}") from None
+    except OSError as e:
+        raise GatekitError(f"cannot read manifest {path}: {e.strerror}") from None
+    if not isinstance(manifest, dict) or "graph" not in manifest or "files" not in manifest:
+        raise GatekitError(f"{path} is not a gatekit export manifest")
+    if manifest.get("format") not in FORMATS:
+        raise GatekitError(f"{path}: unknown format {manifest.get('format')!r}")
+    return manifest
+
+
+def open_artifact(path: str | os.PathLike) -> Artifact:
+    """An artifact file (.onnx, .xml, .engine) or its manifest (.json)."""
+    path = Path(path)
+    manifest_path = manifest_path_of(path)
+    if not manifest_path.is_file():
+        raise GatekitError(f"no manifest for {path}: expected {manifest_path} (written by `gatekit export`)")
+    return Artifact(manifest_path, read_manifest(manifest_path))
+
+
+def find_manifests(directory: str | os.PathLike) -> list[Path]:
+    """The export manifests in a directory, sorted."""
+    names = {manifest_name("x", f)[1:] for f in FORMATS}  # ".onnx.json", ...
+    return sorted(p for p in Path(directory).glob(f"*{MANIFEST_SUFFIX}") if any(p.name.endswith(n) for n in names))
+
+
+def load_inputs(manifest: dict, count: int, data_dir: str | None = None) -> tuple[np.ndarray, str]:
+    """The first `count` real test images of the artifact's dataset, normalised as its manifest says."""
+    from gatekit.data import load_dataset
+
+    spec = manifest["input"]
+    data_dir = data_dir or recorded_dir(spec.get("data_dir"))  # where the exporter read it; else $GATEKIT_DATA
+    # images of another size are resized as the exporter resized them (e.g. CIFAR-10 upscaled to 96 px)
+    data = load_dataset(spec["dataset"], "test", data_dir, limit=count, image_size=spec["shape"][-1])
+    return normalize_images(data.images, spec["mean"], spec["std"], spec["scale"]), data.name
+
+
+def publish(out_dir: str | os.PathLike, stem: str, fmt: str, staged: dict[str, Path], manifest: dict) -> Path:
+    """Moves an artifact's staged files (manifest "files" key -> a path in a temporary directory on the
+    same file system) into `out_dir` under the format's names, then writes its manifest; returns the
+    manifest's path. The one place an artifact and its manifest are written."""
+    from gatekit.atomic import write_json
+
+    f = get_format(fmt)
+    names = f.file_names(stem)
+    if set(staged) != set(names):
+        raise GatekitError(f"a {f.name} artifact has files {sorted(names)}, got {sorted(staged)}")
+    out = Path(out_dir)
+    manifest["files"] = names
+    for key, _ in reversed(f.files):  # the loaded file last: an .xml never points at a missing .bin
+        os.replace(staged[key], out / names[key])
+    path = out / manifest_name(stem, f.name)
+    write_json(path, manifest)
+    return path

@@ -1,0 +1,44 @@
+"""Export every asked graph of a checkpoint to every asked format: the one loop behind `gatekit export`,
+`gatekit bench --sweep` and the demo. The calibration is run once per graph and shared by its formats."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from gatekit.artifacts import manifest_name
+from gatekit.errors import GatekitError
+from gatekit.export.exporter import ExportOptions, Prepared, export
+from gatekit.export.graphs import GRAPHS
+from gatekit.runtimes import available_formats
+
+
+def export_all(checkpoint: str | Path, out: str | Path, *, graphs=None, formats=None, strict: bool = False,
+               on_result: Callable[[dict], None] | None = None,
+               on_failure: Callable[[str, str, GatekitError], None] | None = None,
+               progress: bool = False, **options) -> tuple[list[dict], list[dict]]:
+    """Exports `graphs` (default: all) x `formats` (default: those whose runtime is installed here).
+
+    Returns (manifests, failures). Each manifest carries `manifest_path`. A refused artifact is a failure
+    (reported through `on_failure`) unless `strict`, when it raises."""
+    formats = list(formats) if formats else available_formats()
+    manifests, failures = [], []
+    for graph in graphs or GRAPHS:
+        opts = ExportOptions(graph=graph, **options)
+        prepared = Prepared(checkpoint, opts, progress=progress)
+        for fmt in formats:
+            opts.fmt = fmt
+            try:
+                m = export(checkpoint, out, opts, progress=progress, prepared=prepared)
+            except GatekitError as e:
+                if strict:
+                    raise
+                failures.append({"graph": graph, "format": fmt, "error": str(e)})
+                if on_failure:
+                    on_failure(graph, fmt, e)
+                continue
+            m["manifest_path"] = str(Path(out) / manifest_name(Path(next(iter(m["files"].values()))).stem, fmt))
+            manifests.append(m)
+            if on_result:
+                on_result(m)
+    return manifests, failures
