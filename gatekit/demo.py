@@ -89,7 +89,6 @@ def _lut_and_picks(out: Path, records: list[dict], data_dir: str | None) -> tupl
     """Steps 6 and 7: this CPU's LUT (ORT, 1 thread), then a pick on the recorded results and one from the LUT."""
     import json
 
-    import numpy as np
 
     from gatekit.artifacts import runtime_name
     from gatekit.atomic import write_json

@@ -70,17 +70,13 @@ def markdown_table(records: list[dict]) -> str:
 
 def plot_latency_vs_flops(records: list[dict], path: str | Path, title: str | None = None) -> None:
     """Latency ratio (p50) against FLOPs ratio, one panel per runtime, the proportional line drawn."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    from gatekit.atomic import atomic_path
+    from gatekit.plotting import new_figure, save_png
 
     recs = [r for r in with_ratios(records) if "latency_ratio" in r]
     labels = sorted({runtime_label(r) for r in recs})
     ncols = min(3, max(1, len(labels)))
     nrows = -(-max(1, len(labels)) // ncols)
-    fig = Figure(figsize=(4.4 * ncols, 4.0 * nrows))
-    FigureCanvasAgg(fig)
+    fig = new_figure(figsize=(4.4 * ncols, 4.0 * nrows))
     markers = {"dense": "s", "static": "o", "hybrid": "^", "dynamic": "D", "dynamic (matmul)": "d"}
     colors = {"dense": "tab:blue", "static": "tab:green", "hybrid": "tab:orange", "dynamic": "tab:red",
               "dynamic (matmul)": "tab:purple"}
@@ -104,21 +100,15 @@ def plot_latency_vs_flops(records: list[dict], path: str | Path, title: str | No
         ax.grid(alpha=0.3)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
+    save_png(fig, path)
 
 
 def plot_per_input(records: list[dict], path: str | Path) -> None:
     """Dynamic graphs: per-input latency against per-input FLOPs."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    from gatekit.atomic import atomic_path
+    from gatekit.plotting import new_figure, save_png
 
     recs = [r for r in records if r.get("per_input")]
-    fig = Figure(figsize=(6, 4.2))
-    FigureCanvasAgg(fig)
+    fig = new_figure(figsize=(6, 4.2))
     ax = fig.add_subplot(1, 1, 1)
     for r in recs:
         macs = [p["macs"] / 1e6 for p in r["per_input"]]
@@ -129,6 +119,4 @@ def plot_per_input(records: list[dict], path: str | Path) -> None:
     ax.grid(alpha=0.3)
     if recs:
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
+    save_png(fig, path)

@@ -8,6 +8,7 @@ from gatekit.data.datasets import (
     ArrayDataset,
     RestrictedUnpickler,
     load_dataset,
+    normalization,
     resolve_data_dir,
 )
 from gatekit.data.download import download_file, md5_file, safe_extract, verify_md5
@@ -21,6 +22,7 @@ __all__ = [
     "RestrictedUnpickler",
     "download_file",
     "load_dataset",
+    "normalization",
     "md5_file",
     "resolve_data_dir",
     "safe_extract",

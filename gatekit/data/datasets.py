@@ -29,6 +29,13 @@ NORMALIZATION: dict[str, tuple[tuple[float, float, float], tuple[float, float, f
     "imagenet100": ((0.485, 0.456, 0.406), (0.228, 0.224, 0.225)),
 }
 
+
+
+def normalization(dataset: str) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
+    """(mean, std) of a dataset's images; other datasets (npz, image folders) use CIFAR-10's."""
+    return NORMALIZATION.get(dataset, NORMALIZATION["cifar10"])
+
+
 IMAGE_SIZE = {"cifar10": 32, "cifar100": 32, "stl10": 96, "imagenet100": 224}
 
 SPLITS: dict[str, tuple[str, ...]] = {

@@ -12,7 +12,6 @@ from typing import Sequence
 
 import torch
 
-from gatekit.atomic import atomic_path
 from gatekit.errors import GatekitError
 
 
@@ -74,14 +73,12 @@ def plot_channel_usage(rows: Sequence[dict], path: str | os.PathLike, title: str
     Rendered with the Agg canvas directly (no pyplot, so no global backend or figure state) and
     written atomically.
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from gatekit.plotting import new_figure, save_png
 
     if not rows:
         raise GatekitError("no channel-usage rows to plot")
     n = len(rows)
-    fig = Figure(figsize=(8.0, 1.6 + 0.38 * n), dpi=120, layout="constrained")
-    FigureCanvasAgg(fig)
+    fig = new_figure(figsize=(8.0, 1.6 + 0.38 * n), dpi=120, layout="constrained")
     ax = fig.add_subplot()
     ys = list(range(n))[::-1]  # first block at the top
     for y, r in zip(ys, rows):
@@ -108,5 +105,4 @@ def plot_channel_usage(rows: Sequence[dict], path: str | os.PathLike, title: str
     ax.set_ylabel("block (channels)")
     ax.set_title(title or "Gate channel usage per block")
     fig.legend(loc="outside lower center", ncol=4, fontsize=8, frameon=False)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
+    save_png(fig, path, tight=False)

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from gatekit.checkpoint import load_model, resolve_model_file
-from gatekit.data import NORMALIZATION, load_dataset
+from gatekit.data import load_dataset, normalization
 from gatekit.data.arrays import recorded_dir
 from gatekit.errors import GatekitError
 from gatekit.models import GatedResNet
@@ -53,7 +53,7 @@ def evaluate_checkpoint(
     test = load_dataset(name, "test", root, image_size=size)
     if train.labels is None or test.labels is None:
         raise GatekitError(f"dataset {name} has no labels for evaluation")
-    mean, std = NORMALIZATION.get(name, NORMALIZATION["cifar10"])
+    mean, std = normalization(name)
     out = Path(out_dir) if out_dir else resolve_model_file(checkpoint).parent
     result = evaluate_model(
         model, train.images, train.labels, test.images, test.labels, mean, std, paths=tuple(paths), knn=knn,

@@ -19,7 +19,7 @@ import torch
 from gatekit import __version__
 from gatekit.artifacts import FORMATS, get_format, publish
 from gatekit.checkpoint import load_model
-from gatekit.data import NORMALIZATION, load_dataset
+from gatekit.data import load_dataset, normalization
 from gatekit.data.arrays import normalize_images, recorded_dir
 from gatekit.errors import GatekitError
 from gatekit.export.graphs import GRAPHS, build_graph
@@ -73,7 +73,7 @@ class Prepared:
         train_cfg = self.meta.get("train_config", {})
         self.dataset = train_cfg.get("dataset", "cifar10")
         self.data_root = root = opts.data_dir or recorded_dir(train_cfg.get("data_dir"))
-        self.mean, self.std = NORMALIZATION.get(self.dataset, NORMALIZATION["cifar10"])
+        self.mean, self.std = normalization(self.dataset)
         cfg = self.model.cfg
         self.cost = cost_model(cfg)
         n_verify = max(32, opts.verify_images)

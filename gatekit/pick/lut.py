@@ -107,11 +107,11 @@ class _Runner:
 
 def real_inputs(dataset: str, data_dir: str | None, size: int, count: int = 64) -> np.ndarray:
     """The first `count` real test images of `dataset`, resized to `size` and normalised: whole networks' inputs."""
-    from gatekit.data import NORMALIZATION, load_dataset
+    from gatekit.data import load_dataset, normalization
     from gatekit.data.arrays import normalize_images
 
     data = load_dataset(dataset, "test", data_dir, limit=count, image_size=size)
-    return normalize_images(data.images, *NORMALIZATION.get(dataset, NORMALIZATION["cifar10"]))
+    return normalize_images(data.images, *normalization(dataset))
 
 
 def _activations(shape: list[int], count: int, rng: np.random.Generator) -> list[np.ndarray]:
@@ -222,13 +222,9 @@ def load_lut(path: str | Path) -> dict:
 
 def plot_validation(lut: dict, path: str | Path) -> None:
     """Predicted against measured p50 and p90 of the held-out networks, with the +-10% band (PNG)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from gatekit.plotting import new_figure, save_png
 
-    from gatekit.atomic import atomic_path
-
-    fig = Figure(figsize=(6.0, 5.0))
-    FigureCanvasAgg(fig)
+    fig = new_figure(figsize=(6.0, 5.0))
     ax = fig.add_subplot(1, 1, 1)
     rows = lut["validation"]["configs"]
     hi = 0.0
@@ -248,6 +244,4 @@ def plot_validation(lut: dict, path: str | Path) -> None:
     ax.set_ylabel("predicted latency (ms)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper left")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
+    save_png(fig, path)

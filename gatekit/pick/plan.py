@@ -74,17 +74,13 @@ def plan_from_manifest(lut: dict, manifest_path: str | Path, target_ms: float, *
 def plot_plan(result: dict, lut: dict, path: str | Path) -> None:
     """Predicted latency of every threshold's widths against its MACs, the target, the planned option and
     its measurement (PNG)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    from gatekit.atomic import atomic_path
+    from gatekit.plotting import new_figure, save_png
     from gatekit.models.arch import Architecture
 
     arch = Architecture(**lut["arch"])
     dense = arch.macs([b["planes"] for b in lut["blocks"]])
     key = f"p{result['percentile']}_ms"
-    fig = Figure(figsize=(6.4, 4.4))
-    FigureCanvasAgg(fig)
+    fig = new_figure(figsize=(6.4, 4.4))
     ax = fig.add_subplot(1, 1, 1)
     rows = result["options"]
     ax.plot([arch.macs(r["widths"]) / dense for r in rows], [r[f"predicted_{key}"] for r in rows], ".-", alpha=0.6,
@@ -100,6 +96,4 @@ def plot_plan(result: dict, lut: dict, path: str | Path) -> None:
     ax.set_title(f"{lut['runtime']['name']} {lut['threads']}T, {lut['arch']['arch']} @{lut['arch']['input_size']}px", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper left")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
+    save_png(fig, path)

@@ -129,13 +129,9 @@ def table(cands: list[Candidate], chosen: Candidate | None, target_ms: float, pe
 
 def plot(cands: list[Candidate], chosen: Candidate | None, target_ms: float, percentile: int, path: str | Path) -> None:
     """Accuracy against latency for every candidate with an accuracy, the target line and the chosen point."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from gatekit.plotting import new_figure, save_png
 
-    from gatekit.atomic import atomic_path
-
-    fig = Figure(figsize=(6.4, 4.4))
-    FigureCanvasAgg(fig)
+    fig = new_figure(figsize=(6.4, 4.4))
     ax = fig.add_subplot(1, 1, 1)
     known = [c for c in cands if c.accuracy is not None]
     ax.scatter([c.latency_ms for c in known], [100 * c.accuracy for c in known], s=22, alpha=0.7, label="options")
@@ -147,6 +143,4 @@ def plot(cands: list[Candidate], chosen: Candidate | None, target_ms: float, per
     ax.set_ylabel("accuracy (%)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
+    save_png(fig, path)

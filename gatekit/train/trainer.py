@@ -13,7 +13,7 @@ import torch
 from tqdm import tqdm
 
 from gatekit.checkpoint import MODEL_FILE, STATE_FILE, load_state, save_model, save_state
-from gatekit.data import NORMALIZATION, load_dataset
+from gatekit.data import load_dataset, normalization
 from gatekit.errors import GatekitError
 from gatekit.models.device import pick_device
 from gatekit.train.augment import ViewAugmentation
@@ -31,11 +31,6 @@ class TrainResult:
     out_dir: Path
     epochs_done: int
     summary: dict
-
-
-def _normalization(cfg: TrainConfig):
-    key = cfg.dataset if cfg.dataset in NORMALIZATION else "cifar10"
-    return NORMALIZATION[key]
 
 
 def _rng_state(device: torch.device) -> dict:
@@ -99,7 +94,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False, progre
             find_unused_parameters=cfg.method != "vicreg-dual",
         )
 
-    mean, std = _normalization(cfg)
+    mean, std = normalization(cfg.dataset)
     size = model_cfg.input_size
     augs = [
         ViewAugmentation(size, mean, std, min_scale=cfg.min_scale, blur_p=p, solarize_p=cfg.solarize_p).to(device)
