@@ -8,6 +8,7 @@ PyTorch module, and its agreement with the gated path (feature cosine, k-NN) is 
 
 from __future__ import annotations
 
+import os
 import tempfile
 import warnings
 from dataclasses import dataclass, field
@@ -287,37 +288,42 @@ def artifact_stem(opts: ExportOptions) -> str:
     return opts.graph + ("-fp16" if opts.fp16 else "")
 
 
-def _write_onnx(prep: Prepared, onnx_path: Path, tmp: Path, stem: str, precision: str):
+# One writer per format of gatekit.artifacts.FORMATS: each turns the verified-to-be ONNX graph into the
+# format's files at the staged paths the table names, and opens the session that verification runs.
+
+def _write_onnx(prep: Prepared, onnx_path: Path, staged: dict[str, Path], precision: str):
     """ONNX: the exported graph itself, run on ONNX Runtime."""
     from gatekit.runtimes import load_session
 
-    return {"onnx": onnx_path}, load_session(onnx_path, "ort", threads=prep.opts.threads), {}
+    os.replace(onnx_path, staged["onnx"])
+    return load_session(staged["onnx"], "ort", threads=prep.opts.threads), {}
 
 
-def _write_openvino(prep: Prepared, onnx_path: Path, tmp: Path, stem: str, precision: str):
+def _write_openvino(prep: Prepared, onnx_path: Path, staged: dict[str, Path], precision: str):
     """OpenVINO IR converted from the ONNX graph (fp16: compressed weights, decompressed and run in f32)."""
     import openvino as ov
 
     from gatekit.runtimes import load_session
 
-    xml = tmp / f"{stem}.xml"
+    xml = staged["xml"]
     ov.save_model(ov.convert_model(str(onnx_path)), str(xml), compress_to_fp16=precision == "fp16")
+    if not staged["bin"].is_file():
+        raise GatekitError(f"OpenVINO wrote no {staged['bin'].name} beside {xml.name}")
     try:
         session = load_session(xml, "openvino", threads=prep.opts.threads, precision="fp32")
     except GatekitError as e:  # the backend already names the unsupported operation in one line
         raise GatekitError(f"OpenVINO cannot run the {prep.opts.graph} graph: {e}") from None
-    return {"xml": xml, "bin": xml.with_suffix(".bin")}, session, {}
+    return session, {}
 
 
-def _write_tensorrt(prep: Prepared, onnx_path: Path, tmp: Path, stem: str, precision: str):
+def _write_tensorrt(prep: Prepared, onnx_path: Path, staged: dict[str, Path], precision: str):
     """A TensorRT engine built here from the ONNX graph (engines are tied to their GPU)."""
     from gatekit.runtimes import load_session
     from gatekit.runtimes.tensorrt_build import build_engine
 
-    engine = tmp / f"{stem}.engine"
-    built = build_engine(onnx_path, engine, precision=precision, batch=prep.opts.batch,
+    built = build_engine(onnx_path, staged["engine"], precision=precision, batch=prep.opts.batch,
                          max_batch=8 if prep.opts.dynamic_batch else None)
-    return {"engine": engine}, load_session(engine, "tensorrt", precision=precision), {"build": built}
+    return load_session(staged["engine"], "tensorrt", precision=precision), {"build": built}
 
 
 WRITERS = {"onnx": _write_onnx, "openvino": _write_openvino, "tensorrt": _write_tensorrt}  # one per artifacts.FORMATS
@@ -338,9 +344,10 @@ def export(checkpoint: str | Path, out_dir: str | Path, opts: ExportOptions, pro
     stem = artifact_stem(opts)
     with tempfile.TemporaryDirectory(dir=out, prefix=".export-") as tmp:
         tmp = Path(tmp)
-        onnx_path = tmp / f"{stem}.onnx"
+        onnx_path = tmp / "traced.onnx"
         _export_onnx(prep, onnx_path, fmt.name)
-        staged, session, extra = WRITERS[fmt.name](prep, onnx_path, tmp, stem, precision)
+        staged = {key: tmp / name for key, name in fmt.file_names(stem).items()}
+        session, extra = WRITERS[fmt.name](prep, onnx_path, staged, precision)
         try:
             errors = _verify(prep, session, f"{fmt.name}/{session.info.name}", precision)
             runtime = dict(session.info.to_dict(), **extra)

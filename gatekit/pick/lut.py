@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from gatekit.artifacts import FORMATS
 from gatekit.bench.protocol import Protocol, measure
 from gatekit.errors import GatekitError
 from gatekit.pick import predict as predictor
@@ -69,7 +70,7 @@ class _Runner:
         if self.backend.name == "tensorrt":
             from gatekit.runtimes.tensorrt_build import build_engine  # torch-free: onnx + tensorrt only
 
-            engine = path.with_suffix(".engine")
+            engine = path.with_suffix(FORMATS["tensorrt"].suffix)
             build_engine(path, engine, precision=self.opts.precision)
             path = engine
         s = self.backend.load(path, threads=self.opts.threads, precision=self.opts.precision, device=self.opts.device)

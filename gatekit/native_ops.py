@@ -1,0 +1,580 @@
+"""Build and locate the native GatedBlock op libraries (ONNX Runtime custom ops, OpenVINO extension).
+
+    python -m gatekit.native_ops build [--force] [--jobs N] [--json]
+    python -m gatekit.native_ops status [--json]
+
+The C++ sources live in the repository's ``native/`` folder (one CMake project).  ``build()`` runs CMake and
+Ninja on them into a cache directory keyed by the installed runtime versions and the CPU:
+
+    $GATEKIT_OPS_DIR (default ~/.cache/gatekit/ops) / ort-api17-ort1.32.0_ov2026.4.1_x86_64-avx512 /
+        libgatekit_ort_ops.so   ONNX Runtime custom-op library (C API 17, works with onnxruntime >= 1.17)
+        libgatekit_ov_ops.so    OpenVINO extension, tied to the exact OpenVINO release it was built against
+        build.json              versions, ISA, compiler, paths, time, status per library and why one was not built
+        build.log               CMake / compiler output
+
+``library_for("ort" | "openvino")`` returns the library matching the installed runtime, or None;
+``check_library(runtime, path)`` refuses, with one line, a library built for another runtime version.
+
+This module imports only the standard library (numpy, onnxruntime and openvino are never imported here).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import importlib.metadata
+import importlib.util
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from gatekit.atomic import write_json
+from gatekit.errors import GatekitError
+
+OPS_VERSION = "0.1.0"
+ORT_API_VERSION = 17  # native/ort/ort_abi.h: GATEKIT_ORT_API_VERSION
+MIN_CMAKE = (3, 18)
+RUNTIMES = ("ort", "openvino")
+_SUFFIX = ".dylib" if sys.platform == "darwin" else ".so"
+LIB_NAMES = {"ort": "libgatekit_ort_ops" + _SUFFIX, "openvino": "libgatekit_ov_ops" + _SUFFIX}
+_RUNTIME_ALIASES = {"ort": "ort", "onnxruntime": "ort", "openvino": "openvino", "ov": "openvino"}
+_ORT_DISTS = ("onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino", "onnxruntime-directml", "onnxruntime-silicon",
+              "ort-nightly", "ort-nightly-gpu")
+
+
+class NativeOpsError(GatekitError, ValueError):
+    """A native op library that cannot be used here (one line saying why)."""
+
+
+# ---------------------------------------------------------------------------------------------------------
+# What is installed.
+
+def source_dir() -> Path | None:
+    """The native/ source folder next to the package, or None (an installed, non-editable package lacks it)."""
+    p = Path(__file__).resolve().parent.parent / "native"
+    return p if (p / "CMakeLists.txt").is_file() else None
+
+
+def _dist_version(names) -> str | None:
+    for name in names:
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def _find_spec(name: str):
+    try:
+        return importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return None
+
+
+def runtime_versions() -> dict:
+    """Installed runtime versions (from package metadata; nothing is imported) and OpenVINO's cmake folder."""
+    ort = _dist_version(_ORT_DISTS) if _find_spec("onnxruntime") is not None else None
+    ov = None
+    ov_cmake = None
+    spec = _find_spec("openvino")
+    if spec is not None and spec.submodule_search_locations:
+        ov = _dist_version(("openvino", "openvino-nightly"))
+        for loc in spec.submodule_search_locations:
+            if (Path(loc) / "cmake" / "OpenVINOConfig.cmake").is_file():
+                ov_cmake = str(Path(loc) / "cmake")
+                break
+    return {"onnxruntime": ort, "openvino": ov, "openvino_cmake_dir": ov_cmake}
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith(("flags", "Features")):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def cpu_isa() -> str:
+    """The best kernel path this CPU can run: avx512, avx2 or portable."""
+    machine = platform.machine().lower()
+    if machine in ("x86_64", "amd64"):
+        flags = _cpu_flags()
+        if {"avx512f", "avx512bw", "avx512vl", "fma"} <= flags:
+            return "avx512"
+        if {"avx2", "fma"} <= flags:
+            return "avx2"
+    return "portable"
+
+
+def _machine() -> str:
+    m = platform.machine().lower()
+    return {"amd64": "x86_64", "arm64": "aarch64"}.get(m, m or "unknown")
+
+
+def cache_root() -> Path:
+    env = os.environ.get("GATEKIT_OPS_DIR")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "gatekit" / "ops"
+
+
+def build_key(versions: dict | None = None) -> str:
+    v = versions or runtime_versions()
+    return (f"ort-api{ORT_API_VERSION}-ort{v['onnxruntime'] or 'none'}_ov{v['openvino'] or 'none'}"
+            f"_{_machine()}-{cpu_isa()}")
+
+
+def build_dir(versions: dict | None = None) -> Path:
+    """Where build() puts the libraries for the installed runtimes and this CPU."""
+    return cache_root() / build_key(versions)
+
+
+def source_hash(src: Path | None = None) -> str | None:
+    src = src or source_dir()
+    if src is None:
+        return None
+    h = hashlib.sha256()
+    for p in sorted(src.rglob("*")):
+        if p.is_file() and p.suffix in (".cpp", ".h", ".txt", ".map", ".cmake"):
+            h.update(str(p.relative_to(src)).encode() + b"\0" + p.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
+
+
+def _tool_version(path: str, args=("--version",)) -> str | None:
+    try:
+        out = subprocess.run([path, *args], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    text = (out.stdout or out.stderr).strip()
+    return text.splitlines()[0] if text else None
+
+
+def _find_program(name: str, module: str | None = None) -> str | None:
+    found = shutil.which(name)
+    if found:
+        return found
+    local = Path(sys.executable).parent / name
+    if local.is_file() and os.access(local, os.X_OK):
+        return str(local)
+    if module and _find_spec(module) is not None:  # the cmake / ninja PyPI packages
+        with contextlib.suppress(Exception):
+            mod = __import__(module)
+            for attr in ("CMAKE_BIN_DIR", "BIN_DIR"):
+                d = getattr(mod, attr, None)
+                if d and (Path(d) / name).is_file():
+                    return str(Path(d) / name)
+    return None
+
+
+def find_tools() -> dict:
+    """cmake, ninja (or make) and a C++ compiler, with versions."""
+    cmake = _find_program("cmake", "cmake")
+    ninja = _find_program("ninja", "ninja")
+    make = shutil.which("make")
+    cxx = os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++") or shutil.which("clang++")
+    if cxx and not os.path.isabs(cxx):
+        cxx = shutil.which(cxx) or cxx
+    cmake_version = None
+    if cmake:
+        first = _tool_version(cmake) or ""
+        m = re.search(r"(\d+)\.(\d+)(?:\.(\d+))?", first)
+        cmake_version = m.group(0) if m else None
+    return {"cmake": cmake, "cmake_version": cmake_version, "ninja": ninja,
+            "ninja_version": _tool_version(ninja) if ninja else None, "make": make,
+            "cxx": cxx, "cxx_version": _tool_version(cxx) if cxx else None}
+
+
+def _version_tuple(text: str | None, n: int = 3) -> tuple[int, ...]:
+    nums = [int(x) for x in re.findall(r"\d+", text or "")[:n]]
+    return tuple(nums + [0] * (n - len(nums)))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Build.
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _library_build_info(path: Path) -> dict | None:
+    """gatekit_ops_build_info() of a built library, read in a child process (loading it cannot hurt us)."""
+    code = ("import ctypes, sys; f = ctypes.CDLL(sys.argv[1]).gatekit_ops_build_info; "
+            "f.restype = ctypes.c_char_p; sys.stdout.write(f().decode())")
+    try:
+        out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=120)
+        return json.loads(out.stdout) if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return None
+
+
+def _tail(text: str, n: int = 12) -> str:
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    return "\n".join(lines[-n:])
+
+
+@contextlib.contextmanager
+def _locked(root: Path, key: str):
+    root.mkdir(parents=True, exist_ok=True)
+    lock_path = root / f".{key}.lock"
+    with open(lock_path, "a+") as fh:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - non-POSIX
+            yield
+            return
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def _is_current(info: dict | None, versions: dict, src_hash: str | None, final: Path) -> bool:
+    if not info or info.get("status") != "ok" or info.get("source_hash") != src_hash:
+        return False
+    if info.get("runtimes", {}).get("onnxruntime") != versions["onnxruntime"]:
+        return False
+    if info.get("runtimes", {}).get("openvino") != versions["openvino"]:
+        return False
+    for lib in info.get("libraries", {}).values():
+        if lib.get("status") == "built" and not (final / Path(lib.get("path", "")).name).is_file():
+            return False
+    return True
+
+
+def build(force: bool = False, jobs: int = 2, verbose: bool = False) -> dict:
+    """Build the libraries for the installed runtimes into build_dir() (atomically) and return build.json.
+
+    A current build (same sources, same runtime versions) is reused unless force=True.  Never raises for a
+    missing tool or runtime: the returned dict says what was built and why anything was not
+    (status "ok" or "failed"; libraries.<runtime>.status "built", "not built" or "failed", with a reason).
+    """
+    started = time.time()
+    versions = runtime_versions()
+    key = build_key(versions)
+    root = cache_root()
+    final = root / key
+    src = source_dir()
+    result: dict = {
+        "gatekit_ops_version": OPS_VERSION, "status": "failed", "reason": None, "dir": str(final), "key": key,
+        "source_dir": str(src) if src else None, "source_hash": None, "machine": _machine(), "cpu_isa": cpu_isa(),
+        "runtimes": {"onnxruntime": versions["onnxruntime"], "openvino": versions["openvino"]},
+        "ort_api_version": ORT_API_VERSION, "tools": {}, "libraries": {}, "created": None, "build_seconds": None,
+        "cached": False,
+    }
+    if src is None:
+        result["reason"] = ("native sources not found: this gatekit install has no native/ folder "
+                            "(build from a source checkout, e.g. pip install -e .)")
+        return result
+    result["source_hash"] = src_hash = source_hash(src)
+
+    existing = _read_json(final / "build.json")
+    if not force and _is_current(existing, versions, src_hash, final):
+        existing["cached"] = True
+        return existing
+
+    tools = find_tools()
+    result["tools"] = tools
+    if not tools["cmake"]:
+        result["reason"] = "cmake not found (install it: apt-get install cmake ninja-build, or pip install cmake ninja)"
+        return result
+    if _version_tuple(tools["cmake_version"], 2) < MIN_CMAKE:
+        result["reason"] = f"cmake {tools['cmake_version']} is too old (need >= {MIN_CMAKE[0]}.{MIN_CMAKE[1]}; pip install cmake)"
+        return result
+    if not tools["cxx"]:
+        result["reason"] = "no C++ compiler found (install g++ or clang++, or set CXX)"
+        return result
+    if not tools["ninja"] and not tools["make"]:
+        result["reason"] = "neither ninja nor make found (apt-get install ninja-build, or pip install ninja)"
+        return result
+
+    build_ov = versions["openvino"] is not None and versions["openvino_cmake_dir"] is not None
+    with _locked(root, key):
+        existing = _read_json(final / "build.json")  # another process may have finished meanwhile
+        if not force and _is_current(existing, versions, src_hash, final):
+            existing["cached"] = True
+            return existing
+        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{key}-", dir=root))
+        os.chmod(tmp, 0o755)
+        try:
+            result.update(_run_cmake(src, tmp, tools, versions, build_ov, jobs, verbose))
+            result["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+            result["build_seconds"] = round(time.time() - started, 1)
+            if result["status"] != "ok":
+                if not final.exists():  # leave the reason where status() looks; never replace a good build
+                    shutil.rmtree(tmp / "build", ignore_errors=True)
+                    _write_build_json(tmp / "build.json", result)
+                    os.replace(tmp, final)
+                return result
+            # Paths as they will be after the move.
+            for lib in result["libraries"].values():
+                if lib.get("status") == "built":
+                    lib["path"] = str(final / Path(lib["path"]).name)
+            shutil.rmtree(tmp / "build", ignore_errors=True)
+            _write_build_json(tmp / "build.json", result)
+            old = None
+            if final.exists():
+                old = root / f".old-{key}-{os.getpid()}-{int(time.time())}"
+                os.replace(final, old)
+            os.replace(tmp, final)
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+            return result
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _write_build_json(path: Path, info: dict) -> None:
+    write_json(path, info)
+    os.chmod(path, 0o644)
+
+
+def _run_cmake(src: Path, tmp: Path, tools: dict, versions: dict, build_ov: bool, jobs: int, verbose: bool) -> dict:
+    bdir = tmp / "build"
+    log_path = tmp / "build.log"
+    generator = "Ninja" if tools["ninja"] else "Unix Makefiles"
+    cfg = [tools["cmake"], "-S", str(src), "-B", str(bdir), "-G", generator, "-DCMAKE_BUILD_TYPE=Release",
+           "-DGATEKIT_OPS_ORT=ON", f"-DGATEKIT_OPS_OV={'ON' if build_ov else 'OFF'}",
+           f"-DCMAKE_CXX_COMPILER={tools['cxx']}"]
+    if tools["ninja"]:
+        cfg.append(f"-DCMAKE_MAKE_PROGRAM={tools['ninja']}")
+    if build_ov:
+        cfg += [f"-DOpenVINO_DIR={versions['openvino_cmake_dir']}", f"-DTBB_DIR={versions['openvino_cmake_dir']}"]
+    bld = [tools["cmake"], "--build", str(bdir), "-j", str(max(1, int(jobs)))]
+    out: dict = {"status": "failed", "reason": None, "generator": generator, "jobs": int(jobs),
+                 "log": str(log_path.name), "libraries": {}}
+    log_chunks = []
+    for cmd in (cfg, bld):
+        log_chunks.append("$ " + " ".join(cmd) + "\n")
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        text = (proc.stdout or "") + (proc.stderr or "")
+        log_chunks.append(text)
+        if verbose:
+            sys.stderr.write(text)
+        log_path.write_text("".join(log_chunks))
+        if proc.returncode != 0:
+            step = "configure" if cmd is cfg else "compile"
+            out["reason"] = f"cmake {step} failed (see {log_path.name}):\n{_tail(text)}"
+            break
+    log = "".join(log_chunks)
+    m = re.search(r"gatekit ops: ISA paths: (\S+)", log)
+    out["isa_compiled"] = m.group(1).split(";") if m else None
+
+    libs = out["libraries"]
+    compiled = out["reason"] is None
+    for rt in RUNTIMES:
+        built = bdir / LIB_NAMES[rt]
+        if rt == "openvino" and not build_ov:
+            why = ("openvino is not installed (pip install openvino)" if versions["openvino"] is None else
+                   "the installed openvino package has no cmake/ folder (install the openvino wheel from PyPI)")
+            libs[rt] = {"status": "not built", "reason": why}
+            continue
+        if rt == "openvino" and "OpenVINO (Runtime + ONNX frontend) not found" in log:
+            libs[rt] = {"status": "not built",
+                        "reason": f"CMake did not find OpenVINO in {versions['openvino_cmake_dir']} (see build.log)"}
+            continue
+        if not compiled or not built.is_file():
+            libs[rt] = {"status": "failed", "reason": out["reason"] or "library missing after the build"}
+            continue
+        dest = tmp / LIB_NAMES[rt]
+        shutil.copy2(built, dest)
+        entry = {"status": "built", "path": str(dest), "build_info": _library_build_info(dest)}
+        if rt == "ort":
+            entry.update({"onnxruntime_version": versions["onnxruntime"], "ort_api_version": ORT_API_VERSION,
+                          "min_onnxruntime": f"1.{ORT_API_VERSION}"})
+        else:
+            entry.update({"openvino_version": versions["openvino"]})
+        libs[rt] = entry
+    if compiled and all(lib["status"] != "failed" for lib in libs.values()):
+        out["status"] = "ok"
+    elif out["reason"] is None:
+        out["reason"] = "; ".join(f"{rt}: {lib['reason']}" for rt, lib in libs.items() if lib["status"] == "failed")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Find and check.
+
+def _runtime(name: str) -> str:
+    try:
+        return _RUNTIME_ALIASES[name.lower()]
+    except (KeyError, AttributeError):
+        raise NativeOpsError(f"unknown runtime {name!r}: use 'ort' or 'openvino'") from None
+
+
+def _ov_release(version: str | None) -> tuple[int, ...]:
+    return _version_tuple((version or "").split("-")[0], 3)
+
+
+def check_library(runtime: str, path, versions: dict | None = None) -> dict:
+    """The build.json entry of a library if it fits the installed runtime; else NativeOpsError (one line).
+
+    OpenVINO extensions must come from the same OpenVINO release (major.minor.patch); the ONNX Runtime
+    library needs a runtime that serves its ORT API version (onnxruntime >= 1.17 for API 17).
+    """
+    rt = _runtime(runtime)
+    path = Path(path)
+    name = path.name
+    if not path.is_file():
+        raise NativeOpsError(f"native {rt} op library not found: {path}")
+    info = _read_json(path.parent / "build.json")
+    if info is None:
+        raise NativeOpsError(f"{path}: no readable build.json beside it; rebuild with `python -m gatekit.native_ops build`")
+    lib = (info.get("libraries") or {}).get(rt)
+    if not lib or lib.get("status") != "built" or Path(lib.get("path", "")).name != name:
+        raise NativeOpsError(f"{path}: build.json does not list it as a built {rt} library")
+    if info.get("machine") and info["machine"] != _machine():
+        raise NativeOpsError(f"{name} was built for {info['machine']}, this machine is {_machine()}")
+    v = versions or runtime_versions()
+    if rt == "openvino":
+        built = lib.get("openvino_version")
+        if v["openvino"] is None:
+            raise NativeOpsError(f"{name} was built for OpenVINO {built}, but openvino is not installed")
+        if _ov_release(built) != _ov_release(v["openvino"]):
+            raise NativeOpsError(f"{name} was built for OpenVINO {built} but OpenVINO {v['openvino']} is installed; "
+                                 f"rebuild it with `python -m gatekit.native_ops build`")
+    else:
+        api = int(lib.get("ort_api_version") or ORT_API_VERSION)
+        if v["onnxruntime"] is None:
+            raise NativeOpsError(f"{name} needs onnxruntime >= 1.{api}, but onnxruntime is not installed")
+        major, minor, _ = _version_tuple(v["onnxruntime"], 3)
+        if (major, minor) < (1, api):
+            raise NativeOpsError(f"{name} needs ONNX Runtime API {api} (onnxruntime >= 1.{api}) "
+                                 f"but onnxruntime {v['onnxruntime']} is installed")
+    return lib
+
+
+def library_for(runtime: str) -> Path | None:
+    """The built library for the installed runtime ("ort" or "openvino"), or None if there is none usable."""
+    rt = _runtime(runtime)
+    versions = runtime_versions()
+    path = build_dir(versions) / LIB_NAMES[rt]
+    try:
+        check_library(rt, path, versions)
+    except NativeOpsError:
+        return None
+    return path
+
+
+def status() -> dict:
+    """What is installed, where the libraries are (or would be) and whether each can be used."""
+    versions = runtime_versions()
+    d = build_dir(versions)
+    info = _read_json(d / "build.json")
+    src = source_dir()
+    out = {"source_dir": str(src) if src else None, "cache_root": str(cache_root()), "dir": str(d),
+           "key": build_key(versions), "built": info is not None and info.get("status") == "ok",
+           "stale": False, "cpu_isa": cpu_isa(), "machine": _machine(),
+           "runtimes": {"onnxruntime": versions["onnxruntime"], "openvino": versions["openvino"]},
+           "build": info, "libraries": {}}
+    if info and src is not None and info.get("source_hash") != source_hash(src):
+        out["stale"] = True
+    for rt in RUNTIMES:
+        path = d / LIB_NAMES[rt]
+        entry = {"path": str(path), "usable": False, "reason": None}
+        lib = (info or {}).get("libraries", {}).get(rt)
+        if info is None:
+            entry["reason"] = "not built (run `python -m gatekit.native_ops build`)"
+        elif not lib or lib.get("status") != "built":
+            entry["reason"] = (lib or {}).get("reason") or info.get("reason") or "not built"
+        else:
+            try:
+                check_library(rt, path, versions)
+                entry["usable"] = True
+            except NativeOpsError as e:
+                entry["reason"] = str(e)
+        out["libraries"][rt] = entry
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# CLI.
+
+_LABEL = {"ort": "onnxruntime", "openvino": "openvino"}
+
+
+def _summary_build(info: dict) -> str:
+    lines = []
+    if info.get("status") == "ok":
+        how = "up to date (cached)" if info.get("cached") else f"built in {info.get('build_seconds')} s"
+        lines.append(f"gatekit native ops: {how}")
+    else:
+        lines.append(f"gatekit native ops: build FAILED: {info.get('reason')}")
+    lines.append(f"  dir:  {info.get('dir')}")
+    compiled = info.get("isa_compiled")
+    isa = f"  CPU:  {info.get('machine')}, best kernel path {info.get('cpu_isa')}"
+    if compiled:
+        isa += f" (paths compiled: {', '.join(compiled)})"
+    lines.append(isa)
+    for rt in RUNTIMES:
+        lib = (info.get("libraries") or {}).get(rt)
+        if not lib:
+            continue
+        ver = (info.get("runtimes") or {}).get(_LABEL[rt])
+        label = f"{_LABEL[rt]} {ver}" if ver else _LABEL[rt]
+        if lib.get("status") == "built":
+            extra = f" (ORT API {lib.get('ort_api_version')}, onnxruntime >= {lib.get('min_onnxruntime')})" if rt == "ort" else ""
+            lines.append(f"  {label}: {Path(lib['path']).name}{extra}")
+        else:
+            lines.append(f"  {label}: {lib.get('status')}: {lib.get('reason')}")
+    return "\n".join(lines)
+
+
+def _summary_status(st: dict) -> str:
+    lines = [f"gatekit native ops: {st['dir']}"]
+    if st["source_dir"] is None:
+        lines.append("  sources: not found (installed without native/; build from a source checkout)")
+    if st["stale"]:
+        lines.append("  note: the sources changed since this build; run `python -m gatekit.native_ops build`")
+    lines.append(f"  CPU: {st['machine']}, best kernel path {st['cpu_isa']}")
+    b = st.get("build") or {}
+    if b.get("created"):
+        lines.append(f"  built {b['created']} in {b.get('build_seconds')} s with {(b.get('tools') or {}).get('cxx_version')}")
+    for rt in RUNTIMES:
+        e = st["libraries"][rt]
+        ver = st["runtimes"][_LABEL[rt]]
+        label = f"{_LABEL[rt]} {ver}" if ver else f"{_LABEL[rt]} (not installed)"
+        lines.append(f"  {label}: " + (f"ready: {e['path']}" if e["usable"] else f"unavailable: {e['reason']}"))
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m gatekit.native_ops",
+                                 description="Build or inspect gatekit's native GatedBlock op libraries.")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    b = sub.add_parser("build", help="build the libraries for the installed runtimes (cached)")
+    b.add_argument("--force", action="store_true", help="rebuild even if a current build exists")
+    b.add_argument("--jobs", "-j", type=int, default=2, help="parallel compile jobs (default 2)")
+    b.add_argument("--verbose", "-v", action="store_true", help="show the CMake and compiler output")
+    b.add_argument("--json", action="store_true", help="print build.json instead of a summary")
+    s = sub.add_parser("status", help="show what is built, where, and whether it fits the installed runtimes")
+    s.add_argument("--json", action="store_true", help="print a JSON report")
+    args = ap.parse_args(argv)
+    if args.cmd == "build":
+        info = build(force=args.force, jobs=args.jobs, verbose=args.verbose)
+        print(json.dumps(info, indent=2) if args.json else _summary_build(info))
+        return 0 if info.get("status") == "ok" else 1
+    st = status()
+    print(json.dumps(st, indent=2) if args.json else _summary_status(st))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
