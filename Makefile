@@ -16,7 +16,7 @@ JETSON_TAG := jetson-$(firstword $(subst ., ,$(JETSON_L4T)))
 .PHONY: venv demo test clean docker-cpu docker-cuda docker-jetson
 
 $(VENV)/.installed: pyproject.toml docker/install.sh
-	bash docker/install.sh --venv $(VENV) --python $(PYTHON) --torch $(TORCH_VERSION) --extras train,ort,openvino,test --quiet
+	bash docker/install.sh --venv $(VENV) --python $(PYTHON) --torch $(TORCH_VERSION) --extras export,test --quiet
 	touch $@
 
 venv: $(VENV)/.installed

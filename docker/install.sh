@@ -2,7 +2,7 @@
 # Installs gatekit into a virtual environment. One script for the Makefile's venv (and so for CI, which
 # runs `make test` from a fresh clone) and for the three Docker images (docker/{cpu,cuda,jetson}).
 #
-#   bash docker/install.sh                        # = make venv: .venv, torch==2.13.0 (CPU) first, then -e '.[train,ort,openvino,test]'
+#   bash docker/install.sh                        # = make venv: .venv, torch==2.13.0 (CPU) first, then -e '.[export,test]'
 #   bash docker/install.sh --venv /opt/gatekit --deploy --runtimes ort,openvino     # a torch-free deploy install
 #
 # Everything is downloaded here, at install (image build) time; nothing at run time.
@@ -24,7 +24,7 @@ Options:
                           none: no torch (forced by --deploy)
   --torch-index URL       where torch comes from, e.g. https://download.pytorch.org/whl/cpu on a machine
                           whose index would give the CUDA build (default: pip's own configuration)
-  --extras LIST           gatekit extras, comma-separated (default: train,ort,openvino,test; ignored with --deploy)
+  --extras LIST           gatekit extras, comma-separated (default: export,test; ignored with --deploy)
   --deploy                torch-free deploy install: gatekit's base install (numpy, click, tqdm,
                           matplotlib; not editable) with one extra per --runtimes entry
   --runtimes LIST         with --deploy: comma list of ort, ort-gpu, openvino, tensorrt, installed as
@@ -32,6 +32,8 @@ Options:
                           image already has; tensorrt itself is never pip-installed here)
   --pip SPEC              one more requirement for the same pip call, e.g. 'numpy<2'; repeatable
   --src DIR               the gatekit source tree (default: the directory above this script)
+  --no-native-ops         do not build gatekit's native ops (dynamic graphs then run their fallback)
+  --ops-dir DIR           where the native op libraries go (default: $GATEKIT_OPS_DIR or ~/.cache/gatekit/ops)
   --quiet                 pass --quiet to pip
   --dry-run               print the commands instead of running them
   -h, --help              this help
@@ -48,13 +50,15 @@ PYTHON=python3
 SYSTEM_SITE=0
 TORCH=2.13.0
 TORCH_INDEX=""
-EXTRAS=train,ort,openvino,test
+EXTRAS=export,test
 DEPLOY=0
 RUNTIMES=""
 PIP_SPECS=()
 SRC="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 QUIET=()
 DRY_RUN=0
+NATIVE_OPS=1
+OPS_DIR=""
 
 need_value() {
     [[ $# -ge 2 && -n "$2" && "$2" != --* ]] || die "$1 needs a value (see --help)"
@@ -73,6 +77,8 @@ while [[ $# -gt 0 ]]; do
         --pip) need_value "$@"; PIP_SPECS+=("$2"); shift 2 ;;
         --src) need_value "$@"; SRC="$2"; shift 2 ;;
         --quiet) QUIET=(--quiet); shift ;;
+        --no-native-ops) NATIVE_OPS=0; shift ;;
+        --ops-dir) need_value "$@"; OPS_DIR="$2"; shift 2 ;;
         --dry-run) DRY_RUN=1; shift ;;
         -h|--help) usage; exit 0 ;;
         *) die "unknown option '$1' (see --help)" ;;
@@ -157,3 +163,15 @@ else
     [[ -n "$EXTRAS" ]] && SPEC="${SRC}[${EXTRAS}]"
     run "$PY" -m pip install ${QUIET[@]+"${QUIET[@]}"} -e "$SPEC" ${PIP_SPECS[@]+"${PIP_SPECS[@]}"}
 fi
+
+# gatekit's native ops (the fused GatedBlock of dynamic graphs; native/, C++17 + CMake), built against the
+# runtimes just installed, into GATEKIT_OPS_DIR (--ops-dir) or ~/.cache/gatekit/ops. Without a compiler the
+# install still works: dynamic graphs then run their standard-ops fallback (`gatekit ops status` says why).
+if [[ $NATIVE_OPS == 1 ]]; then
+    OPS_ENV=(env "GATEKIT_NATIVE_SRC=$SRC/native")
+    [[ -n "$OPS_DIR" ]] && OPS_ENV+=("GATEKIT_OPS_DIR=$OPS_DIR")
+    if ! run "${OPS_ENV[@]}" "$PY" -m gatekit.native_ops build; then
+        echo "install.sh: gatekit's native ops were not built (see above); dynamic graphs will run their standard-ops fallback"
+    fi
+fi
+

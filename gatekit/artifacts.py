@@ -24,6 +24,8 @@ from gatekit.data.arrays import normalize_images, recorded_dir
 from gatekit.errors import GatekitError
 
 MANIFEST_SUFFIX = ".json"
+FALLBACK_PREFIX, FALLBACK_INFIX = "fallback_", ".fallback"  # a native-op graph's standard-ops twin
+NATIVE, FALLBACK = "native op", "fallback"  # which path of such a graph ran (RuntimeInfo.ops)
 
 
 @dataclass(frozen=True)
@@ -65,16 +67,21 @@ class Format:
     def suffixes(self) -> tuple[str, ...]:
         return (self.suffix, *self.extra_suffixes)
 
-    def file_names(self, stem: str) -> dict[str, str]:
-        """The manifest's `files` entry for an artifact called `stem`."""
-        return {key: stem + suffix for key, suffix in self.files}
+    def file_names(self, stem: str, fallback: bool = False) -> dict[str, str]:
+        """The manifest's `files` entry for an artifact called `stem`. A graph with native custom ops also
+        carries a standard-ops fallback of the same graph (`fallback_<key>`: `{stem}.fallback<suffix>`),
+        which runs where the op library cannot be loaded."""
+        names = {key: stem + suffix for key, suffix in self.files}
+        if fallback:
+            names |= {FALLBACK_PREFIX + key: stem + FALLBACK_INFIX + suffix for key, suffix in self.files}
+        return names
 
 
 FORMATS: dict[str, Format] = {f.name: f for f in (
-    Format("onnx", "ONNX", (("onnx", ".onnx"),), "ort", ("fp32",), native_library="ONNX Runtime custom-op library"),
-    Format("openvino", "OpenVINO IR", (("xml", ".xml"), ("bin", ".bin")), "openvino", ("fp32", "fp16", "bf16"),
+    Format("onnx", "ONNX", (("onnx", ".onnx"),), "ort", ("fp32", "int8"), native_library="ONNX Runtime custom-op library"),
+    Format("openvino", "OpenVINO IR", (("xml", ".xml"), ("bin", ".bin")), "openvino", ("fp32", "fp16", "bf16", "int8"),
            native_library="OpenVINO extension"),
-    Format("tensorrt", "TensorRT engine", (("engine", ".engine"),), "tensorrt", ("fp32", "fp16"),
+    Format("tensorrt", "TensorRT engine", (("engine", ".engine"),), "tensorrt", ("fp32", "fp16", "int8"),
            extra_suffixes=(".plan",)),
 )}
 
@@ -159,6 +166,18 @@ class Artifact:
     def stem(self) -> str:
         return self.file.stem
 
+    @property
+    def native_op(self) -> dict | None:
+        """What the graph's native custom ops need (None: standard ops only)."""
+        return self.manifest.get("native_op")
+
+    @property
+    def fallback_file(self) -> Path | None:
+        """The standard-ops twin of a native-op graph (what runs without the op library), or None."""
+        key = FALLBACK_PREFIX + self.format.files[0][0]
+        name = self.manifest["files"].get(key)
+        return self.manifest_path.parent / name if name else None
+
     def path_for(self, runtime: str) -> Path:
         """What `runtime` loads: the torch reference runs the manifest, the others the artifact file."""
         rt = runtime_name(runtime)
@@ -217,13 +236,13 @@ def publish(out_dir: str | os.PathLike, stem: str, fmt: str, staged: dict[str, P
     from gatekit.atomic import write_json
 
     f = get_format(fmt)
-    names = f.file_names(stem)
+    names = f.file_names(stem, fallback=any(k.startswith(FALLBACK_PREFIX) for k in staged))
     if set(staged) != set(names):
         raise GatekitError(f"a {f.name} artifact has files {sorted(names)}, got {sorted(staged)}")
     out = Path(out_dir)
     manifest["files"] = names
-    for key, _ in reversed(f.files):  # the loaded file last: an .xml never points at a missing .bin
-        os.replace(staged[key], out / names[key])
+    for key in sorted(names, key=lambda k: (k == f.files[0][0], k)):  # the loaded file last: an .xml never
+        os.replace(staged[key], out / names[key])                     # points at a missing .bin
     path = out / manifest_name(stem, f.name)
     write_json(path, manifest)
     return path

@@ -153,19 +153,40 @@ def eval_cmd(checkpoint, paths, knn, linear, dataset, data_dir, limit_train, ran
 @click.option("--probe", type=click.Path(), help="A linear probe from `gatekit eval --linear`: the graph outputs logits.")
 @click.option("--batch", default=1, show_default=True, help="Batch size of the exported graph.")
 @click.option("--dynamic-batch", is_flag=True, help="A dynamic batch axis (verified at --batch and at 8).")
-@click.option("--fp16", is_flag=True, help="FP16 weights (OpenVINO) or an FP16 engine (TensorRT).")
+@click.option("--precision", "precisions", default="fp32", show_default=True,
+              help="fp32, fp16, bf16, int8 or a comma list. int8: post-training quantization calibrated on real training "
+                   "images (ONNX Runtime QDQ; NNCF for OpenVINO); fp16 and bf16: OpenVINO's inference precision (fp16 "
+                   "also compresses the IR's weights) or a TensorRT fp16 engine. Reduced precisions are verified by "
+                   "feature cosine and k-NN against fp32 and refused past --min-cosine / --max-knn-drop.")
+@click.option("--fp16", is_flag=True, help="The same as --precision fp16.")
+@click.option("--quant-calib", default=300, show_default=True, type=click.IntRange(min=1),
+              help="int8: training images (the first of the calibration set) that calibrate the quantizer.")
+@click.option("--quant-exclude", default="", help="int8: parts kept in float, comma list of stem, last, head, blockN.")
+@click.option("--knn-test", default=10000, show_default=True, type=click.IntRange(min=1),
+              help="Reduced precision: test images of the k-NN check (memory: --knn-train training images).")
+@click.option("--min-cosine", default=0.99, show_default=True, type=click.FloatRange(0, 1),
+              help="Reduced precision: refuse when the mean feature cosine to fp32 is below this.")
+@click.option("--max-knn-drop", default=1.0, show_default=True, type=click.FloatRange(min=0),
+              help="Reduced precision: refuse when k-NN top-1 is this many points below fp32.")
 @click.option("--verify-images", default=64, show_default=True, help="Held-out real images for verification (at least 32).")
 @click.option("--knn-train", default=10000, show_default=True, help="Training images used as k-NN memory for the static agreement check.")
 @click.option("--record-inputs", default=1000, show_default=True, help="dynamic: record per-input MACs of the first N test images.")
-@click.option("--dynamic-min-size", default=8, show_default=True,
+@click.option("--dynamic-form", default="auto", show_default=True, type=click.Choice(["auto", "native", "conv", "matmul"]),
+              help="dynamic: native = one gatekit.GatedBlock custom op per block (run by the op library that "
+                   "`gatekit ops build` builds; a standard-ops fallback is written beside it); conv (NonZero + Gather + "
+                   "Conv) or matmul (im2col + MatMul, for OpenVINO) in standard ops; auto = native where its library "
+                   "is built for the format's runtime.")
+@click.option("--dynamic-min-size", type=click.IntRange(min=0),
               help="dynamic: only blocks whose output is at least this many pixels a side skip channels; the others "
-                   "run whole convs and zero the inactive channels (0: every block skips, the paper's form).")
+                   "run whole convs and zero the inactive channels (0: every block skips, the paper's form). "
+                   "Default: 0 for the native form, 8 for the standard-ops forms.")
 @click.option("--data-dir", type=click.Path(), help="Default: the training one, then $GATEKIT_DATA.")
 @click.option("--threads", type=int, help="Runtime threads during verification.")
 @click.option("--json", "json_path", type=click.Path(), help="Write all manifests as JSON here.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def export_cmd(checkpoint, graphs, formats, out_dir, calib, min_usage, round_to, probe, batch, dynamic_batch, fp16,
-               verify_images, knn_train, record_inputs, dynamic_min_size, data_dir, threads, json_path, quiet):
+def export_cmd(checkpoint, graphs, formats, out_dir, calib, min_usage, round_to, probe, batch, dynamic_batch, precisions,
+               fp16, quant_calib, quant_exclude, knn_test, min_cosine, max_knn_drop,
+               verify_images, knn_train, record_inputs, dynamic_form, dynamic_min_size, data_dir, threads, json_path, quiet):
     """Export a checkpoint's graphs, each verified in its runtime against PyTorch before it is written.
 
     \b
@@ -174,18 +195,22 @@ def export_cmd(checkpoint, graphs, formats, out_dir, calib, min_usage, round_to,
       gatekit export runs/dual --graph all --format all --out artifacts/dual --json artifacts/dual/export.json
     """
     from gatekit.artifacts import FORMATS
+    from gatekit.export.exporter import PRECISIONS
     from gatekit.export.graphs import GRAPHS
     from gatekit.export.sweep import export_all
     from gatekit.runtimes import available_formats
 
     graph_list = _choices(graphs, GRAPHS, "graph")
     format_list = available_formats() if formats == "all" else _choices(formats, tuple(FORMATS), "format")
-    explicit = graphs != "all" and formats != "all"
+    precision_list = ["fp16"] if fp16 else _choices(precisions, PRECISIONS, "precision")
+    explicit = graphs != "all" and formats != "all" and len(precision_list) == 1
 
     def show(m):
-        err = max(m["verification"]["relative_error"].values())
-        click.echo(f"{m['graph']:8s} {m['format']:9s} widths {m['widths']}  MACs x{m['macs']['ratio_to_dense']:.3f}  "
-                   f"max rel err {err:.2e}  -> {Path(out_dir) / next(iter(m['files'].values()))}")
+        v = m["verification"]
+        check = (f"max rel err {max(v['relative_error'].values()):.2e}" if m["precision"] == "fp32" else
+                 f"cosine to fp32 {v['cosine_to_fp32']['mean']:.4f}, k-NN {v['knn_delta_points']:+.2f} points")
+        click.echo(f"{m['graph']:8s} {m['format']:9s} {m['precision']:5s} widths {m['widths']}  MACs "
+                   f"x{m['macs']['ratio_to_dense']:.3f}  {check}  -> {Path(out_dir) / next(iter(m['files'].values()))}")
         if "agreement" in m:
             a = m["agreement"]
             click.echo(f"{'':19s}k-NN k=20: static {100 * a['knn20_static']:.2f} vs gated {100 * a['knn20_gated']:.2f} "
@@ -196,11 +221,13 @@ def export_cmd(checkpoint, graphs, formats, out_dir, calib, min_usage, round_to,
                            else "no lower --min-usage closes it; ship the hybrid graph for the gated accuracy"))
 
     results, failures = export_all(
-        checkpoint, out_dir, graphs=graph_list, formats=format_list, strict=explicit, on_result=show,
+        checkpoint, out_dir, graphs=graph_list, formats=format_list, precisions=precision_list, strict=explicit,
+        on_result=show, quant_calib=quant_calib, quant_exclude=tuple(x.strip() for x in quant_exclude.split(",") if x.strip()),
+        knn_test=knn_test, min_cosine=min_cosine, max_knn_drop=max_knn_drop,
         on_failure=lambda g, f, e: click.echo(f"{g:8s} {f:9s} NOT EXPORTED: {e}", err=True), progress=not quiet,
         calib=calib, min_usage=min_usage, round_to=round_to, probe=probe, batch=batch, dynamic_batch=dynamic_batch,
-        fp16=fp16, verify_images=verify_images, knn_train=knn_train, record_inputs=record_inputs,
-        dynamic_min_size=dynamic_min_size, data_dir=data_dir, threads=threads)
+        verify_images=verify_images, knn_train=knn_train, record_inputs=record_inputs,
+        dynamic_form=dynamic_form, dynamic_min_size=dynamic_min_size, data_dir=data_dir, threads=threads)
     for m in results:
         m.pop("manifest_path", None)
     _write_json(json_path, {"artifacts": results, "not_exported": failures})
@@ -218,6 +245,9 @@ def export_cmd(checkpoint, graphs, formats, out_dir, calib, min_usage, round_to,
 @click.option("--warmup-seconds", default=0.2, show_default=True)
 @click.option("--min-runs", default=1000, show_default=True, help="Stop after this many timed runs ...")
 @click.option("--min-seconds", default=10.0, show_default=True, help="... or after this many seconds, whichever comes first.")
+@click.option("--ops", default="auto", show_default=True, type=click.Choice(["auto", "native", "fallback"]),
+              help="Graphs with native custom ops: run them on the op library (native), on their standard-ops "
+                   "fallback, or on the library where it is built (auto). Records say which ran.")
 @click.option("--sweep", is_flag=True, help="ARTIFACTS are checkpoints: export every graph to every available format "
               "into --out, then benchmark them all.")
 @click.option("--out", "out_dir", type=click.Path(), help="With --sweep: artifacts go to OUT/<checkpoint name>/.")
@@ -226,7 +256,7 @@ def export_cmd(checkpoint, graphs, formats, out_dir, calib, min_usage, round_to,
 @click.option("--plot", "plot_path", type=click.Path(), help="Write latency ratio against FLOPs ratio (PNG) here.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def bench_cmd(artifacts, runtimes, threads, batch, n_inputs, data_dir, warmup_runs, warmup_seconds, min_runs, min_seconds,
-              sweep, out_dir, json_path, table_path, plot_path, quiet):
+              ops, sweep, out_dir, json_path, table_path, plot_path, quiet):
     """Measure latency of exported artifacts on this device, with one protocol for every runtime.
 
     Warm-up (>= 50 runs and >= 0.2 s), then >= 1,000 runs or >= 10 s; p50/p90/p99, mean, std, min and
@@ -267,7 +297,7 @@ def bench_cmd(artifacts, runtimes, threads, batch, n_inputs, data_dir, warmup_ru
                                       on_result=_echo_exported(ckpt), on_failure=_echo_refused(ckpt))
             paths += [m["manifest_path"] for m in manifests]
     records = bench_manifests(paths, thread_list, protocol, batch=batch, n_inputs=n_inputs, data_dir=data_dir,
-                              runtimes=wanted, progress=not quiet)
+                              runtimes=wanted, progress=not quiet, ops=ops)
     if not records:
         raise GatekitError("nothing to run: no artifact matches the runtimes asked for")
     if json_path:
@@ -434,7 +464,8 @@ def _pick_with_lut(target_ms, pct, lut_path, checkpoint, usage_manifest, export_
 @cli.command("engine")
 @click.argument("artifact", type=click.Path())
 @click.option("--out", "out_dir", required=True, type=click.Path(), help="Where the engine and its manifest go.")
-@click.option("--precision", default="fp32", show_default=True, type=click.Choice(["fp32", "fp16"]))
+@click.option("--precision", default="fp32", show_default=True, type=click.Choice(["fp32", "fp16", "int8"]),
+              help="int8: from an int8 (QDQ) ONNX artifact, with the scales it was calibrated with.")
 @click.option("--data-dir", type=click.Path(), help="Real images for the check (default: the manifest's, then $GATEKIT_DATA).")
 @click.option("--json", "json_path", type=click.Path(), help="Write the engine's manifest as JSON here too.")
 def engine_cmd(artifact, out_dir, precision, data_dir, json_path):
@@ -457,6 +488,44 @@ def engine_cmd(artifact, out_dir, precision, data_dir, json_path):
     _write_json(json_path, m)
 
 
+@cli.group("ops")
+def ops_group() -> None:
+    """gatekit's native custom ops (the fused GatedBlock of dynamic graphs) for ONNX Runtime and OpenVINO.
+
+    \b
+    Example:
+      gatekit ops build     # CMake + a C++17 compiler; cached per runtime version and CPU
+      gatekit ops status    # what was built, where, for which runtime versions, and why not
+    """
+
+
+@ops_group.command("build")
+@click.option("--force", is_flag=True, help="Rebuild even when a current build exists.")
+@click.option("--jobs", default=2, show_default=True, type=click.IntRange(min=1), help="Parallel compile jobs.")
+@click.option("--verbose", is_flag=True, help="Show CMake's and the compiler's output.")
+@click.option("--json", "json_path", type=click.Path(), help="Write the build record as JSON here.")
+def ops_build(force, jobs, verbose, json_path):
+    """Build the op libraries for the installed runtimes (exit 1 when nothing could be built)."""
+    from gatekit import native_ops
+
+    info = native_ops.build(force=force, jobs=jobs, verbose=verbose)
+    click.echo(native_ops._summary_build(info))
+    _write_json(json_path, info)
+    if info.get("status") != "ok":
+        sys.exit(1)
+
+
+@ops_group.command("status")
+@click.option("--json", "json_path", type=click.Path(), help="Write the status as JSON here.")
+def ops_status(json_path):
+    """What is built, where, and whether it fits the installed runtimes."""
+    from gatekit import native_ops
+
+    st = native_ops.status()
+    click.echo(native_ops._summary_status(st))
+    _write_json(json_path, st)
+
+
 @cli.command("profile")
 @click.option("--runtime", default="ort", show_default=True, help="ort, openvino or tensorrt.")
 @click.option("--arch", default="resnet18", show_default=True, type=click.Choice(["resnet18", "resnet34"]))
@@ -466,9 +535,13 @@ def engine_cmd(artifact, out_dir, precision, data_dir, json_path):
 @click.option("--stem-padding", type=int, help="Default: 2 for the cifar stem (the paper's), 3 for imagenet.")
 @click.option("--threads", default=1, show_default=True, help="Runtime threads (one LUT per thread count).")
 @click.option("--round-to", default=16, show_default=True, help="Width step of the table (export's --round-to).")
-@click.option("--precision", default="fp32", show_default=True, type=click.Choice(["fp32", "fp16", "bf16"]))
+@click.option("--precision", default="fp32", show_default=True, type=click.Choice(["fp32", "fp16", "bf16", "int8"]),
+              help="int8: every graph quantized as `gatekit export --precision int8` does (ORT QDQ; NNCF for OpenVINO).")
 @click.option("--device", help="Runtime device (OpenVINO: CPU or GPU; default CPU / the first GPU).")
 @click.option("--check", default=20, show_default=True, help="Held-out random width configurations to predict and measure.")
+@click.option("--native/--no-native", default=None,
+              help="Also time the native GatedBlock op at active widths, so the LUT predicts native dynamic graphs per "
+                   "input (default: when `gatekit ops build` has built its library for the runtime).")
 @click.option("--dataset", default="cifar10", show_default=True, help="Real test images for whole networks (resized to --input).")
 @click.option("--data-dir", type=click.Path(), help="Default: $GATEKIT_DATA.")
 @click.option("--min-runs", default=400, show_default=True, help="Table entries: stop after this many timed runs ...")
@@ -478,7 +551,7 @@ def engine_cmd(artifact, out_dir, precision, data_dir, json_path):
 @click.option("--plot", "plot_path", type=click.Path(), help="Predicted against measured latency of the held-out networks (PNG).")
 @click.option("--json", "json_path", type=click.Path(), help="Write a summary (validation shares, timings) as JSON here.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def profile_cmd(runtime, arch, width, input_size, stem, stem_padding, threads, round_to, precision, device, check, dataset,
+def profile_cmd(runtime, arch, width, input_size, stem, stem_padding, threads, round_to, precision, device, check, native, dataset,
                 data_dir, min_runs, min_seconds, seed, out_path, plot_path, json_path, quiet):
     """Build this device's latency table (LUT) of a gated ResNet, and check its predictions.
 
@@ -505,7 +578,7 @@ def profile_cmd(runtime, arch, width, input_size, stem, stem_padding, threads, r
     images = real_inputs(dataset, data_dir, input_size)
     protocol = Protocol(PROFILE_PROTOCOL.warmup_runs, PROFILE_PROTOCOL.warmup_seconds, min_runs, min_seconds)
     opts = ProfileOptions(runtime=backend.name, threads=threads, round_to=round_to, precision=precision, device=device,
-                          protocol=protocol, check=check, seed=seed)
+                          protocol=protocol, check=check, seed=seed, native=native)
     bar = None if quiet else _progress_bar("profile")
 
     def progress(done, total, what):
@@ -530,6 +603,10 @@ def profile_cmd(runtime, arch, width, input_size, stem, stem_padding, threads, r
                    f"held-out check: {v['count']} configurations, within +-10%: p50 {100 * v['within_tolerance_p50']:.0f}%, "
                    f"p90 {100 * v['within_tolerance_p90']:.0f}% (median |error| p50 {100 * v['median_abs_error_p50']:.1f}%, "
                    f"p90 {100 * v['median_abs_error_p90']:.1f}%)")
+    if "native" in lut:
+        nv = lut["native"]["validation"]
+        click.echo(f"native op table: {sum(len(b['widths']) for b in lut['native']['blocks'])} entries; held-out native "
+                   f"networks within +-10%: p50 {100 * nv['within_tolerance_p50']:.0f}%, p90 {100 * nv['within_tolerance_p90']:.0f}%")
     if plot_path and v["count"]:
         plot_validation(lut, plot_path)
     _write_json(json_path, summary)

@@ -52,13 +52,17 @@ def demo(out_dir: str, epochs: int, limit: int, data_dir: str | None) -> None:
     table = "\n".join(rows)
     click.echo("\n" + table + "\n")
 
-    click.echo("[4/7] export dense, static, hybrid and dynamic graphs to every format available here (each verified)")
+    click.echo("[4/7] export dense, static, hybrid and dynamic graphs to every format available here, in fp32 and int8 "
+               "(each verified: fp32 against PyTorch, int8 by feature cosine and k-NN against fp32)")
     def exported(m):
-        err = max(m["verification"]["relative_error"].values())
-        click.echo(f"  {m['graph']:8s} {m['format']:9s} MACs x{m['macs']['ratio_to_dense']:.3f}  max rel err {err:.1e}")
+        v = m["verification"]
+        check = (f"max rel err {max(v['relative_error'].values()):.1e}" if m["precision"] == "fp32" else
+                 f"cosine to fp32 {v['cosine_to_fp32']['mean']:.4f}, k-NN {v['knn_delta_points']:+.2f} points")
+        form = f" ({m['dynamic_form']})" if m.get("dynamic_form") else ""
+        click.echo(f"  {m['graph']:8s}{form:9s} {m['format']:9s} {m['precision']:5s} MACs x{m['macs']['ratio_to_dense']:.3f}  {check}")
 
     manifests, _ = export_all(out / "train", out / "export", data_dir=data_dir, threads=cfg.threads, knn_train=10000,
-                              record_inputs=256, on_result=exported,
+                              knn_test=2000, precisions=("fp32", "int8"), record_inputs=256, on_result=exported,
                               on_failure=lambda g, f, e: click.echo(f"  {g:8s} {f:9s} NOT EXPORTED: {e}", err=True))
     click.echo("[5/7] benchmark every artifact: batch 1, 1 and 2 threads, 256 real test images, >= 2 s each")
     protocol = Protocol(warmup_runs=50, warmup_seconds=0.2, min_runs=1000, min_seconds=2.0)

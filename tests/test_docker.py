@@ -175,7 +175,7 @@ def test_default_install_is_the_makefiles_torch_first_then_editable_extras():
     cmds = dry_run_commands("--venv", "/tmp/gatekit-dry-venv")
     pip_installs = [c for c in cmds if c[1:4] == ["-m", "pip", "install"]]
     assert cmds[0][1:] == ["-m", "venv", "/tmp/gatekit-dry-venv"]
-    assert [c[-1] for c in pip_installs] == ["pip", "torch==2.13.0", f"{REPO}[train,ort,openvino,test]"]
+    assert [c[-1] for c in pip_installs] == ["pip", "torch==2.13.0", f"{REPO}[export,test]"]
     assert pip_installs[-1][-2] == "-e"
     assert any("nvidia-" in " ".join(c) for c in cmds)  # the CUDA-torch guard runs after torch
     index = dry_run_commands("--torch", "2.13.0", "--torch-index", "https://download.pytorch.org/whl/cpu")
@@ -229,7 +229,7 @@ def test_makefile_venv_recipe_calls_the_install_script():
     proc = _make("-n", "-B", ".venv/.installed")
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
-    assert lines[0].startswith("bash docker/install.sh ") and "--torch 2.13.0" in lines[0] and "--extras train,ort,openvino,test" in lines[0]
+    assert lines[0].startswith("bash docker/install.sh ") and "--torch 2.13.0" in lines[0] and "--extras export,test" in lines[0]
     assert lines[-1] == "touch .venv/.installed"
     for target, tag in (("docker-cpu", "gatekit:cpu"), ("docker-cuda", "gatekit:cuda"), ("docker-jetson", "gatekit:jetson-r36")):
         proc = _make("-n", target)

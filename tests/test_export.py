@@ -117,8 +117,8 @@ def test_dynamic_graph_can_skip_only_in_large_blocks(tiny_ckpt, tmp_path):
     """Blocks with small outputs run whole convs and zero the inactive channels: still exact, and the
     manifest's MACs count those blocks whole."""
     ckpt, model = tiny_ckpt("data")
-    every = export(ckpt, tmp_path / "all", opts("dynamic", "onnx"), progress=False)
-    m = export(ckpt, tmp_path / "large", opts("dynamic", "onnx", dynamic_min_size=17), progress=False)
+    every = export(ckpt, tmp_path / "all", opts("dynamic", "onnx", dynamic_form="conv", dynamic_min_size=0), progress=False)
+    m = export(ckpt, tmp_path / "large", opts("dynamic", "onnx", dynamic_form="conv", dynamic_min_size=17), progress=False)
     assert max(m["verification"]["relative_error"].values()) <= 1e-4
     # CIFAR stem, padding 2: outputs 34, 34, 17, 17, 9, 9, 5, 5 pixels a side
     assert m["dynamic_skipping"] == {"min_size": 17, "blocks": [True] * 4 + [False] * 4}

@@ -25,10 +25,10 @@ ALLOWED = {
     "native_ops": set(),
     "train": {"data", "models", "checkpoint"},
     "evaluate": {"data", "models", "checkpoint"},
-    "export": {"data", "models", "checkpoint", "evaluate", "artifacts", "runtimes"},
+    "export": {"data", "models", "checkpoint", "evaluate", "artifacts", "native_ops", "runtimes"},
     "runtimes": {"artifacts", "native_ops"},
     "bench": {"data", "artifacts", "runtimes"},
-    "pick": {"data", "models", "artifacts", "runtimes", "bench"},
+    "pick": {"data", "models", "artifacts", "native_ops", "runtimes", "bench"},
 }
 ORDER = ["data", "models", "train", "evaluate", "export", "runtimes", "bench", "pick"]
 DEPLOY = ("artifacts", "native_ops", "runtimes", "bench", "pick")

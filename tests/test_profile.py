@@ -100,6 +100,56 @@ def test_predictor_fits_and_interpolates():
     assert dyn["p50_ms"] == pytest.approx(expected) and dyn["predicted"]
 
 
+def test_native_dynamic_prediction_uses_the_native_table():
+    lut, arch = fake_lut(scale=0.8, overhead=0.3)
+    native = [{"index": b.index, "planes": b.planes, "widths": [0, b.planes], "p50_ms": [0.1, 0.1 + 0.02 * b.planes],
+               "p90_ms": [0.11, 0.11 + 0.022 * b.planes]} for b in arch.blocks()]
+    lut["native"] = {"blocks": native}
+    configs = [[round(b.planes * f) for b in arch.blocks()] for f in (0.0, 0.5, 1.0)]
+    view = predictor.native_view(lut)
+    measured = [{"p50_ms": 2 * predictor.table_sum(view, c), "p90_ms": 3 * predictor.table_sum(view, c)} for c in configs]
+    lut["native"]["calibration"] = predictor.calibrate(view, configs, measured)
+    active = np.array([[0] * 8, [b.planes for b in arch.blocks()]])
+    dyn = predictor.predict_dynamic(lut, active, native=True)
+    full = 0.05 + 0.01 + sum(0.1 + 0.02 * b.planes for b in arch.blocks())
+    assert dyn["per_input_ms"] == pytest.approx([2 * (0.06 + 0.8), 2 * full])  # zero active channels is a valid input
+    assert dyn["per_input_p90_ms"][1] == pytest.approx(3 * full) and dyn["native"]
+    del lut["native"]
+    with pytest.raises(GatekitError, match="no native op table"):
+        predictor.predict_dynamic(lut, active, native=True)
+
+
+def test_profile_times_the_native_op(cifar_dir):
+    from gatekit import native_ops
+    from gatekit.pick.lut import real_inputs
+
+    if native_ops.library_for("ort") is None:
+        pytest.skip("gatekit's native op library is not built here (`gatekit ops build`)")
+    arch = Architecture(width=0.125, input_size=32)
+    images = real_inputs("cifar10", str(cifar_dir), 32, count=4)
+    opts = ProfileOptions(runtime="ort", threads=1, round_to=8, protocol=TINY, check_protocol=TINY, check=2, native=True,
+                          native_steps=2)
+    lut = profile(arch, opts, images)
+    table = lut["native"]
+    assert [b["widths"] for b in table["blocks"]][0] == [0, 4, 8]
+    assert all(v > 0 for b in table["blocks"] for v in b["p50_ms"])
+    assert table["validation"]["count"] >= 4 and len(table["calibration"]["configs"]) >= 5
+    pred = predictor.predict_dynamic(lut, np.array([[4] * 8, [b.planes for b in arch.blocks()]]), native=True)
+    assert 0 < pred["per_input_ms"][0] and pred["per_input_ms"][1] > 0
+
+
+def test_int8_profile_times_quantized_graphs(cifar_dir):
+    from gatekit.pick.lut import real_inputs
+
+    arch = Architecture(width=0.125, input_size=32)
+    images = real_inputs("cifar10", str(cifar_dir), 32, count=4)
+    opts = ProfileOptions(runtime="ort", threads=1, round_to=8, precision="int8", protocol=TINY, check_protocol=TINY,
+                          check=2, calibration=(0.5, 1.0), calibration_random=1)
+    lut = profile(arch, opts, images)
+    assert lut["precision"] == "int8" and lut["runtime"]["precision"] == "int8" and "native" not in lut
+    assert all(v > 0 for b in lut["blocks"] for v in b["p50_ms"]) and lut["validation"]["count"] == 2
+
+
 def test_summarise_counts_the_share_within_ten_percent():
     lut, _ = fake_lut()
     rows = []
@@ -148,8 +198,9 @@ def test_profile_builds_and_checks_a_table(cifar_dir):
 
     arch = Architecture(width=0.125, input_size=32)
     images = real_inputs("cifar10", str(cifar_dir), 32, count=8)
-    opts = ProfileOptions(runtime="ort", threads=1, round_to=8, protocol=TINY, check_protocol=TINY, check=3)
+    opts = ProfileOptions(runtime="ort", threads=1, round_to=8, protocol=TINY, check_protocol=TINY, check=3, native=False)
     lut = profile(arch, opts, images)
+    assert "native" not in lut
     assert [len(b["widths"]) for b in lut["blocks"]] == [len(b.grid(8)) for b in arch.blocks()]
     assert all(v > 0 for b in lut["blocks"] for v in b["p50_ms"])
     assert lut["validation"]["count"] == 3 and 0 <= lut["validation"]["within_tolerance_p50"] <= 1
@@ -162,7 +213,7 @@ def test_profile_builds_and_checks_a_table(cifar_dir):
 def test_profile_cli_writes_a_lut_and_plot(cifar_dir, tmp_path, capsys):
     out = tmp_path / "lut.json"
     with pytest.raises(SystemExit) as e:
-        main(["profile", "--runtime", "ort", "--width", "0.125", "--round-to", "8", "--check", "2", "--min-runs", "10",
+        main(["profile", "--runtime", "ort", "--width", "0.125", "--round-to", "8", "--check", "2", "--min-runs", "10", "--no-native",
               "--min-seconds", "0.02", "--data-dir", str(cifar_dir), "--out", str(out), "--plot", str(tmp_path / "v.png"),
               "--json", str(tmp_path / "s.json"), "--quiet"])
     assert e.value.code in (0, None)

@@ -66,7 +66,8 @@ def test_onnxruntime_matches_numpy_and_applies_threads(tmp_path):
         opts = s.session.get_session_options()
         assert opts.intra_op_num_threads == 1 and opts.inter_op_num_threads == 1
         assert s.info.to_dict() == {"name": "ort", "version": get_backend("ort").version(), "device": "cpu",
-                                    "provider": "CPUExecutionProvider", "threads": 1, "precision": "fp32"}
+                                    "provider": "CPUExecutionProvider", "threads": 1, "precision": "fp32",
+                                    "ops": None, "ops_library": None}
         assert s.input_shape == (1, 3, 8, 8)
         with pytest.raises(GatekitError, match="does not fit the model's 1x3x8x8"):
             s.run(x_of(1, batch=2))
@@ -83,7 +84,7 @@ def test_onnxruntime_dynamic_batch(tmp_path):
 
 def test_onnxruntime_refuses_what_it_cannot_run(tmp_path):
     tiny_onnx(tmp_path / "m.onnx")
-    with pytest.raises(GatekitError, match="CPUExecutionProvider runs fp32, not fp16"):
+    with pytest.raises(GatekitError, match="CPUExecutionProvider runs fp32 or int8, not fp16"):
         load_session(tmp_path / "m.onnx", precision="fp16")
     with pytest.raises(GatekitError, match="unknown ONNX Runtime device 'npu'"):
         load_session(tmp_path / "m.onnx", device="npu")
@@ -131,8 +132,8 @@ def test_openvino_dynamic_batch_and_clear_errors(tmp_path):
     assert np.allclose(s.run(x), reference(x, w, b), atol=1e-5, rtol=0)
     with pytest.raises(GatekitError, match="OpenVINO has no GPU device here"):
         load_session(xml, device="gpu")
-    with pytest.raises(GatekitError, match="int8 comes from a quantized IR"):
-        load_session(xml, precision="int8")
+    with pytest.raises(GatekitError, match="OpenVINO precision must be one of fp32, bf16, fp16, int8, got int4"):
+        load_session(xml, precision="int4")
     with pytest.raises(GatekitError, match="no OpenVINO extension library"):
         load_session(xml, extensions=(str(tmp_path / "missing.so"),))
     (tmp_path / "bad.xml").write_text("<net>not an IR")
@@ -176,3 +177,20 @@ def test_runtimes_import_and_run_without_torch(tmp_path):
     assert "(1, 4) CPUExecutionProvider" in proc.stdout
 
 
+
+
+@pytest.mark.parametrize("runtime", ["ort", "openvino"])
+def test_the_timed_call_runs_the_same_inference(tmp_path, runtime):
+    """Session.runner (what the latency protocol times: input bound once, no output copy) runs the model on
+    the bound input, every call: its output buffer holds what run() returns for that input."""
+    if runtime not in available_backends():
+        pytest.skip(f"{runtime} is not installed")
+    w, b = tiny_onnx(tmp_path / "m.onnx")
+    path = tmp_path / "m.onnx" if runtime == "ort" else save_ir(tmp_path / "m.onnx", tmp_path / "m.xml")
+    with load_session(path, runtime, threads=1) as s:
+        calls = [s.runner(x_of(k)) for k in (1, 2)]
+        for k, call in zip((1, 2), calls):
+            call()
+            np.testing.assert_allclose(call.output(), reference(x_of(k), w, b), rtol=1e-5, atol=1e-5)
+        calls[0]()
+        np.testing.assert_allclose(calls[0].output(), reference(x_of(1), w, b), rtol=1e-5, atol=1e-5)

@@ -20,7 +20,8 @@ sys.path.insert(0, str(ROOT))
 from gatekit.atomic import write_json, write_text  # noqa: E402
 from gatekit.bench.protocol import Protocol  # noqa: E402
 from gatekit.bench.run import write_jsonl  # noqa: E402
-from gatekit.bench.sweep import bench_manifests, export_all  # noqa: E402
+from gatekit.bench.sweep import bench_manifests  # noqa: E402
+from gatekit.export.sweep import export_all  # noqa: E402
 from gatekit.sysinfo import machine_info  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -33,10 +34,11 @@ def main() -> None:
     for size, (recipe, thresholds) in SIZES.items():
         ckpt = ROOT / "runs" / f"{recipe}-td0.3"
         out = ROOT / "runs" / f"dynamic-skipping-{size}"
-        paths = [m["manifest_path"] for m in export_all(ckpt, out / "dense", graphs=["dense"], formats=["onnx"], knn_check=False)]
+        paths = [m["manifest_path"] for m in export_all(ckpt, out / "dense", graphs=["dense"], formats=["onnx"], knn_check=False)[0]]
         for t in thresholds:
             paths += [m["manifest_path"] for m in export_all(ckpt, out / f"min{t}", graphs=["dynamic"], formats=["onnx"],
-                                                             knn_check=False, record_inputs=256, dynamic_min_size=t)]
+                                                             knn_check=False, record_inputs=256, dynamic_min_size=t,
+                                                             dynamic_form="conv")[0]]
         recs = bench_manifests(paths, [1, 2], Protocol(), runtimes=["ort"], progress=False)
         records += recs
         dense = {r["threads"]: r for r in recs if r["manifest"]["graph"] == "dense"}

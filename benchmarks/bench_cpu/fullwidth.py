@@ -21,40 +21,32 @@ import argparse
 import json
 import math
 import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from gatekit.atomic import write_json, write_text  # noqa: E402
 from gatekit.bench.protocol import Protocol, measure  # noqa: E402
 from gatekit.bench.report import markdown_table, plot_latency_vs_flops, plot_per_input, with_ratios  # noqa: E402
-from gatekit.bench.run import load_inputs, open_artifact, write_jsonl  # noqa: E402
-from gatekit.bench.sweep import bench_manifests, export_all  # noqa: E402
+from gatekit.artifacts import load_inputs, open_artifact, runtime_name  # noqa: E402
+from gatekit.bench.run import write_jsonl  # noqa: E402
+from gatekit.bench.sweep import bench_manifests  # noqa: E402
+from gatekit.export.sweep import export_all  # noqa: E402
 from gatekit.runtimes import load_session  # noqa: E402
 from gatekit.sysinfo import machine_info  # noqa: E402
 
-BUDGETS = (0.1, 0.3, 0.5)
 HERE = Path(__file__).resolve().parent
 
 
 def checkpoints(size: int, train: bool) -> dict[float, Path]:
-    recipe = "cpu-fullwidth" if size == 32 else "cpu-fullwidth-96"
-    out = {}
-    for b in BUDGETS:
-        run = ROOT / "runs" / f"{recipe}-td{b}"
-        if not (run / "model.safetensors").is_file():
-            if not train:
-                sys.exit(f"missing {run}: pass --train (or run `gatekit train --recipe {recipe} --budget {b} --out {run}`)")
-            subprocess.run([sys.executable, "-m", "gatekit", "train", "--recipe", recipe, "--budget", str(b), "--out", str(run),
-                            "--quiet"], check=True)
-        out[b] = run
-    return out
+    from interleaved import checkpoints as trained
+
+    return trained("full32" if size == 32 else "full96", train)
 
 
 def static_at_mean_width(dyn_records: list[dict], threads: list[int], protocol: Protocol) -> list[dict]:
@@ -85,16 +77,16 @@ def targets(records: list[dict], mean_width: list[dict], size: int) -> dict:
     rows = []
     recs = with_ratios(records)
     for r in recs:
-        g, rt = r["manifest"]["graph"], r["runtime"]["name"]
+        g, rt = r["manifest"]["graph"], runtime_name(r["runtime"]["name"])
         if "latency_ratio" not in r or g == "dense":
             continue
         lat, fl = r["latency_ratio"]["p50"], r["flops_ratio"]
         row = {"budget": r["manifest"]["budget"], "graph": g, "form": r["manifest"].get("dynamic_form"), "runtime": rt,
                "threads": r["threads"], "flops_ratio": fl, "latency_ratio": lat, "latency_over_flops": lat / fl}
-        if g in ("static", "hybrid") and rt in ("onnxruntime", "openvino"):
+        if g in ("static", "hybrid") and rt in ("ort", "openvino"):
             row["limit"] = 1.15 if g == "static" else 1.25
             row["meets"] = lat <= row["limit"] * fl
-        if g == "dynamic" and rt == "onnxruntime":
+        if g == "dynamic" and rt == "ort":
             ref = [s for s in mean_width if s["budget"] == row["budget"] and s["threads"] == r["threads"]]
             if ref:
                 row["static_same_width_p50_ms"] = ref[0]["stats"]["p50_ms"]
@@ -140,7 +132,7 @@ def main() -> None:
     for b, ckpt in ckpts.items():
         graphs = ["dense", "static", "hybrid", "dynamic"] if b == 0.3 else ["static", "hybrid", "dynamic"]
         manifests += export_all(ckpt, art_dir / f"td{b}", graphs=graphs, formats=["onnx", "openvino"],
-                                knn_check=False, progress=False)
+                                knn_check=False, progress=False)[0]
     protocol = Protocol(min_runs=args.min_runs, min_seconds=args.min_seconds)
     records = bench_manifests([m["manifest_path"] for m in manifests], threads, protocol,
                               runtimes=["ort", "openvino", "torch"], progress=False)
@@ -151,7 +143,7 @@ def main() -> None:
     write_text(f"{stem}.md", f"Machine: {info['cpu']}, {info['cores']} cores; {json.dumps(info['packages'])}\n\n{table}\n")
     plot_latency_vs_flops(records, f"{stem}.png", title=f"ResNet-18 full width, {args.size} px, {info['cpu']}")
     plot_per_input(records, f"{stem}-per-input.png")
-    dyn = [r for r in records if r["manifest"]["graph"] == "dynamic" and r["runtime"]["name"] == "onnxruntime"]
+    dyn = [r for r in records if r["manifest"]["graph"] == "dynamic" and runtime_name(r["runtime"]["name"]) == "ort"]
     mean_width = static_at_mean_width(dyn, threads, protocol)
     t = targets(records, mean_width, args.size)
     t["static_at_mean_width"] = mean_width

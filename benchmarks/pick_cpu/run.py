@@ -17,18 +17,20 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
+sys.path.insert(0, str(ROOT))
+from gatekit.artifacts import runtime_name  # noqa: E402
+
 CASES = [  # (size, runtime, threads, recipe)
     (32, "ort", 1, "cpu-fullwidth"),
     (96, "openvino", 2, "cpu-fullwidth-96"),
 ]
-RUNTIME_NAME = {"ort": "onnxruntime", "openvino": "openvino"}
 
 
 def recorded_static_p90(size: int, runtime: str, threads: int) -> dict[float, float]:
     out = {}
     for line in (ROOT / "benchmarks" / "bench_cpu" / f"cifar{size}-fullwidth.jsonl").read_text().splitlines():
         r = json.loads(line)
-        if r["manifest"]["graph"] == "static" and r["runtime"]["name"] == RUNTIME_NAME[runtime] and r["threads"] == threads:
+        if r["manifest"]["graph"] == "static" and runtime_name(r["runtime"]["name"]) == runtime and r["threads"] == threads:
             out[r["manifest"]["budget"]] = r["stats"]["p90_ms"]
     return out
 

@@ -25,11 +25,11 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT))
 
+from gatekit.artifacts import runtime_name  # noqa: E402
 from gatekit.atomic import write_json, write_text  # noqa: E402
 from gatekit.pick import predict as predictor  # noqa: E402
 from gatekit.sysinfo import machine_info  # noqa: E402
 
-RUNTIME_NAME = {"ort": "onnxruntime", "openvino": "openvino"}
 
 
 def exported_static_check(lut: dict, size: int, runtime: str, threads: int) -> dict | None:
@@ -40,7 +40,7 @@ def exported_static_check(lut: dict, size: int, runtime: str, threads: int) -> d
     for line in path.read_text().splitlines():
         r = json.loads(line)
         m = r["manifest"]
-        if (m["graph"] in ("static", "dense") and r["runtime"]["name"] == RUNTIME_NAME[runtime] and r["threads"] == threads
+        if (m["graph"] in ("static", "dense") and runtime_name(r["runtime"]["name"]) == runtime and r["threads"] == threads
                 and m["model_config"]["input_size"] == size):
             widths = m["widths"] if m["graph"] == "static" else m["full_widths"]
             row = predictor.compare(lut, widths, r["stats"])
@@ -58,7 +58,7 @@ def dynamic_check(lut: dict, size: int, runtime: str, threads: int) -> list[dict
     out = []
     for line in path.read_text().splitlines():
         r = json.loads(line)
-        if r["manifest"]["graph"] != "dynamic" or r["runtime"]["name"] != "onnxruntime" or r["threads"] != threads:
+        if r["manifest"]["graph"] != "dynamic" or runtime_name(r["runtime"]["name"]) != "ort" or r["threads"] != threads:
             continue
         manifest = json.loads(Path(r["artifact"]).with_suffix(".onnx.json").read_text())
         widths = manifest.get("per_input", {}).get("active_widths")
@@ -89,7 +89,7 @@ def main() -> None:
     summary = []  # every LUT recorded here, including those of earlier invocations
     for path in sorted(HERE.glob("lut-*.json"), key=lambda p: json.loads(p.read_text())["arch"]["input_size"]):
         lut = json.loads(path.read_text())
-        rt = {"onnxruntime": "ort"}.get(lut["runtime"]["name"], lut["runtime"]["name"])
+        rt = runtime_name(lut["runtime"]["name"])
         size, t, v = lut["arch"]["input_size"], lut["threads"], lut["validation"]
         summary.append({"size": size, "runtime": rt, "threads": t, "seconds": lut["seconds"], "lut": path.name,
                         "check_repeats": lut.get("check_repeats", 1), "created": lut["created"],

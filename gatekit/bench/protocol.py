@@ -58,10 +58,13 @@ def measure(session, batches: list[np.ndarray], protocol: Protocol, progress=Non
         raise ValueError("no input batches")
     batches = [np.ascontiguousarray(b, dtype=np.float32) for b in batches]
     n = len(batches)
+    # one prepared call per input: the session's own fast path where it has one (Session.runner)
+    calls = [session.runner(b) for b in batches] if hasattr(session, "runner") else \
+        [(lambda b=b: session.run(b)) for b in batches]
     i = 0
     start = time.perf_counter()
     while i < protocol.warmup_runs or time.perf_counter() - start < protocol.warmup_seconds:
-        session.run(batches[i % n])
+        calls[i % n]()
         i += 1
     latencies, indices = [], []
     clock = time.perf_counter_ns
@@ -69,9 +72,9 @@ def measure(session, batches: list[np.ndarray], protocol: Protocol, progress=Non
     deadline = begin + int(protocol.min_seconds * 1e9)
     j = 0
     while True:
-        x = batches[j % n]
+        call = calls[j % n]
         t0 = clock()
-        session.run(x)
+        call()
         t1 = clock()
         latencies.append(t1 - t0)
         indices.append(j % n)

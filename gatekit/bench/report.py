@@ -24,9 +24,13 @@ def runtime_label(r: dict) -> str:
 
 
 def graph_label(r: dict) -> str:
+    """The graph and, for a dynamic graph in another form than NonZero + Gather + Conv, its form; a native-op
+    graph that ran its standard-ops fallback says so."""
     m = r["manifest"]
-    form = f" ({m['dynamic_form']})" if m.get("dynamic_form") == "matmul" else ""
-    return f"{m['graph']}{form}"
+    form = m.get("dynamic_form")
+    if form == "native" and (r.get("runtime") or {}).get("ops") == "fallback":
+        form = f"native: fallback {(m.get('native_op') or {}).get('fallback_form', '')}".rstrip()
+    return f"{m['graph']}{f' ({form})' if form and form != 'conv' else ''}"
 
 
 def with_ratios(records: list[dict]) -> list[dict]:

@@ -17,19 +17,27 @@ SCHEMA = "gatekit.bench/1"
 
 def manifest_summary(m: dict) -> dict:
     keys = ("graph", "format", "dynamic_form", "method", "budget", "widths", "full_widths", "macs", "precision",
-            "checkpoint_sha256", "model_config", "input", "gatekit_version", "agreement")
+            "checkpoint_sha256", "model_config", "input", "gatekit_version", "agreement", "native_op", "dynamic_skipping",
+            "quantization")
     out = {k: m.get(k) for k in keys}
+    v = m.get("verification") or {}
+    if "knn_delta_points" in v:  # a reduced-precision artifact: how far it is from its fp32 graph
+        out["precision_check"] = {k: v[k] for k in ("cosine_to_fp32", "knn20", "knn20_fp32", "knn_delta_points")}
     out["macs"] = {k: v for k, v in (m.get("macs") or {}).items()}
     return out
 
 
 def bench_one(artifact: Artifact, runtime: str, threads: int | None, batch: int, protocol: Protocol,
-              inputs: np.ndarray, inputs_name: str, progress=None, describe_machine: dict | None = None) -> dict:
+              inputs: np.ndarray, inputs_name: str, progress=None, describe_machine: dict | None = None,
+              ops: str = "auto") -> dict:
+    """One artifact on one runtime at one thread count. `ops`: for a graph with native custom ops, "auto"
+    (the op library where it is built, else the standard-ops fallback), "native" or "fallback"; the record's
+    runtime.ops says which ran."""
     from gatekit.jetson import TegrastatsMonitor
-    from gatekit.runtimes import load_session
+    from gatekit.runtimes import load_artifact
     from gatekit.sysinfo import machine_info
 
-    session = load_session(artifact.path_for(runtime), runtime, threads=threads, precision=artifact.manifest.get("precision", "fp32"))
+    session = load_artifact(artifact, runtime, ops=ops, threads=threads, precision=artifact.manifest.get("precision", "fp32"))
     try:
         fixed = session.input_shape[0]
         if fixed not in (-1, batch):
@@ -43,7 +51,7 @@ def bench_one(artifact: Artifact, runtime: str, threads: int | None, batch: int,
         record = {
             "schema": SCHEMA,
             "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "artifact": str(artifact.file if runtime != "torch" else artifact.manifest_path),
+            "artifact": str(artifact.path_for(runtime)),  # runtime.ops says whether a native-op graph ran its fallback
             "manifest": manifest_summary(artifact.manifest),
             "runtime": session.info.to_dict(),
             "threads": threads,

@@ -12,7 +12,7 @@ from gatekit.bench.run import bench_one
 
 def bench_manifests(manifest_paths: list[str | Path], threads: list[int], protocol: Protocol, *, batch: int = 1,
                     n_inputs: int = 256, data_dir: str | None = None, runtimes: list[str] | None = None,
-                    progress: bool = True) -> list[dict]:
+                    progress: bool = True, ops: str = "auto") -> list[dict]:
     """Benchmarks artifacts on their own runtime (plus the torch reference when asked), at each thread count."""
     from tqdm import tqdm
 
@@ -41,9 +41,10 @@ def bench_manifests(manifest_paths: list[str | Path], threads: list[int], protoc
         key = (spec["dataset"], spec["shape"][-1], str(spec["mean"]), str(spec["std"]))
         if key not in cache:
             cache[key] = load_inputs(art.manifest, n_inputs, data_dir)
-        rec = bench_one(art, rt, t, batch, protocol, *cache[key], describe_machine=machine)
+        rec = bench_one(art, rt, t, batch, protocol, *cache[key], describe_machine=machine, ops=ops)
         records.append(rec)
         s = rec["stats"]
-        bar.write(f"{art.file.name:22s} t_d={art.manifest.get('budget')} {rt:8s} {t}T b{batch}  p50 {s['p50_ms']:.3f} ms  "
+        path = f" ({rec['runtime']['ops']})" if rec["runtime"].get("ops") else ""
+        bar.write(f"{art.file.name:22s}{path} t_d={art.manifest.get('budget')} {rt:8s} {t}T b{batch}  p50 {s['p50_ms']:.3f} ms  "
                   f"p90 {s['p90_ms']:.3f} ms  ({s['runs']} runs, std {s['std_ms']:.3f})")
     return records

@@ -18,17 +18,21 @@ import numpy as np
 import torch
 
 from gatekit import __version__
-from gatekit.artifacts import FORMATS, get_format, publish
+from gatekit import native_ops
+from gatekit.artifacts import FALLBACK, FALLBACK_PREFIX, FORMATS, NATIVE, get_format, publish
 from gatekit.checkpoint import load_model
 from gatekit.data import load_dataset, normalization
 from gatekit.data.arrays import normalize_images, recorded_dir
 from gatekit.errors import GatekitError
-from gatekit.export.graphs import GRAPHS, build_graph
+from gatekit.export.graphs import GRAPHS, GraphSpec, build_graph
 from gatekit.export.prune import select_all
 from gatekit.models import cost_model
 from gatekit.runtimes.verify import check, relative_error, run_batched
 
 OPSET = 17
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+NATIVE_DOMAIN = "gatekit"  # the ONNX domain of gatekit's native custom ops
+DYNAMIC_FORMS = ("auto", "native", "conv", "matmul")
 INPUT_NAME = "input"
 
 
@@ -42,14 +46,24 @@ class ExportOptions:
     probe: str | None = None
     batch: int = 1
     dynamic_batch: bool = False
-    fp16: bool = False
+    fp16: bool = False  # the older spelling of precision="fp16"
+    precision: str = "fp32"  # fp32, fp16, bf16 (OpenVINO's inference precision) or int8 (quantized graphs)
+    quant_calib: int = 300  # int8: training images that calibrate the quantizer (from the calibration set)
+    quant_exclude: tuple[str, ...] = ()  # int8: parts kept in float: stem, last, head, blockN
+    knn_test: int = 10000  # reduced precision: test images of the k-NN check (the training memory is knn_train)
+    min_cosine: float = 0.99  # reduced precision: refuse when the mean feature cosine to fp32 is lower
+    max_knn_drop: float = 1.0  # reduced precision: refuse when k-NN top-1 drops more points than this
     verify_images: int = 64
     knn_train: int = 10000
     knn_check: bool = True
     record_inputs: int = 1000  # dynamic: per-input MACs of the first N test images, for `gatekit bench`
+    # dynamic: "auto" (the native op where its library is built for the format's runtime, else the standard-ops
+    # form), "native" (gatekit.GatedBlock nodes, with a standard-ops fallback beside them), "conv" or "matmul"
+    dynamic_form: str = "auto"
     # dynamic: only blocks whose output is at least this many pixels a side skip channels (0: every block, the
-    # paper's form); the rest run whole constant-weight convs and mask (benchmarks/bench_cpu/dynamic-skipping.md)
-    dynamic_min_size: int = 8
+    # paper's form); the rest run whole constant-weight convs and mask (benchmarks/bench_cpu/dynamic-skipping.md).
+    # None: 0 for the native form, 8 for the standard-ops forms (whose gathers pay only on large maps)
+    dynamic_min_size: int | None = None
     data_dir: str | None = None
     threads: int | None = None
     extra: dict = field(default_factory=dict)
@@ -100,6 +114,57 @@ class Prepared:
         self.head = self._load_head(opts.probe)
         self._build(channels)
 
+    def quant_calibration(self) -> list[np.ndarray]:
+        """int8: real training images (the first --quant-calib of the calibration set), one input batch each."""
+        if getattr(self, "_quant_calib", None) is None:
+            n = self.opts.quant_calib
+            if n < 1:
+                raise GatekitError("--quant-calib must be at least 1")
+            data = load_dataset(self.dataset, "train", self.data_root, limit=n, image_size=self.model.cfg.input_size)
+            x = normalize_images(data.images, self.mean, self.std)
+            b = self.opts.batch
+            self._quant_calib = [x[i:i + b] for i in range(0, len(x) - b + 1, b)]
+        return self._quant_calib
+
+    def quant_calibration_record(self) -> dict:
+        return {"dataset": self.dataset, "split": "train", "images": int(sum(len(x) for x in self.quant_calibration())),
+                "first": True}
+
+    def quant_patterns(self) -> list[str]:
+        from gatekit.runtimes.quantize import exclude_patterns
+
+        return exclude_patterns(list(self.opts.quant_exclude), len(self.model.blocks))
+
+    def knn_of(self, features) -> dict:
+        """k-NN top-1 (k=20, cosine) of `features(images)` against the fp32 graph's, on --knn-train training
+        images as memory and --knn-test test images: one protocol for every reduced-precision artifact."""
+        from gatekit.evaluate.knn import knn_accuracy
+
+        size = self.model.cfg.input_size
+        if getattr(self, "_knn_sets", None) is None:
+            train = load_dataset(self.dataset, "train", self.data_root, limit=self.opts.knn_train, image_size=size)
+            test = load_dataset(self.dataset, "test", self.data_root, limit=self.opts.knn_test, image_size=size)
+            sets = [normalize_images(d.images, self.mean, self.std) for d in (train, test)]
+            labels = [torch.as_tensor(d.labels).long() for d in (train, test)]
+            fp32 = [self.reference_batched(x) for x in sets]
+            self._knn_sets = (sets, labels, fp32)
+        sets, labels, fp32 = self._knn_sets
+        k = int(max(labels[0].max(), labels[1].max())) + 1
+
+        def acc(feats):  # a graph of fixed batch b sees the first multiple of b images of each set
+            train, test = (torch.as_tensor(np.asarray(f)) for f in feats)
+            return knn_accuracy(train, labels[0][: len(train)], test, labels[1][: len(test)], k=20, metric="cosine",
+                                num_classes=k)
+
+        b = self.opts.batch
+        base = acc(fp32)
+        mine = acc([features(x[: len(x) - len(x) % b]) for x in sets])
+        return {"knn20": mine, "knn20_fp32": base, "knn_delta_points": 100 * (mine - base),
+                "knn_train_images": int(len(sets[0])), "knn_test_images": int(len(sets[1]))}
+
+    def reference_batched(self, x: np.ndarray, batch: int = 256) -> np.ndarray:
+        return np.concatenate([self.reference(x[i:i + batch]) for i in range(0, len(x), batch)])
+
     def gate_usage(self) -> dict | None:
         """Per-block, per-channel counts of calibration images whose gate turned the channel on: what
         `gatekit pick --lut` plans static widths from (gatekit.models.channels), without torch."""
@@ -118,24 +183,57 @@ class Prepared:
 
     def _build(self, channels: list[torch.Tensor] | None) -> None:
         self.channels = channels
-        self.net, self.spec = build_graph(self.model, self.opts.graph, channels, self.head,
-                                          dynamic_min_size=self.opts.dynamic_min_size)
-        self._matmul_net = None
+        self._graphs: dict[str | None, tuple] = {}
         self.agreement: dict | None = None
+        self.net, self.spec = self.graph(self.standard_form("onnx"))
 
-    def dynamic_form(self, fmt: str) -> str | None:
-        """The dynamic graph's formulation for a format: OpenVINO's CPU plugin needs im2col + MatMul."""
+    def standard_form(self, fmt: str) -> str | None:
+        """The dynamic graph in standard ops for a format (OpenVINO's CPU plugin needs im2col + MatMul)."""
         if self.opts.graph != "dynamic":
             return None
         return "matmul" if fmt == "openvino" else "conv"
 
-    def net_for(self, fmt: str) -> torch.nn.Module:
-        if self.dynamic_form(fmt) != "matmul":
-            return self.net
-        if self._matmul_net is None:
-            self._matmul_net, _ = build_graph(self.model, "dynamic", None, self.head, dynamic_form="matmul",
-                                              dynamic_min_size=self.opts.dynamic_min_size)
-        return self._matmul_net
+    def dynamic_form(self, fmt: str) -> str | None:
+        """The dynamic graph's form for a format, as --dynamic-form resolves here (None: not dynamic)."""
+        if self.opts.graph != "dynamic":
+            return None
+        want = self.opts.dynamic_form
+        if want not in DYNAMIC_FORMS:
+            raise GatekitError(f"unknown --dynamic-form {want!r}: choose one of {', '.join(DYNAMIC_FORMS)}")
+        native_ok = FORMATS[fmt].native_library is not None
+        if want == "auto":
+            return "native" if native_ok and native_ops.library_for(FORMATS[fmt].runtime) else self.standard_form(fmt)
+        if want == "native":
+            if not native_ok:
+                raise GatekitError(f"the native dynamic form runs on {', '.join(f for f, r in FORMATS.items() if r.native_library)}"
+                                   f", not {fmt}")
+            if native_ops.library_for(FORMATS[fmt].runtime) is None:
+                raise GatekitError(f"the native dynamic form needs gatekit's op library for {FORMATS[fmt].runtime}, and none "
+                                   "is built for the installed version: run `gatekit ops build` (`gatekit ops status` says why)")
+        return want
+
+    def min_size(self, form: str | None) -> int:
+        if self.opts.dynamic_min_size is not None:
+            return self.opts.dynamic_min_size
+        return 0 if form == "native" else 8
+
+    def used_channels(self) -> list[torch.Tensor]:
+        """Per block, the channels some calibration image turned on (the native graph removes the others)."""
+        return select_all(self.usage, self.calib_n, 0.0, 1, self.model.cfg.gate_group)
+
+    def graph(self, form: str | None = None) -> tuple[torch.nn.Module, "GraphSpec"]:
+        """The deploy module and its spec for a dynamic form (None: the graph's only form), built once."""
+        if form not in self._graphs:
+            if form is None:
+                built = build_graph(self.model, self.opts.graph, self.channels, self.head)
+            elif form == "native":
+                built = build_graph(self.model, "dynamic", self.used_channels(), self.head, dynamic_form="native",
+                                    dynamic_min_size=self.min_size(form))
+            else:
+                built = build_graph(self.model, "dynamic", None, self.head, dynamic_form=form,
+                                    dynamic_min_size=self.min_size(form))
+            self._graphs[form] = built
+        return self._graphs[form]
 
     def _load_head(self, probe: str | None) -> torch.nn.Linear | None:
         if not probe:
@@ -168,9 +266,9 @@ class Prepared:
             f = self.model(torch.from_numpy(x), "gated").features
             return f if self.head is None else self.head(f)
 
-    def torch_check(self, fmt: str) -> dict:
-        """Checks the deploy module against the reference path before any export."""
-        net = self.net_for(fmt)  # built outside inference mode: the exporter traces it afterwards
+    def torch_check(self, form: str | None = None) -> dict:
+        """Checks the deploy module of a form against the reference path before any export."""
+        net, spec = self.graph(form)  # built outside inference mode: the exporter traces it afterwards
         with torch.inference_mode():
             out = net(torch.from_numpy(self.verify_images))
         if self.opts.graph == "static":  # an approximation by design: report its agreement
@@ -179,26 +277,29 @@ class Prepared:
         err = relative_error(out.numpy(), self.reference(self.verify_images))
         if err > 1e-4:
             hint = ""
-            if self.opts.graph == "hybrid":
-                n = self.images_using_removed_channels()
+            if spec.channels:  # hybrid, native dynamic: channels unused over the calibration images were removed
+                n = self.images_using_removed_channels(spec)
                 hint = (f": {n} of {len(self.verify_images)} held-out images turn on channels that were on for at most "
-                        f"--min-usage {self.opts.min_usage} of the {self.calib_n} calibration images; raise --calib or lower --min-usage")
-            raise GatekitError(f"the {self.opts.graph} graph differs from the PyTorch path by {err:.3g}{hint}; not exported")
+                        f"--min-usage {self.opts.min_usage} of the {self.calib_n} calibration images; raise --calib"
+                        + (" or lower --min-usage" if self.opts.graph == "hybrid" else ""))
+            raise GatekitError(f"the {self.opts.graph} graph{f' ({form})' if form else ''} differs from the PyTorch path by "
+                               f"{err:.3g}{hint}; not exported")
         return {"torch_module_relative_error": err}
 
-    def images_using_removed_channels(self) -> int:
+    def images_using_removed_channels(self, spec) -> int:
         with torch.inference_mode():
             masks = self.model(torch.from_numpy(self.verify_images), "gated").masks
         hit = torch.zeros(len(self.verify_images), dtype=torch.bool)
-        for mask, kept in zip(masks, self.spec.channels):
+        for mask, kept in zip(masks, spec.channels):
             removed = torch.ones(mask.shape[1], dtype=torch.bool)
             removed[kept] = False
             hit |= mask[:, removed].bool().any(dim=1)
         return int(hit.sum())
 
-    def flops(self) -> dict:
+    def flops(self, form: str | None = None) -> dict:
         from gatekit.evaluate.flops_stats import flops_stats
 
+        spec = self.graph(form)[1]
         g = self.opts.graph
         dense = self.cost.dense_macs
         if g == "dense":
@@ -209,7 +310,7 @@ class Prepared:
             gate = sum(b.gate.macs for b in self.net.blocks)
             macs = {"mean": self.cost.static_macs(self.spec.widths) + gate}
         else:
-            s = flops_stats(self.cost, self.executed_active(self.calib_active))
+            s = flops_stats(self.cost, self.executed_active(self.calib_active, spec))
             macs = {"mean": s["mean_macs"], "p50": s["p50_macs"], "p90": s["p90_macs"],
                     "note": f"per input, over {self.calib_n} calibration images",
                     "mean_active_widths": [round(float(v), 2) for v in self.calib_active.double().mean(dim=0).tolist()]}
@@ -218,14 +319,14 @@ class Prepared:
         macs["flop_counter_macs"] = flop_counter_macs(self.net, self.model.cfg.input_size) if g != "dynamic" else None
         return macs
 
-    def executed_active(self, active: torch.Tensor) -> torch.Tensor:
-        """Per-sample inner widths the dynamic graph computes: the active channels in blocks that skip,
-        every channel in blocks that only mask (their convs run whole)."""
-        full = torch.tensor([b.planes for b in self.model.blocks], dtype=active.dtype)
-        skip = torch.tensor(self.spec.skipping or [True] * len(full))
+    def executed_active(self, active: torch.Tensor, spec) -> torch.Tensor:
+        """Per-sample inner widths a dynamic graph computes: the active channels in blocks that skip, every
+        channel it keeps in blocks that only mask (their convs run whole)."""
+        full = torch.tensor(spec.widths, dtype=active.dtype)
+        skip = torch.tensor(spec.skipping or [True] * len(full))
         return torch.where(skip[None, :], active, full[None, :])
 
-    def per_input_macs(self, progress: bool) -> dict:
+    def per_input_macs(self, progress: bool, form: str | None = None) -> dict:
         """Per-input MACs of the dynamic graph on the first `record_inputs` test images (batch 1)."""
         from gatekit.evaluate.features import extract_features
         from gatekit.evaluate.flops_stats import per_sample_macs
@@ -234,7 +335,7 @@ class Prepared:
                             image_size=self.model.cfg.input_size)
         active = extract_features(self.model, test.images, self.mean, self.std, "gated", progress=progress,
                                   desc="per-input MACs").active
-        macs = per_sample_macs(self.cost, self.executed_active(active))
+        macs = per_sample_macs(self.cost, self.executed_active(active, self.graph(form)[1]))
         return {"dataset": self.dataset, "split": "test", "first": len(test), "macs": [int(m) for m in macs.tolist()],
                 "active_widths": active.round().int().tolist()}
 
@@ -252,24 +353,76 @@ def flop_counter_macs(net: torch.nn.Module, size: int) -> int:
     return counter.get_total_flops() // 2
 
 
-def _export_onnx(prep: Prepared, path: Path, fmt: str) -> None:
+def _export_onnx(prep: Prepared, path: Path, form: str | None) -> None:
     import onnx
 
     opts = prep.opts
+    net = prep.graph(form)[0]
     dummy = torch.from_numpy(prep.verify_images[: opts.batch])
     dynamic_axes = {INPUT_NAME: {0: "batch"}, prep.output_name: {0: "batch"}} if opts.dynamic_batch else None
     with warnings.catch_warnings():  # the TorchScript exporter's deprecation and constant-folding notes
         warnings.simplefilter("ignore", category=UserWarning)
         warnings.simplefilter("ignore", category=DeprecationWarning)
-        torch.onnx.export(prep.net_for(fmt), (dummy,), str(path), opset_version=OPSET, input_names=[INPUT_NAME],
+        torch.onnx.export(net, (dummy,), str(path), opset_version=OPSET, input_names=[INPUT_NAME],
                           output_names=[prep.output_name], dynamic_axes=dynamic_axes, do_constant_folding=True,
-                          dynamo=False)
+                          custom_opsets={NATIVE_DOMAIN: 1} if form == "native" else None, dynamo=False)
     model = onnx.load(str(path))
+    if form == "native" and _inline_constant_identities(model):
+        onnx.save(model, str(path))
     try:
         onnx.checker.check_model(model, full_check=True)
         onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
     except Exception as e:  # onnx raises several checker/inference error types
         raise GatekitError(f"the exported ONNX graph fails onnx.checker: {str(e).splitlines()[0]}") from None
+
+
+def _inline_constant_identities(model) -> bool:
+    """Points the native ops' weight inputs straight at initializers. The exporter shares equal constants
+    through Identity nodes; the op libraries pack weights when the session is created and need them constant."""
+    inits = {t.name for t in model.graph.initializer}
+    alias = {n.output[0]: n.input[0] for n in model.graph.node if n.op_type == "Identity" and n.input[0] in inits}
+    changed = False
+    for node in model.graph.node:
+        if node.domain == NATIVE_DOMAIN:
+            for i, name in enumerate(node.input):
+                if name in alias:
+                    node.input[i] = alias[name]
+                    changed = True
+    used = {i for n in model.graph.node for i in n.input} | {o.name for o in model.graph.output}
+    dead = [n for n in model.graph.node if n.op_type == "Identity" and n.output[0] in alias and n.output[0] not in used]
+    for n in dead:
+        model.graph.node.remove(n)
+    return changed
+
+
+def _verify_reduced(prep: Prepared, session, name: str, precision: str) -> dict:
+    """Reduced precision cannot match fp32 elementwise: the artifact's features against the fp32 graph's
+    (its PyTorch module, equal to the fp32 artifact within 1e-4) on held-out real images (cosine), and
+    the k-NN top-1 of its own features against theirs. Refuses, saying by how much, past the thresholds."""
+    from gatekit.runtimes.quantize import cosine
+
+    opts = prep.opts
+    errors = {}
+    for b in _batches(prep):
+        actual = run_batched(session, prep.verify_images, b)
+        errors[f"batch{b}"] = relative_error(actual, prep.reference(prep.verify_images[: len(actual)]))
+    actual = run_batched(session, prep.verify_images, prep.opts.batch)
+    cos = cosine(actual, prep.reference(prep.verify_images[: len(actual)]))
+    knn = prep.knn_of(lambda x: run_batched(session, x, prep.opts.batch))
+    report = {"relative_error": errors, "cosine_to_fp32": {"mean": float(cos.mean()), "min": float(cos.min()),
+                                                          "images": int(len(cos))}, **knn,
+              "thresholds": {"min_mean_cosine": opts.min_cosine, "max_knn_drop_points": opts.max_knn_drop}}
+    drop = -knn["knn_delta_points"]
+    problems = []
+    if cos.mean() < opts.min_cosine:
+        problems.append(f"mean feature cosine to fp32 {cos.mean():.4f} (min {cos.min():.3f}) is below {opts.min_cosine}")
+    if drop > opts.max_knn_drop:
+        problems.append(f"k-NN top-1 {100 * knn['knn20']:.2f}% is {drop:.2f} points below fp32's {100 * knn['knn20_fp32']:.2f}%")
+    if problems:
+        hint = ("keep parts in float (--quant-exclude stem,last) or calibrate on more images (--quant-calib)"
+                if precision == "int8" else "use fp32 for this graph")
+        raise GatekitError(f"{name} {precision}: {'; '.join(problems)}; not written: {hint}")
+    return report
 
 
 def _batches(prep: Prepared) -> list[int]:
@@ -284,39 +437,59 @@ def _verify(prep: Prepared, session, name: str, precision: str) -> dict:
     return errors
 
 
+def precision_of(opts: ExportOptions) -> str:
+    return "fp16" if opts.fp16 else opts.precision
+
+
 def artifact_stem(opts: ExportOptions) -> str:
-    return opts.graph + ("-fp16" if opts.fp16 else "")
+    """static.onnx for fp32, static-int8.onnx for another precision."""
+    p = precision_of(opts)
+    return opts.graph + ("" if p == "fp32" else f"-{p}")
 
 
 # One writer per format of gatekit.artifacts.FORMATS: each turns the verified-to-be ONNX graph into the
 # format's files at the staged paths the table names, and opens the session that verification runs.
 
-def _write_onnx(prep: Prepared, onnx_path: Path, staged: dict[str, Path], precision: str):
-    """ONNX: the exported graph itself, run on ONNX Runtime."""
+def _write_onnx(prep: Prepared, onnx_path: Path, staged: dict[str, Path], precision: str, extensions=()):
+    """ONNX: the exported graph itself (int8: quantized to QDQ), run on ONNX Runtime."""
     from gatekit.runtimes import load_session
 
-    os.replace(onnx_path, staged["onnx"])
-    return load_session(staged["onnx"], "ort", threads=prep.opts.threads), {}
+    extra = {}
+    if precision == "int8":
+        from gatekit.runtimes.quantize import quantize_onnx
+
+        extra["quantization"] = dict(quantize_onnx(onnx_path, staged["onnx"], prep.quant_calibration(), prep.quant_patterns()),
+                                     calibration=prep.quant_calibration_record())
+    else:
+        os.replace(onnx_path, staged["onnx"])
+    return load_session(staged["onnx"], "ort", threads=prep.opts.threads, extensions=extensions, precision=precision), extra
 
 
-def _write_openvino(prep: Prepared, onnx_path: Path, staged: dict[str, Path], precision: str):
+def _write_openvino(prep: Prepared, onnx_path: Path, staged: dict[str, Path], precision: str, extensions=()):
     """OpenVINO IR converted from the ONNX graph (fp16: compressed weights, decompressed and run in f32)."""
     import openvino as ov
 
     from gatekit.runtimes import load_session
 
     xml = staged["xml"]
-    ov.save_model(ov.convert_model(str(onnx_path)), str(xml), compress_to_fp16=precision == "fp16")
+    converted = ov.convert_model(str(onnx_path), extension=list(extensions)) if extensions else ov.convert_model(str(onnx_path))
+    extra = {}
+    if precision == "int8":
+        from gatekit.runtimes.quantize import quantize_openvino
+
+        converted, record = quantize_openvino(converted, prep.quant_calibration(), prep.quant_patterns())
+        extra["quantization"] = dict(record, calibration=prep.quant_calibration_record())
+    ov.save_model(converted, str(xml), compress_to_fp16=precision == "fp16")
     if not staged["bin"].is_file():
         raise GatekitError(f"OpenVINO wrote no {staged['bin'].name} beside {xml.name}")
     try:
-        session = load_session(xml, "openvino", threads=prep.opts.threads, precision="fp32")
+        session = load_session(xml, "openvino", threads=prep.opts.threads, precision=precision, extensions=extensions)
     except GatekitError as e:  # the backend already names the unsupported operation in one line
         raise GatekitError(f"OpenVINO cannot run the {prep.opts.graph} graph: {e}") from None
-    return session, {}
+    return session, extra
 
 
-def _write_tensorrt(prep: Prepared, onnx_path: Path, staged: dict[str, Path], precision: str):
+def _write_tensorrt(prep: Prepared, onnx_path: Path, staged: dict[str, Path], precision: str, extensions=()):
     """A TensorRT engine built here from the ONNX graph (engines are tied to their GPU)."""
     from gatekit.runtimes import load_session
     from gatekit.runtimes.tensorrt_build import build_engine
@@ -333,29 +506,65 @@ def export(checkpoint: str | Path, out_dir: str | Path, opts: ExportOptions, pro
            prepared: Prepared | None = None) -> dict:
     """Exports one graph to one format into out_dir; returns the manifest (also written beside it)."""
     fmt = get_format(opts.fmt)
-    precision = "fp16" if opts.fp16 else "fp32"
+    precision = precision_of(opts)
+    if precision not in PRECISIONS:
+        raise GatekitError(f"unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
     if precision not in fmt.precisions:
-        raise GatekitError(f"{fmt.display} artifacts hold {' or '.join(fmt.precisions)}, not {precision}; "
+        raise GatekitError(f"{fmt.display} artifacts hold {', '.join(fmt.precisions)}, not {precision}; "
                            f"use --format {' or '.join(f for f, r in FORMATS.items() if precision in r.precisions)}")
+    if opts.graph == "dynamic" and precision != "fp32":
+        raise GatekitError(f"dynamic graphs are exported in fp32 (the native op and the standard-ops gathers run "
+                           f"float32), not {precision}; dense, static and hybrid graphs take --precision {precision}")
     prep = prepared or Prepared(checkpoint, opts, progress)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    report = prep.torch_check(fmt.name)
+    form = prep.dynamic_form(fmt.name)
+    native = form == "native"
+    # (form, extensions): the graph itself, and for a native-op graph its standard-ops fallback too
+    paths = [(form, (str(native_ops.library_for(fmt.runtime)),) if native else ())]
+    if native:
+        paths.append((prep.standard_form(fmt.name), ()))
+    report = prep.torch_check(form)
+    if native:
+        report["fallback"] = prep.torch_check(paths[1][0])
     stem = artifact_stem(opts)
     with tempfile.TemporaryDirectory(dir=out, prefix=".export-") as tmp:
         tmp = Path(tmp)
-        onnx_path = tmp / "traced.onnx"
-        _export_onnx(prep, onnx_path, fmt.name)
-        staged = {key: tmp / name for key, name in fmt.file_names(stem).items()}
-        session, extra = WRITERS[fmt.name](prep, onnx_path, staged, precision)
-        try:
-            errors = _verify(prep, session, f"{fmt.name}/{session.info.name}", precision)
-            runtime = dict(session.info.to_dict(), **extra)
-        finally:
-            session.close()
-        manifest = _manifest(prep, opts, fmt.file_names(stem), runtime, errors, report)
+        staged = {key: tmp / name for key, name in fmt.file_names(stem, fallback=native).items()}
+        checked = []
+        for i, (f, extensions) in enumerate(paths):
+            onnx_path = tmp / f"traced-{f or opts.graph}.onnx"
+            _export_onnx(prep, onnx_path, f)
+            prefix = FALLBACK_PREFIX if i else ""
+            session, extra = WRITERS[fmt.name](prep, onnx_path, {k: staged[prefix + k] for k, _ in fmt.files}, precision,
+                                               extensions)
+            try:
+                if extensions:
+                    session.info.ops, session.info.ops_library = NATIVE, extensions[0]
+                elif native:
+                    session.info.ops = FALLBACK
+                label = f"{fmt.name}/{session.info.name}" + (f" ({f})" if f else "")
+                errors = _verify(prep, session, label, precision) if precision == "fp32" else \
+                    _verify_reduced(prep, session, label, precision)
+                checked.append((errors, dict(session.info.to_dict(), **extra)))
+            finally:
+                session.close()
+        (errors, runtime) = checked[0]
+        reduced = precision != "fp32"
+        manifest = _manifest(prep, opts, fmt.file_names(stem, fallback=native), runtime,
+                             errors["relative_error"] if reduced else errors, report, form)
+        if reduced:
+            manifest["verification"].update(errors, reference="fp32 graph (its PyTorch module)")
+            if "quantization" in extra:
+                manifest["quantization"] = extra["quantization"]
+        if native:
+            manifest["native_op"] = {"op": f"{NATIVE_DOMAIN}.GatedBlock", "blocks": manifest["dynamic_skipping"]["blocks"],
+                                     "library": native_ops.check_library(fmt.runtime, paths[0][1][0]),
+                                     "fallback_form": paths[1][0],
+                                     "fallback_runtime": checked[1][1]}
+            manifest["verification"]["fallback_relative_error"] = checked[1][0]
         if opts.graph == "dynamic" and opts.record_inputs > 0:
-            manifest["per_input"] = prep.per_input_macs(progress)
+            manifest["per_input"] = prep.per_input_macs(progress, form)
         if opts.graph == "static" and opts.knn_check:
             if prep.agreement is None:  # the same for every format: computed once
                 prep.agreement = static_agreement(prep, progress)
@@ -364,11 +573,13 @@ def export(checkpoint: str | Path, out_dir: str | Path, opts: ExportOptions, pro
     return manifest
 
 
-def _manifest(prep: Prepared, opts: ExportOptions, files: dict, runtime: dict, errors: dict, report: dict) -> dict:
+def _manifest(prep: Prepared, opts: ExportOptions, files: dict, runtime: dict, errors: dict, report: dict,
+              form: str | None) -> dict:
     import onnx
 
     cfg = prep.model.cfg
     train_cfg = prep.meta.get("train_config", {})
+    spec = prep.graph(form)[1]
     return {
         "gatekit_version": __version__,
         "checkpoint": str(prep.checkpoint),
@@ -376,19 +587,19 @@ def _manifest(prep: Prepared, opts: ExportOptions, files: dict, runtime: dict, e
         "method": train_cfg.get("method"),
         "budget": train_cfg.get("budget"),
         "graph": opts.graph,
-        "dynamic_form": prep.dynamic_form(opts.fmt),
-        "dynamic_skipping": ({"min_size": opts.dynamic_min_size, "blocks": prep.spec.skipping}
+        "dynamic_form": form,
+        "dynamic_skipping": ({"min_size": prep.min_size(form), "blocks": spec.skipping}
                              if opts.graph == "dynamic" else None),
         "format": opts.fmt,
         "files": files,
-        "precision": "fp16" if opts.fp16 else "fp32",
+        "precision": precision_of(opts),
         "model_config": cfg.to_dict(),
-        "widths": prep.spec.widths,
+        "widths": spec.widths,
         "full_widths": [b.planes for b in prep.cost.blocks],
-        "channels": prep.spec.channels,
+        "channels": spec.channels,
         "pruning": {"calib": opts.calib, "min_usage": opts.min_usage, "round_to": opts.round_to} if opts.graph in ("static", "hybrid") else None,
         "gate_usage": prep.gate_usage(),
-        "macs": prep.flops(),
+        "macs": prep.flops(form),
         "input": {"name": INPUT_NAME, "shape": [-1 if opts.dynamic_batch else opts.batch, 3, cfg.input_size, cfg.input_size],
                   "dtype": "float32", "layout": "NCHW", "scale": 1 / 255, "mean": list(prep.mean), "std": list(prep.std),
                   "dataset": prep.dataset, "data_dir": prep.data_root},

@@ -5,9 +5,11 @@
 - hybrid:  the same removal, with the gates kept over the remaining channels and applied as a mask;
            it equals the gated path whenever the removed channels are off (they were never on over
            the calibration set).
-- dynamic: per-input channel skipping: each block gathers the conv1 filters and conv2 input slices of
-           the active channels (the union over the batch, plus a per-sample mask), so inactive
-           channels are not computed. Standard ONNX ops (NonZero, Gather, Conv).
+- dynamic: per-input channel skipping. Native form: one `gatekit.GatedBlock` node per block, a fused op
+           (native/) that skips each sample's inactive channels in weights packed once at load.
+           Standard-ops forms (the fallback): each block gathers the conv1 filters and conv2 input
+           slices of the active channels (the union over the batch, plus a per-sample mask), so
+           inactive channels are not computed (NonZero, Gather, Conv; or im2col + MatMul).
 Stem and shortcut BNs are shared by both paths and fold identically. These modules are what the
 exporters trace and what verification compares the runtimes against.
 """
@@ -178,6 +180,44 @@ class DynamicMatmulBlock(nn.Module):
         return torch.relu(out + self.shortcut(x))
 
 
+class GatedBlockOp(torch.autograd.Function):
+    """`gatekit.GatedBlock(x, mask, W1, b1, W2, b2, residual; stride)`: the native fused op of native/ (its
+    contract in native/README.md). Traced to ONNX as one node of domain `gatekit`; in PyTorch it runs
+    the exact masked form it stands for: relu(conv2(mask * relu(conv1(x) + b1)) + b2 + residual)."""
+
+    @staticmethod
+    def forward(ctx, x, mask, w1, b1, w2, b2, residual, stride: int):
+        h = torch.relu(F.conv2d(x, w1, b1, stride, 1)) * mask[:, :, None, None]
+        return torch.relu(F.conv2d(h, w2, b2, 1, 1) + residual)
+
+    @staticmethod
+    def symbolic(g, x, mask, w1, b1, w2, b2, residual, stride: int):
+        out = g.op("gatekit::GatedBlock", x, mask, w1, b1, w2, b2, residual, stride_i=stride)
+        out.setType(residual.type())  # the output has the residual's (static) shape
+        return out
+
+
+class NativeGatedBlock(nn.Module):
+    """Per-input channel skipping by the native op: the gate and the shortcut in standard ops, conv1 and conv2
+    of the active channels inside one `gatekit.GatedBlock` node (per-sample masks, no union over the batch).
+    Channels that no calibration image used are removed first, so the op skips only data-dependent ones."""
+
+    def __init__(self, block, channels: torch.Tensor):
+        super().__init__()
+        w1, b1 = fold_conv_bn(block.conv1, block.bn1.gated)
+        w2, b2 = fold_conv_bn(block.conv2, block.bn2.gated)
+        self.stride = block.stride
+        self.register_buffer("w1", w1[channels].contiguous())
+        self.register_buffer("b1", b1[channels].contiguous())
+        self.register_buffer("w2", w2[:, channels].contiguous())
+        self.register_buffer("b2", b2)
+        self.shortcut = Shortcut(block)
+        self.gate = FoldedGate(block.gate, channels)
+
+    def forward(self, x):
+        return GatedBlockOp.apply(x, self.gate(x), self.w1, self.b1, self.w2, self.b2, self.shortcut(x), self.stride)
+
+
 class DeployNet(nn.Module):
     """Stem, blocks, global average pool, and optionally a linear head (logits instead of features)."""
 
@@ -222,8 +262,9 @@ def build_graph(model: GatedResNet, kind: str, channels: list[torch.Tensor] | No
                 dynamic_min_size: int = 0) -> tuple[DeployNet, GraphSpec]:
     """The deploy module of graph `kind`. static and hybrid need the kept channels per block.
 
-    `dynamic_form` picks the dynamic graph's formulation: "conv" (NonZero + Gather + Conv, for ONNX
-    Runtime and TensorRT) or "matmul" (im2col + MatMul, which OpenVINO's CPU plugin compiles).
+    `dynamic_form` picks the dynamic graph's formulation: "native" (one `gatekit.GatedBlock` node per block,
+    run by the native op library; needs the used `channels`), or in standard ops "conv" (NonZero + Gather +
+    Conv, for ONNX Runtime and TensorRT) or "matmul" (im2col + MatMul, which OpenVINO's CPU plugin compiles).
     `dynamic_min_size`: only blocks whose output side is at least this skip channels (skipping_blocks).
     """
     if kind not in GRAPHS:
@@ -234,6 +275,13 @@ def build_graph(model: GatedResNet, kind: str, channels: list[torch.Tensor] | No
             full = [torch.arange(b.planes) for b in model.blocks]
             blocks = [StaticBlock(b, "dense", ch, gated=False) for b, ch in zip(model.blocks, full)]
             spec = GraphSpec(kind, [b.planes for b in model.blocks], [])
+        elif kind == "dynamic" and dynamic_form == "native":
+            if channels is None or len(channels) != len(model.blocks):
+                raise ValueError(f"the native dynamic graph needs the used channels of each of the {len(model.blocks)} blocks")
+            skip = skipping_blocks(model, dynamic_min_size)
+            blocks = [NativeGatedBlock(b, ch) if s else StaticBlock(b, "gated", ch, gated=True)
+                      for b, ch, s in zip(model.blocks, channels, skip)]
+            spec = GraphSpec(kind, [len(c) for c in channels], [c.tolist() for c in channels], skip)
         elif kind == "dynamic":
             block_type = {"conv": DynamicBlock, "matmul": DynamicMatmulBlock}[dynamic_form]
             skip = skipping_blocks(model, dynamic_min_size)

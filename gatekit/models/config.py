@@ -41,17 +41,18 @@ class ModelConfig:
                 )
 
     @property
+    def architecture(self) -> Architecture:
+        """The structure (stages, strides, feature-map sizes, MACs per block) at this config's input size:
+        layers, widths, padding and the rest come from there."""
+        return Architecture(self.arch, self.width, self.stem, self.stem_padding, self.input_size)
+
+    @property
     def layers(self) -> tuple[int, ...]:
-        return ARCH_LAYERS[self.arch]
+        return self.architecture.layers
 
     @property
     def widths(self) -> tuple[int, ...]:
         return stage_widths(self.width)
-
-    @property
-    def architecture(self) -> Architecture:
-        """The structure (stages, strides, feature-map sizes, MACs per block) at this config's input size."""
-        return Architecture(self.arch, self.width, self.stem, self.stem_padding, self.input_size)
 
     @property
     def padding(self) -> int:

@@ -54,28 +54,55 @@ class ProfileOptions:
     seed: int = 0
     calibration: tuple[float, ...] = field(default=CALIBRATION_FRACTIONS)
     calibration_random: int = 10  # random configurations added to the uniform ones for the fit
+    # also time the native GatedBlock op at active widths (predicts native dynamic graphs per input); None:
+    # when gatekit's op library is built for the runtime
+    native: bool | None = None
+    native_steps: int = 8  # active widths per block: planes * k / native_steps, k = 0..native_steps
 
 
 class _Runner:
     """Loads ONNX graphs on one runtime (TensorRT: builds an engine first) and times them."""
 
-    def __init__(self, opts: ProfileOptions, workdir: Path):
+    def __init__(self, opts: ProfileOptions, workdir: Path, extensions: tuple[str, ...] = ()):
         self.opts, self.workdir, self.backend, self.info = opts, workdir, get_backend(opts.runtime), None
-        self.n = 0
+        self.n, self.extensions = 0, extensions
 
     def session(self, model):
         self.n += 1
         path = self.workdir / f"g{self.n}.onnx"
         path.write_bytes(model.SerializeToString())
+        if self.opts.precision == "int8":
+            path = self._quantized(path, model)
         if self.backend.name == "tensorrt":
             from gatekit.runtimes.tensorrt_build import build_engine  # torch-free: onnx + tensorrt only
 
             engine = path.with_suffix(FORMATS["tensorrt"].suffix)
             build_engine(path, engine, precision=self.opts.precision)
             path = engine
-        s = self.backend.load(path, threads=self.opts.threads, precision=self.opts.precision, device=self.opts.device)
+        native = any(n.domain == synth.NATIVE_DOMAIN for n in model.graph.node)
+        s = self.backend.load(path, threads=self.opts.threads, precision=self.opts.precision, device=self.opts.device,
+                              extensions=self.extensions if native else ())
         self.info = self.info or s.info.to_dict()
         return s
+
+    def _quantized(self, path: Path, model) -> Path:
+        """The graph quantized as `gatekit export --precision int8` quantizes (QDQ for ORT, NNCF for OpenVINO),
+        calibrated on random post-ReLU-like activations (latency does not depend on the scales)."""
+        from gatekit.runtimes import quantize
+
+        shape = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+        calib = _activations(shape, 8, np.random.default_rng(self.n))
+        if self.backend.name == "ort":
+            out = path.with_name(path.stem + "-int8.onnx")
+            quantize.quantize_onnx(path, out, calib, [])
+            return out
+        if self.backend.name == "openvino":
+            import openvino as ov
+
+            out = path.with_suffix(".xml")
+            ov.save_model(quantize.quantize_openvino(ov.convert_model(str(path)), calib, [])[0], str(out))
+            return out
+        raise GatekitError(f"an int8 LUT is built for ort or openvino, not {self.backend.name}")
 
     def time(self, model, batches: list[np.ndarray], protocol: Protocol) -> dict:
         with self.session(model) as s:
@@ -171,8 +198,14 @@ def profile(arch: Architecture, opts: ProfileOptions, images: np.ndarray, progre
         if progress is not None:
             progress(done, total, what)
 
+    library = _native_library(opts)
+    if library:
+        native_calib = [[round(b.planes * f) for b in blocks] for f in (0.1, 0.25, 0.5, 0.75, 1.0)]
+        native_calib += held_out_configs(arch, 1, 5, opts.seed + 2000, native_calib)
+        native_held = held_out_configs(arch, 1, max(4, opts.check // 2), opts.seed + 3000, native_calib)
+        total += sum(opts.native_steps + 1 for _ in blocks) + len(native_calib) + len(native_held)
     with tempfile.TemporaryDirectory(prefix="gatekit-profile-") as tmp:
-        run = _Runner(opts, Path(tmp))
+        run = _Runner(opts, Path(tmp), (str(library),) if library else ())
         stem = run.time(synth.piece(arch, "stem"), inputs, opts.protocol)
         tick("stem")
         head = run.time(synth.piece(arch, "head"), _activations(synth.input_shape(arch, "head"), 4, rng), opts.protocol)
@@ -203,8 +236,48 @@ def profile(arch: Architecture, opts: ProfileOptions, images: np.ndarray, progre
         lut["check_repeats"] = opts.repeats
         lut["calibration"] = predictor.calibrate(lut, calib, measured[: len(calib)])
         lut["validation"] = predictor.summarise([predictor.compare(lut, w, m) for w, m in zip(held, measured[len(calib):])])
+        if library:
+            lut["native"] = _native_table(lut, arch, opts, run, rng, tick, native_calib, native_held, inputs)
+            lut["native"]["library"] = str(library)
     lut["seconds"] = round(time.perf_counter() - started, 1)
     return lut
+
+
+def _native_library(opts: ProfileOptions):
+    """The op library to time the native GatedBlock with, or None (opts.native False, or none built)."""
+    from gatekit import native_ops
+
+    if opts.native and opts.precision != "fp32":
+        raise GatekitError("the native op runs fp32: profile it with --precision fp32")
+    if opts.native is False or opts.runtime not in ("ort", "openvino") or opts.precision != "fp32":
+        return None
+    lib = native_ops.library_for(opts.runtime)
+    if lib is None and opts.native:
+        raise GatekitError(f"--native needs gatekit's op library for {opts.runtime}: run `gatekit ops build`")
+    return lib
+
+
+def _native_table(lut: dict, arch: Architecture, opts: ProfileOptions, run: _Runner, rng, tick, calib, held, inputs) -> dict:
+    """Every block as the native op (its gate included) at active widths 0..planes; calibrated and checked on
+    whole native networks at fixed per-block active widths, like the static table."""
+    blocks = []
+    for b in arch.blocks():
+        acts = _activations(synth.input_shape(arch, "block", b.index), 4, rng)
+        entry = {"index": b.index, "planes": b.planes, "widths": [], "p50_ms": [], "p90_ms": []}
+        for k in sorted({round(b.planes * i / opts.native_steps) for i in range(opts.native_steps + 1)}):
+            stats = run.time(synth.piece(arch, "native", k, b.index, seed=b.index), acts, opts.protocol)
+            entry["widths"].append(k)
+            entry["p50_ms"].append(stats["p50_ms"])
+            entry["p90_ms"].append(stats["p90_ms"])
+            tick(f"native block {b.index} active {k}")
+        blocks.append(entry)
+    table = {"blocks": blocks, "steps": opts.native_steps}
+    nets = [synth.network(arch, w, seed=i, native=True) for i, w in enumerate(calib + held)]
+    measured = run.time_interleaved(nets, inputs, opts.check_protocol, opts.repeats, tick)
+    view = predictor.native_view(dict(lut, native=table))
+    table["calibration"] = view["calibration"] = predictor.calibrate(view, calib, measured[: len(calib)])
+    table["validation"] = predictor.summarise([predictor.compare(view, w, m) for w, m in zip(held, measured[len(calib):])])
+    return table
 
 
 def load_lut(path: str | Path) -> dict:

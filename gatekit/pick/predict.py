@@ -25,8 +25,9 @@ def table_sum(lut: dict, widths) -> float:
     if len(widths) != len(blocks):
         raise GatekitError(f"the LUT has {len(blocks)} blocks, the configuration {len(widths)} widths")
     total = lut["stem"]["p50_ms"] + lut["head"]["p50_ms"]
+    low = lut.get("min_width", 1)  # a native op's table starts at 0 active channels
     for b, w in zip(blocks, widths):
-        if not 0 < w <= b["planes"]:
+        if not low <= w <= b["planes"]:
             raise GatekitError(f"block {b['index']}: width {w} is outside 1..{b['planes']}")
         total += float(np.interp(w, b["widths"], b["p50_ms"]))
     return total
@@ -73,15 +74,34 @@ def summarise(rows: list[dict]) -> dict:
     return out
 
 
-def predict_dynamic(lut: dict, per_input_widths: np.ndarray) -> dict:
-    """Predicted latency distribution of a dynamic graph from each input's active widths (N x blocks)."""
+def native_view(lut: dict) -> dict:
+    """The LUT as seen by a dynamic graph in the native form: its stem and head, and per block the native
+    GatedBlock op (gate included) at 0..planes active channels, with that table's own calibration."""
+    native = lut.get("native")
+    if not native:
+        raise GatekitError("the LUT has no native op table: build it with `gatekit profile --native` (needs `gatekit ops build`)")
+    view = {"stem": lut["stem"], "head": lut["head"], "blocks": native["blocks"], "min_width": 0}
+    if "calibration" in native:
+        view["calibration"] = native["calibration"]
+    return view
+
+
+def predict_dynamic(lut: dict, per_input_widths: np.ndarray, native: bool = False) -> dict:
+    """Predicted latency distribution of a dynamic graph from each input's active widths (N x blocks).
+
+    native: from the native op's table (what a native-form dynamic graph runs; per input, p50 and p90 of
+    that input). Otherwise from the static table, a lower bound for the standard-ops forms (their gathers
+    are not in the table)."""
+    table = native_view(lut) if native else lut
     widths = np.asarray(per_input_widths)
-    if widths.ndim != 2 or widths.shape[1] != len(lut["blocks"]):
-        raise GatekitError(f"per-input widths must be N x {len(lut['blocks'])}, got {widths.shape}")
-    fit = lut["calibration"]["fit"]["p50_ms"]
-    pred = np.array([fit["scale"] * table_sum(lut, np.maximum(row, 1)) + fit["offset_ms"] for row in widths])
-    return {"predicted": True, "inputs": int(len(pred)), "p50_ms": float(np.percentile(pred, 50)),
-            "p90_ms": float(np.percentile(pred, 90)), "p99_ms": float(np.percentile(pred, 99)), "per_input_ms": pred.tolist()}
+    if widths.ndim != 2 or widths.shape[1] != len(table["blocks"]):
+        raise GatekitError(f"per-input widths must be N x {len(table['blocks'])}, got {widths.shape}")
+    rows = widths if native else np.maximum(widths, 1)
+    per_input = [predict(table, row) for row in rows]
+    p50 = np.array([p["p50_ms"] for p in per_input])
+    return {"predicted": True, "native": native, "inputs": int(len(p50)), "p50_ms": float(np.percentile(p50, 50)),
+            "p90_ms": float(np.percentile(p50, 90)), "p99_ms": float(np.percentile(p50, 99)), "per_input_ms": p50.tolist(),
+            "per_input_p90_ms": [p["p90_ms"] for p in per_input]}
 
 
 def check_arch(lut: dict, model_config: dict) -> None:

@@ -4,7 +4,9 @@ meets the target on the device the results were recorded on.
 Accuracy comes from `gatekit eval --json` files, joined by checkpoint sha256: the dense graph takes the
 dense path's accuracy; hybrid and dynamic, which equal the gated path, take the gated path's; static
 takes the gated path's k-NN accuracy plus the difference that its export measured between itself and
-the gated path on the same k-NN memory (k-NN only; the export's memory may be smaller than eval's). A candidate without an accuracy is
+the gated path on the same k-NN memory (k-NN only; the export's memory may be smaller than eval's). A
+reduced-precision artifact (fp16, bf16, int8) takes its fp32 graph's accuracy plus the k-NN difference its
+export measured against fp32, so pick chooses across precisions. A candidate without an accuracy is
 listed but never chosen. Ties in accuracy go to the lower latency, then to fewer FLOPs.
 """
 
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gatekit.artifacts import manifest_path_of, read_manifest, runtime_name
+from gatekit.bench.report import graph_label
 from gatekit.errors import GatekitError
 
 METRICS = {"knn": "knn20_cosine", "linear": "linear"}
@@ -51,6 +54,20 @@ def load_accuracies(paths) -> dict[str, dict]:
 
 
 def accuracy_of(record: dict, accuracies: dict[str, dict], metric: str) -> float | None:
+    """The artifact's accuracy: its graph's fp32 accuracy, moved by the k-NN difference its export measured
+    below fp32 (reduced precision; k-NN only, the linear probe is not re-measured)."""
+    m = record["manifest"]
+    precision = record.get("precision") or m.get("precision") or "fp32"
+    if precision == "fp32":
+        return _fp32_accuracy(record, accuracies, metric)
+    check = m.get("precision_check") or (_manifest_beside(record.get("artifact")).get("verification") or {})
+    base = _fp32_accuracy(record, accuracies, metric)
+    if metric != "knn" or base is None or "knn_delta_points" not in check:
+        return None
+    return base + check["knn_delta_points"] / 100
+
+
+def _fp32_accuracy(record: dict, accuracies: dict[str, dict], metric: str) -> float | None:
     m = record["manifest"]
     if m["graph"] == "static":
         agreement = m.get("agreement") or _manifest_beside(record.get("artifact")).get("agreement") or {}
@@ -91,8 +108,7 @@ def candidates(records: list[dict], accuracies: dict[str, dict], *, metric: str 
         if key not in r["stats"]:
             raise GatekitError(f"the results have no {key}: use --percentile 50, 90 or 99")
         m = r["manifest"]
-        form = " (matmul)" if m.get("dynamic_form") == "matmul" else ""
-        name = (f"t_d={m.get('budget')} {m['graph']}{form} {rt} {r['threads']}T b{r['batch']}"
+        name = (f"t_d={m.get('budget')} {graph_label(r)} {rt} {r['threads']}T b{r['batch']}"
                 f"{'' if r['precision'] == 'fp32' else ' ' + r['precision']}")
         out.append(Candidate(name, r["stats"][key], m["macs"]["ratio_to_dense"], accuracy_of(r, accuracies, metric), r))
     if not out:

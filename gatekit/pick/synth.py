@@ -15,6 +15,7 @@ import numpy as np
 from gatekit.models.arch import Architecture, BlockShape
 
 OPSET = 17
+NATIVE_DOMAIN = "gatekit"  # gatekit's native GatedBlock op (native/README.md)
 INPUT_NAME, OUTPUT_NAME = "input", "features"
 
 
@@ -23,6 +24,7 @@ class _Builder:
 
     def __init__(self, seed: int = 0):
         self.nodes, self.inits, self.rng, self.n = [], [], np.random.default_rng(seed), 0
+        self.native = False
 
     def name(self, prefix: str) -> str:
         self.n += 1
@@ -59,6 +61,37 @@ class _Builder:
         self.nodes.append(helper.make_node(kind, inputs, [y], **attrs))
         return y
 
+    def gate(self, x: str, c_in: int, planes: int, reduction: int = 4) -> str:
+        """A gate in standard ops as the exporter writes it: GAP -> FC -> ReLU -> FC -> >= 0 -> float mask."""
+        from onnx import TensorProto
+
+        hidden = max(c_in // reduction, 1)
+        z = self.op("Flatten", [self.op("GlobalAveragePool", [x])], axis=1)
+        z = self.relu(self.op("Gemm", [z, self.const(self.rng.standard_normal((c_in, hidden)) * 0.1, "g1"),
+                                       self.const(np.zeros(hidden), "gb")]))
+        z = self.op("MatMul", [z, self.const(self.rng.standard_normal((hidden, planes)) * 0.1, "g2")])
+        on = self.op("GreaterOrEqual", [z, self.const(np.zeros(1), "zero")])
+        return self.op("Cast", [on], to=TensorProto.FLOAT)
+
+    def native_block(self, x: str, b: BlockShape, active: int) -> str:
+        """A block with the native op, `active` of its planes on (random channels, as real masks are); the
+        gate runs as in an exported graph, its mask replaced by the fixed one (mask * 0 + fixed)."""
+        from onnx import helper
+
+        fixed = np.zeros((1, b.planes), np.float32)
+        fixed[0, self.rng.choice(b.planes, size=int(active), replace=False)] = 1.0
+        mask = self.op("Add", [self.op("Mul", [self.gate(x, b.in_channels, b.planes), self.const(np.zeros(1), "zero")]),
+                               self.const(fixed, "mask")])
+        w1 = self.rng.standard_normal((b.planes, b.in_channels, 3, 3)) * math.sqrt(2.0 / (b.planes * 9))
+        w2 = self.rng.standard_normal((b.planes, b.planes, 3, 3)) * math.sqrt(2.0 / (b.planes * 9))
+        s = self.conv(x, b.in_channels, b.planes, 1, b.stride, 0, relu=False) if b.shortcut else x
+        y = self.name("gated")
+        self.nodes.append(helper.make_node(
+            "GatedBlock", [x, mask, self.const(w1, "w1"), self.const(np.zeros(b.planes), "b1"), self.const(w2, "w2"),
+                           self.const(np.zeros(b.planes), "b2"), s], [y], domain=NATIVE_DOMAIN, stride=b.stride))
+        self.native = True
+        return y
+
     def block(self, x: str, b: BlockShape, inner: int) -> str:
         h = self.conv(x, b.in_channels, inner, 3, b.stride, 1, relu=True)
         h = self.conv(h, inner, b.planes, 3, 1, 1, relu=False)
@@ -80,28 +113,31 @@ class _Builder:
         self.nodes.append(helper.make_node("Identity", [y], [OUTPUT_NAME]))
         graph = helper.make_graph(self.nodes, "gatekit_profile", [helper.make_tensor_value_info(x, TensorProto.FLOAT, shape)],
                                   [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, out_shape)], self.inits)
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="gatekit",
-                                  doc_string=doc)
+        opsets = [helper.make_opsetid("", OPSET)] + ([helper.make_opsetid(NATIVE_DOMAIN, 1)] if self.native else [])
+        model = helper.make_model(graph, opset_imports=opsets, producer_name="gatekit", doc_string=doc)
         model.ir_version = 8
-        checker.check_model(model)
+        if not self.native:  # the checker knows no schema for the custom op
+            checker.check_model(model)
         return model
 
 
-def network(arch: Architecture, inner_widths: list[int], batch: int = 1, seed: int = 0):
-    """A whole static network (stem, blocks at `inner_widths`, pooled features) as an onnx.ModelProto."""
+def network(arch: Architecture, inner_widths: list[int], batch: int = 1, seed: int = 0, native: bool = False):
+    """A whole static network (stem, blocks at `inner_widths`, pooled features) as an onnx.ModelProto.
+    native: every block is the native GatedBlock op with `inner_widths` of its planes active (a dynamic
+    graph's cost at those per-input widths)."""
     blocks = arch.blocks()
     if len(inner_widths) != len(blocks):
         raise ValueError(f"{arch.arch} has {len(blocks)} blocks, got {len(inner_widths)} widths")
     for b, w in zip(blocks, inner_widths):
-        if not 1 <= w <= b.planes:
+        if not (0 if native else 1) <= w <= b.planes:
             raise ValueError(f"block {b.index}: inner width {w} is outside 1..{b.planes}")
     g = _Builder(seed)
     y = g.stem(INPUT_NAME, arch)
     for b, w in zip(blocks, inner_widths):
-        y = g.block(y, b, int(w))
+        y = g.native_block(y, b, int(w)) if native else g.block(y, b, int(w))
     y = g.head(y)
     return g.model(INPUT_NAME, [batch, 3, arch.input_size, arch.input_size], y, [batch, arch.widths[-1]],
-                   f"static widths {list(inner_widths)}")
+                   f"{'native active' if native else 'static'} widths {list(inner_widths)}")
 
 
 def piece(arch: Architecture, part: str, inner: int | None = None, block: int | None = None, batch: int = 1,
@@ -118,9 +154,9 @@ def piece(arch: Architecture, part: str, inner: int | None = None, block: int | 
         last = blocks[-1]
         y = g.head(INPUT_NAME)
         shape, out = [batch, last.planes, last.size_out, last.size_out], [batch, last.planes]
-    elif part == "block":
+    elif part in ("block", "native"):
         b = blocks[block]
-        y = g.block(INPUT_NAME, b, int(inner))
+        y = g.block(INPUT_NAME, b, int(inner)) if part == "block" else g.native_block(INPUT_NAME, b, int(inner))
         shape, out = [batch, b.in_channels, b.size_in, b.size_in], [batch, b.planes, b.size_out, b.size_out]
     else:
         raise ValueError(f"unknown piece {part!r}")

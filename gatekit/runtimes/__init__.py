@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from gatekit.artifacts import FORMATS, MANIFEST_SUFFIX, RUNTIMES, format_of_path, runtime_name
+from gatekit.artifacts import FALLBACK, FORMATS, MANIFEST_SUFFIX, NATIVE, RUNTIMES, Artifact, format_of_path, runtime_name
 from gatekit.errors import GatekitError
 from gatekit.runtimes.base import Backend, RuntimeInfo, Session
 from gatekit.runtimes.onnxruntime_backend import OrtBackend
@@ -23,6 +23,8 @@ from gatekit.runtimes.openvino_backend import OpenVinoBackend
 from gatekit.runtimes.tensorrt_backend import TensorRTBackend
 
 BACKENDS: dict[str, Backend] = {b.name: b for b in (OrtBackend(), OpenVinoBackend(), TensorRTBackend())}
+RUNTIME_PACKAGES = {"ort": "onnxruntime", "openvino": "openvino"}  # the Python package behind each runtime
+FALLBACK_OPS = "fallback"
 REFERENCE_GROUP = "gatekit.reference_runtimes"  # entry points: name -> Backend class (training side)
 
 
@@ -79,5 +81,40 @@ def load_session(path: str | os.PathLike, runtime: str | None = None, **kwargs) 
     return backend.load(path, **kwargs)
 
 
-__all__ = ["BACKENDS", "RUNTIMES", "Backend", "RuntimeInfo", "Session", "available_backends", "available_formats",
+OPS_CHOICES = ("auto", "native", "fallback")
+
+
+def load_artifact(art: Artifact, runtime: str | None = None, *, ops: str = "auto", **kwargs) -> Session:
+    """Loads an exported artifact (its manifest says what it needs) on `runtime` (default: its own).
+
+    A graph with native custom ops (`gatekit.GatedBlock`) runs on the op library built for the installed
+    runtime (`gatekit ops build`); where there is none, `ops="auto"` runs its standard-ops fallback and
+    `ops="native"` refuses in one line. The session's `info.ops` says which path ran."""
+    from gatekit import native_ops
+
+    if ops not in OPS_CHOICES:
+        raise GatekitError(f"ops must be one of {', '.join(OPS_CHOICES)}, got {ops!r}")
+    rt = runtime_name(runtime or art.runtime)
+    path = art.path_for(rt)
+    if rt == "torch" or not art.native_op:
+        return load_session(path, rt, **kwargs)
+    if ops != FALLBACK_OPS:
+        lib = native_ops.library_for(rt)
+        if lib is not None:
+            session = load_session(path, rt, extensions=(str(lib),), **kwargs)
+            session.info.ops, session.info.ops_library = NATIVE, str(lib)
+            return session
+        if ops == "native":
+            raise GatekitError(f"{path.name} needs gatekit's native op library for {rt} "
+                               f"{native_ops.runtime_versions().get(RUNTIME_PACKAGES.get(rt, rt))}, and none is built here: "
+                               "run `gatekit ops build` (`gatekit ops status` says why one is missing)")
+    fallback = art.fallback_file
+    if fallback is None or not fallback.is_file():
+        raise GatekitError(f"{path.name} has no standard-ops fallback beside it (expected in its manifest's files)")
+    session = load_session(fallback, rt, **kwargs)
+    session.info.ops = FALLBACK
+    return session
+
+
+__all__ = ["OPS_CHOICES", "load_artifact", "BACKENDS", "RUNTIMES", "Backend", "RuntimeInfo", "Session", "available_backends", "available_formats",
            "get_backend", "load_session", "runtime_for"]

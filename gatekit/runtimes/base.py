@@ -10,6 +10,7 @@ import importlib
 import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -28,9 +29,22 @@ class RuntimeInfo:
     provider: str  # the execution provider / plugin that actually runs the graph
     threads: int | None  # None: the runtime's default
     precision: str  # one of PRECISIONS
+    ops: str | None = None  # a graph with native custom ops: "native op" or "fallback" (which path ran)
+    ops_library: str | None = None  # the op library or extension that was loaded
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class Runner:
+    """One prepared inference: calling it runs the model; `output()` reads (copies) the last result."""
+
+    call: Callable[[], object]
+    output: Callable[[], np.ndarray]
+
+    def __call__(self) -> None:
+        self.call()
 
 
 class Session(ABC):
@@ -42,6 +56,17 @@ class Session(ABC):
     @abstractmethod
     def run(self, x: np.ndarray) -> np.ndarray:
         """Runs one batch; returns a fresh float32 array the caller owns."""
+
+    def runner(self, x: np.ndarray) -> "Runner":
+        """A zero-argument call that runs one inference on `x` with the least per-call work the runtime allows
+        (input bound once, output left in the runtime's buffer): what the latency protocol times, so that
+        the harness's own cost stays out of the figure. Backends with binding APIs override it."""
+        x = as_input(x, self.input_shape)
+        last: list = [None]
+
+        def call():
+            last[0] = self.run(x)
+        return Runner(call, lambda: last[0])
 
     def close(self) -> None:
         """Releases native resources; backends that hold any override it."""

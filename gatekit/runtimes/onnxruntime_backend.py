@@ -8,12 +8,13 @@ from pathlib import Path
 import numpy as np
 
 from gatekit.errors import GatekitError
-from gatekit.runtimes.base import Backend, RuntimeInfo, Session, as_input, one_line
+from gatekit.runtimes.base import Backend, Runner, RuntimeInfo, Session, as_input, one_line
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
 # The CPU and CUDA providers run the graph in the precision it was exported in; the TensorRT provider can
 # lower an fp32 graph to fp16 (trt_fp16_enable).
-DEVICE_PRECISIONS = {"cpu": ("fp32",), "cuda": ("fp32",), "tensorrt": ("fp32", "fp16")}
+# int8: a quantized (QDQ) graph, which every provider runs as it was quantized.
+DEVICE_PRECISIONS = {"cpu": ("fp32", "int8"), "cuda": ("fp32", "int8"), "tensorrt": ("fp32", "fp16", "int8")}
 
 
 class OrtSession(Session):
@@ -29,6 +30,26 @@ class OrtSession(Session):
 
     def run(self, x: np.ndarray) -> np.ndarray:
         return self.session.run(self._output, {self._input: as_input(x, self.input_shape)})[0]
+
+    def runner(self, x: np.ndarray):
+        """An IOBinding with `x` bound as the input and a preallocated output: each call is one
+        run_with_iobinding, no per-call feeds dict, name lookups or output arrays."""
+        import onnxruntime as ort
+
+        x = as_input(x, self.input_shape)
+        binding = self.session.io_binding()
+        binding.bind_cpu_input(self._input, x)
+        shape = [x.shape[0] if not isinstance(d, int) and i == 0 else d for i, d in enumerate(self.session.get_outputs()[0].shape)]
+        if all(isinstance(d, int) for d in shape):
+            out = ort.OrtValue.ortvalue_from_shape_and_type(shape, np.float32)
+            binding.bind_ortvalue_output(self._output[0], out)
+        else:  # an output dimension the graph does not fix: ORT allocates it
+            binding.bind_output(self._output[0])
+        run = self.session.run_with_iobinding
+
+        def call():
+            run(binding)  # `binding` holds x's buffer and the output's
+        return Runner(call, lambda: np.array(binding.copy_outputs_to_cpu()[0], dtype=np.float32))
 
 
 class OrtBackend(Backend):
@@ -70,7 +91,8 @@ class OrtBackend(Backend):
                 raise GatekitError(f"ONNX Runtime cannot load the custom-op library {lib}: {one_line(e)}") from None
         providers: list = [provider]
         if device == "tensorrt":
-            providers = [(provider, {"trt_fp16_enable": precision == "fp16"}), "CUDAExecutionProvider"]
+            providers = [(provider, {"trt_fp16_enable": precision == "fp16", "trt_int8_enable": precision == "int8"}),
+                         "CUDAExecutionProvider"]
         try:
             sess = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
         except Exception as e:  # ORT raises its own exception types for unreadable or unsupported models

@@ -25,7 +25,11 @@ FP32_SLOTS = {("Resize", 2), ("Upsample", 1)}
 
 def build_engine(onnx_path: str | os.PathLike, engine_path: str | os.PathLike, *, precision: str = "fp32",
                  batch: int = 1, max_batch: int | None = None, workspace_mb: int = 1024) -> dict:
-    """Parses `onnx_path`, builds an fp32 or fp16 engine and writes it atomically to `engine_path`.
+    """Parses `onnx_path`, builds an fp32, fp16 or int8 engine and writes it atomically to `engine_path`.
+
+    int8 takes a quantized (QDQ) ONNX graph (`gatekit export --precision int8 --format onnx`): explicit
+    quantization, the scales are the graph's own (no TensorRT calibrator); the layers the graph leaves in
+    float may run in fp16 too on TensorRT 8.x/10.x.
 
     The engine runs only on this GPU model with this TensorRT version: build it on the device that runs it.
     When the ONNX input's batch dimension is dynamic, the engine gets an optimization profile with batch
@@ -36,8 +40,8 @@ def build_engine(onnx_path: str | os.PathLike, engine_path: str | os.PathLike, *
         import tensorrt as trt
     except ImportError:
         raise GatekitError(INSTALL_HINT) from None
-    if precision not in ("fp32", "fp16"):
-        raise GatekitError(f"TensorRT precision must be fp32 or fp16, got {precision}")
+    if precision not in ("fp32", "fp16", "int8"):
+        raise GatekitError(f"TensorRT precision must be fp32, fp16 or int8, got {precision}")
     hi = batch if max_batch is None else max_batch
     if batch < 1 or hi < batch:
         raise GatekitError(f"TensorRT batch profile needs 1 <= batch <= max_batch, got batch {batch}, max_batch {hi}")
@@ -58,6 +62,10 @@ def build_engine(onnx_path: str | os.PathLike, engine_path: str | os.PathLike, *
         if not getattr(builder, "platform_has_fast_fp16", True):
             raise GatekitError("this GPU has no fast fp16: build an fp32 engine")
         config.set_flag(trt.BuilderFlag.FP16)
+    if precision == "int8" and weakly_typed:  # TensorRT 11: strongly typed, the QDQ graph says it all
+        config.set_flag(trt.BuilderFlag.INT8)
+        if getattr(builder, "platform_has_fast_fp16", False):
+            config.set_flag(trt.BuilderFlag.FP16)
 
     with tempfile.TemporaryDirectory(prefix="gatekit-trt-") as tmp:
         source = onnx_path
@@ -178,6 +186,9 @@ def engine_from_artifact(manifest_path: str | os.PathLike, out_dir: str | os.Pat
     m = art.manifest
     if m.get("format") != "onnx":
         raise GatekitError(f"{Path(manifest_path).name} is a {m.get('format')} artifact: build engines from the ONNX one")
+    if (precision == "int8") != (m.get("precision") == "int8"):
+        raise GatekitError("int8 engines are built from an int8 (QDQ) ONNX artifact (`gatekit export --precision int8 "
+                           f"--format onnx`), and only those; {Path(manifest_path).name} is {m.get('precision', 'fp32')}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     stem = f"{art.file.stem}{'-fp16' if precision == 'fp16' else ''}"

@@ -7,7 +7,7 @@ import numpy as np
 from gatekit.errors import GatekitError
 
 # Relative error = max |artifact - reference| / max |reference| over all verification outputs.
-TOLERANCE = {"fp32": 1e-4, "fp16": 2e-2, "bf16": 5e-2}
+TOLERANCE = {"fp32": 1e-4, "fp16": 2e-2, "bf16": 5e-2, "int8": 5e-2}
 
 
 def relative_error(actual: np.ndarray, reference: np.ndarray) -> float:

@@ -1,0 +1,181 @@
+"""Per-input channel skipping with the native GatedBlock op, beside dense, static, hybrid, the standard-ops
+dynamic forms and a static network at the native graph's per-block mean active widths: one run per set.
+
+    python benchmarks/bench_cpu/native_dynamic.py --set x0.25            # committed cpu-small checkpoints
+    python benchmarks/bench_cpu/native_dynamic.py --set full32 --train   # cpu-fullwidth recipe (~5 min per budget)
+    python benchmarks/bench_cpu/native_dynamic.py --set full96 --train   # cpu-fullwidth-96 recipe (~3 min per budget)
+
+Phase 1 (this process, torch): trains missing checkpoints, exports every graph to ONNX and OpenVINO IR
+(each verified; the dynamic graph in the native form, its standard-ops fallback beside it), and writes the
+static networks at the native graph's mean active widths (gatekit.pick.synth; random weights: a dense
+float32 conv's latency does not depend on them). Phase 2 (a fresh process, no torch): `--rounds` rounds,
+each measuring every (artifact, runtime, threads, path) once in a shuffled order with the bench protocol;
+the figures are medians over rounds, and every ratio compares numbers of the same run. The load average
+is recorded per round.
+
+Writes benchmarks/bench_cpu/native-dynamic-{set}.{jsonl,json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from interleaved import BUDGETS, ROOT, add_arguments, bench_phase, checkpoints, run_fresh, write_results  # noqa: E402
+
+
+def export_phase(name: str, train: bool, art_dir: Path) -> list[dict]:
+    """Exports every graph of every budget; returns the jobs' artifacts (manifest paths and static-width ONNX files)."""
+    from gatekit.export.sweep import export_all
+    from gatekit.models.arch import Architecture
+    from gatekit.pick import synth
+
+    ckpts = checkpoints(name, train)
+    items = []
+    for b, ckpt in ckpts.items():
+        graphs = ["static", "hybrid", "dynamic"] + (["dense"] if b == 0.3 else [])
+        manifests, _ = export_all(ckpt, art_dir / f"td{b}", graphs=graphs, formats=["onnx", "openvino"], strict=True,
+                                  knn_check=False, record_inputs=256, dynamic_form="native", progress=False)
+        for m in manifests:
+            items.append({"kind": "artifact", "budget": b, "graph": m["graph"], "manifest": m["manifest_path"],
+                          "format": m["format"]})
+            if m["graph"] == "dynamic" and m["format"] == "onnx":
+                widths = [max(1, math.ceil(w - 1e-6)) for w in m["macs"]["mean_active_widths"]]
+                arch = Architecture.from_model_config(m["model_config"])
+                path = art_dir / f"td{b}" / "static-at-mean-active-widths.onnx"
+                path.write_bytes(synth.network(arch, widths).SerializeToString())
+                items.append({"kind": "synthetic", "budget": b, "graph": "static (mean active widths)", "onnx": str(path),
+                              "widths": widths, "macs_ratio": arch.macs(widths) / m["macs"]["dense"],
+                              "inputs_from": m["manifest_path"]})
+    return items
+
+
+def summarise(result: dict) -> tuple[dict, str]:
+    rows = result["rows"]
+
+    def find(budget, graph, rt, t, path=None):
+        for r in rows:
+            if r["graph"] == graph and r["runtime"] == rt and r["threads"] == t and (budget is None or r["budget"] == budget) \
+                    and (path is None or r["path"] == path):
+                return r
+        return None
+
+    table = []
+    for rt in ("ort", "openvino"):
+        for t in sorted({r["threads"] for r in rows}):
+            dense = find(None, "dense", rt, t)
+            for b in BUDGETS:
+                native = find(b, "dynamic", rt, t, "native")
+                fallback = find(b, "dynamic", rt, t, "fallback")
+                static = find(b, "static", rt, t)
+                hybrid = find(b, "hybrid", rt, t)
+                same = find(b, "static (mean active widths)", rt, t)
+                if not (dense and native and static):
+                    continue
+                table.append({
+                    "runtime": rt, "threads": t, "budget": b, "dense_ms": dense["p50_ms"],
+                    "native_ms": native["p50_ms"], "native_flops": native["flops_ratio"], "native_ran": native["ran"],
+                    "static_ms": static["p50_ms"], "static_flops": static["flops_ratio"],
+                    "hybrid_ms": hybrid["p50_ms"] if hybrid else None, "fallback_ms": fallback["p50_ms"] if fallback else None,
+                    "same_width_ms": same["p50_ms"] if same else None,
+                    "native_over_dense": native["p50_ms"] / dense["p50_ms"],
+                    "static_over_dense": static["p50_ms"] / dense["p50_ms"],
+                    "fallback_over_dense": fallback["p50_ms"] / dense["p50_ms"] if fallback else None,
+                    "native_over_static": native["p50_ms"] / static["p50_ms"],
+                    "native_over_same_width": native["p50_ms"] / same["p50_ms"] if same else None,
+                    "native_flops_below_0.8_static": native["flops_ratio"] < 0.8 * static["flops_ratio"],
+                })
+    lines = ["| runtime | threads | t_d | FLOPs native / static | dense ms | static ms (x dense) | hybrid ms | standard-ops dynamic ms (x dense) "
+             "| **native ms (x dense)** | native / static | native / static at mean active widths |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for x in table:
+        hy = f"{x['hybrid_ms']:.3f}" if x["hybrid_ms"] else "-"
+        fb = f"{x['fallback_ms']:.3f} ({x['fallback_over_dense']:.2f})" if x["fallback_ms"] else "-"
+        sw = f"{x['native_over_same_width']:.2f}" if x["native_over_same_width"] else "-"
+        lines.append(f"| {x['runtime']} | {x['threads']} | {x['budget']} | {x['native_flops']:.3f} / {x['static_flops']:.3f} | "
+                     f"{x['dense_ms']:.3f} | {x['static_ms']:.3f} ({x['static_over_dense']:.2f}) | {hy} | {fb} | "
+                     f"**{x['native_ms']:.3f} ({x['native_over_dense']:.2f})** | {x['native_over_static']:.2f} | {sw} |")
+    return {"table": table}, "\n".join(lines)
+
+
+def lut_check(items: list[dict], name: str, runtime: str, threads: int, inputs: int, runs: int, out: Path) -> dict:
+    """Builds this device's LUT with the native op table (`gatekit profile --native`), then, per native dynamic
+    artifact of `runtime`, predicts each of the first `inputs` test images (held out: the gates were
+    calibrated on training images) from its active widths and measures it (`runs` timed runs each, after a
+    warm-up), comparing the predicted with the measured p50 and p90 of every input."""
+    import numpy as np
+
+    from gatekit.artifacts import load_inputs, open_artifact
+    from gatekit.atomic import write_json
+    from gatekit.bench.protocol import Protocol, measure
+    from gatekit.models.arch import Architecture
+    from gatekit.pick import predict
+    from gatekit.pick.lut import ProfileOptions, profile
+    from gatekit.runtimes import load_artifact
+
+    native = [it for it in items if it["kind"] == "artifact" and it["graph"] == "dynamic"
+              and open_artifact(it["manifest"]).runtime == runtime]
+    first = open_artifact(native[0]["manifest"]).manifest
+    x, _ = load_inputs(first, max(inputs, 64))
+    lut = profile(Architecture.from_model_config(first["model_config"]), ProfileOptions(runtime=runtime, threads=threads,
+                  native=True), x[:64])
+    write_json(out / f"lut-native-{name}-{runtime}-{threads}t.json", lut)
+    rows = []
+    for it in native:
+        art = open_artifact(it["manifest"])
+        widths = np.array(art.manifest["per_input"]["active_widths"][:inputs])
+        pred = predict.predict_dynamic(lut, widths, native=True)
+        with load_artifact(art, ops="native", threads=threads) as s:
+            for i in range(len(widths)):
+                st = measure(s, [x[i:i + 1]], Protocol(warmup_runs=5, warmup_seconds=0.0, min_runs=runs, min_seconds=60,
+                                                       floor_runs=runs)).stats()
+                rows.append({"budget": it["budget"], "input": i, "active_widths": widths[i].tolist(),
+                             "predicted_p50_ms": pred["per_input_ms"][i], "predicted_p90_ms": pred["per_input_p90_ms"][i],
+                             "measured_p50_ms": st["p50_ms"], "measured_p90_ms": st["p90_ms"]})
+    err90 = np.array([r["predicted_p90_ms"] / r["measured_p90_ms"] - 1 for r in rows])
+    err50 = np.array([r["predicted_p50_ms"] / r["measured_p50_ms"] - 1 for r in rows])
+    return {"runtime": runtime, "threads": threads, "inputs_per_artifact": inputs, "runs_per_input": runs,
+            "lut_native_validation": lut["native"]["validation"] | {"configs": None},
+            "within_10pct_p90": float(np.mean(np.abs(err90) <= 0.10)), "within_10pct_p50": float(np.mean(np.abs(err50) <= 0.10)),
+            "median_abs_error_p90": float(np.median(np.abs(err90))), "median_error_p90": float(np.median(err90)),
+            "lut_seconds": lut["seconds"], "rows": rows}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_arguments(ap)
+    ap.add_argument("--lut", default="ort:1", help="RUNTIME:THREADS whose LUT predicts the native graphs per input ('' skips)")
+    ap.add_argument("--lut-inputs", type=int, default=100)
+    ap.add_argument("--lut-runs", type=int, default=30)
+    args = ap.parse_args()
+    threads = [int(t) for t in args.threads.split(",")]
+    if args.bench_only:
+        result = bench_phase(json.loads(Path(args.bench_only).read_text()), threads, args.rounds, args.min_runs,
+                             args.min_seconds, args.seed)
+        summary, md = summarise(result)
+        if args.lut:
+            rt, t = args.lut.split(":")
+            check = lut_check(json.loads(Path(args.bench_only).read_text()), args.name, rt, int(t), args.lut_inputs,
+                              args.lut_runs, Path(args.out))
+            summary["lut_check"] = check
+            md += (f"\n\nLUT prediction of the native graphs per input ({rt}, {t} thread(s), {check['inputs_per_artifact']} "
+                   f"held-out test images per budget, {check['runs_per_input']} runs each): within +-10% of the measured "
+                   f"p90 for {100 * check['within_10pct_p90']:.0f}% of inputs (p50: {100 * check['within_10pct_p50']:.0f}%), "
+                   f"median |error| {100 * check['median_abs_error_p90']:.1f}% (signed median {100 * check['median_error_p90']:+.1f}%); "
+                   f"the native table's own held-out networks: p50 {100 * check['lut_native_validation']['within_tolerance_p50']:.0f}%, "
+                   f"p90 {100 * check['lut_native_validation']['within_tolerance_p90']:.0f}% within +-10%.")
+        write_results(f"native-dynamic-{args.name}", result, summary, md, args,
+                      f"python benchmarks/bench_cpu/native_dynamic.py --set {args.name}")
+        return
+    items = export_phase(args.name, args.train, ROOT / "runs" / "native_dynamic" / args.name)
+    sys.exit(run_fresh(__file__, args.name, items, args, ["--lut", args.lut, "--lut-inputs", str(args.lut_inputs),
+                                                          "--lut-runs", str(args.lut_runs)]))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,122 @@
+"""The native dynamic graph end to end: export (native form and its standard-ops fallback, both verified
+against the PyTorch gated path at batch 1 and 8), loading with and without the op library, the bench
+record saying which path ran, and the torch reference rebuilding the same module."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tests.conftest import REPO
+
+
+def _libraries():
+    from gatekit import native_ops
+
+    return {rt: native_ops.library_for(rt) for rt in ("ort", "openvino")}
+
+
+pytestmark = pytest.mark.skipif(not all(_libraries().values()),
+                                reason="gatekit's native op libraries are not built here (`gatekit ops build`; make venv builds them)")
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    import torch
+
+    from gatekit.checkpoint import save_model
+    from gatekit.export.sweep import export_all
+    from gatekit.models import GatedResNet, ModelConfig
+
+    tmp = tmp_path_factory.mktemp("native")
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 256, (96, 32, 32, 3), dtype=np.uint8)
+    np.savez(tmp / "d.npz", x_train=x, y_train=np.zeros(96, np.uint8), x_test=x, y_test=np.zeros(96, np.uint8))
+    torch.manual_seed(3)
+    model = GatedResNet(ModelConfig(width=0.25)).eval()  # random gates: on for some inputs, off for others
+    save_model(tmp / "m.safetensors", model, {"train_config": {"dataset": "npz", "data_dir": str(tmp / "d.npz")}})
+    manifests, _ = export_all(tmp / "m.safetensors", tmp / "out", graphs=["dynamic"], formats=["onnx", "openvino"],
+                              strict=True, verify_images=32, calib=96, threads=1, dynamic_batch=True, record_inputs=8)
+    return tmp, {m["format"]: m for m in manifests}
+
+
+def test_export_writes_the_native_form_with_a_verified_fallback(exported):
+    tmp, manifests = exported
+    for fmt, m in manifests.items():
+        assert m["dynamic_form"] == "native" and m["runtime"]["ops"] == "native op"
+        assert m["native_op"]["op"] == "gatekit.GatedBlock" and m["native_op"]["fallback_form"] == {"onnx": "conv", "openvino": "matmul"}[fmt]
+        assert set(m["verification"]["relative_error"]) == {"batch1", "batch8"}
+        assert max(m["verification"]["relative_error"].values()) < 1e-4
+        assert max(m["verification"]["fallback_relative_error"].values()) < 1e-4
+        assert all((tmp / "out" / f).is_file() for f in m["files"].values())
+        assert any(k.startswith("fallback_") for k in m["files"])
+        active = np.array(m["per_input"]["active_widths"])  # the masks really differ between inputs
+        assert (active.std(axis=0) > 0).sum() >= 4 and (active.mean(axis=0) < np.array(m["widths"])).sum() >= 4
+    import onnx
+
+    model = onnx.load(str(tmp / "out" / "dynamic.onnx"))
+    ops = [n for n in model.graph.node if n.domain == "gatekit"]
+    assert len(ops) == 8 and all(n.op_type == "GatedBlock" for n in ops)
+    inits = {t.name for t in model.graph.initializer}
+    assert all(n.input[i] in inits for n in ops for i in (2, 3, 4, 5))  # weights are constants the op packs at load
+    fallback = onnx.load(str(tmp / "out" / "dynamic.fallback.onnx"))
+    assert not any(n.domain == "gatekit" for n in fallback.graph.node)
+
+
+def test_native_and_fallback_paths_agree_with_per_sample_masks(exported):
+    from gatekit.artifacts import load_inputs, open_artifact
+    from gatekit.runtimes import load_artifact
+
+    tmp, manifests = exported
+    for fmt in manifests:
+        art = open_artifact(tmp / "out" / f"dynamic.{fmt}.json")
+        x, _ = load_inputs(art.manifest, 8, str(tmp / "d.npz"))
+        with load_artifact(art, ops="native", threads=1) as native, load_artifact(art, ops="fallback", threads=1) as fb:
+            assert native.info.ops == "native op" and fb.info.ops == "fallback"
+            batch = native.run(x)
+            single = np.concatenate([native.run(x[i:i + 1]) for i in range(8)])
+            np.testing.assert_allclose(batch, single, rtol=1e-5, atol=1e-5)  # no union over the batch
+            np.testing.assert_allclose(batch, fb.run(x), rtol=1e-4, atol=1e-4)
+
+
+def test_without_the_library_the_fallback_runs_and_is_recorded(exported, tmp_path):
+    tmp, _ = exported
+    env = dict(os.environ, PYTHONPATH=str(REPO), GATEKIT_OPS_DIR=str(tmp_path / "no-ops"))
+    cmd = [sys.executable, "-m", "gatekit", "bench", str(tmp / "out" / "dynamic.onnx"), "--threads", "1", "--inputs", "4",
+           "--min-runs", "10", "--min-seconds", "0.1", "--warmup-runs", "2", "--data-dir", str(tmp / "d.npz"),
+           "--json", str(tmp_path / "r.jsonl"), "--quiet"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-1500:]
+    (rec,) = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()]
+    assert rec["runtime"]["ops"] == "fallback" and rec["runtime"]["ops_library"] is None
+    proc = subprocess.run(cmd[:-3] + ["--ops", "native"], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("gatekit: error:") and "gatekit ops build" in proc.stderr
+
+
+def test_bench_records_the_native_path(exported, tmp_path):
+    tmp, _ = exported
+    proc = subprocess.run([sys.executable, "-m", "gatekit", "bench", str(tmp / "out" / "dynamic.xml"), "--threads", "1",
+                           "--inputs", "4", "--min-runs", "10", "--min-seconds", "0.1", "--warmup-runs", "2", "--data-dir",
+                           str(tmp / "d.npz"), "--json", str(tmp_path / "r.jsonl"), "--quiet"],
+                          capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(REPO)), timeout=300)
+    assert proc.returncode == 0, proc.stderr[-1500:]
+    (rec,) = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()]
+    assert rec["runtime"]["ops"] == "native op" and rec["runtime"]["ops_library"].endswith("libgatekit_ov_ops.so")
+    assert rec["manifest"]["native_op"]["op"] == "gatekit.GatedBlock" and rec["per_input"]
+
+
+def test_torch_reference_rebuilds_the_native_module(exported):
+    from gatekit.artifacts import load_inputs, open_artifact
+    from gatekit.runtimes import load_artifact
+
+    tmp, _ = exported
+    art = open_artifact(tmp / "out" / "dynamic.onnx.json")
+    x, _ = load_inputs(art.manifest, 4, str(tmp / "d.npz"))
+    with load_artifact(art, "torch") as ref, load_artifact(art, threads=1) as ort:
+        np.testing.assert_allclose(ref.run(x), ort.run(x), rtol=1e-4, atol=1e-4)
