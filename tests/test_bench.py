@@ -2,8 +2,6 @@
 
 import json
 import os
-import re
-import shutil
 import subprocess
 import sys
 import time
@@ -133,32 +131,30 @@ def test_bench_cli_records_a_real_run(exported_ir, tmp_path):
     assert "| dense |" in (tmp_path / "t.md").read_text()
 
 
-def test_p50_agrees_with_benchmark_app(exported_ir):
-    """OpenVINO's own benchmark_app on the same IR, 1 stream, 1 request, 1 thread, f32, synchronous (what our
-    LATENCY hint with one stream compiles to; benchmark_app only takes -nthreads with -hint none):
-    its median within 10% of our p50."""
-    tool = shutil.which("benchmark_app") or os.path.join(os.path.dirname(sys.executable), "benchmark_app")
-    if not os.path.exists(tool):
+def _ratio_to_benchmark_app(ir, pairs: int = 5) -> list[float]:
+    from gatekit.bench.crosscheck import benchmark_app_path, crosscheck
+
+    if benchmark_app_path() is None:
         pytest.skip("benchmark_app (shipped in the openvino wheel) not found")
-    from gatekit.bench.protocol import Protocol, measure
-    from gatekit.runtimes import load_session
+    return [p["ratio"] for p in crosscheck(ir, threads=1, pairs=pairs)["pairs"]]
 
-    x = np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32)
 
-    def ours():
-        with load_session(exported_ir, threads=1) as s:
-            return measure(s, [x], Protocol(warmup_runs=50, min_runs=2000, min_seconds=2)).stats()["p50_ms"]
+def test_p50_agrees_with_benchmark_app(exported_ir):
+    """A width-0.5 IR: the median of the per-pair ratios within 10% (CI machines are noisy; the recorded
+    quiet-machine cross-check in benchmarks/bench_cpu is within 5%)."""
+    ratios = _ratio_to_benchmark_app(exported_ir)
+    assert abs(np.median(ratios) - 1) <= 0.10, ratios
 
-    def theirs():
-        proc = subprocess.run([tool, "-m", str(exported_ir), "-d", "CPU", "-hint", "none", "-nstreams", "1", "-nireq", "1",
-                               "-api", "sync", "-nthreads", "1", "-infer_precision", "f32", "-t", "2"], capture_output=True, text=True, timeout=120)
-        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-        return float(re.search(r"Median:\s+([\d.]+) ms", proc.stdout).group(1))
 
-    # interleaved pairs, the median of the per-pair ratios: the machine is shared and noisy
-    ratios = []
-    for _ in range(5):
-        ratios.append(ours() / theirs())
+def test_p50_agrees_with_benchmark_app_on_the_smallest_recorded_model(cifar_dir, tmp_path):
+    """The recorded ResNet-18 x0.25 t_d 0.3 static IR (0.3 ms an inference: where the harness's own per-call
+    cost shows most): the median of the per-pair ratios within 10%."""
+    from gatekit.export.exporter import ExportOptions, export
+
+    ckpt = os.path.join(REPO, "benchmarks", "train_cifar10", "checkpoints", "vicreg-dual.safetensors")
+    export(ckpt, tmp_path, ExportOptions(graph="static", fmt="openvino", calib=500, knn_check=False, threads=1,
+                                         data_dir=str(cifar_dir)), progress=False)
+    ratios = _ratio_to_benchmark_app(tmp_path / "static.xml", pairs=3)
     assert abs(np.median(ratios) - 1) <= 0.10, ratios
 
 

@@ -112,11 +112,13 @@ class Prepared:
             if opts.graph in ("static", "hybrid"):
                 channels = select_all(self.usage, self.calib_n, opts.min_usage, opts.round_to, self.model.cfg.gate_group)
         self.head = self._load_head(opts.probe)
+        self._quant_calib: list[np.ndarray] | None = None  # int8 calibration batches, loaded once
+        self._knn_sets: tuple | None = None  # reduced-precision k-NN check: images, labels, fp32 features
         self._build(channels)
 
     def quant_calibration(self) -> list[np.ndarray]:
         """int8: real training images (the first --quant-calib of the calibration set), one input batch each."""
-        if getattr(self, "_quant_calib", None) is None:
+        if self._quant_calib is None:
             n = self.opts.quant_calib
             if n < 1:
                 raise GatekitError("--quant-calib must be at least 1")
@@ -141,7 +143,7 @@ class Prepared:
         from gatekit.evaluate.knn import knn_accuracy
 
         size = self.model.cfg.input_size
-        if getattr(self, "_knn_sets", None) is None:
+        if self._knn_sets is None:
             train = load_dataset(self.dataset, "train", self.data_root, limit=self.opts.knn_train, image_size=size)
             test = load_dataset(self.dataset, "test", self.data_root, limit=self.opts.knn_test, image_size=size)
             sets = [normalize_images(d.images, self.mean, self.std) for d in (train, test)]
@@ -402,11 +404,11 @@ def _verify_reduced(prep: Prepared, session, name: str, precision: str) -> dict:
     from gatekit.runtimes.quantize import cosine
 
     opts = prep.opts
-    errors = {}
+    errors, outputs = {}, {}
     for b in _batches(prep):
-        actual = run_batched(session, prep.verify_images, b)
-        errors[f"batch{b}"] = relative_error(actual, prep.reference(prep.verify_images[: len(actual)]))
-    actual = run_batched(session, prep.verify_images, prep.opts.batch)
+        outputs[b] = run_batched(session, prep.verify_images, b)
+        errors[f"batch{b}"] = relative_error(outputs[b], prep.reference(prep.verify_images[: len(outputs[b])]))
+    actual = outputs[opts.batch]
     cos = cosine(actual, prep.reference(prep.verify_images[: len(actual)]))
     knn = prep.knn_of(lambda x: run_batched(session, x, prep.opts.batch))
     report = {"relative_error": errors, "cosine_to_fp32": {"mean": float(cos.mean()), "min": float(cos.min()),

@@ -1,0 +1,54 @@
+"""Our latency figure against the runtime's own tool: OpenVINO's `benchmark_app` (shipped in the openvino
+wheel) on the same IR, in interleaved pairs (a shared machine's noise hits both alike).
+
+benchmark_app runs 1 stream, 1 request, a fixed thread count, f32, synchronously: what our LATENCY hint
+with one stream compiles to (it takes -nthreads only with -hint none). Its median and our p50 are both
+medians of single inferences, so their ratio is the harness's own per-call cost."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from gatekit.errors import GatekitError
+
+
+def benchmark_app_path() -> str | None:
+    tool = shutil.which("benchmark_app") or os.path.join(os.path.dirname(sys.executable), "benchmark_app")
+    return tool if os.path.exists(tool) else None
+
+
+def benchmark_app_median(ir: str | os.PathLike, shape: list[int], threads: int = 1, seconds: int = 2) -> float:
+    tool = benchmark_app_path()
+    if tool is None:
+        raise GatekitError("benchmark_app not found (it ships with the openvino wheel)")
+    proc = subprocess.run([tool, "-m", str(ir), "-d", "CPU", "-hint", "none", "-nstreams", "1", "-nireq", "1", "-api", "sync",
+                           "-nthreads", str(threads), "-infer_precision", "f32", "-t", str(seconds),
+                           "-shape", "[" + ",".join(map(str, shape)) + "]"], capture_output=True, text=True, timeout=300)
+    found = re.search(r"Median:\s+([\d.]+) ms", proc.stdout)
+    if proc.returncode != 0 or not found:
+        raise GatekitError(f"benchmark_app failed on {Path(ir).name}: {(proc.stderr or proc.stdout).strip()[-300:]}")
+    return float(found.group(1))
+
+
+def crosscheck(ir: str | os.PathLike, threads: int = 1, pairs: int = 5, seconds: int = 2) -> dict:
+    """Interleaved pairs of (our p50, benchmark_app's median); the median of the per-pair ratios."""
+    from gatekit.bench.protocol import Protocol, measure
+    from gatekit.runtimes import load_session
+
+    with load_session(ir, "openvino", threads=threads) as s:
+        shape = [1 if d == -1 else d for d in s.input_shape]
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    rows = []
+    for _ in range(pairs):
+        with load_session(ir, "openvino", threads=threads) as s:
+            ours = measure(s, [x], Protocol(warmup_runs=50, min_runs=10**7, min_seconds=seconds)).stats()["p50_ms"]
+        theirs = benchmark_app_median(ir, shape, threads, seconds)
+        rows.append({"ours_p50_ms": ours, "benchmark_app_median_ms": theirs, "ratio": ours / theirs})
+    return {"ir": str(ir), "threads": threads, "pairs": rows, "median_ratio": float(np.median([r["ratio"] for r in rows]))}
