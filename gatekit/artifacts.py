@@ -34,15 +34,16 @@ class Runtime:
 
     name: str
     display: str
+    package: str  # the Python distribution that brings it
     aliases: tuple[str, ...] = ()
     deploy: bool = True  # False: the torch reference (training side)
 
 
 RUNTIMES: dict[str, Runtime] = {r.name: r for r in (
-    Runtime("ort", "ORT", ("onnxruntime", "onnx runtime")),
-    Runtime("openvino", "OpenVINO", ("ov",)),
-    Runtime("tensorrt", "TensorRT", ("trt",)),
-    Runtime("torch", "torch", ("pytorch",), deploy=False),
+    Runtime("ort", "ORT", "onnxruntime", ("onnxruntime", "onnx runtime")),
+    Runtime("openvino", "OpenVINO", "openvino", ("ov",)),
+    Runtime("tensorrt", "TensorRT", "tensorrt", ("trt",)),
+    Runtime("torch", "torch", "torch", ("pytorch",), deploy=False),
 )}
 
 

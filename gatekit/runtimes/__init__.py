@@ -23,7 +23,6 @@ from gatekit.runtimes.openvino_backend import OpenVinoBackend
 from gatekit.runtimes.tensorrt_backend import TensorRTBackend
 
 BACKENDS: dict[str, Backend] = {b.name: b for b in (OrtBackend(), OpenVinoBackend(), TensorRTBackend())}
-RUNTIME_PACKAGES = {"ort": "onnxruntime", "openvino": "openvino"}  # the Python package behind each runtime
 FALLBACK_OPS = "fallback"
 REFERENCE_GROUP = "gatekit.reference_runtimes"  # entry points: name -> Backend class (training side)
 
@@ -106,7 +105,7 @@ def load_artifact(art: Artifact, runtime: str | None = None, *, ops: str = "auto
             return session
         if ops == "native":
             raise GatekitError(f"{path.name} needs gatekit's native op library for {rt} "
-                               f"{native_ops.runtime_versions().get(RUNTIME_PACKAGES.get(rt, rt))}, and none is built here: "
+                               f"{native_ops.runtime_versions().get(RUNTIMES[rt].package)}, and none is built here: "
                                "run `gatekit ops build` (`gatekit ops status` says why one is missing)")
     fallback = art.fallback_file
     if fallback is None or not fallback.is_file():
