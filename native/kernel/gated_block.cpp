@@ -1,0 +1,435 @@
+// Weight packing, instruction-set dispatch and the per-call plan (active channels, scratch, task split).
+#include "gated_block.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+#include <stdexcept>
+#include <vector>
+
+#include "plan.h"
+
+#ifndef GATEKIT_COMPILER
+#define GATEKIT_COMPILER "unknown"
+#endif
+
+namespace gatekit {
+
+using detail::IsaOps;
+using detail::Plan;
+using detail::PrepGeom;
+using detail::Task1;
+using detail::Task2;
+
+namespace {
+
+// 64-byte aligned float buffer, zero-filled when (re)allocated so that no lane ever reads garbage bits.
+struct AlignedBuf {
+  float* p = nullptr;
+  size_t n = 0;
+  AlignedBuf() = default;
+  AlignedBuf(const AlignedBuf&) = delete;
+  AlignedBuf& operator=(const AlignedBuf&) = delete;
+  ~AlignedBuf() { std::free(p); }
+  void ensure(size_t count) {
+    if (count <= n) return;
+    const size_t want = std::max(count, n + n / 2);
+    const size_t bytes = want * sizeof(float);
+    void* q = nullptr;
+    if (posix_memalign(&q, 64, bytes) != 0 || q == nullptr) throw std::bad_alloc();
+    std::memset(q, 0, bytes);
+    std::free(p);
+    p = static_cast<float*>(q);
+    n = want;
+  }
+};
+
+}  // namespace
+
+struct PackedBlock {
+  int C = 0, Cin = 0, Cout = 0, Cout8 = 0;
+  AlignedBuf w1, b1, w2p, b2;
+  detail::PackedView view() const {
+    detail::PackedView v;
+    v.C = C;
+    v.Cin = Cin;
+    v.Cout = Cout;
+    v.Cout8 = Cout8;
+    v.w1 = w1.p;
+    v.b1 = b1.p;
+    v.w2p = w2p.p;
+    v.b2 = b2.p;
+    return v;
+  }
+};
+
+std::shared_ptr<const PackedBlock> pack_block(const float* w1, const float* b1, const float* w2, const float* b2,
+                                              int64_t c, int64_t cin, int64_t cout) {
+  if (c <= 0 || cin <= 0 || cout <= 0 || c > (1 << 20) || cin > (1 << 20) || cout > (1 << 20))
+    throw std::invalid_argument("GatedBlock: bad weight sizes");
+  if (!w1 || !b1 || !w2 || !b2) throw std::invalid_argument("GatedBlock: missing weight data");
+  auto pb = std::make_shared<PackedBlock>();
+  pb->C = (int)c;
+  pb->Cin = (int)cin;
+  pb->Cout = (int)cout;
+  pb->Cout8 = (int)((cout + 7) / 8 * 8);
+  const size_t K9 = (size_t)cin * 9;
+  // conv1: OIHW unchanged, one contiguous row of Cin*9 per inner channel.
+  pb->w1.ensure((size_t)c * K9 + 64);
+  std::memcpy(pb->w1.p, w1, (size_t)c * K9 * sizeof(float));
+  pb->b1.ensure((size_t)c + 16);
+  std::memcpy(pb->b1.p, b1, (size_t)c * sizeof(float));
+  // conv2: [Cout8/8][C][9][8], zero padded output channels.
+  pb->w2p.ensure((size_t)pb->Cout8 * c * 9 + 64);
+  float* d = pb->w2p.p;
+  for (int cb = 0; cb < pb->Cout8 / 8; ++cb)
+    for (int ci = 0; ci < c; ++ci)
+      for (int t = 0; t < 9; ++t)
+        for (int m = 0; m < 8; ++m) {
+          const int co = cb * 8 + m;
+          d[(((size_t)cb * c + ci) * 9 + t) * 8 + m] = co < cout ? w2[((size_t)co * c + ci) * 9 + t] : 0.0f;
+        }
+  pb->b2.ensure((size_t)pb->Cout8 + 16);
+  std::memcpy(pb->b2.p, b2, (size_t)cout * sizeof(float));
+  return pb;
+}
+
+BlockDims block_dims(const PackedBlock& pb) { return BlockDims{pb.C, pb.Cin, pb.Cout}; }
+
+void serial_parallel_for(void*, size_t n, TaskFn fn, void* arg) {
+  for (size_t i = 0; i < n; ++i) fn(arg, i);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Instruction-set choice.
+namespace {
+
+struct IsaChoice {
+  const IsaOps* ops = &detail::isa_portable_ops;
+  std::string requested;
+  bool honoured = true;
+};
+
+bool cpu_has(const char* name) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_cpu_init();
+  if (std::strcmp(name, "avx512") == 0)
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("fma");
+  if (std::strcmp(name, "avx2") == 0) return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#endif
+  return std::strcmp(name, "portable") == 0;
+}
+
+const IsaOps* compiled_isa(const std::string& name) {
+#if defined(GATEKIT_HAVE_AVX512)
+  if (name == "avx512") return &detail::isa_avx512_ops;
+#endif
+#if defined(GATEKIT_HAVE_AVX2)
+  if (name == "avx2") return &detail::isa_avx2_ops;
+#endif
+  if (name == "portable") return &detail::isa_portable_ops;
+  return nullptr;
+}
+
+const IsaChoice& isa_choice() {
+  static const IsaChoice choice = [] {
+    IsaChoice c;
+    const char* best_order[] = {"avx512", "avx2", "portable"};
+    for (const char* name : best_order) {
+      const IsaOps* ops = compiled_isa(name);
+      if (ops && cpu_has(name)) {
+        c.ops = ops;
+        break;
+      }
+    }
+    const char* env = std::getenv("GATEKIT_OPS_ISA");
+    if (env && *env) {
+      c.requested = env;
+      const IsaOps* ops = compiled_isa(c.requested);
+      if (ops && cpu_has(c.requested.c_str()))
+        c.ops = ops;
+      else
+        c.honoured = false;
+    }
+    return c;
+  }();
+  return choice;
+}
+
+}  // namespace
+
+const char* isa_compiled() {
+  return
+#if defined(GATEKIT_HAVE_AVX512)
+      "avx512,"
+#endif
+#if defined(GATEKIT_HAVE_AVX2)
+      "avx2,"
+#endif
+      "portable";
+}
+const char* isa_selected() { return isa_choice().ops->name; }
+const char* isa_requested() { return isa_choice().requested.c_str(); }
+bool isa_request_honoured() { return isa_choice().honoured; }
+
+std::string build_info_common_json() {
+  std::string s;
+  s += "\"version\": \"" GATEKIT_OPS_VERSION "\", ";
+  s += "\"compiler\": \"" GATEKIT_COMPILER "\", ";
+#if defined(__x86_64__)
+  s += "\"arch\": \"x86_64\", ";
+#elif defined(__aarch64__)
+  s += "\"arch\": \"aarch64\", ";
+#else
+  s += "\"arch\": \"other\", ";
+#endif
+  s += "\"isa_compiled\": [";
+  std::string list = isa_compiled();
+  size_t start = 0;
+  bool first = true;
+  while (start <= list.size()) {
+    size_t end = list.find(',', start);
+    if (end == std::string::npos) end = list.size();
+    s += (first ? "\"" : ", \"") + list.substr(start, end - start) + "\"";
+    first = false;
+    start = end + 1;
+  }
+  s += "], ";
+  s += std::string("\"isa_selected\": \"") + isa_selected() + "\", ";
+  std::string req;
+  for (char ch : isa_choice().requested)
+    if (ch != '"' && ch != '\\' && (unsigned char)ch >= 0x20) req += ch;
+  s += "\"isa_requested\": \"" + req + "\", ";
+  s += std::string("\"isa_request_honoured\": ") + (isa_request_honoured() ? "true" : "false");
+  return s;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// One call.
+namespace {
+
+// Work per task (multiply-adds): about 25-50 microseconds of one core.  Fewer, larger tasks keep the
+// register tiles full (a task splits into tiles on its own); more would only help with many threads.
+constexpr double kTaskWork = 4e6;
+
+struct CallScratch {
+  bool busy = false;
+  std::vector<int32_t> act, nact, aoff2;
+  std::vector<float> mval;
+  std::vector<size_t> hoff;
+  AlignedBuf h;
+  std::vector<Task1> t1;
+  std::vector<Task2> t2;
+};
+
+// Per-thread copy of the current band of x (prep planes), reused across tasks of the same band.
+struct PrepScratch {
+  AlignedBuf buf;
+  uint64_t call = 0;
+  int n = -1, r0 = -1, r1 = -1;
+};
+
+thread_local CallScratch tls_call;
+thread_local PrepScratch tls_prep;
+std::atomic<uint64_t> g_call_counter{0};
+
+struct Run1 {
+  const Plan* plan;
+  const Task1* tasks;
+  const IsaOps* isa;
+  uint64_t call;
+  std::atomic<int>* failed;
+};
+struct Run2 {
+  const Plan* plan;
+  const Task2* tasks;
+  const IsaOps* isa;
+};
+
+void run_task1(void* arg, size_t i) {
+  const Run1& r = *static_cast<const Run1*>(arg);
+  const Task1& t = r.tasks[i];
+  const PrepGeom g = detail::prep_geom(*r.plan, t.r0, t.r1);
+  PrepScratch& ps = tls_prep;
+  if (!(ps.call == r.call && ps.n == t.n && ps.r0 == t.r0 && ps.r1 == t.r1)) {
+    try {
+      ps.buf.ensure(g.total);
+    } catch (...) {
+      r.failed->store(1);
+      ps.call = 0;
+      return;
+    }
+    r.isa->prep(*r.plan, t.n, t.r0, t.r1, ps.buf.p, g);
+    ps.call = r.call;
+    ps.n = t.n;
+    ps.r0 = t.r0;
+    ps.r1 = t.r1;
+  }
+  r.isa->conv1(*r.plan, t, ps.buf.p, g);
+}
+
+void run_task2(void* arg, size_t i) {
+  const Run2& r = *static_cast<const Run2*>(arg);
+  r.isa->conv2(*r.plan, r.tasks[i]);
+}
+
+inline int ceil_div(int64_t a, int64_t b) { return (int)((a + b - 1) / b); }
+
+int gcd_int(int a, int b) {
+  while (b) {
+    int t = a % b;
+    a = b;
+    b = t;
+  }
+  return a;
+}
+
+// Split Ho rows into bands of at least min_px pixels, at most `target` bands, rows rounded so that a band
+// fills whole vectors where possible.
+int band_rows(int Ho, int Wo, int lanes, int target, int min_px) {
+  int min_rows = std::max(1, ceil_div(min_px, Wo));
+  int nb = std::max(1, std::min(target, Ho / min_rows));
+  int rows = ceil_div(Ho, nb);
+  int unit = lanes / gcd_int(Wo, lanes);
+  if (unit > 1 && unit < Ho) rows = std::min(Ho, ceil_div(rows, unit) * unit);
+  return std::max(1, rows);
+}
+
+void plan_tasks(const Plan& p, int lanes, std::vector<Task1>& t1, std::vector<Task2>& t2) {
+  t1.clear();
+  t2.clear();
+  const int Cin = p.w.Cin, Cout = p.w.Cout, Cout8 = p.w.Cout8;
+  for (int n = 0; n < p.N; ++n) {
+    const int A = p.nact[n];
+    if (A > 0) {
+      const double work = (double)A * Cin * 9 * p.P;
+      const int target = std::max(1, std::min(64, (int)(work / kTaskWork + 0.5)));
+      const int rows = band_rows(p.Ho, p.Wo, lanes, target, 256);  // bands re-copy 2 halo rows of x
+      const int nb = ceil_div(p.Ho, rows);
+      int ng = std::max(1, std::min(ceil_div(target, nb), std::max(1, A / 8)));
+      const int gsz = std::min(A, ceil_div(ceil_div(A, ng), 8) * 8);  // groups of whole 8-row tiles
+      ng = ceil_div(A, gsz);
+      for (int b = 0; b < nb; ++b)
+        for (int g = 0; g < ng; ++g)
+          t1.push_back(Task1{n, b * rows, std::min(p.Ho, (b + 1) * rows), g * gsz, std::min(A, (g + 1) * gsz)});
+    }
+    const double work2 = (double)Cout * std::max(A, 1) * 9 * p.P;
+    const int target2 = std::max(1, std::min(64, (int)(work2 / kTaskWork + 0.5)));
+    const int rows2 = band_rows(p.Ho, p.Wo, lanes, target2, 3 * lanes);
+    const int nb2 = ceil_div(p.Ho, rows2);
+    const int vec_per_band = ceil_div((int64_t)rows2 * p.Wo, lanes);
+    const int unit = vec_per_band <= 2 ? 24 : 8;  // conv2 tiles of 24 channels when a band is 1-2 vectors
+    int ng2 = std::max(1, std::min(ceil_div(target2, nb2), ceil_div(Cout8, unit)));
+    int gsz2 = ceil_div(ceil_div(Cout8, ng2), unit) * unit;
+    ng2 = ceil_div(Cout8, gsz2);
+    for (int b = 0; b < nb2; ++b)
+      for (int g = 0; g < ng2; ++g)
+        t2.push_back(Task2{n, b * rows2, std::min(p.Ho, (b + 1) * rows2), g * gsz2, std::min(Cout8, (g + 1) * gsz2)});
+  }
+}
+
+std::string run_block_impl(const PackedBlock& pb, const BlockIO& io, ParallelForFn pf, void* pf_ctx,
+                           CallScratch& cs) {
+  if (io.stride != 1 && io.stride != 2) return "GatedBlock: stride must be 1 or 2";
+  if (io.n < 0 || io.h <= 0 || io.w <= 0) return "GatedBlock: bad input size";
+  if (io.n == 0) return std::string();
+  if (!io.x || !io.mask || !io.residual || !io.y) return "GatedBlock: missing tensor data";
+  if (io.h > (1 << 15) || io.w > (1 << 15) || io.n > (1 << 20)) return "GatedBlock: input too large";
+  const IsaOps* isa = isa_choice().ops;
+
+  Plan p;
+  p.w = pb.view();
+  p.N = (int)io.n;
+  p.H = (int)io.h;
+  p.W = (int)io.w;
+  p.S = io.stride;
+  p.Ho = (int)out_size(io.h, io.stride);
+  p.Wo = (int)out_size(io.w, io.stride);
+  p.P = p.Ho * p.Wo;
+  p.x = io.x;
+  p.res = io.residual;
+  p.y = io.y;
+
+  const int C = pb.C;
+  cs.act.resize((size_t)p.N * C);
+  cs.aoff2.resize((size_t)p.N * C);
+  cs.mval.resize((size_t)p.N * C);
+  cs.nact.resize(p.N);
+  cs.hoff.resize(p.N);
+  p.h_ps = (size_t)(p.Ho + 2) * p.Wo;
+  p.h_cs = (3 * p.h_ps + 15) & ~(size_t)15;
+  size_t htotal = 0;
+  for (int n = 0; n < p.N; ++n) {
+    const float* m = io.mask + (size_t)n * C;
+    int a = 0;
+    for (int c = 0; c < C; ++c) {
+      if (m[c] != 0.0f) {
+        cs.act[(size_t)n * C + a] = c;
+        cs.aoff2[(size_t)n * C + a] = c * 72;
+        cs.mval[(size_t)n * C + a] = m[c];
+        ++a;
+      }
+    }
+    cs.nact[n] = a;
+    cs.hoff[n] = htotal;
+    htotal += (size_t)a * p.h_cs;
+  }
+  try {
+    cs.h.ensure(htotal + 256);
+  } catch (...) {
+    return "GatedBlock: out of memory";
+  }
+  p.act = cs.act.data();
+  p.nact = cs.nact.data();
+  p.mval = cs.mval.data();
+  p.aoff2 = cs.aoff2.data();
+  p.h = cs.h.p;
+  p.hoff = cs.hoff.data();
+
+  try {
+    plan_tasks(p, isa->lanes, cs.t1, cs.t2);
+  } catch (...) {
+    return "GatedBlock: out of memory";
+  }
+
+  std::atomic<int> failed{0};
+  if (!cs.t1.empty()) {
+    Run1 r1{&p, cs.t1.data(), isa, g_call_counter.fetch_add(1) + 1, &failed};
+    pf(pf_ctx, cs.t1.size(), &run_task1, &r1);
+  }
+  if (failed.load()) return "GatedBlock: out of memory";
+  Run2 r2{&p, cs.t2.data(), isa};
+  pf(pf_ctx, cs.t2.size(), &run_task2, &r2);
+  return std::string();
+}
+
+}  // namespace
+
+std::string run_block(const PackedBlock& pb, const BlockIO& io, ParallelForFn pf, void* pf_ctx) {
+  if (!pf) pf = &serial_parallel_for;
+  // The calling thread's scratch, unless a nested call on this thread (a thread pool running another
+  // block while it waits) already holds it.
+  struct Hold {
+    CallScratch* cs;
+    explicit Hold(CallScratch* c) : cs(c) { cs->busy = true; }
+    ~Hold() { cs->busy = false; }
+  };
+  try {
+    if (!tls_call.busy) {
+      Hold hold(&tls_call);
+      return run_block_impl(pb, io, pf, pf_ctx, tls_call);
+    }
+    CallScratch own;
+    Hold hold(&own);
+    return run_block_impl(pb, io, pf, pf_ctx, own);
+  } catch (const std::exception& e) {
+    return std::string("GatedBlock: ") + e.what();
+  } catch (...) {
+    return "GatedBlock: unknown error";
+  }
+}
+
+}  // namespace gatekit

@@ -1,0 +1,66 @@
+// gatekit GatedBlock kernel library: no runtime dependency (used by the ONNX Runtime and OpenVINO wrappers).
+//
+//   y[n] = relu( conv3x3_pad1( mask[n] * relu(conv3x3_pad1_stride(x[n], W1) + b1), W2 ) + b2 + residual[n] )
+//
+// conv1 computes only the inner channels active in mask[n]; conv2 sums only over them.  The weights are
+// packed once (pack_block) and read in place by every call: an inactive channel skips one contiguous row
+// of W1 and one contiguous 72-float block of W2 per 8 output channels.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+namespace gatekit {
+
+#define GATEKIT_OPS_VERSION "0.1.0"
+
+struct PackedBlock;
+
+// Threading is supplied by the caller: parallel_for(ctx, n, fn, arg) must call fn(arg, i) exactly once
+// for every i in [0, n), possibly concurrently, and return after all calls have returned.
+typedef void (*TaskFn)(void* arg, size_t i);
+typedef void (*ParallelForFn)(void* ctx, size_t n, TaskFn fn, void* arg);
+
+// A parallel_for that runs the tasks one after another on the calling thread.
+void serial_parallel_for(void* ctx, size_t n, TaskFn fn, void* arg);
+
+// Packs W1 [C][Cin][3][3], b1 [C], W2 [Cout][C][3][3], b2 [Cout] (float32, OIHW, BatchNorm folded).
+// Throws std::invalid_argument on bad sizes and std::bad_alloc when out of memory.
+std::shared_ptr<const PackedBlock> pack_block(const float* w1, const float* b1, const float* w2, const float* b2,
+                                              int64_t c, int64_t cin, int64_t cout);
+
+struct BlockDims {
+  int64_t c, cin, cout;
+};
+BlockDims block_dims(const PackedBlock& pb);
+
+struct BlockIO {
+  const float* x;         // [n][cin][h][w]
+  const float* mask;      // [n][c]: 0 = channel off, any other value v = on, scaled by v (1.0 in practice)
+  const float* residual;  // [n][cout][ho][wo]
+  float* y;               // [n][cout][ho][wo], ho = (h - 1) / stride + 1
+  int64_t n, h, w;
+  int stride;             // 1 or 2
+};
+
+// Output spatial size for an input size and stride.
+inline int64_t out_size(int64_t in, int stride) { return (in - 1) / stride + 1; }
+
+// Runs one block.  Returns an empty string on success, otherwise a one-line error message (nothing throws).
+std::string run_block(const PackedBlock& pb, const BlockIO& io, ParallelForFn parallel_for, void* pf_ctx);
+
+// Instruction-set paths: the ones compiled in ("avx512,avx2,portable") and the one in use.  The choice is
+// made once per process: the best path the CPU supports, or the one named by GATEKIT_OPS_ISA
+// (avx512 | avx2 | portable) when the CPU supports it.
+const char* isa_compiled();
+const char* isa_selected();
+// Value of GATEKIT_OPS_ISA when the choice was made ("" if unset), and whether it could be honoured.
+const char* isa_requested();
+bool isa_request_honoured();
+
+// JSON fields common to both libraries (without braces): version, compiler, ISA paths.
+std::string build_info_common_json();
+
+}  // namespace gatekit

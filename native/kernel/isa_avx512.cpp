@@ -1,0 +1,73 @@
+// AVX-512 (F + BW + VL + FMA) instantiation of the kernels: 16 lanes, 32 vector registers.
+// Compiled with -mavx512f -mavx512bw -mavx512vl -mfma; only called after a CPU check.
+#include <immintrin.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+
+#include "plan.h"
+
+namespace {
+
+struct V {
+  static constexpr int L = 16;
+  typedef __m512 vec;
+  static inline vec zero() { return _mm512_setzero_ps(); }
+  static inline vec set1(float f) { return _mm512_set1_ps(f); }
+  static inline vec load(const float* p) { return _mm512_loadu_ps(p); }
+  static inline __mmask16 first(int n) { return (__mmask16)((n >= 16) ? 0xFFFFu : ((1u << (n > 0 ? n : 0)) - 1u)); }
+  static inline vec load_n(const float* p, int n) {
+    return n >= 16 ? _mm512_loadu_ps(p) : _mm512_maskz_loadu_ps(first(n), p);
+  }
+  static inline vec bcast(const float* p) { return _mm512_set1_ps(*p); }
+  static inline vec fma(vec a, vec b, vec c) { return _mm512_fmadd_ps(a, b, c); }
+  static inline vec add(vec a, vec b) { return _mm512_add_ps(a, b); }
+  static inline vec mul(vec a, vec b) { return _mm512_mul_ps(a, b); }
+  // (maskz form: GCC 12 warns about _mm512_undefined_ps inside _mm512_max_ps)
+  static inline vec max(vec a, vec b) { return _mm512_maskz_max_ps((__mmask16)0xFFFF, a, b); }
+  static inline void store_n(float* p, vec v, int n) {
+    if (n >= 16)
+      _mm512_storeu_ps(p, v);
+    else
+      _mm512_mask_storeu_ps(p, first(n), v);
+  }
+  // Zero the lanes whose bit is set.
+  static inline vec zero_lanes(vec v, uint32_t bits) { return _mm512_maskz_mov_ps((__mmask16)(~bits & 0xFFFFu), v); }
+  // Even and odd elements of src[0 .. 2L), reading only the first n (the rest read as zero).
+  static inline void deint(const float* s, int n, vec& ev, vec& od) {
+    const vec lo = load_n(s, n < 16 ? n : 16);
+    const vec hi = load_n(s + 16, n > 16 ? n - 16 : 0);
+    const __m512i ie = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512i io = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    ev = _mm512_permutex2var_ps(lo, ie, hi);
+    od = _mm512_permutex2var_ps(lo, io, hi);
+  }
+  // Lane i = v[i - 1], lane 0 = prev[L - 1]  /  lane i = v[i + 1], lane L - 1 = next[0].
+  static inline vec shift_prev(vec v, vec prev) {
+    return _mm512_castsi512_ps(_mm512_alignr_epi32(_mm512_castps_si512(v), _mm512_castps_si512(prev), 15));
+  }
+  static inline vec shift_next(vec v, vec next) {
+    return _mm512_castsi512_ps(_mm512_alignr_epi32(_mm512_castps_si512(next), _mm512_castps_si512(v), 1));
+  }
+  static inline void prefetch(const void* p) { _mm_prefetch((const char*)p, _MM_HINT_T0); }
+};
+
+// conv1 tiles (MR channels x NR vectors): (24,1) (12,2) (8,3) (6,4), all <= 28 of 32 registers.
+constexpr int C1_NRMAX = 4;
+constexpr int c1_mrmax(int nr) { return nr == 1 ? 24 : nr == 2 ? 12 : nr == 3 ? 8 : 6; }
+// conv2 tiles: (24,1) (8,2) (8,3) in blocks of 8 output channels.
+constexpr int C2_STEP = 8;
+constexpr int C2_NRMAX = 3;
+constexpr int c2_mrmax(int nr) { return nr == 1 ? 24 : 8; }
+constexpr int MRCAP = 24;
+
+#include "kernel_impl.h"
+
+}  // namespace
+
+namespace gatekit {
+namespace detail {
+const IsaOps isa_avx512_ops = {"avx512", V::L, &prep_impl, &conv1_impl, &conv2_impl};
+}  // namespace detail
+}  // namespace gatekit

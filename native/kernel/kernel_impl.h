@@ -1,0 +1,502 @@
+// The GatedBlock kernels, written once over a small vector-traits interface and compiled once per ISA.
+//
+// Included by isa_*.cpp inside an anonymous namespace, after they define:
+//   struct V                      vector traits: L (lanes), vec, zero, set1, load, load_n, bcast, fma, add, mul,
+//                                 max, store_n, zero_lanes, deint, shift_prev, shift_next, prefetch
+//                                 (see isa_avx512.cpp)
+//   constexpr int C1_NRMAX        conv1 tiles: up to C1_NRMAX pixel vectors ...
+//   constexpr int c1_mrmax(int)   ... times c1_mrmax(nr) active channels
+//   constexpr int C2_NRMAX        conv2 tiles: up to C2_NRMAX pixel vectors ...
+//   constexpr int c2_mrmax(int)   ... times c2_mrmax(nr) output channels, a multiple of C2_STEP
+//   constexpr int C2_STEP         4 or 8 (conv2 weights come in blocks of 8 output channels)
+//   constexpr int MRCAP           >= every c1_mrmax / c2_mrmax
+//
+// Both convolutions are "indirect GEMMs" vectorised over output pixels: a tile keeps MR x NR accumulators
+// (MR channels x NR vectors of L consecutive pixels), each step broadcasts MR weights and loads NR pixel
+// vectors.  The 9 taps of a 3x3 kernel read the same pixel range at 9 offsets in pre-shifted planes (see
+// plan.h), so every load is contiguous and no lane is wasted on padding columns.
+//
+// Nothing here may use std:: templates (see plan.h).
+
+typedef V::vec vec;
+constexpr int L = V::L;
+
+using gatekit::detail::IsaOps;
+using gatekit::detail::Plan;
+using gatekit::detail::PrepGeom;
+using gatekit::detail::Task1;
+using gatekit::detail::Task2;
+
+static inline int imin(int a, int b) { return a < b ? a : b; }
+
+static inline void zero_floats(float* p, size_t n) { memset(p, 0, n * sizeof(float)); }
+
+// ---------------------------------------------------------------------------------------------------------
+// Input preparation: the planes conv1 reads for output rows [r0, r1) of sample n.
+//   stride 1: plane kx (0..2), row r = padded row r0 + r, column c = padded column c + kx.
+//   stride 2: plane kx*2 + py, row r = padded row 2*(r0 + r) + py, column c = padded column 2*c + kx.
+// Tap (ky, kx) of output pixel q (band-local, row-major over Wo) then reads, at offset q, plane kx row ky
+// (stride 1) or plane kx*2 + (ky & 1) row ky >> 1 (stride 2); see ktaps().
+static void prep_impl(const Plan& p, int n, int r0, int r1, float* dst, const PrepGeom& g) {
+  const int Cin = p.w.Cin, H = p.H, W = p.W, Wo = p.Wo;
+  const size_t ps = g.ps;
+  const float* xn = p.x + (size_t)n * Cin * H * W;
+  for (int ci = 0; ci < Cin; ++ci) {
+    const float* xc = xn + (size_t)ci * H * W;
+    float* d = dst + (size_t)ci * g.cs;
+    if (p.S == 1) {
+      for (int r = 0; r < g.R; ++r) {
+        const int yy = r0 + r - 1;
+        float* d0 = d + (size_t)r * Wo;
+        float* d1 = d0 + ps;
+        float* d2 = d1 + ps;
+        if (yy < 0 || yy >= H) {
+          zero_floats(d0, Wo);
+          zero_floats(d1, Wo);
+          zero_floats(d2, Wo);
+          continue;
+        }
+        const float* s = xc + (size_t)yy * W;
+        // d1 = s, d0 = s shifted right (zero first), d2 = s shifted left (zero last): one load per vector,
+        // the shifts done in registers, stores at the same (aligned when Wo % L == 0) offsets.
+        vec prev = V::zero();
+        vec v = V::load_n(s, imin(L, W));
+        for (int c = 0; c < W; c += L) {
+          const int m = imin(L, W - c);
+          const vec next = c + L < W ? V::load_n(s + c + L, imin(L, W - c - L)) : V::zero();
+          V::store_n(d1 + c, v, m);
+          V::store_n(d0 + c, V::shift_prev(v, prev), m);
+          V::store_n(d2 + c, V::shift_next(v, next), m);
+          prev = v;
+          v = next;
+        }
+      }
+    } else {
+      for (int r = 0; r < g.R; ++r) {
+        for (int py = 0; py < 2; ++py) {
+          const int yy = 2 * (r0 + r) + py - 1;
+          float* e0 = d + (size_t)(0 + py) * ps + (size_t)r * Wo;  // kx = 0: column 2c - 1
+          float* e1 = d + (size_t)(2 + py) * ps + (size_t)r * Wo;  // kx = 1: column 2c
+          float* e2 = d + (size_t)(4 + py) * ps + (size_t)r * Wo;  // kx = 2: column 2c + 1
+          if (yy < 0 || yy >= H) {
+            zero_floats(e0, Wo);
+            zero_floats(e1, Wo);
+            zero_floats(e2, Wo);
+            continue;
+          }
+          const float* s = xc + (size_t)yy * W;
+          vec prev = V::zero();
+          for (int c = 0; c < Wo; c += L) {
+            const int m = imin(L, Wo - c);
+            vec ev, od;
+            V::deint(s + 2 * c, imin(2 * L, W - 2 * c), ev, od);
+            V::store_n(e1 + c, ev, m);
+            V::store_n(e2 + c, od, m);
+            V::store_n(e0 + c, V::shift_prev(od, prev), m);
+            prev = od;
+          }
+        }
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Tile cost model (cycles per K step), used to pick the tile width: FMA throughput (2 per cycle), load
+// throughput (about 2 per cycle: NR vector loads + MR broadcasts) and FMA latency (one chain per
+// accumulator, 4 cycles).
+static inline double step_cycles(int mr, int nr) {
+  double f = 0.5 * mr * nr, l = 0.5 * (mr + nr) + 0.5;
+  double c = f > l ? f : l;
+  return c < 4.0 ? 4.0 : c;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// conv1: h[j] = mval[j] * relu(sum_{ci,tap} w1[c_j][ci][tap] * x[...] + b1[c_j]) for active channels j.
+struct T1Args {
+  const float* rows[MRCAP];  // w1 row of each active channel of the tile
+  float bias[MRCAP];
+  float mv[MRCAP];
+  float* hd[MRCAP];          // h of the channel: plane 0, row 1 (plane 1 at +hps, plane 2 at +2*hps)
+  const float* b;            // prep planes of input channel 0 at the tile's first pixel
+  ptrdiff_t ps;              // prep plane stride
+  ptrdiff_t rs;              // prep row stride (Wo)
+  size_t cs;                 // prep stride per input channel
+  int cin;
+  int q0;                    // global pixel index of the tile's first vector
+  int qend;                  // global end of the band (exclusive)
+  int Wo;
+  size_t hps;
+};
+
+// One K step: NR pixel vectors at bp times the MR weights w[m][0].
+template <int MR, int NR>
+static inline __attribute__((always_inline)) void kstep(vec (&acc)[MR][NR], const float* bp, const float* const (&w)[MR],
+                                                       int woff) {
+  vec bv[NR];
+#pragma GCC unroll 8
+  for (int v = 0; v < NR; ++v) bv[v] = V::load(bp + v * L);
+#pragma GCC unroll 32
+  for (int m = 0; m < MR; ++m) {
+    const vec wv = V::bcast(w[m] + woff);
+#pragma GCC unroll 8
+    for (int v = 0; v < NR; ++v) acc[m][v] = V::fma(wv, bv[v], acc[m][v]);
+  }
+}
+
+// The 9 taps of one input channel.  Stride 1: plane kx at b + kx*ps, row ky at + ky*rs.  Stride 2: plane
+// kx*2 + (ky & 1) at b + (2*kx + (ky & 1))*ps, row ky >> 1.  Written as 3 base pointers plus the two strides
+// so that every load is one addressing mode (base + index*scale + displacement).
+template <int MR, int NR, int S, int TS>
+static inline __attribute__((always_inline)) void ktaps(vec (&acc)[MR][NR], const float* b, ptrdiff_t ps,
+                                                       ptrdiff_t rs, const float* const (&w)[MR], int off) {
+  const float* p0 = b;
+  const float* p1 = b + (S == 1 ? ps : 2 * ps);
+  const float* p2 = b + (S == 1 ? 2 * ps : 4 * ps);
+  const ptrdiff_t o1 = S == 1 ? rs : ps;      // ky = 1
+  const ptrdiff_t o2 = S == 1 ? 2 * rs : rs;  // ky = 2
+  kstep<MR, NR>(acc, p0, w, off + 0 * TS);
+  kstep<MR, NR>(acc, p1, w, off + 1 * TS);
+  kstep<MR, NR>(acc, p2, w, off + 2 * TS);
+  kstep<MR, NR>(acc, p0 + o1, w, off + 3 * TS);
+  kstep<MR, NR>(acc, p1 + o1, w, off + 4 * TS);
+  kstep<MR, NR>(acc, p2 + o1, w, off + 5 * TS);
+  kstep<MR, NR>(acc, p0 + o2, w, off + 6 * TS);
+  kstep<MR, NR>(acc, p1 + o2, w, off + 7 * TS);
+  kstep<MR, NR>(acc, p2 + o2, w, off + 8 * TS);
+}
+
+template <int MR, int NR, int S>
+static void tile1(const T1Args& a) {
+  vec acc[MR][NR];
+#pragma GCC unroll 32
+  for (int m = 0; m < MR; ++m)
+#pragma GCC unroll 8
+    for (int v = 0; v < NR; ++v) acc[m][v] = V::zero();
+
+  const float* rows[MR];
+#pragma GCC unroll 32
+  for (int m = 0; m < MR; ++m) rows[m] = a.rows[m];
+  const float* b = a.b;
+  const size_t cs = a.cs;
+  const ptrdiff_t ps = a.ps, rs = a.rs;
+  const int cin = a.cin;
+  for (int ci = 0, off = 0; ci < cin; ++ci, off += 9, b += cs) ktaps<MR, NR, S, 1>(acc, b, ps, rs, rows, off);
+
+  const int Wo = a.Wo;
+  const size_t hps = a.hps;
+#pragma GCC unroll 8
+  for (int v = 0; v < NR; ++v) {
+    const int q = a.q0 + v * L;
+    const int nvalid = imin(L, a.qend - q);
+    // Lanes in the last column are zero in plane 0 (shifted right); lanes in column 0 are zero in plane 2.
+    uint32_t z0 = 0, z2 = 0;
+    int col = q % Wo;
+    for (int l = 0; l < L; ++l) {
+      if (col == Wo - 1) z0 |= 1u << l;
+      if (col == 0) z2 |= 1u << l;
+      if (++col == Wo) col = 0;
+    }
+#pragma GCC unroll 32
+    for (int m = 0; m < MR; ++m) {
+      vec hv = V::max(V::add(acc[m][v], V::set1(a.bias[m])), V::zero());
+      if (a.mv[m] != 1.0f) hv = V::mul(hv, V::set1(a.mv[m]));
+      float* hd = a.hd[m];
+      V::store_n(hd + hps + q, hv, nvalid);
+      V::store_n(hd + q + 1, V::zero_lanes(hv, z0), nvalid);
+      V::store_n(hd + 2 * hps + q - 1, V::zero_lanes(hv, z2), nvalid);
+    }
+  }
+}
+
+typedef void (*T1Fn)(const T1Args&);
+
+template <int NR, int MR>
+struct Fill1 {
+  static void run(T1Fn (*tab)[C1_NRMAX + 1][MRCAP + 1]) {
+    tab[0][NR][MR] = &tile1<MR, NR, 1>;
+    tab[1][NR][MR] = &tile1<MR, NR, 2>;
+    Fill1<NR, MR - 1>::run(tab);
+  }
+};
+template <int NR>
+struct Fill1<NR, 0> {
+  static void run(T1Fn (*)[C1_NRMAX + 1][MRCAP + 1]) {}
+};
+
+template <int NR>
+struct FillAll1 {
+  static void run(T1Fn (*tab)[C1_NRMAX + 1][MRCAP + 1]) {
+    Fill1<NR, c1_mrmax(NR)>::run(tab);
+    FillAll1<NR - 1>::run(tab);
+  }
+};
+template <>
+struct FillAll1<0> {
+  static void run(T1Fn (*)[C1_NRMAX + 1][MRCAP + 1]) {}
+};
+
+struct Table1 {
+  T1Fn fn[2][C1_NRMAX + 1][MRCAP + 1];  // [stride - 1][NR][MR]
+  Table1() {
+    memset(fn, 0, sizeof(fn));
+    FillAll1<C1_NRMAX>::run(fn);
+  }
+};
+static const Table1 table1;
+
+// Pick the pixel-vector count per tile for an M x nv problem with K steps.
+static int pick_nr1(int M, int nv, int K) {
+  int best = 1;
+  double best_cost = 1e300;
+  for (int nr = 1; nr <= C1_NRMAX; ++nr) {
+    double cost = 0;
+    for (int v0 = 0; v0 < nv; v0 += nr) {
+      const int r = imin(nr, nv - v0);
+      const int mrmax = c1_mrmax(r);
+      const int nt = (M + mrmax - 1) / mrmax;
+      for (int k = 0, done = 0; k < nt; ++k) {
+        const int mr = (M - done + (nt - k) - 1) / (nt - k);
+        cost += K * step_cycles(mr, r) + 6.0 * mr * r + 20.0;
+        done += mr;
+      }
+    }
+    if (cost < best_cost * 0.999) {
+      best_cost = cost;
+      best = nr;
+    }
+  }
+  return best;
+}
+
+static void conv1_impl(const Plan& p, const Task1& t, const float* prep, const PrepGeom& g) {
+  const int Wo = p.Wo, C = p.w.C, Cin = p.w.Cin, S = p.S;
+  const int n = t.n;
+  const int qb = t.r0 * Wo, qe = t.r1 * Wo;
+  const int nv = (qe - qb + L - 1) / L;
+  const int32_t* act = p.act + (size_t)n * C;
+  const float* mv = p.mval + (size_t)n * C;
+  float* hn = p.h + p.hoff[n];
+  const size_t hps = p.h_ps;
+
+  // Zero padding rows of h that no pixel writes (top/bottom rows, and the two corner cells).
+  for (int j = t.j0; j < t.j1; ++j) {
+    float* hj = hn + (size_t)j * p.h_cs;
+    if (t.r0 == 0) {
+      for (int k = 0; k < 3; ++k) zero_floats(hj + k * hps, Wo);
+      hj[Wo] = 0.0f;  // plane 0, row 1, column 0
+    }
+    if (t.r1 == p.Ho) {
+      for (int k = 0; k < 3; ++k) zero_floats(hj + k * hps + (size_t)(p.Ho + 1) * Wo, Wo);
+      hj[2 * hps + Wo + p.P - 1] = 0.0f;  // plane 2, row Ho, last column
+    }
+  }
+
+  const int M = t.j1 - t.j0;
+  if (M <= 0) return;
+  const int NR = pick_nr1(M, nv, 9 * Cin);
+
+  T1Args a;
+  a.ps = (ptrdiff_t)g.ps;
+  a.rs = Wo;
+  a.cs = g.cs;
+  a.cin = Cin;
+  a.qend = qe;
+  a.Wo = Wo;
+  a.hps = hps;
+  const size_t K9 = (size_t)Cin * 9;
+  for (int v0 = 0; v0 < nv; v0 += NR) {
+    const int nr = imin(NR, nv - v0);
+    a.b = prep + (size_t)v0 * L;
+    a.q0 = qb + v0 * L;
+    const int mrmax = c1_mrmax(nr);
+    const int nt = (M + mrmax - 1) / mrmax;
+    int j = t.j0;
+    for (int k = 0; k < nt; ++k) {
+      const int mr = (t.j1 - j + (nt - k) - 1) / (nt - k);
+      for (int m = 0; m < mr; ++m) {
+        const int c = act[j + m];
+        a.rows[m] = p.w.w1 + (size_t)c * K9;
+        a.bias[m] = p.w.b1[c];
+        a.mv[m] = mv[j + m];
+        a.hd[m] = hn + (size_t)(j + m) * p.h_cs + Wo;
+      }
+      table1.fn[S - 1][nr][mr](a);
+      j += mr;
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// conv2: y[co] = relu(sum_{j active, tap} w2[co][c_j][tap] * h[j][...] + b2[co] + res[co]).
+struct T2Args {
+  const float* a;          // w2p block of the tile's first output channel, at lane co0 % 8
+  size_t ablk;             // stride between blocks of 8 output channels (C * 72)
+  const int32_t* aoff;     // per active channel: c * 72
+  int nact;
+  const float* b;          // h of active channel 0 at the tile's first pixel
+  size_t cs;               // h stride per active channel
+  ptrdiff_t ps;            // h plane stride
+  ptrdiff_t rs;            // h row stride (Wo)
+  float* y;                // sample's output
+  const float* res;        // sample's residual
+  const float* bias;       // b2 + co0
+  int co0, Cout, P, q0, qend;
+};
+
+template <int MR, int NR>
+static void tile2(const T2Args& a) {
+  constexpr int NB = (MR + 7) / 8;
+  vec acc[MR][NR];
+#pragma GCC unroll 32
+  for (int m = 0; m < MR; ++m)
+#pragma GCC unroll 8
+    for (int v = 0; v < NR; ++v) acc[m][v] = V::zero();
+
+  const int32_t* aoff = a.aoff;
+  const int nact = a.nact;
+  const size_t ablk = a.ablk;
+  const float* b = a.b;
+  const size_t cs = a.cs;
+  const ptrdiff_t ps = a.ps, rs = a.rs;
+
+  for (int j = 0; j < nact; ++j, b += cs) {
+    const float* ab = a.a + aoff[j];
+    // The active blocks are scattered (inactive channels are skipped), so the hardware prefetcher does
+    // not see a stream: fetch the blocks of the channel after next.
+    if (j + 2 < nact) {
+#pragma GCC unroll 4
+      for (int k = 0; k < NB; ++k) {
+        const float* nx = a.a + aoff[j + 2] + k * ablk;
+        V::prefetch(nx);
+        V::prefetch(nx + 16);
+        V::prefetch(nx + 32);
+        V::prefetch(nx + 48);
+        V::prefetch(nx + 64);
+        V::prefetch(nx + 71);
+      }
+    }
+    const float* w[MR];
+#pragma GCC unroll 32
+    for (int m = 0; m < MR; ++m) w[m] = ab + (m / 8) * ablk + (m % 8);
+    ktaps<MR, NR, 1, 8>(acc, b, ps, rs, w, 0);
+  }
+
+  const int P = a.P;
+#pragma GCC unroll 32
+  for (int m = 0; m < MR; ++m) {
+    const int co = a.co0 + m;
+    if (co >= a.Cout) break;
+    const vec bias = V::set1(a.bias[m]);
+    const float* rr = a.res + (size_t)co * P;
+    float* yy = a.y + (size_t)co * P;
+#pragma GCC unroll 8
+    for (int v = 0; v < NR; ++v) {
+      const int q = a.q0 + v * L;
+      const int nvalid = imin(L, a.qend - q);
+      const vec r = V::load_n(rr + q, nvalid);
+      V::store_n(yy + q, V::max(V::add(V::add(acc[m][v], bias), r), V::zero()), nvalid);
+    }
+  }
+}
+
+typedef void (*T2Fn)(const T2Args&);
+constexpr int C2_MRSLOTS = MRCAP / C2_STEP;
+
+template <int NR, int MR>
+struct Fill2 {
+  static void run(T2Fn (*tab)[C2_MRSLOTS + 1]) {
+    tab[NR][MR / C2_STEP] = &tile2<MR, NR>;
+    Fill2<NR, MR - C2_STEP>::run(tab);
+  }
+};
+template <int NR>
+struct Fill2<NR, 0> {
+  static void run(T2Fn (*)[C2_MRSLOTS + 1]) {}
+};
+template <int NR>
+struct FillAll2 {
+  static void run(T2Fn (*tab)[C2_MRSLOTS + 1]) {
+    Fill2<NR, c2_mrmax(NR)>::run(tab);
+    FillAll2<NR - 1>::run(tab);
+  }
+};
+template <>
+struct FillAll2<0> {
+  static void run(T2Fn (*)[C2_MRSLOTS + 1]) {}
+};
+
+struct Table2 {
+  T2Fn fn[C2_NRMAX + 1][C2_MRSLOTS + 1];
+  Table2() {
+    memset(fn, 0, sizeof(fn));
+    FillAll2<C2_NRMAX>::run(fn);
+  }
+};
+static const Table2 table2;
+
+static int pick_nr2(int M, int nv, int K) {
+  int best = 1;
+  double best_cost = 1e300;
+  for (int nr = 1; nr <= C2_NRMAX; ++nr) {
+    double cost = 0;
+    for (int v0 = 0; v0 < nv; v0 += nr) {
+      const int r = imin(nr, nv - v0);
+      const int mrmax = c2_mrmax(r);
+      for (int done = 0; done < M;) {
+        const int mr = imin(mrmax, M - done);
+        cost += K * step_cycles(mr, r) + 6.0 * mr * r + 20.0;
+        done += mr;
+      }
+    }
+    if (cost < best_cost * 0.999) {
+      best_cost = cost;
+      best = nr;
+    }
+  }
+  return best;
+}
+
+static void conv2_impl(const Plan& p, const Task2& t) {
+  const int Wo = p.Wo, C = p.w.C, P = p.P;
+  const int n = t.n;
+  const int qb = t.r0 * Wo, qe = t.r1 * Wo;
+  const int nv = (qe - qb + L - 1) / L;
+  const int nact = p.nact[n];
+  const float* hn = p.h + p.hoff[n];
+  const size_t ablk = (size_t)C * 72;
+
+  T2Args a;
+  a.ablk = ablk;
+  a.aoff = p.aoff2 + (size_t)n * C;
+  a.nact = nact;
+  a.cs = p.h_cs;
+  a.ps = (ptrdiff_t)p.h_ps;
+  a.rs = Wo;
+  a.y = p.y + (size_t)n * p.w.Cout * P;
+  a.res = p.res + (size_t)n * p.w.Cout * P;
+  a.Cout = p.w.Cout;
+  a.P = P;
+  a.qend = qe;
+
+  // Output channels in steps of C2_STEP (weights are padded to a multiple of 8 channels).
+  const int co_end = imin(t.co1, (p.w.Cout + C2_STEP - 1) / C2_STEP * C2_STEP);
+  const int M = co_end - t.co0;
+  if (M <= 0) return;
+  const int NR = pick_nr2(M, nv, 9 * nact);
+
+  for (int v0 = 0; v0 < nv; v0 += NR) {
+    const int nr = imin(NR, nv - v0);
+    a.b = hn + qb + (size_t)v0 * L;
+    a.q0 = qb + v0 * L;
+    const int mrmax = c2_mrmax(nr);
+    for (int co = t.co0; co < co_end;) {
+      const int mr = imin(mrmax, co_end - co);
+      a.a = p.w.w2p + (size_t)(co / 8) * ablk + (co % 8);
+      a.bias = p.w.b2 + co;
+      a.co0 = co;
+      table2.fn[nr][mr / C2_STEP](a);
+      co += mr;
+    }
+  }
+}

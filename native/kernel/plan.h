@@ -1,0 +1,95 @@
+// Plain-data structures shared by the dispatcher (gated_block.cpp) and the per-ISA kernel files.
+//
+// This header must stay free of std:: templates: the ISA files are compiled with different
+// -m flags, and an inline template instantiated in two of them would be merged by the linker
+// into one copy, possibly compiled for a wider ISA than the CPU running it.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace gatekit {
+namespace detail {
+
+// A view of the weights packed once at load (see gated_block.cpp, pack_block).
+struct PackedView {
+  int C;      // inner (gated) channels
+  int Cin;    // input channels
+  int Cout;   // output channels
+  int Cout8;  // Cout rounded up to a multiple of 8
+  const float* w1;   // [C][Cin*9]      : conv1, OIHW unchanged; one contiguous row per inner channel
+  const float* b1;   // [C]
+  const float* w2p;  // [Cout8/8][C][9][8]: conv2; an inner channel is one contiguous 72-float block
+  const float* b2;   // [Cout8] (zero padded)
+};
+
+// Everything one call needs; built by the dispatcher, read-only for the tasks.
+struct Plan {
+  PackedView w;
+  int N, H, W, S, Ho, Wo, P;  // P = Ho*Wo
+  const float* x;    // [N][Cin][H][W]
+  const float* res;  // [N][Cout][Ho][Wo]
+  float* y;          // [N][Cout][Ho][Wo]
+  // Active inner channels of sample n: act[n*C + j] for j < nact[n] (ascending), mask value mval[n*C + j],
+  // and the conv2 weight offset aoff2[n*C + j] = act * 72.
+  const int32_t* act;
+  const int32_t* nact;
+  const float* mval;
+  const int32_t* aoff2;
+  // h = mask * relu(conv1(x) + b1) for the active channels only.  Per sample n (offset hoff[n] floats) and
+  // active index j (stride h_cs): three planes of (Ho+2) x Wo floats (stride h_ps), the zero-padded map
+  // shifted by kx = 0, 1, 2 columns, so that every 3x3 tap of conv2 reads contiguous pixels.
+  float* h;
+  const size_t* hoff;
+  size_t h_cs;
+  size_t h_ps;
+};
+
+// conv1 work item: sample n, output rows [r0, r1), active channels [j0, j1).
+struct Task1 {
+  int n, r0, r1, j0, j1;
+};
+// conv2 work item: sample n, output rows [r0, r1), output channels [co0, co1) (co0 a multiple of 8).
+struct Task2 {
+  int n, r0, r1, co0, co1;
+};
+
+// Geometry of the per-band copy of x that conv1 reads ("prep planes"): for each input channel, 3*S planes
+// of R rows x Wo columns; plane kx*S + py holds padded-x rows 2*r+py (stride 2) or r (stride 1), columns
+// S*c + kx, so that each 3x3 tap reads contiguous output pixels.
+struct PrepGeom {
+  int R;       // rows per plane
+  size_t ps;   // plane stride (floats)
+  size_t cs;   // per-input-channel stride (floats)
+  size_t total;  // floats to allocate (with read slack)
+};
+
+static inline PrepGeom prep_geom(const Plan& p, int r0, int r1) {
+  PrepGeom g;
+  g.R = (r1 - r0) + (p.S == 1 ? 2 : 1);
+  g.ps = (size_t)g.R * (size_t)p.Wo;
+  size_t planes = (size_t)(3 * p.S) * g.ps;
+  g.cs = (planes + 15) & ~(size_t)15;
+  g.total = (size_t)p.w.Cin * g.cs + 128;
+  return g;
+}
+
+// One instruction-set implementation of the three kernels.
+struct IsaOps {
+  const char* name;
+  int lanes;
+  // Fill the prep planes of sample n, output rows [r0, r1), into dst (geometry g).
+  void (*prep)(const Plan& p, int n, int r0, int r1, float* dst, const PrepGeom& g);
+  // conv1 + bias + relu + mask for one task, reading prep planes built for (t.n, t.r0, t.r1).
+  void (*conv1)(const Plan& p, const Task1& t, const float* prep, const PrepGeom& g);
+  // conv2 over the active channels + bias + residual + relu, written to y.
+  void (*conv2)(const Plan& p, const Task2& t);
+};
+
+// Defined in isa_*.cpp (avx2/avx512 only on x86 builds, see GATEKIT_HAVE_AVX2 / GATEKIT_HAVE_AVX512).
+extern const IsaOps isa_portable_ops;
+extern const IsaOps isa_avx2_ops;
+extern const IsaOps isa_avx512_ops;
+
+}  // namespace detail
+}  // namespace gatekit

@@ -1,0 +1,315 @@
+// ONNX Runtime custom-op library: gatekit::GatedBlock (domain "gatekit", opset 1).
+//
+//   y = GatedBlock(x, mask, W1, b1, W2, b2, residual), attribute stride (1 or 2)
+//
+// C API only, no link to libonnxruntime; exports RegisterCustomOps (loaded with
+// SessionOptions.register_custom_ops_library) and gatekit_ops_build_info.  The weights W1, b1, W2, b2 must be
+// constant initializers: they are read and packed once in CreateKernelV2, when the session is created.
+// Tasks run on the session's intra-op thread pool through KernelContext_ParallelFor.
+#include <cstdio>
+#include <cstring>
+#include <exception>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#if defined(GATEKIT_USE_ORT_HEADERS)
+#include <onnxruntime_c_api.h>
+#define GATEKIT_ORT_API_VERSION 17
+#define GATEKIT_ORT_HEADERS "official"
+#else
+#include "ort_abi.h"
+#define GATEKIT_ORT_HEADERS "gatekit ort_abi.h"
+#endif
+
+#include "gated_block.h"
+
+#define GATEKIT_EXPORT extern "C" __attribute__((visibility("default")))
+
+namespace {
+
+const char* const kOpName = "GatedBlock";
+const char* const kDomain = "gatekit";
+const OrtApi* g_api = nullptr;  // the API 17 table of the runtime that registered us
+
+struct Kernel {
+  const OrtApi* api = nullptr;
+  std::shared_ptr<const gatekit::PackedBlock> pb;
+  int stride = 1;
+  int64_t C = 0, Cin = 0, Cout = 0;
+};
+
+OrtStatus* fail(const OrtApi* api, const std::string& msg) {
+  return api->CreateStatus(ORT_FAIL, ("gatekit::GatedBlock: " + msg).c_str());
+}
+
+// Element type and dimensions of a tensor value.
+OrtStatus* value_dims(const OrtApi* api, const OrtValue* v, std::vector<int64_t>& dims, bool* is_float) {
+  OrtTensorTypeAndShapeInfo* info = nullptr;
+  OrtStatus* st = api->GetTensorTypeAndShape(v, &info);
+  if (st) return st;
+  size_t n = 0;
+  ONNXTensorElementDataType et = ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED;
+  st = api->GetTensorElementType(info, &et);
+  if (!st) st = api->GetDimensionsCount(info, &n);
+  if (!st) {
+    dims.assign(n, 0);
+    st = api->GetDimensions(info, dims.data(), n);
+  }
+  api->ReleaseTensorTypeAndShapeInfo(info);
+  if (is_float) *is_float = et == ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
+  return st;
+}
+
+std::string dims_str(const std::vector<int64_t>& d) {
+  std::string s = "[";
+  for (size_t i = 0; i < d.size(); ++i) s += (i ? ", " : "") + std::to_string(d[i]);
+  return s + "]";
+}
+
+// ---------------------------------------------------------------------------------------------------------
+OrtStatusPtr create_kernel(const OrtCustomOp*, const OrtApi* api, const OrtKernelInfo* info, void** out) noexcept {
+  try {
+    *out = nullptr;
+    int64_t stride = 1;
+    OrtStatus* st = api->KernelInfoGetAttribute_int64(info, "stride", &stride);
+    if (st) {  // absent: ONNX default of 1
+      api->ReleaseStatus(st);
+      stride = 1;
+    }
+    if (stride != 1 && stride != 2) return fail(api, "attribute stride must be 1 or 2, got " + std::to_string(stride));
+
+    static const char* const names[4] = {"W1", "b1", "W2", "b2"};
+    const float* data[4] = {nullptr, nullptr, nullptr, nullptr};
+    std::vector<int64_t> dims[4];
+    for (int k = 0; k < 4; ++k) {
+      int is_const = 0;
+      const OrtValue* v = nullptr;
+      st = api->KernelInfoGetConstantInput_tensor(info, (size_t)(2 + k), &is_const, &v);
+      if (st) return st;
+      if (!is_const || !v)
+        return fail(api, std::string("input ") + names[k] +
+                             " must be a constant initializer (the weights are packed once, when the session is created)");
+      bool is_float = false;
+      st = value_dims(api, v, dims[k], &is_float);
+      if (st) return st;
+      if (!is_float) return fail(api, std::string("input ") + names[k] + " must be float32");
+      void* p = nullptr;
+      st = api->GetTensorMutableData(const_cast<OrtValue*>(v), &p);
+      if (st) return st;
+      data[k] = static_cast<const float*>(p);
+    }
+    const auto& w1 = dims[0];
+    const auto& w2 = dims[2];
+    if (w1.size() != 4 || w1[2] != 3 || w1[3] != 3) return fail(api, "W1 must be [C, Cin, 3, 3], got " + dims_str(w1));
+    const int64_t C = w1[0], Cin = w1[1];
+    if (w2.size() != 4 || w2[1] != C || w2[2] != 3 || w2[3] != 3)
+      return fail(api, "W2 must be [Cout, C, 3, 3] with C = " + std::to_string(C) + ", got " + dims_str(w2));
+    const int64_t Cout = w2[0];
+    if (dims[1].size() != 1 || dims[1][0] != C) return fail(api, "b1 must be [C], got " + dims_str(dims[1]));
+    if (dims[3].size() != 1 || dims[3][0] != Cout) return fail(api, "b2 must be [Cout], got " + dims_str(dims[3]));
+
+    auto k = std::make_unique<Kernel>();
+    k->api = api;
+    k->stride = (int)stride;
+    k->C = C;
+    k->Cin = Cin;
+    k->Cout = Cout;
+    k->pb = gatekit::pack_block(data[0], data[1], data[2], data[3], C, Cin, Cout);
+    *out = k.release();
+    return nullptr;
+  } catch (const std::exception& e) {
+    return fail(api, e.what());
+  } catch (...) {
+    return fail(api, "unknown error while packing weights");
+  }
+}
+
+struct PfCtx {
+  const OrtApi* api;
+  const OrtKernelContext* ctx;
+};
+
+void ort_parallel_for(void* c, size_t n, gatekit::TaskFn fn, void* arg) {
+  const PfCtx* p = static_cast<const PfCtx*>(c);
+  if (n <= 1) {
+    if (n == 1) fn(arg, 0);
+    return;
+  }
+  OrtStatus* st = p->api->KernelContext_ParallelFor(p->ctx, fn, n, 0, arg);
+  if (st) {  // nothing ran: fall back to this thread
+    p->api->ReleaseStatus(st);
+    for (size_t i = 0; i < n; ++i) fn(arg, i);
+  }
+}
+
+OrtStatusPtr compute(void* op_kernel, OrtKernelContext* ctx) noexcept {
+  const Kernel* k = static_cast<const Kernel*>(op_kernel);
+  const OrtApi* api = k->api;
+  try {
+    const OrtValue* in[3] = {nullptr, nullptr, nullptr};
+    const size_t idx[3] = {0, 1, 6};
+    std::vector<int64_t> d[3];
+    const float* ptr[3] = {nullptr, nullptr, nullptr};
+    for (int i = 0; i < 3; ++i) {
+      OrtStatus* st = api->KernelContext_GetInput(ctx, idx[i], &in[i]);
+      if (st) return st;
+      if (!in[i]) return fail(api, "missing input");
+      st = value_dims(api, in[i], d[i], nullptr);
+      if (st) return st;
+      void* p = nullptr;
+      st = api->GetTensorMutableData(const_cast<OrtValue*>(in[i]), &p);
+      if (st) return st;
+      ptr[i] = static_cast<const float*>(p);
+    }
+    const auto& xd = d[0];
+    if (xd.size() != 4 || xd[1] != k->Cin)
+      return fail(api, "x must be [N, " + std::to_string(k->Cin) + ", H, W], got " + dims_str(xd));
+    const int64_t N = xd[0], H = xd[2], W = xd[3];
+    const int64_t Ho = gatekit::out_size(H, k->stride), Wo = gatekit::out_size(W, k->stride);
+    if (d[1] != std::vector<int64_t>{N, k->C})
+      return fail(api, "mask must be [" + std::to_string(N) + ", " + std::to_string(k->C) + "], got " + dims_str(d[1]));
+    const std::vector<int64_t> yd{N, k->Cout, Ho, Wo};
+    if (d[2] != yd) return fail(api, "residual must be " + dims_str(yd) + ", got " + dims_str(d[2]));
+
+    OrtValue* yv = nullptr;
+    OrtStatus* st = api->KernelContext_GetOutput(ctx, 0, yd.data(), yd.size(), &yv);
+    if (st) return st;
+    void* yp = nullptr;
+    st = api->GetTensorMutableData(yv, &yp);
+    if (st) return st;
+
+    gatekit::BlockIO io;
+    io.x = ptr[0];
+    io.mask = ptr[1];
+    io.residual = ptr[2];
+    io.y = static_cast<float*>(yp);
+    io.n = N;
+    io.h = H;
+    io.w = W;
+    io.stride = k->stride;
+    PfCtx pf{api, ctx};
+    const std::string err = gatekit::run_block(*k->pb, io, &ort_parallel_for, &pf);
+    if (!err.empty()) return api->CreateStatus(ORT_RUNTIME_EXCEPTION, err.c_str());
+    return nullptr;
+  } catch (const std::exception& e) {
+    return fail(api, e.what());
+  } catch (...) {
+    return fail(api, "unknown error");
+  }
+}
+
+void destroy_kernel(void* op_kernel) noexcept { delete static_cast<Kernel*>(op_kernel); }
+
+// Output shape = residual shape (input 6).  ORT ignores the returned status, so errors are dropped here.
+OrtStatusPtr infer_shape(const OrtCustomOp*, OrtShapeInferContext* ctx) noexcept {
+  const OrtApi* api = g_api;
+  if (!api) return nullptr;
+  OrtTensorTypeAndShapeInfo* info = nullptr;  // owned by ctx
+  OrtStatus* st = api->ShapeInferContext_GetInputTypeShape(ctx, 6, &info);
+  if (st) {
+    api->ReleaseStatus(st);
+    return nullptr;
+  }
+  size_t n = 0;
+  st = api->GetDimensionsCount(info, &n);
+  if (st) {
+    api->ReleaseStatus(st);
+    return nullptr;
+  }
+  if (n != 4) return nullptr;  // unknown residual shape: leave the output shape unknown
+  st = api->ShapeInferContext_SetOutputTypeShape(ctx, 0, info);
+  if (st) api->ReleaseStatus(st);
+  return nullptr;
+}
+
+const char* op_name(const OrtCustomOp*) noexcept { return kOpName; }
+const char* op_ep(const OrtCustomOp*) noexcept { return nullptr; }  // CPU
+ONNXTensorElementDataType op_type(const OrtCustomOp*, size_t) noexcept { return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT; }
+size_t op_inputs(const OrtCustomOp*) noexcept { return 7; }
+size_t op_outputs(const OrtCustomOp*) noexcept { return 1; }
+OrtCustomOpInputOutputCharacteristic op_required(const OrtCustomOp*, size_t) noexcept { return INPUT_OUTPUT_REQUIRED; }
+OrtMemType op_memtype(const OrtCustomOp*, size_t) noexcept { return OrtMemTypeDefault; }
+int op_one(const OrtCustomOp*) noexcept { return 1; }
+int op_start(const OrtCustomOp*) noexcept { return 1; }
+int op_end(const OrtCustomOp*) noexcept { return 2147483647; }
+
+OrtCustomOp make_op() {
+  OrtCustomOp op;
+  std::memset(&op, 0, sizeof(op));
+  op.version = GATEKIT_ORT_API_VERSION;
+  op.CreateKernel = nullptr;  // CreateKernelV2 is used (API >= 16)
+  op.GetName = &op_name;
+  op.GetExecutionProviderType = &op_ep;
+  op.GetInputType = &op_type;
+  op.GetInputTypeCount = &op_inputs;
+  op.GetOutputType = &op_type;
+  op.GetOutputTypeCount = &op_outputs;
+  op.KernelCompute = nullptr;  // KernelComputeV2 is used
+  op.KernelDestroy = &destroy_kernel;
+  op.GetInputCharacteristic = &op_required;
+  op.GetOutputCharacteristic = &op_required;
+  op.GetInputMemoryType = &op_memtype;
+  op.GetVariadicInputMinArity = &op_one;
+  op.GetVariadicInputHomogeneity = &op_one;
+  op.GetVariadicOutputMinArity = &op_one;
+  op.GetVariadicOutputHomogeneity = &op_one;
+  op.CreateKernelV2 = &create_kernel;
+  op.KernelComputeV2 = &compute;
+  op.InferOutputShapeFn = &infer_shape;
+  op.GetStartVersion = &op_start;
+  op.GetEndVersion = &op_end;
+  return op;
+}
+
+const OrtCustomOp g_op = make_op();
+
+// Domains must outlive every session created from the options they were added to; ORT does not tell us
+// when that is, so they are kept for the life of the process (one small object per registration).
+std::mutex g_domains_mutex;
+std::vector<OrtCustomOpDomain*> g_domains;
+
+}  // namespace
+
+GATEKIT_EXPORT OrtStatus* RegisterCustomOps(OrtSessionOptions* options, const OrtApiBase* api_base) {
+  const OrtApi* api = api_base->GetApi(GATEKIT_ORT_API_VERSION);
+  if (!api) {
+    // Every runtime serves API 1, whose first slot is CreateStatus.
+    const OrtApi* api1 = api_base->GetApi(1);
+    const char* ver = api_base->GetVersionString ? api_base->GetVersionString() : "?";
+    std::string msg = std::string("gatekit_ort_ops was built for ONNX Runtime API version ") +
+                      std::to_string(GATEKIT_ORT_API_VERSION) + " (onnxruntime >= 1." +
+                      std::to_string(GATEKIT_ORT_API_VERSION) + "); this onnxruntime " + ver +
+                      " does not provide it: upgrade onnxruntime";
+    if (!api1) {
+      std::fprintf(stderr, "%s\n", msg.c_str());
+      return nullptr;
+    }
+    return api1->CreateStatus(ORT_FAIL, msg.c_str());
+  }
+  g_api = api;
+  OrtCustomOpDomain* domain = nullptr;
+  OrtStatus* st = api->CreateCustomOpDomain(kDomain, &domain);
+  if (st) return st;
+  {
+    std::lock_guard<std::mutex> lock(g_domains_mutex);
+    g_domains.push_back(domain);
+  }
+  st = api->CustomOpDomain_Add(domain, &g_op);
+  if (st) return st;
+  return api->AddCustomOpDomain(options, domain);
+}
+
+GATEKIT_EXPORT const char* gatekit_ops_build_info() {
+  static std::once_flag once;
+  static std::string info;
+  std::call_once(once, [] {
+    info = "{\"library\": \"gatekit_ort_ops\", \"runtime\": \"onnxruntime\", ";
+    info += "\"ort_api_version\": " + std::to_string(GATEKIT_ORT_API_VERSION) + ", ";
+    info += "\"ort_headers\": \"" GATEKIT_ORT_HEADERS "\", ";
+    info += gatekit::build_info_common_json();
+    info += "}";
+  });
+  return info.c_str();
+}

@@ -1,0 +1,412 @@
+"""Native GatedBlock op (native/): the ONNX Runtime custom-op library and the OpenVINO extension, run on
+one-node ONNX models built with onnx.helper and checked against a float64 numpy reference.
+
+The libraries are built once per session with gatekit.native_ops.build() into the ops cache
+($GATEKIT_OPS_DIR or ~/.cache/gatekit/ops; about 25 s on 2 cores the first time, then reused); the tests skip
+when no C++ compiler or cmake is available.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+from gatekit import native_ops  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+TOL = 1e-5
+
+# (batch, Cin, H, W, C, Cout, stride): odd widths, odd and tiny maps, stride 1 and 2, batch 1 and 8.
+CASES = [
+    (1, 3, 7, 7, 5, 7, 1),
+    (8, 3, 9, 9, 5, 7, 2),
+    (1, 4, 1, 1, 6, 3, 1),
+    (1, 4, 2, 2, 6, 3, 2),
+    (8, 16, 8, 8, 24, 16, 1),
+    (1, 8, 16, 16, 32, 16, 2),
+    (2, 5, 11, 6, 13, 9, 1),
+]
+MASKS = ("random", "off", "on", "mixed")
+BUILD_SKIP_REASONS = ("cmake not found", "too old", "no C++ compiler", "neither ninja nor make",
+                      "native sources not found")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Reference and models.
+
+def conv3x3(x, w, stride):
+    """3x3 convolution, padding 1, in float64."""
+    n, _, h, wd = x.shape
+    ho, wo = (h - 1) // stride + 1, (wd - 1) // stride + 1
+    xp = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
+    out = np.zeros((n, w.shape[0], ho, wo))
+    for i in range(3):
+        for j in range(3):
+            patch = xp[:, :, i:i + stride * (ho - 1) + 1:stride, j:j + stride * (wo - 1) + 1:stride]
+            out += np.einsum("nchw,oc->nohw", patch, w[:, :, i, j])
+    return out
+
+
+def reference(x, mask, w1, b1, w2, b2, res, stride):
+    f = np.float64
+    h = np.maximum(conv3x3(x.astype(f), w1.astype(f), stride) + b1.astype(f)[None, :, None, None], 0)
+    h = h * mask.astype(f)[:, :, None, None]
+    return np.maximum(conv3x3(h, w2.astype(f), 1) + b2.astype(f)[None, :, None, None] + res.astype(f), 0)
+
+
+def rel_err(y, ref):
+    return float(np.abs(y.astype(np.float64) - ref).max() / max(np.abs(ref).max(), 1e-30))
+
+
+def make_weights(rng, cin, c, cout):
+    return ((rng.standard_normal((c, cin, 3, 3)) * 0.3).astype(np.float32),
+            (rng.standard_normal(c) * 0.1).astype(np.float32),
+            (rng.standard_normal((cout, c, 3, 3)) * 0.3).astype(np.float32),
+            (rng.standard_normal(cout) * 0.1).astype(np.float32))
+
+
+def block_model(path, weights, cin, h, w, stride, batch="N", residual_is_x=False):
+    """One GatedBlock node (domain gatekit, opset 1); residual is an input, or x itself."""
+    w1, b1, w2, b2 = weights
+    c, cout = w1.shape[0], w2.shape[0]
+    ho, wo = (h - 1) // stride + 1, (w - 1) // stride + 1
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, cin, h, w]),
+              helper.make_tensor_value_info("mask", TensorProto.FLOAT, [batch, c])]
+    if not residual_is_x:
+        inputs.append(helper.make_tensor_value_info("residual", TensorProto.FLOAT, [batch, cout, ho, wo]))
+    node = helper.make_node("GatedBlock", ["x", "mask", "W1", "b1", "W2", "b2", "x" if residual_is_x else "residual"],
+                            ["y"], domain="gatekit", stride=stride)
+    graph = helper.make_graph([node], "gated_block", inputs,
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, cout, ho, wo])],
+                              [numpy_helper.from_array(a, n) for a, n in zip(weights, ("W1", "b1", "W2", "b2"))])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("gatekit", 1)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def make_mask(rng, n, c, kind):
+    if kind == "off":
+        return np.zeros((n, c), np.float32)
+    if kind == "on":
+        return np.ones((n, c), np.float32)
+    if kind == "random":
+        return (rng.random((n, c)) < 0.5).astype(np.float32)
+    # "mixed": every sample its own mask (all on, all off, single channel, all but one, random densities).
+    m = (rng.random((n, c)) < rng.uniform(0.1, 0.9, (n, 1))).astype(np.float32)
+    m[0] = 1.0
+    if n > 1:
+        m[1] = 0.0
+    if n > 2:
+        m[2] = 0.0
+        m[2, rng.integers(c)] = 1.0
+    if n > 3:
+        m[3] = 1.0
+        m[3, rng.integers(c)] = 0.0
+    return m
+
+
+def case_data(case, kind, seed):
+    """Model inputs and weights of one case (deterministic)."""
+    n, cin, h, w, c, cout, stride = case
+    rng = np.random.default_rng(seed)
+    weights = make_weights(rng, cin, c, cout)
+    ho, wo = (h - 1) // stride + 1, (w - 1) // stride + 1
+    feeds = {"x": rng.standard_normal((n, cin, h, w)).astype(np.float32),
+             "mask": make_mask(rng, n, c, kind),
+             "residual": rng.standard_normal((n, cout, ho, wo)).astype(np.float32)}
+    return weights, feeds
+
+
+def ort_session(model_path, lib, threads):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.register_custom_ops_library(str(lib))
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    return ort.InferenceSession(str(model_path), so, providers=["CPUExecutionProvider"])
+
+
+def ov_compile(model_path, lib, threads):
+    import openvino as ov
+
+    core = ov.Core()
+    core.add_extension(str(lib))
+    model = core.read_model(str(model_path))
+    return core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": threads})
+
+
+def run_cases(runtime, lib, workdir, threads, cases=CASES, masks=MASKS):
+    """Max relative error per (case, mask kind); one model per case, dynamic batch."""
+    errs = {}
+    for ci, case in enumerate(cases):
+        n, cin, h, w, c, cout, stride = case
+        weights, _ = case_data(case, "on", seed=ci)
+        path = block_model(Path(workdir) / f"block{ci}.onnx", weights, cin, h, w, stride)
+        if runtime == "ort":
+            sess = ort_session(path, lib, threads)
+            run = lambda feeds, sess=sess: sess.run(None, feeds)[0]  # noqa: E731
+        else:
+            cm = ov_compile(path, lib, threads)
+            run = lambda feeds, cm=cm: cm(feeds)[cm.output(0)]  # noqa: E731
+        for kind in masks:
+            _, feeds = case_data(case, kind, seed=1000 * ci + len(kind))
+            y = run(feeds)
+            ref = reference(feeds["x"], feeds["mask"], *weights, feeds["residual"], stride)
+            assert y.shape == ref.shape
+            errs[f"{case}/{kind}"] = rel_err(y, ref)
+    return errs
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Fixtures.
+
+@pytest.fixture(scope="session")
+def built():
+    info = native_ops.build(jobs=2)
+    if info.get("status") != "ok":
+        reason = info.get("reason") or "unknown"
+        if any(s in reason for s in BUILD_SKIP_REASONS):
+            pytest.skip(f"native ops not built: {reason}")
+        pytest.fail(f"native ops build failed: {reason}")
+    return info
+
+
+@pytest.fixture(scope="session")
+def ort_lib(built):
+    pytest.importorskip("onnxruntime")
+    lib = built["libraries"]["ort"]
+    assert lib["status"] == "built", lib
+    return Path(lib["path"])
+
+
+@pytest.fixture(scope="session")
+def ov_lib(built):
+    pytest.importorskip("openvino")
+    lib = built["libraries"]["openvino"]
+    if lib["status"] != "built":
+        pytest.skip(f"OpenVINO extension not built: {lib.get('reason')}")
+    return Path(lib["path"])
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Tests.
+
+def test_build_info_and_status(built, ort_lib):
+    st = native_ops.status()
+    assert st["libraries"]["ort"]["usable"], st["libraries"]["ort"]
+    assert native_ops.library_for("ort") == ort_lib
+    info = built["libraries"]["ort"]["build_info"]
+    assert info["library"] == "gatekit_ort_ops" and info["ort_api_version"] == native_ops.ORT_API_VERSION
+    assert "portable" in info["isa_compiled"]
+    assert info["isa_selected"] in info["isa_compiled"]
+    # The build identity is exported by the library itself, readable with ctypes.
+    out = subprocess.run([sys.executable, "-c", "import ctypes, sys; f = ctypes.CDLL(sys.argv[1]).gatekit_ops_build_info;"
+                          " f.restype = ctypes.c_char_p; print(f().decode())", str(ort_lib)],
+                         capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout)["library"] == "gatekit_ort_ops"
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_ort_matches_reference(ort_lib, tmp_path, threads):
+    errs = run_cases("ort", ort_lib, tmp_path, threads)
+    worst = max(errs, key=errs.get)
+    assert errs[worst] <= TOL, f"{worst}: {errs[worst]:.3g}"
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_openvino_matches_reference(ov_lib, tmp_path, threads):
+    errs = run_cases("openvino", ov_lib, tmp_path, threads)
+    worst = max(errs, key=errs.get)
+    assert errs[worst] <= TOL, f"{worst}: {errs[worst]:.3g}"
+
+
+def test_residual_is_x_and_same_file_on_both_runtimes(ort_lib, ov_lib, tmp_path):
+    """residual = x (identity shortcut); the same .onnx file on ORT and OpenVINO, also after an IR round trip."""
+    import openvino as ov
+
+    case = (8, 12, 8, 8, 20, 12, 1)
+    n, cin, h, w, c, cout, stride = case
+    weights, feeds = case_data(case, "mixed", seed=7)
+    path = block_model(tmp_path / "identity.onnx", weights, cin, h, w, stride, batch=n, residual_is_x=True)
+    del feeds["residual"]
+    ref = reference(feeds["x"], feeds["mask"], *weights, feeds["x"], stride)
+    y_ort = ort_session(path, ort_lib, 2).run(None, feeds)[0]
+    cm = ov_compile(path, ov_lib, 2)
+    y_ov = cm(feeds)[cm.output(0)]
+    assert rel_err(y_ort, ref) <= TOL and rel_err(y_ov, ref) <= TOL
+    core = ov.Core()
+    core.add_extension(str(ov_lib))
+    xml = tmp_path / "identity.xml"
+    ov.save_model(core.read_model(str(path)), str(xml), compress_to_fp16=False)
+    cm2 = core.compile_model(core.read_model(str(xml)), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    assert rel_err(cm2(feeds)[cm2.output(0)], ref) <= TOL
+
+
+_ISA_CHILD = r"""
+import ctypes, json, sys, tempfile
+sys.path.insert(0, sys.argv[1])
+from tests import test_native_ops as t
+lib = sys.argv[2]
+f = ctypes.CDLL(lib).gatekit_ops_build_info
+f.restype = ctypes.c_char_p
+info = json.loads(f().decode())
+with tempfile.TemporaryDirectory() as d:
+    errs = t.run_cases("ort", lib, d, threads=2, masks=("random", "mixed"))
+print(json.dumps({"info": info, "errs": errs}))
+"""
+
+
+@pytest.mark.parametrize("isa", ["avx512", "avx2", "portable"])
+def test_each_isa_path(ort_lib, isa):
+    """GATEKIT_OPS_ISA forces a kernel path (chosen once per process, hence a child process per path)."""
+    env = dict(os.environ, GATEKIT_OPS_ISA=isa)
+    out = subprocess.run([sys.executable, "-c", _ISA_CHILD, str(REPO), str(ort_lib)], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    info = res["info"]
+    if isa not in info["isa_compiled"] or not info["isa_request_honoured"]:
+        pytest.skip(f"{isa} path not available here (compiled: {info['isa_compiled']})")
+    assert info["isa_selected"] == isa
+    errs = res["errs"]
+    worst = max(errs, key=errs.get)
+    assert errs[worst] <= TOL, f"{isa} {worst}: {errs[worst]:.3g}"
+
+
+def test_ort_without_library_fails_to_load(tmp_path):
+    """Without the library ORT cannot load the model: the tests above really ran the native op."""
+    ort = pytest.importorskip("onnxruntime")
+    weights, _ = case_data(CASES[0], "on", seed=0)
+    path = block_model(tmp_path / "plain.onnx", weights, 3, 7, 7, 1)
+    with pytest.raises(Exception, match="GatedBlock"):
+        ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+_OLD_RUNTIME_CHILD = r"""
+import ctypes, glob, os, sys, onnxruntime
+capi = os.path.join(os.path.dirname(onnxruntime.__file__), "capi")
+ort = ctypes.CDLL(glob.glob(os.path.join(capi, "libonnxruntime.so*"))[0])
+ort.OrtGetApiBase.restype = ctypes.c_void_p
+real_get_api = ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.c_uint32)(
+    ctypes.cast(ort.OrtGetApiBase(), ctypes.POINTER(ctypes.c_void_p))[0])
+version = ctypes.create_string_buffer(b"1.16.3")
+GETAPI = ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.c_uint32)
+GETVER = ctypes.CFUNCTYPE(ctypes.c_void_p)
+get_api = GETAPI(lambda v: real_get_api(v) if v <= 16 else 0)  # a runtime that stops at API 16
+get_ver = GETVER(lambda: ctypes.addressof(version))
+class Base(ctypes.Structure):
+    _fields_ = [("GetApi", GETAPI), ("GetVersionString", GETVER)]
+base = Base(get_api, get_ver)
+lib = ctypes.CDLL(sys.argv[1])
+lib.RegisterCustomOps.restype = ctypes.c_void_p
+lib.RegisterCustomOps.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+status = lib.RegisterCustomOps(None, ctypes.byref(base))
+assert status, "registration should have failed"
+api1 = ctypes.cast(real_get_api(1), ctypes.POINTER(ctypes.c_void_p))
+print(ctypes.CFUNCTYPE(ctypes.c_char_p, ctypes.c_void_p)(api1[2])(status).decode())
+ctypes.CFUNCTYPE(None, ctypes.c_void_p)(api1[93])(status)
+"""
+
+
+def test_ort_library_refuses_older_runtime(ort_lib):
+    """Registered with a runtime that lacks ORT API 17, the library fails with a clear status message."""
+    pytest.importorskip("onnxruntime")
+    out = subprocess.run([sys.executable, "-c", _OLD_RUNTIME_CHILD, str(ort_lib)], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    msg = out.stdout.strip()
+    assert "API version 17" in msg and "1.16.3" in msg and "onnxruntime >= 1.17" in msg
+
+
+def test_weights_must_be_constant(ort_lib, tmp_path):
+    """W1 fed as a graph input instead of an initializer: refused when the session is created."""
+    import onnxruntime as ort
+
+    weights, _ = case_data(CASES[0], "on", seed=0)
+    path = block_model(tmp_path / "w.onnx", weights, 3, 7, 7, 1)
+    model = onnx.load(str(path))
+    w1 = [i for i in model.graph.initializer if i.name == "W1"][0]
+    model.graph.initializer.remove(w1)
+    model.graph.input.append(helper.make_tensor_value_info("W1", TensorProto.FLOAT, [5, 3, 3, 3]))
+    onnx.save(model, str(path))
+    so = ort.SessionOptions()
+    so.register_custom_ops_library(str(ort_lib))
+    with pytest.raises(Exception, match="constant initializer"):
+        ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+def _fake_build(tmp_path, built, runtime, **overrides):
+    """A copy of a built library with its build.json claiming other runtime versions."""
+    d = tmp_path / "fake"
+    d.mkdir(exist_ok=True)
+    info = json.loads(json.dumps(built))
+    lib = info["libraries"][runtime]
+    src = Path(lib["path"])
+    lib["path"] = str(d / src.name)
+    lib.update(overrides)
+    (d / src.name).write_bytes(src.read_bytes())
+    (d / "build.json").write_text(json.dumps(info))
+    return d / src.name
+
+
+def test_check_library_refuses_other_openvino(built, tmp_path):
+    if built["libraries"]["openvino"]["status"] != "built":
+        pytest.skip("OpenVINO extension not built")
+    path = _fake_build(tmp_path, built, "openvino", openvino_version="2026.3.0")
+    installed = native_ops.runtime_versions()
+    versions = dict(installed, openvino="2026.4.1")
+    with pytest.raises(native_ops.NativeOpsError) as e:
+        native_ops.check_library("openvino", path, versions)
+    msg = str(e.value)
+    assert "\n" not in msg and "2026.3.0" in msg and "2026.4.1" in msg
+    assert native_ops.check_library("openvino", path, dict(installed, openvino="2026.3.0"))["status"] == "built"
+
+
+def test_check_library_refuses_old_onnxruntime(built, tmp_path):
+    path = _fake_build(tmp_path, built, "ort")
+    versions = dict(native_ops.runtime_versions(), onnxruntime="1.16.3")
+    with pytest.raises(native_ops.NativeOpsError) as e:
+        native_ops.check_library("onnxruntime", path, versions)
+    msg = str(e.value)
+    assert "\n" not in msg and "1.16.3" in msg and "1.17" in msg
+    with pytest.raises(native_ops.NativeOpsError, match="not installed"):
+        native_ops.check_library("ort", path, dict(versions, onnxruntime=None))
+    assert native_ops.check_library("ort", path, dict(versions, onnxruntime="1.17.0"))["ort_api_version"] == 17
+
+
+def test_build_without_cmake_says_why(tmp_path):
+    """No cmake on PATH: build() reports it in one reason, writes no library, and the CLI exits non-zero."""
+    env = dict(os.environ, PATH=str(tmp_path), GATEKIT_OPS_DIR=str(tmp_path / "ops"))
+    code = "import json; from gatekit import native_ops; print(json.dumps(native_ops.build()))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    info = json.loads(out.stdout)
+    if info["tools"].get("cmake"):
+        pytest.skip("cmake found outside PATH (cmake Python package)")
+    assert info["status"] == "failed" and "cmake not found" in info["reason"]
+    assert not list((tmp_path / "ops").rglob("*.so"))
+    out = subprocess.run([sys.executable, "-m", "gatekit.native_ops", "build"], cwd=REPO, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1 and "cmake not found" in out.stdout
+
+
+def test_cli_status_and_cached_build(built):
+    env = dict(os.environ)
+    out = subprocess.run([sys.executable, "-m", "gatekit.native_ops", "build"], cwd=REPO, env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "up to date" in out.stdout
+    out = subprocess.run([sys.executable, "-m", "gatekit.native_ops", "status", "--json"], cwd=REPO, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    st = json.loads(out.stdout)
+    assert st["libraries"]["ort"]["usable"]
