@@ -58,8 +58,10 @@ class NativeOpsError(GatekitError, ValueError):
 # What is installed.
 
 def source_dir() -> Path | None:
-    """The native/ source folder next to the package, or None (an installed, non-editable package lacks it)."""
-    p = Path(__file__).resolve().parent.parent / "native"
+    """$GATEKIT_NATIVE_SRC, else the native/ source folder next to the package, or None (an installed,
+    non-editable package lacks it: docker/install.sh points GATEKIT_NATIVE_SRC at the source tree's)."""
+    env = os.environ.get("GATEKIT_NATIVE_SRC")
+    p = Path(env) if env else Path(__file__).resolve().parent.parent / "native"
     return p if (p / "CMakeLists.txt").is_file() else None
 
 

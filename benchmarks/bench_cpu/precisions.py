@@ -27,12 +27,14 @@ from interleaved import ROOT, add_arguments, bench_phase, checkpoints, run_fresh
 PRECISIONS = {"onnx": ("fp32", "int8"), "openvino": ("fp32", "int8", "bf16")}
 
 
-def export_phase(name: str, train: bool, art_dir: Path, knn_train: int, knn_test: int) -> list[dict]:
+def export_phase(name: str, train: bool, art_dir: Path, knn_train: int, knn_test: int, budgets) -> list[dict]:
     from gatekit.export.sweep import export_all
 
     items = []
     for b, ckpt in checkpoints(name, train).items():
-        graphs = ["static", "hybrid"] + (["dense"] if b == 0.3 else [])
+        if b not in budgets:
+            continue
+        graphs = ["static", "hybrid"] + (["dense"] if b == 0.3 or len(budgets) == 1 else [])
         for fmt, precisions in PRECISIONS.items():
             manifests, _ = export_all(ckpt, art_dir / f"td{b}", graphs=graphs, formats=[fmt], precisions=precisions,
                                       strict=True, knn_check=False, knn_train=knn_train, knn_test=knn_test, progress=False)
@@ -82,6 +84,7 @@ def main() -> None:
     add_arguments(ap)
     ap.add_argument("--knn-train", type=int, default=10000)
     ap.add_argument("--knn-test", type=int, default=10000)
+    ap.add_argument("--budgets", default="0.1,0.3,0.5", help="t_d of the checkpoints to export (the dense graph comes from 0.3)")
     args = ap.parse_args()
     threads = [int(t) for t in args.threads.split(",")]
     if args.bench_only:
@@ -91,7 +94,9 @@ def main() -> None:
         write_results(f"precisions-{args.name}", result, summary, md, args,
                       f"python benchmarks/bench_cpu/precisions.py --set {args.name}")
         return
-    items = export_phase(args.name, args.train, ROOT / "runs" / "precisions" / args.name, args.knn_train, args.knn_test)
+    budgets = [float(b) for b in args.budgets.split(",")]
+    items = export_phase(args.name, args.train, ROOT / "runs" / "precisions" / args.name, args.knn_train, args.knn_test,
+                         budgets)
     sys.exit(run_fresh(__file__, args.name, items, args))
 
 
