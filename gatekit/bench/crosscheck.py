@@ -31,10 +31,10 @@ def benchmark_app_median(ir: str | os.PathLike, shape: list[int], threads: int =
     proc = subprocess.run([tool, "-m", str(ir), "-d", "CPU", "-hint", "none", "-nstreams", "1", "-nireq", "1", "-api", "sync",
                            "-nthreads", str(threads), "-infer_precision", "f32", "-t", str(seconds),
                            "-shape", "[" + ",".join(map(str, shape)) + "]"], capture_output=True, text=True, timeout=300)
-    found = re.search(r"Median:\s+([\d.]+) ms", proc.stdout)
+    found = re.search(r"Median:\s+([\d.]+)\s*(ms|us)", proc.stdout)  # it prints us below a millisecond
     if proc.returncode != 0 or not found:
         raise GatekitError(f"benchmark_app failed on {Path(ir).name}: {(proc.stderr or proc.stdout).strip()[-300:]}")
-    return float(found.group(1))
+    return float(found.group(1)) / (1000.0 if found.group(2) == "us" else 1.0)
 
 
 def crosscheck(ir: str | os.PathLike, threads: int = 1, pairs: int = 5, seconds: int = 2) -> dict:
