@@ -23,7 +23,6 @@ from gatekit.runtimes.openvino_backend import OpenVinoBackend
 from gatekit.runtimes.tensorrt_backend import TensorRTBackend
 
 BACKENDS: dict[str, Backend] = {b.name: b for b in (OrtBackend(), OpenVinoBackend(), TensorRTBackend())}
-FALLBACK_OPS = "fallback"
 REFERENCE_GROUP = "gatekit.reference_runtimes"  # entry points: name -> Backend class (training side)
 
 
@@ -97,7 +96,7 @@ def load_artifact(art: Artifact, runtime: str | None = None, *, ops: str = "auto
     path = art.path_for(rt)
     if rt == "torch" or not art.native_op:
         return load_session(path, rt, **kwargs)
-    if ops != FALLBACK_OPS:
+    if ops != "fallback":
         lib = native_ops.library_for(rt)
         if lib is not None:
             session = load_session(path, rt, extensions=(str(lib),), **kwargs)
