@@ -54,12 +54,14 @@ def cli() -> None:
 @click.option("--seed", type=int, help="Random seed.")
 @click.option("--device", help="auto, cpu or cuda.")
 @click.option("--threads", type=int, help="CPU threads for torch.")
+@click.option("--init", "init", type=click.Path(), help="Fine-tune: start the encoder from this checkpoint (its architecture is "
+              "used; a pruned checkpoint's removed channels stay removed).")
 @click.option("--out", "out_dir", required=True, type=click.Path(), help="Run directory for checkpoints and logs.")
 @click.option("--resume", is_flag=True, help="Continue exactly from OUT/checkpoint.pt.")
 @click.option("--json", "json_path", type=click.Path(), help="Write the training summary as JSON here.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def train(recipe, dataset, data_dir, split, limit, arch, width, stem, input_size, stem_padding, gate_group, method, budget, epochs,
-          batch_size, lr, warmup_epochs, proj_dim, seed, device, threads, out_dir, resume, json_path, quiet):
+          batch_size, lr, warmup_epochs, proj_dim, seed, device, threads, init, out_dir, resume, json_path, quiet):
     """Train an encoder self-supervised (VICReg-Dual-Gating by default).
 
     \b
@@ -75,7 +77,14 @@ def train(recipe, dataset, data_dir, split, limit, arch, width, stem, input_size
     overrides = dict(dataset=dataset, data_dir=data_dir, split=split, limit=limit, arch=arch, width=width,
                      stem=stem, input_size=input_size, stem_padding=stem_padding, gate_group=gate_group, method=method, budget=budget, epochs=epochs,
                      batch_size=batch_size, lr=lr, warmup_epochs=warmup_epochs, seed=seed, device=device,
-                     threads=threads, proj_hidden=proj_dim, proj_out=proj_dim)
+                     threads=threads, proj_hidden=proj_dim, proj_out=proj_dim, init=init)
+    if init:  # the architecture is the checkpoint's
+        from gatekit.checkpoint import load_model
+
+        arch_of_init = load_model(init)[0].cfg
+        for k in ("arch", "width", "stem", "stem_padding", "input_size", "gate_group"):
+            if overrides[k] is None:
+                overrides[k] = getattr(arch_of_init, k)
     if resume and recipe is None and Path(out_dir, "checkpoint.pt").is_file():
         cfg = _resume_config(out_dir, overrides)
     else:
@@ -610,6 +619,50 @@ def profile_cmd(runtime, arch, width, input_size, stem, stem_padding, threads, r
     if plot_path and v["count"]:
         plot_validation(lut, plot_path)
     _write_json(json_path, summary)
+
+
+@cli.command("prune")
+@click.argument("checkpoint", type=click.Path())
+@click.option("--ratio", required=True, type=click.FloatRange(0.0, 1.0, max_open=True),
+              help="Fraction of every block's inner channels to remove (the kept width is rounded up).")
+@click.option("--round-to", default=16, show_default=True, type=click.IntRange(min=1),
+              help="Round kept widths up to a multiple of this, like gatekit's static graphs.")
+@click.option("--importance", type=click.Choice(["l2", "l1"]), default="l2", show_default=True,
+              help="Torch-Pruning's group magnitude importance (norm of each channel's group).")
+@click.option("--out", "out_path", required=True, type=click.Path(),
+              help="The pruned checkpoint: a .safetensors file, or a run directory (OUT/model.safetensors).")
+@click.option("--json", "json_path", type=click.Path(), help="Write the pruning record as JSON here.")
+def prune_cmd(checkpoint, ratio, round_to, importance, out_path, json_path):
+    """Prune a dense encoder with Torch-Pruning: the baseline a gated model must beat.
+
+    Removes the lowest-magnitude inner channels of every block (Torch-Pruning's dependency groups:
+    conv1's filters, BN1, conv2's input slices), keeps the residual streams whole, and writes a
+    checkpoint whose dense graph `gatekit export` builds with only the kept channels.
+
+    \b
+    Example (then fine-tune briefly and export both):
+      gatekit prune benchmarks/train_cifar10/checkpoints/vicreg.safetensors --ratio 0.5 --out runs/tp/r0.5
+      gatekit train --init runs/tp/r0.5 --recipe cpu-small --method vicreg --epochs 1 --out runs/tp/r0.5-ft
+      gatekit export runs/tp/r0.5 --graph dense --format onnx,openvino --out runs/tp/r0.5/artifacts
+    """
+    from gatekit.checkpoint import MODEL_FILE, load_model, save_model
+    from gatekit.train.torch_pruning import PRUNED_KEY, prune
+
+    model, meta = load_model(checkpoint)
+    if isinstance(meta.get(PRUNED_KEY), dict):
+        raise GatekitError(f"{checkpoint} is already pruned: prune the dense checkpoint it came from")
+    out = Path(out_path)
+    if out.suffix != ".safetensors":
+        out = out / MODEL_FILE
+    out.parent.mkdir(parents=True, exist_ok=True)
+    pruned, record = prune(model, ratio, round_to, importance)
+    record["from"] = {"checkpoint": str(checkpoint), "sha256": meta["sha256"]}
+    keep = {k: meta[k] for k in ("train_config", "method", "budget", "epoch") if k in meta}
+    save_model(out, pruned, dict(keep, **{PRUNED_KEY: record}))
+    full = [b.planes for b in model.blocks]
+    click.echo(f"pruned {checkpoint} with Torch-Pruning {record['version']} ({record['importance']}, ratio {ratio}): "
+               f"widths {record['widths']} of {full} -> {out}")
+    _write_json(json_path, dict(record, out=str(out)))
 
 
 def _progress_bar(desc: str):

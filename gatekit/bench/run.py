@@ -18,7 +18,7 @@ SCHEMA = "gatekit.bench/1"
 def manifest_summary(m: dict) -> dict:
     keys = ("graph", "format", "dynamic_form", "method", "budget", "widths", "full_widths", "macs", "precision",
             "checkpoint_sha256", "model_config", "input", "gatekit_version", "agreement", "native_op", "dynamic_skipping",
-            "quantization")
+            "quantization", "pruned")
     out = {k: m.get(k) for k in keys}
     v = m.get("verification") or {}
     if "knn_delta_points" in v:  # a reduced-precision artifact: how far it is from its fp32 graph

@@ -85,6 +85,11 @@ class Prepared:
         self.opts = opts
         self.model, self.meta = load_model(checkpoint)
         self.checkpoint = Path(checkpoint)
+        # a pruned dense encoder (gatekit prune): its dense graph keeps only the channels the record names
+        self.pruned = self.meta.get("pruned") if isinstance(self.meta.get("pruned"), dict) else None
+        if self.pruned is not None and opts.graph != "dense":
+            raise GatekitError(f"{checkpoint} is a pruned dense encoder ({self.pruned.get('tool')}): it has no trained gates, "
+                               "so export its dense graph (--graph dense), which keeps only its channels")
         train_cfg = self.meta.get("train_config", {})
         self.dataset = train_cfg.get("dataset", "cifar10")
         self.data_root = root = opts.data_dir or recorded_dir(train_cfg.get("data_dir"))
@@ -111,6 +116,14 @@ class Prepared:
             self.usage, self.calib_n, self.calib_active = feats.usage, len(calib), feats.active
             if opts.graph in ("static", "hybrid"):
                 channels = select_all(self.usage, self.calib_n, opts.min_usage, opts.round_to, self.model.cfg.gate_group)
+        if self.pruned is not None:
+            kept = self.pruned.get("channels")
+            if not isinstance(kept, list) or len(kept) != len(self.model.blocks) or not all(
+                    isinstance(c, list) and c and all(isinstance(i, int) and 0 <= i < b.planes for i in c)
+                    for c, b in zip(kept, self.model.blocks)):
+                raise GatekitError(f"{checkpoint}: the 'pruned' record's 'channels' must list kept channels for each of "
+                                   f"its {len(self.model.blocks)} blocks")
+            channels = [torch.tensor(c, dtype=torch.long) for c in kept]
         self.head = self._load_head(opts.probe)
         self._quant_calib: list[np.ndarray] | None = None  # int8 calibration batches, loaded once
         self._knn_sets: tuple | None = None  # reduced-precision k-NN check: images, labels, fp32 features
@@ -305,7 +318,7 @@ class Prepared:
         g = self.opts.graph
         dense = self.cost.dense_macs
         if g == "dense":
-            macs = {"mean": dense}
+            macs = {"mean": dense if self.pruned is None else self.cost.static_macs(spec.widths)}
         elif g == "static":
             macs = {"mean": self.cost.static_macs(self.spec.widths)}
         elif g == "hybrid":
@@ -600,6 +613,7 @@ def _manifest(prep: Prepared, opts: ExportOptions, files: dict, runtime: dict, e
         "full_widths": [b.planes for b in prep.cost.blocks],
         "channels": spec.channels,
         "pruning": {"calib": opts.calib, "min_usage": opts.min_usage, "round_to": opts.round_to} if opts.graph in ("static", "hybrid") else None,
+        "pruned": ({k: v for k, v in prep.pruned.items() if k != "channels"} if prep.pruned is not None else None),
         "gate_usage": prep.gate_usage(),
         "macs": prep.flops(form),
         "input": {"name": INPUT_NAME, "shape": [-1 if opts.dynamic_batch else opts.batch, 3, cfg.input_size, cfg.input_size],

@@ -271,10 +271,10 @@ def build_graph(model: GatedResNet, kind: str, channels: list[torch.Tensor] | No
         raise ValueError(f"unknown graph {kind!r}")
     model = model.eval()
     with torch.no_grad():
-        if kind == "dense":
-            full = [torch.arange(b.planes) for b in model.blocks]
-            blocks = [StaticBlock(b, "dense", ch, gated=False) for b, ch in zip(model.blocks, full)]
-            spec = GraphSpec(kind, [b.planes for b in model.blocks], [])
+        if kind == "dense":  # `channels`: a pruned dense encoder's kept channels (gatekit.train.torch_pruning)
+            kept = channels if channels is not None else [torch.arange(b.planes) for b in model.blocks]
+            blocks = [StaticBlock(b, "dense", ch, gated=False) for b, ch in zip(model.blocks, kept)]
+            spec = GraphSpec(kind, [len(c) for c in kept], [c.tolist() for c in channels] if channels is not None else [])
         elif kind == "dynamic" and dynamic_form == "native":
             if channels is None or len(channels) != len(model.blocks):
                 raise ValueError(f"the native dynamic graph needs the used channels of each of the {len(model.blocks)} blocks")

@@ -73,6 +73,9 @@ class TrainConfig:
     amp: bool = True  # fp16 autocast on CUDA; ignored on CPU
     threads: int | None = None
     recipe: str | None = None
+    # fine-tuning: start the encoder from this checkpoint (the projector starts fresh); a pruned checkpoint's
+    # removed channels stay removed (gatekit.train.torch_pruning)
+    init: str | None = None
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from gatekit.checkpoint import MODEL_FILE, STATE_FILE, load_state, save_model, save_state
+from gatekit.checkpoint import MODEL_FILE, STATE_FILE, load_model, load_state, save_model, save_state
 from gatekit.data import load_dataset, normalization
 from gatekit.errors import GatekitError
 from gatekit.models.device import pick_device
@@ -44,6 +44,33 @@ def _set_rng_state(state: dict, device: torch.device) -> None:
     torch.set_rng_state(state["torch"])
     if device.type == "cuda" and "cuda" in state:
         torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def _init_encoder(backbone, cfg: TrainConfig) -> dict:
+    """--init: the encoder's weights from a checkpoint of the same architecture; a pruned checkpoint's removed
+    channels are held at zero (gatekit.train.torch_pruning). Returns the checkpoint's metadata."""
+    from gatekit.train.torch_pruning import PRUNED_KEY, hold_removed_at_zero
+
+    init, meta = load_model(cfg.init)
+    if init.cfg.to_dict() != backbone.cfg.to_dict():
+        raise GatekitError(f"--init {cfg.init} is a {init.cfg.to_dict()} encoder, not the {backbone.cfg.to_dict()} this "
+                           "run trains: give the same --width/--arch/--stem/--input-size/--gate-group")
+    backbone.load_state_dict(init.state_dict())
+    if isinstance(meta.get(PRUNED_KEY), dict):
+        hold_removed_at_zero(backbone, meta[PRUNED_KEY])
+    return meta
+
+
+def _fine_tune_meta(init_meta: dict, cfg: TrainConfig, epochs: int) -> dict:
+    """A fine-tuned pruned checkpoint carries its `pruned` record, with the fine-tune's settings added."""
+    from gatekit.train.torch_pruning import PRUNED_KEY
+
+    record = init_meta.get(PRUNED_KEY)
+    if not isinstance(record, dict):
+        return {}
+    fine_tune = {"from_sha256": init_meta.get("sha256"), "method": cfg.method, "epochs": epochs, "limit": cfg.limit,
+                 "lr": cfg.lr, "warmup_epochs": cfg.warmup_epochs}
+    return {PRUNED_KEY: dict(record, fine_tune=fine_tune)}
 
 
 def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False, progress: bool = True) -> TrainResult:
@@ -81,6 +108,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False, progre
     base_lr = cfg.lr * global_batch / 256
     optimizer = LARS(parameter_groups(model, cfg.weight_decay, cfg.gate_lr_mult), lr=base_lr, momentum=cfg.momentum,
                      weight_decay=cfg.weight_decay, eta=cfg.lars_eta)
+    init_meta = _init_encoder(model.backbone, cfg) if cfg.init else {}
     start_epoch = 0
     if state is not None:
         model.load_state_dict(state["model"])
@@ -154,7 +182,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False, progre
             with open(metrics_path, "a") as f:
                 f.write(json.dumps(record) + "\n")
             save_model(out_dir / MODEL_FILE, model.backbone,
-                       {"train_config": cfg.to_dict(), "epoch": epoch + 1, "method": cfg.method, "budget": cfg.budget})
+                       {"train_config": cfg.to_dict(), "epoch": epoch + 1, "method": cfg.method, "budget": cfg.budget,
+                        **_fine_tune_meta(init_meta, cfg, epoch + 1)})
             state_out = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1,
                          "rng": _rng_state(device), "config": json.dumps(cfg.to_dict()), "metrics": json.dumps(record)}
             if use_amp:
