@@ -621,6 +621,80 @@ def profile_cmd(runtime, arch, width, input_size, stem, stem_padding, threads, r
     _write_json(json_path, summary)
 
 
+@cli.command("accuracy")
+@click.argument("artifacts", nargs=-1, required=True, type=click.Path())
+@click.option("--runtime", "runtimes", default="auto", show_default=True,
+              help="ort, openvino, tensorrt, a comma list, or auto (each artifact's own runtime).")
+@click.option("--threads", type=click.IntRange(min=1), help="Runtime threads (default: the runtime's).")
+@click.option("--ops", type=click.Choice(["auto", "native", "fallback"]), default="auto", show_default=True,
+              help="A graph with native ops: the op library, its standard-ops fallback, or the library where built.")
+@click.option("--train-images", type=click.IntRange(min=1), help="The first N training images as the memory / probe set (default: all).")
+@click.option("--test-images", type=click.IntRange(min=1), help="The first N test images (default: all).")
+@click.option("--linear/--no-linear", default=True, show_default=True, help="Also fit the linear probe on the artifact's features.")
+@click.option("--data-dir", type=click.Path(), help="Directory with the data (default: the manifest's, then $GATEKIT_DATA).")
+@click.option("--out", "out_path", required=True, type=click.Path(), help="Append one JSON line per artifact and runtime here.")
+def accuracy_cmd(artifacts, runtimes, threads, ops, train_images, test_images, linear, data_dir, out_path):
+    """Accuracy of exported artifacts on their own outputs, in their runtime (no torch).
+
+    k-NN top-1 (k=20, cosine) of the test images against the training images as memory, and a
+    linear probe on the same features: what `gatekit compare` and `gatekit pick` read beside latency.
+
+    \b
+    Example:
+      gatekit accuracy runs/td0.3/static.onnx.manifest.json --threads 2 --out runs/accuracy.jsonl
+    """
+    from gatekit.artifacts import RUNTIMES, open_artifact
+    from gatekit.bench.accuracy import measure_accuracy
+    from gatekit.bench.run import write_jsonl
+
+    for path in artifacts:
+        art = open_artifact(path)
+        for rt in ([art.runtime] if runtimes == "auto" else _choices(runtimes, tuple(RUNTIMES), "runtime")):
+            rec = measure_accuracy(art, rt, threads=threads, ops=ops, train_images=train_images, test_images=test_images,
+                                   data_dir=data_dir, linear=linear)
+            write_jsonl(out_path, [rec])
+            lin = f", linear {100 * rec['linear']['top1']:.2f}%" if "linear" in rec else ""
+            click.echo(f"{rec['artifact']} on {rt}: k-NN {100 * rec['knn']['top1']:.2f}%{lin} "
+                       f"({rec['train_images']} train / {rec['test_images']} test images, {rec['embed_seconds']} s)")
+
+
+@cli.command("compare")
+@click.option("--results", multiple=True, required=True, type=click.Path(), help="`gatekit bench` JSONL (repeatable).")
+@click.option("--accuracy", "accuracy_files", multiple=True, required=True, type=click.Path(),
+              help="`gatekit accuracy` JSONL (repeatable): accuracy measured on the artifacts themselves.")
+@click.option("--metric", type=click.Choice(["knn", "linear"]), default="knn", show_default=True)
+@click.option("--percentile", type=click.Choice(["50", "90", "99"]), default="90", show_default=True)
+@click.option("--budget", type=click.FloatRange(0.0, 1.0, min_open=True), default=0.3, show_default=True,
+              help="t_d of the gatekit reference artifact (the fastest fp32 gatekit graph of that budget).")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Writes compare.json, compare.md and one PNG per runtime and thread count here.")
+def compare_cmd(results, accuracy_files, metric, percentile, budget, out_dir):
+    """Accuracy against measured latency for every family: gatekit, Torch-Pruning, dense, dense int8.
+
+    Each family's Pareto front, and the headline: the accuracy each alternative reaches on its front at
+    the latency of gatekit's t_d --budget artifact.
+
+    \b
+    Example:
+      gatekit compare --results bench.jsonl --accuracy accuracy.jsonl --out runs/compare
+    """
+    from gatekit.atomic import write_json, write_text
+    from gatekit.bench.accuracy import SCHEMA as ACCURACY_SCHEMA
+    from gatekit.bench.run import read_jsonl
+    from gatekit.pick.compare import compare, markdown, plot
+
+    result = compare(read_jsonl(results), read_jsonl(accuracy_files, ACCURACY_SCHEMA), metric=metric, percentile=int(percentile),
+                     budget=budget)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    md = markdown(result)
+    write_json(out / "compare.json", result)
+    write_text(out / "compare.md", md + "\n")
+    for g in result["groups"]:
+        plot(g, result, out / f"compare-{g['runtime']}-{g['threads']}t-b{g['batch']}.png")
+    click.echo(md)
+
+
 @cli.command("prune")
 @click.argument("checkpoint", type=click.Path())
 @click.option("--ratio", required=True, type=click.FloatRange(0.0, 1.0, max_open=True),

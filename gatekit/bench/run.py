@@ -18,7 +18,7 @@ SCHEMA = "gatekit.bench/1"
 def manifest_summary(m: dict) -> dict:
     keys = ("graph", "format", "dynamic_form", "method", "budget", "widths", "full_widths", "macs", "precision",
             "checkpoint_sha256", "model_config", "input", "gatekit_version", "agreement", "native_op", "dynamic_skipping",
-            "quantization", "pruned")
+            "quantization", "pruned", "pruning")
     out = {k: m.get(k) for k in keys}
     v = m.get("verification") or {}
     if "knn_delta_points" in v:  # a reduced-precision artifact: how far it is from its fp32 graph
@@ -82,7 +82,8 @@ def write_jsonl(path: str | Path, records: list[dict]) -> None:
         tmp.write_text(old + "".join(json.dumps(r) + "\n" for r in records))
 
 
-def read_jsonl(paths) -> list[dict]:
+def read_jsonl(paths, schema: str = SCHEMA) -> list[dict]:
+    """The records of JSONL files, each of `schema` (bench results by default)."""
     records = []
     for p in paths:
         p = Path(p)
@@ -95,7 +96,7 @@ def read_jsonl(paths) -> list[dict]:
                 r = json.loads(line)
             except json.JSONDecodeError:
                 raise GatekitError(f"{p}:{k} is not JSON") from None
-            if r.get("schema") != SCHEMA:
-                raise GatekitError(f"{p}:{k} has schema {r.get('schema')!r}, expected {SCHEMA}")
+            if not isinstance(r, dict) or r.get("schema") != schema:
+                raise GatekitError(f"{p}:{k} has schema {r.get('schema') if isinstance(r, dict) else None!r}, expected {schema}")
             records.append(r)
     return records

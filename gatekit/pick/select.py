@@ -17,10 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gatekit.artifacts import manifest_path_of, read_manifest, runtime_name
+from gatekit.bench.accuracy import SCHEMA as ACCURACY_SCHEMA
 from gatekit.bench.report import graph_label
 from gatekit.errors import GatekitError
+from gatekit.pick.families import GATEKIT, family_of, label_of
 
 METRICS = {"knn": "knn20_cosine", "linear": "linear"}
+ARTIFACTS = "artifacts"  # load_accuracies: the key of the per-artifact records
 
 
 @dataclass
@@ -40,22 +43,39 @@ class Candidate:
 
 
 def load_accuracies(paths) -> dict[str, dict]:
-    """checkpoint sha256 -> {path: {metric: value}} from `gatekit eval --json` outputs."""
-    out: dict[str, dict] = {}
+    """checkpoint sha256 -> {path: {metric: value}} from `gatekit eval --json` outputs; the records of
+    `gatekit accuracy` files (accuracy measured on the artifacts themselves) under the key ARTIFACTS."""
+    out: dict = {}
     for p in paths:
         try:
-            data = json.loads(Path(p).read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise GatekitError(f"cannot read eval results {p}: {e}") from None
-        if "checkpoint_sha256" not in data or "paths" not in data:
+            text = Path(p).read_text()
+        except (OSError, UnicodeDecodeError) as e:
+            raise GatekitError(f"cannot read accuracy results {p}: {e}") from None
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError:
+            data = None
+        if data is None or (isinstance(data, dict) and data.get("schema") == ACCURACY_SCHEMA):
+            from gatekit.bench.run import read_jsonl
+
+            out.setdefault(ARTIFACTS, []).extend(read_jsonl([p], ACCURACY_SCHEMA))
+            continue
+        if not isinstance(data, dict) or "checkpoint_sha256" not in data or "paths" not in data:
             raise GatekitError(f"{p} is not a `gatekit eval --json` output")
         out.setdefault(data["checkpoint_sha256"], {}).update(data["paths"])
     return out
 
 
 def accuracy_of(record: dict, accuracies: dict[str, dict], metric: str) -> float | None:
-    """The artifact's accuracy: its graph's fp32 accuracy, moved by the k-NN difference its export measured
-    below fp32 (reduced precision; k-NN only, the linear probe is not re-measured)."""
+    """The artifact's accuracy: measured on the artifact itself where a `gatekit accuracy` record exists;
+    else its graph's fp32 accuracy, moved by the k-NN difference its export measured below fp32 (reduced
+    precision; k-NN only, the linear probe is not re-measured)."""
+    if accuracies.get(ARTIFACTS):
+        from gatekit.pick.compare import accuracy_for, accuracy_index
+
+        measured = accuracy_for(record, accuracy_index(accuracies[ARTIFACTS], metric))
+        if measured is not None:
+            return measured
     m = record["manifest"]
     precision = record.get("precision") or m.get("precision") or "fp32"
     if precision == "fp32":
@@ -108,8 +128,9 @@ def candidates(records: list[dict], accuracies: dict[str, dict], *, metric: str 
         if key not in r["stats"]:
             raise GatekitError(f"the results have no {key}: use --percentile 50, 90 or 99")
         m = r["manifest"]
-        name = (f"t_d={m.get('budget')} {graph_label(r)} {rt} {r['threads']}T b{r['batch']}"
-                f"{'' if r['precision'] == 'fp32' else ' ' + r['precision']}")
+        family = family_of(m)
+        what = f"t_d={m.get('budget')} {graph_label(r)}" if family == GATEKIT else f"{family} {label_of(m)}"
+        name = f"{what} {rt} {r['threads']}T b{r['batch']}{'' if r['precision'] == 'fp32' else ' ' + r['precision']}"
         out.append(Candidate(name, r["stats"][key], m["macs"]["ratio_to_dense"], accuracy_of(r, accuracies, metric), r))
     if not out:
         raise GatekitError("no recorded result matches the runtime, threads and batch asked for")

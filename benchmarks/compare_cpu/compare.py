@@ -1,0 +1,189 @@
+"""gatekit against what a user would deploy instead, on this CPU: accuracy (measured on each artifact's own
+outputs in its runtime) against measured p90 latency, ResNet-18 x0.25, 32 px, CIFAR-10.
+
+    python benchmarks/compare_cpu/compare.py                 # every phase; finished steps are kept
+    python benchmarks/compare_cpu/compare.py --phase bench   # re-measure latency only (a quiet machine)
+
+Families (gatekit.pick.families), all from the 20-epoch `cpu-small` recipe:
+1. gatekit: the committed vicreg-dual checkpoints at t_d 0.1 / 0.3 / 0.5: static, hybrid and native dynamic
+   graphs in fp32, the t_d 0.3 static graph at --min-usage thresholds, and the static graphs in int8;
+2. torch-pruning: the committed dense `vicreg` checkpoint pruned with Torch-Pruning (`gatekit prune`,
+   group L2 magnitude, widths rounded up to 16) at six ratios; and the same after a 1-epoch VICReg
+   fine-tune on 25,000 training images (`gatekit train --init`; its CPU time is recorded);
+3. dense: the `vicreg` encoder at x0.25 and every thinner width trained from scratch with the same recipe
+   (`runs/thin/vicreg-x{w}`; only those that exist);
+4. dense int8: those dense encoders quantized to int8 (ORT QDQ and NNCF).
+Phases: prune (checkpoints), export (verified artifacts), accuracy (`gatekit accuracy`: k-NN and linear
+probe on all 50,000 training / 10,000 test images; fp32 graphs on ONNX Runtime, whose fp32 outputs the
+OpenVINO artifact matches to 1e-6 at export; int8 graphs on each runtime, which quantize differently),
+bench (a fresh process without torch: interleaved rounds at 1 thread, medians over rounds), compare.
+
+Writes benchmarks/compare_cpu/{bench.jsonl, accuracy.jsonl, compare.json, compare.md, *.png, costs.json}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT / "benchmarks" / "bench_cpu"))
+sys.path.insert(0, str(ROOT))
+
+CKPT = ROOT / "benchmarks" / "train_cifar10" / "checkpoints"
+GATEKIT = {0.1: CKPT / "vicreg-dual-td0.1.safetensors", 0.3: CKPT / "vicreg-dual.safetensors",
+           0.5: CKPT / "vicreg-dual-td0.5.safetensors"}
+DENSE = CKPT / "vicreg.safetensors"
+RATIOS = (0.25, 0.4, 0.5, 0.65, 0.75, 0.9)
+MIN_USAGE = (0.02, 0.1)  # the t_d 0.3 static curve: channels on for fewer of the calibration images are dropped
+THIN = ROOT / "runs" / "thin"
+RUNS = ROOT / "runs" / "compare"
+FINE_TUNE = ["--recipe", "cpu-small", "--method", "vicreg", "--epochs", "1", "--limit", "25000", "--warmup-epochs", "0.1",
+             "--lr", "0.1"]
+
+
+def gatekit_cli(*args: str) -> None:
+    subprocess.run([sys.executable, "-m", "gatekit", *args], check=True)
+
+
+def prune_phase(threads: int) -> dict:
+    """Torch-Pruning checkpoints, and their fine-tunes (CPU seconds recorded)."""
+    costs = {}
+    for r in RATIOS:
+        out = RUNS / "tp" / f"r{r}"
+        if not (out / "model.safetensors").is_file():
+            gatekit_cli("prune", str(DENSE), "--ratio", str(r), "--out", str(out), "--json", str(out / "prune.json"))
+        ft = RUNS / "tp-ft" / f"r{r}"
+        if not (ft / "model.safetensors").is_file():
+            t0 = time.time()
+            gatekit_cli("train", "--init", str(out / "model.safetensors"), *FINE_TUNE, "--threads", str(threads), "--quiet",
+                        "--out", str(ft), "--json", str(ft / "summary.json"))
+            (ft / "wall_seconds.txt").write_text(f"{time.time() - t0:.1f}\n")
+        wall = ft / "wall_seconds.txt"
+        costs[f"r{r}"] = {"fine_tune_wall_s": float(wall.read_text()) if wall.is_file() else None,
+                          "fine_tune": " ".join(FINE_TUNE), "threads": threads}
+    return costs
+
+
+def thin_checkpoints() -> dict[str, Path]:
+    return {p.name.split("-x")[-1]: p / "model.safetensors" for p in sorted(THIN.glob("vicreg-x*"))
+            if (p / "model.safetensors").is_file() and _finished(p)}
+
+
+def _finished(run: Path) -> bool:
+    """A thinner run counts only when it reached the recipe's epochs (the same schedule as the others)."""
+    from safetensors import safe_open
+
+    with safe_open(str(run / "model.safetensors"), framework="pt") as f:
+        meta = f.metadata() or {}
+    cfg = json.loads(meta.get("train_config", "{}"))
+    return int(meta.get("epoch", 0)) >= int(cfg.get("epochs", 1 << 30))
+
+
+def export_phase() -> list[dict]:
+    """Every artifact, exported and verified; returns [{manifest, accuracy_runtimes}]."""
+    from gatekit.export.sweep import export_all
+
+    art = RUNS / "artifacts"
+    jobs = []  # (checkpoint, out dir, graphs, formats, precisions, options)
+    for b, ckpt in GATEKIT.items():
+        jobs.append((ckpt, art / f"gatekit-td{b}", ["static", "hybrid", "dynamic"], ["onnx", "openvino"], ["fp32"], {}))
+        jobs.append((ckpt, art / f"gatekit-td{b}-int8", ["static"], ["onnx", "openvino"], ["int8"], {}))
+    for mu in MIN_USAGE:
+        jobs.append((GATEKIT[0.3], art / f"gatekit-td0.3-mu{mu}", ["static"], ["onnx", "openvino"], ["fp32"], {"min_usage": mu}))
+    dense = {"0.25": DENSE, **thin_checkpoints()}
+    for w, ckpt in dense.items():
+        jobs.append((ckpt, art / f"dense-x{w}", ["dense"], ["onnx", "openvino"], ["fp32", "int8"], {}))
+    for r in RATIOS:
+        for fam in ("tp", "tp-ft"):
+            jobs.append((RUNS / fam / f"r{r}" / "model.safetensors", art / f"{fam}-r{r}", ["dense"], ["onnx", "openvino"],
+                         ["fp32"], {}))
+    items = []
+    for ckpt, out, graphs, formats, precisions, opts in jobs:
+        if not Path(ckpt).is_file():
+            print(f"not yet trained: {ckpt} (run --phase prune)", flush=True)
+            continue
+        want = len(graphs) * len(formats) * len(precisions)
+        if (len(list(out.glob("*.json"))) if out.is_dir() else 0) < want:
+            out.mkdir(parents=True, exist_ok=True)
+            export_all(ckpt, out, graphs=graphs, formats=formats, precisions=precisions, strict=True, knn_check=False,
+                       knn_train=2000, knn_test=1000, progress=False, **opts)
+        for mpath in sorted(out.glob("*.json")):
+            m = json.loads(mpath.read_text())
+            if m.get("graph") not in graphs or (m.get("precision") or "fp32") not in precisions:
+                continue
+            items.append({"kind": "artifact", "manifest": str(mpath), "graph": m["graph"], "budget": m.get("budget"),
+                          "format": m["format"], "precision": m.get("precision") or "fp32"})
+    return items
+
+
+def accuracy_phase(items: list[dict], threads: int, out: Path) -> None:
+    """`gatekit accuracy` per graph: fp32 once (ONNX Runtime), int8 on each runtime. Kept across runs."""
+    from gatekit.artifacts import open_artifact
+    from gatekit.bench.accuracy import SCHEMA, measure_accuracy
+    from gatekit.bench.run import read_jsonl, write_jsonl
+
+    done = {r["manifest_path"] for r in read_jsonl([out], SCHEMA)} if out.is_file() else set()
+    for it in items:
+        if it["precision"] == "fp32" and it["format"] != "onnx":
+            continue
+        if it["manifest"] in done:
+            continue
+        rec = measure_accuracy(open_artifact(it["manifest"]), threads=threads)
+        write_jsonl(out, [rec])
+        print(f"accuracy {Path(it['manifest']).parent.name}/{Path(it['manifest']).name}: k-NN {100 * rec['knn']['top1']:.2f}%"
+              f" linear {100 * rec['linear']['top1']:.2f}% ({rec['embed_seconds']} s)", flush=True)
+
+
+def main() -> None:
+    from interleaved import add_arguments
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_arguments(ap)
+    ap.add_argument("--phase", choices=("all", "prune", "export", "accuracy", "bench", "compare"), default="all")
+    ap.add_argument("--accuracy-threads", type=int, default=2)
+    ap.set_defaults(threads="1", out=str(HERE))
+    args = ap.parse_args()
+    out = Path(args.out)
+    items_path = RUNS / "items.json"
+    if args.bench_only:  # phase 2 of bench, in a fresh process: interleaved rounds, no torch
+        from interleaved import bench_phase
+
+        from gatekit.bench.run import write_jsonl
+
+        items = json.loads(Path(args.bench_only).read_text())
+        result = bench_phase(items, [int(t) for t in args.threads.split(",")], args.rounds, args.min_runs,
+                             args.min_seconds, args.seed)
+        if (out / "bench.jsonl").exists():
+            (out / "bench.jsonl").unlink()
+        write_jsonl(out / "bench.jsonl", result["records"])
+        (RUNS / "bench-loads.json").write_text(json.dumps({"loads": result["loads"], "rounds": args.rounds,
+                                                            "protocol": result["protocol"]}, indent=1))
+        return
+    if args.phase in ("all", "prune"):
+        costs = prune_phase(args.accuracy_threads)
+        (out / "costs.json").write_text(json.dumps(costs, indent=1) + "\n")
+    if args.phase in ("all", "export"):
+        items = export_phase()
+        items_path.parent.mkdir(parents=True, exist_ok=True)
+        items_path.write_text(json.dumps(items, indent=1))
+    items = json.loads(items_path.read_text()) if items_path.is_file() else []
+    if args.phase in ("all", "accuracy"):
+        accuracy_phase(items, args.accuracy_threads, out / "accuracy.jsonl")
+    if args.phase in ("all", "bench"):
+        cmd = [sys.executable, __file__, "--threads", args.threads, "--rounds", str(args.rounds), "--min-runs",
+               str(args.min_runs), "--min-seconds", str(args.min_seconds), "--seed", str(args.seed), "--out", str(out),
+               "--bench-only", str(items_path)]
+        subprocess.run(cmd, check=True)
+    if args.phase in ("all", "bench", "compare"):
+        gatekit_cli("compare", "--results", str(out / "bench.jsonl"), "--accuracy", str(out / "accuracy.jsonl"),
+                    "--out", str(out))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,235 @@
+"""Accuracy against measured latency, every family side by side (`gatekit compare`).
+
+Inputs: `gatekit bench` records (several records of one artifact, runtime, threads and batch, e.g.
+interleaved rounds, give the median of their percentile) and `gatekit accuracy` records (accuracy on
+the artifact's own outputs in its runtime). A record's accuracy applies to the bench records of the
+same artifact (same directory and stem: an .onnx and the .xml exported beside it are one graph); a
+reduced-precision accuracy (int8) applies only to the format it was measured on, because each
+runtime quantizes on its own.
+
+Per (runtime, threads, batch): the points of each family (gatekit.pick.families), each family's Pareto
+front (no other point of the family is both faster and more accurate), and the headline: at the latency
+of the reference artifact (by default the fastest gatekit t_d 0.3 artifact in fp32), the accuracy each
+other family reaches on its front, linearly interpolated between its two neighbouring front points.
+A family whose fastest point is slower than that latency has no configuration that fast (None); at
+latencies beyond its slowest point it keeps its most accurate point.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+
+from gatekit.artifacts import runtime_name
+from gatekit.errors import GatekitError
+from gatekit.pick.families import FAMILIES, GATEKIT, family_of, label_of
+
+METRICS = ("knn", "linear")
+REFERENCE_BUDGET = 0.3
+
+
+@dataclass
+class Point:
+    family: str
+    label: str
+    latency_ms: float
+    accuracy: float | None
+    flops_ratio: float
+    precision: str
+    artifact: str
+    summary: dict
+
+    def to_dict(self) -> dict:
+        return {"family": self.family, "label": self.label, "latency_ms": self.latency_ms, "accuracy": self.accuracy,
+                "flops_ratio": self.flops_ratio, "precision": self.precision, "artifact": self.artifact,
+                "budget": self.summary.get("budget"), "graph": self.summary.get("graph"),
+                "widths": self.summary.get("widths")}
+
+
+def graph_key(artifact: str) -> tuple[str, str]:
+    """An artifact's graph: its directory and stem without the format's suffix (and a native graph's
+    fallback infix), so the formats exported from one graph share it."""
+    p = Path(artifact)
+    name = p.name
+    for suffix in (".onnx", ".xml", ".engine"):
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    if name.endswith(".fallback"):
+        name = name[: -len(".fallback")]
+    return str(p.parent), name
+
+
+def accuracy_index(records: list[dict], metric: str) -> dict:
+    """(graph key, precision, format or None) -> accuracy, from `gatekit accuracy` records."""
+    if metric not in METRICS:
+        raise GatekitError(f"unknown metric {metric!r}: choose one of {', '.join(METRICS)}")
+    out = {}
+    for i, r in enumerate(records):
+        try:
+            m = r["manifest"]
+            value = r["knn"]["top1"] if metric == "knn" else r.get("linear", {}).get("top1")
+            key = graph_key(r["artifact"])
+            precision = m.get("precision") or "fp32"
+            fmt = m.get("format")
+        except (KeyError, TypeError):
+            raise GatekitError(f"accuracy record {i + 1} is not a `gatekit accuracy` record (needs artifact, manifest, knn)") from None
+        if value is None:
+            continue
+        out[(key, precision, fmt)] = value
+        if precision in ("fp32", "fp16", "bf16"):  # one graph in float: the same accuracy in every format
+            out.setdefault((key, precision, None), value)
+    return out
+
+
+def accuracy_for(record: dict, index: dict) -> float | None:
+    m = record["manifest"]
+    key, precision = graph_key(record["artifact"]), m.get("precision") or record.get("precision") or "fp32"
+    if (key, precision, m.get("format")) in index:
+        return index[(key, precision, m.get("format"))]
+    return index.get((key, precision, None))
+
+
+def collect(bench_records: list[dict], accuracy_records: list[dict], *, metric: str = "knn",
+            percentile: int = 90) -> dict[tuple, list[Point]]:
+    """(runtime, threads, batch) -> the points measured there (median over repeated records)."""
+    index = accuracy_index(accuracy_records, metric)
+    stat = f"p{percentile}_ms"
+    grouped: dict[tuple, list[dict]] = {}
+    for i, r in enumerate(bench_records):
+        try:
+            k = (runtime_name(r["runtime"]["name"]), r["threads"], r["batch"], r["artifact"], r["runtime"].get("ops"))
+            r["stats"][stat], r["manifest"]["macs"]["ratio_to_dense"]
+        except (KeyError, TypeError):
+            raise GatekitError(f"bench record {i + 1} is not a `gatekit bench` record with {stat}") from None
+        grouped.setdefault(k, []).append(r)
+    out: dict[tuple, list[Point]] = {}
+    for (rt, threads, batch, artifact, ops), recs in grouped.items():
+        m = recs[0]["manifest"]
+        if ops == "fallback":  # a native-op graph's standard-ops fallback: not what a user ships where the op is built
+            continue
+        latency = statistics.median(x["stats"][stat] for x in recs)
+        point = Point(family_of(m), label_of(m), latency, accuracy_for(recs[0], index), m["macs"]["ratio_to_dense"],
+                      m.get("precision") or "fp32", artifact, m)
+        out.setdefault((rt, threads, batch), []).append(point)
+    return out
+
+
+def pareto_front(points: list[Point]) -> list[Point]:
+    """The points no other point beats on both latency and accuracy, fastest first (accuracy known only)."""
+    known = sorted((p for p in points if p.accuracy is not None), key=lambda p: (p.latency_ms, -p.accuracy))
+    front, best = [], float("-inf")
+    for p in known:
+        if p.accuracy > best:
+            front.append(p)
+            best = p.accuracy
+    return front
+
+
+def interpolate(front: list[Point], latency_ms: float) -> float | None:
+    """The accuracy a front reaches at a latency: linear between neighbouring front points; None below its
+    fastest point; its most accurate point beyond its slowest."""
+    if not front or latency_ms < front[0].latency_ms:
+        return None
+    for a, b in zip(front, front[1:]):
+        if a.latency_ms <= latency_ms <= b.latency_ms:
+            if b.latency_ms == a.latency_ms:
+                return max(a.accuracy, b.accuracy)
+            t = (latency_ms - a.latency_ms) / (b.latency_ms - a.latency_ms)
+            return a.accuracy + t * (b.accuracy - a.accuracy)
+    return front[-1].accuracy
+
+
+def reference_point(points: list[Point], budget: float = REFERENCE_BUDGET) -> Point | None:
+    """The fastest gatekit artifact of the budget, fp32, with a known accuracy."""
+    cands = [p for p in points if p.family == GATEKIT and p.summary.get("budget") == budget and p.precision == "fp32"
+             and p.accuracy is not None and p.summary.get("graph") != "dense"
+             and not (p.summary.get("pruning") or {}).get("min_usage")]
+    return min(cands, key=lambda p: p.latency_ms) if cands else None
+
+
+def compare(bench_records: list[dict], accuracy_records: list[dict], *, metric: str = "knn", percentile: int = 90,
+            budget: float = REFERENCE_BUDGET) -> dict:
+    groups = collect(bench_records, accuracy_records, metric=metric, percentile=percentile)
+    if not groups:
+        raise GatekitError("no bench records to compare")
+    out = []
+    for (rt, threads, batch), points in sorted(groups.items()):
+        families = {f: sorted((p for p in points if p.family == f), key=lambda p: p.latency_ms) for f in FAMILIES}
+        fronts = {f: pareto_front(ps) for f, ps in families.items() if ps}
+        ref = reference_point(points, budget)
+        headline = None
+        if ref is not None:
+            others = {}
+            for f, front in fronts.items():
+                if f == GATEKIT:
+                    continue
+                acc = interpolate(front, ref.latency_ms)
+                others[f] = {"accuracy": acc, "gatekit_minus_family_points": None if acc is None else 100 * (ref.accuracy - acc),
+                             "fastest_ms": front[0].latency_ms if front else None}
+            headline = {"reference": ref.to_dict(), "families": others}
+        out.append({"runtime": rt, "threads": threads, "batch": batch,
+                    "points": [p.to_dict() for f in FAMILIES for p in families.get(f, [])],
+                    "fronts": {f: [p.label for p in front] for f, front in fronts.items()},
+                    "missing_accuracy": [p.label for p in points if p.accuracy is None],
+                    "headline": headline})
+    return {"metric": metric, "percentile": percentile, "reference_budget": budget, "groups": out}
+
+
+def markdown(result: dict) -> str:
+    pct, metric = result["percentile"], {"knn": "k-NN top-1", "linear": "linear probe"}[result["metric"]]
+    lines = []
+    for g in result["groups"]:
+        lines.append(f"### {g['runtime']}, {g['threads']} thread(s), batch {g['batch']}\n")
+        h = g["headline"]
+        if h:
+            ref = h["reference"]
+            lines.append(f"Reference: gatekit {ref['label']} at p{pct} {ref['latency_ms']:.3f} ms, {metric} "
+                         f"{100 * ref['accuracy']:.2f}%.\n")
+            lines.append(f"| family | {metric} at that p{pct} (front, interpolated) | gatekit minus family (points) |")
+            lines.append("|---|---:|---:|")
+            for f, v in h["families"].items():
+                if v["accuracy"] is None:
+                    lines.append(f"| {f} | none that fast (fastest {v['fastest_ms']:.3f} ms) | - |")
+                else:
+                    lines.append(f"| {f} | {100 * v['accuracy']:.2f}% | {v['gatekit_minus_family_points']:+.2f} |")
+            lines.append("")
+        lines.append(f"| family | artifact | p{pct} ms | FLOPs ratio | {metric} % | on front |")
+        lines.append("|---|---|---:|---:|---:|---|")
+        for p in g["points"]:
+            acc = "-" if p["accuracy"] is None else f"{100 * p['accuracy']:.2f}"
+            on = "yes" if p["label"] in g["fronts"].get(p["family"], []) else ""
+            lines.append(f"| {p['family']} | {p['label']} | {p['latency_ms']:.3f} | {p['flops_ratio']:.3f} | {acc} | {on} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot(group: dict, result: dict, path: str | Path, title: str | None = None) -> None:
+    """Accuracy against latency: every family's points and its front, the reference marked."""
+    from gatekit.plotting import new_figure, save_png
+
+    fig = new_figure(figsize=(7.2, 4.8))
+    ax = fig.add_subplot(1, 1, 1)
+    markers = dict(zip(FAMILIES, ("o", "s", "D", "^", "v")))
+    for f in FAMILIES:
+        pts = [p for p in group["points"] if p["family"] == f and p["accuracy"] is not None]
+        if not pts:
+            continue
+        sc = ax.scatter([p["latency_ms"] for p in pts], [100 * p["accuracy"] for p in pts], marker=markers[f], s=26,
+                        alpha=0.75, label=f)
+        front = [p for p in pts if p["label"] in group["fronts"].get(f, [])]
+        front.sort(key=lambda p: p["latency_ms"])
+        ax.plot([p["latency_ms"] for p in front], [100 * p["accuracy"] for p in front], color=sc.get_facecolor()[0], lw=1.2)
+    h = group.get("headline")
+    if h:
+        ref = h["reference"]
+        ax.scatter([ref["latency_ms"]], [100 * ref["accuracy"]], s=140, facecolors="none", edgecolors="red", linewidths=2,
+                   label=f"gatekit {ref['label']}")
+        ax.axvline(ref["latency_ms"], color="red", ls=":", lw=1)
+    ax.set_xlabel(f"p{result['percentile']} latency (ms), batch {group['batch']}")
+    ax.set_ylabel({"knn": "k-NN top-1 (%)", "linear": "linear probe top-1 (%)"}[result["metric"]])
+    ax.set_title(title or f"{group['runtime']}, {group['threads']} thread(s)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    save_png(fig, path)
