@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from gatekit import __version__
+from gatekit.clitypes import DEVICE, FRACTION, NON_NEGATIVE, POSITIVE, UNIT, WIDTH, FiniteFloatRange, IntList, count
 from gatekit.errors import GatekitError
 
 
@@ -37,23 +38,23 @@ def cli() -> None:
 @click.option("--dataset", help="cifar10, cifar100, stl10, imagenet100, imagefolder or npz.")
 @click.option("--data-dir", type=click.Path(), help="Directory with the data (default: $GATEKIT_DATA).")
 @click.option("--split", help="Training split (stl10's paper recipe uses 'unlabeled').")
-@click.option("--limit", type=int, help="Train on the first N images only.")
+@click.option("--limit", type=count(), help="Train on the first N images only.")
 @click.option("--arch", help="resnet18 or resnet34.")
-@click.option("--width", type=float, help="Width multiplier, e.g. 0.25 for CPU-scale runs.")
+@click.option("--width", type=WIDTH, help="Width multiplier, e.g. 0.25 for CPU-scale runs.")
 @click.option("--stem", type=click.Choice(["cifar", "imagenet"]), help="Stem (default per dataset: cifar at 32 px, imagenet at 96/224 px).")
-@click.option("--input-size", type=int, help="Training crop size (default per dataset); smaller images are upscaled.")
-@click.option("--stem-padding", type=int, help="Stem conv padding (the paper's CIFAR stem uses 2).")
-@click.option("--gate-group", type=int, help="Channels per gate decision (1 = the paper).")
+@click.option("--input-size", type=count(8), help="Training crop size (default per dataset); smaller images are upscaled.")
+@click.option("--stem-padding", type=count(0), help="Stem conv padding (the paper's CIFAR stem uses 2).")
+@click.option("--gate-group", type=count(), help="Channels per gate decision (1 = the paper).")
 @click.option("--method", type=click.Choice(["vicreg-dual", "vicreg", "vicreg-gating"]), help="Training method.")
-@click.option("--budget", type=float, help="t_d: target fraction of backbone FLOPs kept by the gated path.")
-@click.option("--epochs", type=int, help="Number of epochs.")
-@click.option("--batch-size", type=int, help="Batch per process.")
-@click.option("--lr", type=float, help="Base learning rate per 256 images (scaled by global batch / 256).")
-@click.option("--warmup-epochs", type=float, help="Linear warm-up epochs.")
-@click.option("--proj-dim", type=int, help="Projector hidden and output width (2048 in the paper).")
+@click.option("--budget", type=FRACTION, help="t_d: target fraction of backbone FLOPs kept by the gated path.")
+@click.option("--epochs", type=count(), help="Number of epochs.")
+@click.option("--batch-size", type=count(2), help="Batch per process.")
+@click.option("--lr", type=POSITIVE, help="Base learning rate per 256 images (scaled by global batch / 256).")
+@click.option("--warmup-epochs", type=NON_NEGATIVE, help="Linear warm-up epochs.")
+@click.option("--proj-dim", type=count(), help="Projector hidden and output width (2048 in the paper).")
 @click.option("--seed", type=int, help="Random seed.")
-@click.option("--device", help="auto, cpu or cuda.")
-@click.option("--threads", type=int, help="CPU threads for torch.")
+@click.option("--device", type=DEVICE, help="auto, cpu, cuda, cuda:N or mps.")
+@click.option("--threads", type=count(), help="CPU threads for torch.")
 @click.option("--out", "out_dir", required=True, type=click.Path(), help="Run directory for checkpoints and logs.")
 @click.option("--resume", is_flag=True, help="Continue exactly from OUT/checkpoint.pt.")
 @click.option("--json", "json_path", type=click.Path(), help="Write the training summary as JSON here.")
@@ -111,10 +112,10 @@ def _is_main_process() -> bool:
 @click.option("--linear", is_flag=True, help="Also train a linear probe on frozen features (saved beside the checkpoint).")
 @click.option("--dataset", help="Evaluate on this dataset instead of the training one.")
 @click.option("--data-dir", type=click.Path(), help="Directory with the data (default: the training one, then $GATEKIT_DATA).")
-@click.option("--limit-train", type=int, help="Use only the first N training images as the k-NN memory / probe set.")
+@click.option("--limit-train", type=count(), help="Use only the first N training images as the k-NN memory / probe set.")
 @click.option("--random-init", is_flag=True, help="Evaluate the same architecture at random initialisation (a baseline).")
-@click.option("--device", default="auto", show_default=True)
-@click.option("--threads", type=int)
+@click.option("--device", default="auto", show_default=True, type=DEVICE, help="auto, cpu, cuda, cuda:N or mps.")
+@click.option("--threads", type=count(), help="CPU threads for torch.")
 @click.option("--out", "out_dir", type=click.Path(), help="Where the probe and channel-usage PNG go (default: the checkpoint's directory).")
 @click.option("--json", "json_path", type=click.Path(), help="Write the results as JSON here.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
@@ -147,11 +148,11 @@ def eval_cmd(checkpoint, paths, knn, linear, dataset, data_dir, limit_train, ran
 @click.option("--format", "formats", default="onnx", show_default=True,
               help="onnx, openvino, tensorrt, a comma list, or all (the formats available on this machine).")
 @click.option("--out", "out_dir", required=True, type=click.Path(), help="Directory for the artifacts and manifests.")
-@click.option("--calib", default=2000, show_default=True, help="Training images whose gate usage decides the static/hybrid channels.")
-@click.option("--min-usage", default=0.0, show_default=True, help="Remove channels on for at most this fraction of calibration images.")
-@click.option("--round-to", default=16, show_default=True, help="Round kept widths up to a multiple of this (1 disables).")
+@click.option("--calib", default=2000, show_default=True, type=count(), help="Training images whose gate usage decides the static/hybrid channels.")
+@click.option("--min-usage", default=0.0, show_default=True, type=UNIT, help="Remove channels on for at most this fraction of calibration images.")
+@click.option("--round-to", default=16, show_default=True, type=count(), help="Round kept widths up to a multiple of this (1 disables).")
 @click.option("--probe", type=click.Path(), help="A linear probe from `gatekit eval --linear`: the graph outputs logits.")
-@click.option("--batch", default=1, show_default=True, help="Batch size of the exported graph.")
+@click.option("--batch", default=1, show_default=True, type=count(), help="Batch size of the exported graph.")
 @click.option("--dynamic-batch", is_flag=True, help="A dynamic batch axis (verified at --batch and at 8).")
 @click.option("--precision", "precisions", default="fp32", show_default=True,
               help="fp32, fp16, bf16, int8 or a comma list. int8: post-training quantization calibrated on real training "
@@ -164,13 +165,13 @@ def eval_cmd(checkpoint, paths, knn, linear, dataset, data_dir, limit_train, ran
 @click.option("--quant-exclude", default="", help="int8: parts kept in float, comma list of stem, last, head, blockN.")
 @click.option("--knn-test", default=10000, show_default=True, type=click.IntRange(min=1),
               help="Reduced precision: test images of the k-NN check (memory: --knn-train training images).")
-@click.option("--min-cosine", default=0.99, show_default=True, type=click.FloatRange(0, 1),
+@click.option("--min-cosine", default=0.99, show_default=True, type=UNIT,
               help="Reduced precision: refuse when the mean feature cosine to fp32 is below this.")
-@click.option("--max-knn-drop", default=1.0, show_default=True, type=click.FloatRange(min=0),
+@click.option("--max-knn-drop", default=1.0, show_default=True, type=NON_NEGATIVE,
               help="Reduced precision: refuse when k-NN top-1 is this many points below fp32.")
-@click.option("--verify-images", default=64, show_default=True, help="Held-out real images for verification (at least 32).")
-@click.option("--knn-train", default=10000, show_default=True, help="Training images used as k-NN memory for the static agreement check.")
-@click.option("--record-inputs", default=1000, show_default=True, help="dynamic: record per-input MACs of the first N test images.")
+@click.option("--verify-images", default=64, show_default=True, type=count(32), help="Held-out real images for verification (at least 32).")
+@click.option("--knn-train", default=10000, show_default=True, type=count(), help="Training images used as k-NN memory for the static agreement check.")
+@click.option("--record-inputs", default=1000, show_default=True, type=count(0), help="dynamic: record per-input MACs of the first N test images.")
 @click.option("--dynamic-form", default="auto", show_default=True, type=click.Choice(["auto", "native", "conv", "matmul"]),
               help="dynamic: native = one gatekit.GatedBlock custom op per block (run by the op library that "
                    "`gatekit ops build` builds; a standard-ops fallback is written beside it); conv (NonZero + Gather + "
@@ -181,7 +182,7 @@ def eval_cmd(checkpoint, paths, knn, linear, dataset, data_dir, limit_train, ran
                    "run whole convs and zero the inactive channels (0: every block skips, the paper's form). "
                    "Default: 0 for the native form, 8 for the standard-ops forms.")
 @click.option("--data-dir", type=click.Path(), help="Default: the training one, then $GATEKIT_DATA.")
-@click.option("--threads", type=int, help="Runtime threads during verification.")
+@click.option("--threads", type=count(), help="Runtime threads during verification.")
 @click.option("--json", "json_path", type=click.Path(), help="Write all manifests as JSON here.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def export_cmd(checkpoint, graphs, formats, out_dir, calib, min_usage, round_to, probe, batch, dynamic_batch, precisions,
@@ -237,14 +238,14 @@ def export_cmd(checkpoint, graphs, formats, out_dir, calib, min_usage, round_to,
 @click.argument("artifacts", nargs=-1, required=True, type=click.Path())
 @click.option("--runtime", "runtimes", default="auto", show_default=True,
               help="torch, ort, openvino, tensorrt, a comma list, or auto (each artifact's own runtime).")
-@click.option("--threads", default="1,2", show_default=True, help="Thread counts, comma-separated.")
-@click.option("--batch", default=1, show_default=True)
-@click.option("--inputs", "n_inputs", default=256, show_default=True, help="Real test images cycled as inputs.")
+@click.option("--threads", default="1,2", show_default=True, type=IntList(1), help="Thread counts, comma-separated.")
+@click.option("--batch", default=1, show_default=True, type=count())
+@click.option("--inputs", "n_inputs", default=256, show_default=True, type=count(), help="Real test images cycled as inputs.")
 @click.option("--data-dir", type=click.Path(), help="Default: $GATEKIT_DATA.")
-@click.option("--warmup-runs", default=50, show_default=True)
-@click.option("--warmup-seconds", default=0.2, show_default=True)
-@click.option("--min-runs", default=1000, show_default=True, help="Stop after this many timed runs ...")
-@click.option("--min-seconds", default=10.0, show_default=True, help="... or after this many seconds, whichever comes first.")
+@click.option("--warmup-runs", default=50, show_default=True, type=count(0))
+@click.option("--warmup-seconds", default=0.2, show_default=True, type=NON_NEGATIVE)
+@click.option("--min-runs", default=1000, show_default=True, type=count(), help="Stop after this many timed runs ...")
+@click.option("--min-seconds", default=10.0, show_default=True, type=NON_NEGATIVE, help="... or after this many seconds, whichever comes first.")
 @click.option("--ops", default="auto", show_default=True, type=click.Choice(["auto", "native", "fallback"]),
               help="Graphs with native custom ops: run them on the op library (native), on their standard-ops "
                    "fallback, or on the library where it is built (auto). Records say which ran.")
@@ -276,10 +277,7 @@ def bench_cmd(artifacts, runtimes, threads, batch, n_inputs, data_dir, warmup_ru
     from gatekit.runtimes import get_backend
     from gatekit.sysinfo import machine_info
 
-    try:
-        thread_list = [int(t) for t in threads.split(",") if t.strip()]
-    except ValueError:
-        raise GatekitError(f"--threads takes integers, e.g. 1,2; got {threads!r}") from None
+    thread_list = list(threads)  # IntList: integers >= 1
     wanted = None if runtimes == "auto" else [r.strip() for r in runtimes.split(",") if r.strip()]
     for r in wanted or []:
         get_backend(r)  # unknown or missing runtimes fail before any measurement
@@ -354,7 +352,7 @@ def report_cmd(results, out_path, html_path, plots_dir, json_path):
 
 
 @cli.command("pick")
-@click.option("--target-ms", required=True, type=float, help="The latency the device must meet.")
+@click.option("--target-ms", required=True, type=POSITIVE, help="The latency the device must meet.")
 @click.option("--percentile", default=90, show_default=True, type=click.Choice(["50", "90", "99"]), help="Latency percentile.")
 @click.option("--results", "results", multiple=True, type=click.Path(),
               help="Benchmark records (JSON lines from `gatekit bench --json`); repeatable.")
@@ -362,8 +360,8 @@ def report_cmd(results, out_path, html_path, plots_dir, json_path):
               help="`gatekit eval --json` outputs of the checkpoints; repeatable.")
 @click.option("--metric", default="knn", show_default=True, type=click.Choice(["knn", "linear"]))
 @click.option("--runtime", help="Only results of this runtime (ort, openvino, tensorrt, torch).")
-@click.option("--threads", type=int, help="Only results at this thread count.")
-@click.option("--batch", type=int, help="Only results at this batch size.")
+@click.option("--threads", type=count(), help="Only results at this thread count.")
+@click.option("--batch", type=count(), help="Only results at this batch size.")
 @click.option("--lut", "lut_path", type=click.Path(), help="A device LUT (`gatekit profile`): plan static widths for --checkpoint.")
 @click.option("--checkpoint", type=click.Path(), help="With --lut: the checkpoint whose channel-usage ranking gives the widths.")
 @click.option("--usage", "usage_manifest", type=click.Path(),
@@ -371,7 +369,7 @@ def report_cmd(results, out_path, html_path, plots_dir, json_path):
                    "usage ranks the channels: plans without torch and without a calibration pass.")
 @click.option("--export-to", type=click.Path(), help="With --lut: export the planned static graph here and measure it "
               "(needs the training side); without it, only the plan is printed.")
-@click.option("--margin", default=0.05, show_default=True, help="With --lut: plan for the target less this fraction (predictor error).")
+@click.option("--margin", default=0.05, show_default=True, type=FiniteFloatRange(0, 1, max_open=True), help="With --lut: plan for the target less this fraction (predictor error).")
 @click.option("--accuracy-check/--no-accuracy-check", default=True, show_default=True,
               help="With --lut: measure the planned static graph's k-NN beside the gated path (minutes at full width).")
 @click.option("--data-dir", type=click.Path(), help="With --lut: default: the checkpoint's, then $GATEKIT_DATA.")
@@ -529,24 +527,24 @@ def ops_status(json_path):
 @cli.command("profile")
 @click.option("--runtime", default="ort", show_default=True, help="ort, openvino or tensorrt.")
 @click.option("--arch", default="resnet18", show_default=True, type=click.Choice(["resnet18", "resnet34"]))
-@click.option("--width", default=1.0, show_default=True, help="Width multiplier of the checkpoints it will predict.")
-@click.option("--input", "input_size", default=32, show_default=True, help="Input size: 32 (CIFAR stem), 96 (STL-10 stem), 224.")
+@click.option("--width", default=1.0, show_default=True, type=WIDTH, help="Width multiplier of the checkpoints it will predict.")
+@click.option("--input", "input_size", default=32, show_default=True, type=count(8), help="Input size: 32 (CIFAR stem), 96 (STL-10 stem), 224.")
 @click.option("--stem", type=click.Choice(["cifar", "imagenet"]), help="Default: cifar at 32 px, imagenet otherwise.")
-@click.option("--stem-padding", type=int, help="Default: 2 for the cifar stem (the paper's), 3 for imagenet.")
-@click.option("--threads", default=1, show_default=True, help="Runtime threads (one LUT per thread count).")
-@click.option("--round-to", default=16, show_default=True, help="Width step of the table (export's --round-to).")
+@click.option("--stem-padding", type=count(0), help="Default: 2 for the cifar stem (the paper's), 3 for imagenet.")
+@click.option("--threads", default=1, show_default=True, type=count(), help="Runtime threads (one LUT per thread count).")
+@click.option("--round-to", default=16, show_default=True, type=count(), help="Width step of the table (export's --round-to).")
 @click.option("--precision", default="fp32", show_default=True, type=click.Choice(["fp32", "fp16", "bf16", "int8"]),
               help="int8: every graph quantized as `gatekit export --precision int8` does (ORT QDQ; NNCF for OpenVINO).")
 @click.option("--device", help="Runtime device (OpenVINO: CPU or GPU; default CPU / the first GPU).")
-@click.option("--check", default=20, show_default=True, help="Held-out random width configurations to predict and measure.")
+@click.option("--check", default=20, show_default=True, type=count(0), help="Held-out random width configurations to predict and measure.")
 @click.option("--native/--no-native", default=None,
               help="Also time the native GatedBlock op at active widths, so the LUT predicts native dynamic graphs per "
                    "input (default: when `gatekit ops build` has built its library for the runtime).")
 @click.option("--dataset", default="cifar10", show_default=True, help="Real test images for whole networks (resized to --input).")
 @click.option("--data-dir", type=click.Path(), help="Default: $GATEKIT_DATA.")
-@click.option("--min-runs", default=400, show_default=True, help="Table entries: stop after this many timed runs ...")
-@click.option("--min-seconds", default=1.5, show_default=True, help="... or after this many seconds, whichever comes first.")
-@click.option("--seed", default=0, show_default=True)
+@click.option("--min-runs", default=400, show_default=True, type=count(), help="Table entries: stop after this many timed runs ...")
+@click.option("--min-seconds", default=1.5, show_default=True, type=NON_NEGATIVE, help="... or after this many seconds, whichever comes first.")
+@click.option("--seed", default=0, show_default=True, type=count(0))
 @click.option("--out", "out_path", required=True, type=click.Path(), help="Where the LUT (JSON) goes.")
 @click.option("--plot", "plot_path", type=click.Path(), help="Predicted against measured latency of the held-out networks (PNG).")
 @click.option("--json", "json_path", type=click.Path(), help="Write a summary (validation shares, timings) as JSON here.")
@@ -631,12 +629,16 @@ def _choices(value: str, allowed: tuple[str, ...], what: str) -> list[str]:
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user errors become one line on stderr and exit status 2, never a traceback."""
     try:
-        rv = cli.main(args=argv, standalone_mode=False)
+        rv = cli.main(args=argv, prog_name="gatekit", standalone_mode=False)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
+    except click.UsageError as e:  # one line that names the flag, not click's usage block
+        where = e.ctx.command_path if e.ctx is not None else "gatekit"
+        click.echo(f"{where}: error: {e.format_message()} (see '{where} --help')", err=True)
+        sys.exit(e.exit_code)
     except click.ClickException as e:
         e.show()
         sys.exit(e.exit_code)
