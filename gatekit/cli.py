@@ -12,6 +12,7 @@ import click
 from gatekit import __version__
 from gatekit.clitypes import DEVICE, FRACTION, NON_NEGATIVE, POSITIVE, UNIT, WIDTH, FiniteFloatRange, IntList, count
 from gatekit.errors import GatekitError
+from gatekit.paths import check_outputs
 
 
 def _write_json(path: str | None, data: dict) -> None:
@@ -70,6 +71,7 @@ def train(recipe, dataset, data_dir, split, limit, arch, width, stem, input_size
     Under torchrun, training runs in several processes with synchronised BN:
       torchrun --nproc-per-node 2 -m gatekit train --recipe cifar10 --out runs/c10
     """
+    check_outputs(files={"--json": json_path}, dirs={"--out": out_dir})
     from gatekit.train.config import build_config
     from gatekit.train.trainer import train as run_training
 
@@ -127,6 +129,7 @@ def eval_cmd(checkpoint, paths, knn, linear, dataset, data_dir, limit_train, ran
     Example:
       gatekit eval runs/dual --knn --linear --json runs/dual/eval.json
     """
+    check_outputs(files={"--json": json_path}, dirs={"--out": out_dir})
     from gatekit.evaluate.run import evaluate_checkpoint
 
     result = evaluate_checkpoint(
@@ -195,6 +198,7 @@ def export_cmd(checkpoint, graphs, formats, out_dir, calib, min_usage, round_to,
       gatekit export runs/dual --graph static,hybrid --format onnx,openvino --out artifacts/dual
       gatekit export runs/dual --graph all --format all --out artifacts/dual --json artifacts/dual/export.json
     """
+    check_outputs(files={"--json": json_path}, dirs={"--out": out_dir})
     from gatekit.artifacts import FORMATS
     from gatekit.export.exporter import PRECISIONS
     from gatekit.export.graphs import GRAPHS
@@ -270,6 +274,8 @@ def bench_cmd(artifacts, runtimes, threads, batch, n_inputs, data_dir, warmup_ru
           --json bench.jsonl --table bench.md --plot bench.png
       gatekit bench --sweep runs/td0.1 runs/td0.3 runs/td0.5 --out artifacts --json sweep.jsonl
     """
+    check_outputs(files={"--json": json_path, "--table": table_path, "--plot": plot_path},
+                  dirs={"--out": out_dir if sweep else None})
     from gatekit.bench.protocol import Protocol
     from gatekit.bench.report import markdown_table, plot_latency_vs_flops, plot_per_input
     from gatekit.bench.run import write_jsonl
@@ -342,6 +348,7 @@ def report_cmd(results, out_path, html_path, plots_dir, json_path):
       gatekit report benchmarks/bench_cpu/*.jsonl jetson-orin.jsonl h100.jsonl \\
           --out report/edge.md --html report/edge.html --json report/edge.json
     """
+    check_outputs(files={"--out": out_path, "--html": html_path, "--json": json_path}, dirs={"--plots-dir": plots_dir})
     from gatekit.bench.targets import build_report
 
     summary = build_report(list(results), out_path, plots_dir=plots_dir, html_path=html_path)
@@ -393,6 +400,7 @@ def pick_cmd(target_ms, percentile, results, accuracy_files, metric, runtime, th
       gatekit pick --target-ms 0.30 --lut lut-ort-1t.json --usage artifacts/dual/static.onnx.json
       gatekit pick --target-ms 0.30 --lut lut-ort-1t.json --checkpoint runs/dual --export-to artifacts/pick
     """
+    check_outputs(files={"--plot": plot_path, "--json": json_path}, dirs={"--export-to": export_to})
     pct = int(percentile)
     if lut_path:
         return _pick_with_lut(target_ms, pct, lut_path, checkpoint, usage_manifest, export_to, margin, accuracy_check,
@@ -477,6 +485,7 @@ def engine_cmd(artifact, out_dir, precision, data_dir, json_path):
     Example (on the Jetson):
       gatekit engine artifacts/td0.3/static.onnx.json --precision fp16 --out artifacts/td0.3-trt
     """
+    check_outputs(files={"--json": json_path}, dirs={"--out": out_dir})
     from gatekit.runtimes.tensorrt_build import engine_from_artifact
 
     m = engine_from_artifact(artifact, out_dir, precision=precision, data_dir=data_dir)
@@ -504,6 +513,7 @@ def ops_group() -> None:
 @click.option("--json", "json_path", type=click.Path(), help="Write the build record as JSON here.")
 def ops_build(force, jobs, verbose, json_path):
     """Build the op libraries for the installed runtimes (exit 1 when nothing could be built)."""
+    check_outputs(files={"--json": json_path})
     from gatekit import native_ops
 
     info = native_ops.build(force=force, jobs=jobs, verbose=verbose)
@@ -517,6 +527,7 @@ def ops_build(force, jobs, verbose, json_path):
 @click.option("--json", "json_path", type=click.Path(), help="Write the status as JSON here.")
 def ops_status(json_path):
     """What is built, where, and whether it fits the installed runtimes."""
+    check_outputs(files={"--json": json_path})
     from gatekit import native_ops
 
     st = native_ops.status()
@@ -563,6 +574,7 @@ def profile_cmd(runtime, arch, width, input_size, stem, stem_padding, threads, r
       gatekit profile --runtime ort --arch resnet18 --input 32 --threads 1 --out lut-ort-1t.json \\
           --plot lut-ort-1t.png
     """
+    check_outputs(files={"--out": out_path, "--plot": plot_path, "--json": json_path})
     from gatekit.atomic import write_text
     from gatekit.bench.protocol import Protocol
     from gatekit.pick.lut import PROFILE_PROTOCOL, ProfileOptions, plot_validation, profile, real_inputs
