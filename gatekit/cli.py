@@ -94,7 +94,14 @@ def _resume_config(out_dir: str, overrides: dict):
     from gatekit.checkpoint import load_state
     from gatekit.train.config import TrainConfig
 
-    saved = json.loads(load_state(Path(out_dir) / "checkpoint.pt")["config"])
+    path = Path(out_dir) / "checkpoint.pt"
+    state = load_state(path)
+    try:
+        saved = json.loads(state["config"])
+    except (KeyError, TypeError, IndexError, json.JSONDecodeError):
+        saved = None
+    if not isinstance(saved, dict):
+        raise GatekitError(f"corrupt training state {path}: no readable 'config' (not a gatekit checkpoint.pt?)")
     if overrides.get("epochs"):
         saved["epochs"] = overrides["epochs"]
     return TrainConfig.from_dict(saved)

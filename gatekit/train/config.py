@@ -125,7 +125,7 @@ def load_recipe(name_or_path: str) -> dict:
     try:
         with open(path, "rb") as f:
             return tomllib.load(f)
-    except tomllib.TOMLDecodeError as e:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise GatekitError(f"recipe {path} is not valid TOML: {e}") from None
 
 
