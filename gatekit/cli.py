@@ -415,9 +415,9 @@ def pick_cmd(target_ms, percentile, results, accuracy_files, metric, runtime, th
     if not results:
         raise GatekitError("pick needs --results BENCH.jsonl (recorded results) or --lut LUT.json with --checkpoint")
     from gatekit.bench.run import read_jsonl
-    from gatekit.pick.select import candidates, load_accuracies, pick, plot, table
+    from gatekit.pick.select import RECORD_FIELDS, candidates, load_accuracies, pick, plot, table
 
-    cands = candidates(read_jsonl(results), load_accuracies(accuracy_files), metric=metric, percentile=pct,
+    cands = candidates(read_jsonl(results, RECORD_FIELDS), load_accuracies(accuracy_files), metric=metric, percentile=pct,
                        runtime=runtime, threads=threads, batch=batch)
     chosen, reason = pick(cands, target_ms)
     click.echo(table(cands, chosen, target_ms, pct))
