@@ -104,7 +104,10 @@ def _resume_config(out_dir: str, overrides: dict):
         raise GatekitError(f"corrupt training state {path}: no readable 'config' (not a gatekit checkpoint.pt?)")
     if overrides.get("epochs"):
         saved["epochs"] = overrides["epochs"]
-    return TrainConfig.from_dict(saved)
+    try:
+        return TrainConfig.from_dict(saved)
+    except GatekitError as e:
+        raise GatekitError(f"training state {path}: {e}") from None
 
 
 def _is_main_process() -> bool:

@@ -182,10 +182,12 @@ case("train-out-under-file", f"train --out {W}/file/run", "--out")
 case("train-json-is-dir", f"train --out {W}/new --json {W}/dir", "--json")
 case("train-json-under-file", f"train --out {W}/new --json {W}/file/s.json", "--json")
 # --- train: recipes ---
-for name, expect in [("epochs_string", "epochs"), ("budget_string", "budget"), ("width_list", "width"), ("unknown_key", "colour"),
+for name, expect in [("epochs_string", "epochs_string.toml: bad epochs"), ("budget_string", "budget_string.toml: bad budget"),
+                     ("width_list", "width_list.toml: bad width"), ("unknown_key", "unknown_key.toml: unknown training settings: colour"),
                      ("nonutf8", "nonutf8.toml"), ("not_toml", "not_toml.toml"), ("blur_short", "blur_p"),
-                     ("budget_range", "budget"), ("amp_string", "amp"), ("table", "model"), ("lr_string", "lr"),
-                     ("threads_float", "threads"), ("epochs_zero", "epochs"), ("epochs_float", "epochs"),
+                     ("budget_range", "budget"), ("amp_string", "amp_string.toml: bad amp"), ("table", "table.toml: unknown"),
+                     ("lr_string", "lr_string.toml: bad lr"), ("threads_float", "threads_float.toml: bad threads"),
+                     ("epochs_zero", "epochs"), ("epochs_float", "epochs_float.toml: bad epochs"),
                      ("method", "simclr"), ("dataset", "mnist"), ("arch", "resnet50"), ("blur_strings", "blur_p")]:
     case(f"train-recipe-{name}", f"train --recipe {W}/recipes/{name}.toml --out {W}/new", expect)
 case("train-recipe-missing", f"train --recipe {W}/recipes/none.toml --out {W}/new", "none.toml")
@@ -193,8 +195,8 @@ case("train-recipe-dir", f"train --recipe {W}/dir --out {W}/new", "recipe")
 # --- train: resume from a bad training state ---
 for name in ("empty", "garbage", "keyless", "number", "config_not_json", "config_list"):
     case(f"train-resume-{name}", f"train --resume --out {W}/pt/{name}", f"pt/{name}/checkpoint.pt")
-case("train-resume-config-types", f"train --resume --out {W}/pt/config_types", "epochs")
-case("train-resume-config-unknown", f"train --resume --out {W}/pt/config_unknown", "colour")
+case("train-resume-config-types", f"train --resume --out {W}/pt/config_types", "config_types/checkpoint.pt: bad epochs")
+case("train-resume-config-unknown", f"train --resume --out {W}/pt/config_unknown", "config_unknown/checkpoint.pt: unknown")
 
 # --- train: data (refused before a model is built) ---
 case("train-data-dir-is-file", f"train --data-dir {W}/file --out {W}/new", "dataset cifar10 not found")

@@ -75,17 +75,25 @@ class ModelConfig:
 def from_known_fields(cls, d: dict, what: str):
     """A dataclass from a dict, refusing keys it does not know (a checkpoint or recipe from elsewhere) and
     values of the wrong type (`epochs = "three"`), each in one line that names the key."""
+    check_fields(cls, d, what)
+    return cls(**d)
+
+
+def check_fields(cls, d, what: str, where: str | None = None) -> None:
+    """GatekitError unless `d` is a dict of `cls`'s fields with values of their types; `where` (a file)
+    starts the message."""
+    at = f"{where}: " if where else ""
     if not isinstance(d, dict):
-        raise GatekitError(f"{what.removesuffix(' keys')}: expected a table of settings, got {type(d).__name__}")
+        raise GatekitError(f"{at}{what.removesuffix(' keys')}: expected a table of settings, got {type(d).__name__}")
     unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
     if unknown:
-        raise GatekitError(f"unknown {what}: {', '.join(sorted(unknown))}")
+        raise GatekitError(f"{at}unknown {what}: {', '.join(sorted(unknown))}")
     hints = typing.get_type_hints(cls)
     for name, value in d.items():
         if not _matches(value, hints[name]):
             shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
-            raise GatekitError(f"bad {name} in {what.removesuffix(' keys')}: expected {_type_name(hints[name])}, got {shown}")
-    return cls(**d)
+            raise GatekitError(f"{at}bad {name} in {what.removesuffix(' keys')}: expected {_type_name(hints[name])}, "
+                               f"got {shown}")
 
 
 def _matches(value, tp) -> bool:
