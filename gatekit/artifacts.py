@@ -193,7 +193,7 @@ def read_manifest(path: str | os.PathLike) -> dict:
     path = Path(path)
     try:
         manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise GatekitError(f"corrupt manifest {path}: {e}") from None
     except OSError as e:
         raise GatekitError(f"cannot read manifest {path}: {e.strerror}") from None
@@ -201,7 +201,32 @@ def read_manifest(path: str | os.PathLike) -> dict:
         raise GatekitError(f"{path} is not a gatekit export manifest")
     if manifest.get("format") not in FORMATS:
         raise GatekitError(f"{path}: unknown format {manifest.get('format')!r}")
+    check_manifest(manifest, path)
     return manifest
+
+
+INPUT_KEYS = ("dataset", "shape", "mean", "std", "scale")  # what load_inputs reads
+
+
+def check_manifest(manifest: dict, path: str | os.PathLike) -> None:
+    """The fields every reader of a manifest indexes, with the types they are read as; one line naming the
+    file and the field otherwise."""
+    files = manifest["files"]
+    if not isinstance(files, dict) or not files or not all(isinstance(k, str) and isinstance(v, str) and v
+                                                           for k, v in files.items()):
+        raise GatekitError(f"{path}: 'files' must map names to file names, got {str(files)[:60]!r}")
+    if not isinstance(manifest["graph"], str):
+        raise GatekitError(f"{path}: 'graph' must be a name, got {manifest['graph']!r}")
+    for key in ("input", "macs", "model_config", "verification", "agreement"):
+        if key in manifest and manifest[key] is not None and not isinstance(manifest[key], dict):
+            raise GatekitError(f"{path}: {key!r} must be a table, got {type(manifest[key]).__name__}")
+    spec = manifest.get("input")
+    if spec is not None:
+        missing = [k for k in INPUT_KEYS if k not in spec]
+        if missing:
+            raise GatekitError(f"{path}: 'input' lacks {', '.join(missing)}")
+        if not isinstance(spec["shape"], list) or len(spec["shape"]) != 4 or not all(isinstance(d, int) for d in spec["shape"]):
+            raise GatekitError(f"{path}: 'input.shape' must be four integers (NCHW), got {spec['shape']!r}")
 
 
 def open_artifact(path: str | os.PathLike) -> Artifact:
@@ -223,7 +248,9 @@ def load_inputs(manifest: dict, count: int, data_dir: str | None = None) -> tupl
     """The first `count` real test images of the artifact's dataset, normalised as its manifest says."""
     from gatekit.data import load_dataset
 
-    spec = manifest["input"]
+    spec = manifest.get("input")
+    if not isinstance(spec, dict):
+        raise GatekitError("the export manifest has no 'input' (dataset, shape, normalisation): its test images are unknown")
     data_dir = data_dir or recorded_dir(spec.get("data_dir"))  # where the exporter read it; else $GATEKIT_DATA
     # images of another size are resized as the exporter resized them (e.g. CIFAR-10 upscaled to 96 px)
     data = load_dataset(spec["dataset"], "test", data_dir, limit=count, image_size=spec["shape"][-1])

@@ -69,8 +69,18 @@ def load_model(path: str | os.PathLike, device: str = "cpu") -> tuple[GatedResNe
             meta[k] = json.loads(v)
         except json.JSONDecodeError:
             meta[k] = v
-    model = GatedResNet(ModelConfig.from_dict(meta["model_config"]))
-    missing, unexpected = model.load_state_dict(tensors, strict=False)
+    bad = [k for k in ("model_config", "train_config") if k in meta and not isinstance(meta[k], dict)]
+    if bad:
+        raise GatekitError(f"corrupt checkpoint {file}: its metadata's {bad[0]} is not a table")
+    try:
+        model = GatedResNet(ModelConfig.from_dict(meta["model_config"]))
+        missing, unexpected = model.load_state_dict(tensors, strict=False)
+    except GatekitError as e:
+        raise GatekitError(f"corrupt checkpoint {file}: model_config: {e}") from None
+    except RuntimeError as e:  # a tensor of another shape: the metadata describes another model
+        detail = [x.strip() for x in str(e).splitlines() if x.strip()]
+        raise GatekitError(f"corrupt checkpoint {file}: its tensors do not fit its model_config "
+                           f"({(detail[1] if len(detail) > 1 else detail[0] if detail else 'shape mismatch')[:200]})") from None
     if missing or unexpected:
         raise GatekitError(
             f"corrupt checkpoint {file}: {len(missing)} missing and {len(unexpected)} unexpected tensors"
@@ -98,4 +108,4 @@ def load_state(path: str | os.PathLike) -> dict:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises several types for a truncated or foreign file
-        raise GatekitError(f"corrupt training state {path}: {str(e).splitlines()[0][:200]}") from None
+        raise GatekitError(f"corrupt training state {path}: {(str(e).splitlines() or [type(e).__name__])[0][:200]}") from None

@@ -10,7 +10,9 @@ from pathlib import Path
 import click
 
 from gatekit import __version__
+from gatekit.clitypes import DEVICE, FRACTION, NON_NEGATIVE, POSITIVE, UNIT, WIDTH, FiniteFloatRange, IntList, count
 from gatekit.errors import GatekitError
+from gatekit.paths import check_outputs
 
 
 def _write_json(path: str | None, data: dict) -> None:
@@ -37,23 +39,23 @@ def cli() -> None:
 @click.option("--dataset", help="cifar10, cifar100, stl10, imagenet100, imagefolder or npz.")
 @click.option("--data-dir", type=click.Path(), help="Directory with the data (default: $GATEKIT_DATA).")
 @click.option("--split", help="Training split (stl10's paper recipe uses 'unlabeled').")
-@click.option("--limit", type=int, help="Train on the first N images only.")
+@click.option("--limit", type=count(), help="Train on the first N images only.")
 @click.option("--arch", help="resnet18 or resnet34.")
-@click.option("--width", type=float, help="Width multiplier, e.g. 0.25 for CPU-scale runs.")
+@click.option("--width", type=WIDTH, help="Width multiplier, e.g. 0.25 for CPU-scale runs.")
 @click.option("--stem", type=click.Choice(["cifar", "imagenet"]), help="Stem (default per dataset: cifar at 32 px, imagenet at 96/224 px).")
-@click.option("--input-size", type=int, help="Training crop size (default per dataset); smaller images are upscaled.")
-@click.option("--stem-padding", type=int, help="Stem conv padding (the paper's CIFAR stem uses 2).")
-@click.option("--gate-group", type=int, help="Channels per gate decision (1 = the paper).")
+@click.option("--input-size", type=count(8), help="Training crop size (default per dataset); smaller images are upscaled.")
+@click.option("--stem-padding", type=count(0), help="Stem conv padding (the paper's CIFAR stem uses 2).")
+@click.option("--gate-group", type=count(), help="Channels per gate decision (1 = the paper).")
 @click.option("--method", type=click.Choice(["vicreg-dual", "vicreg", "vicreg-gating"]), help="Training method.")
-@click.option("--budget", type=float, help="t_d: target fraction of backbone FLOPs kept by the gated path.")
-@click.option("--epochs", type=int, help="Number of epochs.")
-@click.option("--batch-size", type=int, help="Batch per process.")
-@click.option("--lr", type=float, help="Base learning rate per 256 images (scaled by global batch / 256).")
-@click.option("--warmup-epochs", type=float, help="Linear warm-up epochs.")
-@click.option("--proj-dim", type=int, help="Projector hidden and output width (2048 in the paper).")
+@click.option("--budget", type=FRACTION, help="t_d: target fraction of backbone FLOPs kept by the gated path.")
+@click.option("--epochs", type=count(), help="Number of epochs.")
+@click.option("--batch-size", type=count(2), help="Batch per process.")
+@click.option("--lr", type=POSITIVE, help="Base learning rate per 256 images (scaled by global batch / 256).")
+@click.option("--warmup-epochs", type=NON_NEGATIVE, help="Linear warm-up epochs.")
+@click.option("--proj-dim", type=count(), help="Projector hidden and output width (2048 in the paper).")
 @click.option("--seed", type=int, help="Random seed.")
-@click.option("--device", help="auto, cpu or cuda.")
-@click.option("--threads", type=int, help="CPU threads for torch.")
+@click.option("--device", type=DEVICE, help="auto, cpu, cuda, cuda:N or mps.")
+@click.option("--threads", type=count(), help="CPU threads for torch.")
 @click.option("--init", "init", type=click.Path(), help="Fine-tune: start the encoder from this checkpoint (its architecture is "
               "used; a pruned checkpoint's removed channels stay removed).")
 @click.option("--out", "out_dir", required=True, type=click.Path(), help="Run directory for checkpoints and logs.")
@@ -71,6 +73,7 @@ def train(recipe, dataset, data_dir, split, limit, arch, width, stem, input_size
     Under torchrun, training runs in several processes with synchronised BN:
       torchrun --nproc-per-node 2 -m gatekit train --recipe cifar10 --out runs/c10
     """
+    check_outputs(files={"--json": json_path}, dirs={"--out": out_dir})
     from gatekit.train.config import build_config
     from gatekit.train.trainer import train as run_training
 
@@ -100,10 +103,20 @@ def _resume_config(out_dir: str, overrides: dict):
     from gatekit.checkpoint import load_state
     from gatekit.train.config import TrainConfig
 
-    saved = json.loads(load_state(Path(out_dir) / "checkpoint.pt")["config"])
+    path = Path(out_dir) / "checkpoint.pt"
+    state = load_state(path)
+    try:
+        saved = json.loads(state["config"])
+    except (KeyError, TypeError, IndexError, json.JSONDecodeError):
+        saved = None
+    if not isinstance(saved, dict):
+        raise GatekitError(f"corrupt training state {path}: no readable 'config' (not a gatekit checkpoint.pt?)")
     if overrides.get("epochs"):
         saved["epochs"] = overrides["epochs"]
-    return TrainConfig.from_dict(saved)
+    try:
+        return TrainConfig.from_dict(saved)
+    except GatekitError as e:
+        raise GatekitError(f"training state {path}: {e}") from None
 
 
 def _is_main_process() -> bool:
@@ -120,10 +133,10 @@ def _is_main_process() -> bool:
 @click.option("--linear", is_flag=True, help="Also train a linear probe on frozen features (saved beside the checkpoint).")
 @click.option("--dataset", help="Evaluate on this dataset instead of the training one.")
 @click.option("--data-dir", type=click.Path(), help="Directory with the data (default: the training one, then $GATEKIT_DATA).")
-@click.option("--limit-train", type=int, help="Use only the first N training images as the k-NN memory / probe set.")
+@click.option("--limit-train", type=count(), help="Use only the first N training images as the k-NN memory / probe set.")
 @click.option("--random-init", is_flag=True, help="Evaluate the same architecture at random initialisation (a baseline).")
-@click.option("--device", default="auto", show_default=True)
-@click.option("--threads", type=int)
+@click.option("--device", default="auto", show_default=True, type=DEVICE, help="auto, cpu, cuda, cuda:N or mps.")
+@click.option("--threads", type=count(), help="CPU threads for torch.")
 @click.option("--out", "out_dir", type=click.Path(), help="Where the probe and channel-usage PNG go (default: the checkpoint's directory).")
 @click.option("--json", "json_path", type=click.Path(), help="Write the results as JSON here.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
@@ -135,6 +148,7 @@ def eval_cmd(checkpoint, paths, knn, linear, dataset, data_dir, limit_train, ran
     Example:
       gatekit eval runs/dual --knn --linear --json runs/dual/eval.json
     """
+    check_outputs(files={"--json": json_path}, dirs={"--out": out_dir})
     from gatekit.evaluate.run import evaluate_checkpoint
 
     result = evaluate_checkpoint(
@@ -156,11 +170,11 @@ def eval_cmd(checkpoint, paths, knn, linear, dataset, data_dir, limit_train, ran
 @click.option("--format", "formats", default="onnx", show_default=True,
               help="onnx, openvino, tensorrt, a comma list, or all (the formats available on this machine).")
 @click.option("--out", "out_dir", required=True, type=click.Path(), help="Directory for the artifacts and manifests.")
-@click.option("--calib", default=2000, show_default=True, help="Training images whose gate usage decides the static/hybrid channels.")
-@click.option("--min-usage", default=0.0, show_default=True, help="Remove channels on for at most this fraction of calibration images.")
-@click.option("--round-to", default=16, show_default=True, help="Round kept widths up to a multiple of this (1 disables).")
+@click.option("--calib", default=2000, show_default=True, type=count(), help="Training images whose gate usage decides the static/hybrid channels.")
+@click.option("--min-usage", default=0.0, show_default=True, type=UNIT, help="Remove channels on for at most this fraction of calibration images.")
+@click.option("--round-to", default=16, show_default=True, type=count(), help="Round kept widths up to a multiple of this (1 disables).")
 @click.option("--probe", type=click.Path(), help="A linear probe from `gatekit eval --linear`: the graph outputs logits.")
-@click.option("--batch", default=1, show_default=True, help="Batch size of the exported graph.")
+@click.option("--batch", default=1, show_default=True, type=count(), help="Batch size of the exported graph.")
 @click.option("--dynamic-batch", is_flag=True, help="A dynamic batch axis (verified at --batch and at 8).")
 @click.option("--precision", "precisions", default="fp32", show_default=True,
               help="fp32, fp16, bf16, int8 or a comma list. int8: post-training quantization calibrated on real training "
@@ -173,13 +187,13 @@ def eval_cmd(checkpoint, paths, knn, linear, dataset, data_dir, limit_train, ran
 @click.option("--quant-exclude", default="", help="int8: parts kept in float, comma list of stem, last, head, blockN.")
 @click.option("--knn-test", default=10000, show_default=True, type=click.IntRange(min=1),
               help="Reduced precision: test images of the k-NN check (memory: --knn-train training images).")
-@click.option("--min-cosine", default=0.99, show_default=True, type=click.FloatRange(0, 1),
+@click.option("--min-cosine", default=0.99, show_default=True, type=UNIT,
               help="Reduced precision: refuse when the mean feature cosine to fp32 is below this.")
-@click.option("--max-knn-drop", default=1.0, show_default=True, type=click.FloatRange(min=0),
+@click.option("--max-knn-drop", default=1.0, show_default=True, type=NON_NEGATIVE,
               help="Reduced precision: refuse when k-NN top-1 is this many points below fp32.")
-@click.option("--verify-images", default=64, show_default=True, help="Held-out real images for verification (at least 32).")
-@click.option("--knn-train", default=10000, show_default=True, help="Training images used as k-NN memory for the static agreement check.")
-@click.option("--record-inputs", default=1000, show_default=True, help="dynamic: record per-input MACs of the first N test images.")
+@click.option("--verify-images", default=64, show_default=True, type=count(32), help="Held-out real images for verification (at least 32).")
+@click.option("--knn-train", default=10000, show_default=True, type=count(), help="Training images used as k-NN memory for the static agreement check.")
+@click.option("--record-inputs", default=1000, show_default=True, type=count(0), help="dynamic: record per-input MACs of the first N test images.")
 @click.option("--dynamic-form", default="auto", show_default=True, type=click.Choice(["auto", "native", "conv", "matmul"]),
               help="dynamic: native = one gatekit.GatedBlock custom op per block (run by the op library that "
                    "`gatekit ops build` builds; a standard-ops fallback is written beside it); conv (NonZero + Gather + "
@@ -190,7 +204,7 @@ def eval_cmd(checkpoint, paths, knn, linear, dataset, data_dir, limit_train, ran
                    "run whole convs and zero the inactive channels (0: every block skips, the paper's form). "
                    "Default: 0 for the native form, 8 for the standard-ops forms.")
 @click.option("--data-dir", type=click.Path(), help="Default: the training one, then $GATEKIT_DATA.")
-@click.option("--threads", type=int, help="Runtime threads during verification.")
+@click.option("--threads", type=count(), help="Runtime threads during verification.")
 @click.option("--json", "json_path", type=click.Path(), help="Write all manifests as JSON here.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def export_cmd(checkpoint, graphs, formats, out_dir, calib, min_usage, round_to, probe, batch, dynamic_batch, precisions,
@@ -203,6 +217,7 @@ def export_cmd(checkpoint, graphs, formats, out_dir, calib, min_usage, round_to,
       gatekit export runs/dual --graph static,hybrid --format onnx,openvino --out artifacts/dual
       gatekit export runs/dual --graph all --format all --out artifacts/dual --json artifacts/dual/export.json
     """
+    check_outputs(files={"--json": json_path}, dirs={"--out": out_dir})
     from gatekit.artifacts import FORMATS
     from gatekit.export.exporter import PRECISIONS
     from gatekit.export.graphs import GRAPHS
@@ -246,14 +261,14 @@ def export_cmd(checkpoint, graphs, formats, out_dir, calib, min_usage, round_to,
 @click.argument("artifacts", nargs=-1, required=True, type=click.Path())
 @click.option("--runtime", "runtimes", default="auto", show_default=True,
               help="torch, ort, openvino, tensorrt, a comma list, or auto (each artifact's own runtime).")
-@click.option("--threads", default="1,2", show_default=True, help="Thread counts, comma-separated.")
-@click.option("--batch", default=1, show_default=True)
-@click.option("--inputs", "n_inputs", default=256, show_default=True, help="Real test images cycled as inputs.")
+@click.option("--threads", default="1,2", show_default=True, type=IntList(1), help="Thread counts, comma-separated.")
+@click.option("--batch", default=1, show_default=True, type=count())
+@click.option("--inputs", "n_inputs", default=256, show_default=True, type=count(), help="Real test images cycled as inputs.")
 @click.option("--data-dir", type=click.Path(), help="Default: $GATEKIT_DATA.")
-@click.option("--warmup-runs", default=50, show_default=True)
-@click.option("--warmup-seconds", default=0.2, show_default=True)
-@click.option("--min-runs", default=1000, show_default=True, help="Stop after this many timed runs ...")
-@click.option("--min-seconds", default=10.0, show_default=True, help="... or after this many seconds, whichever comes first.")
+@click.option("--warmup-runs", default=50, show_default=True, type=count(0))
+@click.option("--warmup-seconds", default=0.2, show_default=True, type=NON_NEGATIVE)
+@click.option("--min-runs", default=1000, show_default=True, type=count(), help="Stop after this many timed runs ...")
+@click.option("--min-seconds", default=10.0, show_default=True, type=NON_NEGATIVE, help="... or after this many seconds, whichever comes first.")
 @click.option("--ops", default="auto", show_default=True, type=click.Choice(["auto", "native", "fallback"]),
               help="Graphs with native custom ops: run them on the op library (native), on their standard-ops "
                    "fallback, or on the library where it is built (auto). Records say which ran.")
@@ -278,6 +293,8 @@ def bench_cmd(artifacts, runtimes, threads, batch, n_inputs, data_dir, warmup_ru
           --json bench.jsonl --table bench.md --plot bench.png
       gatekit bench --sweep runs/td0.1 runs/td0.3 runs/td0.5 --out artifacts --json sweep.jsonl
     """
+    check_outputs(files={"--json": json_path, "--table": table_path, "--plot": plot_path},
+                  dirs={"--out": out_dir if sweep else None})
     from gatekit.bench.protocol import Protocol
     from gatekit.bench.report import markdown_table, plot_latency_vs_flops, plot_per_input
     from gatekit.bench.run import write_jsonl
@@ -285,10 +302,7 @@ def bench_cmd(artifacts, runtimes, threads, batch, n_inputs, data_dir, warmup_ru
     from gatekit.runtimes import get_backend
     from gatekit.sysinfo import machine_info
 
-    try:
-        thread_list = [int(t) for t in threads.split(",") if t.strip()]
-    except ValueError:
-        raise GatekitError(f"--threads takes integers, e.g. 1,2; got {threads!r}") from None
+    thread_list = list(threads)  # IntList: integers >= 1
     wanted = None if runtimes == "auto" else [r.strip() for r in runtimes.split(",") if r.strip()]
     for r in wanted or []:
         get_backend(r)  # unknown or missing runtimes fail before any measurement
@@ -353,6 +367,7 @@ def report_cmd(results, out_path, html_path, plots_dir, json_path):
       gatekit report benchmarks/bench_cpu/*.jsonl jetson-orin.jsonl h100.jsonl \\
           --out report/edge.md --html report/edge.html --json report/edge.json
     """
+    check_outputs(files={"--out": out_path, "--html": html_path, "--json": json_path}, dirs={"--plots-dir": plots_dir})
     from gatekit.bench.targets import build_report
 
     summary = build_report(list(results), out_path, plots_dir=plots_dir, html_path=html_path)
@@ -363,7 +378,7 @@ def report_cmd(results, out_path, html_path, plots_dir, json_path):
 
 
 @cli.command("pick")
-@click.option("--target-ms", required=True, type=float, help="The latency the device must meet.")
+@click.option("--target-ms", required=True, type=POSITIVE, help="The latency the device must meet.")
 @click.option("--percentile", default=90, show_default=True, type=click.Choice(["50", "90", "99"]), help="Latency percentile.")
 @click.option("--results", "results", multiple=True, type=click.Path(),
               help="Benchmark records (JSON lines from `gatekit bench --json`); repeatable.")
@@ -371,8 +386,8 @@ def report_cmd(results, out_path, html_path, plots_dir, json_path):
               help="`gatekit eval --json` outputs of the checkpoints; repeatable.")
 @click.option("--metric", default="knn", show_default=True, type=click.Choice(["knn", "linear"]))
 @click.option("--runtime", help="Only results of this runtime (ort, openvino, tensorrt, torch).")
-@click.option("--threads", type=int, help="Only results at this thread count.")
-@click.option("--batch", type=int, help="Only results at this batch size.")
+@click.option("--threads", type=count(), help="Only results at this thread count.")
+@click.option("--batch", type=count(), help="Only results at this batch size.")
 @click.option("--lut", "lut_path", type=click.Path(), help="A device LUT (`gatekit profile`): plan static widths for --checkpoint.")
 @click.option("--checkpoint", type=click.Path(), help="With --lut: the checkpoint whose channel-usage ranking gives the widths.")
 @click.option("--usage", "usage_manifest", type=click.Path(),
@@ -380,7 +395,7 @@ def report_cmd(results, out_path, html_path, plots_dir, json_path):
                    "usage ranks the channels: plans without torch and without a calibration pass.")
 @click.option("--export-to", type=click.Path(), help="With --lut: export the planned static graph here and measure it "
               "(needs the training side); without it, only the plan is printed.")
-@click.option("--margin", default=0.05, show_default=True, help="With --lut: plan for the target less this fraction (predictor error).")
+@click.option("--margin", default=0.05, show_default=True, type=FiniteFloatRange(0, 1, max_open=True), help="With --lut: plan for the target less this fraction (predictor error).")
 @click.option("--accuracy-check/--no-accuracy-check", default=True, show_default=True,
               help="With --lut: measure the planned static graph's k-NN beside the gated path (minutes at full width).")
 @click.option("--data-dir", type=click.Path(), help="With --lut: default: the checkpoint's, then $GATEKIT_DATA.")
@@ -404,6 +419,7 @@ def pick_cmd(target_ms, percentile, results, accuracy_files, metric, runtime, th
       gatekit pick --target-ms 0.30 --lut lut-ort-1t.json --usage artifacts/dual/static.onnx.json
       gatekit pick --target-ms 0.30 --lut lut-ort-1t.json --checkpoint runs/dual --export-to artifacts/pick
     """
+    check_outputs(files={"--plot": plot_path, "--json": json_path}, dirs={"--export-to": export_to})
     pct = int(percentile)
     if lut_path:
         return _pick_with_lut(target_ms, pct, lut_path, checkpoint, usage_manifest, export_to, margin, accuracy_check,
@@ -411,9 +427,9 @@ def pick_cmd(target_ms, percentile, results, accuracy_files, metric, runtime, th
     if not results:
         raise GatekitError("pick needs --results BENCH.jsonl (recorded results) or --lut LUT.json with --checkpoint")
     from gatekit.bench.run import read_jsonl
-    from gatekit.pick.select import candidates, load_accuracies, pick, plot, table
+    from gatekit.pick.select import RECORD_FIELDS, candidates, load_accuracies, pick, plot, table
 
-    cands = candidates(read_jsonl(results), load_accuracies(accuracy_files), metric=metric, percentile=pct,
+    cands = candidates(read_jsonl(results, RECORD_FIELDS), load_accuracies(accuracy_files), metric=metric, percentile=pct,
                        runtime=runtime, threads=threads, batch=batch)
     chosen, reason = pick(cands, target_ms)
     click.echo(table(cands, chosen, target_ms, pct))
@@ -488,6 +504,7 @@ def engine_cmd(artifact, out_dir, precision, data_dir, json_path):
     Example (on the Jetson):
       gatekit engine artifacts/td0.3/static.onnx.json --precision fp16 --out artifacts/td0.3-trt
     """
+    check_outputs(files={"--json": json_path}, dirs={"--out": out_dir})
     from gatekit.runtimes.tensorrt_build import engine_from_artifact
 
     m = engine_from_artifact(artifact, out_dir, precision=precision, data_dir=data_dir)
@@ -515,6 +532,7 @@ def ops_group() -> None:
 @click.option("--json", "json_path", type=click.Path(), help="Write the build record as JSON here.")
 def ops_build(force, jobs, verbose, json_path):
     """Build the op libraries for the installed runtimes (exit 1 when nothing could be built)."""
+    check_outputs(files={"--json": json_path})
     from gatekit import native_ops
 
     info = native_ops.build(force=force, jobs=jobs, verbose=verbose)
@@ -528,6 +546,7 @@ def ops_build(force, jobs, verbose, json_path):
 @click.option("--json", "json_path", type=click.Path(), help="Write the status as JSON here.")
 def ops_status(json_path):
     """What is built, where, and whether it fits the installed runtimes."""
+    check_outputs(files={"--json": json_path})
     from gatekit import native_ops
 
     st = native_ops.status()
@@ -538,24 +557,24 @@ def ops_status(json_path):
 @cli.command("profile")
 @click.option("--runtime", default="ort", show_default=True, help="ort, openvino or tensorrt.")
 @click.option("--arch", default="resnet18", show_default=True, type=click.Choice(["resnet18", "resnet34"]))
-@click.option("--width", default=1.0, show_default=True, help="Width multiplier of the checkpoints it will predict.")
-@click.option("--input", "input_size", default=32, show_default=True, help="Input size: 32 (CIFAR stem), 96 (STL-10 stem), 224.")
+@click.option("--width", default=1.0, show_default=True, type=WIDTH, help="Width multiplier of the checkpoints it will predict.")
+@click.option("--input", "input_size", default=32, show_default=True, type=count(8), help="Input size: 32 (CIFAR stem), 96 (STL-10 stem), 224.")
 @click.option("--stem", type=click.Choice(["cifar", "imagenet"]), help="Default: cifar at 32 px, imagenet otherwise.")
-@click.option("--stem-padding", type=int, help="Default: 2 for the cifar stem (the paper's), 3 for imagenet.")
-@click.option("--threads", default=1, show_default=True, help="Runtime threads (one LUT per thread count).")
-@click.option("--round-to", default=16, show_default=True, help="Width step of the table (export's --round-to).")
+@click.option("--stem-padding", type=count(0), help="Default: 2 for the cifar stem (the paper's), 3 for imagenet.")
+@click.option("--threads", default=1, show_default=True, type=count(), help="Runtime threads (one LUT per thread count).")
+@click.option("--round-to", default=16, show_default=True, type=count(), help="Width step of the table (export's --round-to).")
 @click.option("--precision", default="fp32", show_default=True, type=click.Choice(["fp32", "fp16", "bf16", "int8"]),
               help="int8: every graph quantized as `gatekit export --precision int8` does (ORT QDQ; NNCF for OpenVINO).")
 @click.option("--device", help="Runtime device (OpenVINO: CPU or GPU; default CPU / the first GPU).")
-@click.option("--check", default=20, show_default=True, help="Held-out random width configurations to predict and measure.")
+@click.option("--check", default=20, show_default=True, type=count(0), help="Held-out random width configurations to predict and measure.")
 @click.option("--native/--no-native", default=None,
               help="Also time the native GatedBlock op at active widths, so the LUT predicts native dynamic graphs per "
                    "input (default: when `gatekit ops build` has built its library for the runtime).")
 @click.option("--dataset", default="cifar10", show_default=True, help="Real test images for whole networks (resized to --input).")
 @click.option("--data-dir", type=click.Path(), help="Default: $GATEKIT_DATA.")
-@click.option("--min-runs", default=400, show_default=True, help="Table entries: stop after this many timed runs ...")
-@click.option("--min-seconds", default=1.5, show_default=True, help="... or after this many seconds, whichever comes first.")
-@click.option("--seed", default=0, show_default=True)
+@click.option("--min-runs", default=400, show_default=True, type=count(), help="Table entries: stop after this many timed runs ...")
+@click.option("--min-seconds", default=1.5, show_default=True, type=NON_NEGATIVE, help="... or after this many seconds, whichever comes first.")
+@click.option("--seed", default=0, show_default=True, type=count(0))
 @click.option("--out", "out_path", required=True, type=click.Path(), help="Where the LUT (JSON) goes.")
 @click.option("--plot", "plot_path", type=click.Path(), help="Predicted against measured latency of the held-out networks (PNG).")
 @click.option("--json", "json_path", type=click.Path(), help="Write a summary (validation shares, timings) as JSON here.")
@@ -574,6 +593,7 @@ def profile_cmd(runtime, arch, width, input_size, stem, stem_padding, threads, r
       gatekit profile --runtime ort --arch resnet18 --input 32 --threads 1 --out lut-ort-1t.json \\
           --plot lut-ort-1t.png
     """
+    check_outputs(files={"--out": out_path, "--plot": plot_path, "--json": json_path})
     from gatekit.atomic import write_text
     from gatekit.bench.protocol import Protocol
     from gatekit.pick.lut import PROFILE_PROTOCOL, ProfileOptions, plot_validation, profile, real_inputs
@@ -625,11 +645,11 @@ def profile_cmd(runtime, arch, width, input_size, stem, stem_padding, threads, r
 @click.argument("artifacts", nargs=-1, required=True, type=click.Path())
 @click.option("--runtime", "runtimes", default="auto", show_default=True,
               help="ort, openvino, tensorrt, a comma list, or auto (each artifact's own runtime).")
-@click.option("--threads", type=click.IntRange(min=1), help="Runtime threads (default: the runtime's).")
+@click.option("--threads", type=count(), help="Runtime threads (default: the runtime's).")
 @click.option("--ops", type=click.Choice(["auto", "native", "fallback"]), default="auto", show_default=True,
               help="A graph with native ops: the op library, its standard-ops fallback, or the library where built.")
-@click.option("--train-images", type=click.IntRange(min=1), help="The first N training images as the memory / probe set (default: all).")
-@click.option("--test-images", type=click.IntRange(min=1), help="The first N test images (default: all).")
+@click.option("--train-images", type=count(), help="The first N training images as the memory / probe set (default: all).")
+@click.option("--test-images", type=count(), help="The first N test images (default: all).")
 @click.option("--linear/--no-linear", default=True, show_default=True, help="Also fit the linear probe on the artifact's features.")
 @click.option("--data-dir", type=click.Path(), help="Directory with the data (default: the manifest's, then $GATEKIT_DATA).")
 @click.option("--out", "out_path", required=True, type=click.Path(), help="Append one JSON line per artifact and runtime here.")
@@ -646,6 +666,8 @@ def accuracy_cmd(artifacts, runtimes, threads, ops, train_images, test_images, l
     from gatekit.artifacts import RUNTIMES, open_artifact
     from gatekit.bench.accuracy import measure_accuracy
     from gatekit.bench.run import write_jsonl
+
+    check_outputs(files={"--out": out_path})
 
     for path in artifacts:
         art = open_artifact(path)
@@ -664,7 +686,7 @@ def accuracy_cmd(artifacts, runtimes, threads, ops, train_images, test_images, l
               help="`gatekit accuracy` JSONL (repeatable): accuracy measured on the artifacts themselves.")
 @click.option("--metric", type=click.Choice(["knn", "linear"]), default="knn", show_default=True)
 @click.option("--percentile", type=click.Choice(["50", "90", "99"]), default="90", show_default=True)
-@click.option("--budget", type=click.FloatRange(0.0, 1.0, min_open=True), default=0.3, show_default=True,
+@click.option("--budget", type=FRACTION, default=0.3, show_default=True,
               help="t_d of the gatekit reference artifact (the fastest fp32 gatekit graph of that budget).")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Writes compare.json, compare.md and one PNG per runtime and thread count here.")
@@ -683,7 +705,10 @@ def compare_cmd(results, accuracy_files, metric, percentile, budget, out_dir):
     from gatekit.bench.run import read_jsonl
     from gatekit.pick.compare import compare, markdown, plot
 
-    result = compare(read_jsonl(results), read_jsonl(accuracy_files, ACCURACY_SCHEMA), metric=metric, percentile=int(percentile),
+    from gatekit.pick.select import ACCURACY_FIELDS, RECORD_FIELDS
+
+    check_outputs(dirs={"--out": out_dir})
+    result = compare(read_jsonl(results, RECORD_FIELDS), read_jsonl(accuracy_files, ACCURACY_FIELDS, ACCURACY_SCHEMA), metric=metric, percentile=int(percentile),
                      budget=budget)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -697,9 +722,9 @@ def compare_cmd(results, accuracy_files, metric, percentile, budget, out_dir):
 
 @cli.command("prune")
 @click.argument("checkpoint", type=click.Path())
-@click.option("--ratio", required=True, type=click.FloatRange(0.0, 1.0, max_open=True),
+@click.option("--ratio", required=True, type=FiniteFloatRange(0.0, 1.0, max_open=True),
               help="Fraction of every block's inner channels to remove (the kept width is rounded up).")
-@click.option("--round-to", default=16, show_default=True, type=click.IntRange(min=1),
+@click.option("--round-to", default=16, show_default=True, type=count(),
               help="Round kept widths up to a multiple of this, like gatekit's static graphs.")
 @click.option("--importance", type=click.Choice(["l2", "l1"]), default="l2", show_default=True,
               help="Torch-Pruning's group magnitude importance (norm of each channel's group).")
@@ -722,6 +747,11 @@ def prune_cmd(checkpoint, ratio, round_to, importance, out_path, json_path):
     from gatekit.checkpoint import MODEL_FILE, load_model, save_model
     from gatekit.train.torch_pruning import PRUNED_KEY, prune
 
+    check_outputs(files={"--json": json_path})
+    if Path(out_path).suffix == ".safetensors":
+        check_outputs(files={"--out": out_path})
+    else:
+        check_outputs(dirs={"--out": out_path})
     model, meta = load_model(checkpoint)
     if isinstance(meta.get(PRUNED_KEY), dict):
         raise GatekitError(f"{checkpoint} is already pruned: prune the dense checkpoint it came from")
@@ -758,12 +788,16 @@ def _choices(value: str, allowed: tuple[str, ...], what: str) -> list[str]:
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user errors become one line on stderr and exit status 2, never a traceback."""
     try:
-        rv = cli.main(args=argv, standalone_mode=False)
+        rv = cli.main(args=argv, prog_name="gatekit", standalone_mode=False)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
+    except click.UsageError as e:  # one line that names the flag, not click's usage block
+        where = e.ctx.command_path if e.ctx is not None else "gatekit"
+        click.echo(f"{where}: error: {e.format_message()} (see '{where} --help')", err=True)
+        sys.exit(e.exit_code)
     except click.ClickException as e:
         e.show()
         sys.exit(e.exit_code)

@@ -19,8 +19,8 @@ import click
 
 @click.command()
 @click.option("--out", "out_dir", default="runs/demo", show_default=True, type=click.Path())
-@click.option("--epochs", default=3, show_default=True, help="Training epochs of the short run.")
-@click.option("--limit", default=25000, show_default=True, help="Training images used.")
+@click.option("--epochs", default=3, show_default=True, type=click.IntRange(min=1), help="Training epochs of the short run.")
+@click.option("--limit", default=25000, show_default=True, type=click.IntRange(min=1), help="Training images used.")
 @click.option("--data-dir", type=click.Path(), help="Default: $GATEKIT_DATA.")
 def demo(out_dir: str, epochs: int, limit: int, data_dir: str | None) -> None:
     from gatekit.atomic import write_json, write_text

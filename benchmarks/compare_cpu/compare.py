@@ -128,7 +128,7 @@ def accuracy_phase(items: list[dict], threads: int, out: Path) -> None:
     from gatekit.bench.accuracy import SCHEMA, measure_accuracy
     from gatekit.bench.run import read_jsonl, write_jsonl
 
-    done = {r["manifest_path"] for r in read_jsonl([out], SCHEMA)} if out.is_file() else set()
+    done = {r["manifest_path"] for r in read_jsonl([out], schema=SCHEMA)} if out.is_file() else set()
     for it in items:
         if it["precision"] == "fp32" and it["format"] != "onnx":
             continue

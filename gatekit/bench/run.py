@@ -82,21 +82,43 @@ def write_jsonl(path: str | Path, records: list[dict]) -> None:
         tmp.write_text(old + "".join(json.dumps(r) + "\n" for r in records))
 
 
-def read_jsonl(paths, schema: str = SCHEMA) -> list[dict]:
-    """The records of JSONL files, each of `schema` (bench results by default)."""
+def read_jsonl(paths, required: dict | None = None, schema: str = SCHEMA) -> list[dict]:
+    """Records of `schema` (benchmark records by default) from JSON-lines files. `required`: dotted field ->
+    type(s) each record must have (`{"manifest.graph": str}`); any failure is one line naming the file, the
+    line and the field."""
     records = []
     for p in paths:
         p = Path(p)
         if not p.is_file():
             raise GatekitError(f"no results file at {p}")
-        for k, line in enumerate(p.read_text().splitlines(), 1):
+        try:
+            text = p.read_text()
+        except UnicodeDecodeError:
+            raise GatekitError(f"{p} is not UTF-8 text: not a results file") from None
+        except OSError as e:
+            raise GatekitError(f"cannot read results {p}: {e.strerror}") from None
+        for k, line in enumerate(text.splitlines(), 1):
             if not line.strip():
                 continue
             try:
                 r = json.loads(line)
             except json.JSONDecodeError:
                 raise GatekitError(f"{p}:{k} is not JSON") from None
-            if not isinstance(r, dict) or r.get("schema") != schema:
-                raise GatekitError(f"{p}:{k} has schema {r.get('schema') if isinstance(r, dict) else None!r}, expected {schema}")
+            if not isinstance(r, dict):
+                raise GatekitError(f"{p}:{k} is a JSON {type(r).__name__}, not a record")
+            if r.get("schema") != schema:
+                raise GatekitError(f"{p}:{k} has schema {r.get('schema')!r}, expected {schema}")
+            for field, types in (required or {}).items():
+                if not _has(r, field, types):
+                    raise GatekitError(f"{p}:{k} lacks {field} (or it has the wrong type): not a `gatekit {'accuracy' if schema != SCHEMA else 'bench --json'}` record")
             records.append(r)
     return records
+
+
+def _has(record: dict, field: str, types) -> bool:
+    value = record
+    for part in field.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return False
+        value = value[part]
+    return isinstance(value, types) and not (isinstance(value, bool) and bool not in (types if isinstance(types, tuple) else (types,)))

@@ -8,6 +8,7 @@ from pathlib import Path
 from gatekit.artifacts import load_inputs, open_artifact, runtime_name
 from gatekit.bench.protocol import Protocol
 from gatekit.bench.run import bench_one
+from gatekit.errors import GatekitError
 
 
 def bench_manifests(manifest_paths: list[str | Path], threads: list[int], protocol: Protocol, *, batch: int = 1,
@@ -23,6 +24,8 @@ def bench_manifests(manifest_paths: list[str | Path], threads: list[int], protoc
     jobs, seen_torch = [], set()
     for path in manifest_paths:
         art = open_artifact(path)
+        if not isinstance(art.manifest.get("input"), dict):
+            raise GatekitError(f"{art.manifest_path}: no 'input' (dataset, shape, normalisation): its test images are unknown")
         own = art.runtime
         for rt in wanted or [own]:
             if rt not in (own, "torch"):

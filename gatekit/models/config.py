@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import types
+import typing
 from dataclasses import dataclass
 
 from gatekit.errors import GatekitError
@@ -71,8 +73,58 @@ class ModelConfig:
 
 
 def from_known_fields(cls, d: dict, what: str):
-    """A dataclass from a dict, refusing keys it does not know (a checkpoint or recipe from elsewhere)."""
+    """A dataclass from a dict, refusing keys it does not know (a checkpoint or recipe from elsewhere) and
+    values of the wrong type (`epochs = "three"`), each in one line that names the key."""
+    check_fields(cls, d, what)
+    return cls(**d)
+
+
+def check_fields(cls, d, what: str, where: str | None = None) -> None:
+    """GatekitError unless `d` is a dict of `cls`'s fields with values of their types; `where` (a file)
+    starts the message."""
+    at = f"{where}: " if where else ""
+    if not isinstance(d, dict):
+        raise GatekitError(f"{at}{what.removesuffix(' keys')}: expected a table of settings, got {type(d).__name__}")
     unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
     if unknown:
-        raise GatekitError(f"unknown {what}: {', '.join(sorted(unknown))}")
-    return cls(**d)
+        raise GatekitError(f"{at}unknown {what}: {', '.join(sorted(unknown))}")
+    hints = typing.get_type_hints(cls)
+    for name, value in d.items():
+        if not _matches(value, hints[name]):
+            shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+            raise GatekitError(f"{at}bad {name} in {what.removesuffix(' keys')}: expected {_type_name(hints[name])}, "
+                               f"got {shown}")
+
+
+def _matches(value, tp) -> bool:
+    """Whether a value read from TOML or JSON fits a field's annotation (int, float, str, bool, None, lists
+    and unions of these; anything else is not checked). An int is a float; a bool is not a number."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, a) for a in typing.get_args(tp))
+    if tp is type(None):
+        return value is None
+    if origin in (list, tuple) or tp in (list, tuple):
+        args = typing.get_args(tp)
+        return isinstance(value, (list, tuple)) and (not args or all(_matches(v, args[0]) for v in value))
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is str:
+        return isinstance(value, str)
+    return True
+
+
+def _type_name(tp) -> str:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if tp is type(None):
+        return "none"
+    if origin in (list, tuple):
+        args = typing.get_args(tp)
+        return f"a list of {_type_name(args[0])}" if args else "a list"
+    return getattr(tp, "__name__", str(tp))

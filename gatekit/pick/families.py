@@ -2,8 +2,8 @@
 the alternatives a user would deploy instead (a Torch-Pruning-pruned dense encoder with or without a
 fine-tune, a dense encoder trained at its width, that encoder in int8).
 
-- gatekit: every graph of a gated checkpoint (vicreg-dual, vicreg-gating), any precision, its dense path
-  included (the same weights serve it);
+- gatekit: every graph of a gated checkpoint (vicreg-dual, vicreg-gating; a record that names no method
+  too), any precision, its dense path included (the same weights serve it);
 - torch-pruning, torch-pruning + fine-tune: a `gatekit prune` checkpoint (`pruned` in the manifest);
 - dense: the dense graph of a dense-only checkpoint (`vicreg`), fp32/fp16/bf16, at its width multiplier
   (thinner networks trained from scratch are points of this family);
@@ -18,7 +18,7 @@ TORCH_PRUNING_FT = "torch-pruning + fine-tune"
 DENSE = "dense"
 DENSE_INT8 = "dense int8"
 FAMILIES = (GATEKIT, TORCH_PRUNING, TORCH_PRUNING_FT, DENSE, DENSE_INT8)
-GATED_METHODS = ("vicreg-dual", "vicreg-gating")
+DENSE_METHODS = ("vicreg",)  # trains no gates; any other method (vicreg-dual, vicreg-gating) is gatekit's
 
 
 def family_of(summary: dict) -> str:
@@ -26,7 +26,7 @@ def family_of(summary: dict) -> str:
     pruned = summary.get("pruned")
     if isinstance(pruned, dict):
         return TORCH_PRUNING_FT if pruned.get("fine_tune") else TORCH_PRUNING
-    if summary.get("method") in GATED_METHODS:
+    if summary.get("method") not in DENSE_METHODS:
         return GATEKIT
     return DENSE_INT8 if summary.get("precision") == "int8" else DENSE
 

@@ -291,7 +291,38 @@ def load_lut(path: str | Path) -> dict:
         raise GatekitError(f"{p} is not a gatekit LUT (unreadable JSON: {e})") from None
     if not isinstance(lut, dict) or lut.get("schema") != SCHEMA or "calibration" not in lut:
         raise GatekitError(f"{p} is not a gatekit LUT (schema {SCHEMA})")
+    _check_lut(lut, p)
     return lut
+
+
+def _check_lut(lut: dict, p: Path) -> None:
+    """The fields planning reads, each with its type: one line naming the LUT and the field otherwise."""
+    def fail(field: str, what: str):
+        raise GatekitError(f"{p}: LUT field {field!r} {what}")
+
+    number = (int, float)
+    for key in ("runtime", "arch", "stem", "head", "calibration"):
+        if not isinstance(lut.get(key), dict):
+            fail(key, "is missing or not a table")
+    if not isinstance(lut["runtime"].get("name"), str):
+        fail("runtime.name", "is missing or not a name")
+    for key in ("threads", "round_to"):
+        if not isinstance(lut.get(key), int) or isinstance(lut.get(key), bool) or lut[key] < 1:
+            fail(key, "is missing or not a positive integer")
+    for key in ("stem", "head"):
+        if not isinstance(lut[key].get("p50_ms"), number):
+            fail(f"{key}.p50_ms", "is missing or not a number")
+    fit = lut["calibration"].get("fit")
+    if not isinstance(fit, dict) or not all(isinstance(fit.get(k), dict) and isinstance(fit[k].get("scale"), number)
+                                            and isinstance(fit[k].get("offset_ms"), number) for k in ("p50_ms", "p90_ms")):
+        fail("calibration.fit", "is missing or lacks scale and offset_ms for p50_ms and p90_ms")
+    blocks = lut.get("blocks")
+    if not isinstance(blocks, list) or not blocks:
+        fail("blocks", "is missing or empty")
+    for i, b in enumerate(blocks):
+        if not isinstance(b, dict) or not all(isinstance(b.get(k), list) and b[k] for k in ("widths", "p50_ms", "p90_ms")) \
+                or len(b["widths"]) != len(b["p50_ms"]) or not isinstance(b.get("planes"), int):
+            fail(f"blocks[{i}]", "lacks planes, or widths with a p50_ms and p90_ms per width")
 
 
 def plot_validation(lut: dict, path: str | Path) -> None:

@@ -45,9 +45,12 @@ def choose(lut: dict, options: list[tuple[float, list[int]]], target_ms: float, 
 def usage_of(manifest: dict, source: str = "manifest") -> dict:
     """The recorded gate usage of an export manifest; GatekitError if it has none."""
     usage = manifest.get("gate_usage")
-    if not usage or not usage.get("counts"):
+    if not usage or not isinstance(usage, dict) or not usage.get("counts"):
         raise GatekitError(f"{source} records no gate usage: export a static, hybrid or dynamic graph of the checkpoint "
                            "with this gatekit version (dense graphs run no gates)")
+    images = usage.get("images")
+    if not isinstance(usage["counts"], list) or not isinstance(images, int) or isinstance(images, bool) or images < 1:
+        raise GatekitError(f"{source}: gate_usage needs 'counts' (a list per block) and 'images' (a positive integer)")
     return usage
 
 
@@ -67,6 +70,8 @@ def plan_from_manifest(lut: dict, manifest_path: str | Path, target_ms: float, *
     """`plan` with the usage and architecture recorded in an export manifest (no checkpoint, no torch)."""
     art = open_artifact(manifest_path)
     usage = usage_of(art.manifest, str(manifest_path))
+    if not isinstance(art.manifest.get("model_config"), dict):
+        raise GatekitError(f"{manifest_path}: no 'model_config' table: not an export manifest of a gated checkpoint")
     return dict(plan(lut, usage, art.manifest["model_config"], target_ms, **kw), checkpoint=art.manifest.get("checkpoint"),
                 checkpoint_sha256=art.manifest.get("checkpoint_sha256"), usage_from=str(manifest_path))
 

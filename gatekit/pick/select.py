@@ -42,6 +42,13 @@ class Candidate:
                 "artifact": self.record.get("artifact"), "checkpoint_sha256": m.get("checkpoint_sha256")}
 
 
+# what `candidates` reads of a benchmark record (checked by read_jsonl, one line naming file, line and field)
+RECORD_FIELDS = {"runtime.name": str, "threads": int, "batch": int, "precision": str, "stats": dict,
+                 "manifest.graph": str, "manifest.macs.ratio_to_dense": (int, float)}
+# what an accuracy record must have (`gatekit accuracy`)
+ACCURACY_FIELDS = {"artifact": str, "manifest": dict, "knn.top1": (int, float)}
+
+
 def load_accuracies(paths) -> dict[str, dict]:
     """checkpoint sha256 -> {path: {metric: value}} from `gatekit eval --json` outputs; the records of
     `gatekit accuracy` files (accuracy measured on the artifacts themselves) under the key ARTIFACTS."""
@@ -58,10 +65,14 @@ def load_accuracies(paths) -> dict[str, dict]:
         if data is None or (isinstance(data, dict) and data.get("schema") == ACCURACY_SCHEMA):
             from gatekit.bench.run import read_jsonl
 
-            out.setdefault(ARTIFACTS, []).extend(read_jsonl([p], ACCURACY_SCHEMA))
+            out.setdefault(ARTIFACTS, []).extend(read_jsonl([p], ACCURACY_FIELDS, ACCURACY_SCHEMA))
             continue
         if not isinstance(data, dict) or "checkpoint_sha256" not in data or "paths" not in data:
             raise GatekitError(f"{p} is not a `gatekit eval --json` output")
+        if not isinstance(data["paths"], dict) or not all(isinstance(v, dict) for v in data["paths"].values()):
+            raise GatekitError(f"{p}: 'paths' must map dense/gated to their metrics")
+        if not isinstance(data["checkpoint_sha256"], str):
+            raise GatekitError(f"{p}: 'checkpoint_sha256' must be a string")
         out.setdefault(data["checkpoint_sha256"], {}).update(data["paths"])
     return out
 
@@ -127,6 +138,8 @@ def candidates(records: list[dict], accuracies: dict[str, dict], *, metric: str 
             continue
         if key not in r["stats"]:
             raise GatekitError(f"the results have no {key}: use --percentile 50, 90 or 99")
+        if not isinstance(r["stats"][key], (int, float)) or isinstance(r["stats"][key], bool):
+            raise GatekitError(f"a result's stats.{key} is not a number: {r['stats'][key]!r}")
         m = r["manifest"]
         family = family_of(m)
         what = f"t_d={m.get('budget')} {graph_label(r)}" if family == GATEKIT else f"{family} {label_of(m)}"

@@ -181,8 +181,8 @@ def engine_from_artifact(manifest_path: str | os.PathLike, out_dir: str | os.Pat
     from gatekit.runtimes import get_backend, load_session
     from gatekit.runtimes.verify import check, run_batched
 
+    art = open_artifact(manifest_path)  # a missing or malformed manifest: one line naming it
     get_backend("tensorrt")  # not installed: one line saying how, before any work
-    art = open_artifact(manifest_path)
     m = art.manifest
     if m.get("format") != "onnx":
         raise GatekitError(f"{Path(manifest_path).name} is a {m.get('format')} artifact: build engines from the ONNX one")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from gatekit.errors import GatekitError
 from gatekit.models import ModelConfig
-from gatekit.models.config import from_known_fields
+from gatekit.models.config import check_fields, from_known_fields
 from gatekit.train.methods import METHODS, LossConfig
 
 RECIPE_DIR = Path(__file__).resolve().parent.parent / "recipes"
@@ -127,9 +127,11 @@ def load_recipe(name_or_path: str) -> dict:
         raise GatekitError(f"recipe {name_or_path!r} not found: choose one of {', '.join(list_recipes())} or give a .toml path")
     try:
         with open(path, "rb") as f:
-            return tomllib.load(f)
-    except tomllib.TOMLDecodeError as e:
+            values = tomllib.load(f)
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise GatekitError(f"recipe {path} is not valid TOML: {e}") from None
+    check_fields(TrainConfig, values, "training settings", where=f"recipe {path}")
+    return values
 
 
 def build_config(recipe: str | None, overrides: dict) -> TrainConfig:
