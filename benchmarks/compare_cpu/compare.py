@@ -5,8 +5,9 @@ outputs in its runtime) against measured p90 latency, ResNet-18 x0.25, 32 px, CI
     python benchmarks/compare_cpu/compare.py --phase bench   # re-measure latency only (a quiet machine)
 
 Families (gatekit.pick.families), all from the 20-epoch `cpu-small` recipe:
-1. gatekit: the committed vicreg-dual checkpoints at t_d 0.1 / 0.3 / 0.5: static, hybrid and native dynamic
-   graphs in fp32, the t_d 0.3 static graph at --min-usage thresholds, and the static graphs in int8;
+1. gatekit: the committed vicreg-dual checkpoints at t_d 0.1 / 0.3 / 0.5 (and t_d 0.3 with gate groups of 16):
+   static, hybrid and native dynamic graphs in fp32, the t_d 0.3 static graph at --min-usage thresholds,
+   and the static graphs in int8;
 2. torch-pruning: the committed dense `vicreg` checkpoint pruned with Torch-Pruning (`gatekit prune`,
    group L2 magnitude, widths rounded up to 16) at six ratios; and the same after a 1-epoch VICReg
    fine-tune on 25,000 training images (`gatekit train --init`; its CPU time is recorded);
@@ -38,9 +39,10 @@ sys.path.insert(0, str(ROOT))
 CKPT = ROOT / "benchmarks" / "train_cifar10" / "checkpoints"
 GATEKIT = {0.1: CKPT / "vicreg-dual-td0.1.safetensors", 0.3: CKPT / "vicreg-dual.safetensors",
            0.5: CKPT / "vicreg-dual-td0.5.safetensors"}
+GATE_GROUP_16 = CKPT / "vicreg-dual-g16.safetensors"  # t_d 0.3, one gate decision per 16 channels
 DENSE = CKPT / "vicreg.safetensors"
 RATIOS = (0.25, 0.4, 0.5, 0.65, 0.75, 0.9)
-MIN_USAGE = (0.02, 0.1)  # the t_d 0.3 static curve: channels on for fewer of the calibration images are dropped
+MIN_USAGE = (0.005, 0.02, 0.05, 0.1)  # the t_d 0.3 static curve: channels on for fewer of the calibration images are dropped
 THIN = ROOT / "runs" / "thin"
 RUNS = ROOT / "runs" / "compare"
 FINE_TUNE = ["--recipe", "cpu-small", "--method", "vicreg", "--epochs", "1", "--limit", "25000", "--warmup-epochs", "0.1",
@@ -94,6 +96,7 @@ def export_phase() -> list[dict]:
     for b, ckpt in GATEKIT.items():
         jobs.append((ckpt, art / f"gatekit-td{b}", ["static", "hybrid", "dynamic"], ["onnx", "openvino"], ["fp32"], {}))
         jobs.append((ckpt, art / f"gatekit-td{b}-int8", ["static"], ["onnx", "openvino"], ["int8"], {}))
+    jobs.append((GATE_GROUP_16, art / "gatekit-td0.3-g16", ["static", "hybrid", "dynamic"], ["onnx", "openvino"], ["fp32"], {}))
     for mu in MIN_USAGE:
         jobs.append((GATEKIT[0.3], art / f"gatekit-td0.3-mu{mu}", ["static"], ["onnx", "openvino"], ["fp32"], {"min_usage": mu}))
     dense = {"0.25": DENSE, **thin_checkpoints()}

@@ -41,7 +41,9 @@ def label_of(summary: dict) -> str:
         if graph == "dynamic" and summary.get("dynamic_form"):
             graph = f"dynamic ({summary['dynamic_form']})"
         mu = (summary.get("pruning") or {}).get("min_usage") or 0
-        return f"t_d {summary.get('budget')} {graph}{f' min-usage {mu:g}' if mu else ''}{tail}"
+        group = (summary.get("model_config") or {}).get("gate_group") or 1
+        return (f"t_d {summary.get('budget')}{f' g{group}' if group > 1 else ''} {graph}"
+                f"{f' min-usage {mu:g}' if mu else ''}{tail}")
     if family in (TORCH_PRUNING, TORCH_PRUNING_FT):
         return f"ratio {summary['pruned'].get('ratio')}{tail}"
     return f"x{(summary.get('model_config') or {}).get('width')}{'' if family == DENSE_INT8 else tail}"
