@@ -22,6 +22,23 @@ def _write_json(path: str | None, data: dict) -> None:
         write_json(path, data)
 
 
+def trust_edited_option(f):
+    """--trust-edited: read artifacts whose files differ from their manifest (edited on purpose)."""
+    return click.option("--trust-edited", is_flag=True,
+                        help="Read artifacts whose files differ from the sha256 (or the names) in their manifest, "
+                             "e.g. edited on purpose; bench records say so. Default: refuse them.")(f)
+
+
+def _trust_edited(trust: bool) -> None:
+    """Artifacts opened by this command are checked against their manifests unless --trust-edited."""
+    from gatekit.artifacts import set_file_verification
+
+    set_file_verification(not trust)
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None:
+        ctx.call_on_close(lambda: set_file_verification(True))
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="gatekit")
 def cli() -> None:
@@ -279,8 +296,9 @@ def export_cmd(checkpoint, graphs, formats, out_dir, calib, min_usage, round_to,
 @click.option("--table", "table_path", type=click.Path(), help="Write the Markdown table here.")
 @click.option("--plot", "plot_path", type=click.Path(), help="Write latency ratio against FLOPs ratio (PNG) here.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@trust_edited_option
 def bench_cmd(artifacts, runtimes, threads, batch, n_inputs, data_dir, warmup_runs, warmup_seconds, min_runs, min_seconds,
-              ops, sweep, out_dir, json_path, table_path, plot_path, quiet):
+              ops, sweep, out_dir, json_path, table_path, plot_path, quiet, trust_edited):
     """Measure latency of exported artifacts on this device, with one protocol for every runtime.
 
     Warm-up (>= 50 runs and >= 0.2 s), then >= 1,000 runs or >= 10 s; p50/p90/p99, mean, std, min and
@@ -295,6 +313,7 @@ def bench_cmd(artifacts, runtimes, threads, batch, n_inputs, data_dir, warmup_ru
     """
     check_outputs(files={"--json": json_path, "--table": table_path, "--plot": plot_path},
                   dirs={"--out": out_dir if sweep else None})
+    _trust_edited(trust_edited)
     from gatekit.bench.protocol import Protocol
     from gatekit.bench.report import markdown_table, plot_latency_vs_flops, plot_per_input
     from gatekit.bench.run import write_jsonl
@@ -355,7 +374,8 @@ def _echo_refused(checkpoint):
 @click.option("--html", "html_path", type=click.Path(), help="Also write the page as HTML here.")
 @click.option("--plots-dir", type=click.Path(), help="Where the PNGs go (default: beside --out, in OUT-plots/).")
 @click.option("--json", "json_path", type=click.Path(), help="Write the targets, their tables and plot paths as JSON here.")
-def report_cmd(results, out_path, html_path, plots_dir, json_path):
+@trust_edited_option
+def report_cmd(results, out_path, html_path, plots_dir, json_path, trust_edited):
     """Merge benchmark results from several devices into one page: a section per target.
 
     A target is the machine a record was measured on (CPU model and cores, GPU, Jetson board and power
@@ -370,7 +390,7 @@ def report_cmd(results, out_path, html_path, plots_dir, json_path):
     check_outputs(files={"--out": out_path, "--html": html_path, "--json": json_path}, dirs={"--plots-dir": plots_dir})
     from gatekit.bench.targets import build_report
 
-    summary = build_report(list(results), out_path, plots_dir=plots_dir, html_path=html_path)
+    summary = build_report(list(results), out_path, plots_dir=plots_dir, html_path=html_path, trust_edited=trust_edited)
     for t in summary["targets"]:
         click.echo(f"{t['records']:4d} records  {t['target']}  -> {t['plot']}")
     click.echo(f"page: {summary['page']}" + (f"  html: {summary['html']}" if summary["html"] else ""))
@@ -401,8 +421,9 @@ def report_cmd(results, out_path, html_path, plots_dir, json_path):
 @click.option("--data-dir", type=click.Path(), help="With --lut: default: the checkpoint's, then $GATEKIT_DATA.")
 @click.option("--plot", "plot_path", type=click.Path(), help="Accuracy against latency with the target (PNG).")
 @click.option("--json", "json_path", type=click.Path(), help="Write the choice and the candidates as JSON here.")
+@trust_edited_option
 def pick_cmd(target_ms, percentile, results, accuracy_files, metric, runtime, threads, batch, lut_path, checkpoint,
-             usage_manifest, export_to, margin, accuracy_check, data_dir, plot_path, json_path):
+             usage_manifest, export_to, margin, accuracy_check, data_dir, plot_path, json_path, trust_edited):
     """Pick the most accurate option whose latency meets a target on this device.
 
     With --results: the most accurate recorded artifact whose measured latency meets the target. It
@@ -420,6 +441,7 @@ def pick_cmd(target_ms, percentile, results, accuracy_files, metric, runtime, th
       gatekit pick --target-ms 0.30 --lut lut-ort-1t.json --checkpoint runs/dual --export-to artifacts/pick
     """
     check_outputs(files={"--plot": plot_path, "--json": json_path}, dirs={"--export-to": export_to})
+    _trust_edited(trust_edited)
     pct = int(percentile)
     if lut_path:
         return _pick_with_lut(target_ms, pct, lut_path, checkpoint, usage_manifest, export_to, margin, accuracy_check,
@@ -429,7 +451,7 @@ def pick_cmd(target_ms, percentile, results, accuracy_files, metric, runtime, th
     from gatekit.bench.run import read_jsonl
     from gatekit.pick.select import RECORD_FIELDS, candidates, load_accuracies, pick, plot, table
 
-    cands = candidates(read_jsonl(results, RECORD_FIELDS), load_accuracies(accuracy_files), metric=metric, percentile=pct,
+    cands = candidates(read_jsonl(results, RECORD_FIELDS, edited_ok=trust_edited), load_accuracies(accuracy_files), metric=metric, percentile=pct,
                        runtime=runtime, threads=threads, batch=batch)
     chosen, reason = pick(cands, target_ms)
     click.echo(table(cands, chosen, target_ms, pct))
@@ -493,7 +515,8 @@ def _pick_with_lut(target_ms, pct, lut_path, checkpoint, usage_manifest, export_
               help="int8: from an int8 (QDQ) ONNX artifact, with the scales it was calibrated with.")
 @click.option("--data-dir", type=click.Path(), help="Real images for the check (default: the manifest's, then $GATEKIT_DATA).")
 @click.option("--json", "json_path", type=click.Path(), help="Write the engine's manifest as JSON here too.")
-def engine_cmd(artifact, out_dir, precision, data_dir, json_path):
+@trust_edited_option
+def engine_cmd(artifact, out_dir, precision, data_dir, json_path, trust_edited):
     """Build a TensorRT engine on this device from an exported ONNX artifact (no torch needed).
 
     Engines are tied to their GPU and TensorRT version, so build them where they run (a Jetson, say)
@@ -505,6 +528,7 @@ def engine_cmd(artifact, out_dir, precision, data_dir, json_path):
       gatekit engine artifacts/td0.3/static.onnx.json --precision fp16 --out artifacts/td0.3-trt
     """
     check_outputs(files={"--json": json_path}, dirs={"--out": out_dir})
+    _trust_edited(trust_edited)
     from gatekit.runtimes.tensorrt_build import engine_from_artifact
 
     m = engine_from_artifact(artifact, out_dir, precision=precision, data_dir=data_dir)
@@ -653,7 +677,8 @@ def profile_cmd(runtime, arch, width, input_size, stem, stem_padding, threads, r
 @click.option("--linear/--no-linear", default=True, show_default=True, help="Also fit the linear probe on the artifact's features.")
 @click.option("--data-dir", type=click.Path(), help="Directory with the data (default: the manifest's, then $GATEKIT_DATA).")
 @click.option("--out", "out_path", required=True, type=click.Path(), help="Append one JSON line per artifact and runtime here.")
-def accuracy_cmd(artifacts, runtimes, threads, ops, train_images, test_images, linear, data_dir, out_path):
+@trust_edited_option
+def accuracy_cmd(artifacts, runtimes, threads, ops, train_images, test_images, linear, data_dir, out_path, trust_edited):
     """Accuracy of exported artifacts on their own outputs, in their runtime (no torch).
 
     k-NN top-1 (k=20, cosine) of the test images against the training images as memory, and a
@@ -668,6 +693,7 @@ def accuracy_cmd(artifacts, runtimes, threads, ops, train_images, test_images, l
     from gatekit.bench.run import write_jsonl
 
     check_outputs(files={"--out": out_path})
+    _trust_edited(trust_edited)
 
     for path in artifacts:
         art = open_artifact(path)
