@@ -324,8 +324,13 @@ def load_inputs(manifest: dict, count: int, data_dir: str | None = None) -> tupl
 
 def publish(out_dir: str | os.PathLike, stem: str, fmt: str, staged: dict[str, Path], manifest: dict) -> Path:
     """Moves an artifact's staged files (manifest "files" key -> a path in a temporary directory on the
-    same file system) into `out_dir` under the format's names, then writes its manifest with the sha256 of
-    each file; returns the manifest's path. The one place an artifact and its manifest are written."""
+    same file system) into `out_dir` under the format's names and writes its manifest, with the sha256 of
+    each file; returns the manifest's path. The one place an artifact and its manifest are written.
+
+    A pair is never left mixed: the old manifest is removed before the first file is replaced, and the new
+    one is written (atomically) after the last. A failure in between leaves the files without a manifest,
+    which `open_artifact` refuses ("no manifest ... export again"); and a manifest beside files other than
+    the ones it hashed is refused by `verify_files` whatever happens to the directory later."""
     from gatekit.atomic import write_json
 
     f = get_format(fmt)
@@ -336,6 +341,8 @@ def publish(out_dir: str | os.PathLike, stem: str, fmt: str, staged: dict[str, P
     manifest["files"] = names
     manifest["sha256"] = {key: file_sha256(staged[key]) for key in names}
     path = out / manifest_name(stem, f.name)
+    if path.exists():
+        path.unlink()  # from here until the new manifest is written, the stem has no manifest: never a mix
     for key in sorted(names, key=lambda k: (k == f.files[0][0], k)):  # the loaded file last: an .xml never
         os.replace(staged[key], out / names[key])                     # points at a missing .bin
     write_json(path, manifest)

@@ -200,6 +200,50 @@ def _read_back(manifest: Path) -> str | None:
     return art.manifest["tag"]
 
 
+@pytest.mark.parametrize("fmt", ["onnx", "openvino"])
+def test_a_failure_while_publishing_never_leaves_a_mixed_pair(fmt, tmp_path, monkeypatch):
+    """os.replace fails at each of its calls in turn (moving a file, then writing the manifest): what is read
+    back is the old pair, the new pair, or nothing (refused), never the new files under the old manifest."""
+    real_replace = os.replace
+    calls = len(("xml", "bin") if fmt == "openvino" else ("onnx",)) + 1  # each file, then the manifest
+    outcomes = set()
+    for n in range(1, calls + 2):
+        out = tmp_path / f"run{n}"
+        manifest = _export(out, fmt, scale=1.0, tag="old")
+        old_bytes = {p.name: p.read_bytes() for p in out.iterdir()}
+        count = {"n": 0}
+
+        def failing(src, dst, _n=n):
+            count["n"] += 1
+            if count["n"] == _n:
+                raise OSError(28, "No space left on device (simulated)")
+            return real_replace(src, dst)
+
+        monkeypatch.setattr(os, "replace", failing)
+        try:
+            _export(out, fmt, scale=3.0, tag="new")
+            failed = False
+        except OSError:
+            failed = True
+        finally:
+            monkeypatch.setattr(os, "replace", real_replace)
+        got = _read_back(manifest)
+        outcomes.add(got)
+        if got == "old":  # the old pair, byte for byte
+            assert all(out.joinpath(k).read_bytes() == v for k, v in old_bytes.items())
+        if got is not None:  # whatever is read back matches its manifest
+            m = json.loads(manifest.read_text())
+            assert all(file_sha256(out / m["files"][k]) == h for k, h in m["sha256"].items())
+        assert failed == (n <= calls), n
+        if failed:  # the old manifest went before the first file was replaced: the reader is told to export again
+            assert not manifest.exists()
+            with pytest.raises(GatekitError, match="no manifest for .*interrupted export"):
+                open_artifact(out / manifest.name.replace(".onnx.json", ".onnx").replace(".openvino.json", ".xml"))
+        assert got == ("new" if n > calls else None), (n, got)
+        assert not list(out.glob(".*.tmp")), "the manifest's temporary file is removed"
+    assert outcomes == {None, "new"}
+
+
 def test_an_old_manifest_beside_new_files_is_refused(tmp_path):
     """What publish used to leave after a crash between moving the files and writing the manifest."""
     out = tmp_path / "art"
