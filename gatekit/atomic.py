@@ -5,9 +5,33 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Iterator
+
+
+TEMP_PREFIX, TEMP_SUFFIX = ".", ".tmp"  # `.{name}.XXXXXXXX.tmp` beside the target (tempfile.mkstemp's 8 characters)
+_TEMP = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp$")
+
+
+def stale_temps(directory: str | os.PathLike) -> list[Path]:
+    """Temporary files that atomic writes left in `directory` (a process killed between writing and renaming)."""
+    d = Path(directory)
+    if not d.is_dir():
+        return []
+    return sorted(p for p in d.iterdir() if _TEMP.match(p.name) and p.is_file() and not p.is_symlink())
+
+
+def remove_stale_temps(directory: str | os.PathLike) -> list[Path]:
+    """Removes `stale_temps(directory)`; returns what was removed. Call it only where no other process is
+    writing into `directory` (a run directory when its training starts)."""
+    removed = []
+    for p in stale_temps(directory):
+        with contextlib.suppress(FileNotFoundError):
+            p.unlink()
+            removed.append(p)
+    return removed
 
 
 @contextlib.contextmanager
@@ -15,7 +39,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yields a temporary path beside `path`; on success it replaces `path`, on error it is removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)

@@ -77,10 +77,12 @@ def cli() -> None:
               "used; a pruned checkpoint's removed channels stay removed).")
 @click.option("--out", "out_dir", required=True, type=click.Path(), help="Run directory for checkpoints and logs.")
 @click.option("--resume", is_flag=True, help="Continue exactly from OUT/checkpoint.pt.")
+@click.option("--overwrite", is_flag=True, help="Start over in an OUT that holds another run (its model.safetensors, "
+              "checkpoint.pt and metrics.jsonl are removed). Default: refuse such an OUT.")
 @click.option("--json", "json_path", type=click.Path(), help="Write the training summary as JSON here.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def train(recipe, dataset, data_dir, split, limit, arch, width, stem, input_size, stem_padding, gate_group, method, budget, epochs,
-          batch_size, lr, warmup_epochs, proj_dim, seed, device, threads, init, out_dir, resume, json_path, quiet):
+          batch_size, lr, warmup_epochs, proj_dim, seed, device, threads, init, out_dir, resume, overwrite, json_path, quiet):
     """Train an encoder self-supervised (VICReg-Dual-Gating by default).
 
     \b
@@ -92,7 +94,10 @@ def train(recipe, dataset, data_dir, split, limit, arch, width, stem, input_size
     """
     check_outputs(files={"--json": json_path}, dirs={"--out": out_dir})
     from gatekit.train.config import build_config
+    from gatekit.train.trainer import check_run_dir
     from gatekit.train.trainer import train as run_training
+
+    check_run_dir(out_dir, resume, overwrite)  # another run in --out: one line before any work
 
     overrides = dict(dataset=dataset, data_dir=data_dir, split=split, limit=limit, arch=arch, width=width,
                      stem=stem, input_size=input_size, stem_padding=stem_padding, gate_group=gate_group, method=method, budget=budget, epochs=epochs,
@@ -109,7 +114,7 @@ def train(recipe, dataset, data_dir, split, limit, arch, width, stem, input_size
         cfg = _resume_config(out_dir, overrides)
     else:
         cfg = build_config(recipe, overrides)
-    result = run_training(cfg, out_dir, resume=resume, progress=not quiet)
+    result = run_training(cfg, out_dir, resume=resume, overwrite=overwrite, progress=not quiet)
     summary = dict(result.summary, config=cfg.to_dict())
     if _is_main_process():
         click.echo(json.dumps({k: v for k, v in summary.items() if k != "config"}, indent=2))

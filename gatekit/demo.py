@@ -37,7 +37,7 @@ def demo(out_dir: str, epochs: int, limit: int, data_dir: str | None) -> None:
     t0 = time.perf_counter()
     cfg = build_config("cpu-small", {"epochs": epochs, "limit": limit, "data_dir": data_dir, "warmup_epochs": epochs})
     click.echo(f"[1/7] train {cfg.method}, ResNet-18 x{cfg.width}, t_d={cfg.budget}, {epochs} epochs on {limit} real CIFAR-10 images")
-    trained = train(cfg, out / "train")
+    trained = train(cfg, out / "train", overwrite=True)  # the demo's own directory: each demo starts over
     click.echo("[2/7] evaluate the trained encoder (dense and gated paths)")
     result = evaluate_checkpoint(out / "train", knn=True, linear=True, threads=cfg.threads, data_dir=data_dir)
     click.echo("[3/7] evaluate the same network at random initialisation (the baseline)")

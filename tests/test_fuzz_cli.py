@@ -88,6 +88,7 @@ def _workspace(w: Path) -> None:
                                    sha256={"onnx": hashlib.sha256(b"exported bytes").hexdigest()}))
     put("m/other.onnx.json", MANIFEST)
     put("m/orphan.onnx", b"an artifact without a manifest")
+    put("oldrun/metrics.jsonl", '{"epoch": 1}\n')  # a directory that holds another run
     put("m/model.tflite", b"not a gatekit format")
     # benchmark results (JSON lines)
     put("r/good.jsonl", json.dumps(RECORD) + "\n")
@@ -401,6 +402,12 @@ case("pick-results-edited", f"pick --target-ms 1 --results {W}/r/edited.jsonl", 
 case("report-edited", f"report {W}/r/edited.jsonl --out {W}/page.md", "edited.jsonl:1 was measured on an artifact")
 case("report-trust-edited-value", f"report {W}/r/edited.jsonl --out {W}/page.md --trust-edited=no", "--trust-edited")
 case("bench-trust-edited-threads", f"bench {W}/m/edited.onnx.json --quiet --trust-edited --threads 0", "'--threads'")
+
+# --- train into a directory holding another run ---
+case("train-out-holds-run", f"train --out {W}/oldrun --epochs 1", "already holds a run (metrics.jsonl)")
+case("train-out-holds-run-recipe", f"train --recipe cpu-small --out {W}/oldrun", "--overwrite")
+case("train-resume-and-overwrite", f"train --out {W}/oldrun --resume --overwrite", "give one of them")
+case("train-overwrite-value", f"train --out {W}/new --overwrite=yes", "--overwrite")
 
 # --- the group ---
 case("unknown-command", "deploy", "deploy")
