@@ -254,3 +254,35 @@ def test_an_old_manifest_beside_new_files_is_refused(tmp_path):
     assert _read_back(manifest) is None
     with pytest.raises(GatekitError, match="static.onnx: its bytes do not match"):
         open_artifact(manifest)
+
+
+def test_a_real_export_records_hashes_and_a_re_export_replaces_the_pair(tmp_path, capsys):
+    """`gatekit export`'s own path (a width 0.125 dense graph to ONNX and OpenVINO), then a flipped byte, then
+    the same export again: the new pair opens, nothing is left beside it."""
+    import numpy as np
+    import torch
+
+    from gatekit.checkpoint import save_model
+    from gatekit.export.exporter import ExportOptions, export
+    from gatekit.models import GatedResNet, ModelConfig
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (64, 32, 32, 3), dtype=np.uint8)
+    np.savez(tmp_path / "d.npz", x_train=x, y_train=np.zeros(64, np.uint8), x_test=x, y_test=np.zeros(64, np.uint8))
+    torch.manual_seed(0)
+    save_model(tmp_path / "m.safetensors", GatedResNet(ModelConfig(width=0.125)).eval(),
+               {"train_config": {"dataset": "npz", "data_dir": str(tmp_path / "d.npz")}})
+    out = tmp_path / "out"
+    for fmt, keys in (("onnx", {"onnx"}), ("openvino", {"xml", "bin"})):
+        opts = ExportOptions(graph="dense", fmt=fmt, verify_images=32, threads=1)
+        m = export(tmp_path / "m.safetensors", out, opts, progress=False)
+        manifest = out / f"dense.{fmt}.json"
+        assert set(m["sha256"]) == keys and json.loads(manifest.read_text())["sha256"] == m["sha256"]
+        assert open_artifact(manifest).edited == []
+        first = m["files"][sorted(keys)[-1]]
+        _flip(out / first)
+        code, err = _run(["bench", manifest, "--quiet", "--threads", "1"], capsys)
+        assert code == 2 and f"{out / first}: its bytes do not match" in err, err
+        export(tmp_path / "m.safetensors", out, opts, progress=False)  # exporting again repairs it
+        assert open_artifact(manifest).edited == []
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
