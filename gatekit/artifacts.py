@@ -231,7 +231,7 @@ def check_manifest(manifest: dict, path: str | os.PathLike) -> None:
 
 
 _VERIFY_FILES = True  # `--trust-edited`: read artifacts whose bytes differ from their manifest's sha256
-_HASHES: dict[tuple, str] = {}  # (path, size, mtime_ns) -> sha256: an artifact opened twice is read once
+_HASHES: dict[tuple, str] = {}  # (path, inode, size, mtime, ctime) -> sha256: a file opened twice is read once
 
 
 def set_file_verification(enabled: bool) -> None:
@@ -294,8 +294,8 @@ def open_artifact(path: str | os.PathLike, verify: bool | None = None) -> Artifa
     path = Path(path)
     manifest_path = manifest_path_of(path)
     if not manifest_path.is_file():
-        raise GatekitError(f"no manifest for {path}: expected {manifest_path} (written by `gatekit export`; an "
-                           "interrupted export leaves none: export again)")
+        interrupted = "; an interrupted export leaves none: export again" if path.is_file() else ""
+        raise GatekitError(f"no manifest for {path}: expected {manifest_path} (written by `gatekit export`{interrupted})")
     art = Artifact(manifest_path, read_manifest(manifest_path))
     art.edited = file_problems(art)
     if art.edited and (_VERIFY_FILES if verify is None else verify):
@@ -330,7 +330,7 @@ def publish(out_dir: str | os.PathLike, stem: str, fmt: str, staged: dict[str, P
     A pair is never left mixed: the old manifest is removed before the first file is replaced, and the new
     one is written (atomically) after the last. A failure in between leaves the files without a manifest,
     which `open_artifact` refuses ("no manifest ... export again"); and a manifest beside files other than
-    the ones it hashed is refused by `verify_files` whatever happens to the directory later."""
+    the ones it hashed is refused by `file_problems` whatever happens to the directory later."""
     from gatekit.atomic import write_json
 
     f = get_format(fmt)
