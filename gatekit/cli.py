@@ -54,7 +54,7 @@ def cli() -> None:
 @cli.command()
 @click.option("--recipe", help="Recipe name (cifar10, cifar100, stl10, imagenet100, cpu-small) or a .toml path; flags override it.")
 @click.option("--dataset", help="cifar10, cifar100, stl10, imagenet100, imagefolder or npz.")
-@click.option("--data-dir", type=click.Path(), help="Directory with the data (default: $GATEKIT_DATA).")
+@click.option("--data-dir", type=click.Path(), help="Directory with the data (default: $GATEKIT_DATA, then ~/.cache/gatekit/data).")
 @click.option("--split", help="Training split (stl10's paper recipe uses 'unlabeled').")
 @click.option("--limit", type=count(), help="Train on the first N images only.")
 @click.option("--arch", help="resnet18 or resnet34.")
@@ -154,7 +154,7 @@ def _is_main_process() -> bool:
 @click.option("--knn/--no-knn", default=True, show_default=True, help="k-NN top-1: k=20 cosine-weighted and k=1 Euclidean (the paper's).")
 @click.option("--linear", is_flag=True, help="Also train a linear probe on frozen features (saved beside the checkpoint).")
 @click.option("--dataset", help="Evaluate on this dataset instead of the training one.")
-@click.option("--data-dir", type=click.Path(), help="Directory with the data (default: the training one, then $GATEKIT_DATA).")
+@click.option("--data-dir", type=click.Path(), help="Directory with the data (default: the training one, then $GATEKIT_DATA, then ~/.cache/gatekit/data).")
 @click.option("--limit-train", type=count(), help="Use only the first N training images as the k-NN memory / probe set.")
 @click.option("--random-init", is_flag=True, help="Evaluate the same architecture at random initialisation (a baseline).")
 @click.option("--device", default="auto", show_default=True, type=DEVICE, help="auto, cpu, cuda, cuda:N or mps.")
@@ -225,7 +225,7 @@ def eval_cmd(checkpoint, paths, knn, linear, dataset, data_dir, limit_train, ran
               help="dynamic: only blocks whose output is at least this many pixels a side skip channels; the others "
                    "run whole convs and zero the inactive channels (0: every block skips, the paper's form). "
                    "Default: 0 for the native form, 8 for the standard-ops forms.")
-@click.option("--data-dir", type=click.Path(), help="Default: the training one, then $GATEKIT_DATA.")
+@click.option("--data-dir", type=click.Path(), help="Default: the training one, then $GATEKIT_DATA, then ~/.cache/gatekit/data.")
 @click.option("--threads", type=count(), help="Runtime threads during verification.")
 @click.option("--json", "json_path", type=click.Path(), help="Write all manifests as JSON here.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
@@ -286,7 +286,7 @@ def export_cmd(checkpoint, graphs, formats, out_dir, calib, min_usage, round_to,
 @click.option("--threads", default="1,2", show_default=True, type=IntList(1), help="Thread counts, comma-separated.")
 @click.option("--batch", default=1, show_default=True, type=count())
 @click.option("--inputs", "n_inputs", default=256, show_default=True, type=count(), help="Real test images cycled as inputs.")
-@click.option("--data-dir", type=click.Path(), help="Default: $GATEKIT_DATA.")
+@click.option("--data-dir", type=click.Path(), help="Default: $GATEKIT_DATA, then ~/.cache/gatekit/data.")
 @click.option("--warmup-runs", default=50, show_default=True, type=count(0))
 @click.option("--warmup-seconds", default=0.2, show_default=True, type=NON_NEGATIVE)
 @click.option("--min-runs", default=1000, show_default=True, type=count(), help="Stop after this many timed runs ...")
@@ -423,7 +423,7 @@ def report_cmd(results, out_path, html_path, plots_dir, json_path, trust_edited)
 @click.option("--margin", default=0.05, show_default=True, type=FiniteFloatRange(0, 1, max_open=True), help="With --lut: plan for the target less this fraction (predictor error).")
 @click.option("--accuracy-check/--no-accuracy-check", default=True, show_default=True,
               help="With --lut: measure the planned static graph's k-NN beside the gated path (minutes at full width).")
-@click.option("--data-dir", type=click.Path(), help="With --lut: default: the checkpoint's, then $GATEKIT_DATA.")
+@click.option("--data-dir", type=click.Path(), help="With --lut: default: the checkpoint's, then $GATEKIT_DATA, then ~/.cache/gatekit/data.")
 @click.option("--plot", "plot_path", type=click.Path(), help="Accuracy against latency with the target (PNG).")
 @click.option("--json", "json_path", type=click.Path(), help="Write the choice and the candidates as JSON here.")
 @trust_edited_option
@@ -518,7 +518,7 @@ def _pick_with_lut(target_ms, pct, lut_path, checkpoint, usage_manifest, export_
 @click.option("--out", "out_dir", required=True, type=click.Path(), help="Where the engine and its manifest go.")
 @click.option("--precision", default="fp32", show_default=True, type=click.Choice(["fp32", "fp16", "int8"]),
               help="int8: from an int8 (QDQ) ONNX artifact, with the scales it was calibrated with.")
-@click.option("--data-dir", type=click.Path(), help="Real images for the check (default: the manifest's, then $GATEKIT_DATA).")
+@click.option("--data-dir", type=click.Path(), help="Real images for the check (default: the manifest's, then $GATEKIT_DATA, then ~/.cache/gatekit/data).")
 @click.option("--json", "json_path", type=click.Path(), help="Write the engine's manifest as JSON here too.")
 @trust_edited_option
 def engine_cmd(artifact, out_dir, precision, data_dir, json_path, trust_edited):
@@ -600,7 +600,7 @@ def ops_status(json_path):
               help="Also time the native GatedBlock op at active widths, so the LUT predicts native dynamic graphs per "
                    "input (default: when `gatekit ops build` has built its library for the runtime).")
 @click.option("--dataset", default="cifar10", show_default=True, help="Real test images for whole networks (resized to --input).")
-@click.option("--data-dir", type=click.Path(), help="Default: $GATEKIT_DATA.")
+@click.option("--data-dir", type=click.Path(), help="Default: $GATEKIT_DATA, then ~/.cache/gatekit/data.")
 @click.option("--min-runs", default=400, show_default=True, type=count(), help="Table entries: stop after this many timed runs ...")
 @click.option("--min-seconds", default=1.5, show_default=True, type=NON_NEGATIVE, help="... or after this many seconds, whichever comes first.")
 @click.option("--seed", default=0, show_default=True, type=count(0))
