@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Iterator
 
 
-TEMP_PREFIX, TEMP_SUFFIX = ".", ".tmp"  # `.{name}.XXXXXXXX.tmp` beside the target (tempfile.mkstemp's 8 characters)
+# atomic_path's temporary files are `.{name}.XXXXXXXX.tmp` beside the target (mkstemp's 8 random characters)
 _TEMP = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp$")
 
 
@@ -39,7 +39,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yields a temporary path beside `path`; on success it replaces `path`, on error it is removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)

@@ -59,10 +59,11 @@ def test_resume_removes_temps_and_trims_metrics_to_the_checkpoint(tiny_npz, tmp_
     run = tmp_path / "run"
     train(_cfg(tiny_npz, epochs=1), run, progress=False)
     one = (run / "metrics.jsonl").read_text()
-    # what a kill leaves: a half-written checkpoint, a metrics line of an epoch never checkpointed, a cut line
+    # what a kill leaves: a half-written checkpoint, a metrics line of an epoch never checkpointed, a cut line;
+    # and an epoch logged twice (a resume before this fix)
     (run / ".checkpoint.pt.a1b2c3d4.tmp").write_bytes(b"\0" * 4096)
     (run / ".model.safetensors.zz_9yx8w.tmp").write_bytes(b"partial")
-    (run / "metrics.jsonl").write_text(one + one.replace('"epoch": 1', '"epoch": 2') + '{"loss": 1.0, "ep')
+    (run / "metrics.jsonl").write_text(one + one + one.replace('"epoch": 1', '"epoch": 2') + '{"loss": 1.0, "ep')
     (run / "notes.tmp").write_text("not ours")  # a user's file of the same suffix stays
     train(_cfg(tiny_npz, epochs=2), run, resume=True, progress=False)
     assert stale_temps(run) == []

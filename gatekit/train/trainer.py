@@ -43,7 +43,7 @@ def check_run_dir(out_dir: str | Path, resume: bool = False, overwrite: bool = F
 def _prepare_run_dir(out_dir: Path, state: dict | None, overwrite: bool) -> None:
     """On the main process, before anything is written: temporary files of atomic writes that a killed run
     left are removed; a new run (--overwrite) removes the old run's files; a resumed run's metrics.jsonl keeps
-    each epoch once, up to the checkpoint's epoch, whose line is the checkpoint's own record."""
+    each epoch once (its latest line), up to the checkpoint's epoch, whose line is the checkpoint's own record."""
     from gatekit.atomic import remove_stale_temps, write_text
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -63,8 +63,8 @@ def _prepare_run_dir(out_dir: Path, state: dict | None, overwrite: bool) -> None
             except json.JSONDecodeError:  # a line cut short by a kill
                 continue
             epoch = rec.get("epoch") if isinstance(rec, dict) else None
-            if isinstance(epoch, int) and 1 <= epoch <= done and epoch not in by_epoch:
-                by_epoch[epoch] = json.dumps(rec)
+            if isinstance(epoch, int) and 1 <= epoch <= done:
+                by_epoch[epoch] = json.dumps(rec)  # a repeated epoch (a resume before this fix): the latest line
     try:
         own = json.loads(state.get("metrics", ""))
     except (TypeError, json.JSONDecodeError):
