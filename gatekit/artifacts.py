@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -147,6 +147,7 @@ class Artifact:
 
     manifest_path: Path
     manifest: dict
+    edited: list[str] = field(default_factory=list)  # opened with --trust-edited: how its files differ
 
     @property
     def format(self) -> Format:
@@ -229,13 +230,77 @@ def check_manifest(manifest: dict, path: str | os.PathLike) -> None:
             raise GatekitError(f"{path}: 'input.shape' must be four integers (NCHW), got {spec['shape']!r}")
 
 
-def open_artifact(path: str | os.PathLike) -> Artifact:
-    """An artifact file (.onnx, .xml, .engine) or its manifest (.json)."""
+_VERIFY_FILES = True  # `--trust-edited`: read artifacts whose bytes differ from their manifest's sha256
+_HASHES: dict[tuple, str] = {}  # (path, inode, size, mtime, ctime) -> sha256: a file opened twice is read once
+
+
+def set_file_verification(enabled: bool) -> None:
+    """Whether `open_artifact` checks the files against the manifest's sha256 (the CLI's --trust-edited)."""
+    global _VERIFY_FILES
+    _VERIFY_FILES = bool(enabled)
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    import hashlib
+
+    path = Path(path)
+    st = path.stat()
+    key = (str(path.resolve()), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    if key not in _HASHES:
+        h = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+        _HASHES[key] = h.hexdigest()
+    return _HASHES[key]
+
+
+def file_problems(art: "Artifact") -> list[str]:
+    """How an artifact's files differ from its manifest, one line each (empty: they match). The files must be
+    the ones the manifest's name implies (`{stem}.{format}.json` describes `{stem}.onnx`, never another
+    artifact's file), and their bytes must match the sha256 it records. Manifests written before the sha256
+    was recorded are checked by name only."""
+    path, manifest = art.manifest_path, art.manifest
+    f = get_format(manifest["format"])
+    files = manifest["files"]
+    suffix = f".{f.name}{MANIFEST_SUFFIX}"
+    if path.name.endswith(suffix) and len(path.name) > len(suffix):
+        expected = f.file_names(path.name[: -len(suffix)], fallback=any(k.startswith(FALLBACK_PREFIX) for k in files))
+        for key, name in files.items():
+            if expected.get(key) != name:
+                return [f"{path}: 'files.{key}' points at {name!r}, not at this manifest's {expected.get(key, 'artifact')!r}"]
+    recorded = manifest.get("sha256")
+    if recorded is None:
+        return []
+    if not isinstance(recorded, dict):
+        raise GatekitError(f"{path}: 'sha256' must be a table, got {type(recorded).__name__}")
+    problems = []
+    for key, name in files.items():
+        file = path.parent / name
+        if not file.is_file():
+            raise GatekitError(f"{file}: missing (listed in {path.name} as 'files.{key}')")
+        if not isinstance(recorded.get(key), str):
+            problems.append(f"{path}: 'sha256' has no hash for {key!r} ({file.name} is unverified)")
+        elif file_sha256(file) != recorded[key]:
+            problems.append(f"{file}: its bytes do not match the sha256 in {path.name} (changed after export)")
+    return problems
+
+
+def open_artifact(path: str | os.PathLike, verify: bool | None = None) -> Artifact:
+    """An artifact file (.onnx, .xml, .engine) or its manifest (.json). Its files are checked against the
+    manifest (`file_problems`) and the first difference refused in one line, unless `verify` is False
+    (default: on; off after set_file_verification(False), the CLI's --trust-edited), when the differences
+    are kept in `Artifact.edited` (bench records them)."""
     path = Path(path)
     manifest_path = manifest_path_of(path)
     if not manifest_path.is_file():
-        raise GatekitError(f"no manifest for {path}: expected {manifest_path} (written by `gatekit export`)")
-    return Artifact(manifest_path, read_manifest(manifest_path))
+        interrupted = "; an interrupted export leaves none: export again" if path.is_file() else ""
+        raise GatekitError(f"no manifest for {path}: expected {manifest_path} (written by `gatekit export`{interrupted})")
+    art = Artifact(manifest_path, read_manifest(manifest_path))
+    art.edited = file_problems(art)
+    if art.edited and (_VERIFY_FILES if verify is None else verify):
+        raise GatekitError(f"{art.edited[0]}: refused; export it again, or pass --trust-edited if you edited it on purpose")
+    return art
 
 
 def find_manifests(directory: str | os.PathLike) -> list[Path]:
@@ -259,8 +324,13 @@ def load_inputs(manifest: dict, count: int, data_dir: str | None = None) -> tupl
 
 def publish(out_dir: str | os.PathLike, stem: str, fmt: str, staged: dict[str, Path], manifest: dict) -> Path:
     """Moves an artifact's staged files (manifest "files" key -> a path in a temporary directory on the
-    same file system) into `out_dir` under the format's names, then writes its manifest; returns the
-    manifest's path. The one place an artifact and its manifest are written."""
+    same file system) into `out_dir` under the format's names and writes its manifest, with the sha256 of
+    each file; returns the manifest's path. The one place an artifact and its manifest are written.
+
+    A pair is never left mixed: the old manifest is removed before the first file is replaced, and the new
+    one is written (atomically) after the last. A failure in between leaves the files without a manifest,
+    which `open_artifact` refuses ("no manifest ... export again"); and a manifest beside files other than
+    the ones it hashed is refused by `file_problems` whatever happens to the directory later."""
     from gatekit.atomic import write_json
 
     f = get_format(fmt)
@@ -269,8 +339,11 @@ def publish(out_dir: str | os.PathLike, stem: str, fmt: str, staged: dict[str, P
         raise GatekitError(f"a {f.name} artifact has files {sorted(names)}, got {sorted(staged)}")
     out = Path(out_dir)
     manifest["files"] = names
+    manifest["sha256"] = {key: file_sha256(staged[key]) for key in names}
+    path = out / manifest_name(stem, f.name)
+    if path.exists():
+        path.unlink()  # from here until the new manifest is written, the stem has no manifest: never a mix
     for key in sorted(names, key=lambda k: (k == f.files[0][0], k)):  # the loaded file last: an .xml never
         os.replace(staged[key], out / names[key])                     # points at a missing .bin
-    path = out / manifest_name(stem, f.name)
     write_json(path, manifest)
     return path

@@ -22,6 +22,23 @@ def _write_json(path: str | None, data: dict) -> None:
         write_json(path, data)
 
 
+def trust_edited_option(f):
+    """--trust-edited: read artifacts whose files differ from their manifest (edited on purpose)."""
+    return click.option("--trust-edited", is_flag=True,
+                        help="Read artifacts whose files differ from the sha256 (or the names) in their manifest, "
+                             "e.g. edited on purpose; bench records say so. Default: refuse them.")(f)
+
+
+def _trust_edited(trust: bool) -> None:
+    """Artifacts opened by this command are checked against their manifests unless --trust-edited."""
+    from gatekit.artifacts import set_file_verification
+
+    set_file_verification(not trust)
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None:
+        ctx.call_on_close(lambda: set_file_verification(True))
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="gatekit")
 def cli() -> None:
@@ -37,7 +54,7 @@ def cli() -> None:
 @cli.command()
 @click.option("--recipe", help="Recipe name (cifar10, cifar100, stl10, imagenet100, cpu-small) or a .toml path; flags override it.")
 @click.option("--dataset", help="cifar10, cifar100, stl10, imagenet100, imagefolder or npz.")
-@click.option("--data-dir", type=click.Path(), help="Directory with the data (default: $GATEKIT_DATA).")
+@click.option("--data-dir", type=click.Path(), help="Directory with the data (default: $GATEKIT_DATA, then ~/.cache/gatekit/data).")
 @click.option("--split", help="Training split (stl10's paper recipe uses 'unlabeled').")
 @click.option("--limit", type=count(), help="Train on the first N images only.")
 @click.option("--arch", help="resnet18 or resnet34.")
@@ -60,10 +77,12 @@ def cli() -> None:
               "used; a pruned checkpoint's removed channels stay removed).")
 @click.option("--out", "out_dir", required=True, type=click.Path(), help="Run directory for checkpoints and logs.")
 @click.option("--resume", is_flag=True, help="Continue exactly from OUT/checkpoint.pt.")
+@click.option("--overwrite", is_flag=True, help="Start over in an OUT that holds another run (its model.safetensors, "
+              "checkpoint.pt and metrics.jsonl are removed). Default: refuse such an OUT.")
 @click.option("--json", "json_path", type=click.Path(), help="Write the training summary as JSON here.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def train(recipe, dataset, data_dir, split, limit, arch, width, stem, input_size, stem_padding, gate_group, method, budget, epochs,
-          batch_size, lr, warmup_epochs, proj_dim, seed, device, threads, init, out_dir, resume, json_path, quiet):
+          batch_size, lr, warmup_epochs, proj_dim, seed, device, threads, init, out_dir, resume, overwrite, json_path, quiet):
     """Train an encoder self-supervised (VICReg-Dual-Gating by default).
 
     \b
@@ -75,7 +94,10 @@ def train(recipe, dataset, data_dir, split, limit, arch, width, stem, input_size
     """
     check_outputs(files={"--json": json_path}, dirs={"--out": out_dir})
     from gatekit.train.config import build_config
+    from gatekit.train.trainer import check_run_dir
     from gatekit.train.trainer import train as run_training
+
+    check_run_dir(out_dir, resume, overwrite)  # another run in --out: one line before any work
 
     overrides = dict(dataset=dataset, data_dir=data_dir, split=split, limit=limit, arch=arch, width=width,
                      stem=stem, input_size=input_size, stem_padding=stem_padding, gate_group=gate_group, method=method, budget=budget, epochs=epochs,
@@ -92,7 +114,7 @@ def train(recipe, dataset, data_dir, split, limit, arch, width, stem, input_size
         cfg = _resume_config(out_dir, overrides)
     else:
         cfg = build_config(recipe, overrides)
-    result = run_training(cfg, out_dir, resume=resume, progress=not quiet)
+    result = run_training(cfg, out_dir, resume=resume, overwrite=overwrite, progress=not quiet)
     summary = dict(result.summary, config=cfg.to_dict())
     if _is_main_process():
         click.echo(json.dumps({k: v for k, v in summary.items() if k != "config"}, indent=2))
@@ -132,7 +154,7 @@ def _is_main_process() -> bool:
 @click.option("--knn/--no-knn", default=True, show_default=True, help="k-NN top-1: k=20 cosine-weighted and k=1 Euclidean (the paper's).")
 @click.option("--linear", is_flag=True, help="Also train a linear probe on frozen features (saved beside the checkpoint).")
 @click.option("--dataset", help="Evaluate on this dataset instead of the training one.")
-@click.option("--data-dir", type=click.Path(), help="Directory with the data (default: the training one, then $GATEKIT_DATA).")
+@click.option("--data-dir", type=click.Path(), help="Directory with the data (default: the training one, then $GATEKIT_DATA, then ~/.cache/gatekit/data).")
 @click.option("--limit-train", type=count(), help="Use only the first N training images as the k-NN memory / probe set.")
 @click.option("--random-init", is_flag=True, help="Evaluate the same architecture at random initialisation (a baseline).")
 @click.option("--device", default="auto", show_default=True, type=DEVICE, help="auto, cpu, cuda, cuda:N or mps.")
@@ -203,7 +225,7 @@ def eval_cmd(checkpoint, paths, knn, linear, dataset, data_dir, limit_train, ran
               help="dynamic: only blocks whose output is at least this many pixels a side skip channels; the others "
                    "run whole convs and zero the inactive channels (0: every block skips, the paper's form). "
                    "Default: 0 for the native form, 8 for the standard-ops forms.")
-@click.option("--data-dir", type=click.Path(), help="Default: the training one, then $GATEKIT_DATA.")
+@click.option("--data-dir", type=click.Path(), help="Default: the training one, then $GATEKIT_DATA, then ~/.cache/gatekit/data.")
 @click.option("--threads", type=count(), help="Runtime threads during verification.")
 @click.option("--json", "json_path", type=click.Path(), help="Write all manifests as JSON here.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
@@ -264,7 +286,7 @@ def export_cmd(checkpoint, graphs, formats, out_dir, calib, min_usage, round_to,
 @click.option("--threads", default="1,2", show_default=True, type=IntList(1), help="Thread counts, comma-separated.")
 @click.option("--batch", default=1, show_default=True, type=count())
 @click.option("--inputs", "n_inputs", default=256, show_default=True, type=count(), help="Real test images cycled as inputs.")
-@click.option("--data-dir", type=click.Path(), help="Default: $GATEKIT_DATA.")
+@click.option("--data-dir", type=click.Path(), help="Default: $GATEKIT_DATA, then ~/.cache/gatekit/data.")
 @click.option("--warmup-runs", default=50, show_default=True, type=count(0))
 @click.option("--warmup-seconds", default=0.2, show_default=True, type=NON_NEGATIVE)
 @click.option("--min-runs", default=1000, show_default=True, type=count(), help="Stop after this many timed runs ...")
@@ -279,8 +301,9 @@ def export_cmd(checkpoint, graphs, formats, out_dir, calib, min_usage, round_to,
 @click.option("--table", "table_path", type=click.Path(), help="Write the Markdown table here.")
 @click.option("--plot", "plot_path", type=click.Path(), help="Write latency ratio against FLOPs ratio (PNG) here.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@trust_edited_option
 def bench_cmd(artifacts, runtimes, threads, batch, n_inputs, data_dir, warmup_runs, warmup_seconds, min_runs, min_seconds,
-              ops, sweep, out_dir, json_path, table_path, plot_path, quiet):
+              ops, sweep, out_dir, json_path, table_path, plot_path, quiet, trust_edited):
     """Measure latency of exported artifacts on this device, with one protocol for every runtime.
 
     Warm-up (>= 50 runs and >= 0.2 s), then >= 1,000 runs or >= 10 s; p50/p90/p99, mean, std, min and
@@ -295,6 +318,7 @@ def bench_cmd(artifacts, runtimes, threads, batch, n_inputs, data_dir, warmup_ru
     """
     check_outputs(files={"--json": json_path, "--table": table_path, "--plot": plot_path},
                   dirs={"--out": out_dir if sweep else None})
+    _trust_edited(trust_edited)
     from gatekit.bench.protocol import Protocol
     from gatekit.bench.report import markdown_table, plot_latency_vs_flops, plot_per_input
     from gatekit.bench.run import write_jsonl
@@ -355,7 +379,8 @@ def _echo_refused(checkpoint):
 @click.option("--html", "html_path", type=click.Path(), help="Also write the page as HTML here.")
 @click.option("--plots-dir", type=click.Path(), help="Where the PNGs go (default: beside --out, in OUT-plots/).")
 @click.option("--json", "json_path", type=click.Path(), help="Write the targets, their tables and plot paths as JSON here.")
-def report_cmd(results, out_path, html_path, plots_dir, json_path):
+@trust_edited_option
+def report_cmd(results, out_path, html_path, plots_dir, json_path, trust_edited):
     """Merge benchmark results from several devices into one page: a section per target.
 
     A target is the machine a record was measured on (CPU model and cores, GPU, Jetson board and power
@@ -370,7 +395,7 @@ def report_cmd(results, out_path, html_path, plots_dir, json_path):
     check_outputs(files={"--out": out_path, "--html": html_path, "--json": json_path}, dirs={"--plots-dir": plots_dir})
     from gatekit.bench.targets import build_report
 
-    summary = build_report(list(results), out_path, plots_dir=plots_dir, html_path=html_path)
+    summary = build_report(list(results), out_path, plots_dir=plots_dir, html_path=html_path, trust_edited=trust_edited)
     for t in summary["targets"]:
         click.echo(f"{t['records']:4d} records  {t['target']}  -> {t['plot']}")
     click.echo(f"page: {summary['page']}" + (f"  html: {summary['html']}" if summary["html"] else ""))
@@ -398,11 +423,12 @@ def report_cmd(results, out_path, html_path, plots_dir, json_path):
 @click.option("--margin", default=0.05, show_default=True, type=FiniteFloatRange(0, 1, max_open=True), help="With --lut: plan for the target less this fraction (predictor error).")
 @click.option("--accuracy-check/--no-accuracy-check", default=True, show_default=True,
               help="With --lut: measure the planned static graph's k-NN beside the gated path (minutes at full width).")
-@click.option("--data-dir", type=click.Path(), help="With --lut: default: the checkpoint's, then $GATEKIT_DATA.")
+@click.option("--data-dir", type=click.Path(), help="With --lut: default: the checkpoint's, then $GATEKIT_DATA, then ~/.cache/gatekit/data.")
 @click.option("--plot", "plot_path", type=click.Path(), help="Accuracy against latency with the target (PNG).")
 @click.option("--json", "json_path", type=click.Path(), help="Write the choice and the candidates as JSON here.")
+@trust_edited_option
 def pick_cmd(target_ms, percentile, results, accuracy_files, metric, runtime, threads, batch, lut_path, checkpoint,
-             usage_manifest, export_to, margin, accuracy_check, data_dir, plot_path, json_path):
+             usage_manifest, export_to, margin, accuracy_check, data_dir, plot_path, json_path, trust_edited):
     """Pick the most accurate option whose latency meets a target on this device.
 
     With --results: the most accurate recorded artifact whose measured latency meets the target. It
@@ -420,6 +446,7 @@ def pick_cmd(target_ms, percentile, results, accuracy_files, metric, runtime, th
       gatekit pick --target-ms 0.30 --lut lut-ort-1t.json --checkpoint runs/dual --export-to artifacts/pick
     """
     check_outputs(files={"--plot": plot_path, "--json": json_path}, dirs={"--export-to": export_to})
+    _trust_edited(trust_edited)
     pct = int(percentile)
     if lut_path:
         return _pick_with_lut(target_ms, pct, lut_path, checkpoint, usage_manifest, export_to, margin, accuracy_check,
@@ -429,7 +456,7 @@ def pick_cmd(target_ms, percentile, results, accuracy_files, metric, runtime, th
     from gatekit.bench.run import read_jsonl
     from gatekit.pick.select import RECORD_FIELDS, candidates, load_accuracies, pick, plot, table
 
-    cands = candidates(read_jsonl(results, RECORD_FIELDS), load_accuracies(accuracy_files), metric=metric, percentile=pct,
+    cands = candidates(read_jsonl(results, RECORD_FIELDS, edited_ok=trust_edited), load_accuracies(accuracy_files), metric=metric, percentile=pct,
                        runtime=runtime, threads=threads, batch=batch)
     chosen, reason = pick(cands, target_ms)
     click.echo(table(cands, chosen, target_ms, pct))
@@ -491,9 +518,10 @@ def _pick_with_lut(target_ms, pct, lut_path, checkpoint, usage_manifest, export_
 @click.option("--out", "out_dir", required=True, type=click.Path(), help="Where the engine and its manifest go.")
 @click.option("--precision", default="fp32", show_default=True, type=click.Choice(["fp32", "fp16", "int8"]),
               help="int8: from an int8 (QDQ) ONNX artifact, with the scales it was calibrated with.")
-@click.option("--data-dir", type=click.Path(), help="Real images for the check (default: the manifest's, then $GATEKIT_DATA).")
+@click.option("--data-dir", type=click.Path(), help="Real images for the check (default: the manifest's, then $GATEKIT_DATA, then ~/.cache/gatekit/data).")
 @click.option("--json", "json_path", type=click.Path(), help="Write the engine's manifest as JSON here too.")
-def engine_cmd(artifact, out_dir, precision, data_dir, json_path):
+@trust_edited_option
+def engine_cmd(artifact, out_dir, precision, data_dir, json_path, trust_edited):
     """Build a TensorRT engine on this device from an exported ONNX artifact (no torch needed).
 
     Engines are tied to their GPU and TensorRT version, so build them where they run (a Jetson, say)
@@ -505,6 +533,7 @@ def engine_cmd(artifact, out_dir, precision, data_dir, json_path):
       gatekit engine artifacts/td0.3/static.onnx.json --precision fp16 --out artifacts/td0.3-trt
     """
     check_outputs(files={"--json": json_path}, dirs={"--out": out_dir})
+    _trust_edited(trust_edited)
     from gatekit.runtimes.tensorrt_build import engine_from_artifact
 
     m = engine_from_artifact(artifact, out_dir, precision=precision, data_dir=data_dir)
@@ -571,7 +600,7 @@ def ops_status(json_path):
               help="Also time the native GatedBlock op at active widths, so the LUT predicts native dynamic graphs per "
                    "input (default: when `gatekit ops build` has built its library for the runtime).")
 @click.option("--dataset", default="cifar10", show_default=True, help="Real test images for whole networks (resized to --input).")
-@click.option("--data-dir", type=click.Path(), help="Default: $GATEKIT_DATA.")
+@click.option("--data-dir", type=click.Path(), help="Default: $GATEKIT_DATA, then ~/.cache/gatekit/data.")
 @click.option("--min-runs", default=400, show_default=True, type=count(), help="Table entries: stop after this many timed runs ...")
 @click.option("--min-seconds", default=1.5, show_default=True, type=NON_NEGATIVE, help="... or after this many seconds, whichever comes first.")
 @click.option("--seed", default=0, show_default=True, type=count(0))
@@ -653,7 +682,8 @@ def profile_cmd(runtime, arch, width, input_size, stem, stem_padding, threads, r
 @click.option("--linear/--no-linear", default=True, show_default=True, help="Also fit the linear probe on the artifact's features.")
 @click.option("--data-dir", type=click.Path(), help="Directory with the data (default: the manifest's, then $GATEKIT_DATA).")
 @click.option("--out", "out_path", required=True, type=click.Path(), help="Append one JSON line per artifact and runtime here.")
-def accuracy_cmd(artifacts, runtimes, threads, ops, train_images, test_images, linear, data_dir, out_path):
+@trust_edited_option
+def accuracy_cmd(artifacts, runtimes, threads, ops, train_images, test_images, linear, data_dir, out_path, trust_edited):
     """Accuracy of exported artifacts on their own outputs, in their runtime (no torch).
 
     k-NN top-1 (k=20, cosine) of the test images against the training images as memory, and a
@@ -668,6 +698,7 @@ def accuracy_cmd(artifacts, runtimes, threads, ops, train_images, test_images, l
     from gatekit.bench.run import write_jsonl
 
     check_outputs(files={"--out": out_path})
+    _trust_edited(trust_edited)
 
     for path in artifacts:
         art = open_artifact(path)

@@ -21,8 +21,18 @@ import click
 @click.option("--out", "out_dir", default="runs/demo", show_default=True, type=click.Path())
 @click.option("--epochs", default=3, show_default=True, type=click.IntRange(min=1), help="Training epochs of the short run.")
 @click.option("--limit", default=25000, show_default=True, type=click.IntRange(min=1), help="Training images used.")
-@click.option("--data-dir", type=click.Path(), help="Default: $GATEKIT_DATA.")
+@click.option("--data-dir", type=click.Path(),
+              help="Default: $GATEKIT_DATA, else $XDG_CACHE_HOME/gatekit/data (~/.cache/gatekit/data), where CIFAR-10 "
+                   "is downloaded (md5 checked) when it is missing and a network is reachable.")
 def demo(out_dir: str, epochs: int, limit: int, data_dir: str | None) -> None:
+    from gatekit.data import load_dataset
+
+    # the data first: found, extracted from the official archive, or downloaded; else one line saying how
+    load_dataset("cifar10", "test", data_dir, limit=1)
+    _run(out_dir, epochs, limit, data_dir)
+
+
+def _run(out_dir: str, epochs: int, limit: int, data_dir: str | None) -> None:
     from gatekit.atomic import write_json, write_text
     from gatekit.bench.protocol import Protocol
     from gatekit.bench.report import markdown_table, plot_latency_vs_flops
@@ -37,7 +47,7 @@ def demo(out_dir: str, epochs: int, limit: int, data_dir: str | None) -> None:
     t0 = time.perf_counter()
     cfg = build_config("cpu-small", {"epochs": epochs, "limit": limit, "data_dir": data_dir, "warmup_epochs": epochs})
     click.echo(f"[1/7] train {cfg.method}, ResNet-18 x{cfg.width}, t_d={cfg.budget}, {epochs} epochs on {limit} real CIFAR-10 images")
-    trained = train(cfg, out / "train")
+    trained = train(cfg, out / "train", overwrite=True)  # the demo's own directory: each demo starts over
     click.echo("[2/7] evaluate the trained encoder (dense and gated paths)")
     result = evaluate_checkpoint(out / "train", knn=True, linear=True, threads=cfg.threads, data_dir=data_dir)
     click.echo("[3/7] evaluate the same network at random initialisation (the baseline)")
@@ -146,5 +156,32 @@ def _lut_and_picks(out: Path, records: list[dict], data_dir: str | None) -> tupl
                               "table": recorded_table}, "lut": planned}
 
 
+def main(argv: list[str] | None = None) -> None:
+    """`python -m gatekit.demo`: errors are one line on stderr (exit 2), never a traceback."""
+    import sys
+
+    from gatekit.errors import GatekitError
+
+    try:
+        demo.main(args=argv, prog_name="gatekit.demo", standalone_mode=False)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except click.UsageError as e:
+        click.echo(f"gatekit demo: error: {e.format_message()}", err=True)
+        sys.exit(e.exit_code)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except GatekitError as e:
+        click.echo(f"gatekit demo: error: {e}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+
+
 if __name__ == "__main__":
-    demo()
+    main()

@@ -83,9 +83,15 @@ def test_resolve_data_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("GATEKIT_DATA", str(tmp_path / "env"))
     assert resolve_data_dir(tmp_path / "x") == tmp_path / "x"
     assert resolve_data_dir(None) == tmp_path / "env"
-    monkeypatch.delenv("GATEKIT_DATA")
-    with pytest.raises(GatekitError, match="no data directory: pass --data-dir or set GATEKIT_DATA"):
-        resolve_data_dir(None)
+    monkeypatch.delenv("GATEKIT_DATA")  # neither: the default data directory
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert resolve_data_dir(None) == tmp_path / "cache" / "gatekit" / "data"
+    monkeypatch.setenv("GATEKIT_DATA", "")
+    assert resolve_data_dir("") == tmp_path / "cache" / "gatekit" / "data"
+    for xdg in ("", "relative/cache"):  # unset or relative (the XDG spec ignores it): ~/.cache
+        monkeypatch.setenv("XDG_CACHE_HOME", xdg)
+        monkeypatch.setenv("HOME", str(tmp_path / "home"))
+        assert resolve_data_dir(None) == tmp_path / "home" / ".cache" / "gatekit" / "data"
 
 
 def test_unknown_name_and_split(tmp_path):
@@ -423,3 +429,53 @@ def test_real_cifar10():
     small = load_dataset("cifar10", "train", root, download=False, limit=100)
     assert small.images.shape == (100, 32, 32, 3) and small.labels.shape == (100,)
     np.testing.assert_array_equal(small.images, train.images[:100])
+
+
+# ------------------------------------------------------------------- the default data directory, no network
+
+
+def _no_data_env(monkeypatch, tmp_path) -> Path:
+    """GATEKIT_DATA unset, the cache in tmp_path, no network: returns the default data directory."""
+    monkeypatch.delenv("GATEKIT_DATA", raising=False)
+    monkeypatch.delenv("GATEKIT_OFFLINE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(datasets_module, "network_reachable", lambda url: False)
+    return tmp_path / "cache" / "gatekit" / "data"
+
+
+def test_missing_data_without_network_says_in_one_line_how_to_provide_it(tmp_path, monkeypatch):
+    default = _no_data_env(monkeypatch, tmp_path)
+    with pytest.raises(GatekitError) as info:
+        load_dataset("cifar10", "train")
+    message = str(info.value)
+    assert "\n" not in message
+    assert f"dataset cifar10 not found in {default}" in message and "no network to download it" in message
+    assert "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz" in message
+    assert f"place it at {default / 'cifar-10-python.tar.gz'}" in message and "GATEKIT_DATA" in message
+    assert not (tmp_path / "cache").exists(), "nothing is created when nothing can be fetched"
+
+
+def test_the_official_archive_in_the_default_directory_is_used(tmp_path, monkeypatch):
+    default = _no_data_env(monkeypatch, tmp_path)
+    source = tmp_path / "source"
+    train_hwc = make_cifar10_folder(source)
+    default.mkdir(parents=True)
+    tar_folder(source / "cifar-10-batches-py", default / "cifar-10-python.tar.gz")
+    train = load_dataset("cifar10", "train")
+    np.testing.assert_array_equal(train.images, train_hwc)
+    assert (default / "cifar-10-batches-py").is_dir()
+
+
+def test_demo_without_data_or_network_ends_in_one_line(tmp_path, monkeypatch, capsys):
+    from gatekit import demo
+
+    default = _no_data_env(monkeypatch, tmp_path)
+    with pytest.raises(SystemExit) as e:
+        demo.main(["--out", str(tmp_path / "demo"), "--epochs", "1"])
+    out, err = capsys.readouterr()
+    assert e.value.code == 2 and "Traceback" not in out + err
+    lines = [x for x in (out + err).splitlines() if x.strip()]
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("gatekit demo: error: dataset cifar10 not found in") and str(default) in lines[0]
+    assert "cifar-10-python.tar.gz" in lines[0] and "GATEKIT_DATA" in lines[0]
+    assert not (tmp_path / "demo").exists()

@@ -76,9 +76,19 @@ def _workspace(w: Path) -> None:
         "no_usage": _without(MANIFEST, "gate_usage"), "usage_list": dict(MANIFEST, gate_usage=[1, 2]),
         "usage_images": dict(MANIFEST, gate_usage={"counts": [[1]], "images": "ten"}),
         "no_model_config": _without(MANIFEST, "model_config"),
+        "sha_number": dict(MANIFEST, sha256=3), "sha_missing": dict(MANIFEST, sha256={}),
     }.items():
+        if isinstance(content, dict) and content.get("files") == MANIFEST["files"]:  # each describes its own file
+            content = dict(content, files={"onnx": f"{name}.onnx"})
         put(f"m/{name}.onnx.json", content)
+    put("m/sha_missing.onnx", b"an unhashed file")
+    # a file edited after export (its manifest has the sha256 of other bytes); a manifest naming another's file
+    put("m/edited.onnx", b"edited bytes")
+    put("m/edited.onnx.json", dict(MANIFEST, files={"onnx": "edited.onnx"},
+                                   sha256={"onnx": hashlib.sha256(b"exported bytes").hexdigest()}))
+    put("m/other.onnx.json", MANIFEST)
     put("m/orphan.onnx", b"an artifact without a manifest")
+    put("oldrun/metrics.jsonl", '{"epoch": 1}\n')  # a directory that holds another run
     put("m/model.tflite", b"not a gatekit format")
     # benchmark results (JSON lines)
     put("r/good.jsonl", json.dumps(RECORD) + "\n")
@@ -92,6 +102,7 @@ def _workspace(w: Path) -> None:
         "no_macs": json.dumps(dict(RECORD, manifest={"graph": "dense"})) + "\n",
         "stats_list": json.dumps(dict(RECORD, stats=[1.0])) + "\n",
         "p90_string": json.dumps(dict(RECORD, stats={"p50_ms": 1.0, "p90_ms": "fast"})) + "\n",
+        "edited": json.dumps(dict(RECORD, edited=["a.onnx: its bytes do not match"])) + "\n",
     }.items():
         put(f"r/{name}.jsonl", content)
     # `gatekit eval --json` outputs
@@ -374,6 +385,29 @@ case("prune-no-checkpoint", f"prune {W}/ckpt/no_model --ratio 0.5 --out {W}/new"
 case("prune-out-is-file", f"prune {W}/ckpt/empty --ratio 0.5 --out {W}/file", "--out")
 case("prune-json-is-dir", f"prune {W}/ckpt/empty --ratio 0.5 --out {W}/new --json {W}/dir", "--json")
 case("train-init-missing", f"train --init {W}/ckpt/no_model --epochs 1 --out {W}/new", "no checkpoint")
+
+# --- files that differ from their manifest (sha256 and names), and --trust-edited ---
+EDITED = "edited.onnx: its bytes do not match the sha256 in edited.onnx.json"
+OTHER = "'files.onnx' points at 'good.onnx', not at this manifest's 'other.onnx'"
+for cmd, tail in [("bench", "--quiet"), ("engine", f"--out {W}/new"), ("accuracy", f"--out {W}/acc.jsonl")]:
+    case(f"{cmd}-edited", f"{cmd} {W}/m/edited.onnx.json {tail}", EDITED)
+    case(f"{cmd}-edited-file", f"{cmd} {W}/m/edited.onnx {tail}", EDITED)
+    case(f"{cmd}-other", f"{cmd} {W}/m/other.onnx.json {tail}", OTHER)
+    case(f"{cmd}-sha256-number", f"{cmd} {W}/m/sha_number.onnx.json {tail}", "'sha256' must be a table")
+    case(f"{cmd}-sha256-missing", f"{cmd} {W}/m/sha_missing.onnx.json {tail}", "'sha256' has no hash for 'onnx'")
+    case(f"{cmd}-trust-edited-value", f"{cmd} {W}/m/edited.onnx.json {tail} --trust-edited=yes", "--trust-edited")
+case("pick-usage-edited", f"pick --target-ms 1 --lut {W}/lut/good.json --usage {W}/m/edited.onnx.json", EDITED)
+case("pick-usage-other", f"pick --target-ms 1 --lut {W}/lut/good.json --usage {W}/m/other.onnx.json", OTHER)
+case("pick-results-edited", f"pick --target-ms 1 --results {W}/r/edited.jsonl", "edited.jsonl:1 was measured on an artifact")
+case("report-edited", f"report {W}/r/edited.jsonl --out {W}/page.md", "edited.jsonl:1 was measured on an artifact")
+case("report-trust-edited-value", f"report {W}/r/edited.jsonl --out {W}/page.md --trust-edited=no", "--trust-edited")
+case("bench-trust-edited-threads", f"bench {W}/m/edited.onnx.json --quiet --trust-edited --threads 0", "'--threads'")
+
+# --- train into a directory holding another run ---
+case("train-out-holds-run", f"train --out {W}/oldrun --epochs 1", "already holds a run (metrics.jsonl)")
+case("train-out-holds-run-recipe", f"train --recipe cpu-small --out {W}/oldrun", "--overwrite")
+case("train-resume-and-overwrite", f"train --out {W}/oldrun --resume --overwrite", "give one of them")
+case("train-overwrite-value", f"train --out {W}/new --overwrite=yes", "--overwrite")
 
 # --- the group ---
 case("unknown-command", "deploy", "deploy")

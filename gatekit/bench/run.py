@@ -18,7 +18,7 @@ SCHEMA = "gatekit.bench/1"
 def manifest_summary(m: dict) -> dict:
     keys = ("graph", "format", "dynamic_form", "method", "budget", "widths", "full_widths", "macs", "precision",
             "checkpoint_sha256", "model_config", "input", "gatekit_version", "agreement", "native_op", "dynamic_skipping",
-            "quantization", "pruned", "pruning")
+            "quantization", "pruned", "pruning", "sha256")
     out = {k: m.get(k) for k in keys}
     v = m.get("verification") or {}
     if "knn_delta_points" in v:  # a reduced-precision artifact: how far it is from its fp32 graph
@@ -63,6 +63,8 @@ def bench_one(artifact: Artifact, runtime: str, threads: int | None, batch: int,
             "machine": describe_machine or machine_info(),
             "power": power.summary,
         }
+        if artifact.edited:  # measured with --trust-edited: `report` and `pick` refuse it unless told the same
+            record["edited"] = list(artifact.edited)
         per_input = artifact.manifest.get("per_input")
         if per_input and batch == 1:
             lat = per_input_latency(m)
@@ -82,10 +84,11 @@ def write_jsonl(path: str | Path, records: list[dict]) -> None:
         tmp.write_text(old + "".join(json.dumps(r) + "\n" for r in records))
 
 
-def read_jsonl(paths, required: dict | None = None, schema: str = SCHEMA) -> list[dict]:
+def read_jsonl(paths, required: dict | None = None, schema: str = SCHEMA, edited_ok: bool = True) -> list[dict]:
     """Records of `schema` (benchmark records by default) from JSON-lines files. `required`: dotted field ->
     type(s) each record must have (`{"manifest.graph": str}`); any failure is one line naming the file, the
-    line and the field."""
+    line and the field. `edited_ok=False`: a record measured on an artifact whose files did not match its
+    manifest (`bench --trust-edited`) is refused too."""
     records = []
     for p in paths:
         p = Path(p)
@@ -111,6 +114,9 @@ def read_jsonl(paths, required: dict | None = None, schema: str = SCHEMA) -> lis
             for field, types in (required or {}).items():
                 if not _has(r, field, types):
                     raise GatekitError(f"{p}:{k} lacks {field} (or it has the wrong type): not a `gatekit {'accuracy' if schema != SCHEMA else 'bench --json'}` record")
+            if not edited_ok and r.get("edited"):
+                raise GatekitError(f"{p}:{k} was measured on an artifact that differs from its manifest "
+                                   f"({str(r['edited'][0])[:200]}): refused; pass --trust-edited to read it")
             records.append(r)
     return records
 

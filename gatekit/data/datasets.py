@@ -96,13 +96,28 @@ SOURCES = {
 # --------------------------------------------------------------------------------------------- paths
 
 
+def default_data_dir() -> Path:
+    """Where datasets go when neither --data-dir nor $GATEKIT_DATA names a directory: $XDG_CACHE_HOME/gatekit/data,
+    else ~/.cache/gatekit/data (a relative $XDG_CACHE_HOME is ignored, as the XDG spec says)."""
+    cache = os.environ.get("XDG_CACHE_HOME") or ""
+    base = Path(cache) if os.path.isabs(cache) else Path("~/.cache").expanduser()
+    return base / "gatekit" / "data"
+
+
 def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path:
-    """`data_dir` if given, else $GATEKIT_DATA, else a GatekitError."""
+    """`data_dir` if given, else $GATEKIT_DATA, else the default data directory (`default_data_dir`)."""
     if data_dir is None or str(data_dir) == "":
         data_dir = os.environ.get("GATEKIT_DATA") or None
     if data_dir is None:
-        raise GatekitError("no data directory: pass --data-dir or set GATEKIT_DATA")
+        return default_data_dir()
     return Path(data_dir).expanduser()
+
+
+def how_to_provide(name: str, root: Path) -> str:
+    """One sentence: how to give gatekit dataset `name` without a network (where its archive goes)."""
+    source = SOURCES[name]
+    return (f"download {source.url} (md5 {source.md5}) and place it at {root / source.archive}, or set GATEKIT_DATA "
+            f"(or pass --data-dir) to a directory holding {name}.npz, {source.folder}/ or {source.archive}")
 
 
 def _check_name_and_split(name: str, split: str) -> None:
@@ -122,9 +137,11 @@ def _locate_official(name: str, root: Path, download: bool) -> Path:
     if not archive.is_file():
         expected = f"expected {root / (name + '.npz')}, {folder}/ or {archive}"
         if not download or os.environ.get("GATEKIT_OFFLINE") == "1":
-            raise GatekitError(f"dataset {name} not found in {root}: {expected} (download disabled)")
+            raise GatekitError(f"dataset {name} not found in {root}: {expected} (download disabled); "
+                               f"{how_to_provide(name, root)}")
         if not network_reachable(source.url):
-            raise GatekitError(f"dataset {name} not found in {root}: {expected} (no network to download it)")
+            raise GatekitError(f"dataset {name} not found in {root}: {expected} (no network to download it); "
+                               f"{how_to_provide(name, root)}")
         download_file(source.url, archive, source.md5)
     safe_extract(archive, root)
     if not folder.is_dir():

@@ -24,6 +24,56 @@ from gatekit.train.losses import bound_anneal
 from gatekit.train.methods import SSLModel
 
 METRICS_FILE = "metrics.jsonl"
+RUN_FILES = (MODEL_FILE, STATE_FILE, METRICS_FILE)  # what makes a directory hold a run
+
+
+def check_run_dir(out_dir: str | Path, resume: bool = False, overwrite: bool = False) -> None:
+    """A new run goes into a directory that holds no other run, unless `resume` (continue it) or `overwrite`
+    (start over); one line naming the directory and what it holds otherwise."""
+    if resume and overwrite:
+        raise GatekitError("--resume continues the run in --out and --overwrite starts it over: give one of them")
+    if resume or overwrite:
+        return
+    found = [name for name in RUN_FILES if (Path(out_dir) / name).exists()]
+    if found:
+        raise GatekitError(f"--out {out_dir} already holds a run ({', '.join(found)}): pass --resume to continue it, "
+                           "or --overwrite to start over")
+
+
+def _prepare_run_dir(out_dir: Path, state: dict | None, overwrite: bool) -> None:
+    """On the main process, before anything is written: temporary files of atomic writes that a killed run
+    left are removed; a new run (--overwrite) removes the old run's files; a resumed run's metrics.jsonl keeps
+    each epoch once (its latest line), up to the checkpoint's epoch, whose line is the checkpoint's own record."""
+    from gatekit.atomic import remove_stale_temps, write_text
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(out_dir)
+    if state is None:
+        if overwrite:
+            for name in RUN_FILES:
+                (out_dir / name).unlink(missing_ok=True)
+        return
+    done = int(state["epoch"])
+    path = out_dir / METRICS_FILE
+    by_epoch: dict[int, str] = {}
+    if path.is_file():
+        for line in path.read_text(errors="replace").splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:  # a line cut short by a kill
+                continue
+            epoch = rec.get("epoch") if isinstance(rec, dict) else None
+            if isinstance(epoch, int) and 1 <= epoch <= done:
+                by_epoch[epoch] = json.dumps(rec)  # a repeated epoch (a resume before this fix): the latest line
+    try:
+        own = json.loads(state.get("metrics", ""))
+    except (TypeError, json.JSONDecodeError):
+        own = None
+    if isinstance(own, dict) and own.get("epoch") == done:
+        by_epoch[done] = json.dumps(own)
+    lines = [by_epoch[e] + "\n" for e in sorted(by_epoch)]
+    if not path.is_file() or path.read_text(errors="replace") != "".join(lines):
+        write_text(path, "".join(lines))
 
 
 @dataclass
@@ -73,9 +123,12 @@ def _fine_tune_meta(init_meta: dict, cfg: TrainConfig, epochs: int) -> dict:
     return {PRUNED_KEY: dict(record, fine_tune=fine_tune)}
 
 
-def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False, progress: bool = True) -> TrainResult:
-    """Trains `cfg` into `out_dir`. With `resume`, continues exactly from out_dir/checkpoint.pt."""
+def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False, overwrite: bool = False,
+          progress: bool = True) -> TrainResult:
+    """Trains `cfg` into `out_dir`. With `resume`, continues exactly from out_dir/checkpoint.pt; with
+    `overwrite`, starts over in a directory that holds another run (refused without one of them)."""
     out_dir = Path(out_dir)
+    check_run_dir(out_dir, resume, overwrite)
     device = pick_device(cfg.device)
     info = init_distributed(device.type)
     if device.type == "cuda" and info.enabled:
@@ -137,6 +190,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False, progre
     if state is not None and use_amp and "scaler" in state:
         scaler.load_state_dict(state["scaler"])
 
+    if info.is_main:
+        _prepare_run_dir(out_dir, state, overwrite)
     out_dir.mkdir(parents=True, exist_ok=True)
     metrics_path = out_dir / METRICS_FILE
     summary: dict = {}
