@@ -88,8 +88,8 @@ def _finished(run: Path) -> bool:
 
 
 def export_phase() -> list[dict]:
-    """Every artifact, exported and verified; returns [{manifest, accuracy_runtimes}]."""
-    from gatekit.export.sweep import export_all
+    """Every artifact, exported and verified; returns the bench items."""
+    from gatekit.artifacts import manifest_name
 
     art = RUNS / "artifacts"
     jobs = []  # (checkpoint, out dir, graphs, formats, precisions, options)
@@ -114,8 +114,14 @@ def export_phase() -> list[dict]:
         want = len(graphs) * len(formats) * len(precisions)
         if (len(list(out.glob("*.json"))) if out.is_dir() else 0) < want:
             out.mkdir(parents=True, exist_ok=True)
-            export_all(ckpt, out, graphs=graphs, formats=formats, precisions=precisions, strict=True, knn_check=False,
-                       knn_train=2000, knn_test=1000, progress=False, **opts)
+            for fmt in formats:
+                for precision in precisions:
+                    tail = "" if precision == "fp32" else f"-{precision}"
+                    refused = json.loads((out / "refused.json").read_text()) if (out / "refused.json").is_file() else []
+                    if (all((out / manifest_name(g + tail, fmt)).is_file() for g in graphs)
+                            or {"format": fmt, "precision": precision} in [{k: r[k] for k in ("format", "precision")} for r in refused]):
+                        continue
+                    export_int8_or_fp32(ckpt, out, graphs, fmt, precision, opts)
         for mpath in sorted(out.glob("*.json")):
             m = json.loads(mpath.read_text())
             if m.get("graph") not in graphs or (m.get("precision") or "fp32") not in precisions:
@@ -123,6 +129,27 @@ def export_phase() -> list[dict]:
             items.append({"kind": "artifact", "manifest": str(mpath), "graph": m["graph"], "budget": m.get("budget"),
                           "format": m["format"], "precision": m.get("precision") or "fp32"})
     return items
+
+
+def export_int8_or_fp32(ckpt: Path, out: Path, graphs: list[str], fmt: str, precision: str, opts: dict) -> None:
+    """One format and precision. int8 as a user would: the default quantization first and, where export
+    refuses it (k-NN on 10,000 test images more than 1 point below fp32), the hint it prints: stem and last
+    block kept in float. A graph refused both ways is left out (and said so in refused.json)."""
+    from gatekit.errors import GatekitError
+    from gatekit.export.sweep import export_all
+
+    tries = [dict(opts)] if precision != "int8" else [dict(opts), dict(opts, quant_exclude=("stem", "last"))]
+    for i, o in enumerate(tries):
+        try:
+            export_all(ckpt, out, graphs=graphs, formats=[fmt], precisions=[precision], strict=True, knn_check=False,
+                       progress=False, **o)
+            return
+        except GatekitError as e:
+            print(f"refused: {out.name} {fmt} {precision} {o}: {e}", flush=True)
+            if i == len(tries) - 1:
+                refused = out / "refused.json"
+                old = json.loads(refused.read_text()) if refused.is_file() else []
+                refused.write_text(json.dumps(old + [{"format": fmt, "precision": precision, "error": str(e)}], indent=1))
 
 
 def accuracy_phase(items: list[dict], threads: int, out: Path) -> None:
