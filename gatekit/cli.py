@@ -721,7 +721,8 @@ def accuracy_cmd(artifacts, runtimes, threads, ops, train_images, test_images, l
               help="t_d of the gatekit reference artifact (the fastest fp32 gatekit graph of that budget).")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Writes compare.json, compare.md and one PNG per runtime and thread count here.")
-def compare_cmd(results, accuracy_files, metric, percentile, budget, out_dir):
+@trust_edited_option
+def compare_cmd(results, accuracy_files, metric, percentile, budget, out_dir, trust_edited):
     """Accuracy against measured latency for every family: gatekit, Torch-Pruning, dense, dense int8.
 
     Each family's Pareto front, and the headline: the accuracy each alternative reaches on its front at
@@ -739,7 +740,7 @@ def compare_cmd(results, accuracy_files, metric, percentile, budget, out_dir):
     from gatekit.pick.select import ACCURACY_FIELDS, RECORD_FIELDS
 
     check_outputs(dirs={"--out": out_dir})
-    result = compare(read_jsonl(results, RECORD_FIELDS), read_jsonl(accuracy_files, ACCURACY_FIELDS, ACCURACY_SCHEMA), metric=metric, percentile=int(percentile),
+    result = compare(read_jsonl(results, RECORD_FIELDS, edited_ok=trust_edited), read_jsonl(accuracy_files, ACCURACY_FIELDS, ACCURACY_SCHEMA), metric=metric, percentile=int(percentile),
                      budget=budget)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
