@@ -45,6 +45,7 @@ RATIOS = (0.25, 0.4, 0.5, 0.65, 0.75, 0.9)
 MIN_USAGE = (0.005, 0.02, 0.05, 0.1)  # the t_d 0.3 static curve: channels on for fewer of the calibration images are dropped
 THIN = ROOT / "runs" / "thin"
 RUNS = ROOT / "runs" / "compare"
+FINE_TUNE_IMAGES = 25_000 // 256 * 256  # one epoch over the first 25,000 training images
 FINE_TUNE = ["--recipe", "cpu-small", "--method", "vicreg", "--epochs", "1", "--limit", "25000", "--warmup-epochs", "0.1",
              "--lr", "0.1"]
 
@@ -66,10 +67,34 @@ def prune_phase(threads: int) -> dict:
             gatekit_cli("train", "--init", str(out / "model.safetensors"), *FINE_TUNE, "--threads", str(threads), "--quiet",
                         "--out", str(ft), "--json", str(ft / "summary.json"))
             (ft / "wall_seconds.txt").write_text(f"{time.time() - t0:.1f}\n")
-        wall = ft / "wall_seconds.txt"
-        costs[f"r{r}"] = {"fine_tune_wall_s": float(wall.read_text()) if wall.is_file() else None,
-                          "fine_tune": " ".join(FINE_TUNE), "threads": threads}
+        summary = json.loads((ft / "summary.json").read_text()) if (ft / "summary.json").is_file() else {}
+        costs[f"r{r}"] = {"fine_tune": " ".join(FINE_TUNE), "images_seen": FINE_TUNE_IMAGES,
+                          "measured_seconds": summary.get("seconds"), "measured_images_per_s": summary.get("images_per_s"),
+                          "note": "measured while other jobs shared the 2 cores: see training_cost() for the cost at the "
+                                  "recorded uncontended throughput"}
     return costs
+
+
+def training_cost() -> dict:
+    """What each family costs to train, in images seen and in CPU hours at the recorded uncontended training
+    throughput of this recipe (benchmarks/train_cifar10/throughput.json, 2 threads)."""
+    rate = json.loads((ROOT / "benchmarks" / "train_cifar10" / "throughput.json").read_text())["images_per_s"]
+    run = 20 * (50_000 // 256) * 256  # 20 epochs of the cpu-small recipe (whole batches)
+
+    def hours(images, method):
+        return round(images / rate[method]["median"] / 3600, 2)
+
+    return {
+        "gatekit": {"runs": "one vicreg-dual run per budget, each giving a dense and a gated encoder",
+                    "images_per_budget": run, "cpu_h_per_budget": hours(run, "vicreg-dual")},
+        "torch-pruning": {"runs": "one dense vicreg run for every ratio, then a prune (seconds)", "images": run,
+                          "cpu_h": hours(run, "vicreg")},
+        "torch-pruning + fine-tune": {"runs": "the dense run, plus a fine-tune per ratio", "images_per_ratio": FINE_TUNE_IMAGES,
+                                      "cpu_h_per_ratio": hours(FINE_TUNE_IMAGES, "vicreg")},
+        "dense": {"runs": "one vicreg run per width (x0.25 throughput; thinner runs are somewhat faster)",
+                  "images_per_width": run, "cpu_h_per_width": hours(run, "vicreg")},
+        "throughput": {k: v["median"] for k, v in rate.items()},
+    }
 
 
 def thin_checkpoints() -> dict[str, Path]:
@@ -196,7 +221,7 @@ def main() -> None:
                                                             "protocol": result["protocol"]}, indent=1))
         return
     if args.phase in ("all", "prune"):
-        costs = prune_phase(args.accuracy_threads)
+        costs = {"fine_tunes": prune_phase(args.accuracy_threads), "training": training_cost()}
         (out / "costs.json").write_text(json.dumps(costs, indent=1) + "\n")
     if args.phase in ("all", "export"):
         items = export_phase()
