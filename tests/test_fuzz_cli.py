@@ -21,9 +21,10 @@ from gatekit.pick.lut import SCHEMA as LUT_SCHEMA
 NON_UTF8 = b"\xff\xfe\x80 not text \xc3\x28"
 MODEL_CONFIG = {"arch": "resnet18", "width": 0.125, "stem": "cifar", "stem_padding": None, "input_size": 32,
                 "gate_group": 1}
-RECORD = {"schema": BENCH_SCHEMA, "runtime": {"name": "ort"}, "threads": 1, "batch": 1, "precision": "fp32",
-          "stats": {"p50_ms": 1.0, "p90_ms": 1.1, "p99_ms": 1.2},
-          "manifest": {"graph": "dense", "budget": 0.3, "macs": {"ratio_to_dense": 1.0}, "checkpoint_sha256": "abc"},
+RECORD = {"schema": BENCH_SCHEMA, "runtime": {"name": "ort", "provider": "CPUExecutionProvider"}, "threads": 1, "batch": 1,
+          "precision": "fp32", "stats": {"p50_ms": 1.0, "p90_ms": 1.1, "p99_ms": 1.2},
+          "manifest": {"graph": "dense", "budget": 0.3, "macs": {"ratio_to_dense": 1.0}, "checkpoint_sha256": "abc",
+                       "model_config": {"arch": "resnet18", "width": 0.25, "stem": "cifar", "input_size": 32, "gate_group": 1}},
           "machine": {"cpu": "test cpu", "cores": 2}}
 LUT = {"schema": LUT_SCHEMA, "runtime": {"name": "ort"}, "threads": 1, "round_to": 16,
        "arch": {"arch": "resnet18", "width": 0.125, "stem": "cifar", "stem_padding": None, "input_size": 32},
@@ -92,6 +93,8 @@ def _workspace(w: Path) -> None:
     put("m/model.tflite", b"not a gatekit format")
     # benchmark results (JSON lines)
     put("r/good.jsonl", json.dumps(RECORD) + "\n")
+    put("r/no_model_config.jsonl", json.dumps(dict(RECORD, manifest={k: v for k, v in RECORD["manifest"].items()
+                                                                      if k != "model_config"})) + "\n")
     for name, content in {
         "number": "3\n", "list": "[1]\n", "string": '"x"\n', "nonutf8": NON_UTF8, "empty": "\n",
         "badline": json.dumps(RECORD) + "\n{not json\n", "schema": json.dumps(dict(RECORD, schema="other/9")) + "\n",
@@ -354,6 +357,9 @@ case("profile-out-is-dir", f"profile --out {W}/dir", "--out")
 case("profile-out-under-file", f"profile --out {W}/file/lut.json", "--out")
 case("profile-plot-is-dir", f"profile --out {W}/lut.json --plot {W}/dir", "--plot")
 case("profile-json-under-file", f"profile --out {W}/lut.json --json {W}/file/s.json", "--json")
+
+# --- report: a record without the architecture it groups by ---
+case("report-record-no-model-config", f"report {W}/r/no_model_config.jsonl --out {W}/rep.md", "manifest.model_config")
 
 # --- accuracy, compare, prune ---
 ACC_LINE = json.dumps({"schema": "gatekit.accuracy/1", "artifact": "a.onnx", "manifest": {}, "knn": {"top1": "high"}})

@@ -149,7 +149,7 @@ def test_missing_and_corrupt_files_are_one_line_errors_and_write_nothing(two_dev
 def test_records_without_the_fields_of_a_page_are_refused(tmp_path):
     p = tmp_path / "thin.jsonl"
     p.write_text(json.dumps({"schema": "gatekit.bench/1", "stats": {}}) + "\n")
-    with pytest.raises(GatekitError, match="record 1 lacks manifest"):
+    with pytest.raises(GatekitError, match="thin.jsonl:1 lacks "):
         load_records([p])
     (tmp_path / "empty.jsonl").write_text("\n")
     with pytest.raises(GatekitError, match="holds no benchmark records"):

@@ -8,6 +8,14 @@ from pathlib import Path
 from gatekit.artifacts import runtime_display, runtime_name
 
 
+# what the report reads of a benchmark record (checked by read_jsonl: one line naming file, line and field)
+REPORT_FIELDS = {"runtime.name": str, "runtime.provider": (str, type(None)), "precision": str, "threads": (int, type(None)),
+                 "batch": int, "stats.p50_ms": (int, float), "stats.p90_ms": (int, float), "manifest.graph": str,
+                 "manifest.macs.ratio_to_dense": (int, float), "manifest.model_config.arch": str,
+                 "manifest.model_config.width": (int, float), "manifest.model_config.stem": str,
+                 "manifest.model_config.input_size": int, "manifest.model_config.gate_group": int}
+
+
 def _arch_key(r: dict) -> tuple:
     c = r["manifest"]["model_config"]
     return (c["arch"], c["width"], c["stem"], c["input_size"])

@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gatekit.bench.report import markdown_table, plot_latency_vs_flops, runtime_label
+from gatekit.bench.report import REPORT_FIELDS, markdown_table, plot_latency_vs_flops, runtime_label
 from gatekit.bench.run import read_jsonl
 from gatekit.errors import GatekitError
 
@@ -60,7 +60,7 @@ def load_records(paths, trust_edited: bool = False) -> list[tuple[str, dict]]:
     edited artifact (`bench --trust-edited`) only with `trust_edited`."""
     out = []
     for p in paths:
-        records = read_jsonl([p], edited_ok=trust_edited)  # missing file, a line that is not JSON, another schema: one-line errors
+        records = read_jsonl([p], REPORT_FIELDS, edited_ok=trust_edited)  # missing file, a line that is not JSON, another schema: one-line errors
         for k, r in enumerate(records, 1):
             missing = [f for f in REQUIRED if f not in r]
             if missing:
