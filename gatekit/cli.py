@@ -725,8 +725,8 @@ def accuracy_cmd(artifacts, runtimes, threads, ops, train_images, test_images, l
 def compare_cmd(results, accuracy_files, metric, percentile, budget, out_dir, trust_edited):
     """Accuracy against measured latency for every family: gatekit, Torch-Pruning, dense, dense int8.
 
-    Each family's Pareto front, and the headline: the accuracy each alternative reaches on its front at
-    the latency of gatekit's t_d --budget artifact.
+    Each family's Pareto front, and the headline per precision: the accuracy each alternative reaches on
+    its front at the latency of gatekit's fastest t_d --budget artifact in fp32 (and in int8).
 
     \b
     Example:

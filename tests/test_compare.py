@@ -78,7 +78,8 @@ def _records():
     b = (bench("/a/gk/static.onnx", g, [1.0, 1.2, 1.1]) + bench("/a/gk/hybrid.onnx", gh, [1.3])
          + bench("/a/gk/static-int8.onnx", g_int8, [0.5]) + bench("/a/tp5/dense.onnx", tp1, [0.8])
          + bench("/a/tp25/dense.onnx", tp2, [1.4]) + bench("/a/d/dense.onnx", d, [1.6])
-         + bench("/a/gk/static.xml", dict(g, format="openvino"), [0.9], runtime="openvino"))
+         + bench("/a/gk/static.xml", dict(g, format="openvino"), [0.9], runtime="openvino")
+         + bench("/a/gk/static-int8.xml", dict(g_int8, format="openvino"), [0.4], runtime="openvino"))
     a = [acc("/a/gk/static.onnx", g, 0.66, 0.65), acc("/a/gk/hybrid.onnx", gh, 0.665),
          acc("/a/tp5/dense.onnx", tp1, 0.60), acc("/a/tp25/dense.onnx", tp2, 0.64), acc("/a/d/dense.onnx", d, 0.665),
          acc("/a/gk/static-int8.xml", dict(g_int8, format="openvino"), 0.62)]
@@ -89,7 +90,7 @@ def test_compare_headline_interpolates_each_family_at_the_reference_latency():
     b, a = _records()
     result = cmp.compare(b, a)
     ort = next(g for g in result["groups"] if g["runtime"] == "ort")
-    h = ort["headline"]
+    h = ort["headlines"]["fp32"]
     assert h["reference"]["label"] == "t_d 0.3 static" and h["reference"]["latency_ms"] == pytest.approx(1.1)  # median
     tp = h["families"][TORCH_PRUNING]
     assert tp["accuracy"] == pytest.approx(0.60 + (1.1 - 0.8) / (1.4 - 0.8) * 0.04)
@@ -98,7 +99,11 @@ def test_compare_headline_interpolates_each_family_at_the_reference_latency():
     # an int8 accuracy measured on OpenVINO does not apply to the ONNX Runtime int8 graph
     assert "t_d 0.3 static int8" in ort["missing_accuracy"]
     ov = next(g for g in result["groups"] if g["runtime"] == "openvino")
-    assert ov["points"][0]["accuracy"] == pytest.approx(0.66)  # fp32 accuracy is shared across formats
+    by_label = {p["label"]: p for p in ov["points"]}
+    assert by_label["t_d 0.3 static"]["accuracy"] == pytest.approx(0.66)  # fp32 accuracy is shared across formats
+    assert by_label["t_d 0.3 static int8"]["accuracy"] == pytest.approx(0.62)
+    assert ov["headlines"]["int8"]["reference"]["latency_ms"] == pytest.approx(0.4)  # a headline per precision
+    assert "int8" not in ort["headlines"]  # the ORT int8 graph has no measured accuracy: no int8 reference there
     assert "torch-pruning" in cmp.markdown(result)
 
 
@@ -131,7 +136,7 @@ def test_compare_cli_writes_table_and_plots(tmp_path):
                                    "--out", str(tmp_path / "out")])
     assert res.exit_code == 0, res.output
     assert (tmp_path / "out" / "compare.md").is_file() and (tmp_path / "out" / "compare-ort-1t-b1.png").stat().st_size > 0
-    assert json.loads((tmp_path / "out" / "compare.json").read_text())["groups"][0]["headline"] is not None
+    assert json.loads((tmp_path / "out" / "compare.json").read_text())["groups"][0]["headlines"]["fp32"]
 
 
 def test_numpy_knn_equals_the_torch_knn_of_eval():

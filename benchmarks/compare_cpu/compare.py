@@ -10,7 +10,7 @@ Families (gatekit.pick.families), all from the 20-epoch `cpu-small` recipe:
    and the static graphs in int8;
 2. torch-pruning: the committed dense `vicreg` checkpoint pruned with Torch-Pruning (`gatekit prune`,
    group L2 magnitude, widths rounded up to 16) at six ratios; and the same after a 1-epoch VICReg
-   fine-tune on 25,000 training images (`gatekit train --init`; its CPU time is recorded);
+   fine-tune on 25,000 training images (`gatekit train --init`; its cost is recorded), in fp32 and int8;
 3. dense: the `vicreg` encoder at x0.25 and every thinner width trained from scratch with the same recipe
    (`runs/thin/vicreg-x{w}`; only those that exist);
 4. dense int8: those dense encoders quantized to int8 (ORT QDQ and NNCF).
@@ -122,6 +122,7 @@ def export_phase() -> list[dict]:
         jobs.append((ckpt, art / f"gatekit-td{b}", ["static", "hybrid", "dynamic"], ["onnx", "openvino"], ["fp32"], {}))
         jobs.append((ckpt, art / f"gatekit-td{b}-int8", ["static"], ["onnx", "openvino"], ["int8"], {}))
     jobs.append((GATE_GROUP_16, art / "gatekit-td0.3-g16", ["static", "hybrid", "dynamic"], ["onnx", "openvino"], ["fp32"], {}))
+    jobs.append((GATE_GROUP_16, art / "gatekit-td0.3-g16-int8", ["static"], ["onnx", "openvino"], ["int8"], {}))
     for mu in MIN_USAGE:
         jobs.append((GATEKIT[0.3], art / f"gatekit-td0.3-mu{mu}", ["static"], ["onnx", "openvino"], ["fp32"], {"min_usage": mu}))
     dense = {"0.25": DENSE, **thin_checkpoints()}
@@ -131,6 +132,8 @@ def export_phase() -> list[dict]:
         for fam in ("tp", "tp-ft"):
             jobs.append((RUNS / fam / f"r{r}" / "model.safetensors", art / f"{fam}-r{r}", ["dense"], ["onnx", "openvino"],
                          ["fp32"], {}))
+        jobs.append((RUNS / "tp-ft" / f"r{r}" / "model.safetensors", art / f"tp-ft-r{r}-int8", ["dense"], ["onnx", "openvino"],
+                     ["int8"], {}))
     items = []
     for ckpt, out, graphs, formats, precisions, opts in jobs:
         if not Path(ckpt).is_file():

@@ -8,11 +8,11 @@ reduced-precision accuracy (int8) applies only to the format it was measured on,
 runtime quantizes on its own.
 
 Per (runtime, threads, batch): the points of each family (gatekit.pick.families), each family's Pareto
-front (no other point of the family is both faster and more accurate), and the headline: at the latency
-of the reference artifact (by default the fastest gatekit t_d 0.3 artifact in fp32, per-channel gates, no
---min-usage), the accuracy each other family reaches on its front, linearly interpolated between its two
-neighbouring front points, and what gatekit's own front reaches there (its int8, --min-usage and
-gate-group variants included).
+front (no other point of the family is both faster and more accurate), and a headline per precision
+(fp32, int8): at the latency of the reference artifact (the fastest gatekit t_d 0.3 artifact in that
+precision, per-channel gates, no --min-usage), the accuracy each other family reaches on its front,
+linearly interpolated between its two neighbouring front points, and what gatekit's own front reaches
+there (every checkpoint and variant: other budgets, int8, --min-usage, gate groups).
 A family whose fastest point is slower than that latency has no configuration that fast (None); at
 latencies beyond its slowest point it keeps its most accurate point.
 """
@@ -29,6 +29,7 @@ from gatekit.pick.families import FAMILIES, GATEKIT, family_of, label_of
 
 METRICS = ("knn", "linear")
 REFERENCE_BUDGET = 0.3
+REFERENCE_PRECISIONS = ("fp32", "int8")  # one headline per precision of the reference artifact
 
 
 @dataclass
@@ -143,10 +144,10 @@ def interpolate(front: list[Point], latency_ms: float) -> float | None:
     return front[-1].accuracy
 
 
-def reference_point(points: list[Point], budget: float = REFERENCE_BUDGET) -> Point | None:
-    """The fastest gatekit artifact of the budget as the paper trains it (one gate per channel), fp32, at the
-    channels its calibration uses (no --min-usage), with a known accuracy."""
-    cands = [p for p in points if p.family == GATEKIT and p.summary.get("budget") == budget and p.precision == "fp32"
+def reference_point(points: list[Point], budget: float = REFERENCE_BUDGET, precision: str = "fp32") -> Point | None:
+    """The fastest gatekit artifact of the budget as the paper trains it (one gate per channel), in `precision`,
+    at the channels its calibration uses (no --min-usage), with a known accuracy."""
+    cands = [p for p in points if p.family == GATEKIT and p.summary.get("budget") == budget and p.precision == precision
              and p.accuracy is not None and p.summary.get("graph") != "dense"
              and not (p.summary.get("pruning") or {}).get("min_usage")
              and ((p.summary.get("model_config") or {}).get("gate_group") or 1) == 1]
@@ -162,9 +163,11 @@ def compare(bench_records: list[dict], accuracy_records: list[dict], *, metric: 
     for (rt, threads, batch), points in sorted(groups.items()):
         families = {f: sorted((p for p in points if p.family == f), key=lambda p: p.latency_ms) for f in FAMILIES}
         fronts = {f: pareto_front(ps) for f, ps in families.items() if ps}
-        ref = reference_point(points, budget)
-        headline = None
-        if ref is not None:
+        headlines = {}
+        for precision in REFERENCE_PRECISIONS:
+            ref = reference_point(points, budget, precision)
+            if ref is None:
+                continue
             others = {}
             for f, front in fronts.items():
                 if f == GATEKIT:
@@ -173,12 +176,12 @@ def compare(bench_records: list[dict], accuracy_records: list[dict], *, metric: 
                 others[f] = {"accuracy": acc, "gatekit_minus_family_points": None if acc is None else 100 * (ref.accuracy - acc),
                              "fastest_ms": front[0].latency_ms if front else None}
             best = interpolate(fronts[GATEKIT], ref.latency_ms)  # any gatekit variant (int8, --min-usage, groups)
-            headline = {"reference": ref.to_dict(), "families": others, "gatekit_front_accuracy": best}
+            headlines[precision] = {"reference": ref.to_dict(), "families": others, "gatekit_front_accuracy": best}
         out.append({"runtime": rt, "threads": threads, "batch": batch,
                     "points": [p.to_dict() for f in FAMILIES for p in families.get(f, [])],
                     "fronts": {f: [p.label for p in front] for f, front in fronts.items()},
                     "missing_accuracy": [p.label for p in points if p.accuracy is None],
-                    "headline": headline})
+                    "headlines": headlines})
     return {"metric": metric, "percentile": percentile, "reference_budget": budget, "groups": out}
 
 
@@ -187,11 +190,10 @@ def markdown(result: dict) -> str:
     lines = []
     for g in result["groups"]:
         lines.append(f"### {g['runtime']}, {g['threads']} thread(s), batch {g['batch']}\n")
-        h = g["headline"]
-        if h:
+        for h in g["headlines"].values():
             ref = h["reference"]
             lines.append(f"Reference: gatekit {ref['label']} at p{pct} {ref['latency_ms']:.3f} ms, {metric} "
-                         f"{100 * ref['accuracy']:.2f}%; gatekit's own front (every variant) reaches "
+                         f"{100 * ref['accuracy']:.2f}%; gatekit's own front (every checkpoint and variant) reaches "
                          f"{100 * h['gatekit_front_accuracy']:.2f}% there.\n")
             lines.append(f"| family | {metric} at that p{pct} (front, interpolated) | gatekit minus family (points) |")
             lines.append("|---|---:|---:|")
@@ -227,12 +229,11 @@ def plot(group: dict, result: dict, path: str | Path, title: str | None = None) 
         front = [p for p in pts if p["label"] in group["fronts"].get(f, [])]
         front.sort(key=lambda p: p["latency_ms"])
         ax.plot([p["latency_ms"] for p in front], [100 * p["accuracy"] for p in front], color=sc.get_facecolor()[0], lw=1.2)
-    h = group.get("headline")
-    if h:
+    for h, color in zip(group.get("headlines", {}).values(), ("red", "purple")):
         ref = h["reference"]
-        ax.scatter([ref["latency_ms"]], [100 * ref["accuracy"]], s=140, facecolors="none", edgecolors="red", linewidths=2,
+        ax.scatter([ref["latency_ms"]], [100 * ref["accuracy"]], s=140, facecolors="none", edgecolors=color, linewidths=2,
                    label=f"gatekit {ref['label']}")
-        ax.axvline(ref["latency_ms"], color="red", ls=":", lw=1)
+        ax.axvline(ref["latency_ms"], color=color, ls=":", lw=1)
     ax.set_xlabel(f"p{result['percentile']} latency (ms), batch {group['batch']}")
     ax.set_ylabel({"knn": "k-NN top-1 (%)", "linear": "linear probe top-1 (%)"}[result["metric"]])
     ax.set_title(title or f"{group['runtime']}, {group['threads']} thread(s)")
