@@ -4,6 +4,7 @@ deploy-side commands start on a device that carries only numpy and its runtime."
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -719,10 +720,13 @@ def accuracy_cmd(artifacts, runtimes, threads, ops, train_images, test_images, l
 @click.option("--percentile", type=click.Choice(["50", "90", "99"]), default="90", show_default=True)
 @click.option("--budget", type=FRACTION, default=0.3, show_default=True,
               help="t_d of the gatekit reference artifact (the fastest fp32 gatekit graph of that budget).")
+@click.option("--gate-group", type=count(), default=1, show_default=True,
+              help="Gate group of the gatekit reference artifact (1: the paper's per-channel gates).")
+@click.option("--name", default="compare", show_default=True, help="Stem of the files written.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
-              help="Writes compare.json, compare.md and one PNG per runtime and thread count here.")
+              help="Writes NAME.json, NAME.md and one PNG per runtime and thread count here.")
 @trust_edited_option
-def compare_cmd(results, accuracy_files, metric, percentile, budget, out_dir, trust_edited):
+def compare_cmd(results, accuracy_files, metric, percentile, budget, gate_group, name, out_dir, trust_edited):
     """Accuracy against measured latency for every family: gatekit, Torch-Pruning, dense, dense int8.
 
     Each family's Pareto front, and the headline per precision: the accuracy each alternative reaches on
@@ -740,15 +744,18 @@ def compare_cmd(results, accuracy_files, metric, percentile, budget, out_dir, tr
     from gatekit.pick.select import ACCURACY_FIELDS, RECORD_FIELDS
 
     check_outputs(dirs={"--out": out_dir})
-    result = compare(read_jsonl(results, RECORD_FIELDS, edited_ok=trust_edited), read_jsonl(accuracy_files, ACCURACY_FIELDS, ACCURACY_SCHEMA), metric=metric, percentile=int(percentile),
-                     budget=budget)
+    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", name):
+        raise GatekitError(f"--name must be a plain file stem (letters, digits, '_', '.', '-'), got {name!r}")
+    result = compare(read_jsonl(results, RECORD_FIELDS, edited_ok=trust_edited),
+                     read_jsonl(accuracy_files, ACCURACY_FIELDS, ACCURACY_SCHEMA), metric=metric, percentile=int(percentile),
+                     budget=budget, gate_group=gate_group)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     md = markdown(result)
-    write_json(out / "compare.json", result)
-    write_text(out / "compare.md", md + "\n")
+    write_json(out / f"{name}.json", result)
+    write_text(out / f"{name}.md", md + "\n")
     for g in result["groups"]:
-        plot(g, result, out / f"compare-{g['runtime']}-{g['threads']}t-b{g['batch']}.png")
+        plot(g, result, out / f"{name}-{g['runtime']}-{g['threads']}t-b{g['batch']}.png")
     click.echo(md)
 
 

@@ -382,6 +382,10 @@ case("compare-metric", f"compare --results {W}/r/good.jsonl --accuracy {W}/r/goo
      "'--metric'")
 case("compare-budget", f"compare --results {W}/r/good.jsonl --accuracy {W}/r/good.jsonl --budget 0 --out {W}/new",
      "'--budget'")
+case("compare-name-path", f"compare --results {W}/r/good.jsonl --accuracy {W}/r/good.jsonl --name ../x --out {W}/new",
+     "--name")
+case("compare-gate-group", f"compare --results {W}/r/good.jsonl --accuracy {W}/r/good.jsonl --gate-group 0 --out {W}/new",
+     "'--gate-group'")
 case("compare-out-is-file", f"compare --results {W}/r/good.jsonl --accuracy {W}/r/good.jsonl --out {W}/file", "--out")
 for flag, value in [("--ratio", "1"), ("--ratio", "-0.1"), ("--ratio", "nan"), ("--round-to", "0"), ("--importance", "taylor")]:
     case(f"prune{flag}={value}", f"prune {W}/ckpt/empty --out {W}/new {flag} {value}", f"'{flag}'")

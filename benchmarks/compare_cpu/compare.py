@@ -239,8 +239,9 @@ def main() -> None:
                "--bench-only", str(items_path)]
         subprocess.run(cmd, check=True)
     if args.phase in ("all", "bench", "compare"):
-        gatekit_cli("compare", "--results", str(out / "bench.jsonl"), "--accuracy", str(out / "accuracy.jsonl"),
-                    "--out", str(out))
+        for group, name in ((1, "compare"), (16, "compare-g16")):  # the paper's gates; the change measured beside them
+            gatekit_cli("compare", "--results", str(out / "bench.jsonl"), "--accuracy", str(out / "accuracy.jsonl"),
+                        "--gate-group", str(group), "--name", name, "--out", str(out))
 
 
 if __name__ == "__main__":

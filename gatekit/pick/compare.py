@@ -144,18 +144,19 @@ def interpolate(front: list[Point], latency_ms: float) -> float | None:
     return front[-1].accuracy
 
 
-def reference_point(points: list[Point], budget: float = REFERENCE_BUDGET, precision: str = "fp32") -> Point | None:
-    """The fastest gatekit artifact of the budget as the paper trains it (one gate per channel), in `precision`,
-    at the channels its calibration uses (no --min-usage), with a known accuracy."""
+def reference_point(points: list[Point], budget: float = REFERENCE_BUDGET, precision: str = "fp32",
+                    gate_group: int = 1) -> Point | None:
+    """The fastest gatekit artifact of the budget and gate group (1: the paper's per-channel gates), in
+    `precision`, at the channels its calibration uses (no --min-usage), with a known accuracy."""
     cands = [p for p in points if p.family == GATEKIT and p.summary.get("budget") == budget and p.precision == precision
              and p.accuracy is not None and p.summary.get("graph") != "dense"
              and not (p.summary.get("pruning") or {}).get("min_usage")
-             and ((p.summary.get("model_config") or {}).get("gate_group") or 1) == 1]
+             and ((p.summary.get("model_config") or {}).get("gate_group") or 1) == gate_group]
     return min(cands, key=lambda p: p.latency_ms) if cands else None
 
 
 def compare(bench_records: list[dict], accuracy_records: list[dict], *, metric: str = "knn", percentile: int = 90,
-            budget: float = REFERENCE_BUDGET) -> dict:
+            budget: float = REFERENCE_BUDGET, gate_group: int = 1) -> dict:
     groups = collect(bench_records, accuracy_records, metric=metric, percentile=percentile)
     if not groups:
         raise GatekitError("no bench records to compare")
@@ -165,7 +166,7 @@ def compare(bench_records: list[dict], accuracy_records: list[dict], *, metric: 
         fronts = {f: pareto_front(ps) for f, ps in families.items() if ps}
         headlines = {}
         for precision in REFERENCE_PRECISIONS:
-            ref = reference_point(points, budget, precision)
+            ref = reference_point(points, budget, precision, gate_group)
             if ref is None:
                 continue
             others = {}
@@ -182,7 +183,8 @@ def compare(bench_records: list[dict], accuracy_records: list[dict], *, metric: 
                     "fronts": {f: [p.label for p in front] for f, front in fronts.items()},
                     "missing_accuracy": [p.label for p in points if p.accuracy is None],
                     "headlines": headlines})
-    return {"metric": metric, "percentile": percentile, "reference_budget": budget, "groups": out}
+    return {"metric": metric, "percentile": percentile, "reference_budget": budget, "reference_gate_group": gate_group,
+            "groups": out}
 
 
 def markdown(result: dict) -> str:
