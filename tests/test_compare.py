@@ -107,6 +107,19 @@ def test_compare_headline_interpolates_each_family_at_the_reference_latency():
     assert "torch-pruning" in cmp.markdown(result)
 
 
+def test_reference_follows_the_gate_group_asked_for():
+    b, a = _records()
+    g16 = summary("gatekit", budget=0.3, graph="static", flops=0.6)
+    g16["model_config"]["gate_group"] = 16
+    b += bench("/a/g16/static.onnx", g16, [0.9])
+    a += [acc("/a/g16/static.onnx", g16, 0.667)]
+    per_channel = next(g for g in cmp.compare(b, a)["groups"] if g["runtime"] == "ort")
+    grouped = next(g for g in cmp.compare(b, a, gate_group=16)["groups"] if g["runtime"] == "ort")
+    assert per_channel["headlines"]["fp32"]["reference"]["label"] == "t_d 0.3 static"
+    assert grouped["headlines"]["fp32"]["reference"]["label"] == "t_d 0.3 g16 static"
+    assert grouped["headlines"]["fp32"]["reference"]["latency_ms"] == pytest.approx(0.9)
+
+
 def test_compare_refuses_records_of_another_kind():
     with pytest.raises(GatekitError, match="accuracy record 1"):
         cmp.compare(_records()[0], [{"knn": 1}])
