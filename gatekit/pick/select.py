@@ -77,16 +77,16 @@ def load_accuracies(paths) -> dict[str, dict]:
     return out
 
 
-def accuracy_of(record: dict, accuracies: dict[str, dict], metric: str) -> float | None:
+def accuracy_of(record: dict, accuracies: dict[str, dict], metric: str, measured: dict | None = None) -> float | None:
     """The artifact's accuracy: measured on the artifact itself where a `gatekit accuracy` record exists;
     else its graph's fp32 accuracy, moved by the k-NN difference its export measured below fp32 (reduced
     precision; k-NN only, the linear probe is not re-measured)."""
     if accuracies.get(ARTIFACTS):
         from gatekit.pick.compare import accuracy_for, accuracy_index
 
-        measured = accuracy_for(record, accuracy_index(accuracies[ARTIFACTS], metric))
-        if measured is not None:
-            return measured
+        value = accuracy_for(record, measured if measured is not None else accuracy_index(accuracies[ARTIFACTS], metric))
+        if value is not None:
+            return value
     m = record["manifest"]
     precision = record.get("precision") or m.get("precision") or "fp32"
     if precision == "fp32":
@@ -127,6 +127,11 @@ def candidates(records: list[dict], accuracies: dict[str, dict], *, metric: str 
     if metric not in METRICS:
         raise GatekitError(f"unknown metric {metric!r}: choose one of {', '.join(METRICS)}")
     key = f"p{percentile}_ms"
+    measured = None  # the artifact-measured accuracies, indexed once for every record
+    if accuracies.get(ARTIFACTS):
+        from gatekit.pick.compare import accuracy_index
+
+        measured = accuracy_index(accuracies[ARTIFACTS], metric)
     out = []
     for r in records:
         rt = runtime_name(r["runtime"]["name"])
@@ -144,7 +149,7 @@ def candidates(records: list[dict], accuracies: dict[str, dict], *, metric: str 
         family = family_of(m)
         what = f"t_d={m.get('budget')} {graph_label(r)}" if family == GATEKIT else f"{family} {label_of(m)}"
         name = f"{what} {rt} {r['threads']}T b{r['batch']}{'' if r['precision'] == 'fp32' else ' ' + r['precision']}"
-        out.append(Candidate(name, r["stats"][key], m["macs"]["ratio_to_dense"], accuracy_of(r, accuracies, metric), r))
+        out.append(Candidate(name, r["stats"][key], m["macs"]["ratio_to_dense"], accuracy_of(r, accuracies, metric, measured), r))
     if not out:
         raise GatekitError("no recorded result matches the runtime, threads and batch asked for")
     return out
