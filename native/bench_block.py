@@ -1,4 +1,4 @@
-"""Micro-benchmark of one GatedBlock on ONNX Runtime (not a test).
+"""Micro-benchmark of one GatedBlock on ONNX Runtime or OpenVINO (not a test).
 
 For the four ResNet-18 stages (stride 1) and the three stride-2 transitions, at 25/50/100% random active
 channels, times at batch 1:
@@ -9,7 +9,10 @@ The residual is a graph input for all three (the shortcut is outside the op).  V
 random order; each round records the median of --calls calls per variant, and the table shows the median of
 the round medians.
 
-    python native/bench_block.py [--threads 1] [--rounds 9] [--calls 30] [--lib path/to/libgatekit_ort_ops.so]
+    python native/bench_block.py [--runtime ort|openvino] [--threads 1] [--rounds 9] [--calls 30] [--lib LIB]
+
+OpenVINO runs each model with f32 inference precision, one stream and --threads threads (the static and dense
+blocks then run oneDNN's convolutions, the gated one the extension's kernel through the plugin's Reference node).
 """
 
 from __future__ import annotations
@@ -66,7 +69,41 @@ def conv_block_model(w1, b1, w2, b2, cin, h, stride, gated):
     return model.SerializeToString()
 
 
-def session(model_bytes, threads, lib=None):
+class OpenVINOBlock:
+    """One compiled OpenVINO model with `run(None, feeds)` like an ORT session (inputs bound once per feeds)."""
+
+    def __init__(self, model_bytes, threads, lib=None):
+        import tempfile
+
+        import openvino as ov
+
+        core = ov.Core()
+        if lib:
+            core.add_extension(str(lib))
+        with tempfile.TemporaryDirectory() as d:
+            path = Path(d) / "block.onnx"
+            path.write_bytes(model_bytes)
+            model = core.read_model(str(path))
+        self.compiled = core.compile_model(model, "CPU", {
+            "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1, "INFERENCE_NUM_THREADS": int(threads),
+            "INFERENCE_PRECISION_HINT": "f32"})
+        self.request = self.compiled.create_infer_request()
+        self._bound = None
+
+    def run(self, _outputs, feeds):
+        if self._bound is not feeds:
+            import openvino as ov
+
+            for name, value in feeds.items():
+                self.request.set_tensor(name, ov.Tensor(value, shared_memory=True))
+            self._bound = feeds
+        self.request.infer()
+        return [self.request.get_output_tensor(0).data]
+
+
+def session(model_bytes, threads, lib=None, runtime="ort"):
+    if runtime == "openvino":
+        return OpenVINOBlock(model_bytes, threads, lib)
     import onnxruntime as ort
 
     so = ort.SessionOptions()
@@ -93,10 +130,12 @@ def cpu_busy_seconds():
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runtime", choices=("ort", "openvino"), default="ort")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--rounds", type=int, default=9)
     ap.add_argument("--calls", type=int, default=30)
-    ap.add_argument("--lib", default=None, help="libgatekit_ort_ops.so (default: built by gatekit.native_ops)")
+    ap.add_argument("--lib", default=None, help="libgatekit_ort_ops.so or libgatekit_ov_ops.so (default: built by "
+                    "gatekit.native_ops)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--blocks", default=None, help="comma-separated subset of block names")
     args = ap.parse_args()
@@ -105,17 +144,17 @@ def main():
     if lib is None:
         from gatekit import native_ops
 
-        lib = native_ops.library_for("ort")
+        lib = native_ops.library_for(args.runtime)
         if lib is None:
             info = native_ops.build()
             if info.get("status") != "ok":
                 sys.exit(f"cannot build the native ops: {info.get('reason')}")
-            lib = native_ops.library_for("ort")
+            lib = native_ops.library_for(args.runtime)
     rng = np.random.default_rng(args.seed)
     blocks = BLOCKS if not args.blocks else [b for b in BLOCKS if b[0] in args.blocks.split(",")]
 
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
-    print(f"# ORT block micro-benchmark, {args.threads} thread(s), batch 1, median of {args.rounds} rounds x "
+    print(f"# {args.runtime} block micro-benchmark, {args.threads} thread(s), batch 1, median of {args.rounds} rounds x "
           f"{args.calls} calls; load average at start: {load}")
     rows = []
     for name, cin, c, cout, h, stride in blocks:
@@ -126,9 +165,10 @@ def main():
         b2 = (rng.standard_normal(cout) * 0.1).astype(np.float32)
         x = rng.standard_normal((1, cin, h, h)).astype(np.float32)
         res = rng.standard_normal((1, cout, ho, ho)).astype(np.float32)
-        variants = {"dense": (session(conv_block_model(w1, b1, w2, b2, cin, h, stride, False), args.threads),
+        rt = args.runtime
+        variants = {"dense": (session(conv_block_model(w1, b1, w2, b2, cin, h, stride, False), args.threads, runtime=rt),
                               {"x": x, "residual": res})}
-        gated = session(conv_block_model(w1, b1, w2, b2, cin, h, stride, True), args.threads, lib)
+        gated = session(conv_block_model(w1, b1, w2, b2, cin, h, stride, True), args.threads, lib, runtime=rt)
         for f in FRACTIONS:
             act = np.sort(rng.permutation(c)[: int(round(f * c))])
             mask = np.zeros((1, c), np.float32)
@@ -136,7 +176,8 @@ def main():
             variants[f"gated{f}"] = (gated, {"x": x, "mask": mask, "residual": res})
             if f < 1.0:
                 st = session(conv_block_model(np.ascontiguousarray(w1[act]), b1[act],
-                                              np.ascontiguousarray(w2[:, act]), b2, cin, h, stride, False), args.threads)
+                                              np.ascontiguousarray(w2[:, act]), b2, cin, h, stride, False), args.threads,
+                             runtime=rt)
                 variants[f"static{f}"] = (st, {"x": x, "residual": res})
         # exactness of the gated op against the static block at each fraction
         for f in FRACTIONS[:-1]:

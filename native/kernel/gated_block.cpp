@@ -214,6 +214,22 @@ namespace {
 // Work per task (multiply-adds): about 25-50 microseconds of one core.  Fewer, larger tasks keep the
 // register tiles full (a task splits into tiles on its own); more would only help with many threads.
 constexpr double kTaskWork = 4e6;
+// Below this much work a task is not worth handing to another thread (~10 microseconds of one core).
+constexpr double kMinTaskWork = 5e5;
+
+// Number of tasks to aim at for `work` multiply-adds on `threads` threads: about kTaskWork each; with
+// several threads, at least one per thread and a multiple of the thread count (tasks of equal work finish
+// together), as long as each task keeps kMinTaskWork.
+int task_target(double work, int threads) {
+  int target = std::max(1, std::min(64, (int)(work / kTaskWork + 0.5)));
+  if (threads > 1) {
+    const int most = std::max(1, std::min(64, (int)(work / kMinTaskWork)));
+    const int balanced = (target + threads - 1) / threads * threads;
+    if (balanced <= most) target = balanced;
+    else if (most >= threads) target = most / threads * threads;
+  }
+  return target;
+}
 
 struct CallScratch {
   bool busy = false;
@@ -298,7 +314,7 @@ int band_rows(int Ho, int Wo, int lanes, int target, int min_px) {
   return std::max(1, rows);
 }
 
-void plan_tasks(const Plan& p, int lanes, std::vector<Task1>& t1, std::vector<Task2>& t2) {
+void plan_tasks(const Plan& p, int lanes, int threads, std::vector<Task1>& t1, std::vector<Task2>& t2) {
   t1.clear();
   t2.clear();
   const int Cin = p.w.Cin, Cout = p.w.Cout, Cout8 = p.w.Cout8;
@@ -306,7 +322,7 @@ void plan_tasks(const Plan& p, int lanes, std::vector<Task1>& t1, std::vector<Ta
     const int A = p.nact[n];
     if (A > 0) {
       const double work = (double)A * Cin * 9 * p.P;
-      const int target = std::max(1, std::min(64, (int)(work / kTaskWork + 0.5)));
+      const int target = task_target(work, threads);
       const int rows = band_rows(p.Ho, p.Wo, lanes, target, 256);  // bands re-copy 2 halo rows of x
       const int nb = ceil_div(p.Ho, rows);
       int ng = std::max(1, std::min(ceil_div(target, nb), std::max(1, A / 8)));
@@ -317,7 +333,7 @@ void plan_tasks(const Plan& p, int lanes, std::vector<Task1>& t1, std::vector<Ta
           t1.push_back(Task1{n, b * rows, std::min(p.Ho, (b + 1) * rows), g * gsz, std::min(A, (g + 1) * gsz)});
     }
     const double work2 = (double)Cout * std::max(A, 1) * 9 * p.P;
-    const int target2 = std::max(1, std::min(64, (int)(work2 / kTaskWork + 0.5)));
+    const int target2 = task_target(work2, threads);
     const int rows2 = band_rows(p.Ho, p.Wo, lanes, target2, 3 * lanes);
     const int nb2 = ceil_div(p.Ho, rows2);
     const int vec_per_band = ceil_div((int64_t)rows2 * p.Wo, lanes);
@@ -390,7 +406,7 @@ std::string run_block_impl(const PackedBlock& pb, const BlockIO& io, ParallelFor
   p.hoff = cs.hoff.data();
 
   try {
-    plan_tasks(p, isa->lanes, cs.t1, cs.t2);
+    plan_tasks(p, isa->lanes, io.threads, cs.t1, cs.t2);
   } catch (...) {
     return "GatedBlock: out of memory";
   }

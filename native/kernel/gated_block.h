@@ -43,6 +43,9 @@ struct BlockIO {
   float* y;               // [n][cout][ho][wo], ho = (h - 1) / stride + 1
   int64_t n, h, w;
   int stride;             // 1 or 2
+  // Threads that parallel_for runs tasks on (0 = unknown).  With T > 1, each pass is split into a multiple
+  // of T tasks of equal work wherever the work allows, so that no thread waits for a lone straggler.
+  int threads = 0;
 };
 
 // Output spatial size for an input size and stride.

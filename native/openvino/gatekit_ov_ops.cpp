@@ -18,6 +18,7 @@
 
 #if defined(GATEKIT_HAVE_TBB)
 #include <tbb/parallel_for.h>
+#include <tbb/task_arena.h>
 #else
 #include <openvino/core/parallel.hpp>
 #endif
@@ -75,6 +76,15 @@ void ov_parallel_for(void*, size_t n, gatekit::TaskFn fn, void* arg) {
   tbb::parallel_for(size_t(0), n, [fn, arg](size_t i) { fn(arg, i); });
 #else
   ov::parallel_for(n, [fn, arg](size_t i) { fn(arg, i); });
+#endif
+}
+
+// Threads of the arena the plugin runs this node in (its INFERENCE_NUM_THREADS).
+int ov_threads() {
+#if defined(GATEKIT_HAVE_TBB)
+  return tbb::this_task_arena::max_concurrency();
+#else
+  return parallel_get_max_threads();
 #endif
 }
 
@@ -151,6 +161,7 @@ class GatedBlock : public ov::op::Op {
     io.h = H;
     io.w = W;
     io.stride = (int)m_stride;
+    io.threads = ov_threads();
     const std::string err = gatekit::run_block(*pb, io, &ov_parallel_for, nullptr);
     OPENVINO_ASSERT(err.empty(), err);
     return true;

@@ -6,6 +6,9 @@
 // SessionOptions.register_custom_ops_library) and gatekit_ops_build_info.  The weights W1, b1, W2, b2 must be
 // constant initializers: they are read and packed once in CreateKernelV2, when the session is created.
 // Tasks run on the session's intra-op thread pool through KernelContext_ParallelFor.
+#include <sched.h>
+
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <exception>
@@ -126,6 +129,19 @@ OrtStatusPtr create_kernel(const OrtCustomOp*, const OrtApi* api, const OrtKerne
   }
 }
 
+// CPUs this process may run on.  ORT's C API does not tell a kernel its session's intra-op thread count,
+// so tasks are balanced for this many (with fewer threads the split costs almost nothing: see
+// gated_block.cpp, task_target).
+int usable_cpus() {
+  static const int n = [] {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    if (sched_getaffinity(0, sizeof(set), &set) == 0) return std::max(1, CPU_COUNT(&set));
+    return 1;
+  }();
+  return n;
+}
+
 struct PfCtx {
   const OrtApi* api;
   const OrtKernelContext* ctx;
@@ -189,6 +205,7 @@ OrtStatusPtr compute(void* op_kernel, OrtKernelContext* ctx) noexcept {
     io.h = H;
     io.w = W;
     io.stride = k->stride;
+    io.threads = usable_cpus();
     PfCtx pf{api, ctx};
     const std::string err = gatekit::run_block(*k->pb, io, &ort_parallel_for, &pf);
     if (!err.empty()) return api->CreateStatus(ORT_RUNTIME_EXCEPTION, err.c_str());
