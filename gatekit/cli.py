@@ -826,27 +826,9 @@ def _choices(value: str, allowed: tuple[str, ...], what: str) -> list[str]:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user errors become one line on stderr and exit status 2, never a traceback."""
-    try:
-        rv = cli.main(args=argv, prog_name="gatekit", standalone_mode=False)
-    except click.exceptions.Exit as e:
-        sys.exit(e.exit_code)
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
-        sys.exit(130)
-    except click.UsageError as e:  # one line that names the flag, not click's usage block
-        where = e.ctx.command_path if e.ctx is not None else "gatekit"
-        click.echo(f"{where}: error: {e.format_message()} (see '{where} --help')", err=True)
-        sys.exit(e.exit_code)
-    except click.ClickException as e:
-        e.show()
-        sys.exit(e.exit_code)
-    except GatekitError as e:
-        click.echo(f"gatekit: error: {e}", err=True)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        click.echo("interrupted", err=True)
-        sys.exit(130)
-    sys.exit(rv if isinstance(rv, int) else 0)
+    from gatekit.cli_main import run_click
+
+    run_click(cli, argv, "gatekit", "gatekit")
 
 
 if __name__ == "__main__":

@@ -158,29 +158,9 @@ def _lut_and_picks(out: Path, records: list[dict], data_dir: str | None) -> tupl
 
 def main(argv: list[str] | None = None) -> None:
     """`python -m gatekit.demo`: errors are one line on stderr (exit 2), never a traceback."""
-    import sys
+    from gatekit.cli_main import run_click
 
-    from gatekit.errors import GatekitError
-
-    try:
-        demo.main(args=argv, prog_name="gatekit.demo", standalone_mode=False)
-    except click.exceptions.Exit as e:
-        sys.exit(e.exit_code)
-    except click.UsageError as e:
-        click.echo(f"gatekit demo: error: {e.format_message()}", err=True)
-        sys.exit(e.exit_code)
-    except click.ClickException as e:
-        e.show()
-        sys.exit(e.exit_code)
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
-        sys.exit(130)
-    except GatekitError as e:
-        click.echo(f"gatekit demo: error: {e}", err=True)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        click.echo("interrupted", err=True)
-        sys.exit(130)
+    run_click(demo, argv, "gatekit.demo", "gatekit demo")
 
 
 if __name__ == "__main__":
