@@ -177,8 +177,6 @@ def test_runtimes_import_and_run_without_torch(tmp_path):
     assert "(1, 4) CPUExecutionProvider" in proc.stdout
 
 
-
-
 @pytest.mark.parametrize("runtime", ["ort", "openvino"])
 def test_the_timed_call_runs_the_same_inference(tmp_path, runtime):
     """Session.runner (what the latency protocol times: input bound once, no output copy) runs the model on
@@ -192,5 +190,10 @@ def test_the_timed_call_runs_the_same_inference(tmp_path, runtime):
         for k, call in zip((1, 2), calls):
             call()
             np.testing.assert_allclose(call.output(), reference(x_of(k), w, b), rtol=1e-5, atol=1e-5)
+        calls[0]()
+        np.testing.assert_allclose(calls[0].output(), reference(x_of(1), w, b), rtol=1e-5, atol=1e-5)
+        calls[0]()  # the same call again (OpenVINO: its input is still set, not set again)
+        np.testing.assert_allclose(calls[0].output(), reference(x_of(1), w, b), rtol=1e-5, atol=1e-5)
+        s.run(x_of(2))  # run() binds another input; the next timed call must bind its own again
         calls[0]()
         np.testing.assert_allclose(calls[0].output(), reference(x_of(1), w, b), rtol=1e-5, atol=1e-5)
