@@ -138,6 +138,7 @@ def main():
                     "gatekit.native_ops)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--blocks", default=None, help="comma-separated subset of block names")
+    ap.add_argument("--json", default=None, help="also write the rows, machine and load here (JSON)")
     args = ap.parse_args()
 
     lib = args.lib
@@ -221,8 +222,19 @@ def main():
         gs = f"{g / s:.2f}" if s is not None else "-"
         fl = f"{foreign:.2f}" if foreign is not None else "?"
         print(f"| {name} | {int(f * 100)}% | {d:.3f} | {st} | {g:.3f} | {gs} | {g / d:.2f} | {fl} |")
-    load = os.getloadavg() if hasattr(os, "getloadavg") else None
-    print(f"\n# load average at end: {load}")
+    load_end = os.getloadavg() if hasattr(os, "getloadavg") else None
+    print(f"\n# load average at end: {load_end}")
+    if args.json:
+        from gatekit.atomic import write_json
+        from gatekit.sysinfo import machine_info
+
+        write_json(args.json, {
+            "machine": machine_info(), "runtime": args.runtime, "threads": args.threads, "rounds": args.rounds,
+            "calls": args.calls, "library": str(lib), "loadavg_start": load, "loadavg_end": load_end,
+            "command": " ".join(["python", "native/bench_block.py", *sys.argv[1:]]),
+            "rows": [{"block": name, "active": f, "dense_ms": d, "static_ms": s, "gated_ms": g,
+                      "gated_over_static": g / s if s else None, "gated_over_dense": g / d, "foreign_cores": foreign}
+                     for name, f, d, s, g, foreign in rows]})
 
 
 if __name__ == "__main__":

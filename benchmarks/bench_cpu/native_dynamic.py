@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -152,8 +153,26 @@ def main() -> None:
     ap.add_argument("--lut", default="ort:1", help="RUNTIME:THREADS whose LUT predicts the native graphs per input ('' skips)")
     ap.add_argument("--lut-inputs", type=int, default=100)
     ap.add_argument("--lut-runs", type=int, default=30)
+    ap.add_argument("--lut-only", action="store_true",
+                    help="Only the LUT check, on the artifacts of the last run of this set (a quiet re-run of it); "
+                         "writes lut-check-{set}.json")
     args = ap.parse_args()
     threads = [int(t) for t in args.threads.split(",")]
+    if args.lut_only:
+        from gatekit.atomic import write_json
+
+        items_path = ROOT / "runs" / "native_dynamic" / args.name / "items.json"
+        if not items_path.is_file():
+            sys.exit(f"missing {items_path}: run `python benchmarks/bench_cpu/native_dynamic.py --set {args.name}` first")
+        rt, t = (args.lut or "ort:1").split(":")
+        load_before = os.getloadavg()[0]
+        check = lut_check(json.loads(items_path.read_text()), args.name, rt, int(t), args.lut_inputs, args.lut_runs,
+                          Path(args.out))
+        check["loadavg"] = [load_before, os.getloadavg()[0]]
+        check["command"] = f"python benchmarks/bench_cpu/native_dynamic.py --set {args.name} --lut-only"
+        write_json(Path(args.out) / f"lut-check-{args.name}.json", check)
+        print({k: check[k] for k in ("within_10pct_p90", "within_10pct_p50", "median_abs_error_p90", "median_error_p90")})
+        return
     if args.bench_only:
         result = bench_phase(json.loads(Path(args.bench_only).read_text()), threads, args.rounds, args.min_runs,
                              args.min_seconds, args.seed)
