@@ -5,8 +5,8 @@ against int8 dense is above 1.2 (precisions-x0.25.md) while t_d 0.3/0.5 are belo
 
     python benchmarks/bench_cpu/int8_profile.py     # after precisions.py --set x0.25 (its IRs)
 
-benchmark_app: -hint none -nthreads 1 -nstreams 1 -nireq 1 -api sync -t 3, f32 inference precision pinned
-for the fp32 IRs (int8 IRs run their quantized layers in int8 whatever the hint). The IRs are profiled in
+benchmark_app: -hint none -nthreads 1 -nstreams 1 -nireq 1 -api sync -t 3 -infer_precision f32 (as gatekit runs
+every IR: the quantized layers of an int8 IR stay int8, the rest f32, never bf16). The IRs are profiled in
 --rounds interleaved rounds; per-layer-type times are medians over rounds.
 
 Writes benchmarks/bench_cpu/int8-profile.{json,md}.
@@ -19,7 +19,6 @@ import csv
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -43,34 +42,25 @@ GROUPS = {"Convolution": "convolution", "Reorder": "reorder", "Subgraph": "fused
           "ReduceMean": "pooling / head", "FullyConnected": "pooling / head", "Pooling": "pooling / head"}
 
 
-def profile(ir: Path, precision: str, threads: int, seconds: int) -> dict:
-    from gatekit.bench.crosscheck import benchmark_app_path
+def profile(ir: Path, threads: int, seconds: int) -> dict:
+    """benchmark_app's median and per-layer average counters for one IR (f32 pinned as gatekit runs it: the
+    quantized layers of an int8 IR stay int8, the rest f32)."""
+    from gatekit.bench.crosscheck import run_benchmark_app
+    from gatekit.errors import GatekitError
 
-    tool = benchmark_app_path()
-    if tool is None:
-        sys.exit("benchmark_app not found (it ships with the openvino wheel)")
     with tempfile.TemporaryDirectory() as rep:
-        cmd = [tool, "-m", str(ir), "-d", "CPU", "-hint", "none", "-nthreads", str(threads), "-nstreams", "1",
-               "-nireq", "1", "-api", "sync", "-t", str(seconds), "-shape", "[1,3,32,32]",
-               "-report_type", "average_counters", "-report_folder", rep]
-        if precision == "fp32":
-            cmd += ["-infer_precision", "f32"]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-        path = Path(rep) / "benchmark_average_counters_report.csv"
-        if proc.returncode != 0 or not path.is_file():
-            sys.exit(f"benchmark_app failed on {ir}: {(proc.stderr or proc.stdout).strip()[-300:]}")
+        try:
+            median, _ = run_benchmark_app(ir, [1, 3, 32, 32], threads, seconds,
+                                          ("-report_type", "average_counters", "-report_folder", rep))
+        except GatekitError as e:
+            sys.exit(str(e))
         layers = []
-        with open(path, newline="") as f:
+        with open(Path(rep) / "benchmark_average_counters_report.csv", newline="") as f:
             for row in csv.DictReader(f, delimiter=";"):
                 if row.get("execStatus") != "Status.EXECUTED":
                     continue
                 layers.append({"name": row["layerName"], "type": row["layerType"], "exec": row["execType"],
                                "ms": float(row["realTime (ms)"])})
-    median = None
-    for line in proc.stdout.splitlines():
-        if "Median:" in line:
-            value, unit = line.split("Median:")[1].split()[:2]
-            median = float(value) / (1000.0 if unit == "us" else 1.0)
     return {"layers": layers, "median_ms": median}
 
 
@@ -99,8 +89,8 @@ def main() -> None:
     loads = [os.getloadavg()[0]]
     runs = {label: [] for label, *_ in IRS}
     for _ in range(args.rounds):
-        for label, _b, _g, precision, rel in IRS:
-            runs[label].append(profile(base / rel, precision, args.threads, args.seconds))
+        for label, *_, rel in IRS:
+            runs[label].append(profile(base / rel, args.threads, args.seconds))
         loads.append(os.getloadavg()[0])
     rows = []
     for label, budget, graph, precision, rel in IRS:

@@ -24,17 +24,24 @@ def benchmark_app_path() -> str | None:
     return tool if os.path.exists(tool) else None
 
 
-def benchmark_app_median(ir: str | os.PathLike, shape: list[int], threads: int = 1, seconds: int = 2) -> float:
+def run_benchmark_app(ir: str | os.PathLike, shape: list[int], threads: int = 1, seconds: int = 2,
+                      extra: tuple[str, ...] = ()) -> tuple[float, subprocess.CompletedProcess]:
+    """benchmark_app on `ir` the way gatekit measures (1 stream, 1 request, synchronous, `threads` threads, f32
+    pinned: quantized layers stay int8); returns its median latency in ms and the finished process."""
     tool = benchmark_app_path()
     if tool is None:
         raise GatekitError("benchmark_app not found (it ships with the openvino wheel)")
     proc = subprocess.run([tool, "-m", str(ir), "-d", "CPU", "-hint", "none", "-nstreams", "1", "-nireq", "1", "-api", "sync",
                            "-nthreads", str(threads), "-infer_precision", "f32", "-t", str(seconds),
-                           "-shape", "[" + ",".join(map(str, shape)) + "]"], capture_output=True, text=True, timeout=300)
+                           "-shape", "[" + ",".join(map(str, shape)) + "]", *extra], capture_output=True, text=True, timeout=600)
     found = re.search(r"Median:\s+([\d.]+)\s*(ms|us)", proc.stdout)  # it prints us below a millisecond
     if proc.returncode != 0 or not found:
         raise GatekitError(f"benchmark_app failed on {Path(ir).name}: {(proc.stderr or proc.stdout).strip()[-300:]}")
-    return float(found.group(1)) / (1000.0 if found.group(2) == "us" else 1.0)
+    return float(found.group(1)) / (1000.0 if found.group(2) == "us" else 1.0), proc
+
+
+def benchmark_app_median(ir: str | os.PathLike, shape: list[int], threads: int = 1, seconds: int = 2) -> float:
+    return run_benchmark_app(ir, shape, threads, seconds)[0]
 
 
 def crosscheck(ir: str | os.PathLike, threads: int = 1, pairs: int = 5, seconds: int = 2) -> dict:
