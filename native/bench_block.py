@@ -84,9 +84,9 @@ class OpenVINOBlock:
             path = Path(d) / "block.onnx"
             path.write_bytes(model_bytes)
             model = core.read_model(str(path))
-        self.compiled = core.compile_model(model, "CPU", {
-            "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1, "INFERENCE_NUM_THREADS": int(threads),
-            "INFERENCE_PRECISION_HINT": "f32"})
+        from gatekit.runtimes.openvino_backend import compile_config
+
+        self.compiled = core.compile_model(model, "CPU", compile_config("fp32", threads))  # as gatekit bench runs it
         self.request = self.compiled.create_infer_request()
         self._bound = None
 

@@ -21,6 +21,15 @@ HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16", "int8": "f32"}
 READ_BACK = {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}  # ov.Type name -> gatekit precision
 
 
+def compile_config(precision: str = "fp32", threads: int | None = None, device: str = "CPU") -> dict:
+    """The compile_model properties gatekit measures with: one stream, latency hint, the inference precision
+    pinned, and (on CPU) `threads` threads."""
+    config: dict = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1, "INFERENCE_PRECISION_HINT": HINTS[precision]}
+    if threads and device.startswith("CPU"):
+        config["INFERENCE_NUM_THREADS"] = int(threads)
+    return config
+
+
 class OpenVinoSession(Session):
     """A compiled model with one infer request, reused for every run."""
 
@@ -93,10 +102,8 @@ class OpenVinoBackend(Backend):
         path = Path(path)
         if not path.is_file():
             raise GatekitError(f"no OpenVINO IR at {path}")
-        config: dict = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1, "INFERENCE_PRECISION_HINT": HINTS[precision]}
+        config = compile_config(precision, threads, device)
         on_cpu = device.startswith("CPU")
-        if threads and on_cpu:
-            config["INFERENCE_NUM_THREADS"] = int(threads)
         try:
             model = core.read_model(str(path))
         except Exception as e:
