@@ -23,7 +23,9 @@ from gatekit import native_ops  # noqa: E402
 REPO = Path(__file__).resolve().parent.parent
 TOL = 1e-5
 
-# (batch, Cin, H, W, C, Cout, stride): odd widths, odd and tiny maps, stride 1 and 2, batch 1 and 8.
+# (batch, Cin, H, W, C, Cout, stride): odd widths, odd and tiny maps, stride 1 and 2, batch 1 and 8; the last
+# two give conv2 its widest tiles (24 output channels over 3 weight blocks on one pixel vector) and conv1 its
+# one-vector tiles at up to 12 rows.
 CASES = [
     (1, 3, 7, 7, 5, 7, 1),
     (8, 3, 9, 9, 5, 7, 2),
@@ -32,6 +34,8 @@ CASES = [
     (8, 16, 8, 8, 24, 16, 1),
     (1, 8, 16, 16, 32, 16, 2),
     (2, 5, 11, 6, 13, 9, 1),
+    (2, 12, 4, 4, 40, 44, 1),
+    (1, 8, 8, 8, 28, 48, 2),
 ]
 MASKS = ("random", "off", "on", "mixed")
 BUILD_SKIP_REASONS = ("cmake not found", "too old", "no C++ compiler", "neither ninja nor make",

@@ -129,16 +129,24 @@ struct T1Args {
   size_t hps;
 };
 
-// One K step: NR pixel vectors at bp times the MR weights w[m][0].
-template <int MR, int NR>
-static inline __attribute__((always_inline)) void kstep(vec (&acc)[MR][NR], const float* bp, const float* const (&w)[MR],
-                                                       int woff) {
+// Weight addresses of a tile: G = 1, one pointer per channel row (conv1); G = 8, one pointer per block of 8
+// output channels, channel m at w[m / 8] + m % 8 (conv2).  With m a compile-time constant the G = 8 form is
+// a base register plus a displacement, so a 24-channel tile needs 3 pointer registers instead of 24.
+template <int MR, int G>
+struct WPtr {
+  static constexpr int N = (MR + G - 1) / G;
+};
+
+// One K step: NR pixel vectors at bp times the MR weights of step woff.
+template <int MR, int NR, int G>
+static inline __attribute__((always_inline)) void kstep(vec (&acc)[MR][NR], const float* bp,
+                                                       const float* const (&w)[WPtr<MR, G>::N], int woff) {
   vec bv[NR];
 #pragma GCC unroll 8
   for (int v = 0; v < NR; ++v) bv[v] = V::load(bp + v * L);
 #pragma GCC unroll 32
   for (int m = 0; m < MR; ++m) {
-    const vec wv = V::bcast(w[m] + woff);
+    const vec wv = V::bcast(w[m / G] + (m % G) + woff);
 #pragma GCC unroll 8
     for (int v = 0; v < NR; ++v) acc[m][v] = V::fma(wv, bv[v], acc[m][v]);
   }
@@ -147,23 +155,24 @@ static inline __attribute__((always_inline)) void kstep(vec (&acc)[MR][NR], cons
 // The 9 taps of one input channel.  Stride 1: plane kx at b + kx*ps, row ky at + ky*rs.  Stride 2: plane
 // kx*2 + (ky & 1) at b + (2*kx + (ky & 1))*ps, row ky >> 1.  Written as 3 base pointers plus the two strides
 // so that every load is one addressing mode (base + index*scale + displacement).
-template <int MR, int NR, int S, int TS>
+template <int MR, int NR, int S, int TS, int G>
 static inline __attribute__((always_inline)) void ktaps(vec (&acc)[MR][NR], const float* b, ptrdiff_t ps,
-                                                       ptrdiff_t rs, const float* const (&w)[MR], int off) {
+                                                       ptrdiff_t rs, const float* const (&w)[WPtr<MR, G>::N],
+                                                       int off) {
   const float* p0 = b;
   const float* p1 = b + (S == 1 ? ps : 2 * ps);
   const float* p2 = b + (S == 1 ? 2 * ps : 4 * ps);
   const ptrdiff_t o1 = S == 1 ? rs : ps;      // ky = 1
   const ptrdiff_t o2 = S == 1 ? 2 * rs : rs;  // ky = 2
-  kstep<MR, NR>(acc, p0, w, off + 0 * TS);
-  kstep<MR, NR>(acc, p1, w, off + 1 * TS);
-  kstep<MR, NR>(acc, p2, w, off + 2 * TS);
-  kstep<MR, NR>(acc, p0 + o1, w, off + 3 * TS);
-  kstep<MR, NR>(acc, p1 + o1, w, off + 4 * TS);
-  kstep<MR, NR>(acc, p2 + o1, w, off + 5 * TS);
-  kstep<MR, NR>(acc, p0 + o2, w, off + 6 * TS);
-  kstep<MR, NR>(acc, p1 + o2, w, off + 7 * TS);
-  kstep<MR, NR>(acc, p2 + o2, w, off + 8 * TS);
+  kstep<MR, NR, G>(acc, p0, w, off + 0 * TS);
+  kstep<MR, NR, G>(acc, p1, w, off + 1 * TS);
+  kstep<MR, NR, G>(acc, p2, w, off + 2 * TS);
+  kstep<MR, NR, G>(acc, p0 + o1, w, off + 3 * TS);
+  kstep<MR, NR, G>(acc, p1 + o1, w, off + 4 * TS);
+  kstep<MR, NR, G>(acc, p2 + o1, w, off + 5 * TS);
+  kstep<MR, NR, G>(acc, p0 + o2, w, off + 6 * TS);
+  kstep<MR, NR, G>(acc, p1 + o2, w, off + 7 * TS);
+  kstep<MR, NR, G>(acc, p2 + o2, w, off + 8 * TS);
 }
 
 template <int MR, int NR, int S>
@@ -181,7 +190,7 @@ static void tile1(const T1Args& a) {
   const size_t cs = a.cs;
   const ptrdiff_t ps = a.ps, rs = a.rs;
   const int cin = a.cin;
-  for (int ci = 0, off = 0; ci < cin; ++ci, off += 9, b += cs) ktaps<MR, NR, S, 1>(acc, b, ps, rs, rows, off);
+  for (int ci = 0, off = 0; ci < cin; ++ci, off += 9, b += cs) ktaps<MR, NR, S, 1, 1>(acc, b, ps, rs, rows, off);
 
   const int Wo = a.Wo;
   const size_t hps = a.hps;
@@ -376,10 +385,10 @@ static void tile2(const T2Args& a) {
         V::prefetch(nx + 71);
       }
     }
-    const float* w[MR];
-#pragma GCC unroll 32
-    for (int m = 0; m < MR; ++m) w[m] = ab + (m / 8) * ablk + (m % 8);
-    ktaps<MR, NR, 1, 8>(acc, b, ps, rs, w, 0);
+    const float* w[NB];
+#pragma GCC unroll 4
+    for (int k = 0; k < NB; ++k) w[k] = ab + k * ablk;
+    ktaps<MR, NR, 1, 8, 8>(acc, b, ps, rs, w, 0);
   }
 
   const int P = a.P;
