@@ -286,6 +286,31 @@ def test_each_isa_path(ort_lib, isa):
     assert errs[worst] <= TOL, f"{isa} {worst}: {errs[worst]:.3g}"
 
 
+_KERNEL_SOURCES = ("gated_block.cpp", "isa_portable.cpp", "selfcheck.cpp")
+
+
+def test_kernel_on_aarch64_under_user_mode_emulation(tmp_path):
+    """The aarch64 (NEON) path, which no x86 machine runs natively: the kernel and its self-check
+    (native/kernel/selfcheck.cpp, every case and mask pattern against a float64 reference, 1 and 3 tasks
+    in reverse order) cross-compiled for aarch64 and run under qemu-user."""
+    import shutil
+
+    cxx, qemu = shutil.which("aarch64-linux-gnu-g++"), shutil.which("qemu-aarch64")
+    sysroot = Path("/usr/aarch64-linux-gnu")
+    if not (cxx and qemu and sysroot.is_dir()):
+        pytest.skip("needs aarch64-linux-gnu-g++ and qemu-aarch64 (Debian: g++-aarch64-linux-gnu qemu-user)")
+    kdir = REPO / "native" / "kernel"
+    exe = tmp_path / "selfcheck-aarch64"
+    build = subprocess.run([cxx, "-O2", "-std=c++17", f"-I{kdir}", *[str(kdir / s) for s in _KERNEL_SOURCES],
+                            "-o", str(exe)], capture_output=True, text=True, timeout=600)
+    assert build.returncode == 0, build.stderr[-3000:]
+    run = subprocess.run([qemu, "-L", str(sysroot), str(exe)], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
+    res = json.loads(run.stdout.strip().splitlines()[-1])
+    assert res["isa"] == "portable" and res["failed"] == 0 and res["cases"] == 80
+    assert res["worst_rel_error"] <= TOL
+
+
 def test_ort_without_library_fails_to_load(tmp_path):
     """Without the library ORT cannot load the model: the tests above really ran the native op."""
     ort = pytest.importorskip("onnxruntime")

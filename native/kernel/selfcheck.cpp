@@ -1,0 +1,142 @@
+// Kernel self-check with no runtime: every case and mask pattern against a float64 reference of the block,
+// on the kernel path this process selects (GATEKIT_OPS_ISA may force one).  Exits 1 on any mismatch.
+//
+// Built for other architectures and run under user-mode emulation, it checks the paths this machine
+// cannot run natively (tests/test_native_ops.py cross-compiles it for aarch64 and runs it with qemu):
+//
+//   aarch64-linux-gnu-g++ -O2 -std=c++17 -Inative/kernel native/kernel/{gated_block,isa_portable,selfcheck}.cpp
+//   qemu-aarch64 -L /usr/aarch64-linux-gnu ./a.out
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "gated_block.h"
+
+namespace {
+
+struct Case {
+  int n, cin, h, w, c, cout, stride;
+};
+
+// Odd widths, odd and tiny maps, stride 1 and 2, batch 1 and 8, and the widest tile shapes of each path.
+const Case kCases[] = {
+    {1, 3, 7, 7, 5, 7, 1},    {8, 3, 9, 9, 5, 7, 2},    {1, 4, 1, 1, 6, 3, 1},     {1, 4, 2, 2, 6, 3, 2},
+    {8, 16, 8, 8, 24, 16, 1}, {1, 8, 16, 16, 32, 16, 2}, {2, 5, 11, 6, 13, 9, 1},  {2, 12, 4, 4, 40, 44, 1},
+    {1, 8, 8, 8, 28, 48, 2},  {1, 6, 20, 20, 30, 26, 1},
+};
+
+uint32_t g_state = 12345u;
+float uniform() {  // xorshift32 in [-1, 1)
+  g_state ^= g_state << 13;
+  g_state ^= g_state >> 17;
+  g_state ^= g_state << 5;
+  return (float)((g_state >> 8) * (1.0 / 8388608.0) * 2.0 - 1.0);
+}
+
+// conv3x3 with padding 1 and the given stride, in double: in [ci][h][w], wt [co][ci][3][3] -> out [co][ho][wo].
+void conv3x3(const std::vector<double>& in, int ci_n, int h, int w, const float* wt, int co_n, int stride,
+             std::vector<double>& out) {
+  const int ho = (h - 1) / stride + 1, wo = (w - 1) / stride + 1;
+  out.assign((size_t)co_n * ho * wo, 0.0);
+  for (int co = 0; co < co_n; ++co)
+    for (int ci = 0; ci < ci_n; ++ci)
+      for (int ky = 0; ky < 3; ++ky)
+        for (int kx = 0; kx < 3; ++kx) {
+          const double k = wt[(((size_t)co * ci_n + ci) * 3 + ky) * 3 + kx];
+          for (int y = 0; y < ho; ++y) {
+            const int iy = y * stride + ky - 1;
+            if (iy < 0 || iy >= h) continue;
+            for (int x = 0; x < wo; ++x) {
+              const int ix = x * stride + kx - 1;
+              if (ix < 0 || ix >= w) continue;
+              out[((size_t)co * ho + y) * wo + x] += k * in[((size_t)ci * h + iy) * w + ix];
+            }
+          }
+        }
+}
+
+// Runs the tasks last to first: results must not depend on the order or on which thread runs a task.
+void reverse_parallel_for(void*, size_t n, gatekit::TaskFn fn, void* arg) {
+  for (size_t i = n; i-- > 0;) fn(arg, i);
+}
+
+double check(const Case& k, const std::string& pattern, int threads) {
+  const int ho = (k.h - 1) / k.stride + 1, wo = (k.w - 1) / k.stride + 1;
+  std::vector<float> x((size_t)k.n * k.cin * k.h * k.w), w1((size_t)k.c * k.cin * 9), b1(k.c),
+      w2((size_t)k.cout * k.c * 9), b2(k.cout), res((size_t)k.n * k.cout * ho * wo), mask((size_t)k.n * k.c),
+      y(res.size(), -7.0f);
+  for (auto* v : {&x, &w1, &b1, &w2, &b2, &res})
+    for (float& f : *v) f = uniform();
+  for (int s = 0; s < k.n; ++s)
+    for (int j = 0; j < k.c; ++j) {
+      float m = 1.0f;
+      if (pattern == "off") m = 0.0f;
+      if (pattern == "random") m = uniform() > 0.0f ? 1.0f : 0.0f;
+      if (pattern == "mixed") m = (j + s) % 3 == 0 ? 0.0f : ((j + s) % 3 == 1 ? 1.0f : 0.5f);  // values scale
+      mask[(size_t)s * k.c + j] = m;
+    }
+
+  auto pb = gatekit::pack_block(w1.data(), b1.data(), w2.data(), b2.data(), k.c, k.cin, k.cout);
+  gatekit::BlockIO io;
+  io.x = x.data();
+  io.mask = mask.data();
+  io.residual = res.data();
+  io.y = y.data();
+  io.n = k.n;
+  io.h = k.h;
+  io.w = k.w;
+  io.stride = k.stride;
+  io.threads = threads;
+  const std::string err = gatekit::run_block(*pb, io, threads > 1 ? &reverse_parallel_for : nullptr, nullptr);
+  if (!err.empty()) {
+    std::printf("error: %s\n", err.c_str());
+    return 1e30;
+  }
+
+  double worst = 0.0, scale = 1e-12;
+  std::vector<double> xs, hs, c1, c2;
+  for (int s = 0; s < k.n; ++s) {
+    xs.assign(x.begin() + (size_t)s * k.cin * k.h * k.w, x.begin() + (size_t)(s + 1) * k.cin * k.h * k.w);
+    conv3x3(xs, k.cin, k.h, k.w, w1.data(), k.c, k.stride, c1);
+    hs.resize(c1.size());
+    for (int j = 0; j < k.c; ++j)
+      for (int p = 0; p < ho * wo; ++p) {
+        const size_t i = (size_t)j * ho * wo + p;
+        hs[i] = mask[(size_t)s * k.c + j] * std::max(0.0, c1[i] + b1[j]);
+      }
+    conv3x3(hs, k.c, ho, wo, w2.data(), k.cout, 1, c2);
+    for (int co = 0; co < k.cout; ++co)
+      for (int p = 0; p < ho * wo; ++p) {
+        const size_t i = ((size_t)s * k.cout + co) * ho * wo + p;
+        const double ref = std::max(0.0, c2[(size_t)co * ho * wo + p] + b2[co] + res[i]);
+        scale = std::max(scale, std::fabs(ref));
+        worst = std::max(worst, std::fabs(ref - (double)y[i]));
+      }
+  }
+  return worst / scale;
+}
+
+}  // namespace
+
+int main() {
+  const double tol = 1e-5;
+  int failed = 0, run = 0;
+  double worst = 0.0;
+  for (const Case& k : kCases)
+    for (const char* pattern : {"random", "off", "on", "mixed"})
+      for (int threads : {1, 3}) {
+        const double e = check(k, pattern, threads);
+        ++run;
+        worst = std::max(worst, e);
+        if (!(e <= tol)) {
+          ++failed;
+          std::printf("FAIL n=%d cin=%d %dx%d c=%d cout=%d stride=%d mask=%s threads=%d: rel error %.3g\n", k.n, k.cin,
+                      k.h, k.w, k.c, k.cout, k.stride, pattern, threads, e);
+        }
+      }
+  std::printf("{\"isa\": \"%s\", \"cases\": %d, \"failed\": %d, \"worst_rel_error\": %.3g}\n", gatekit::isa_selected(),
+              run, failed, worst);
+  return failed ? 1 : 0;
+}
