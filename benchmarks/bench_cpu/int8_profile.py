@@ -15,12 +15,10 @@ Writes benchmarks/bench_cpu/int8-profile.{json,md}.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import statistics
 import sys
-import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,23 +43,13 @@ GROUPS = {"Convolution": "convolution", "Reorder": "reorder", "Subgraph": "fused
 def profile(ir: Path, threads: int, seconds: int) -> dict:
     """benchmark_app's median and per-layer average counters for one IR (f32 pinned as gatekit runs it: the
     quantized layers of an int8 IR stay int8, the rest f32)."""
-    from gatekit.bench.crosscheck import run_benchmark_app
+    from gatekit.bench.crosscheck import layer_counters
     from gatekit.errors import GatekitError
 
-    with tempfile.TemporaryDirectory() as rep:
-        try:
-            median, _ = run_benchmark_app(ir, [1, 3, 32, 32], threads, seconds,
-                                          ("-report_type", "average_counters", "-report_folder", rep))
-        except GatekitError as e:
-            sys.exit(str(e))
-        layers = []
-        with open(Path(rep) / "benchmark_average_counters_report.csv", newline="") as f:
-            for row in csv.DictReader(f, delimiter=";"):
-                if row.get("execStatus") != "Status.EXECUTED":
-                    continue
-                layers.append({"name": row["layerName"], "type": row["layerType"], "exec": row["execType"],
-                               "ms": float(row["realTime (ms)"])})
-    return {"layers": layers, "median_ms": median}
+    try:
+        return layer_counters(ir, [1, 3, 32, 32], threads, seconds)
+    except GatekitError as e:
+        sys.exit(str(e))
 
 
 def macs_of(ir: Path) -> float | None:

@@ -40,6 +40,30 @@ def run_benchmark_app(ir: str | os.PathLike, shape: list[int], threads: int = 1,
     return float(found.group(1)) / (1000.0 if found.group(2) == "us" else 1.0), proc
 
 
+def layer_counters(ir: str | os.PathLike, shape: list[int], threads: int = 1, seconds: int = 3,
+                   extensions: str | os.PathLike | None = None) -> dict:
+    """benchmark_app's median and its per-layer average counters (`-report_type average_counters`, the CSV
+    form of `-pc`) for one IR or ONNX file, run as run_benchmark_app runs it; `extensions`: a library with the
+    custom ops the model needs. Returns {"median_ms", "layers": [{"name", "type", "exec", "ms"}]} (executed
+    layers only)."""
+    import csv
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as rep:
+        extra = ("-report_type", "average_counters", "-report_folder", rep)
+        if extensions:
+            extra += ("-extensions", str(extensions))
+        median, _ = run_benchmark_app(ir, shape, threads, seconds, extra)
+        layers = []
+        with open(Path(rep) / "benchmark_average_counters_report.csv", newline="") as f:
+            for row in csv.DictReader(f, delimiter=";"):
+                if row.get("execStatus") != "Status.EXECUTED":
+                    continue
+                layers.append({"name": row["layerName"], "type": row["layerType"], "exec": row["execType"],
+                               "ms": float(row["realTime (ms)"])})
+    return {"layers": layers, "median_ms": median}
+
+
 def benchmark_app_median(ir: str | os.PathLike, shape: list[int], threads: int = 1, seconds: int = 2) -> float:
     return run_benchmark_app(ir, shape, threads, seconds)[0]
 
