@@ -139,6 +139,23 @@ def _ratio_to_benchmark_app(ir, pairs: int = 5) -> list[float]:
     return [p["ratio"] for p in crosscheck(ir, threads=1, pairs=pairs)["pairs"]]
 
 
+def test_layer_counters_cover_the_ir_and_add_up_to_its_latency(exported_ir):
+    """benchmark_app's per-layer counters (int8_profile.py, native_profile.py): every executed layer with a
+    type and a time; a dense ResNet spends most of its time in convolutions, and the counters' sum is an
+    inference (between half and twice the median; the median includes the request's own overhead)."""
+    from gatekit.bench.crosscheck import benchmark_app_path, layer_counters
+
+    if benchmark_app_path() is None:
+        pytest.skip("benchmark_app (shipped in the openvino wheel) not found")
+    res = layer_counters(exported_ir, [1, 3, 32, 32], threads=1, seconds=1)
+    layers = res["layers"]
+    assert layers and all(lay["type"] and lay["ms"] >= 0 for lay in layers)
+    total = sum(lay["ms"] for lay in layers)
+    conv = sum(lay["ms"] for lay in layers if lay["type"] == "Convolution")
+    assert conv > 0.5 * total
+    assert 0.5 * res["median_ms"] <= total <= 2.0 * res["median_ms"], (total, res["median_ms"])
+
+
 def test_p50_agrees_with_benchmark_app(exported_ir):
     """A width-0.5 IR: the median of the per-pair ratios within 10% (CI machines are noisy; the recorded
     quiet-machine cross-check in benchmarks/bench_cpu is within 5%)."""
