@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import time
@@ -75,6 +76,24 @@ def prune_phase(threads: int) -> dict:
     return costs
 
 
+def thin_run_times() -> dict:
+    """Wall time and throughput of each thinner run as it went (its metrics.jsonl, one line per epoch): the
+    median epoch is what the run costs alone; the sum includes whatever else shared the cores then."""
+    out = {}
+    for run in sorted(THIN.glob("vicreg-x*")):
+        try:
+            epochs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+        except (OSError, ValueError):
+            continue
+        if not epochs:
+            continue
+        rates = sorted(e["images_per_s"] for e in epochs)
+        out[run.name.split("-x")[-1]] = {"epochs": len(epochs), "wall_minutes": round(sum(e["seconds"] for e in epochs) / 60, 1),
+                                         "images_per_s_median": round(statistics.median(rates), 1),
+                                         "images_per_s_max": round(rates[-1], 1)}
+    return out
+
+
 def training_cost() -> dict:
     """What each family costs to train, in images seen and in CPU hours at the recorded uncontended training
     throughput of this recipe (benchmarks/train_cifar10/throughput.json, 2 threads)."""
@@ -92,7 +111,8 @@ def training_cost() -> dict:
         "torch-pruning + fine-tune": {"runs": "the dense run, plus a fine-tune per ratio", "images_per_ratio": FINE_TUNE_IMAGES,
                                       "cpu_h_per_ratio": hours(FINE_TUNE_IMAGES, "vicreg")},
         "dense": {"runs": "one vicreg run per width (x0.25 throughput; thinner runs are somewhat faster)",
-                  "images_per_width": run, "cpu_h_per_width": hours(run, "vicreg")},
+                  "images_per_width": run, "cpu_h_per_width": hours(run, "vicreg"),
+                  "measured_thin_runs": thin_run_times()},
         "throughput": {k: v["median"] for k, v in rate.items()},
     }
 
