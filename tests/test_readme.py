@@ -70,3 +70,16 @@ def test_readme_command_runs_as_written(command, tmp_path):
     for i, a in enumerate(argv):
         if a == "--plot":
             assert (tmp_path / argv[i + 1]).stat().st_size > 1000
+
+
+def test_committed_checkpoints_match_the_sha256_their_readme_gives():
+    """benchmarks/train_cifar10/README.md names each committed thinner encoder with its sha256: the files
+    must be those bytes (later work reuses them instead of retraining)."""
+    import hashlib
+
+    bench = README.parent / "benchmarks" / "train_cifar10"
+    claims = re.findall(r"`(checkpoints/[\w.\-]+\.safetensors)` \(sha256 `([0-9a-f]{64})`\)",
+                        (bench / "README.md").read_text())
+    assert len(claims) >= 2, claims
+    for rel, digest in claims:
+        assert hashlib.sha256((bench / rel).read_bytes()).hexdigest() == digest, rel
