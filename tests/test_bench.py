@@ -156,6 +156,19 @@ def test_layer_counters_cover_the_ir_and_add_up_to_its_latency(exported_ir):
     assert 0.5 * res["median_ms"] <= total <= 2.0 * res["median_ms"], (total, res["median_ms"])
 
 
+def test_counters_by_group_sums_each_run_then_takes_the_median():
+    from gatekit.bench.crosscheck import counters_by_group
+
+    def run(*layers):
+        return {"layers": [{"name": n, "type": t, "ms": ms} for n, t, ms in layers], "median_ms": 1.0}
+
+    runs = [run(("a", "Convolution", 1.0), ("b", "Convolution", 2.0), ("r", "Reorder", 0.5)),
+            run(("a", "Convolution", 4.0), ("b", "Convolution", 4.0)),
+            run(("a", "Convolution", 2.0), ("b", "Convolution", 2.0), ("r", "Reorder", 0.1))]
+    got = counters_by_group(runs, lambda layer: layer["type"].lower())
+    assert got == {"convolution": 4.0, "reorder": 0.1}  # medians of (3, 8, 4) and (0.5, 0, 0.1)
+
+
 def test_p50_agrees_with_benchmark_app(exported_ir):
     """A width-0.5 IR: the median of the per-pair ratios within 10% (CI machines are noisy; the recorded
     quiet-machine cross-check in benchmarks/bench_cpu is within 5%)."""

@@ -68,6 +68,7 @@ def main() -> None:
     ap.add_argument("--out", default=str(HERE))
     args = ap.parse_args()
     from gatekit.atomic import write_json, write_text
+    from gatekit.bench.crosscheck import counters_by_group
     from gatekit.sysinfo import machine_info
 
     base = ROOT / ARTIFACTS
@@ -82,15 +83,7 @@ def main() -> None:
         loads.append(os.getloadavg()[0])
     rows = []
     for label, budget, graph, precision, rel in IRS:
-        per_group = {}
-        for run in runs[label]:
-            sums = {}
-            for layer in run["layers"]:
-                g = GROUPS.get(layer["type"], "other")
-                sums[g] = sums.get(g, 0.0) + layer["ms"]
-            for g, v in sums.items():
-                per_group.setdefault(g, []).append(v)
-        groups = {g: statistics.median(v) for g, v in per_group.items()}
+        groups = counters_by_group(runs[label], lambda layer: GROUPS.get(layer["type"], "other"))
         convs = [(lay["name"], lay["exec"]) for lay in runs[label][0]["layers"] if lay["type"] == "Convolution"]
         rows.append({"label": label, "budget": budget, "graph": graph, "precision": precision, "ir": f"{ARTIFACTS}/{rel}",
                      "macs": macs_of(base / rel), "median_ms": statistics.median(r["median_ms"] for r in runs[label]),

@@ -52,7 +52,7 @@ def main() -> None:
     args = ap.parse_args()
     from gatekit import native_ops
     from gatekit.atomic import write_json, write_text
-    from gatekit.bench.crosscheck import layer_counters
+    from gatekit.bench.crosscheck import counters_by_group, layer_counters
     from gatekit.errors import GatekitError
     from gatekit.sysinfo import machine_info
 
@@ -79,15 +79,9 @@ def main() -> None:
         loads.append(os.getloadavg()[0])
     rows = []
     for (label, t), rs in runs.items():
-        per_group: dict[str, list[float]] = {}
-        for r in rs:
-            sums: dict[str, float] = {}
-            for layer in r["layers"]:
-                sums[group_of(layer)] = sums.get(group_of(layer), 0.0) + layer["ms"]
-            for g in GROUP_NAMES:
-                per_group.setdefault(g, []).append(sums.get(g, 0.0))
+        groups = counters_by_group(rs, group_of)
         rows.append({"graph": label, "threads": t, "median_ms": statistics.median(r["median_ms"] for r in rs),
-                     "groups_ms": {g: statistics.median(v) for g, v in per_group.items()},
+                     "groups_ms": {g: groups.get(g, 0.0) for g in GROUP_NAMES},
                      "layers_executed": len(rs[0]["layers"])})
     by = {(r["graph"], r["threads"]): r for r in rows}
     for r in rows:

@@ -64,6 +64,16 @@ def layer_counters(ir: str | os.PathLike, shape: list[int], threads: int = 1, se
     return {"layers": layers, "median_ms": median}
 
 
+def counters_by_group(runs: list[dict], group_of) -> dict[str, float]:
+    """layer_counters results of repeated runs of one graph: each run's layer times summed by
+    `group_of(layer)`, then the median over runs (a group absent from a run counts 0 ms there)."""
+    import statistics
+
+    names = {group_of(layer) for r in runs for layer in r["layers"]}
+    return {g: statistics.median(sum(layer["ms"] for layer in r["layers"] if group_of(layer) == g) for r in runs)
+            for g in names}
+
+
 def benchmark_app_median(ir: str | os.PathLike, shape: list[int], threads: int = 1, seconds: int = 2) -> float:
     return run_benchmark_app(ir, shape, threads, seconds)[0]
 
