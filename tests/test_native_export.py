@@ -49,7 +49,8 @@ def test_export_writes_the_native_form_with_a_verified_fallback(exported):
     tmp, manifests = exported
     for fmt, m in manifests.items():
         assert m["dynamic_form"] == "native" and m["runtime"]["ops"] == "native op"
-        assert m["native_op"]["op"] == "gatekit.GatedBlock" and m["native_op"]["fallback_form"] == {"onnx": "conv", "openvino": "matmul"}[fmt]
+        assert m["native_op"]["op"] == "gatekit.GatedBlockWithGate" and m["native_op"]["gate"] == "op"
+        assert m["native_op"]["fallback_form"] == {"onnx": "conv", "openvino": "matmul"}[fmt]
         assert set(m["verification"]["relative_error"]) == {"batch1", "batch8"}
         assert max(m["verification"]["relative_error"].values()) < 1e-4
         assert max(m["verification"]["fallback_relative_error"].values()) < 1e-4
@@ -61,9 +62,11 @@ def test_export_writes_the_native_form_with_a_verified_fallback(exported):
 
     model = onnx.load(str(tmp / "out" / "dynamic.onnx"))
     ops = [n for n in model.graph.node if n.domain == "gatekit"]
-    assert len(ops) == 8 and all(n.op_type == "GatedBlock" for n in ops)
+    assert len(ops) == 8 and all(n.op_type == "GatedBlockWithGate" for n in ops)
     inits = {t.name for t in model.graph.initializer}
-    assert all(n.input[i] in inits for n in ops for i in (2, 3, 4, 5))  # weights are constants the op packs at load
+    assert all(n.input[i] in inits for n in ops for i in range(1, 8))  # gate and conv weights: constants packed at load
+    # the gates are inside the nodes: no pooling or matrix product outside them but the final pooling
+    assert not any(n.op_type in ("MatMul", "Gemm", "GreaterOrEqual") for n in model.graph.node)
     fallback = onnx.load(str(tmp / "out" / "dynamic.fallback.onnx"))
     assert not any(n.domain == "gatekit" for n in fallback.graph.node)
 
@@ -108,7 +111,7 @@ def test_bench_records_the_native_path(exported, tmp_path):
     assert proc.returncode == 0, proc.stderr[-1500:]
     (rec,) = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()]
     assert rec["runtime"]["ops"] == "native op" and rec["runtime"]["ops_library"].endswith("libgatekit_ov_ops.so")
-    assert rec["manifest"]["native_op"]["op"] == "gatekit.GatedBlock" and rec["per_input"]
+    assert rec["manifest"]["native_op"]["op"] == "gatekit.GatedBlockWithGate" and rec["per_input"]
 
 
 def test_torch_reference_rebuilds_the_native_module(exported):
@@ -120,3 +123,26 @@ def test_torch_reference_rebuilds_the_native_module(exported):
     x, _ = load_inputs(art.manifest, 4, str(tmp / "d.npz"))
     with load_artifact(art, "torch") as ref, load_artifact(art, threads=1) as ort:
         np.testing.assert_allclose(ref.run(x), ort.run(x), rtol=1e-4, atol=1e-4)
+
+
+def test_gate_in_standard_ops_is_kept_as_an_option(exported, tmp_path):
+    """--native-gate graph: the earlier form (the gate in standard ops feeding gatekit.GatedBlock its mask),
+    verified like the default and equal to it on the same inputs."""
+    import onnx
+
+    from gatekit.artifacts import load_inputs, open_artifact
+    from gatekit.export.sweep import export_all
+    from gatekit.runtimes import load_artifact
+
+    tmp, _ = exported
+    (m,), _ = export_all(tmp / "m.safetensors", tmp_path, graphs=["dynamic"], formats=["onnx"], strict=True,
+                         verify_images=32, calib=96, threads=1, dynamic_batch=True, record_inputs=0,
+                         native_gate="graph")
+    assert m["native_op"]["op"] == "gatekit.GatedBlock" and m["native_op"]["gate"] == "graph"
+    assert max(m["verification"]["relative_error"].values()) < 1e-4
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "dynamic.onnx")).graph.node]
+    assert ops.count("GatedBlock") == 8 and "GatedBlockWithGate" not in ops and "GreaterOrEqual" in ops
+    x, _ = load_inputs(m, 8, str(tmp / "d.npz"))
+    with load_artifact(open_artifact(tmp_path / "dynamic.onnx.json"), threads=1) as split, \
+            load_artifact(open_artifact(tmp / "out" / "dynamic.onnx.json"), threads=1) as fused:
+        np.testing.assert_allclose(split.run(x), fused.run(x), rtol=1e-5, atol=1e-5)

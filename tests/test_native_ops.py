@@ -76,20 +76,44 @@ def make_weights(rng, cin, c, cout):
             (rng.standard_normal(cout) * 0.1).astype(np.float32))
 
 
-def block_model(path, weights, cin, h, w, stride, batch="N", residual_is_x=False):
-    """One GatedBlock node (domain gatekit, opset 1); residual is an input, or x itself."""
+def gate_reference(x, g1, gb1, g2):
+    """The gate in float64: mask = (G2 relu(G1 mean_hw(x) + g1) >= 0), and the logits."""
+    f = np.float64
+    hid = np.maximum(x.astype(f).mean(axis=(2, 3)) @ g1.astype(f).T + gb1.astype(f), 0)
+    logits = hid @ g2.astype(f).T
+    return (logits >= 0).astype(np.float32), logits
+
+
+def make_gate(rng, cin, c, hidden=None):
+    """Gate weights whose hidden units are mostly on (bias around +0.5), so that the logits vary per sample."""
+    hidden = hidden or max(cin // 2, 2)
+    return ((rng.standard_normal((hidden, cin)) * 0.3).astype(np.float32),
+            (0.5 + rng.standard_normal(hidden) * 0.2).astype(np.float32),
+            (rng.standard_normal((c, hidden)) * 0.5).astype(np.float32))
+
+
+def block_model(path, weights, cin, h, w, stride, batch="N", residual_is_x=False, gate=None):
+    """One GatedBlock node (domain gatekit, opset 1); residual is an input, or x itself. With `gate`
+    (G1, g1, G2), one GatedBlockWithGate node instead: no mask input, the op computes it."""
     w1, b1, w2, b2 = weights
     c, cout = w1.shape[0], w2.shape[0]
     ho, wo = (h - 1) // stride + 1, (w - 1) // stride + 1
-    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, cin, h, w]),
-              helper.make_tensor_value_info("mask", TensorProto.FLOAT, [batch, c])]
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, cin, h, w])]
+    if gate is None:
+        inputs.append(helper.make_tensor_value_info("mask", TensorProto.FLOAT, [batch, c]))
     if not residual_is_x:
         inputs.append(helper.make_tensor_value_info("residual", TensorProto.FLOAT, [batch, cout, ho, wo]))
-    node = helper.make_node("GatedBlock", ["x", "mask", "W1", "b1", "W2", "b2", "x" if residual_is_x else "residual"],
-                            ["y"], domain="gatekit", stride=stride)
+    residual = "x" if residual_is_x else "residual"
+    inits = [numpy_helper.from_array(a, n) for a, n in zip(weights, ("W1", "b1", "W2", "b2"))]
+    if gate is None:
+        node = helper.make_node("GatedBlock", ["x", "mask", "W1", "b1", "W2", "b2", residual], ["y"], domain="gatekit",
+                                stride=stride)
+    else:
+        inits += [numpy_helper.from_array(a, n) for a, n in zip(gate, ("G1", "g1", "G2"))]
+        node = helper.make_node("GatedBlockWithGate", ["x", "G1", "g1", "G2", "W1", "b1", "W2", "b2", residual], ["y"],
+                                domain="gatekit", stride=stride)
     graph = helper.make_graph([node], "gated_block", inputs,
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, cout, ho, wo])],
-                              [numpy_helper.from_array(a, n) for a, n in zip(weights, ("W1", "b1", "W2", "b2"))])
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, cout, ho, wo])], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("gatekit", 1)])
     model.ir_version = 8
     onnx.save(model, str(path))
@@ -255,6 +279,46 @@ def test_residual_is_x_and_same_file_on_both_runtimes(ort_lib, ov_lib, tmp_path)
     assert rel_err(cm2(feeds)[cm2.output(0)], ref) <= TOL
 
 
+@pytest.mark.parametrize("runtime,threads", [("ort", 1), ("ort", 2), ("openvino", 1), ("openvino", 2)])
+def test_gated_block_with_gate_computes_its_own_mask(runtime, threads, request, tmp_path):
+    """GatedBlockWithGate: the gate (pool, FC + bias, ReLU, FC, >= 0) inside the op, per sample, equals the
+    float64 reference of gate and block; a zero G2 row gives a logit of exactly 0, which counts as on."""
+    lib = request.getfixturevalue("ort_lib" if runtime == "ort" else "ov_lib")
+    for ci, case in enumerate([CASES[1], CASES[4], CASES[6], CASES[7], (8, 12, 8, 8, 20, 12, 1)]):
+        n, cin, h, w, c, cout, stride = case
+        rng = np.random.default_rng(50 + ci)
+        weights, gate = make_weights(rng, cin, c, cout), make_gate(rng, cin, c)
+        gate[2][0] = 0.0  # channel 0: logit exactly 0 -> on in every sample
+        identity = cin == cout and stride == 1
+        path = block_model(tmp_path / f"gate{ci}.onnx", weights, cin, h, w, stride, gate=gate, residual_is_x=identity)
+        feeds = {"x": rng.standard_normal((n, cin, h, w)).astype(np.float32)}
+        if not identity:
+            ho, wo = (h - 1) // stride + 1, (w - 1) // stride + 1
+            feeds["residual"] = rng.standard_normal((n, cout, ho, wo)).astype(np.float32)
+        mask, logits = gate_reference(feeds["x"], *gate)
+        assert np.abs(logits[:, 1:]).min() > 1e-4  # no decision within rounding of the threshold
+        assert mask[:, 0].all() and 0 < mask[:, 1:].mean() < 1  # a mix of on and off channels
+        if runtime == "ort":
+            y = ort_session(path, lib, threads).run(None, feeds)[0]
+        else:
+            cm = ov_compile(path, lib, threads)
+            y = cm(feeds)[cm.output(0)]
+        ref = reference(feeds["x"], mask, *weights, feeds.get("residual", feeds["x"]), stride)
+        assert rel_err(y, ref) <= TOL, f"{case}: {rel_err(y, ref):.3g}"
+
+
+def test_gated_block_with_gate_refuses_mismatched_gate(ort_lib, tmp_path):
+    """A gate whose G2 does not have the block's C rows: one line naming the op and the input."""
+    ort = pytest.importorskip("onnxruntime")
+    rng = np.random.default_rng(3)
+    weights, gate = make_weights(rng, 4, 6, 5), make_gate(rng, 4, 7, hidden=1)
+    path = block_model(tmp_path / "bad.onnx", weights, 4, 5, 5, 1, gate=gate)
+    so = ort.SessionOptions()
+    so.register_custom_ops_library(str(ort_lib))
+    with pytest.raises(Exception, match=r"gatekit::GatedBlockWithGate: G2 must be \[C, Hd\] = \[6, 1\]"):
+        ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
 _ISA_CHILD = r"""
 import ctypes, json, sys, tempfile
 sys.path.insert(0, sys.argv[1])
@@ -286,7 +350,7 @@ def test_each_isa_path(ort_lib, isa):
     assert errs[worst] <= TOL, f"{isa} {worst}: {errs[worst]:.3g}"
 
 
-_KERNEL_SOURCES = ("gated_block.cpp", "isa_portable.cpp", "selfcheck.cpp")
+_KERNEL_SOURCES = ("gated_block.cpp", "channel_gate.cpp", "isa_portable.cpp", "selfcheck.cpp")
 
 
 def test_kernel_on_aarch64_under_user_mode_emulation(tmp_path):
@@ -307,7 +371,7 @@ def test_kernel_on_aarch64_under_user_mode_emulation(tmp_path):
     run = subprocess.run([qemu, "-L", str(sysroot), str(exe)], capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
     res = json.loads(run.stdout.strip().splitlines()[-1])
-    assert res["isa"] == "portable" and res["failed"] == 0 and res["cases"] == 80
+    assert res["isa"] == "portable" and res["failed"] == 0 and res["cases"] == 100
     assert res["worst_rel_error"] <= TOL
 
 

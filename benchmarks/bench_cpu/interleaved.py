@@ -59,7 +59,7 @@ def bench_phase(items: list[dict], threads: list[int], rounds: int, min_runs: in
     for it in items:
         if it["kind"] == "artifact":
             art = open_artifact(it["manifest"])
-            paths = ["native", "fallback"] if art.native_op else ["auto"]
+            paths = it.get("paths") or (["native", "fallback"] if art.native_op else ["auto"])
             jobs += [(it, art.runtime, t, p) for t in threads for p in paths]
         else:
             jobs += [(it, rt, t, "synthetic") for rt in ("ort", "openvino") for t in threads]

@@ -24,7 +24,7 @@ from gatekit.checkpoint import load_model
 from gatekit.data import load_dataset, normalization
 from gatekit.data.arrays import normalize_images, recorded_dir
 from gatekit.errors import GatekitError
-from gatekit.export.graphs import GRAPHS, GraphSpec, build_graph
+from gatekit.export.graphs import GRAPHS, NATIVE_GATES, GraphSpec, build_graph
 from gatekit.export.prune import select_all
 from gatekit.models import cost_model
 from gatekit.runtimes.verify import check, relative_error, run_batched
@@ -60,6 +60,9 @@ class ExportOptions:
     # dynamic: "auto" (the native op where its library is built for the format's runtime, else the standard-ops
     # form), "native" (gatekit.GatedBlock nodes, with a standard-ops fallback beside them), "conv" or "matmul"
     dynamic_form: str = "auto"
+    # dynamic, native form: each block's gate inside its node ("op": gatekit.GatedBlockWithGate) or in standard ops
+    # feeding gatekit.GatedBlock ("graph", the earlier form: seven small nodes a block around the op)
+    native_gate: str = "op"
     # dynamic: only blocks whose output is at least this many pixels a side skip channels (0: every block, the
     # paper's form); the rest run whole constant-weight convs and mask (benchmarks/bench_cpu/dynamic-skipping.md).
     # None: 0 for the native form, 8 for the standard-ops forms (whose gathers pay only on large maps)
@@ -242,8 +245,10 @@ class Prepared:
             if form is None:
                 built = build_graph(self.model, self.opts.graph, self.channels, self.head)
             elif form == "native":
+                if self.opts.native_gate not in NATIVE_GATES:
+                    raise GatekitError(f"unknown --native-gate {self.opts.native_gate!r}: choose one of {', '.join(NATIVE_GATES)}")
                 built = build_graph(self.model, "dynamic", self.used_channels(), self.head, dynamic_form="native",
-                                    dynamic_min_size=self.min_size(form))
+                                    dynamic_min_size=self.min_size(form), native_gate=self.opts.native_gate)
             else:
                 built = build_graph(self.model, "dynamic", None, self.head, dynamic_form=form,
                                     dynamic_min_size=self.min_size(form))
@@ -573,7 +578,9 @@ def export(checkpoint: str | Path, out_dir: str | Path, opts: ExportOptions, pro
             if "quantization" in extra:
                 manifest["quantization"] = extra["quantization"]
         if native:
-            manifest["native_op"] = {"op": f"{NATIVE_DOMAIN}.GatedBlock", "blocks": manifest["dynamic_skipping"]["blocks"],
+            op = "GatedBlockWithGate" if opts.native_gate == "op" else "GatedBlock"
+            manifest["native_op"] = {"op": f"{NATIVE_DOMAIN}.{op}", "gate": opts.native_gate,
+                                     "blocks": manifest["dynamic_skipping"]["blocks"],
                                      "library": native_ops.check_library(fmt.runtime, paths[0][1][0]),
                                      "fallback_form": paths[1][0],
                                      "fallback_runtime": checked[1][1]}

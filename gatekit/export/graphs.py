@@ -197,12 +197,33 @@ class GatedBlockOp(torch.autograd.Function):
         return out
 
 
+class GatedBlockWithGateOp(torch.autograd.Function):
+    """`gatekit.GatedBlockWithGate(x, G1, g1, G2, W1, b1, W2, b2, residual; stride)`: the native op with the block's
+    gate inside (native/README.md): mask = (G2 relu(G1 mean_hw(x) + g1) >= 0), then GatedBlock. One node instead of
+    the gate's seven standard ops; in PyTorch it runs the exact form it stands for."""
+
+    @staticmethod
+    def forward(ctx, x, g1, gb1, g2, w1, b1, w2, b2, residual, stride: int):
+        mask = (F.linear(torch.relu(F.linear(x.mean(dim=(2, 3)), g1, gb1)), g2) >= 0).to(x.dtype)
+        return GatedBlockOp.forward(ctx, x, mask, w1, b1, w2, b2, residual, stride)
+
+    @staticmethod
+    def symbolic(g, x, g1, gb1, g2, w1, b1, w2, b2, residual, stride: int):
+        out = g.op("gatekit::GatedBlockWithGate", x, g1, gb1, g2, w1, b1, w2, b2, residual, stride_i=stride)
+        out.setType(residual.type())
+        return out
+
+
+NATIVE_GATES = ("op", "graph")  # where a native block's gate runs: inside the op, or in standard ops before it
+
+
 class NativeGatedBlock(nn.Module):
-    """Per-input channel skipping by the native op: the gate and the shortcut in standard ops, conv1 and conv2
-    of the active channels inside one `gatekit.GatedBlock` node (per-sample masks, no union over the batch).
+    """Per-input channel skipping by the native op: conv1 and conv2 of the active channels inside one node (per-sample
+    masks, no union over the batch), the shortcut in standard ops. `gate` "op": the gate runs inside the node
+    (`gatekit.GatedBlockWithGate`); "graph": in standard ops that feed the mask to `gatekit.GatedBlock`.
     Channels that no calibration image used are removed first, so the op skips only data-dependent ones."""
 
-    def __init__(self, block, channels: torch.Tensor):
+    def __init__(self, block, channels: torch.Tensor, gate: str = "op"):
         super().__init__()
         w1, b1 = fold_conv_bn(block.conv1, block.bn1.gated)
         w2, b2 = fold_conv_bn(block.conv2, block.bn2.gated)
@@ -212,9 +233,16 @@ class NativeGatedBlock(nn.Module):
         self.register_buffer("w2", w2[:, channels].contiguous())
         self.register_buffer("b2", b2)
         self.shortcut = Shortcut(block)
+        if gate not in NATIVE_GATES:
+            raise ValueError(f"unknown native gate placement {gate!r}: choose one of {', '.join(NATIVE_GATES)}")
+        self.gate_in_op = gate == "op"
         self.gate = FoldedGate(block.gate, channels)
 
     def forward(self, x):
+        if self.gate_in_op:
+            g = self.gate
+            return GatedBlockWithGateOp.apply(x, g.fc1.weight, g.fc1.bias, g.fc2.weight, self.w1, self.b1, self.w2, self.b2,
+                                              self.shortcut(x), self.stride)
         return GatedBlockOp.apply(x, self.gate(x), self.w1, self.b1, self.w2, self.b2, self.shortcut(x), self.stride)
 
 
@@ -259,13 +287,14 @@ def skipping_blocks(model: GatedResNet, min_size: int) -> list[bool]:
 
 def build_graph(model: GatedResNet, kind: str, channels: list[torch.Tensor] | None = None,
                 head: nn.Linear | None = None, dynamic_form: str = "conv",
-                dynamic_min_size: int = 0) -> tuple[DeployNet, GraphSpec]:
+                dynamic_min_size: int = 0, native_gate: str = "op") -> tuple[DeployNet, GraphSpec]:
     """The deploy module of graph `kind`. static and hybrid need the kept channels per block.
 
     `dynamic_form` picks the dynamic graph's formulation: "native" (one `gatekit.GatedBlock` node per block,
     run by the native op library; needs the used `channels`), or in standard ops "conv" (NonZero + Gather +
     Conv, for ONNX Runtime and TensorRT) or "matmul" (im2col + MatMul, which OpenVINO's CPU plugin compiles).
     `dynamic_min_size`: only blocks whose output side is at least this skip channels (skipping_blocks).
+    `native_gate`: the native form's gates inside its nodes ("op") or in standard ops before them ("graph").
     """
     if kind not in GRAPHS:
         raise ValueError(f"unknown graph {kind!r}")
@@ -279,7 +308,7 @@ def build_graph(model: GatedResNet, kind: str, channels: list[torch.Tensor] | No
             if channels is None or len(channels) != len(model.blocks):
                 raise ValueError(f"the native dynamic graph needs the used channels of each of the {len(model.blocks)} blocks")
             skip = skipping_blocks(model, dynamic_min_size)
-            blocks = [NativeGatedBlock(b, ch) if s else StaticBlock(b, "gated", ch, gated=True)
+            blocks = [NativeGatedBlock(b, ch, native_gate) if s else StaticBlock(b, "gated", ch, gated=True)
                       for b, ch, s in zip(model.blocks, channels, skip)]
             spec = GraphSpec(kind, [len(c) for c in channels], [c.tolist() for c in channels], skip)
         elif kind == "dynamic":

@@ -61,34 +61,26 @@ class _Builder:
         self.nodes.append(helper.make_node(kind, inputs, [y], **attrs))
         return y
 
-    def gate(self, x: str, c_in: int, planes: int, reduction: int = 4) -> str:
-        """A gate in standard ops as the exporter writes it: GAP -> FC -> ReLU -> FC -> >= 0 -> float mask."""
-        from onnx import TensorProto
-
-        hidden = max(c_in // reduction, 1)
-        z = self.op("Flatten", [self.op("GlobalAveragePool", [x])], axis=1)
-        z = self.relu(self.op("Gemm", [z, self.const(self.rng.standard_normal((c_in, hidden)) * 0.1, "g1"),
-                                       self.const(np.zeros(hidden), "gb")]))
-        z = self.op("MatMul", [z, self.const(self.rng.standard_normal((hidden, planes)) * 0.1, "g2")])
-        on = self.op("GreaterOrEqual", [z, self.const(np.zeros(1), "zero")])
-        return self.op("Cast", [on], to=TensorProto.FLOAT)
-
-    def native_block(self, x: str, b: BlockShape, active: int) -> str:
-        """A block with the native op, `active` of its planes on (random channels, as real masks are); the
-        gate runs as in an exported graph, its mask replaced by the fixed one (mask * 0 + fixed)."""
+    def native_block(self, x: str, b: BlockShape, active: int, reduction: int = 4) -> str:
+        """A block as the native op with its gate inside (gatekit.GatedBlockWithGate), `active` of its planes on
+        (random channels, as real masks are): the gate computes its full size, its weights chosen so that the
+        decision is that fixed set for every input (G1 = 0 and g1 = 1 give hidden units of 1; a G2 row of +1 turns
+        its channel on, -1 off)."""
         from onnx import helper
 
-        fixed = np.zeros((1, b.planes), np.float32)
-        fixed[0, self.rng.choice(b.planes, size=int(active), replace=False)] = 1.0
-        mask = self.op("Add", [self.op("Mul", [self.gate(x, b.in_channels, b.planes), self.const(np.zeros(1), "zero")]),
-                               self.const(fixed, "mask")])
+        hidden = max(b.in_channels // reduction, 1)
+        sign = -np.ones(b.planes)
+        sign[self.rng.choice(b.planes, size=int(active), replace=False)] = 1.0
+        gate = [self.const(np.zeros((hidden, b.in_channels)), "g1"), self.const(np.ones(hidden), "gb"),
+                self.const(np.repeat(sign[:, None], hidden, axis=1), "g2")]
         w1 = self.rng.standard_normal((b.planes, b.in_channels, 3, 3)) * math.sqrt(2.0 / (b.planes * 9))
         w2 = self.rng.standard_normal((b.planes, b.planes, 3, 3)) * math.sqrt(2.0 / (b.planes * 9))
         s = self.conv(x, b.in_channels, b.planes, 1, b.stride, 0, relu=False) if b.shortcut else x
         y = self.name("gated")
         self.nodes.append(helper.make_node(
-            "GatedBlock", [x, mask, self.const(w1, "w1"), self.const(np.zeros(b.planes), "b1"), self.const(w2, "w2"),
-                           self.const(np.zeros(b.planes), "b2"), s], [y], domain=NATIVE_DOMAIN, stride=b.stride))
+            "GatedBlockWithGate", [x, *gate, self.const(w1, "w1"), self.const(np.zeros(b.planes), "b1"),
+                                   self.const(w2, "w2"), self.const(np.zeros(b.planes), "b2"), s],
+            [y], domain=NATIVE_DOMAIN, stride=b.stride))
         self.native = True
         return y
 
@@ -123,7 +115,7 @@ class _Builder:
 
 def network(arch: Architecture, inner_widths: list[int], batch: int = 1, seed: int = 0, native: bool = False):
     """A whole static network (stem, blocks at `inner_widths`, pooled features) as an onnx.ModelProto.
-    native: every block is the native GatedBlock op with `inner_widths` of its planes active (a dynamic
+    native: every block is the native op (gate inside) with `inner_widths` of its planes active (a dynamic
     graph's cost at those per-input widths)."""
     blocks = arch.blocks()
     if len(inner_widths) != len(blocks):

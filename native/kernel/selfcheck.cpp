@@ -1,17 +1,22 @@
 // Kernel self-check with no runtime: every case and mask pattern against a float64 reference of the block,
-// on the kernel path this process selects (GATEKIT_OPS_ISA may force one).  Exits 1 on any mismatch.
+// on the kernel path this process selects (GATEKIT_OPS_ISA may force one).  Exits 1 on any mismatch.  The
+// "gate" pattern takes its mask from the channel gate (channel_gate.h), whose decisions are checked against
+// a float64 gate wherever the logit is not within rounding of the threshold.
 //
 // Built for other architectures and run under user-mode emulation, it checks the paths this machine
 // cannot run natively (tests/test_native_ops.py cross-compiles it for aarch64 and runs it with qemu):
 //
-//   aarch64-linux-gnu-g++ -O2 -std=c++17 -Inative/kernel native/kernel/{gated_block,isa_portable,selfcheck}.cpp
+//   aarch64-linux-gnu-g++ -O2 -std=c++17 -Inative/kernel \
+//       native/kernel/{gated_block,channel_gate,isa_portable,selfcheck}.cpp
 //   qemu-aarch64 -L /usr/aarch64-linux-gnu ./a.out
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <string>
 #include <vector>
 
+#include "channel_gate.h"
 #include "gated_block.h"
 
 namespace {
@@ -62,6 +67,42 @@ void reverse_parallel_for(void*, size_t n, gatekit::TaskFn fn, void* arg) {
   for (size_t i = n; i-- > 0;) fn(arg, i);
 }
 
+// pattern "gate": mask from gatekit::gate_mask with random gate weights (hidden units biased on, so that
+// decisions vary per sample); false if a decision differs from the float64 gate's.
+bool gate_decisions(const Case& k, const std::vector<float>& x, std::vector<float>& mask) {
+  const int hd = std::max(k.cin / 2, 2);
+  std::vector<float> g1((size_t)hd * k.cin), gb1(hd), g2((size_t)k.c * hd);
+  for (float& f : g1) f = 0.5f * uniform();
+  for (float& f : gb1) f = 0.5f + 0.2f * uniform();
+  for (float& f : g2) f = uniform();
+  auto pg = gatekit::pack_gate(g1.data(), gb1.data(), g2.data(), hd, k.cin, k.c);
+  gatekit::gate_mask(*pg, x.data(), k.n, k.h, k.w, mask.data());
+  const int hw = k.h * k.w;
+  std::vector<double> z(k.cin), hid(hd);
+  for (int s = 0; s < k.n; ++s) {
+    for (int ci = 0; ci < k.cin; ++ci) {
+      double sum = 0.0;
+      for (int p = 0; p < hw; ++p) sum += x[((size_t)s * k.cin + ci) * hw + p];
+      z[ci] = sum / hw;
+    }
+    for (int u = 0; u < hd; ++u) {
+      double v = gb1[u];
+      for (int ci = 0; ci < k.cin; ++ci) v += (double)g1[(size_t)u * k.cin + ci] * z[ci];
+      hid[u] = std::max(0.0, v);
+    }
+    for (int j = 0; j < k.c; ++j) {
+      double logit = 0.0;
+      for (int u = 0; u < hd; ++u) logit += (double)g2[(size_t)j * hd + u] * hid[u];
+      const float want = logit >= 0.0 ? 1.0f : 0.0f;
+      if (std::fabs(logit) > 1e-5 && mask[(size_t)s * k.c + j] != want) {
+        std::printf("gate decision n=%d c=%d: logit %.6g, mask %g\n", s, j, logit, mask[(size_t)s * k.c + j]);
+        return false;
+      }
+    }
+  }
+  return true;
+}
+
 double check(const Case& k, const std::string& pattern, int threads) {
   const int ho = (k.h - 1) / k.stride + 1, wo = (k.w - 1) / k.stride + 1;
   std::vector<float> x((size_t)k.n * k.cin * k.h * k.w), w1((size_t)k.c * k.cin * 9), b1(k.c),
@@ -77,6 +118,7 @@ double check(const Case& k, const std::string& pattern, int threads) {
       if (pattern == "mixed") m = (j + s) % 3 == 0 ? 0.0f : ((j + s) % 3 == 1 ? 1.0f : 0.5f);  // values scale
       mask[(size_t)s * k.c + j] = m;
     }
+  if (pattern == "gate" && !gate_decisions(k, x, mask)) return 1e30;
 
   auto pb = gatekit::pack_block(w1.data(), b1.data(), w2.data(), b2.data(), k.c, k.cin, k.cout);
   gatekit::BlockIO io;
@@ -125,7 +167,7 @@ int main() {
   int failed = 0, run = 0;
   double worst = 0.0;
   for (const Case& k : kCases)
-    for (const char* pattern : {"random", "off", "on", "mixed"})
+    for (const char* pattern : {"random", "off", "on", "mixed", "gate"})
       for (int threads : {1, 3}) {
         const double e = check(k, pattern, threads);
         ++run;

@@ -1,8 +1,11 @@
-// OpenVINO extension: gatekit::GatedBlock (type "GatedBlock", opset "gatekit").
+// OpenVINO extension: the gatekit ops (opset "gatekit"), attribute stride (1 or 2):
 //
-// Load with core.add_extension(path); the ONNX frontend then maps ONNX nodes GatedBlock of domain "gatekit"
-// to this op, so the same .onnx file serves ONNX Runtime and OpenVINO.  The CPU plugin runs the op through
-// evaluate(); weights are packed on the first evaluate() and cached, shared by clones of the node.
+//   y = GatedBlock(x, mask, W1, b1, W2, b2, residual)                   the mask is an input
+//   y = GatedBlockWithGate(x, G1, g1, G2, W1, b1, W2, b2, residual)     the block computes its own mask
+//
+// Load with core.add_extension(path); the ONNX frontend then maps ONNX nodes of these types in domain
+// "gatekit" to these ops, so the same .onnx file serves ONNX Runtime and OpenVINO.  The CPU plugin runs the
+// ops through evaluate(); weights are packed on the first evaluate() and cached, shared by clones of the node.
 // The extension is tied to the OpenVINO release it was built against (libopenvino.so.<version>).
 #include <cstring>
 #include <memory>
@@ -23,48 +26,81 @@
 #include <openvino/core/parallel.hpp>
 #endif
 
+#include "channel_gate.h"
 #include "gated_block.h"
 
 #define GATEKIT_EXPORT extern "C" __attribute__((visibility("default")))
 
 namespace gatekit_ov {
 
+// Where each op finds its inputs (as in the ONNX Runtime library).  `gate` < 0: the mask is input `mask`;
+// otherwise G1, g1, G2 are inputs gate, gate + 1, gate + 2 and the op computes the mask.
+struct Layout {
+  const char* name;
+  size_t inputs;
+  int mask, gate, weights, residual;  // weights: W1 at this index, then b1, W2, b2
+};
+const Layout kGatedBlock{"GatedBlock", 7, 1, -1, 2, 6};
+const Layout kGatedBlockWithGate{"GatedBlockWithGate", 9, -1, 1, 4, 8};
+
+struct Packed {
+  std::shared_ptr<const gatekit::PackedBlock> block;
+  std::shared_ptr<const gatekit::PackedGate> gate;  // GatedBlockWithGate only
+};
+
 // Packed weights, keyed by the weight tensors they were packed from.  Shared by a node and its clones; a
 // compiled model may hand each stream its own copy of the constants, hence a few entries.
 class PackCache {
  public:
-  std::shared_ptr<const gatekit::PackedBlock> get(const ov::TensorVector& in) {
-    Key key;
+  Packed get(const ov::TensorVector& in, const Layout& L) {
+    Key key{};
+    const int w = L.weights;
     for (int k = 0; k < 4; ++k) {
-      key.ptr[k] = in[2 + k].data();
-      key.size[k] = in[2 + k].get_size();
+      key.ptr[k] = in[w + k].data();
+      key.size[k] = in[w + k].get_size();
     }
+    if (L.gate >= 0)
+      for (int k = 0; k < 3; ++k) {
+        key.ptr[4 + k] = in[L.gate + k].data();
+        key.size[4 + k] = in[L.gate + k].get_size();
+      }
     std::lock_guard<std::mutex> lock(m_mutex);
     for (const auto& e : m_entries)
       if (std::memcmp(&e.first, &key, sizeof(Key)) == 0) return e.second;
-    const auto& w1 = in[2].get_shape();
-    const auto& w2 = in[4].get_shape();
-    OPENVINO_ASSERT(w1.size() == 4 && w1[2] == 3 && w1[3] == 3, "gatekit::GatedBlock: W1 must be [C, Cin, 3, 3]");
-    OPENVINO_ASSERT(w2.size() == 4 && w2[1] == w1[0] && w2[2] == 3 && w2[3] == 3,
-                    "gatekit::GatedBlock: W2 must be [Cout, C, 3, 3]");
-    OPENVINO_ASSERT(in[3].get_size() == w1[0] && in[5].get_size() == w2[0],
-                    "gatekit::GatedBlock: b1 must be [C] and b2 [Cout]");
-    for (int k = 2; k < 6; ++k)
-      OPENVINO_ASSERT(in[k].get_element_type() == ov::element::f32, "gatekit::GatedBlock: weights must be f32");
-    auto pb = gatekit::pack_block(in[2].data<const float>(), in[3].data<const float>(), in[4].data<const float>(),
-                                  in[5].data<const float>(), (int64_t)w1[0], (int64_t)w1[1], (int64_t)w2[0]);
+    const std::string op = std::string("gatekit::") + L.name + ": ";
+    const auto& w1 = in[w].get_shape();
+    const auto& w2 = in[w + 2].get_shape();
+    OPENVINO_ASSERT(w1.size() == 4 && w1[2] == 3 && w1[3] == 3, op, "W1 must be [C, Cin, 3, 3]");
+    OPENVINO_ASSERT(w2.size() == 4 && w2[1] == w1[0] && w2[2] == 3 && w2[3] == 3, op, "W2 must be [Cout, C, 3, 3]");
+    OPENVINO_ASSERT(in[w + 1].get_size() == w1[0] && in[w + 3].get_size() == w2[0], op, "b1 must be [C] and b2 [Cout]");
+    for (int k = w; k < w + 4; ++k)
+      OPENVINO_ASSERT(in[k].get_element_type() == ov::element::f32, op, "weights must be f32");
+    Packed p;
+    p.block = gatekit::pack_block(in[w].data<const float>(), in[w + 1].data<const float>(), in[w + 2].data<const float>(),
+                                  in[w + 3].data<const float>(), (int64_t)w1[0], (int64_t)w1[1], (int64_t)w2[0]);
+    if (L.gate >= 0) {
+      const int g = L.gate;
+      const auto& g1 = in[g].get_shape();
+      OPENVINO_ASSERT(g1.size() == 2 && g1[1] == w1[1], op, "G1 must be [Hd, Cin]");
+      OPENVINO_ASSERT(in[g + 1].get_size() == g1[0], op, "g1 must be [Hd]");
+      OPENVINO_ASSERT(in[g + 2].get_shape() == ov::Shape({w1[0], g1[0]}), op, "G2 must be [C, Hd]");
+      for (int k = g; k < g + 3; ++k)
+        OPENVINO_ASSERT(in[k].get_element_type() == ov::element::f32, op, "gate weights must be f32");
+      p.gate = gatekit::pack_gate(in[g].data<const float>(), in[g + 1].data<const float>(), in[g + 2].data<const float>(),
+                                  (int64_t)g1[0], (int64_t)g1[1], (int64_t)w1[0]);
+    }
     if (m_entries.size() >= 8) m_entries.erase(m_entries.begin());
-    m_entries.emplace_back(key, pb);
-    return pb;
+    m_entries.emplace_back(key, p);
+    return p;
   }
 
  private:
   struct Key {
-    const void* ptr[4];
-    size_t size[4];
+    const void* ptr[7];
+    size_t size[7];
   };
   std::mutex m_mutex;
-  std::vector<std::pair<Key, std::shared_ptr<const gatekit::PackedBlock>>> m_entries;
+  std::vector<std::pair<Key, Packed>> m_entries;
 };
 
 void ov_parallel_for(void*, size_t n, gatekit::TaskFn fn, void* arg) {
@@ -88,44 +124,32 @@ int ov_threads() {
 #endif
 }
 
-class GatedBlock : public ov::op::Op {
+// Shape inference, attributes and evaluation shared by both ops; each op names its type and layout.
+class BlockOp : public ov::op::Op {
  public:
-  OPENVINO_OP("GatedBlock", "gatekit");
-
-  GatedBlock() = default;
-  GatedBlock(const ov::OutputVector& args, int64_t stride) : Op(args), m_stride(stride) {
-    constructor_validate_and_infer_types();
-  }
-
   void validate_and_infer_types() override {
-    NODE_VALIDATION_CHECK(this, get_input_size() == 7, "GatedBlock expects 7 inputs, got ", get_input_size());
-    NODE_VALIDATION_CHECK(this, m_stride == 1 || m_stride == 2, "GatedBlock: stride must be 1 or 2, got ", m_stride);
+    const Layout& L = *m_layout;
+    NODE_VALIDATION_CHECK(this, get_input_size() == L.inputs, L.name, " expects ", L.inputs, " inputs, got ",
+                          get_input_size());
+    NODE_VALIDATION_CHECK(this, m_stride == 1 || m_stride == 2, L.name, ": stride must be 1 or 2, got ", m_stride);
     const auto et = get_input_element_type(0);
-    NODE_VALIDATION_CHECK(this, et == ov::element::f32 || et.is_dynamic(), "GatedBlock: x must be f32");
+    NODE_VALIDATION_CHECK(this, et == ov::element::f32 || et.is_dynamic(), L.name, ": x must be f32");
     // Output: [N, Cout, Ho, Wo], the residual's shape; filled in from x and W2 where the residual is unknown.
-    ov::PartialShape out = get_input_partial_shape(6);
+    ov::PartialShape out = get_input_partial_shape(L.residual);
     const auto& x = get_input_partial_shape(0);
-    const auto& w2 = get_input_partial_shape(4);
+    const auto& w2 = get_input_partial_shape(L.weights + 2);
     if (out.rank().is_dynamic()) out = ov::PartialShape::dynamic(4);
-    NODE_VALIDATION_CHECK(this, out.rank().get_length() == 4, "GatedBlock: residual must be 4-D");
+    NODE_VALIDATION_CHECK(this, out.rank().get_length() == 4, L.name, ": residual must be 4-D");
     if (x.rank().is_static() && x.rank().get_length() == 4) {
       ov::PartialShape from_x{x[0], w2.rank().is_static() ? w2[0] : ov::Dimension::dynamic(),
                               x[2].is_static() ? ov::Dimension((x[2].get_length() - 1) / m_stride + 1)
                                                : ov::Dimension::dynamic(),
                               x[3].is_static() ? ov::Dimension((x[3].get_length() - 1) / m_stride + 1)
                                                : ov::Dimension::dynamic()};
-      NODE_VALIDATION_CHECK(this, ov::PartialShape::merge_into(out, from_x),
-                            "GatedBlock: residual shape ", get_input_partial_shape(6),
-                            " does not match the output shape ", from_x);
+      NODE_VALIDATION_CHECK(this, ov::PartialShape::merge_into(out, from_x), L.name, ": residual shape ",
+                            get_input_partial_shape(L.residual), " does not match the output shape ", from_x);
     }
     set_output_type(0, et.is_dynamic() ? ov::element::f32 : et, out);
-  }
-
-  std::shared_ptr<ov::Node> clone_with_new_inputs(const ov::OutputVector& new_args) const override {
-    check_new_args_count(this, new_args);
-    auto node = std::make_shared<GatedBlock>(new_args, m_stride);
-    node->m_cache = m_cache;
-    return node;
   }
 
   bool visit_attributes(ov::AttributeVisitor& visitor) override {
@@ -136,47 +160,91 @@ class GatedBlock : public ov::op::Op {
   bool has_evaluate() const override { return true; }
 
   bool evaluate(ov::TensorVector& outputs, const ov::TensorVector& inputs) const override {
-    if (inputs.size() != 7 || outputs.size() != 1) return false;
-    for (size_t i : {size_t(0), size_t(1), size_t(6)})
-      if (inputs[i].get_element_type() != ov::element::f32) return false;
-    auto pb = m_cache->get(inputs);
-    const auto dims = gatekit::block_dims(*pb);
+    const Layout& L = *m_layout;
+    if (inputs.size() != L.inputs || outputs.size() != 1) return false;
+    if (inputs[0].get_element_type() != ov::element::f32 || inputs[L.residual].get_element_type() != ov::element::f32)
+      return false;
+    if (L.mask >= 0 && inputs[L.mask].get_element_type() != ov::element::f32) return false;
+    const Packed packed = m_cache->get(inputs, L);
+    const auto dims = gatekit::block_dims(*packed.block);
+    const std::string op = std::string("gatekit::") + L.name + ": ";
     const auto& xs = inputs[0].get_shape();
-    OPENVINO_ASSERT(xs.size() == 4 && (int64_t)xs[1] == dims.cin, "gatekit::GatedBlock: x must be [N, ", dims.cin,
-                    ", H, W], got ", xs);
+    OPENVINO_ASSERT(xs.size() == 4 && (int64_t)xs[1] == dims.cin, op, "x must be [N, ", dims.cin, ", H, W], got ", xs);
     const int64_t N = xs[0], H = xs[2], W = xs[3];
     const ov::Shape ys{(size_t)N, (size_t)dims.cout, (size_t)gatekit::out_size(H, (int)m_stride),
                        (size_t)gatekit::out_size(W, (int)m_stride)};
-    OPENVINO_ASSERT(inputs[1].get_shape() == ov::Shape({(size_t)N, (size_t)dims.c}),
-                    "gatekit::GatedBlock: mask must be [N, C], got ", inputs[1].get_shape());
-    OPENVINO_ASSERT(inputs[6].get_shape() == ys, "gatekit::GatedBlock: residual must be ", ys, ", got ",
-                    inputs[6].get_shape());
+    if (L.mask >= 0)
+      OPENVINO_ASSERT(inputs[L.mask].get_shape() == ov::Shape({(size_t)N, (size_t)dims.c}), op, "mask must be [N, C], got ",
+                      inputs[L.mask].get_shape());
+    OPENVINO_ASSERT(inputs[L.residual].get_shape() == ys, op, "residual must be ", ys, ", got ",
+                    inputs[L.residual].get_shape());
     outputs[0].set_shape(ys);
+    std::vector<float> own_mask;
+    if (packed.gate) {
+      own_mask.resize((size_t)(N * dims.c));
+      gatekit::gate_mask(*packed.gate, inputs[0].data<const float>(), N, H, W, own_mask.data());
+    }
     gatekit::BlockIO io;
     io.x = inputs[0].data<const float>();
-    io.mask = inputs[1].data<const float>();
-    io.residual = inputs[6].data<const float>();
+    io.mask = packed.gate ? own_mask.data() : inputs[L.mask].data<const float>();
+    io.residual = inputs[L.residual].data<const float>();
     io.y = outputs[0].data<float>();
     io.n = N;
     io.h = H;
     io.w = W;
     io.stride = (int)m_stride;
     io.threads = ov_threads();
-    const std::string err = gatekit::run_block(*pb, io, &ov_parallel_for, nullptr);
+    const std::string err = gatekit::run_block(*packed.block, io, &ov_parallel_for, nullptr);
     OPENVINO_ASSERT(err.empty(), err);
     return true;
   }
 
- private:
+ protected:
+  explicit BlockOp(const Layout& L) : m_layout(&L) {}
+  BlockOp(const ov::OutputVector& args, int64_t stride, const Layout& L) : Op(args), m_stride(stride), m_layout(&L) {}
+
+  template <class Self>
+  std::shared_ptr<ov::Node> clone_as(const ov::OutputVector& new_args) const {
+    check_new_args_count(this, new_args);
+    auto node = std::make_shared<Self>(new_args, m_stride);
+    node->m_cache = m_cache;
+    return node;
+  }
+
   int64_t m_stride = 1;
+  const Layout* m_layout;
   std::shared_ptr<PackCache> m_cache = std::make_shared<PackCache>();
+};
+
+class GatedBlock : public BlockOp {
+ public:
+  OPENVINO_OP("GatedBlock", "gatekit");
+  GatedBlock() : BlockOp(kGatedBlock) {}
+  GatedBlock(const ov::OutputVector& args, int64_t stride) : BlockOp(args, stride, kGatedBlock) {
+    constructor_validate_and_infer_types();
+  }
+  std::shared_ptr<ov::Node> clone_with_new_inputs(const ov::OutputVector& a) const override { return clone_as<GatedBlock>(a); }
+};
+
+class GatedBlockWithGate : public BlockOp {
+ public:
+  OPENVINO_OP("GatedBlockWithGate", "gatekit");
+  GatedBlockWithGate() : BlockOp(kGatedBlockWithGate) {}
+  GatedBlockWithGate(const ov::OutputVector& args, int64_t stride) : BlockOp(args, stride, kGatedBlockWithGate) {
+    constructor_validate_and_infer_types();
+  }
+  std::shared_ptr<ov::Node> clone_with_new_inputs(const ov::OutputVector& a) const override {
+    return clone_as<GatedBlockWithGate>(a);
+  }
 };
 
 }  // namespace gatekit_ov
 
 OPENVINO_CREATE_EXTENSIONS(std::vector<ov::Extension::Ptr>(
     {std::make_shared<ov::OpExtension<gatekit_ov::GatedBlock>>(),
-     std::make_shared<ov::frontend::onnx::OpExtension<gatekit_ov::GatedBlock>>("GatedBlock", "gatekit")}));
+     std::make_shared<ov::frontend::onnx::OpExtension<gatekit_ov::GatedBlock>>("GatedBlock", "gatekit"),
+     std::make_shared<ov::OpExtension<gatekit_ov::GatedBlockWithGate>>(),
+     std::make_shared<ov::frontend::onnx::OpExtension<gatekit_ov::GatedBlockWithGate>>("GatedBlockWithGate", "gatekit")}));
 
 #define GATEKIT_STR2(x) #x
 #define GATEKIT_STR(x) GATEKIT_STR2(x)

@@ -1,11 +1,13 @@
-// ONNX Runtime custom-op library: gatekit::GatedBlock (domain "gatekit", opset 1).
+// ONNX Runtime custom-op library: the gatekit ops (domain "gatekit", opset 1), attribute stride (1 or 2):
 //
-//   y = GatedBlock(x, mask, W1, b1, W2, b2, residual), attribute stride (1 or 2)
+//   y = GatedBlock(x, mask, W1, b1, W2, b2, residual)                   the mask is an input
+//   y = GatedBlockWithGate(x, G1, g1, G2, W1, b1, W2, b2, residual)     the block computes its own mask
 //
 // C API only, no link to libonnxruntime; exports RegisterCustomOps (loaded with
-// SessionOptions.register_custom_ops_library) and gatekit_ops_build_info.  The weights W1, b1, W2, b2 must be
-// constant initializers: they are read and packed once in CreateKernelV2, when the session is created.
-// Tasks run on the session's intra-op thread pool through KernelContext_ParallelFor.
+// SessionOptions.register_custom_ops_library) and gatekit_ops_build_info.  The weights (W1, b1, W2, b2 and
+// the gate's G1, g1, G2) must be constant initializers: they are read and packed once in CreateKernelV2,
+// when the session is created.  Tasks run on the session's intra-op thread pool through
+// KernelContext_ParallelFor.
 #include <sched.h>
 
 #include <algorithm>
@@ -26,25 +28,44 @@
 #define GATEKIT_ORT_HEADERS "gatekit ort_abi.h"
 #endif
 
+#include "channel_gate.h"
 #include "gated_block.h"
 
 #define GATEKIT_EXPORT extern "C" __attribute__((visibility("default")))
 
 namespace {
 
-const char* const kOpName = "GatedBlock";
 const char* const kDomain = "gatekit";
 const OrtApi* g_api = nullptr;  // the API 17 table of the runtime that registered us
 
+// Where each op finds its inputs.  `gate` < 0: the mask is input `mask`; otherwise G1, g1, G2 are inputs
+// gate, gate + 1, gate + 2 and the op computes the mask.
+struct Layout {
+  const char* name;
+  size_t inputs;
+  int mask, gate, weights, residual;  // weights: W1 at this index, then b1, W2, b2
+};
+const Layout kGatedBlock{"GatedBlock", 7, 1, -1, 2, 6};
+const Layout kGatedBlockWithGate{"GatedBlockWithGate", 9, -1, 1, 4, 8};
+
+// An OrtCustomOp followed by its layout: ORT hands the OrtCustomOp* back to every callback.
+struct OpDef {
+  OrtCustomOp op;
+  const Layout* layout;
+};
+const Layout& layout_of(const OrtCustomOp* op) { return *reinterpret_cast<const OpDef*>(op)->layout; }
+
 struct Kernel {
   const OrtApi* api = nullptr;
+  const Layout* layout = nullptr;
   std::shared_ptr<const gatekit::PackedBlock> pb;
+  std::shared_ptr<const gatekit::PackedGate> gate;  // GatedBlockWithGate only
   int stride = 1;
   int64_t C = 0, Cin = 0, Cout = 0;
 };
 
-OrtStatus* fail(const OrtApi* api, const std::string& msg) {
-  return api->CreateStatus(ORT_FAIL, ("gatekit::GatedBlock: " + msg).c_str());
+OrtStatus* fail(const OrtApi* api, const Layout& layout, const std::string& msg) {
+  return api->CreateStatus(ORT_FAIL, (std::string("gatekit::") + layout.name + ": " + msg).c_str());
 }
 
 // Element type and dimensions of a tensor value.
@@ -72,7 +93,29 @@ std::string dims_str(const std::vector<int64_t>& d) {
 }
 
 // ---------------------------------------------------------------------------------------------------------
-OrtStatusPtr create_kernel(const OrtCustomOp*, const OrtApi* api, const OrtKernelInfo* info, void** out) noexcept {
+// A float32 constant initializer input: its data and dimensions, or an error naming it.
+OrtStatus* constant_input(const OrtApi* api, const Layout& L, const OrtKernelInfo* info, size_t index, const char* name,
+                          const float** data, std::vector<int64_t>& dims) {
+  int is_const = 0;
+  const OrtValue* v = nullptr;
+  OrtStatus* st = api->KernelInfoGetConstantInput_tensor(info, index, &is_const, &v);
+  if (st) return st;
+  if (!is_const || !v)
+    return fail(api, L, std::string("input ") + name +
+                            " must be a constant initializer (the weights are packed once, when the session is created)");
+  bool is_float = false;
+  st = value_dims(api, v, dims, &is_float);
+  if (st) return st;
+  if (!is_float) return fail(api, L, std::string("input ") + name + " must be float32");
+  void* p = nullptr;
+  st = api->GetTensorMutableData(const_cast<OrtValue*>(v), &p);
+  if (st) return st;
+  *data = static_cast<const float*>(p);
+  return nullptr;
+}
+
+OrtStatusPtr create_kernel(const OrtCustomOp* op, const OrtApi* api, const OrtKernelInfo* info, void** out) noexcept {
+  const Layout& L = layout_of(op);
   try {
     *out = nullptr;
     int64_t stride = 1;
@@ -81,40 +124,46 @@ OrtStatusPtr create_kernel(const OrtCustomOp*, const OrtApi* api, const OrtKerne
       api->ReleaseStatus(st);
       stride = 1;
     }
-    if (stride != 1 && stride != 2) return fail(api, "attribute stride must be 1 or 2, got " + std::to_string(stride));
+    if (stride != 1 && stride != 2)
+      return fail(api, L, "attribute stride must be 1 or 2, got " + std::to_string(stride));
 
     static const char* const names[4] = {"W1", "b1", "W2", "b2"};
     const float* data[4] = {nullptr, nullptr, nullptr, nullptr};
     std::vector<int64_t> dims[4];
     for (int k = 0; k < 4; ++k) {
-      int is_const = 0;
-      const OrtValue* v = nullptr;
-      st = api->KernelInfoGetConstantInput_tensor(info, (size_t)(2 + k), &is_const, &v);
+      st = constant_input(api, L, info, (size_t)(L.weights + k), names[k], &data[k], dims[k]);
       if (st) return st;
-      if (!is_const || !v)
-        return fail(api, std::string("input ") + names[k] +
-                             " must be a constant initializer (the weights are packed once, when the session is created)");
-      bool is_float = false;
-      st = value_dims(api, v, dims[k], &is_float);
-      if (st) return st;
-      if (!is_float) return fail(api, std::string("input ") + names[k] + " must be float32");
-      void* p = nullptr;
-      st = api->GetTensorMutableData(const_cast<OrtValue*>(v), &p);
-      if (st) return st;
-      data[k] = static_cast<const float*>(p);
     }
     const auto& w1 = dims[0];
     const auto& w2 = dims[2];
-    if (w1.size() != 4 || w1[2] != 3 || w1[3] != 3) return fail(api, "W1 must be [C, Cin, 3, 3], got " + dims_str(w1));
+    if (w1.size() != 4 || w1[2] != 3 || w1[3] != 3) return fail(api, L, "W1 must be [C, Cin, 3, 3], got " + dims_str(w1));
     const int64_t C = w1[0], Cin = w1[1];
     if (w2.size() != 4 || w2[1] != C || w2[2] != 3 || w2[3] != 3)
-      return fail(api, "W2 must be [Cout, C, 3, 3] with C = " + std::to_string(C) + ", got " + dims_str(w2));
+      return fail(api, L, "W2 must be [Cout, C, 3, 3] with C = " + std::to_string(C) + ", got " + dims_str(w2));
     const int64_t Cout = w2[0];
-    if (dims[1].size() != 1 || dims[1][0] != C) return fail(api, "b1 must be [C], got " + dims_str(dims[1]));
-    if (dims[3].size() != 1 || dims[3][0] != Cout) return fail(api, "b2 must be [Cout], got " + dims_str(dims[3]));
+    if (dims[1].size() != 1 || dims[1][0] != C) return fail(api, L, "b1 must be [C], got " + dims_str(dims[1]));
+    if (dims[3].size() != 1 || dims[3][0] != Cout) return fail(api, L, "b2 must be [Cout], got " + dims_str(dims[3]));
 
     auto k = std::make_unique<Kernel>();
+    if (L.gate >= 0) {
+      static const char* const gnames[3] = {"G1", "g1", "G2"};
+      const float* g[3] = {nullptr, nullptr, nullptr};
+      std::vector<int64_t> gd[3];
+      for (int i = 0; i < 3; ++i) {
+        st = constant_input(api, L, info, (size_t)(L.gate + i), gnames[i], &g[i], gd[i]);
+        if (st) return st;
+      }
+      if (gd[0].size() != 2 || gd[0][1] != Cin)
+        return fail(api, L, "G1 must be [Hd, Cin] with Cin = " + std::to_string(Cin) + ", got " + dims_str(gd[0]));
+      const int64_t Hd = gd[0][0];
+      if (gd[1].size() != 1 || gd[1][0] != Hd) return fail(api, L, "g1 must be [Hd], got " + dims_str(gd[1]));
+      if (gd[2] != std::vector<int64_t>{C, Hd})
+        return fail(api, L, "G2 must be [C, Hd] = [" + std::to_string(C) + ", " + std::to_string(Hd) + "], got " +
+                                dims_str(gd[2]));
+      k->gate = gatekit::pack_gate(g[0], g[1], g[2], Hd, Cin, C);
+    }
     k->api = api;
+    k->layout = &L;
     k->stride = (int)stride;
     k->C = C;
     k->Cin = Cin;
@@ -123,9 +172,9 @@ OrtStatusPtr create_kernel(const OrtCustomOp*, const OrtApi* api, const OrtKerne
     *out = k.release();
     return nullptr;
   } catch (const std::exception& e) {
-    return fail(api, e.what());
+    return fail(api, L, e.what());
   } catch (...) {
-    return fail(api, "unknown error while packing weights");
+    return fail(api, L, "unknown error while packing weights");
   }
 }
 
@@ -163,15 +212,18 @@ void ort_parallel_for(void* c, size_t n, gatekit::TaskFn fn, void* arg) {
 OrtStatusPtr compute(void* op_kernel, OrtKernelContext* ctx) noexcept {
   const Kernel* k = static_cast<const Kernel*>(op_kernel);
   const OrtApi* api = k->api;
+  const Layout& L = *k->layout;
   try {
+    // x, residual, and the mask where it is an input
     const OrtValue* in[3] = {nullptr, nullptr, nullptr};
-    const size_t idx[3] = {0, 1, 6};
+    const size_t idx[3] = {0, (size_t)L.residual, (size_t)L.mask};
+    const int n_in = L.mask >= 0 ? 3 : 2;
     std::vector<int64_t> d[3];
     const float* ptr[3] = {nullptr, nullptr, nullptr};
-    for (int i = 0; i < 3; ++i) {
+    for (int i = 0; i < n_in; ++i) {
       OrtStatus* st = api->KernelContext_GetInput(ctx, idx[i], &in[i]);
       if (st) return st;
-      if (!in[i]) return fail(api, "missing input");
+      if (!in[i]) return fail(api, L, "missing input");
       st = value_dims(api, in[i], d[i], nullptr);
       if (st) return st;
       void* p = nullptr;
@@ -181,13 +233,18 @@ OrtStatusPtr compute(void* op_kernel, OrtKernelContext* ctx) noexcept {
     }
     const auto& xd = d[0];
     if (xd.size() != 4 || xd[1] != k->Cin)
-      return fail(api, "x must be [N, " + std::to_string(k->Cin) + ", H, W], got " + dims_str(xd));
+      return fail(api, L, "x must be [N, " + std::to_string(k->Cin) + ", H, W], got " + dims_str(xd));
     const int64_t N = xd[0], H = xd[2], W = xd[3];
     const int64_t Ho = gatekit::out_size(H, k->stride), Wo = gatekit::out_size(W, k->stride);
-    if (d[1] != std::vector<int64_t>{N, k->C})
-      return fail(api, "mask must be [" + std::to_string(N) + ", " + std::to_string(k->C) + "], got " + dims_str(d[1]));
+    if (L.mask >= 0 && d[2] != std::vector<int64_t>{N, k->C})
+      return fail(api, L, "mask must be [" + std::to_string(N) + ", " + std::to_string(k->C) + "], got " + dims_str(d[2]));
     const std::vector<int64_t> yd{N, k->Cout, Ho, Wo};
-    if (d[2] != yd) return fail(api, "residual must be " + dims_str(yd) + ", got " + dims_str(d[2]));
+    if (d[1] != yd) return fail(api, L, "residual must be " + dims_str(yd) + ", got " + dims_str(d[1]));
+    std::vector<float> own_mask;
+    if (k->gate) {
+      own_mask.resize((size_t)(N * k->C));
+      gatekit::gate_mask(*k->gate, ptr[0], N, H, W, own_mask.data());
+    }
 
     OrtValue* yv = nullptr;
     OrtStatus* st = api->KernelContext_GetOutput(ctx, 0, yd.data(), yd.size(), &yv);
@@ -198,8 +255,8 @@ OrtStatusPtr compute(void* op_kernel, OrtKernelContext* ctx) noexcept {
 
     gatekit::BlockIO io;
     io.x = ptr[0];
-    io.mask = ptr[1];
-    io.residual = ptr[2];
+    io.mask = k->gate ? own_mask.data() : ptr[2];
+    io.residual = ptr[1];
     io.y = static_cast<float*>(yp);
     io.n = N;
     io.h = H;
@@ -211,20 +268,20 @@ OrtStatusPtr compute(void* op_kernel, OrtKernelContext* ctx) noexcept {
     if (!err.empty()) return api->CreateStatus(ORT_RUNTIME_EXCEPTION, err.c_str());
     return nullptr;
   } catch (const std::exception& e) {
-    return fail(api, e.what());
+    return fail(api, L, e.what());
   } catch (...) {
-    return fail(api, "unknown error");
+    return fail(api, L, "unknown error");
   }
 }
 
 void destroy_kernel(void* op_kernel) noexcept { delete static_cast<Kernel*>(op_kernel); }
 
-// Output shape = residual shape (input 6).  ORT ignores the returned status, so errors are dropped here.
-OrtStatusPtr infer_shape(const OrtCustomOp*, OrtShapeInferContext* ctx) noexcept {
+// Output shape = residual shape.  ORT ignores the returned status, so errors are dropped here.
+OrtStatusPtr infer_shape(const OrtCustomOp* op, OrtShapeInferContext* ctx) noexcept {
   const OrtApi* api = g_api;
   if (!api) return nullptr;
   OrtTensorTypeAndShapeInfo* info = nullptr;  // owned by ctx
-  OrtStatus* st = api->ShapeInferContext_GetInputTypeShape(ctx, 6, &info);
+  OrtStatus* st = api->ShapeInferContext_GetInputTypeShape(ctx, (size_t)layout_of(op).residual, &info);
   if (st) {
     api->ReleaseStatus(st);
     return nullptr;
@@ -241,10 +298,10 @@ OrtStatusPtr infer_shape(const OrtCustomOp*, OrtShapeInferContext* ctx) noexcept
   return nullptr;
 }
 
-const char* op_name(const OrtCustomOp*) noexcept { return kOpName; }
+const char* op_name(const OrtCustomOp* op) noexcept { return layout_of(op).name; }
 const char* op_ep(const OrtCustomOp*) noexcept { return nullptr; }  // CPU
 ONNXTensorElementDataType op_type(const OrtCustomOp*, size_t) noexcept { return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT; }
-size_t op_inputs(const OrtCustomOp*) noexcept { return 7; }
+size_t op_inputs(const OrtCustomOp* op) noexcept { return layout_of(op).inputs; }
 size_t op_outputs(const OrtCustomOp*) noexcept { return 1; }
 OrtCustomOpInputOutputCharacteristic op_required(const OrtCustomOp*, size_t) noexcept { return INPUT_OUTPUT_REQUIRED; }
 OrtMemType op_memtype(const OrtCustomOp*, size_t) noexcept { return OrtMemTypeDefault; }
@@ -252,9 +309,11 @@ int op_one(const OrtCustomOp*) noexcept { return 1; }
 int op_start(const OrtCustomOp*) noexcept { return 1; }
 int op_end(const OrtCustomOp*) noexcept { return 2147483647; }
 
-OrtCustomOp make_op() {
-  OrtCustomOp op;
-  std::memset(&op, 0, sizeof(op));
+OpDef make_op(const Layout* layout) {
+  OpDef def;
+  std::memset(&def.op, 0, sizeof(def.op));
+  def.layout = layout;
+  OrtCustomOp& op = def.op;
   op.version = GATEKIT_ORT_API_VERSION;
   op.CreateKernel = nullptr;  // CreateKernelV2 is used (API >= 16)
   op.GetName = &op_name;
@@ -277,10 +336,10 @@ OrtCustomOp make_op() {
   op.InferOutputShapeFn = &infer_shape;
   op.GetStartVersion = &op_start;
   op.GetEndVersion = &op_end;
-  return op;
+  return def;
 }
 
-const OrtCustomOp g_op = make_op();
+const OpDef g_ops[2] = {make_op(&kGatedBlock), make_op(&kGatedBlockWithGate)};
 
 // Domains must outlive every session created from the options they were added to; ORT does not tell us
 // when that is, so they are kept for the life of the process (one small object per registration).
@@ -313,8 +372,10 @@ GATEKIT_EXPORT OrtStatus* RegisterCustomOps(OrtSessionOptions* options, const Or
     std::lock_guard<std::mutex> lock(g_domains_mutex);
     g_domains.push_back(domain);
   }
-  st = api->CustomOpDomain_Add(domain, &g_op);
-  if (st) return st;
+  for (const OpDef& def : g_ops) {
+    st = api->CustomOpDomain_Add(domain, &def.op);
+    if (st) return st;
+  }
   return api->AddCustomOpDomain(options, domain);
 }
 
