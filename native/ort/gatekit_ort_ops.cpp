@@ -30,6 +30,7 @@
 
 #include "channel_gate.h"
 #include "gated_block.h"
+#include "op_layouts.h"
 
 #define GATEKIT_EXPORT extern "C" __attribute__((visibility("default")))
 
@@ -38,15 +39,9 @@ namespace {
 const char* const kDomain = "gatekit";
 const OrtApi* g_api = nullptr;  // the API 17 table of the runtime that registered us
 
-// Where each op finds its inputs.  `gate` < 0: the mask is input `mask`; otherwise G1, g1, G2 are inputs
-// gate, gate + 1, gate + 2 and the op computes the mask.
-struct Layout {
-  const char* name;
-  size_t inputs;
-  int mask, gate, weights, residual;  // weights: W1 at this index, then b1, W2, b2
-};
-const Layout kGatedBlock{"GatedBlock", 7, 1, -1, 2, 6};
-const Layout kGatedBlockWithGate{"GatedBlockWithGate", 9, -1, 1, 4, 8};
+using Layout = gatekit::OpLayout;
+using gatekit::kGatedBlock;
+using gatekit::kGatedBlockWithGate;
 
 // An OrtCustomOp followed by its layout: ORT hands the OrtCustomOp* back to every callback.
 struct OpDef {

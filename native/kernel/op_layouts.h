@@ -1,0 +1,20 @@
+// The gatekit ops' ONNX contract (native/README.md): each op's name and where it finds its inputs, shared by
+// the ONNX Runtime library and the OpenVINO extension.
+#pragma once
+
+#include <cstddef>
+
+namespace gatekit {
+
+// `gate` < 0: the mask is input `mask`; otherwise G1, g1, G2 are inputs gate, gate + 1, gate + 2 and the op
+// computes the mask (channel_gate.h).  W1, b1, W2, b2 are inputs weights .. weights + 3.
+struct OpLayout {
+  const char* name;
+  size_t inputs;
+  int mask, gate, weights, residual;
+};
+
+constexpr OpLayout kGatedBlock{"GatedBlock", 7, 1, -1, 2, 6};                  // (x, mask, W1, b1, W2, b2, residual)
+constexpr OpLayout kGatedBlockWithGate{"GatedBlockWithGate", 9, -1, 1, 4, 8};  // (x, G1, g1, G2, W1, b1, W2, b2, residual)
+
+}  // namespace gatekit
