@@ -218,7 +218,7 @@ def eval_cmd(checkpoint, paths, knn, linear, dataset, data_dir, limit_train, ran
 @click.option("--knn-train", default=10000, show_default=True, type=count(), help="Training images used as k-NN memory for the static agreement check.")
 @click.option("--record-inputs", default=1000, show_default=True, type=count(0), help="dynamic: record per-input MACs of the first N test images.")
 @click.option("--dynamic-form", default="auto", show_default=True, type=click.Choice(["auto", "native", "conv", "matmul"]),
-              help="dynamic: native = one gatekit.GatedBlock custom op per block (run by the op library that "
+              help="dynamic: native = one gatekit custom op per block (its form: --native-gate; run by the op library that "
                    "`gatekit ops build` builds; a standard-ops fallback is written beside it); conv (NonZero + Gather + "
                    "Conv) or matmul (im2col + MatMul, for OpenVINO) in standard ops; auto = native where its library "
                    "is built for the format's runtime.")
@@ -551,7 +551,7 @@ def engine_cmd(artifact, out_dir, precision, data_dir, json_path, trust_edited):
 
 @cli.group("ops")
 def ops_group() -> None:
-    """gatekit's native custom ops (the fused GatedBlock of dynamic graphs) for ONNX Runtime and OpenVINO.
+    """gatekit's native custom ops (the fused gated blocks of dynamic graphs) for ONNX Runtime and OpenVINO.
 
     \b
     Example:
@@ -603,7 +603,7 @@ def ops_status(json_path):
 @click.option("--device", help="Runtime device (OpenVINO: CPU or GPU; default CPU / the first GPU).")
 @click.option("--check", default=20, show_default=True, type=count(0), help="Held-out random width configurations to predict and measure.")
 @click.option("--native/--no-native", default=None,
-              help="Also time the native GatedBlock op at active widths, so the LUT predicts native dynamic graphs per "
+              help="Also time the native gated-block op (gate inside) at active widths, so the LUT predicts native dynamic graphs per "
                    "input (default: when `gatekit ops build` has built its library for the runtime).")
 @click.option("--dataset", default="cifar10", show_default=True, help="Real test images for whole networks (resized to --input).")
 @click.option("--data-dir", type=click.Path(), help="Default: $GATEKIT_DATA, then ~/.cache/gatekit/data.")

@@ -1,4 +1,4 @@
-"""Build and locate the native GatedBlock op libraries (ONNX Runtime custom ops, OpenVINO extension).
+"""Build and locate the native gated-block op libraries (ONNX Runtime custom ops, OpenVINO extension).
 
     python -m gatekit.native_ops build [--force] [--jobs N] [--json]
     python -m gatekit.native_ops status [--json]
@@ -559,7 +559,7 @@ def _summary_status(st: dict) -> str:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m gatekit.native_ops",
-                                 description="Build or inspect gatekit's native GatedBlock op libraries.")
+                                 description="Build or inspect gatekit's native gated-block op libraries.")
     sub = ap.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("build", help="build the libraries for the installed runtimes (cached)")
     b.add_argument("--force", action="store_true", help="rebuild even if a current build exists")

@@ -54,7 +54,7 @@ class ProfileOptions:
     seed: int = 0
     calibration: tuple[float, ...] = field(default=CALIBRATION_FRACTIONS)
     calibration_random: int = 10  # random configurations added to the uniform ones for the fit
-    # also time the native GatedBlock op at active widths (predicts native dynamic graphs per input); None:
+    # also time the native gated-block op at active widths (predicts native dynamic graphs per input); None:
     # when gatekit's op library is built for the runtime
     native: bool | None = None
     native_steps: int = 8  # active widths per block: planes * k / native_steps, k = 0..native_steps
@@ -244,7 +244,7 @@ def profile(arch: Architecture, opts: ProfileOptions, images: np.ndarray, progre
 
 
 def _native_library(opts: ProfileOptions):
-    """The op library to time the native GatedBlock with, or None (opts.native False, or none built)."""
+    """The op library to time the native gated-block op with, or None (opts.native False, or none built)."""
     from gatekit import native_ops
 
     if opts.native and opts.precision != "fp32":

@@ -76,7 +76,7 @@ def summarise(rows: list[dict]) -> dict:
 
 def native_view(lut: dict) -> dict:
     """The LUT as seen by a dynamic graph in the native form: its stem and head, and per block the native
-    GatedBlock op (gate included) at 0..planes active channels, with that table's own calibration."""
+    gated-block op (gate inside) at 0..planes active channels, with that table's own calibration."""
     native = lut.get("native")
     if not native:
         raise GatekitError("the LUT has no native op table: build it with `gatekit profile --native` (needs `gatekit ops build`)")

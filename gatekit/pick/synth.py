@@ -15,7 +15,7 @@ import numpy as np
 from gatekit.models.arch import Architecture, BlockShape
 
 OPSET = 17
-NATIVE_DOMAIN = "gatekit"  # gatekit's native GatedBlock op (native/README.md)
+NATIVE_DOMAIN = "gatekit"  # gatekit's native gated-block ops (native/README.md)
 INPUT_NAME, OUTPUT_NAME = "input", "features"
 
 
