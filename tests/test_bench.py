@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from gatekit.bench.protocol import Protocol, latency_stats, measure, per_input_latency
+from gatekit.bench.protocol import Measurement, Protocol, latency_stats, measure, per_input_latency, per_input_stats
 from gatekit.bench.report import markdown_table, plot_latency_vs_flops, with_ratios
 from gatekit.artifacts import open_artifact
 from gatekit.bench.run import SCHEMA, read_jsonl, write_jsonl
@@ -37,6 +37,17 @@ def test_protocol_warms_up_then_stops_at_min_runs():
     assert len(m.latencies_ns) == 40 and s.calls == 45
     lat = per_input_latency(m)
     assert lat[1] > lat[0] + 0.5  # input 1 sleeps 1 ms, input 0 not at all
+
+
+def test_per_input_stats_split_interleaved_runs_by_input():
+    """Runs cycled over inputs: each input's percentiles come from its own runs only."""
+    ms = np.array([1, 10, 2, 20, 3, 30, 4, 40, 5, 50], np.int64) * 1_000_000  # input 0: 1..5 ms, input 1: 10..50
+    m = Measurement(ms, np.array([0, 1] * 5), batch=1)
+    st = per_input_stats(m)
+    assert set(st) == {0, 1} and st[0]["runs"] == st[1]["runs"] == 5
+    assert st[0]["p50_ms"] == 3.0 and st[1]["p50_ms"] == 30.0
+    assert st[0]["p90_ms"] == np.percentile([1, 2, 3, 4, 5], 90) and st[1]["max_ms"] == 50.0
+    assert per_input_latency(m) == {0: 3.0, 1: 30.0}
 
 
 def test_protocol_stops_at_min_seconds_but_never_below_the_floor():

@@ -86,9 +86,12 @@ def measure(session, batches: list[np.ndarray], protocol: Protocol, progress=Non
     return Measurement(np.asarray(latencies, np.int64), np.asarray(indices, np.int64), int(batches[0].shape[0]))
 
 
+def per_input_stats(m: Measurement) -> dict[int, dict]:
+    """latency_stats of each input index's runs (inputs cycled in order: each input's runs are interleaved
+    with every other input's, so all of them span the same stretch of the machine's noise)."""
+    return {int(idx): latency_stats(m.latencies_ns[m.input_index == idx], m.batch) for idx in np.unique(m.input_index)}
+
+
 def per_input_latency(m: Measurement) -> dict[int, float]:
     """Median latency (ms) per input index."""
-    out = {}
-    for idx in np.unique(m.input_index):
-        out[int(idx)] = float(np.median(m.latencies_ns[m.input_index == idx]) / 1e6)
-    return out
+    return {idx: s["p50_ms"] for idx, s in per_input_stats(m).items()}
