@@ -13,6 +13,7 @@
 #include <sys/mman.h>
 #endif
 
+#include "channel_gate.h"
 #include "plan.h"
 
 #ifndef GATEKIT_COMPILER
@@ -254,6 +255,7 @@ int task_target(double work, int threads) {
 
 struct CallScratch {
   bool busy = false;
+  std::vector<float> decided;  // BlockIO::gate's mask
   std::vector<int32_t> act, nact, aoff2;
   std::vector<float> mval;
   std::vector<size_t> hoff;
@@ -373,7 +375,7 @@ std::string run_block_impl(const PackedBlock& pb, const BlockIO& io, ParallelFor
   if (io.stride != 1 && io.stride != 2) return "GatedBlock: stride must be 1 or 2";
   if (io.n < 0 || io.h <= 0 || io.w <= 0) return "GatedBlock: bad input size";
   if (io.n == 0) return std::string();
-  if (!io.x || !io.mask || !io.residual || !io.y) return "GatedBlock: missing tensor data";
+  if (!io.x || !(io.mask || io.gate) || !io.residual || !io.y) return "GatedBlock: missing tensor data";
   if (io.h > (1 << 15) || io.w > (1 << 15) || io.n > (1 << 20)) return "GatedBlock: input too large";
   const IsaOps* isa = isa_choice().ops;
 
@@ -391,6 +393,14 @@ std::string run_block_impl(const PackedBlock& pb, const BlockIO& io, ParallelFor
   p.y = io.y;
 
   const int C = pb.C;
+  const float* mask = io.mask;
+  if (io.gate) {
+    const GateDims gd = gate_dims(*io.gate);
+    if (gd.cin != pb.Cin || gd.c != C) return "GatedBlock: the gate does not fit the block";
+    cs.decided.resize((size_t)p.N * C);
+    gate_mask(*io.gate, io.x, io.n, io.h, io.w, cs.decided.data());
+    mask = cs.decided.data();
+  }
   cs.act.resize((size_t)p.N * C);
   cs.aoff2.resize((size_t)p.N * C);
   cs.mval.resize((size_t)p.N * C);
@@ -400,7 +410,7 @@ std::string run_block_impl(const PackedBlock& pb, const BlockIO& io, ParallelFor
   p.h_cs = (3 * p.h_ps + 15) & ~(size_t)15;
   size_t htotal = 0;
   for (int n = 0; n < p.N; ++n) {
-    const float* m = io.mask + (size_t)n * C;
+    const float* m = mask + (size_t)n * C;
     int a = 0;
     for (int c = 0; c < C; ++c) {
       if (m[c] != 0.0f) {

@@ -17,6 +17,7 @@ namespace gatekit {
 #define GATEKIT_OPS_VERSION "0.1.0"
 
 struct PackedBlock;
+struct PackedGate;  // channel_gate.h
 
 // Threading is supplied by the caller: parallel_for(ctx, n, fn, arg) must call fn(arg, i) exactly once
 // for every i in [0, n), possibly concurrently, and return after all calls have returned.
@@ -39,6 +40,7 @@ BlockDims block_dims(const PackedBlock& pb);
 struct BlockIO {
   const float* x;         // [n][cin][h][w]
   const float* mask;      // [n][c]: 0 = channel off, any other value v = on, scaled by v (1.0 in practice)
+  const PackedGate* gate = nullptr;  // when set, the mask is this gate's decision on x (channel_gate.h); mask unused
   const float* residual;  // [n][cout][ho][wo]
   float* y;               // [n][cout][ho][wo], ho = (h - 1) / stride + 1
   int64_t n, h, w;

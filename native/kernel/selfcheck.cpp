@@ -6,13 +6,14 @@
 // Built for other architectures and run under user-mode emulation, it checks the paths this machine
 // cannot run natively (tests/test_native_ops.py cross-compiles it for aarch64 and runs it with qemu):
 //
-//   aarch64-linux-gnu-g++ -O2 -std=c++17 -Inative/kernel \
+//   aarch64-linux-gnu-g++ -O2 -std=c++17 -Inative/kernel
 //       native/kernel/{gated_block,channel_gate,isa_portable,selfcheck}.cpp
 //   qemu-aarch64 -L /usr/aarch64-linux-gnu ./a.out
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -67,9 +68,10 @@ void reverse_parallel_for(void*, size_t n, gatekit::TaskFn fn, void* arg) {
   for (size_t i = n; i-- > 0;) fn(arg, i);
 }
 
-// pattern "gate": mask from gatekit::gate_mask with random gate weights (hidden units biased on, so that
-// decisions vary per sample); false if a decision differs from the float64 gate's.
-bool gate_decisions(const Case& k, const std::vector<float>& x, std::vector<float>& mask) {
+// pattern "gate": random gate weights (hidden units biased on, so that decisions vary per sample); `mask` gets
+// the gate's decisions for the reference.  Null if a decision differs from the float64 gate's.
+std::shared_ptr<const gatekit::PackedGate> gate_decisions(const Case& k, const std::vector<float>& x,
+                                                          std::vector<float>& mask) {
   const int hd = std::max(k.cin / 2, 2);
   std::vector<float> g1((size_t)hd * k.cin), gb1(hd), g2((size_t)k.c * hd);
   for (float& f : g1) f = 0.5f * uniform();
@@ -96,11 +98,11 @@ bool gate_decisions(const Case& k, const std::vector<float>& x, std::vector<floa
       const float want = logit >= 0.0 ? 1.0f : 0.0f;
       if (std::fabs(logit) > 1e-5 && mask[(size_t)s * k.c + j] != want) {
         std::printf("gate decision n=%d c=%d: logit %.6g, mask %g\n", s, j, logit, mask[(size_t)s * k.c + j]);
-        return false;
+        return nullptr;
       }
     }
   }
-  return true;
+  return pg;
 }
 
 double check(const Case& k, const std::string& pattern, int threads) {
@@ -118,12 +120,14 @@ double check(const Case& k, const std::string& pattern, int threads) {
       if (pattern == "mixed") m = (j + s) % 3 == 0 ? 0.0f : ((j + s) % 3 == 1 ? 1.0f : 0.5f);  // values scale
       mask[(size_t)s * k.c + j] = m;
     }
-  if (pattern == "gate" && !gate_decisions(k, x, mask)) return 1e30;
+  std::shared_ptr<const gatekit::PackedGate> gate;
+  if (pattern == "gate" && !(gate = gate_decisions(k, x, mask))) return 1e30;
 
   auto pb = gatekit::pack_block(w1.data(), b1.data(), w2.data(), b2.data(), k.c, k.cin, k.cout);
   gatekit::BlockIO io;
   io.x = x.data();
-  io.mask = mask.data();
+  io.mask = gate ? nullptr : mask.data();  // "gate": the block runs its gate itself
+  io.gate = gate.get();
   io.residual = res.data();
   io.y = y.data();
   io.n = k.n;

@@ -174,14 +174,10 @@ class BlockOp : public ov::op::Op {
     OPENVINO_ASSERT(inputs[L.residual].get_shape() == ys, op, "residual must be ", ys, ", got ",
                     inputs[L.residual].get_shape());
     outputs[0].set_shape(ys);
-    std::vector<float> own_mask;
-    if (packed.gate) {
-      own_mask.resize((size_t)(N * dims.c));
-      gatekit::gate_mask(*packed.gate, inputs[0].data<const float>(), N, H, W, own_mask.data());
-    }
     gatekit::BlockIO io;
     io.x = inputs[0].data<const float>();
-    io.mask = packed.gate ? own_mask.data() : inputs[L.mask].data<const float>();
+    io.mask = L.mask >= 0 ? inputs[L.mask].data<const float>() : nullptr;  // GatedBlockWithGate: its gate decides
+    io.gate = packed.gate.get();
     io.residual = inputs[L.residual].data<const float>();
     io.y = outputs[0].data<float>();
     io.n = N;

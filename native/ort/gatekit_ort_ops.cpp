@@ -235,11 +235,6 @@ OrtStatusPtr compute(void* op_kernel, OrtKernelContext* ctx) noexcept {
       return fail(api, L, "mask must be [" + std::to_string(N) + ", " + std::to_string(k->C) + "], got " + dims_str(d[2]));
     const std::vector<int64_t> yd{N, k->Cout, Ho, Wo};
     if (d[1] != yd) return fail(api, L, "residual must be " + dims_str(yd) + ", got " + dims_str(d[1]));
-    std::vector<float> own_mask;
-    if (k->gate) {
-      own_mask.resize((size_t)(N * k->C));
-      gatekit::gate_mask(*k->gate, ptr[0], N, H, W, own_mask.data());
-    }
 
     OrtValue* yv = nullptr;
     OrtStatus* st = api->KernelContext_GetOutput(ctx, 0, yd.data(), yd.size(), &yv);
@@ -250,7 +245,8 @@ OrtStatusPtr compute(void* op_kernel, OrtKernelContext* ctx) noexcept {
 
     gatekit::BlockIO io;
     io.x = ptr[0];
-    io.mask = k->gate ? own_mask.data() : ptr[2];
+    io.mask = ptr[2];  // null for GatedBlockWithGate: its gate decides
+    io.gate = k->gate.get();
     io.residual = ptr[1];
     io.y = static_cast<float*>(yp);
     io.n = N;
