@@ -101,9 +101,9 @@ def summarise(result: dict) -> tuple[dict, str]:
                     "gate_in_graph_over_same_width": split["p50_ms"] / same["p50_ms"] if split and same else None,
                     "native_flops_below_0.8_static": native["flops_ratio"] < 0.8 * static["flops_ratio"],
                 })
-    lines = ["| runtime | threads | t_d | FLOPs native / static | dense ms | static ms (x dense) | hybrid ms | standard-ops dynamic ms (x dense) "
+    lines = [("| runtime | threads | t_d | FLOPs native / static | dense ms | static ms (x dense) | hybrid ms | standard-ops dynamic ms (x dense) "
              "| **native ms (x dense)** | native / static | native / static at mean active widths "
-             "| gate in standard ops: ms (/ static at mean widths) |",
+             "| gate in standard ops: ms (/ static at mean widths) |"),
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for x in table:
         hy = f"{x['hybrid_ms']:.3f}" if x["hybrid_ms"] else "-"
