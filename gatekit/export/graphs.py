@@ -38,6 +38,11 @@ def fold_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, tor
     return weight.detach().clone(), bias.detach().clone()
 
 
+def folded_gate_mask(x: torch.Tensor, g1: torch.Tensor, gb1: torch.Tensor, g2: torch.Tensor) -> torch.Tensor:
+    """The eval-mode gate's decision with its BN folded into the first FC: (G2 relu(G1 mean_hw(x) + g1) >= 0)."""
+    return (F.linear(torch.relu(F.linear(x.mean(dim=(2, 3)), g1, gb1)), g2) >= 0).to(x.dtype)
+
+
 class FoldedGate(nn.Module):
     """The eval-mode gate with its BN folded into fc1, restricted to the given channels.
 
@@ -60,8 +65,7 @@ class FoldedGate(nn.Module):
         return self.fc1.in_features * self.fc1.out_features + self.fc2.in_features * self.fc2.out_features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logits = self.fc2(torch.relu(self.fc1(x.mean(dim=(2, 3)))))
-        return (logits >= 0).to(x.dtype)
+        return folded_gate_mask(x, self.fc1.weight, self.fc1.bias, self.fc2.weight)
 
 
 class Shortcut(nn.Module):
@@ -204,8 +208,7 @@ class GatedBlockWithGateOp(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, g1, gb1, g2, w1, b1, w2, b2, residual, stride: int):
-        mask = (F.linear(torch.relu(F.linear(x.mean(dim=(2, 3)), g1, gb1)), g2) >= 0).to(x.dtype)
-        return GatedBlockOp.forward(ctx, x, mask, w1, b1, w2, b2, residual, stride)
+        return GatedBlockOp.forward(ctx, x, folded_gate_mask(x, g1, gb1, g2), w1, b1, w2, b2, residual, stride)
 
     @staticmethod
     def symbolic(g, x, g1, gb1, g2, w1, b1, w2, b2, residual, stride: int):
