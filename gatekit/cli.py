@@ -605,6 +605,9 @@ def ops_status(json_path):
 @click.option("--native/--no-native", default=None,
               help="Also time the native gated-block op (gate inside) at active widths, so the LUT predicts native dynamic graphs per "
                    "input (default: when `gatekit ops build` has built its library for the runtime).")
+@click.option("--native-masks", default=2, show_default=True, type=count(),
+              help="Random channel sets of each active width that the native op's timings rotate through, one per input (the "
+                   "weights a deployed dynamic graph reads change call to call); 1: one fixed set.")
 @click.option("--dataset", default="cifar10", show_default=True, help="Real test images for whole networks (resized to --input).")
 @click.option("--data-dir", type=click.Path(), help="Default: $GATEKIT_DATA, then ~/.cache/gatekit/data.")
 @click.option("--min-runs", default=400, show_default=True, type=count(), help="Table entries: stop after this many timed runs ...")
@@ -614,8 +617,8 @@ def ops_status(json_path):
 @click.option("--plot", "plot_path", type=click.Path(), help="Predicted against measured latency of the held-out networks (PNG).")
 @click.option("--json", "json_path", type=click.Path(), help="Write a summary (validation shares, timings) as JSON here.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def profile_cmd(runtime, arch, width, input_size, stem, stem_padding, threads, round_to, precision, device, check, native, dataset,
-                data_dir, min_runs, min_seconds, seed, out_path, plot_path, json_path, quiet):
+def profile_cmd(runtime, arch, width, input_size, stem, stem_padding, threads, round_to, precision, device, check, native,
+                native_masks, dataset, data_dir, min_runs, min_seconds, seed, out_path, plot_path, json_path, quiet):
     """Build this device's latency table (LUT) of a gated ResNet, and check its predictions.
 
     Times the stem, the head and every block at every inner width (steps of --round-to) with the
@@ -642,7 +645,7 @@ def profile_cmd(runtime, arch, width, input_size, stem, stem_padding, threads, r
     images = real_inputs(dataset, data_dir, input_size)
     protocol = Protocol(PROFILE_PROTOCOL.warmup_runs, PROFILE_PROTOCOL.warmup_seconds, min_runs, min_seconds)
     opts = ProfileOptions(runtime=backend.name, threads=threads, round_to=round_to, precision=precision, device=device,
-                          protocol=protocol, check=check, seed=seed, native=native)
+                          protocol=protocol, check=check, seed=seed, native=native, native_masks=native_masks)
     bar = None if quiet else _progress_bar("profile")
 
     def progress(done, total, what):

@@ -138,6 +138,111 @@ def test_profile_times_the_native_op(cifar_dir):
     assert 0 < pred["per_input_ms"][0] and pred["per_input_ms"][1] > 0
 
 
+def _selector_decisions(g1w, g1b, g2, pooled):
+    """The folded gate's decision for pooled inputs (rows), in float64."""
+    return (np.maximum(pooled @ g1w.T + g1b, 0) @ g2.T) >= 0
+
+
+@pytest.mark.parametrize("hidden,active,masks", [(4, 3, 4), (32, 40, 4), (8, 0, 4), (8, 16, 4), (8, 5, 1)])
+def test_selector_gate_turns_on_exactly_active_channels(hidden, active, masks):
+    planes, cin = 16 if active <= 16 else 64, 16
+    g1w, g1b, g2 = synth.selector_gate(cin, planes, hidden, active, masks, np.random.default_rng(3))
+    rng = np.random.default_rng(4)
+    pooled = rng.uniform(0, 1, (400, cin))
+    lo, hi = synth.SELECTOR_RANGE
+    pooled[:, 0] = np.concatenate([rng.uniform(lo - 1, hi + 1, 399), [lo]])  # also beyond the range
+    on = _selector_decisions(g1w, g1b, g2, pooled)
+    assert (on.sum(axis=1) == active).all()
+    sets = {tuple(np.flatnonzero(r)) for r in on}
+    want = 1 if masks == 1 or active in (0, planes) else min(masks, hidden)
+    assert len(sets) == want  # several sets only when the selector can choose among them
+    if masks == 1:  # the fixed set does not depend on the input at all
+        pooled[:, 0] = 0.0
+        assert (_selector_decisions(g1w, g1b, g2, pooled) == on[0]).all()
+
+
+@pytest.mark.parametrize("block", [0, 2])  # an identity block, and a stride-2 block with a 1x1 shortcut
+def test_native_piece_with_masks_runs_the_selected_set_and_passes_the_selector_on(block, tmp_path):
+    from onnx import numpy_helper
+
+    from gatekit import native_ops
+    from tests.test_native_ops import ort_session, reference
+
+    lib = native_ops.library_for("ort")
+    if lib is None:
+        pytest.skip("gatekit's native op library is not built here (`gatekit ops build`)")
+    arch = Architecture(width=0.25, input_size=32)
+    b = arch.blocks()[block]
+    model = synth.piece(arch, "native", 5, block, seed=1, masks=4)
+    path = tmp_path / "piece.onnx"
+    path.write_bytes(model.SerializeToString())
+    rng = np.random.default_rng(0)
+    acts = synth.selector_activations([np.maximum(rng.standard_normal((1, b.in_channels, b.size_in, b.size_in)), 0)
+                                       .astype(np.float32) for _ in range(12)], rng)
+    node = next(n for n in model.graph.node if n.op_type == "GatedBlockWithGate")
+    inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    g1w, g1b, g2, w1, b1, w2, b2 = (inits[name] for name in node.input[1:8])
+    shortcut = next((n for n in model.graph.node if n.op_type == "Conv"), None)
+    sess = ort_session(path, lib, 1)
+    sets = set()
+    for x in acts:
+        y = sess.run(None, {synth.INPUT_NAME: x})[0]
+        mask = _selector_decisions(g1w.astype(np.float64), g1b, g2, x.mean(axis=(2, 3), dtype=np.float64))
+        sets.add(tuple(np.flatnonzero(mask[0])))
+        assert mask.sum() == 5
+        if shortcut is None:
+            res = x
+        else:
+            ws, bs = (inits[name] for name in shortcut.input[1:3])
+            res = np.einsum("nchw,oc->nohw", x[:, :, ::b.stride, ::b.stride], ws[:, :, 0, 0]) + bs[None, :, None, None]
+        ref = reference(x, mask.astype(np.float32), w1, b1, w2, b2, res, b.stride)
+        assert np.abs(y - ref).max() <= 1e-4 * np.abs(ref).max()
+        # output channel 0 is the selector, unchanged (subsampled by a stride-2 block)
+        assert np.array_equal(y[:, 0], x[:, 0, ::b.stride, ::b.stride])
+    assert len(sets) >= 2
+
+
+def test_native_network_with_masks_varies_the_channels_per_image_at_fixed_widths(cifar_dir, tmp_path):
+    from gatekit.pick.lut import real_inputs
+
+    arch = Architecture(width=0.25, input_size=32)
+    widths = [5, 5, 9, 9, 17, 17, 40, 40]
+    net = synth.network(arch, widths, native=True, masks=4, seed=2)
+    fixed = synth.network(arch, widths, native=True, masks=1, seed=2)
+    from onnx import numpy_helper
+
+    def gates(model):
+        inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+        return [[inits[i] for i in n.input[1:4]] for n in model.graph.node if n.op_type == "GatedBlockWithGate"]
+
+    # the selector every block pools: the stem's channel 0 = relu(image channel 0 + offset) (its centre tap,
+    # over the stem's padding), subsampled by each stride-2 block (as the op passes it on; checked above)
+    images = real_inputs("cifar10", str(cifar_dir), 32, count=64)
+    edge = arch.padding - 1
+    plane = np.maximum(np.pad(images[:, 0].astype(np.float64), ((0, 0), (edge, edge), (edge, edge))) + synth.SELECTOR_OFFSET, 0)
+    assert plane.shape[-1] == arch.stem_size
+    for model, several in ((net, True), (fixed, False)):
+        step = 1
+        for b, w, (g1w, g1b, g2) in zip(arch.blocks(), widths, gates(model)):
+            pooled = np.zeros((len(images), b.in_channels))
+            pooled[:, 0] = plane[:, ::step, ::step].mean(axis=(1, 2))
+            step *= b.stride
+            on = _selector_decisions(g1w, g1b, g2, pooled)
+            assert (on.sum(axis=1) == w).all()
+            assert (len({tuple(np.flatnonzero(r)) for r in on}) >= 3) == several
+    from gatekit import native_ops
+
+    lib = native_ops.library_for("ort")
+    if lib is not None:  # the whole network carries the selector to its pooled features' channel 0
+        from tests.test_native_ops import ort_session
+
+        path = tmp_path / "net.onnx"
+        path.write_bytes(net.SerializeToString())
+        sess = ort_session(path, lib, 1)
+        got = np.concatenate([sess.run(None, {synth.INPUT_NAME: images[i:i + 1]})[0][:, 0] for i in range(8)])
+        assert np.allclose(got, plane[:8, ::step, ::step].mean(axis=(1, 2)), rtol=1e-5)
+
+
 def test_int8_profile_times_quantized_graphs(cifar_dir):
     from gatekit.pick.lut import real_inputs
 

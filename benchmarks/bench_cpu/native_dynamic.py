@@ -117,12 +117,14 @@ def summarise(result: dict) -> tuple[dict, str]:
     return {"table": table}, "\n".join(lines)
 
 
-def lut_check(items: list[dict], name: str, runtime: str, threads: int, inputs: int, runs: int, out: Path) -> dict:
+def lut_check(items: list[dict], name: str, runtime: str, threads: int, inputs: int, runs: int, out: Path,
+              native_masks: int | None = None) -> dict:
     """Builds this device's LUT with the native op table (`gatekit profile --native`), then, per native dynamic
     artifact of `runtime`, predicts each of the first `inputs` test images (held out: the gates were
     calibrated on training images) from its active widths and measures it (`runs` rounds after a warm-up,
     each running every input once: interleaved, so that every input's percentiles span the same stretch of
-    the machine's noise), comparing the predicted with the measured p50 and p90 of every input."""
+    the machine's noise), comparing the predicted with the measured p50 and p90 of every input. native_masks:
+    the LUT's `--native-masks` (None: profile's default)."""
     import numpy as np
 
     from gatekit.artifacts import load_inputs, open_artifact
@@ -137,9 +139,11 @@ def lut_check(items: list[dict], name: str, runtime: str, threads: int, inputs: 
               and open_artifact(it["manifest"]).runtime == runtime]
     first = open_artifact(native[0]["manifest"]).manifest
     x, _ = load_inputs(first, max(inputs, 64))
-    lut = profile(Architecture.from_model_config(first["model_config"]), ProfileOptions(runtime=runtime, threads=threads,
-                  native=True), x[:64])
-    write_json(out / f"lut-native-{name}-{runtime}-{threads}t.json", lut)
+    opts = ProfileOptions(runtime=runtime, threads=threads, native=True)
+    if native_masks is not None:
+        opts.native_masks = native_masks
+    lut = profile(Architecture.from_model_config(first["model_config"]), opts, x[:64])
+    write_json(out / f"lut-native-{name}-{runtime}-{threads}t{_masks_suffix(native_masks)}.json", lut)
     rows = []
     for it in native:
         art = open_artifact(it["manifest"])
@@ -157,12 +161,17 @@ def lut_check(items: list[dict], name: str, runtime: str, threads: int, inputs: 
                          "measured_p50_ms": st["p50_ms"], "measured_p90_ms": st["p90_ms"]})
     err90 = np.array([r["predicted_p90_ms"] / r["measured_p90_ms"] - 1 for r in rows])
     err50 = np.array([r["predicted_p50_ms"] / r["measured_p50_ms"] - 1 for r in rows])
-    return {"runtime": runtime, "threads": threads, "inputs_per_artifact": inputs, "runs_per_input": runs,
+    return {"runtime": runtime, "threads": threads, "native_masks": opts.native_masks, "inputs_per_artifact": inputs,
+            "runs_per_input": runs,
             "timing": "interleaved: every input once per round",
             "lut_native_validation": lut["native"]["validation"] | {"configs": None},
             "within_10pct_p90": float(np.mean(np.abs(err90) <= 0.10)), "within_10pct_p50": float(np.mean(np.abs(err50) <= 0.10)),
             "median_abs_error_p90": float(np.median(np.abs(err90))), "median_error_p90": float(np.median(err90)),
             "lut_seconds": lut["seconds"], "rows": rows}
+
+
+def _masks_suffix(native_masks: int | None) -> str:
+    return "" if native_masks is None else f"-masks{native_masks}"
 
 
 def main() -> None:
@@ -174,6 +183,8 @@ def main() -> None:
     ap.add_argument("--lut-only", action="store_true",
                     help="Only the LUT check, on the artifacts of the last run of this set (a quiet re-run of it); "
                          "writes lut-check-{set}.json")
+    ap.add_argument("--native-masks", type=int, help="the LUT's `gatekit profile --native-masks` (default: profile's); "
+                                                     "a non-default value writes lut-check-{set}-masks{N}.json")
     args = ap.parse_args()
     threads = [int(t) for t in args.threads.split(",")]
     if args.lut_only:
@@ -185,10 +196,11 @@ def main() -> None:
         rt, t = (args.lut or "ort:1").split(":")
         load_before = os.getloadavg()[0]
         check = lut_check(json.loads(items_path.read_text()), args.name, rt, int(t), args.lut_inputs, args.lut_runs,
-                          Path(args.out))
+                          Path(args.out), args.native_masks)
         check["loadavg"] = [load_before, os.getloadavg()[0]]
-        check["command"] = f"python benchmarks/bench_cpu/native_dynamic.py --set {args.name} --lut-only"
-        write_json(Path(args.out) / f"lut-check-{args.name}.json", check)
+        check["command"] = f"python benchmarks/bench_cpu/native_dynamic.py --set {args.name} --lut-only" + (
+            f" --native-masks {args.native_masks}" if args.native_masks is not None else "")
+        write_json(Path(args.out) / f"lut-check-{args.name}{_masks_suffix(args.native_masks)}.json", check)
         print({k: check[k] for k in ("within_10pct_p90", "within_10pct_p50", "median_abs_error_p90", "median_error_p90")})
         return
     if args.bench_only:

@@ -58,6 +58,9 @@ class ProfileOptions:
     # when gatekit's op library is built for the runtime
     native: bool | None = None
     native_steps: int = 8  # active widths per block: planes * k / native_steps, k = 0..native_steps
+    # random channel sets of each active width that the native op's timings rotate through per input (as a
+    # deployed dynamic graph's inputs do: the weights each call reads change); 1 = one fixed set
+    native_masks: int = 2
 
 
 class _Runner:
@@ -259,20 +262,25 @@ def _native_library(opts: ProfileOptions):
 
 def _native_table(lut: dict, arch: Architecture, opts: ProfileOptions, run: _Runner, rng, tick, calib, held, inputs) -> dict:
     """Every block as the native op (its gate included) at active widths 0..planes; calibrated and checked on
-    whole native networks at fixed per-block active widths, like the static table."""
+    whole native networks at fixed per-block active widths, like the static table. With native_masks > 1 each
+    input of a piece or network runs one of that many random channel sets of those widths (synth's selector),
+    so the timings include the cache misses of weights that change call to call."""
     blocks = []
     for b in arch.blocks():
-        acts = _activations(synth.input_shape(arch, "block", b.index), 4, rng)
+        acts = _activations(synth.input_shape(arch, "block", b.index), max(4, 2 * opts.native_masks), rng)
+        if opts.native_masks > 1:
+            acts = synth.selector_activations(acts, rng)
         entry = {"index": b.index, "planes": b.planes, "widths": [], "p50_ms": [], "p90_ms": []}
         for k in sorted({round(b.planes * i / opts.native_steps) for i in range(opts.native_steps + 1)}):
-            stats = run.time(synth.piece(arch, "native", k, b.index, seed=b.index), acts, opts.protocol)
+            stats = run.time(synth.piece(arch, "native", k, b.index, seed=b.index, masks=opts.native_masks), acts,
+                             opts.protocol)
             entry["widths"].append(k)
             entry["p50_ms"].append(stats["p50_ms"])
             entry["p90_ms"].append(stats["p90_ms"])
             tick(f"native block {b.index} active {k}")
         blocks.append(entry)
-    table = {"blocks": blocks, "steps": opts.native_steps}
-    nets = [synth.network(arch, w, seed=i, native=True) for i, w in enumerate(calib + held)]
+    table = {"blocks": blocks, "steps": opts.native_steps, "masks": opts.native_masks}
+    nets = [synth.network(arch, w, seed=i, native=True, masks=opts.native_masks) for i, w in enumerate(calib + held)]
     measured = run.time_interleaved(nets, inputs, opts.check_protocol, opts.repeats, tick)
     view = predictor.native_view(dict(lut, native=table))
     table["calibration"] = view["calibration"] = predictor.calibrate(view, calib, measured[: len(calib)])
