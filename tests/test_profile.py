@@ -139,8 +139,10 @@ def test_profile_times_the_native_op(cifar_dir):
 
 
 def _selector_decisions(g1w, g1b, g2, pooled):
-    """The folded gate's decision for pooled inputs (rows), in float64."""
-    return (np.maximum(pooled @ g1w.T + g1b, 0) @ g2.T) >= 0
+    """The folded gate's decision (tests.test_native_ops.gate_reference) for pooled inputs (rows)."""
+    from tests.test_native_ops import gate_reference
+
+    return gate_reference(pooled[:, :, None, None], g1w, g1b, g2)[0] != 0
 
 
 @pytest.mark.parametrize("hidden,active,masks", [(4, 3, 4), (32, 40, 4), (8, 0, 4), (8, 16, 4), (8, 5, 1)])
@@ -187,7 +189,7 @@ def test_native_piece_with_masks_runs_the_selected_set_and_passes_the_selector_o
     sets = set()
     for x in acts:
         y = sess.run(None, {synth.INPUT_NAME: x})[0]
-        mask = _selector_decisions(g1w.astype(np.float64), g1b, g2, x.mean(axis=(2, 3), dtype=np.float64))
+        mask = _selector_decisions(g1w, g1b, g2, x.mean(axis=(2, 3), dtype=np.float64))
         sets.add(tuple(np.flatnonzero(mask[0])))
         assert mask.sum() == 5
         if shortcut is None:
