@@ -225,6 +225,9 @@ def eval_cmd(checkpoint, paths, knn, linear, dataset, data_dir, limit_train, ran
 @click.option("--native-gate", default="op", show_default=True, type=click.Choice(["op", "graph"]),
               help="dynamic, native form: each block's gate inside its node (op: gatekit.GatedBlockWithGate) or in "
                    "standard ops that feed gatekit.GatedBlock its mask (graph: the earlier form).")
+@click.option("--native-shortcut", default="op", show_default=True, type=click.Choice(["op", "graph"]),
+              help="dynamic, native form with --native-gate op: each projection shortcut (1x1 conv) inside its block's "
+                   "node (op: gatekit.GatedBlockWithGateAndShortcut) or a Conv node before it (graph: the earlier form).")
 @click.option("--dynamic-min-size", type=click.IntRange(min=0),
               help="dynamic: only blocks whose output is at least this many pixels a side skip channels; the others "
                    "run whole convs and zero the inactive channels (0: every block skips, the paper's form). "
@@ -235,8 +238,8 @@ def eval_cmd(checkpoint, paths, knn, linear, dataset, data_dir, limit_train, ran
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def export_cmd(checkpoint, graphs, formats, out_dir, calib, min_usage, round_to, probe, batch, dynamic_batch, precisions,
                fp16, quant_calib, quant_exclude, knn_test, min_cosine, max_knn_drop,
-               verify_images, knn_train, record_inputs, dynamic_form, native_gate, dynamic_min_size, data_dir, threads,
-               json_path, quiet):
+               verify_images, knn_train, record_inputs, dynamic_form, native_gate, native_shortcut, dynamic_min_size, data_dir,
+               threads, json_path, quiet):
     """Export a checkpoint's graphs, each verified in its runtime against PyTorch before it is written.
 
     \b
@@ -278,8 +281,8 @@ def export_cmd(checkpoint, graphs, formats, out_dir, calib, min_usage, round_to,
         on_failure=lambda g, f, e: click.echo(f"{g:8s} {f:9s} NOT EXPORTED: {e}", err=True), progress=not quiet,
         calib=calib, min_usage=min_usage, round_to=round_to, probe=probe, batch=batch, dynamic_batch=dynamic_batch,
         verify_images=verify_images, knn_train=knn_train, record_inputs=record_inputs,
-        dynamic_form=dynamic_form, native_gate=native_gate, dynamic_min_size=dynamic_min_size, data_dir=data_dir,
-        threads=threads)
+        dynamic_form=dynamic_form, native_gate=native_gate, native_shortcut=native_shortcut,
+        dynamic_min_size=dynamic_min_size, data_dir=data_dir, threads=threads)
     for m in results:
         m.pop("manifest_path", None)
     _write_json(json_path, {"artifacts": results, "not_exported": failures})

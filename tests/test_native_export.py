@@ -50,6 +50,8 @@ def test_export_writes_the_native_form_with_a_verified_fallback(exported):
     for fmt, m in manifests.items():
         assert m["dynamic_form"] == "native" and m["runtime"]["ops"] == "native op"
         assert m["native_op"]["op"] == "gatekit.GatedBlockWithGate" and m["native_op"]["gate"] == "op"
+        assert m["native_op"]["ops"] == ["gatekit.GatedBlockWithGate", "gatekit.GatedBlockWithGateAndShortcut"]
+        assert m["native_op"]["shortcut"] == "op"
         assert m["native_op"]["fallback_form"] == {"onnx": "conv", "openvino": "matmul"}[fmt]
         assert set(m["verification"]["relative_error"]) == {"batch1", "batch8"}
         assert max(m["verification"]["relative_error"].values()) < 1e-4
@@ -62,11 +64,14 @@ def test_export_writes_the_native_form_with_a_verified_fallback(exported):
 
     model = onnx.load(str(tmp / "out" / "dynamic.onnx"))
     ops = [n for n in model.graph.node if n.domain == "gatekit"]
-    assert len(ops) == 8 and all(n.op_type == "GatedBlockWithGate" for n in ops)
+    # the three stage-changing blocks carry their projection shortcut inside the node
+    assert [n.op_type for n in ops] == ["GatedBlockWithGate"] * 2 + ["GatedBlockWithGateAndShortcut", "GatedBlockWithGate"] * 3
     inits = {t.name for t in model.graph.initializer}
-    assert all(n.input[i] in inits for n in ops for i in range(1, 8))  # gate and conv weights: constants packed at load
-    # the gates are inside the nodes: no pooling or matrix product outside them but the final pooling
+    # gate, conv and shortcut weights: constants packed at load (GatedBlockWithGate's last input is its residual)
+    assert all(i in inits for n in ops for i in n.input[1:8 if n.op_type == "GatedBlockWithGate" else 10])
+    # the gates and shortcuts are inside the nodes: no matrix product outside them, and the stem the only Conv
     assert not any(n.op_type in ("MatMul", "Gemm", "GreaterOrEqual") for n in model.graph.node)
+    assert [n.op_type for n in model.graph.node].count("Conv") == 1
     fallback = onnx.load(str(tmp / "out" / "dynamic.fallback.onnx"))
     assert not any(n.domain == "gatekit" for n in fallback.graph.node)
 
@@ -112,6 +117,7 @@ def test_bench_records_the_native_path(exported, tmp_path):
     (rec,) = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()]
     assert rec["runtime"]["ops"] == "native op" and rec["runtime"]["ops_library"].endswith("libgatekit_ov_ops.so")
     assert rec["manifest"]["native_op"]["op"] == "gatekit.GatedBlockWithGate" and rec["per_input"]
+    assert "gatekit.GatedBlockWithGateAndShortcut" in rec["manifest"]["native_op"]["ops"]
 
 
 def test_torch_reference_rebuilds_the_native_module(exported):
@@ -146,3 +152,28 @@ def test_gate_in_standard_ops_is_kept_as_an_option(exported, tmp_path):
     with load_artifact(open_artifact(tmp_path / "dynamic.onnx.json"), threads=1) as split, \
             load_artifact(open_artifact(tmp / "out" / "dynamic.onnx.json"), threads=1) as fused:
         np.testing.assert_allclose(split.run(x), fused.run(x), rtol=1e-5, atol=1e-5)
+
+
+def test_shortcut_as_a_conv_node_is_kept_as_an_option(exported, tmp_path):
+    """--native-shortcut graph: the earlier form (each projection shortcut a Conv node feeding the op its residual),
+    verified like the default and equal to it on the same inputs, on both runtimes."""
+    import onnx
+
+    from gatekit.artifacts import load_inputs, open_artifact
+    from gatekit.export.sweep import export_all
+    from gatekit.runtimes import load_artifact
+
+    tmp, _ = exported
+    manifests, _ = export_all(tmp / "m.safetensors", tmp_path, graphs=["dynamic"], formats=["onnx", "openvino"],
+                              strict=True, verify_images=32, calib=96, threads=1, dynamic_batch=True, record_inputs=0,
+                              native_shortcut="graph")
+    for m in manifests:
+        assert m["native_op"]["ops"] == ["gatekit.GatedBlockWithGate"] and m["native_op"]["shortcut"] == "graph"
+        assert max(m["verification"]["relative_error"].values()) < 1e-4
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "dynamic.onnx")).graph.node]
+    assert ops.count("GatedBlockWithGate") == 8 and ops.count("Conv") == 4
+    x, _ = load_inputs(manifests[0], 8, str(tmp / "d.npz"))
+    for fmt in ("onnx", "openvino"):
+        with load_artifact(open_artifact(tmp_path / f"dynamic.{fmt}.json"), threads=2) as conv, \
+                load_artifact(open_artifact(tmp / "out" / f"dynamic.{fmt}.json"), threads=2) as fused:
+            np.testing.assert_allclose(conv.run(x), fused.run(x), rtol=1e-5, atol=1e-5)

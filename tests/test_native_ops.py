@@ -92,22 +92,27 @@ def make_gate(rng, cin, c, hidden=None):
             (rng.standard_normal((c, hidden)) * 0.5).astype(np.float32))
 
 
-def block_model(path, weights, cin, h, w, stride, batch="N", residual_is_x=False, gate=None):
+def block_model(path, weights, cin, h, w, stride, batch="N", residual_is_x=False, gate=None, shortcut=None):
     """One GatedBlock node (domain gatekit, opset 1); residual is an input, or x itself. With `gate`
-    (G1, g1, G2), one GatedBlockWithGate node instead: no mask input, the op computes it."""
+    (G1, g1, G2), one GatedBlockWithGate node instead: no mask input, the op computes it; with `shortcut` too
+    (Ws, bs), one GatedBlockWithGateAndShortcut node: no residual input, the op computes it."""
     w1, b1, w2, b2 = weights
     c, cout = w1.shape[0], w2.shape[0]
     ho, wo = (h - 1) // stride + 1, (w - 1) // stride + 1
     inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, cin, h, w])]
     if gate is None:
         inputs.append(helper.make_tensor_value_info("mask", TensorProto.FLOAT, [batch, c]))
-    if not residual_is_x:
+    if not residual_is_x and shortcut is None:
         inputs.append(helper.make_tensor_value_info("residual", TensorProto.FLOAT, [batch, cout, ho, wo]))
     residual = "x" if residual_is_x else "residual"
     inits = [numpy_helper.from_array(a, n) for a, n in zip(weights, ("W1", "b1", "W2", "b2"))]
     if gate is None:
         node = helper.make_node("GatedBlock", ["x", "mask", "W1", "b1", "W2", "b2", residual], ["y"], domain="gatekit",
                                 stride=stride)
+    elif shortcut is not None:
+        inits += [numpy_helper.from_array(a, n) for a, n in zip((*gate, *shortcut), ("G1", "g1", "G2", "Ws", "bs"))]
+        node = helper.make_node("GatedBlockWithGateAndShortcut", ["x", "G1", "g1", "G2", "W1", "b1", "W2", "b2", "Ws", "bs"],
+                                ["y"], domain="gatekit", stride=stride)
     else:
         inits += [numpy_helper.from_array(a, n) for a, n in zip(gate, ("G1", "g1", "G2"))]
         node = helper.make_node("GatedBlockWithGate", ["x", "G1", "g1", "G2", "W1", "b1", "W2", "b2", residual], ["y"],
@@ -307,8 +312,57 @@ def test_gated_block_with_gate_computes_its_own_mask(runtime, threads, request, 
         assert rel_err(y, ref) <= TOL, f"{case}: {rel_err(y, ref):.3g}"
 
 
-def test_gated_block_with_gate_refuses_mismatched_gate(ort_lib, tmp_path):
-    """A gate whose G2 does not have the block's C rows: one line naming the op and the input."""
+@pytest.mark.parametrize("runtime,threads", [("ort", 1), ("ort", 2), ("openvino", 1), ("openvino", 2)])
+def test_gated_block_with_gate_and_shortcut_computes_its_residual(runtime, threads, request, tmp_path):
+    """GatedBlockWithGateAndShortcut: the residual is the 1x1 projection of x at the block's stride, computed in
+    the op (stride 1 and 2, batch 1 and 8, odd widths, samples with every channel off), equal to the float64
+    reference; with Ws = 0 and bs = 0 only conv2's sum remains (the shortcut adds nothing else)."""
+    lib = request.getfixturevalue("ort_lib" if runtime == "ort" else "ov_lib")
+    for ci, case in enumerate([CASES[1], CASES[3], CASES[5], CASES[6], CASES[8], (8, 12, 8, 8, 20, 12, 1)]):
+        n, cin, h, w, c, cout, stride = case
+        rng = np.random.default_rng(70 + ci)
+        weights, gate = make_weights(rng, cin, c, cout), make_gate(rng, cin, c)
+        gate[2][-1] = -np.abs(gate[2][-1]) - 1.0  # with a ReLU hidden layer >= 0: never negative, so ...
+        gate[2][-1][:] = -1.0  # ... a row of -1 turns the last channel off whenever any hidden unit is on
+        ws = (rng.standard_normal((cout, cin)) / np.sqrt(cin)).astype(np.float32)
+        bs = (0.1 * rng.standard_normal(cout)).astype(np.float32)
+        x = rng.standard_normal((n, cin, h, w)).astype(np.float32)
+        mask, _ = gate_reference(x, *gate)
+        for shortcut in ((ws, bs), (np.zeros_like(ws), np.zeros_like(bs))):
+            path = block_model(tmp_path / f"sc{ci}.onnx", weights, cin, h, w, stride, gate=gate, shortcut=shortcut)
+            if runtime == "ort":
+                y = ort_session(path, lib, threads).run(None, {"x": x})[0]
+            else:
+                cm = ov_compile(path, lib, threads)
+                y = cm({"x": x})[cm.output(0)]
+            res = np.einsum("nchw,oc->nohw", x[:, :, ::stride, ::stride].astype(np.float64), shortcut[0]) \
+                + shortcut[1][None, :, None, None]
+            ref = reference(x, mask, *weights, res, stride)
+            assert y.shape == ref.shape and rel_err(y, ref) <= TOL, f"{case}: {rel_err(y, ref):.3g}"
+
+
+@pytest.mark.parametrize("bad", ["Ws", "bs"])
+def test_gated_block_with_shortcut_refuses_mismatched_shortcut(ort_lib, ov_lib, tmp_path, bad):
+    """A shortcut whose Ws is not [Cout, Cin] or whose bs is not [Cout]: one line naming the op and the input, on
+    both runtimes, when the session is created or the model read (OpenVINO checks the constants' shapes then)."""
+    ort = pytest.importorskip("onnxruntime")
+    rng = np.random.default_rng(4)
+    weights, gate = make_weights(rng, 4, 6, 5), make_gate(rng, 4, 6)
+    ws = np.zeros((5, 3 if bad == "Ws" else 4), np.float32)
+    bs = np.zeros(6 if bad == "bs" else 5, np.float32)
+    path = block_model(tmp_path / "bad.onnx", weights, 4, 5, 5, 2, gate=gate, shortcut=(ws, bs))
+    so = ort.SessionOptions()
+    so.register_custom_ops_library(str(ort_lib))
+    want = {"Ws": r"Ws must be \[Cout, Cin\] or \[Cout, Cin, 1, 1\]", "bs": r"bs must be \[Cout\]"}[bad]
+    with pytest.raises(Exception, match=r"gatekit::GatedBlockWithGateAndShortcut: " + want):
+        ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    with pytest.raises(Exception, match=r"gatekit::GatedBlockWithGateAndShortcut: " + want):
+        ov_compile(path, ov_lib, 1)
+
+
+def test_gated_block_with_gate_refuses_mismatched_gate(ort_lib, ov_lib, tmp_path):
+    """A gate whose G2 does not have the block's C rows: one line naming the op and the input (ORT when the
+    session is created, OpenVINO when the model is read)."""
     ort = pytest.importorskip("onnxruntime")
     rng = np.random.default_rng(3)
     weights, gate = make_weights(rng, 4, 6, 5), make_gate(rng, 4, 7, hidden=1)
@@ -317,6 +371,8 @@ def test_gated_block_with_gate_refuses_mismatched_gate(ort_lib, tmp_path):
     so.register_custom_ops_library(str(ort_lib))
     with pytest.raises(Exception, match=r"gatekit::GatedBlockWithGate: G2 must be \[C, Hd\] = \[6, 1\]"):
         ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    with pytest.raises(Exception, match=r"gatekit::GatedBlockWithGate: G2 must be \[C, Hd\] = \[6, 1\]"):
+        ov_compile(path, ov_lib, 1)
 
 
 _ISA_CHILD = r"""
@@ -371,7 +427,7 @@ def test_kernel_on_aarch64_under_user_mode_emulation(tmp_path):
     run = subprocess.run([qemu, "-L", str(sysroot), str(exe)], capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
     res = json.loads(run.stdout.strip().splitlines()[-1])
-    assert res["isa"] == "portable" and res["failed"] == 0 and res["cases"] == 100
+    assert res["isa"] == "portable" and res["failed"] == 0 and res["cases"] == 200
     assert res["worst_rel_error"] <= TOL
 
 

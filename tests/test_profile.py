@@ -163,7 +163,7 @@ def test_selector_gate_turns_on_exactly_active_channels(hidden, active, masks):
         assert (_selector_decisions(g1w, g1b, g2, pooled) == on[0]).all()
 
 
-@pytest.mark.parametrize("block", [0, 2])  # an identity block, and a stride-2 block with a 1x1 shortcut
+@pytest.mark.parametrize("block", [0, 2])  # an identity block, and a stride-2 block with its 1x1 shortcut in the op
 def test_native_piece_with_masks_runs_the_selected_set_and_passes_the_selector_on(block, tmp_path):
     from onnx import numpy_helper
 
@@ -181,10 +181,11 @@ def test_native_piece_with_masks_runs_the_selected_set_and_passes_the_selector_o
     rng = np.random.default_rng(0)
     acts = synth.selector_activations([np.maximum(rng.standard_normal((1, b.in_channels, b.size_in, b.size_in)), 0)
                                        .astype(np.float32) for _ in range(12)], rng)
-    node = next(n for n in model.graph.node if n.op_type == "GatedBlockWithGate")
+    (node,) = [n for n in model.graph.node if n.domain == synth.NATIVE_DOMAIN]
+    assert node.op_type == ("GatedBlockWithGateAndShortcut" if b.shortcut else "GatedBlockWithGate")
+    assert not any(n.op_type == "Conv" for n in model.graph.node)
     inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
     g1w, g1b, g2, w1, b1, w2, b2 = (inits[name] for name in node.input[1:8])
-    shortcut = next((n for n in model.graph.node if n.op_type == "Conv"), None)
     sess = ort_session(path, lib, 1)
     sets = set()
     for x in acts:
@@ -192,11 +193,11 @@ def test_native_piece_with_masks_runs_the_selected_set_and_passes_the_selector_o
         mask = _selector_decisions(g1w, g1b, g2, x.mean(axis=(2, 3), dtype=np.float64))
         sets.add(tuple(np.flatnonzero(mask[0])))
         assert mask.sum() == 5
-        if shortcut is None:
+        if not b.shortcut:
             res = x
         else:
-            ws, bs = (inits[name] for name in shortcut.input[1:3])
-            res = np.einsum("nchw,oc->nohw", x[:, :, ::b.stride, ::b.stride], ws[:, :, 0, 0]) + bs[None, :, None, None]
+            ws, bs = (inits[name] for name in node.input[8:10])
+            res = np.einsum("nchw,oc->nohw", x[:, :, ::b.stride, ::b.stride], ws) + bs[None, :, None, None]
         ref = reference(x, mask.astype(np.float32), w1, b1, w2, b2, res, b.stride)
         assert np.abs(y - ref).max() <= 1e-4 * np.abs(ref).max()
         # output channel 0 is the selector, unchanged (subsampled by a stride-2 block)
@@ -215,7 +216,7 @@ def test_native_network_with_masks_varies_the_channels_per_image_at_fixed_widths
 
     def gates(model):
         inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
-        return [[inits[i] for i in n.input[1:4]] for n in model.graph.node if n.op_type == "GatedBlockWithGate"]
+        return [[inits[i] for i in n.input[1:4]] for n in model.graph.node if n.domain == synth.NATIVE_DOMAIN]
 
     # the selector every block pools: the stem's channel 0 = relu(image channel 0 + offset) (its centre tap,
     # over the stem's padding), subsampled by each stride-2 block (as the op passes it on; checked above)

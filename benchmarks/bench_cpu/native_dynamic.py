@@ -42,12 +42,12 @@ def export_phase(name: str, train: bool, art_dir: Path) -> list[dict]:
         graphs = ["static", "hybrid", "dynamic"] + (["dense"] if b == 0.3 else [])
         manifests, _ = export_all(ckpt, art_dir / f"td{b}", graphs=graphs, formats=["onnx", "openvino"], strict=True,
                                   knn_check=False, record_inputs=256, dynamic_form="native", progress=False)
-        # the earlier native form, each gate in standard ops feeding gatekit.GatedBlock its mask (--native-gate graph)
-        split, _ = export_all(ckpt, art_dir / f"td{b}" / "gate-in-graph", graphs=["dynamic"], formats=["onnx", "openvino"],
-                              strict=True, knn_check=False, record_inputs=256, dynamic_form="native", native_gate="graph",
-                              progress=False)
+        # the earlier native form, each projection shortcut a Conv node feeding the op its residual (--native-shortcut graph)
+        split, _ = export_all(ckpt, art_dir / f"td{b}" / "shortcut-in-graph", graphs=["dynamic"],
+                              formats=["onnx", "openvino"], strict=True, knn_check=False, record_inputs=256,
+                              dynamic_form="native", native_shortcut="graph", progress=False)
         for m in split:
-            items.append({"kind": "artifact", "budget": b, "graph": "dynamic (gate in standard ops)",
+            items.append({"kind": "artifact", "budget": b, "graph": "dynamic (shortcut as a Conv node)",
                           "manifest": m["manifest_path"], "format": m["format"], "paths": ["native"]})
         for m in manifests:
             items.append({"kind": "artifact", "budget": b, "graph": m["graph"], "manifest": m["manifest_path"],
@@ -79,7 +79,7 @@ def summarise(result: dict) -> tuple[dict, str]:
             dense = find(None, "dense", rt, t)
             for b in BUDGETS:
                 native = find(b, "dynamic", rt, t, "native")
-                split = find(b, "dynamic (gate in standard ops)", rt, t, "native")
+                split = find(b, "dynamic (shortcut as a Conv node)", rt, t, "native")
                 fallback = find(b, "dynamic", rt, t, "fallback")
                 static = find(b, "static", rt, t)
                 hybrid = find(b, "hybrid", rt, t)
@@ -97,20 +97,20 @@ def summarise(result: dict) -> tuple[dict, str]:
                     "fallback_over_dense": fallback["p50_ms"] / dense["p50_ms"] if fallback else None,
                     "native_over_static": native["p50_ms"] / static["p50_ms"],
                     "native_over_same_width": native["p50_ms"] / same["p50_ms"] if same else None,
-                    "gate_in_graph_ms": split["p50_ms"] if split else None,
-                    "gate_in_graph_over_same_width": split["p50_ms"] / same["p50_ms"] if split and same else None,
+                    "shortcut_in_graph_ms": split["p50_ms"] if split else None,
+                    "shortcut_in_graph_over_same_width": split["p50_ms"] / same["p50_ms"] if split and same else None,
                     "native_flops_below_0.8_static": native["flops_ratio"] < 0.8 * static["flops_ratio"],
                 })
     lines = [("| runtime | threads | t_d | FLOPs native / static | dense ms | static ms (x dense) | hybrid ms | standard-ops dynamic ms (x dense) "
              "| **native ms (x dense)** | native / static | native / static at mean active widths "
-             "| gate in standard ops: ms (/ static at mean widths) |"),
+             "| shortcut as a Conv node: ms (/ static at mean widths) |"),
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for x in table:
         hy = f"{x['hybrid_ms']:.3f}" if x["hybrid_ms"] else "-"
         fb = f"{x['fallback_ms']:.3f} ({x['fallback_over_dense']:.2f})" if x["fallback_ms"] else "-"
         sw = f"{x['native_over_same_width']:.2f}" if x["native_over_same_width"] else "-"
-        gg = (f"{x['gate_in_graph_ms']:.3f} ({x['gate_in_graph_over_same_width']:.2f})"
-              if x["gate_in_graph_over_same_width"] else "-")
+        gg = (f"{x['shortcut_in_graph_ms']:.3f} ({x['shortcut_in_graph_over_same_width']:.2f})"
+              if x["shortcut_in_graph_over_same_width"] else "-")
         lines.append(f"| {x['runtime']} | {x['threads']} | {x['budget']} | {x['native_flops']:.3f} / {x['static_flops']:.3f} | "
                      f"{x['dense_ms']:.3f} | {x['static_ms']:.3f} ({x['static_over_dense']:.2f}) | {hy} | {fb} | "
                      f"**{x['native_ms']:.3f} ({x['native_over_dense']:.2f})** | {x['native_over_static']:.2f} | {sw} | {gg} |")

@@ -24,7 +24,7 @@ from gatekit.checkpoint import load_model
 from gatekit.data import load_dataset, normalization
 from gatekit.data.arrays import normalize_images, recorded_dir
 from gatekit.errors import GatekitError
-from gatekit.export.graphs import GRAPHS, NATIVE_GATES, GraphSpec, build_graph
+from gatekit.export.graphs import GRAPHS, NATIVE_GATES, NATIVE_SHORTCUTS, GraphSpec, build_graph, native_op_types
 from gatekit.export.prune import select_all
 from gatekit.models import cost_model
 from gatekit.runtimes.verify import check, relative_error, run_batched
@@ -63,6 +63,9 @@ class ExportOptions:
     # dynamic, native form: each block's gate inside its node ("op": gatekit.GatedBlockWithGate) or in standard ops
     # feeding gatekit.GatedBlock ("graph", the earlier form: seven small nodes a block around the op)
     native_gate: str = "op"
+    # dynamic, native form with gates in the op: projection shortcuts inside the node too ("op":
+    # gatekit.GatedBlockWithGateAndShortcut, no layout reorders around a Conv node on OpenVINO) or a Conv ("graph")
+    native_shortcut: str = "op"
     # dynamic: only blocks whose output is at least this many pixels a side skip channels (0: every block, the
     # paper's form); the rest run whole constant-weight convs and mask (benchmarks/bench_cpu/dynamic-skipping.md).
     # None: 0 for the native form, 8 for the standard-ops forms (whose gathers pay only on large maps)
@@ -247,8 +250,12 @@ class Prepared:
             elif form == "native":
                 if self.opts.native_gate not in NATIVE_GATES:
                     raise GatekitError(f"unknown --native-gate {self.opts.native_gate!r}: choose one of {', '.join(NATIVE_GATES)}")
+                if self.opts.native_shortcut not in NATIVE_SHORTCUTS:
+                    raise GatekitError(f"unknown --native-shortcut {self.opts.native_shortcut!r}: choose one of "
+                                       f"{', '.join(NATIVE_SHORTCUTS)}")
                 built = build_graph(self.model, "dynamic", self.used_channels(), self.head, dynamic_form="native",
-                                    dynamic_min_size=self.min_size(form), native_gate=self.opts.native_gate)
+                                    dynamic_min_size=self.min_size(form), native_gate=self.opts.native_gate,
+                                    native_shortcut=self.opts.native_shortcut)
             else:
                 built = build_graph(self.model, "dynamic", None, self.head, dynamic_form=form,
                                     dynamic_min_size=self.min_size(form))
@@ -578,8 +585,9 @@ def export(checkpoint: str | Path, out_dir: str | Path, opts: ExportOptions, pro
             if "quantization" in extra:
                 manifest["quantization"] = extra["quantization"]
         if native:
-            op = "GatedBlockWithGate" if opts.native_gate == "op" else "GatedBlock"
-            manifest["native_op"] = {"op": f"{NATIVE_DOMAIN}.{op}", "gate": opts.native_gate,
+            ops = [f"{NATIVE_DOMAIN}.{t}" for t in native_op_types(prep.graph(form)[0])]
+            manifest["native_op"] = {"op": ops[0], "ops": ops, "gate": opts.native_gate,
+                                     "shortcut": opts.native_shortcut if opts.native_gate == "op" else "graph",
                                      "blocks": manifest["dynamic_skipping"]["blocks"],
                                      "library": native_ops.check_library(fmt.runtime, paths[0][1][0]),
                                      "fallback_form": paths[1][0],

@@ -217,16 +217,39 @@ class GatedBlockWithGateOp(torch.autograd.Function):
         return out
 
 
+class GatedBlockWithGateAndShortcutOp(torch.autograd.Function):
+    """`gatekit.GatedBlockWithGateAndShortcut(x, G1, g1, G2, W1, b1, W2, b2, Ws, bs; stride)`: GatedBlockWithGate
+    whose residual is the block's projection shortcut, a 1x1 conv with the block's stride (BatchNorm folded),
+    computed inside the node (native/README.md). On OpenVINO a shortcut conv between two ops costs two layout
+    reorders besides the conv; in PyTorch it runs the exact form it stands for."""
+
+    @staticmethod
+    def forward(ctx, x, g1, gb1, g2, w1, b1, w2, b2, ws, bs, stride: int):
+        residual = F.conv2d(x, ws, bs, stride)
+        return GatedBlockOp.forward(ctx, x, folded_gate_mask(x, g1, gb1, g2), w1, b1, w2, b2, residual, stride)
+
+    @staticmethod
+    def symbolic(g, x, g1, gb1, g2, w1, b1, w2, b2, ws, bs, stride: int):
+        out = g.op("gatekit::GatedBlockWithGateAndShortcut", x, g1, gb1, g2, w1, b1, w2, b2, ws, bs, stride_i=stride)
+        n, _, h, w = x.type().varyingSizes()
+        cout = w2.type().varyingSizes()[0]
+        out.setType(x.type().with_sizes([n, cout, None if h is None else (h - 1) // stride + 1,
+                                         None if w is None else (w - 1) // stride + 1]))
+        return out
+
+
 NATIVE_GATES = ("op", "graph")  # where a native block's gate runs: inside the op, or in standard ops before it
+NATIVE_SHORTCUTS = ("op", "graph")  # where a projection shortcut runs (gate "op" only): inside the op, or a Conv node
 
 
 class NativeGatedBlock(nn.Module):
     """Per-input channel skipping by the native op: conv1 and conv2 of the active channels inside one node (per-sample
-    masks, no union over the batch), the shortcut in standard ops. `gate` "op": the gate runs inside the node
-    (`gatekit.GatedBlockWithGate`); "graph": in standard ops that feed the mask to `gatekit.GatedBlock`.
+    masks, no union over the batch). `gate` "op": the gate runs inside the node (`gatekit.GatedBlockWithGate`);
+    "graph": in standard ops that feed the mask to `gatekit.GatedBlock`. `shortcut` "op" (with the gate in the op):
+    a projection shortcut runs inside the node too (`gatekit.GatedBlockWithGateAndShortcut`); "graph": a Conv node.
     Channels that no calibration image used are removed first, so the op skips only data-dependent ones."""
 
-    def __init__(self, block, channels: torch.Tensor, gate: str = "op"):
+    def __init__(self, block, channels: torch.Tensor, gate: str = "op", shortcut: str = "op"):
         super().__init__()
         w1, b1 = fold_conv_bn(block.conv1, block.bn1.gated)
         w2, b2 = fold_conv_bn(block.conv2, block.bn2.gated)
@@ -238,15 +261,37 @@ class NativeGatedBlock(nn.Module):
         self.shortcut = Shortcut(block)
         if gate not in NATIVE_GATES:
             raise ValueError(f"unknown native gate placement {gate!r}: choose one of {', '.join(NATIVE_GATES)}")
+        if shortcut not in NATIVE_SHORTCUTS:
+            raise ValueError(f"unknown native shortcut placement {shortcut!r}: choose one of {', '.join(NATIVE_SHORTCUTS)}")
         self.gate_in_op = gate == "op"
+        conv = self.shortcut.conv
+        # the op's shortcut samples x at the block's stride, as ResNet's projection does
+        self.shortcut_in_op = (self.gate_in_op and shortcut == "op" and conv is not None
+                               and tuple(conv.stride) == (self.stride, self.stride))
         self.gate = FoldedGate(block.gate, channels)
 
     def forward(self, x):
+        if self.shortcut_in_op:
+            g, conv = self.gate, self.shortcut.conv
+            return GatedBlockWithGateAndShortcutOp.apply(x, g.fc1.weight, g.fc1.bias, g.fc2.weight, self.w1, self.b1,
+                                                         self.w2, self.b2, conv.weight, conv.bias, self.stride)
         if self.gate_in_op:
             g = self.gate
             return GatedBlockWithGateOp.apply(x, g.fc1.weight, g.fc1.bias, g.fc2.weight, self.w1, self.b1, self.w2, self.b2,
                                               self.shortcut(x), self.stride)
         return GatedBlockOp.apply(x, self.gate(x), self.w1, self.b1, self.w2, self.b2, self.shortcut(x), self.stride)
+
+
+def native_op_types(net: nn.Module) -> list[str]:
+    """The gatekit op types a deploy module's native blocks export to, in block order, each once."""
+    types = []
+    for m in net.modules():
+        if isinstance(m, NativeGatedBlock):
+            t = ("GatedBlockWithGateAndShortcut" if m.shortcut_in_op else
+                 "GatedBlockWithGate" if m.gate_in_op else "GatedBlock")
+            if t not in types:
+                types.append(t)
+    return types
 
 
 class DeployNet(nn.Module):
@@ -290,7 +335,7 @@ def skipping_blocks(model: GatedResNet, min_size: int) -> list[bool]:
 
 def build_graph(model: GatedResNet, kind: str, channels: list[torch.Tensor] | None = None,
                 head: nn.Linear | None = None, dynamic_form: str = "conv",
-                dynamic_min_size: int = 0, native_gate: str = "op") -> tuple[DeployNet, GraphSpec]:
+                dynamic_min_size: int = 0, native_gate: str = "op", native_shortcut: str = "op") -> tuple[DeployNet, GraphSpec]:
     """The deploy module of graph `kind`. static and hybrid need the kept channels per block.
 
     `dynamic_form` picks the dynamic graph's formulation: "native" (one `gatekit.GatedBlock` node per block,
@@ -298,6 +343,7 @@ def build_graph(model: GatedResNet, kind: str, channels: list[torch.Tensor] | No
     Conv, for ONNX Runtime and TensorRT) or "matmul" (im2col + MatMul, which OpenVINO's CPU plugin compiles).
     `dynamic_min_size`: only blocks whose output side is at least this skip channels (skipping_blocks).
     `native_gate`: the native form's gates inside its nodes ("op") or in standard ops before them ("graph").
+    `native_shortcut`: with gates in the nodes, projection shortcuts inside them too ("op") or as Conv nodes ("graph").
     """
     if kind not in GRAPHS:
         raise ValueError(f"unknown graph {kind!r}")
@@ -311,7 +357,7 @@ def build_graph(model: GatedResNet, kind: str, channels: list[torch.Tensor] | No
             if channels is None or len(channels) != len(model.blocks):
                 raise ValueError(f"the native dynamic graph needs the used channels of each of the {len(model.blocks)} blocks")
             skip = skipping_blocks(model, dynamic_min_size)
-            blocks = [NativeGatedBlock(b, ch, native_gate) if s else StaticBlock(b, "gated", ch, gated=True)
+            blocks = [NativeGatedBlock(b, ch, native_gate, native_shortcut) if s else StaticBlock(b, "gated", ch, gated=True)
                       for b, ch, s in zip(model.blocks, channels, skip)]
             spec = GraphSpec(kind, [len(c) for c in channels], [c.tolist() for c in channels], skip)
         elif kind == "dynamic":

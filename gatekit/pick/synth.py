@@ -79,7 +79,8 @@ class _Builder:
 
     def native_block(self, x: str, b: BlockShape, active: int, masks: int = 1, reduction: int = 4) -> str:
         """A block as the native op with its gate inside (gatekit.GatedBlockWithGate), `active` of its planes on
-        (random channels, as real masks are): the gate computes its full size.
+        (random channels, as real masks are): the gate computes its full size. A block with a projection shortcut
+        carries it inside the node (gatekit.GatedBlockWithGateAndShortcut), as `gatekit export` writes it.
 
         masks = 1: one fixed set for every input (G1 = 0 and g1 = 1 give hidden units of 1; a G2 row of +1 turns
         its channel on, -1 off). masks > 1: up to `masks` random sets of `active` channels, chosen per input by
@@ -94,13 +95,18 @@ class _Builder:
         b2 = np.zeros(b.planes)
         if masks > 1:
             w2[0] = 0.0  # output channel 0 = relu(residual's channel 0) = the selector, unchanged
-        s = self.conv(x, b.in_channels, b.planes, 1, b.stride, 0, relu=False,
-                      selector_bias=0.0 if masks > 1 else None) if b.shortcut else x
+        weights = [self.const(w1, "w1"), self.const(np.zeros(b.planes), "b1"), self.const(w2, "w2"), self.const(b2, "b2")]
+        if b.shortcut:
+            ws = self.rng.standard_normal((b.planes, b.in_channels)) * math.sqrt(2.0 / b.planes)
+            bs = self.rng.standard_normal(b.planes) * 0.01
+            if masks > 1:  # the shortcut copies the selector (channel 0) unchanged
+                ws[0], bs[0] = 0.0, 0.0
+                ws[0, 0] = 1.0
+            kind, inputs = "GatedBlockWithGateAndShortcut", [x, *gate, *weights, self.const(ws, "ws"), self.const(bs, "bs")]
+        else:
+            kind, inputs = "GatedBlockWithGate", [x, *gate, *weights, x]
         y = self.name("gated")
-        self.nodes.append(helper.make_node(
-            "GatedBlockWithGate", [x, *gate, self.const(w1, "w1"), self.const(np.zeros(b.planes), "b1"),
-                                   self.const(w2, "w2"), self.const(b2, "b2"), s],
-            [y], domain=NATIVE_DOMAIN, stride=b.stride))
+        self.nodes.append(helper.make_node(kind, inputs, [y], domain=NATIVE_DOMAIN, stride=b.stride))
         self.native = True
         return y
 

@@ -85,7 +85,7 @@ OPS_CHOICES = ("auto", "native", "fallback")
 def load_artifact(art: Artifact, runtime: str | None = None, *, ops: str = "auto", **kwargs) -> Session:
     """Loads an exported artifact (its manifest says what it needs) on `runtime` (default: its own).
 
-    A graph with native custom ops (`gatekit.GatedBlockWithGate`, `gatekit.GatedBlock`) runs on the op library
+    A graph with native custom ops (`gatekit.GatedBlockWithGate[AndShortcut]`, `gatekit.GatedBlock`) runs on the op library
     built for the installed runtime (`gatekit ops build`); where there is none, `ops="auto"` runs its
     standard-ops fallback and `ops="native"` refuses in one line. The session's `info.ops` says which path ran."""
     from gatekit import native_ops

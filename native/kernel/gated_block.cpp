@@ -73,7 +73,8 @@ struct AlignedBuf {
 
 struct PackedBlock {
   int C = 0, Cin = 0, Cout = 0, Cout8 = 0;
-  AlignedBuf w1, b1, w2p, b2;
+  AlignedBuf w1, b1, w2p, b2, wsp;
+  bool shortcut = false;
   detail::PackedView view() const {
     detail::PackedView v;
     v.C = C;
@@ -84,15 +85,18 @@ struct PackedBlock {
     v.b1 = b1.p;
     v.w2p = w2p.p;
     v.b2 = b2.p;
+    v.wsp = shortcut ? wsp.p : nullptr;
     return v;
   }
 };
 
 std::shared_ptr<const PackedBlock> pack_block(const float* w1, const float* b1, const float* w2, const float* b2,
-                                              int64_t c, int64_t cin, int64_t cout) {
+                                              int64_t c, int64_t cin, int64_t cout, const float* ws,
+                                              const float* bs) {
   if (c <= 0 || cin <= 0 || cout <= 0 || c > (1 << 20) || cin > (1 << 20) || cout > (1 << 20))
     throw std::invalid_argument("GatedBlock: bad weight sizes");
   if (!w1 || !b1 || !w2 || !b2) throw std::invalid_argument("GatedBlock: missing weight data");
+  if (!ws != !bs) throw std::invalid_argument("GatedBlock: the shortcut needs both Ws and bs");
   auto pb = std::make_shared<PackedBlock>();
   pb->C = (int)c;
   pb->Cin = (int)cin;
@@ -116,10 +120,24 @@ std::shared_ptr<const PackedBlock> pack_block(const float* w1, const float* b1, 
         }
   pb->b2.ensure((size_t)pb->Cout8 + 16);
   std::memcpy(pb->b2.p, b2, (size_t)cout * sizeof(float));
+  if (ws) {
+    // Projection shortcut: [Cout8/8][Cin][8] (one 8-float row per input channel and block of 8 outputs), its
+    // bias folded into b2 (the epilogue adds one bias).
+    pb->shortcut = true;
+    pb->wsp.ensure((size_t)pb->Cout8 * cin + 64, true);
+    float* e = pb->wsp.p;
+    for (int cb = 0; cb < pb->Cout8 / 8; ++cb)
+      for (int ci = 0; ci < cin; ++ci)
+        for (int m = 0; m < 8; ++m) {
+          const int co = cb * 8 + m;
+          e[((size_t)cb * cin + ci) * 8 + m] = co < cout ? ws[(size_t)co * cin + ci] : 0.0f;
+        }
+    for (int co = 0; co < cout; ++co) pb->b2.p[co] += bs[co];
+  }
   return pb;
 }
 
-BlockDims block_dims(const PackedBlock& pb) { return BlockDims{pb.C, pb.Cin, pb.Cout}; }
+BlockDims block_dims(const PackedBlock& pb) { return BlockDims{pb.C, pb.Cin, pb.Cout, pb.shortcut}; }
 
 void serial_parallel_for(void*, size_t n, TaskFn fn, void* arg) {
   for (size_t i = 0; i < n; ++i) fn(arg, i);
@@ -262,7 +280,7 @@ struct CallScratch {
   std::vector<int32_t> act, nact, aoff2;
   std::vector<float> mval;
   std::vector<size_t> hoff;
-  AlignedBuf h;
+  AlignedBuf h, xs;
   std::vector<Task1> t1;
   std::vector<Task2> t2;
 };
@@ -310,7 +328,17 @@ void run_task1(void* arg, size_t i) {
     ps.r0 = t.r0;
     ps.r1 = t.r1;
   }
-  r.isa->conv1(*r.plan, t, ps.buf.p, g);
+  const Plan& p = *r.plan;
+  if (p.xs && t.j0 == 0) {
+    // The shortcut's input for this band: prep plane 1 (stride 1: padded column c + 1, rows shifted by one)
+    // or 3 (stride 2: padded row 2r + 1, column 2c + 1) is x at the shortcut's sample points.
+    const size_t plane = p.S == 1 ? 1 : 3, row0 = p.S == 1 ? 1 : 0;
+    const size_t count = (size_t)(t.r1 - t.r0) * p.Wo;
+    float* dst = p.xs + (size_t)t.n * p.w.Cin * p.P + (size_t)t.r0 * p.Wo;
+    const float* src = ps.buf.p + plane * g.ps + row0 * p.Wo;
+    for (int ci = 0; ci < p.w.Cin; ++ci) std::memcpy(dst + (size_t)ci * p.P, src + (size_t)ci * g.cs, count * sizeof(float));
+  }
+  r.isa->conv1(p, t, ps.buf.p, g);
 }
 
 void run_task2(void* arg, size_t i) {
@@ -377,8 +405,15 @@ void plan_tasks(const Plan& p, int lanes, int threads, std::vector<Task1>& t1, s
   t1.clear();
   t2.clear();
   const int Cin = p.w.Cin, Cout = p.w.Cout, Cout8 = p.w.Cout8;
+  const int Ks = p.w.wsp ? Cin : 0;  // the shortcut's K steps in conv2
   for (int n = 0; n < p.N; ++n) {
     const int A = p.nact[n];
+    if (A == 0 && Ks) {
+      // No active channel, but the shortcut needs xs: prep-only tasks (empty channel range), by row band.
+      const int target = task_target((double)Cin * 9 * p.P, threads);
+      const int rows = band_rows(p.Ho, p.Wo, lanes, target, 256);
+      for (int r0 = 0; r0 < p.Ho; r0 += rows) t1.push_back(Task1{n, r0, std::min(p.Ho, r0 + rows), 0, 0});
+    }
     if (A > 0) {
       const double work = (double)A * Cin * 9 * p.P;
       const int target = task_target(work, threads);
@@ -391,7 +426,7 @@ void plan_tasks(const Plan& p, int lanes, int threads, std::vector<Task1>& t1, s
         for (int g = 0; g < ng; ++g)
           t1.push_back(Task1{n, b * rows, std::min(p.Ho, (b + 1) * rows), g * gsz, std::min(A, (g + 1) * gsz)});
     }
-    const double work2 = (double)Cout * std::max(A, 1) * 9 * p.P;
+    const double work2 = (double)Cout * (std::max(A, 1) * 9 + Ks) * p.P;
     const int target2 = task_target(work2, threads);
     const int rows2 = band_rows(p.Ho, p.Wo, lanes, target2, 3 * lanes);
     const int nb2 = ceil_div(p.Ho, rows2);
@@ -411,7 +446,7 @@ std::string run_block_impl(const PackedBlock& pb, const BlockIO& io, ParallelFor
   if (io.stride != 1 && io.stride != 2) return "GatedBlock: stride must be 1 or 2";
   if (io.n < 0 || io.h <= 0 || io.w <= 0) return "GatedBlock: bad input size";
   if (io.n == 0) return std::string();
-  if (!io.x || !(io.mask || io.gate) || !io.residual || !io.y) return "GatedBlock: missing tensor data";
+  if (!io.x || !(io.mask || io.gate) || !(io.residual || pb.shortcut) || !io.y) return "GatedBlock: missing tensor data";
   if (io.h > (1 << 15) || io.w > (1 << 15) || io.n > (1 << 20)) return "GatedBlock: input too large";
   const IsaOps* isa = isa_choice().ops;
 
@@ -425,7 +460,7 @@ std::string run_block_impl(const PackedBlock& pb, const BlockIO& io, ParallelFor
   p.Wo = (int)out_size(io.w, io.stride);
   p.P = p.Ho * p.Wo;
   p.x = io.x;
-  p.res = io.residual;
+  p.res = pb.shortcut ? nullptr : io.residual;
   p.y = io.y;
 
   const int C = pb.C;
@@ -471,6 +506,15 @@ std::string run_block_impl(const PackedBlock& pb, const BlockIO& io, ParallelFor
   p.aoff2 = cs.aoff2.data();
   p.h = cs.h.p;
   p.hoff = cs.hoff.data();
+  p.xs = nullptr;
+  if (pb.shortcut) {
+    try {
+      cs.xs.ensure((size_t)p.N * pb.Cin * p.P + 256);  // slack: tiles read whole vectors past the last pixel
+    } catch (...) {
+      return "GatedBlock: out of memory";
+    }
+    p.xs = cs.xs.p;
+  }
 
   try {
     plan_tasks(p, isa->lanes, io.threads, cs.t1, cs.t2);

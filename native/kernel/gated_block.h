@@ -27,13 +27,17 @@ typedef void (*ParallelForFn)(void* ctx, size_t n, TaskFn fn, void* arg);
 // A parallel_for that runs the tasks one after another on the calling thread.
 void serial_parallel_for(void* ctx, size_t n, TaskFn fn, void* arg);
 
-// Packs W1 [C][Cin][3][3], b1 [C], W2 [Cout][C][3][3], b2 [Cout] (float32, OIHW, BatchNorm folded).
+// Packs W1 [C][Cin][3][3], b1 [C], W2 [Cout][C][3][3], b2 [Cout] (float32, OIHW, BatchNorm folded), and
+// optionally a projection shortcut Ws [Cout][Cin] (1x1 conv with the block's stride), bs [Cout]: the block
+// then computes its residual itself, residual = Ws x[:, ::stride, ::stride] + bs (BlockIO::residual unused).
 // Throws std::invalid_argument on bad sizes and std::bad_alloc when out of memory.
 std::shared_ptr<const PackedBlock> pack_block(const float* w1, const float* b1, const float* w2, const float* b2,
-                                              int64_t c, int64_t cin, int64_t cout);
+                                              int64_t c, int64_t cin, int64_t cout, const float* ws = nullptr,
+                                              const float* bs = nullptr);
 
 struct BlockDims {
   int64_t c, cin, cout;
+  bool shortcut;  // packed with Ws, bs: the block computes its residual
 };
 BlockDims block_dims(const PackedBlock& pb);
 
@@ -41,7 +45,7 @@ struct BlockIO {
   const float* x;         // [n][cin][h][w]
   const float* mask;      // [n][c]: 0 = channel off, any other value v = on, scaled by v (1.0 in practice)
   const PackedGate* gate = nullptr;  // when set, the mask is this gate's decision on x (channel_gate.h); mask unused
-  const float* residual;  // [n][cout][ho][wo]
+  const float* residual;  // [n][cout][ho][wo]; unused (may be null) when the block has a packed shortcut
   float* y;               // [n][cout][ho][wo], ho = (h - 1) / stride + 1
   int64_t n, h, w;
   int stride;             // 1 or 2

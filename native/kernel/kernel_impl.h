@@ -337,7 +337,8 @@ static void conv1_impl(const Plan& p, const Task1& t, const float* prep, const P
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// conv2: y[co] = relu(sum_{j active, tap} w2[co][c_j][tap] * h[j][...] + b2[co] + res[co]).
+// conv2: y[co] = relu(sum_{j active, tap} w2[co][c_j][tap] * h[j][...] + b2[co] + res[co]); with a projection
+// shortcut, res[co] = sum_ci ws[co][ci] * xs[ci][...] (its bias is in b2) is Cin more K steps of the same tile.
 struct T2Args {
   const float* a;          // w2p block of the tile's first output channel, at lane co0 % 8
   size_t ablk;             // stride between blocks of 8 output channels (C * 72)
@@ -348,7 +349,12 @@ struct T2Args {
   ptrdiff_t ps;            // h plane stride
   ptrdiff_t rs;            // h row stride (Wo)
   float* y;                // sample's output
-  const float* res;        // sample's residual
+  const float* res;        // sample's residual, or null with a shortcut
+  const float* ws;         // shortcut: wsp block of the tile's first output channel, at lane co0 % 8; or null
+  size_t wsblk;            // stride between shortcut blocks of 8 output channels (Cin * 8)
+  const float* xs;         // shortcut: sample's xs at the tile's first pixel
+  int cin;
+  int P0;                  // xs stride per input channel (Ho * Wo)
   const float* bias;       // b2 + co0
   int co0, Cout, P, q0, qend;
 };
@@ -391,20 +397,37 @@ static void tile2(const T2Args& a) {
     ktaps<MR, NR, 1, 8, 8>(acc, b, ps, rs, w, 0);
   }
 
+  if (a.ws) {  // projection shortcut: one K step per input channel, weights contiguous per block of 8
+    const float* w[NB];
+#pragma GCC unroll 4
+    for (int k = 0; k < NB; ++k) w[k] = a.ws + k * a.wsblk;
+    const float* xb = a.xs;
+    const ptrdiff_t xst = a.P0;
+    for (int ci = 0; ci < a.cin; ++ci, xb += xst) kstep<MR, NR, 8>(acc, xb, w, ci * 8);
+  }
+
   const int P = a.P;
 #pragma GCC unroll 32
   for (int m = 0; m < MR; ++m) {
     const int co = a.co0 + m;
     if (co >= a.Cout) break;
     const vec bias = V::set1(a.bias[m]);
-    const float* rr = a.res + (size_t)co * P;
     float* yy = a.y + (size_t)co * P;
+    if (a.res) {
+      const float* rr = a.res + (size_t)co * P;
 #pragma GCC unroll 8
-    for (int v = 0; v < NR; ++v) {
-      const int q = a.q0 + v * L;
-      const int nvalid = imin(L, a.qend - q);
-      const vec r = V::load_n(rr + q, nvalid);
-      V::store_n(yy + q, V::max(V::add(V::add(acc[m][v], bias), r), V::zero()), nvalid);
+      for (int v = 0; v < NR; ++v) {
+        const int q = a.q0 + v * L;
+        const int nvalid = imin(L, a.qend - q);
+        const vec r = V::load_n(rr + q, nvalid);
+        V::store_n(yy + q, V::max(V::add(V::add(acc[m][v], bias), r), V::zero()), nvalid);
+      }
+    } else {
+#pragma GCC unroll 8
+      for (int v = 0; v < NR; ++v) {
+        const int q = a.q0 + v * L;
+        V::store_n(yy + q, V::max(V::add(acc[m][v], bias), V::zero()), imin(L, a.qend - q));
+      }
     }
   }
 }
@@ -483,7 +506,10 @@ static void conv2_impl(const Plan& p, const Task2& t) {
   a.ps = (ptrdiff_t)p.h_ps;
   a.rs = Wo;
   a.y = p.y + (size_t)n * p.w.Cout * P;
-  a.res = p.res + (size_t)n * p.w.Cout * P;
+  a.res = p.res ? p.res + (size_t)n * p.w.Cout * P : nullptr;
+  a.wsblk = (size_t)p.w.Cin * 8;
+  a.cin = p.w.Cin;
+  a.P0 = P;
   a.Cout = p.w.Cout;
   a.P = P;
   a.qend = qe;
@@ -492,16 +518,18 @@ static void conv2_impl(const Plan& p, const Task2& t) {
   const int co_end = imin(t.co1, (p.w.Cout + C2_STEP - 1) / C2_STEP * C2_STEP);
   const int M = co_end - t.co0;
   if (M <= 0) return;
-  const int NR = pick_nr2(M, nv, 9 * nact);
+  const int NR = pick_nr2(M, nv, 9 * nact + (p.w.wsp ? p.w.Cin : 0));
 
   for (int v0 = 0; v0 < nv; v0 += NR) {
     const int nr = imin(NR, nv - v0);
     a.b = hn + qb + (size_t)v0 * L;
     a.q0 = qb + v0 * L;
+    a.xs = p.xs ? p.xs + (size_t)n * p.w.Cin * P + a.q0 : nullptr;
     const int mrmax = c2_mrmax(nr);
     for (int co = t.co0; co < co_end;) {
       const int mr = imin(mrmax, co_end - co);
       a.a = p.w.w2p + (size_t)(co / 8) * ablk + (co % 8);
+      a.ws = p.w.wsp ? p.w.wsp + (size_t)(co / 8) * a.wsblk + (co % 8) : nullptr;
       a.bias = p.w.b2 + co;
       a.co0 = co;
       table2.fn[nr][mr / C2_STEP](a);

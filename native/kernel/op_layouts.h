@@ -7,14 +7,20 @@
 namespace gatekit {
 
 // `gate` < 0: the mask is input `mask`; otherwise G1, g1, G2 are inputs gate, gate + 1, gate + 2 and the op
-// computes the mask (channel_gate.h).  W1, b1, W2, b2 are inputs weights .. weights + 3.
+// computes the mask (channel_gate.h).  W1, b1, W2, b2 are inputs weights .. weights + 3.  `shortcut` < 0: the
+// residual is input `residual`; otherwise Ws [Cout, Cin(, 1, 1)], bs [Cout] are inputs shortcut, shortcut + 1
+// (a 1x1 conv with the block's stride, BatchNorm folded) and the op computes the residual (`residual` = -1).
 struct OpLayout {
   const char* name;
   size_t inputs;
-  int mask, gate, weights, residual;
+  int mask, gate, weights, residual, shortcut;
 };
 
-constexpr OpLayout kGatedBlock{"GatedBlock", 7, 1, -1, 2, 6};                  // (x, mask, W1, b1, W2, b2, residual)
-constexpr OpLayout kGatedBlockWithGate{"GatedBlockWithGate", 9, -1, 1, 4, 8};  // (x, G1, g1, G2, W1, b1, W2, b2, residual)
+// (x, mask, W1, b1, W2, b2, residual)
+constexpr OpLayout kGatedBlock{"GatedBlock", 7, 1, -1, 2, 6, -1};
+// (x, G1, g1, G2, W1, b1, W2, b2, residual)
+constexpr OpLayout kGatedBlockWithGate{"GatedBlockWithGate", 9, -1, 1, 4, 8, -1};
+// (x, G1, g1, G2, W1, b1, W2, b2, Ws, bs)
+constexpr OpLayout kGatedBlockWithGateAndShortcut{"GatedBlockWithGateAndShortcut", 10, -1, 1, 4, -1, 8};
 
 }  // namespace gatekit

@@ -20,7 +20,8 @@ struct PackedView {
   const float* w1;   // [C][Cin*9]      : conv1, OIHW unchanged; one contiguous row per inner channel
   const float* b1;   // [C]
   const float* w2p;  // [Cout8/8][C][9][8]: conv2; an inner channel is one contiguous 72-float block
-  const float* b2;   // [Cout8] (zero padded)
+  const float* b2;   // [Cout8] (zero padded; with a shortcut, b2 + bs)
+  const float* wsp;  // [Cout8/8][Cin][8]: the projection shortcut (1x1 conv), or null (residual is an input)
 };
 
 // Everything one call needs; built by the dispatcher, read-only for the tasks.
@@ -28,7 +29,7 @@ struct Plan {
   PackedView w;
   int N, H, W, S, Ho, Wo, P;  // P = Ho*Wo
   const float* x;    // [N][Cin][H][W]
-  const float* res;  // [N][Cout][Ho][Wo]
+  const float* res;  // [N][Cout][Ho][Wo], or null with a projection shortcut (w.wsp)
   float* y;          // [N][Cout][Ho][Wo]
   // Active inner channels of sample n: act[n*C + j] for j < nact[n] (ascending), mask value mval[n*C + j],
   // and the conv2 weight offset aoff2[n*C + j] = act * 72.
@@ -43,9 +44,13 @@ struct Plan {
   const size_t* hoff;
   size_t h_cs;
   size_t h_ps;
+  // With a projection shortcut: x at the shortcut's sample points, [N][Cin][P] (x[2r][2c] at stride 2),
+  // copied from the prep planes by the conv1 pass (tasks with j0 == 0) and read by conv2 as Cin more K steps.
+  float* xs;
 };
 
-// conv1 work item: sample n, output rows [r0, r1), active channels [j0, j1).
+// conv1 work item: sample n, output rows [r0, r1), active channels [j0, j1) (may be empty: a sample with no
+// active channel still has its prep planes built for the shortcut's xs).
 struct Task1 {
   int n, r0, r1, j0, j1;
 };
@@ -82,7 +87,7 @@ struct IsaOps {
   void (*prep)(const Plan& p, int n, int r0, int r1, float* dst, const PrepGeom& g);
   // conv1 + bias + relu + mask for one task, reading prep planes built for (t.n, t.r0, t.r1).
   void (*conv1)(const Plan& p, const Task1& t, const float* prep, const PrepGeom& g);
-  // conv2 over the active channels + bias + residual + relu, written to y.
+  // conv2 over the active channels (and the shortcut's Cin channels of xs) + bias + residual + relu, to y.
   void (*conv2)(const Plan& p, const Task2& t);
 };
 

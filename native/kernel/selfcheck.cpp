@@ -105,12 +105,13 @@ std::shared_ptr<const gatekit::PackedGate> gate_decisions(const Case& k, const s
   return pg;
 }
 
-double check(const Case& k, const std::string& pattern, int threads) {
+// `shortcut`: the block packs a projection shortcut (Ws [cout][cin], bs) and computes its residual itself.
+double check(const Case& k, const std::string& pattern, int threads, bool shortcut) {
   const int ho = (k.h - 1) / k.stride + 1, wo = (k.w - 1) / k.stride + 1;
   std::vector<float> x((size_t)k.n * k.cin * k.h * k.w), w1((size_t)k.c * k.cin * 9), b1(k.c),
       w2((size_t)k.cout * k.c * 9), b2(k.cout), res((size_t)k.n * k.cout * ho * wo), mask((size_t)k.n * k.c),
-      y(res.size(), -7.0f);
-  for (auto* v : {&x, &w1, &b1, &w2, &b2, &res})
+      y(res.size(), -7.0f), ws((size_t)k.cout * k.cin), bs(k.cout);
+  for (auto* v : {&x, &w1, &b1, &w2, &b2, &res, &ws, &bs})
     for (float& f : *v) f = uniform();
   for (int s = 0; s < k.n; ++s)
     for (int j = 0; j < k.c; ++j) {
@@ -123,12 +124,13 @@ double check(const Case& k, const std::string& pattern, int threads) {
   std::shared_ptr<const gatekit::PackedGate> gate;
   if (pattern == "gate" && !(gate = gate_decisions(k, x, mask))) return 1e30;
 
-  auto pb = gatekit::pack_block(w1.data(), b1.data(), w2.data(), b2.data(), k.c, k.cin, k.cout);
+  auto pb = gatekit::pack_block(w1.data(), b1.data(), w2.data(), b2.data(), k.c, k.cin, k.cout,
+                                shortcut ? ws.data() : nullptr, shortcut ? bs.data() : nullptr);
   gatekit::BlockIO io;
   io.x = x.data();
   io.mask = gate ? nullptr : mask.data();  // "gate": the block runs its gate itself
   io.gate = gate.get();
-  io.residual = res.data();
+  io.residual = shortcut ? nullptr : res.data();
   io.y = y.data();
   io.n = k.n;
   io.h = k.h;
@@ -156,7 +158,14 @@ double check(const Case& k, const std::string& pattern, int threads) {
     for (int co = 0; co < k.cout; ++co)
       for (int p = 0; p < ho * wo; ++p) {
         const size_t i = ((size_t)s * k.cout + co) * ho * wo + p;
-        const double ref = std::max(0.0, c2[(size_t)co * ho * wo + p] + b2[co] + res[i]);
+        double r = res[i];
+        if (shortcut) {  // 1x1 conv at the block's stride: x[ci][stride * row][stride * col]
+          const int oy = p / wo, ox = p % wo;
+          r = bs[co];
+          for (int ci = 0; ci < k.cin; ++ci)
+            r += (double)ws[(size_t)co * k.cin + ci] * xs[((size_t)ci * k.h + oy * k.stride) * k.w + ox * k.stride];
+        }
+        const double ref = std::max(0.0, c2[(size_t)co * ho * wo + p] + b2[co] + r);
         scale = std::max(scale, std::fabs(ref));
         worst = std::max(worst, std::fabs(ref - (double)y[i]));
       }
@@ -172,16 +181,17 @@ int main() {
   double worst = 0.0;
   for (const Case& k : kCases)
     for (const char* pattern : {"random", "off", "on", "mixed", "gate"})
-      for (int threads : {1, 3}) {
-        const double e = check(k, pattern, threads);
-        ++run;
-        worst = std::max(worst, e);
-        if (!(e <= tol)) {
-          ++failed;
-          std::printf("FAIL n=%d cin=%d %dx%d c=%d cout=%d stride=%d mask=%s threads=%d: rel error %.3g\n", k.n, k.cin,
-                      k.h, k.w, k.c, k.cout, k.stride, pattern, threads, e);
+      for (int threads : {1, 3})
+        for (bool shortcut : {false, true}) {
+          const double e = check(k, pattern, threads, shortcut);
+          ++run;
+          worst = std::max(worst, e);
+          if (!(e <= tol)) {
+            ++failed;
+            std::printf("FAIL n=%d cin=%d %dx%d c=%d cout=%d stride=%d mask=%s threads=%d shortcut=%d: rel error %.3g\n",
+                        k.n, k.cin, k.h, k.w, k.c, k.cout, k.stride, pattern, threads, (int)shortcut, e);
+          }
         }
-      }
   std::printf("{\"isa\": \"%s\", \"cases\": %d, \"failed\": %d, \"worst_rel_error\": %.3g}\n", gatekit::isa_selected(),
               run, failed, worst);
   return failed ? 1 : 0;

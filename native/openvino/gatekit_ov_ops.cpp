@@ -2,6 +2,8 @@
 //
 //   y = GatedBlock(x, mask, W1, b1, W2, b2, residual)                   the mask is an input
 //   y = GatedBlockWithGate(x, G1, g1, G2, W1, b1, W2, b2, residual)     the block computes its own mask
+//   y = GatedBlockWithGateAndShortcut(x, G1, g1, G2, W1, b1, W2, b2, Ws, bs)   ... and its residual (1x1 conv):
+//       no layout reorders around a shortcut convolution between two ops, which the plugin runs blocked
 //
 // Load with core.add_extension(path); the ONNX frontend then maps ONNX nodes of these types in domain
 // "gatekit" to these ops, so the same .onnx file serves ONNX Runtime and OpenVINO.  The CPU plugin runs the
@@ -37,6 +39,7 @@ namespace gatekit_ov {
 using Layout = gatekit::OpLayout;
 using gatekit::kGatedBlock;
 using gatekit::kGatedBlockWithGate;
+using gatekit::kGatedBlockWithGateAndShortcut;
 
 struct Packed {
   std::shared_ptr<const gatekit::PackedBlock> block;
@@ -59,6 +62,11 @@ class PackCache {
         key.ptr[4 + k] = in[L.gate + k].data();
         key.size[4 + k] = in[L.gate + k].get_size();
       }
+    if (L.shortcut >= 0)
+      for (int k = 0; k < 2; ++k) {
+        key.ptr[7 + k] = in[L.shortcut + k].data();
+        key.size[7 + k] = in[L.shortcut + k].get_size();
+      }
     std::lock_guard<std::mutex> lock(m_mutex);
     for (const auto& e : m_entries)
       if (std::memcmp(&e.first, &key, sizeof(Key)) == 0) return e.second;
@@ -70,9 +78,22 @@ class PackCache {
     OPENVINO_ASSERT(in[w + 1].get_size() == w1[0] && in[w + 3].get_size() == w2[0], op, "b1 must be [C] and b2 [Cout]");
     for (int k = w; k < w + 4; ++k)
       OPENVINO_ASSERT(in[k].get_element_type() == ov::element::f32, op, "weights must be f32");
+    const float* sc[2] = {nullptr, nullptr};
+    if (L.shortcut >= 0) {
+      const int s = L.shortcut;
+      const auto& ws = in[s].get_shape();
+      OPENVINO_ASSERT((ws.size() == 2 || (ws.size() == 4 && ws[2] == 1 && ws[3] == 1)) && ws[0] == w2[0] && ws[1] == w1[1],
+                      op, "Ws must be [Cout, Cin] or [Cout, Cin, 1, 1], got ", ws);
+      OPENVINO_ASSERT(in[s + 1].get_size() == w2[0], op, "bs must be [Cout]");
+      for (int k = s; k < s + 2; ++k)
+        OPENVINO_ASSERT(in[k].get_element_type() == ov::element::f32, op, "shortcut weights must be f32");
+      sc[0] = in[s].data<const float>();
+      sc[1] = in[s + 1].data<const float>();
+    }
     Packed p;
     p.block = gatekit::pack_block(in[w].data<const float>(), in[w + 1].data<const float>(), in[w + 2].data<const float>(),
-                                  in[w + 3].data<const float>(), (int64_t)w1[0], (int64_t)w1[1], (int64_t)w2[0]);
+                                  in[w + 3].data<const float>(), (int64_t)w1[0], (int64_t)w1[1], (int64_t)w2[0], sc[0],
+                                  sc[1]);
     if (L.gate >= 0) {
       const int g = L.gate;
       const auto& g1 = in[g].get_shape();
@@ -91,8 +112,8 @@ class PackCache {
 
  private:
   struct Key {
-    const void* ptr[7];
-    size_t size[7];
+    const void* ptr[9];
+    size_t size[9];
   };
   std::mutex m_mutex;
   std::vector<std::pair<Key, Packed>> m_entries;
@@ -129,8 +150,10 @@ class BlockOp : public ov::op::Op {
     NODE_VALIDATION_CHECK(this, m_stride == 1 || m_stride == 2, L.name, ": stride must be 1 or 2, got ", m_stride);
     const auto et = get_input_element_type(0);
     NODE_VALIDATION_CHECK(this, et == ov::element::f32 || et.is_dynamic(), L.name, ": x must be f32");
-    // Output: [N, Cout, Ho, Wo], the residual's shape; filled in from x and W2 where the residual is unknown.
-    ov::PartialShape out = get_input_partial_shape(L.residual);
+    check_weight_shapes();
+    // Output: [N, Cout, Ho, Wo], the residual's shape; filled in from x and W2 where the residual is unknown
+    // (or computed by the op).
+    ov::PartialShape out = L.residual >= 0 ? get_input_partial_shape(L.residual) : ov::PartialShape::dynamic(4);
     const auto& x = get_input_partial_shape(0);
     const auto& w2 = get_input_partial_shape(L.weights + 2);
     if (out.rank().is_dynamic()) out = ov::PartialShape::dynamic(4);
@@ -142,9 +165,62 @@ class BlockOp : public ov::op::Op {
                               x[3].is_static() ? ov::Dimension((x[3].get_length() - 1) / m_stride + 1)
                                                : ov::Dimension::dynamic()};
       NODE_VALIDATION_CHECK(this, ov::PartialShape::merge_into(out, from_x), L.name, ": residual shape ",
-                            get_input_partial_shape(L.residual), " does not match the output shape ", from_x);
+                            get_input_partial_shape(L.residual >= 0 ? L.residual : 0), " does not match the output shape ",
+                            from_x);
     }
     set_output_type(0, et.is_dynamic() ? ov::element::f32 : et, out);
+  }
+
+  // Where the weights' shapes are known (constants), they must fit together: a mismatch is refused when the
+  // model is read or compiled, with one line naming the op and the input (evaluate() cannot report it: the
+  // plugin runs it for every inference).
+  void check_weight_shapes() {
+    const Layout& L = *m_layout;
+    auto dims = [this](int i, std::vector<int64_t>& d) {
+      const auto& ps = get_input_partial_shape(i);
+      if (ps.rank().is_dynamic() || !ps.is_static()) return false;
+      d.clear();
+      for (const auto& v : ps.to_shape()) d.push_back((int64_t)v);
+      return true;
+    };
+    auto str = [](const std::vector<int64_t>& d) {
+      std::string s = "[";
+      for (size_t i = 0; i < d.size(); ++i) s += (i ? ", " : "") + std::to_string(d[i]);
+      return s + "]";
+    };
+    std::vector<int64_t> w1, w2, d;
+    if (!dims(L.weights, w1) || !dims(L.weights + 2, w2)) return;
+    const std::string op = std::string("gatekit::") + L.name + ": ";
+    NODE_VALIDATION_CHECK(this, w1.size() == 4 && w1[2] == 3 && w1[3] == 3, op, "W1 must be [C, Cin, 3, 3], got ", str(w1));
+    const int64_t C = w1[0], Cin = w1[1];
+    NODE_VALIDATION_CHECK(this, w2.size() == 4 && w2[1] == C && w2[2] == 3 && w2[3] == 3, op,
+                          "W2 must be [Cout, C, 3, 3] with C = ", C, ", got ", str(w2));
+    const int64_t Cout = w2[0];
+    if (dims(L.weights + 1, d)) NODE_VALIDATION_CHECK(this, d == std::vector<int64_t>{C}, op, "b1 must be [C], got ", str(d));
+    if (dims(L.weights + 3, d)) NODE_VALIDATION_CHECK(this, d == std::vector<int64_t>{Cout}, op, "b2 must be [Cout], got ", str(d));
+    const auto& x = get_input_partial_shape(0);
+    if (x.rank().is_static())
+      NODE_VALIDATION_CHECK(this, x.rank().get_length() == 4 && (x[1].is_dynamic() || x[1].get_length() == Cin), op,
+                            "x must be [N, ", Cin, ", H, W], got ", x);
+    if (L.gate >= 0) {
+      std::vector<int64_t> g1;
+      if (dims(L.gate, g1)) {
+        NODE_VALIDATION_CHECK(this, g1.size() == 2 && g1[1] == Cin, op, "G1 must be [Hd, Cin] with Cin = ", Cin, ", got ",
+                              str(g1));
+        const int64_t Hd = g1[0];
+        if (dims(L.gate + 1, d)) NODE_VALIDATION_CHECK(this, d == std::vector<int64_t>{Hd}, op, "g1 must be [Hd], got ", str(d));
+        if (dims(L.gate + 2, d))
+          NODE_VALIDATION_CHECK(this, d == (std::vector<int64_t>{C, Hd}), op, "G2 must be [C, Hd] = [", C, ", ", Hd,
+                                "], got ", str(d));
+      }
+    }
+    if (L.shortcut >= 0) {
+      if (dims(L.shortcut, d))
+        NODE_VALIDATION_CHECK(this, (d.size() == 2 || (d.size() == 4 && d[2] == 1 && d[3] == 1)) && d[0] == Cout && d[1] == Cin,
+                              op, "Ws must be [Cout, Cin] or [Cout, Cin, 1, 1] = [", Cout, ", ", Cin, "], got ", str(d));
+      if (dims(L.shortcut + 1, d))
+        NODE_VALIDATION_CHECK(this, d == std::vector<int64_t>{Cout}, op, "bs must be [Cout], got ", str(d));
+    }
   }
 
   bool visit_attributes(ov::AttributeVisitor& visitor) override {
@@ -157,7 +233,8 @@ class BlockOp : public ov::op::Op {
   bool evaluate(ov::TensorVector& outputs, const ov::TensorVector& inputs) const override {
     const Layout& L = *m_layout;
     if (inputs.size() != L.inputs || outputs.size() != 1) return false;
-    if (inputs[0].get_element_type() != ov::element::f32 || inputs[L.residual].get_element_type() != ov::element::f32)
+    if (inputs[0].get_element_type() != ov::element::f32 ||
+        (L.residual >= 0 && inputs[L.residual].get_element_type() != ov::element::f32))
       return false;
     if (L.mask >= 0 && inputs[L.mask].get_element_type() != ov::element::f32) return false;
     const Packed packed = m_cache->get(inputs, L);
@@ -171,14 +248,15 @@ class BlockOp : public ov::op::Op {
     if (L.mask >= 0)
       OPENVINO_ASSERT(inputs[L.mask].get_shape() == ov::Shape({(size_t)N, (size_t)dims.c}), op, "mask must be [N, C], got ",
                       inputs[L.mask].get_shape());
-    OPENVINO_ASSERT(inputs[L.residual].get_shape() == ys, op, "residual must be ", ys, ", got ",
-                    inputs[L.residual].get_shape());
+    if (L.residual >= 0)
+      OPENVINO_ASSERT(inputs[L.residual].get_shape() == ys, op, "residual must be ", ys, ", got ",
+                      inputs[L.residual].get_shape());
     outputs[0].set_shape(ys);
     gatekit::BlockIO io;
     io.x = inputs[0].data<const float>();
     io.mask = L.mask >= 0 ? inputs[L.mask].data<const float>() : nullptr;  // GatedBlockWithGate: its gate decides
     io.gate = packed.gate.get();
-    io.residual = inputs[L.residual].data<const float>();
+    io.residual = L.residual >= 0 ? inputs[L.residual].data<const float>() : nullptr;  // else the op's shortcut
     io.y = outputs[0].data<float>();
     io.n = N;
     io.h = H;
@@ -229,13 +307,29 @@ class GatedBlockWithGate : public BlockOp {
   }
 };
 
+class GatedBlockWithGateAndShortcut : public BlockOp {
+ public:
+  OPENVINO_OP("GatedBlockWithGateAndShortcut", "gatekit");
+  GatedBlockWithGateAndShortcut() : BlockOp(kGatedBlockWithGateAndShortcut) {}
+  GatedBlockWithGateAndShortcut(const ov::OutputVector& args, int64_t stride)
+      : BlockOp(args, stride, kGatedBlockWithGateAndShortcut) {
+    constructor_validate_and_infer_types();
+  }
+  std::shared_ptr<ov::Node> clone_with_new_inputs(const ov::OutputVector& a) const override {
+    return clone_as<GatedBlockWithGateAndShortcut>(a);
+  }
+};
+
 }  // namespace gatekit_ov
 
 OPENVINO_CREATE_EXTENSIONS(std::vector<ov::Extension::Ptr>(
     {std::make_shared<ov::OpExtension<gatekit_ov::GatedBlock>>(),
      std::make_shared<ov::frontend::onnx::OpExtension<gatekit_ov::GatedBlock>>("GatedBlock", "gatekit"),
      std::make_shared<ov::OpExtension<gatekit_ov::GatedBlockWithGate>>(),
-     std::make_shared<ov::frontend::onnx::OpExtension<gatekit_ov::GatedBlockWithGate>>("GatedBlockWithGate", "gatekit")}));
+     std::make_shared<ov::frontend::onnx::OpExtension<gatekit_ov::GatedBlockWithGate>>("GatedBlockWithGate", "gatekit"),
+     std::make_shared<ov::OpExtension<gatekit_ov::GatedBlockWithGateAndShortcut>>(),
+     std::make_shared<ov::frontend::onnx::OpExtension<gatekit_ov::GatedBlockWithGateAndShortcut>>(
+         "GatedBlockWithGateAndShortcut", "gatekit")}));
 
 #define GATEKIT_STR2(x) #x
 #define GATEKIT_STR(x) GATEKIT_STR2(x)

@@ -2,10 +2,11 @@
 //
 //   y = GatedBlock(x, mask, W1, b1, W2, b2, residual)                   the mask is an input
 //   y = GatedBlockWithGate(x, G1, g1, G2, W1, b1, W2, b2, residual)     the block computes its own mask
+//   y = GatedBlockWithGateAndShortcut(x, G1, g1, G2, W1, b1, W2, b2, Ws, bs)   ... and its residual (1x1 conv)
 //
 // C API only, no link to libonnxruntime; exports RegisterCustomOps (loaded with
-// SessionOptions.register_custom_ops_library) and gatekit_ops_build_info.  The weights (W1, b1, W2, b2 and
-// the gate's G1, g1, G2) must be constant initializers: they are read and packed once in CreateKernelV2,
+// SessionOptions.register_custom_ops_library) and gatekit_ops_build_info.  The weights (W1, b1, W2, b2, the
+// gate's G1, g1, G2 and the shortcut's Ws, bs) must be constant initializers: they are read and packed once in CreateKernelV2,
 // when the session is created.  Tasks run on the session's intra-op thread pool through
 // KernelContext_ParallelFor.
 #include <sched.h>
@@ -42,6 +43,7 @@ const OrtApi* g_api = nullptr;  // the API 17 table of the runtime that register
 using Layout = gatekit::OpLayout;
 using gatekit::kGatedBlock;
 using gatekit::kGatedBlockWithGate;
+using gatekit::kGatedBlockWithGateAndShortcut;
 
 // An OrtCustomOp followed by its layout: ORT hands the OrtCustomOp* back to every callback.
 struct OpDef {
@@ -157,13 +159,28 @@ OrtStatusPtr create_kernel(const OrtCustomOp* op, const OrtApi* api, const OrtKe
                                 dims_str(gd[2]));
       k->gate = gatekit::pack_gate(g[0], g[1], g[2], Hd, Cin, C);
     }
+    const float* sc[2] = {nullptr, nullptr};
+    if (L.shortcut >= 0) {
+      std::vector<int64_t> sd[2];
+      static const char* const snames[2] = {"Ws", "bs"};
+      for (int i = 0; i < 2; ++i) {
+        st = constant_input(api, L, info, (size_t)(L.shortcut + i), snames[i], &sc[i], sd[i]);
+        if (st) return st;
+      }
+      const bool ws_ok = (sd[0].size() == 2 || (sd[0].size() == 4 && sd[0][2] == 1 && sd[0][3] == 1)) &&
+                         sd[0][0] == Cout && sd[0][1] == Cin;
+      if (!ws_ok)
+        return fail(api, L, "Ws must be [Cout, Cin] or [Cout, Cin, 1, 1] = [" + std::to_string(Cout) + ", " +
+                                std::to_string(Cin) + "], got " + dims_str(sd[0]));
+      if (sd[1] != std::vector<int64_t>{Cout}) return fail(api, L, "bs must be [Cout], got " + dims_str(sd[1]));
+    }
     k->api = api;
     k->layout = &L;
     k->stride = (int)stride;
     k->C = C;
     k->Cin = Cin;
     k->Cout = Cout;
-    k->pb = gatekit::pack_block(data[0], data[1], data[2], data[3], C, Cin, Cout);
+    k->pb = gatekit::pack_block(data[0], data[1], data[2], data[3], C, Cin, Cout, sc[0], sc[1]);
     *out = k.release();
     return nullptr;
   } catch (const std::exception& e) {
@@ -209,13 +226,13 @@ OrtStatusPtr compute(void* op_kernel, OrtKernelContext* ctx) noexcept {
   const OrtApi* api = k->api;
   const Layout& L = *k->layout;
   try {
-    // x, residual, and the mask where it is an input
+    // x, the residual and the mask where they are inputs
     const OrtValue* in[3] = {nullptr, nullptr, nullptr};
-    const size_t idx[3] = {0, (size_t)L.residual, (size_t)L.mask};
-    const int n_in = L.mask >= 0 ? 3 : 2;
+    const int idx[3] = {0, L.residual, L.mask};
     std::vector<int64_t> d[3];
     const float* ptr[3] = {nullptr, nullptr, nullptr};
-    for (int i = 0; i < n_in; ++i) {
+    for (int i = 0; i < 3; ++i) {
+      if (idx[i] < 0) continue;
       OrtStatus* st = api->KernelContext_GetInput(ctx, idx[i], &in[i]);
       if (st) return st;
       if (!in[i]) return fail(api, L, "missing input");
@@ -234,7 +251,8 @@ OrtStatusPtr compute(void* op_kernel, OrtKernelContext* ctx) noexcept {
     if (L.mask >= 0 && d[2] != std::vector<int64_t>{N, k->C})
       return fail(api, L, "mask must be [" + std::to_string(N) + ", " + std::to_string(k->C) + "], got " + dims_str(d[2]));
     const std::vector<int64_t> yd{N, k->Cout, Ho, Wo};
-    if (d[1] != yd) return fail(api, L, "residual must be " + dims_str(yd) + ", got " + dims_str(d[1]));
+    if (L.residual >= 0 && d[1] != yd)
+      return fail(api, L, "residual must be " + dims_str(yd) + ", got " + dims_str(d[1]));
 
     OrtValue* yv = nullptr;
     OrtStatus* st = api->KernelContext_GetOutput(ctx, 0, yd.data(), yd.size(), &yv);
@@ -247,7 +265,7 @@ OrtStatusPtr compute(void* op_kernel, OrtKernelContext* ctx) noexcept {
     io.x = ptr[0];
     io.mask = ptr[2];  // null for GatedBlockWithGate: its gate decides
     io.gate = k->gate.get();
-    io.residual = ptr[1];
+    io.residual = ptr[1];  // null with a shortcut: the block computes it
     io.y = static_cast<float*>(yp);
     io.n = N;
     io.h = H;
@@ -267,10 +285,11 @@ OrtStatusPtr compute(void* op_kernel, OrtKernelContext* ctx) noexcept {
 
 void destroy_kernel(void* op_kernel) noexcept { delete static_cast<Kernel*>(op_kernel); }
 
-// Output shape = residual shape.  ORT ignores the returned status, so errors are dropped here.
+// Output shape = residual shape (left to the graph's value_info where the op computes its residual).  ORT
+// ignores the returned status, so errors are dropped here.
 OrtStatusPtr infer_shape(const OrtCustomOp* op, OrtShapeInferContext* ctx) noexcept {
   const OrtApi* api = g_api;
-  if (!api) return nullptr;
+  if (!api || layout_of(op).residual < 0) return nullptr;
   OrtTensorTypeAndShapeInfo* info = nullptr;  // owned by ctx
   OrtStatus* st = api->ShapeInferContext_GetInputTypeShape(ctx, (size_t)layout_of(op).residual, &info);
   if (st) {
@@ -330,7 +349,7 @@ OpDef make_op(const Layout* layout) {
   return def;
 }
 
-const OpDef g_ops[2] = {make_op(&kGatedBlock), make_op(&kGatedBlockWithGate)};
+const OpDef g_ops[3] = {make_op(&kGatedBlock), make_op(&kGatedBlockWithGate), make_op(&kGatedBlockWithGateAndShortcut)};
 
 // Domains must outlive every session created from the options they were added to; ORT does not tell us
 // when that is, so they are kept for the life of the process (one small object per registration).
