@@ -4,38 +4,25 @@
 #include <stdexcept>
 #include <vector>
 
+#include "plan.h"
+
 namespace gatekit {
 
+// G1 and G2 are stored transposed, each output dimension padded with zeros to a multiple of detail::kGateChunk,
+// so that both FCs are sums of scaled weight rows held in vector registers (no horizontal reductions).
 struct PackedGate {
-  int hidden = 0, cin = 0, c = 0;
-  std::vector<float> g1, gb1, g2;
+  int hidden = 0, cin = 0, c = 0, hidden_p = 0, c_p = 0;
+  std::vector<float> g1t;  // [cin][hidden_p]
+  std::vector<float> gb1;  // [hidden_p]
+  std::vector<float> g2t;  // [hidden][c_p]
 };
 
 namespace {
 
-// Sums with 16 independent partial sums (the compiler vectorises the inner loop; the order differs from a
-// serial sum by rounding only), reduced in double.
-float sum(const float* p, size_t n) {
-  float acc[16] = {0};
-  size_t i = 0;
-  for (; i + 16 <= n; i += 16)
-    for (int j = 0; j < 16; ++j) acc[j] += p[i + j];
-  double s = 0;
-  for (int j = 0; j < 16; ++j) s += acc[j];
-  for (; i < n; ++i) s += p[i];
-  return (float)s;
-}
+int padded(int n) { return (n + detail::kGateChunk - 1) / detail::kGateChunk * detail::kGateChunk; }
 
-float dot(const float* a, const float* b, size_t n) {
-  float acc[16] = {0};
-  size_t i = 0;
-  for (; i + 16 <= n; i += 16)
-    for (int j = 0; j < 16; ++j) acc[j] += a[i + j] * b[i + j];
-  double s = 0;
-  for (int j = 0; j < 16; ++j) s += acc[j];
-  for (; i < n; ++i) s += (double)a[i] * b[i];
-  return (float)s;
-}
+// Per-thread scratch for one sample's means, hidden units and logits.
+thread_local std::vector<float> tls_means, tls_hidden, tls_logits;
 
 }  // namespace
 
@@ -48,27 +35,38 @@ std::shared_ptr<const PackedGate> pack_gate(const float* g1, const float* gb1, c
   pg->hidden = (int)hidden;
   pg->cin = (int)cin;
   pg->c = (int)c;
-  pg->g1.assign(g1, g1 + hidden * cin);
-  pg->gb1.assign(gb1, gb1 + hidden);
-  pg->g2.assign(g2, g2 + c * hidden);
+  pg->hidden_p = padded(pg->hidden);
+  pg->c_p = padded(pg->c);
+  pg->g1t.assign((size_t)cin * pg->hidden_p, 0.0f);
+  for (int64_t k = 0; k < hidden; ++k)
+    for (int64_t ci = 0; ci < cin; ++ci) pg->g1t[(size_t)ci * pg->hidden_p + k] = g1[k * cin + ci];
+  pg->gb1.assign(pg->hidden_p, 0.0f);
+  for (int64_t k = 0; k < hidden; ++k) pg->gb1[k] = gb1[k];
+  pg->g2t.assign((size_t)hidden * pg->c_p, 0.0f);
+  for (int64_t j = 0; j < c; ++j)
+    for (int64_t k = 0; k < hidden; ++k) pg->g2t[(size_t)k * pg->c_p + j] = g2[j * hidden + k];
   return pg;
 }
 
 GateDims gate_dims(const PackedGate& pg) { return GateDims{pg.hidden, pg.cin, pg.c}; }
 
 void gate_mask(const PackedGate& pg, const float* x, int64_t n, int64_t h, int64_t w, float* mask) {
+  const detail::IsaOps& isa = detail::selected_isa();
   const size_t hw = (size_t)(h * w);
-  std::vector<float> z((size_t)pg.cin), hid((size_t)pg.hidden);
+  std::vector<float>& z = tls_means;
+  std::vector<float>& hid = tls_hidden;
+  std::vector<float>& logit = tls_logits;
+  z.resize((size_t)pg.cin);
+  hid.resize((size_t)pg.hidden_p);
+  logit.resize((size_t)pg.c_p);
   for (int64_t s = 0; s < n; ++s) {
     const float* xs = x + (size_t)s * pg.cin * hw;
-    for (int ci = 0; ci < pg.cin; ++ci) z[ci] = sum(xs + (size_t)ci * hw, hw) / (float)hw;
-    for (int k = 0; k < pg.hidden; ++k) {
-      const float v = dot(&pg.g1[(size_t)k * pg.cin], z.data(), (size_t)pg.cin) + pg.gb1[k];
-      hid[k] = v > 0.0f ? v : 0.0f;
-    }
+    for (int ci = 0; ci < pg.cin; ++ci) z[ci] = isa.gate_sum(xs + (size_t)ci * hw, hw) / (float)hw;
+    isa.gate_fc(hid.data(), pg.gb1.data(), pg.g1t.data(), z.data(), pg.cin, pg.hidden_p, false);
+    // ReLU: the second FC skips the hidden units that are not positive (their rows would add zero)
+    isa.gate_fc(logit.data(), nullptr, pg.g2t.data(), hid.data(), pg.hidden, pg.c_p, true);
     float* ms = mask + (size_t)s * pg.c;
-    for (int c = 0; c < pg.c; ++c)
-      ms[c] = dot(&pg.g2[(size_t)c * pg.hidden], hid.data(), (size_t)pg.hidden) >= 0.0f ? 1.0f : 0.0f;
+    for (int j = 0; j < pg.c; ++j) ms[j] = logit[j] >= 0.0f ? 1.0f : 0.0f;
   }
 }
 

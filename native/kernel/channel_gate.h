@@ -4,7 +4,8 @@
 //
 // G1 [Hd][Cin] and g1 [Hd] are the gate's first FC with its BatchNorm folded, G2 [C][Hd] its second FC
 // restricted to the block's kept inner channels (a grouped gate repeats a decision's row).  Ties count as on,
-// as in the PyTorch gate.  A few thousand multiply-adds a sample: it runs on the calling thread.
+// as in the PyTorch gate.  A few thousand multiply-adds a sample, on the calling thread, in the vector kernels
+// of the block's instruction-set path (IsaOps::gate_sum, gate_fc).
 #pragma once
 
 #include <cstdint>

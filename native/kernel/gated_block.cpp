@@ -213,6 +213,7 @@ const char* isa_compiled() {
       "portable";
 }
 const char* isa_selected() { return isa_choice().ops->name; }
+const detail::IsaOps& detail::selected_isa() { return *isa_choice().ops; }
 const char* isa_requested() { return isa_choice().requested.c_str(); }
 bool isa_request_honoured() { return isa_choice().honoured; }
 

@@ -72,6 +72,6 @@ constexpr int MRCAP = 12;
 
 namespace gatekit {
 namespace detail {
-const IsaOps isa_avx2_ops = {"avx2", V::L, &prep_impl, &conv1_impl, &conv2_impl};
+const IsaOps isa_avx2_ops = {"avx2", V::L, &prep_impl, &conv1_impl, &conv2_impl, &gate_sum_impl, &gate_fc_impl};
 }  // namespace detail
 }  // namespace gatekit

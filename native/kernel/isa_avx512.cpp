@@ -70,6 +70,6 @@ constexpr int MRCAP = 24;
 
 namespace gatekit {
 namespace detail {
-const IsaOps isa_avx512_ops = {"avx512", V::L, &prep_impl, &conv1_impl, &conv2_impl};
+const IsaOps isa_avx512_ops = {"avx512", V::L, &prep_impl, &conv1_impl, &conv2_impl, &gate_sum_impl, &gate_fc_impl};
 }  // namespace detail
 }  // namespace gatekit

@@ -82,6 +82,6 @@ constexpr int MRCAP = 12;
 
 namespace gatekit {
 namespace detail {
-const IsaOps isa_portable_ops = {"portable", V::L, &prep_impl, &conv1_impl, &conv2_impl};
+const IsaOps isa_portable_ops = {"portable", V::L, &prep_impl, &conv1_impl, &conv2_impl, &gate_sum_impl, &gate_fc_impl};
 }  // namespace detail
 }  // namespace gatekit

@@ -537,3 +537,50 @@ static void conv2_impl(const Plan& p, const Task2& t) {
     }
   }
 }
+
+// ---------------------------------------------------------------------------------------------------------
+// The channel gate's kernels (IsaOps::gate_sum, gate_fc; channel_gate.cpp).
+
+// Sum of n floats: 4 independent vector sums, then a float tree across the lanes.  Channels are independent,
+// so consecutive calls overlap (no long chain of dependent scalar adds).
+static float gate_sum_impl(const float* p, size_t n) {
+  vec a0 = V::zero(), a1 = V::zero(), a2 = V::zero(), a3 = V::zero();
+  size_t i = 0;
+  for (; i + 4 * L <= n; i += 4 * L) {
+    a0 = V::add(a0, V::load(p + i));
+    a1 = V::add(a1, V::load(p + i + L));
+    a2 = V::add(a2, V::load(p + i + 2 * L));
+    a3 = V::add(a3, V::load(p + i + 3 * L));
+  }
+  for (; i + L <= n; i += L) a0 = V::add(a0, V::load(p + i));
+  if (i < n) a1 = V::add(a1, V::load_n(p + i, (int)(n - i)));
+  float t[L];
+  V::store_n(t, V::add(V::add(a0, a1), V::add(a2, a3)), L);
+#pragma GCC unroll 8
+  for (int w = L / 2; w >= 1; w /= 2)
+#pragma GCC unroll 8
+    for (int j = 0; j < w; ++j) t[j] += t[j + w];
+  return t[0];
+}
+
+// One FC as a sum of scaled weight rows: y[0:m) = bias[0:m) (or 0) + sum_k s[k] * a[k][0:m), with a [kn][m] and
+// m a multiple of 128 (kGateChunk): 128 outputs at a time stay in registers (8 vectors of 16 lanes, or 2 x 8 /
+// 4 x 8 passes on narrower paths).  skip_nonpositive: rows whose s[k] <= 0 are skipped (s after a ReLU).
+static void gate_fc_impl(float* y, const float* bias, const float* a, const float* s, int kn, int m,
+                         bool skip_nonpositive) {
+  constexpr int NV = 8;
+  for (int j0 = 0; j0 < m; j0 += NV * L) {
+    vec acc[NV];
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) acc[v] = bias ? V::load(bias + j0 + v * L) : V::zero();
+    for (int k = 0; k < kn; ++k) {
+      if (skip_nonpositive && !(s[k] > 0.0f)) continue;
+      const vec sv = V::set1(s[k]);
+      const float* row = a + (size_t)k * m + j0;
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v) acc[v] = V::fma(sv, V::load(row + v * L), acc[v]);
+    }
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) V::store_n(y + j0 + v * L, acc[v], L);
+  }
+}

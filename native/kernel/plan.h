@@ -89,7 +89,17 @@ struct IsaOps {
   void (*conv1)(const Plan& p, const Task1& t, const float* prep, const PrepGeom& g);
   // conv2 over the active channels (and the shortcut's Cin channels of xs) + bias + residual + relu, to y.
   void (*conv2)(const Plan& p, const Task2& t);
+  // The channel gate (channel_gate.cpp): the sum of n floats; one FC, y[0:m) = bias (or 0) + sum_k s[k] * a[k]
+  // over rows a [kn][m], m a multiple of kGateChunk, rows with s[k] <= 0 skipped when skip_nonpositive.
+  float (*gate_sum)(const float* p, size_t n);
+  void (*gate_fc)(float* y, const float* bias, const float* a, const float* s, int kn, int m, bool skip_nonpositive);
 };
+
+// Output rows of gate_fc come in chunks of this many floats (8 vectors of 16 lanes).
+constexpr int kGateChunk = 128;
+
+// The instruction-set path this process uses (gated_block.cpp).
+const IsaOps& selected_isa();
 
 // Defined in isa_*.cpp (avx2/avx512 only on x86 builds, see GATEKIT_HAVE_AVX2 / GATEKIT_HAVE_AVX512).
 extern const IsaOps isa_portable_ops;
