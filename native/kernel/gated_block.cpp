@@ -137,7 +137,7 @@ std::shared_ptr<const PackedBlock> pack_block(const float* w1, const float* b1, 
   return pb;
 }
 
-BlockDims block_dims(const PackedBlock& pb) { return BlockDims{pb.C, pb.Cin, pb.Cout, pb.shortcut}; }
+BlockDims block_dims(const PackedBlock& pb) { return BlockDims{pb.C, pb.Cin, pb.Cout}; }
 
 void serial_parallel_for(void*, size_t n, TaskFn fn, void* arg) {
   for (size_t i = 0; i < n; ++i) fn(arg, i);

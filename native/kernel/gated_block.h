@@ -37,7 +37,6 @@ std::shared_ptr<const PackedBlock> pack_block(const float* w1, const float* b1, 
 
 struct BlockDims {
   int64_t c, cin, cout;
-  bool shortcut;  // packed with Ws, bs: the block computes its residual
 };
 BlockDims block_dims(const PackedBlock& pb);
 
