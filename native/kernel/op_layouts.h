@@ -3,6 +3,10 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
 
 namespace gatekit {
 
@@ -22,5 +26,12 @@ constexpr OpLayout kGatedBlock{"GatedBlock", 7, 1, -1, 2, 6, -1};
 constexpr OpLayout kGatedBlockWithGate{"GatedBlockWithGate", 9, -1, 1, 4, 8, -1};
 // (x, G1, g1, G2, W1, b1, W2, b2, Ws, bs)
 constexpr OpLayout kGatedBlockWithGateAndShortcut{"GatedBlockWithGateAndShortcut", 10, -1, 1, 4, -1, 8};
+
+// dims(i, d): input i's dimensions into d, or false where they are not known (yet).
+using InputDims = std::function<bool(int, std::vector<int64_t>&)>;
+
+// Whether the weights of an op with layout L fit together (W1, b1, W2, b2, the gate's G1, g1, G2, the shortcut's
+// Ws, bs); checks needing unknown dimensions are skipped.  "" or one line naming the input (without the op).
+std::string weight_shape_error(const OpLayout& L, const InputDims& dims);
 
 }  // namespace gatekit

@@ -71,39 +71,26 @@ class PackCache {
     for (const auto& e : m_entries)
       if (std::memcmp(&e.first, &key, sizeof(Key)) == 0) return e.second;
     const std::string op = std::string("gatekit::") + L.name + ": ";
+    const std::string err = gatekit::weight_shape_error(L, [&in](int i, std::vector<int64_t>& d) {
+      d.assign(in[i].get_shape().begin(), in[i].get_shape().end());
+      return true;
+    });
+    OPENVINO_ASSERT(err.empty(), op, err);
+    const int last = L.shortcut >= 0 ? L.shortcut + 1 : L.weights + 3;
+    for (int k = 1; k <= last; ++k)
+      if (k != L.mask && k != L.residual)
+        OPENVINO_ASSERT(in[k].get_element_type() == ov::element::f32, op, "weights must be f32");
     const auto& w1 = in[w].get_shape();
     const auto& w2 = in[w + 2].get_shape();
-    OPENVINO_ASSERT(w1.size() == 4 && w1[2] == 3 && w1[3] == 3, op, "W1 must be [C, Cin, 3, 3]");
-    OPENVINO_ASSERT(w2.size() == 4 && w2[1] == w1[0] && w2[2] == 3 && w2[3] == 3, op, "W2 must be [Cout, C, 3, 3]");
-    OPENVINO_ASSERT(in[w + 1].get_size() == w1[0] && in[w + 3].get_size() == w2[0], op, "b1 must be [C] and b2 [Cout]");
-    for (int k = w; k < w + 4; ++k)
-      OPENVINO_ASSERT(in[k].get_element_type() == ov::element::f32, op, "weights must be f32");
-    const float* sc[2] = {nullptr, nullptr};
-    if (L.shortcut >= 0) {
-      const int s = L.shortcut;
-      const auto& ws = in[s].get_shape();
-      OPENVINO_ASSERT((ws.size() == 2 || (ws.size() == 4 && ws[2] == 1 && ws[3] == 1)) && ws[0] == w2[0] && ws[1] == w1[1],
-                      op, "Ws must be [Cout, Cin] or [Cout, Cin, 1, 1], got ", ws);
-      OPENVINO_ASSERT(in[s + 1].get_size() == w2[0], op, "bs must be [Cout]");
-      for (int k = s; k < s + 2; ++k)
-        OPENVINO_ASSERT(in[k].get_element_type() == ov::element::f32, op, "shortcut weights must be f32");
-      sc[0] = in[s].data<const float>();
-      sc[1] = in[s + 1].data<const float>();
-    }
     Packed p;
+    const float* ws = L.shortcut >= 0 ? in[L.shortcut].data<const float>() : nullptr;
+    const float* bs = L.shortcut >= 0 ? in[L.shortcut + 1].data<const float>() : nullptr;
     p.block = gatekit::pack_block(in[w].data<const float>(), in[w + 1].data<const float>(), in[w + 2].data<const float>(),
-                                  in[w + 3].data<const float>(), (int64_t)w1[0], (int64_t)w1[1], (int64_t)w2[0], sc[0],
-                                  sc[1]);
+                                  in[w + 3].data<const float>(), (int64_t)w1[0], (int64_t)w1[1], (int64_t)w2[0], ws, bs);
     if (L.gate >= 0) {
       const int g = L.gate;
-      const auto& g1 = in[g].get_shape();
-      OPENVINO_ASSERT(g1.size() == 2 && g1[1] == w1[1], op, "G1 must be [Hd, Cin]");
-      OPENVINO_ASSERT(in[g + 1].get_size() == g1[0], op, "g1 must be [Hd]");
-      OPENVINO_ASSERT(in[g + 2].get_shape() == ov::Shape({w1[0], g1[0]}), op, "G2 must be [C, Hd]");
-      for (int k = g; k < g + 3; ++k)
-        OPENVINO_ASSERT(in[k].get_element_type() == ov::element::f32, op, "gate weights must be f32");
       p.gate = gatekit::pack_gate(in[g].data<const float>(), in[g + 1].data<const float>(), in[g + 2].data<const float>(),
-                                  (int64_t)g1[0], (int64_t)g1[1], (int64_t)w1[0]);
+                                  (int64_t)in[g].get_shape()[0], (int64_t)w1[1], (int64_t)w1[0]);
     }
     if (m_entries.size() >= 8) m_entries.erase(m_entries.begin());
     m_entries.emplace_back(key, p);
@@ -176,51 +163,20 @@ class BlockOp : public ov::op::Op {
   // plugin runs it for every inference).
   void check_weight_shapes() {
     const Layout& L = *m_layout;
-    auto dims = [this](int i, std::vector<int64_t>& d) {
+    const std::string op = std::string("gatekit::") + L.name + ": ";
+    const std::string err = gatekit::weight_shape_error(L, [this](int i, std::vector<int64_t>& d) {
       const auto& ps = get_input_partial_shape(i);
-      if (ps.rank().is_dynamic() || !ps.is_static()) return false;
+      if (!ps.is_static()) return false;
       d.clear();
       for (const auto& v : ps.to_shape()) d.push_back((int64_t)v);
       return true;
-    };
-    auto str = [](const std::vector<int64_t>& d) {
-      std::string s = "[";
-      for (size_t i = 0; i < d.size(); ++i) s += (i ? ", " : "") + std::to_string(d[i]);
-      return s + "]";
-    };
-    std::vector<int64_t> w1, w2, d;
-    if (!dims(L.weights, w1) || !dims(L.weights + 2, w2)) return;
-    const std::string op = std::string("gatekit::") + L.name + ": ";
-    NODE_VALIDATION_CHECK(this, w1.size() == 4 && w1[2] == 3 && w1[3] == 3, op, "W1 must be [C, Cin, 3, 3], got ", str(w1));
-    const int64_t C = w1[0], Cin = w1[1];
-    NODE_VALIDATION_CHECK(this, w2.size() == 4 && w2[1] == C && w2[2] == 3 && w2[3] == 3, op,
-                          "W2 must be [Cout, C, 3, 3] with C = ", C, ", got ", str(w2));
-    const int64_t Cout = w2[0];
-    if (dims(L.weights + 1, d)) NODE_VALIDATION_CHECK(this, d == std::vector<int64_t>{C}, op, "b1 must be [C], got ", str(d));
-    if (dims(L.weights + 3, d)) NODE_VALIDATION_CHECK(this, d == std::vector<int64_t>{Cout}, op, "b2 must be [Cout], got ", str(d));
+    });
+    NODE_VALIDATION_CHECK(this, err.empty(), op, err);
+    const auto& w1 = get_input_partial_shape(L.weights);
     const auto& x = get_input_partial_shape(0);
-    if (x.rank().is_static())
-      NODE_VALIDATION_CHECK(this, x.rank().get_length() == 4 && (x[1].is_dynamic() || x[1].get_length() == Cin), op,
-                            "x must be [N, ", Cin, ", H, W], got ", x);
-    if (L.gate >= 0) {
-      std::vector<int64_t> g1;
-      if (dims(L.gate, g1)) {
-        NODE_VALIDATION_CHECK(this, g1.size() == 2 && g1[1] == Cin, op, "G1 must be [Hd, Cin] with Cin = ", Cin, ", got ",
-                              str(g1));
-        const int64_t Hd = g1[0];
-        if (dims(L.gate + 1, d)) NODE_VALIDATION_CHECK(this, d == std::vector<int64_t>{Hd}, op, "g1 must be [Hd], got ", str(d));
-        if (dims(L.gate + 2, d))
-          NODE_VALIDATION_CHECK(this, d == (std::vector<int64_t>{C, Hd}), op, "G2 must be [C, Hd] = [", C, ", ", Hd,
-                                "], got ", str(d));
-      }
-    }
-    if (L.shortcut >= 0) {
-      if (dims(L.shortcut, d))
-        NODE_VALIDATION_CHECK(this, (d.size() == 2 || (d.size() == 4 && d[2] == 1 && d[3] == 1)) && d[0] == Cout && d[1] == Cin,
-                              op, "Ws must be [Cout, Cin] or [Cout, Cin, 1, 1] = [", Cout, ", ", Cin, "], got ", str(d));
-      if (dims(L.shortcut + 1, d))
-        NODE_VALIDATION_CHECK(this, d == std::vector<int64_t>{Cout}, op, "bs must be [Cout], got ", str(d));
-    }
+    if (w1.is_static() && x.rank().is_static())
+      NODE_VALIDATION_CHECK(this, x.rank().get_length() == 4 && (x[1].is_dynamic() || x[1] == w1[1]), op,
+                            "x must be [N, ", w1[1], ", H, W], got ", x);
   }
 
   bool visit_attributes(ov::AttributeVisitor& visitor) override {

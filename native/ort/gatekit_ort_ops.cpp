@@ -124,63 +124,48 @@ OrtStatusPtr create_kernel(const OrtCustomOp* op, const OrtApi* api, const OrtKe
     if (stride != 1 && stride != 2)
       return fail(api, L, "attribute stride must be 1 or 2, got " + std::to_string(stride));
 
-    static const char* const names[4] = {"W1", "b1", "W2", "b2"};
-    const float* data[4] = {nullptr, nullptr, nullptr, nullptr};
-    std::vector<int64_t> dims[4];
-    for (int k = 0; k < 4; ++k) {
-      st = constant_input(api, L, info, (size_t)(L.weights + k), names[k], &data[k], dims[k]);
-      if (st) return st;
-    }
-    const auto& w1 = dims[0];
-    const auto& w2 = dims[2];
-    if (w1.size() != 4 || w1[2] != 3 || w1[3] != 3) return fail(api, L, "W1 must be [C, Cin, 3, 3], got " + dims_str(w1));
-    const int64_t C = w1[0], Cin = w1[1];
-    if (w2.size() != 4 || w2[1] != C || w2[2] != 3 || w2[3] != 3)
-      return fail(api, L, "W2 must be [Cout, C, 3, 3] with C = " + std::to_string(C) + ", got " + dims_str(w2));
-    const int64_t Cout = w2[0];
-    if (dims[1].size() != 1 || dims[1][0] != C) return fail(api, L, "b1 must be [C], got " + dims_str(dims[1]));
-    if (dims[3].size() != 1 || dims[3][0] != Cout) return fail(api, L, "b2 must be [Cout], got " + dims_str(dims[3]));
+    // Every constant input (weights, gate, shortcut): its data and dimensions, by input index.
+    const size_t n_in = L.inputs;
+    std::vector<const float*> data(n_in, nullptr);
+    std::vector<std::vector<int64_t>> dims(n_in);
+    std::vector<bool> have(n_in, false);
+    auto read = [&](int first, int count, const char* const* names) -> OrtStatus* {
+      for (int i = 0; i < count; ++i) {
+        OrtStatus* s = constant_input(api, L, info, (size_t)(first + i), names[i], &data[first + i], dims[first + i]);
+        if (s) return s;
+        have[first + i] = true;
+      }
+      return nullptr;
+    };
+    static const char* const wnames[4] = {"W1", "b1", "W2", "b2"};
+    static const char* const gnames[3] = {"G1", "g1", "G2"};
+    static const char* const snames[2] = {"Ws", "bs"};
+    if ((st = read(L.weights, 4, wnames))) return st;
+    if (L.gate >= 0 && (st = read(L.gate, 3, gnames))) return st;
+    if (L.shortcut >= 0 && (st = read(L.shortcut, 2, snames))) return st;
+    const std::string err = gatekit::weight_shape_error(L, [&](int i, std::vector<int64_t>& d) {
+      if (i < 0 || (size_t)i >= n_in || !have[i]) return false;
+      d = dims[i];
+      return true;
+    });
+    if (!err.empty()) return fail(api, L, err);
+    const int64_t C = dims[L.weights][0], Cin = dims[L.weights][1], Cout = dims[L.weights + 2][0];
 
     auto k = std::make_unique<Kernel>();
     if (L.gate >= 0) {
-      static const char* const gnames[3] = {"G1", "g1", "G2"};
-      const float* g[3] = {nullptr, nullptr, nullptr};
-      std::vector<int64_t> gd[3];
-      for (int i = 0; i < 3; ++i) {
-        st = constant_input(api, L, info, (size_t)(L.gate + i), gnames[i], &g[i], gd[i]);
-        if (st) return st;
-      }
-      if (gd[0].size() != 2 || gd[0][1] != Cin)
-        return fail(api, L, "G1 must be [Hd, Cin] with Cin = " + std::to_string(Cin) + ", got " + dims_str(gd[0]));
-      const int64_t Hd = gd[0][0];
-      if (gd[1].size() != 1 || gd[1][0] != Hd) return fail(api, L, "g1 must be [Hd], got " + dims_str(gd[1]));
-      if (gd[2] != std::vector<int64_t>{C, Hd})
-        return fail(api, L, "G2 must be [C, Hd] = [" + std::to_string(C) + ", " + std::to_string(Hd) + "], got " +
-                                dims_str(gd[2]));
-      k->gate = gatekit::pack_gate(g[0], g[1], g[2], Hd, Cin, C);
+      const int g = L.gate;
+      k->gate = gatekit::pack_gate(data[g], data[g + 1], data[g + 2], dims[g][0], Cin, C);
     }
-    const float* sc[2] = {nullptr, nullptr};
-    if (L.shortcut >= 0) {
-      std::vector<int64_t> sd[2];
-      static const char* const snames[2] = {"Ws", "bs"};
-      for (int i = 0; i < 2; ++i) {
-        st = constant_input(api, L, info, (size_t)(L.shortcut + i), snames[i], &sc[i], sd[i]);
-        if (st) return st;
-      }
-      const bool ws_ok = (sd[0].size() == 2 || (sd[0].size() == 4 && sd[0][2] == 1 && sd[0][3] == 1)) &&
-                         sd[0][0] == Cout && sd[0][1] == Cin;
-      if (!ws_ok)
-        return fail(api, L, "Ws must be [Cout, Cin] or [Cout, Cin, 1, 1] = [" + std::to_string(Cout) + ", " +
-                                std::to_string(Cin) + "], got " + dims_str(sd[0]));
-      if (sd[1] != std::vector<int64_t>{Cout}) return fail(api, L, "bs must be [Cout], got " + dims_str(sd[1]));
-    }
+    const float* ws = L.shortcut >= 0 ? data[L.shortcut] : nullptr;
+    const float* bs = L.shortcut >= 0 ? data[L.shortcut + 1] : nullptr;
     k->api = api;
     k->layout = &L;
     k->stride = (int)stride;
     k->C = C;
     k->Cin = Cin;
     k->Cout = Cout;
-    k->pb = gatekit::pack_block(data[0], data[1], data[2], data[3], C, Cin, Cout, sc[0], sc[1]);
+    const int w = L.weights;
+    k->pb = gatekit::pack_block(data[w], data[w + 1], data[w + 2], data[w + 3], C, Cin, Cout, ws, bs);
     *out = k.release();
     return nullptr;
   } catch (const std::exception& e) {
