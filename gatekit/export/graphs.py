@@ -270,6 +270,12 @@ class NativeGatedBlock(nn.Module):
                                and tuple(conv.stride) == (self.stride, self.stride))
         self.gate = FoldedGate(block.gate, channels)
 
+    @property
+    def op_type(self) -> str:
+        """The gatekit op this block exports to."""
+        return ("GatedBlockWithGateAndShortcut" if self.shortcut_in_op else
+                "GatedBlockWithGate" if self.gate_in_op else "GatedBlock")
+
     def forward(self, x):
         if self.shortcut_in_op:
             g, conv = self.gate, self.shortcut.conv
@@ -286,11 +292,8 @@ def native_op_types(net: nn.Module) -> list[str]:
     """The gatekit op types a deploy module's native blocks export to, in block order, each once."""
     types = []
     for m in net.modules():
-        if isinstance(m, NativeGatedBlock):
-            t = ("GatedBlockWithGateAndShortcut" if m.shortcut_in_op else
-                 "GatedBlockWithGate" if m.gate_in_op else "GatedBlock")
-            if t not in types:
-                types.append(t)
+        if isinstance(m, NativeGatedBlock) and m.op_type not in types:
+            types.append(m.op_type)
     return types
 
 
