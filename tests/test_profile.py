@@ -19,7 +19,7 @@ from gatekit.models import ModelConfig, cost_model
 from gatekit.pick import predict as predictor
 from gatekit.models.arch import Architecture
 from gatekit.pick import synth
-from gatekit.pick.lut import ProfileOptions, calibration_configs, held_out_configs, load_lut, profile
+from gatekit.pick.lut import ProfileOptions, calibration_configs, held_out_configs, load_lut, native_drift, profile
 from gatekit.pick.plan import choose, threshold_options
 
 REPO = str(Path(__file__).resolve().parent.parent)
@@ -136,6 +136,12 @@ def test_profile_times_the_native_op(cifar_dir):
     assert table["validation"]["count"] >= 4 and len(table["calibration"]["configs"]) >= 5
     pred = predictor.predict_dynamic(lut, np.array([[4] * 8, [b.planes for b in arch.blocks()]]), native=True)
     assert 0 < pred["per_input_ms"][0] and pred["per_input_ms"][1] > 0
+    # the machine's drift since the build: the same calibration networks re-timed (a broad band: tiny protocol)
+    drift = native_drift(lut, arch, opts, images, count=2)
+    assert drift["networks"] == 2
+    assert all(0.25 < drift[k] < 4.0 for k in ("p50_now_over_lut", "p90_now_over_lut"))
+    with pytest.raises(GatekitError, match="no calibrated native op table"):
+        native_drift({k: v for k, v in lut.items() if k != "native"}, arch, opts, images)
 
 
 def _selector_decisions(g1w, g1b, g2, pooled):

@@ -288,6 +288,27 @@ def _native_table(lut: dict, arch: Architecture, opts: ProfileOptions, run: _Run
     return table
 
 
+def native_drift(lut: dict, arch: Architecture, opts: ProfileOptions, images: np.ndarray, count: int = 3) -> dict:
+    """How fast the device runs now against when the LUT was built: the LUT's first `count` native calibration
+    networks re-timed (the same graphs, protocol and interleaved repeats) over their p50 and p90 in the LUT.
+    A ratio away from 1 is the machine itself running faster or slower than it did then (another tenant of
+    a shared host, a clock change): what no table of the pieces can predict."""
+    native = lut.get("native")
+    if not native or "calibration" not in native:
+        raise GatekitError("the LUT has no calibrated native op table")
+    configs = native["calibration"]["configs"][:count]
+    inputs = [images[i:i + 1] for i in range(min(len(images), 64))]
+    nets = [synth.network(arch, c["widths"], seed=i, native=True, masks=native.get("masks", 1))
+            for i, c in enumerate(configs)]
+    with tempfile.TemporaryDirectory(prefix="gatekit-drift-") as tmp:
+        run = _Runner(opts, Path(tmp), (str(native["library"]),))
+        now = run.time_interleaved(nets, inputs, opts.check_protocol, opts.repeats, lambda _: None)
+    out = {"networks": len(configs)}
+    for k in ("p50_ms", "p90_ms"):
+        out[f"{k[:3]}_now_over_lut"] = float(np.median([m[k] / c["measured"][k] for m, c in zip(now, configs)]))
+    return out
+
+
 def load_lut(path: str | Path) -> dict:
     """A LUT written by `gatekit profile`; GatekitError (one line) when missing or not one."""
     p = Path(path)
