@@ -9,7 +9,7 @@ The residual is a graph input for all three (the shortcut is outside the op).  V
 random order; each round records the median of --calls calls per variant, and the table shows the median of
 the round medians.
 
-    python native/bench_block.py [--runtime ort|openvino] [--threads 1] [--rounds 9] [--calls 30] [--lib LIB]
+    python native/bench_block.py [--runtime ort|openvino] [--threads 1] [--rounds 9] [--calls 30] [--lib LIB] [--size 32]
 
 OpenVINO runs each model with f32 inference precision, one stream and --threads threads (the static and dense
 blocks then run oneDNN's convolutions, the gated one the extension's kernel through the plugin's Reference node).
@@ -29,17 +29,21 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-# (name, Cin, C, Cout, H, stride)
-BLOCKS = [
-    ("64@32x32", 64, 64, 64, 32, 1),
-    ("128@16x16", 128, 128, 128, 16, 1),
-    ("256@8x8", 256, 256, 256, 8, 1),
-    ("512@4x4", 512, 512, 512, 4, 1),
-    ("64->128@16 s2", 64, 128, 128, 32, 2),
-    ("128->256@8 s2", 128, 256, 256, 16, 2),
-    ("256->512@4 s2", 256, 512, 512, 8, 2),
-]
 FRACTIONS = (0.25, 0.5, 1.0)
+
+
+def resnet18_blocks(size: int) -> list[tuple]:
+    """(name, Cin, C, Cout, H, stride) of ResNet-18's four stride-1 stages and three stride-2 transitions, the
+    first stage's maps size x size (32: the power-of-two maps; 34: what the paper's CIFAR stem, padding 2, gives
+    a 32 px image: 34, 17, 9, 5)."""
+    maps = [size]
+    for _ in range(3):
+        maps.append((maps[-1] - 1) // 2 + 1)
+    widths = (64, 128, 256, 512)
+    out = [(f"{w}@{m}x{m}", w, w, w, m, 1) for w, m in zip(widths, maps)]
+    out += [(f"{widths[i]}->{widths[i + 1]}@{maps[i + 1]} s2", widths[i], widths[i + 1], widths[i + 1], maps[i], 2)
+            for i in range(3)]
+    return out
 
 
 def conv_block_model(w1, b1, w2, b2, cin, h, stride, gated):
@@ -138,6 +142,7 @@ def main():
                     "gatekit.native_ops)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--blocks", default=None, help="comma-separated subset of block names")
+    ap.add_argument("--size", type=int, default=32, help="the first stage's map size (34: the paper's CIFAR stem at 32 px)")
     ap.add_argument("--json", default=None, help="also write the rows, machine and load here (JSON)")
     args = ap.parse_args()
 
@@ -152,7 +157,8 @@ def main():
                 sys.exit(f"cannot build the native ops: {info.get('reason')}")
             lib = native_ops.library_for(args.runtime)
     rng = np.random.default_rng(args.seed)
-    blocks = BLOCKS if not args.blocks else [b for b in BLOCKS if b[0] in args.blocks.split(",")]
+    every = resnet18_blocks(args.size)
+    blocks = every if not args.blocks else [b for b in every if b[0] in args.blocks.split(",")]
 
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
     print(f"# {args.runtime} block micro-benchmark, {args.threads} thread(s), batch 1, median of {args.rounds} rounds x "
@@ -230,7 +236,8 @@ def main():
 
         write_json(args.json, {
             "machine": machine_info(), "runtime": args.runtime, "threads": args.threads, "rounds": args.rounds,
-            "calls": args.calls, "library": str(lib), "loadavg_start": load, "loadavg_end": load_end,
+            "calls": args.calls, "first_stage_size": args.size, "library": str(lib), "loadavg_start": load,
+            "loadavg_end": load_end,
             "command": " ".join(["python", "native/bench_block.py", *sys.argv[1:]]),
             "rows": [{"block": name, "active": f, "dense_ms": d, "static_ms": s, "gated_ms": g,
                       "gated_over_static": g / s if s else None, "gated_over_dense": g / d, "foreign_cores": foreign}
