@@ -26,11 +26,13 @@ struct Case {
   int n, cin, h, w, c, cout, stride;
 };
 
-// Odd widths, odd and tiny maps, stride 1 and 2, batch 1 and 8, and the widest tile shapes of each path.
+// Odd widths, odd and tiny maps, stride 1 and 2, batch 1 and 8, and the widest tile shapes of each path; the
+// last two have enough input channels that conv1 reads them in several chunks (a remainder chunk included),
+// and more than kTileGroup channel tiles.
 const Case kCases[] = {
     {1, 3, 7, 7, 5, 7, 1},    {8, 3, 9, 9, 5, 7, 2},    {1, 4, 1, 1, 6, 3, 1},     {1, 4, 2, 2, 6, 3, 2},
     {8, 16, 8, 8, 24, 16, 1}, {1, 8, 16, 16, 32, 16, 2}, {2, 5, 11, 6, 13, 9, 1},  {2, 12, 4, 4, 40, 44, 1},
-    {1, 8, 8, 8, 28, 48, 2},  {1, 6, 20, 20, 30, 26, 1},
+    {1, 8, 8, 8, 28, 48, 2},  {1, 6, 20, 20, 30, 26, 1}, {1, 100, 17, 17, 30, 26, 1}, {2, 72, 9, 9, 150, 24, 2},
 };
 
 uint32_t g_state = 12345u;
