@@ -167,6 +167,22 @@ def test_layer_counters_cover_the_ir_and_add_up_to_its_latency(exported_ir):
     assert 0.5 * res["median_ms"] <= total <= 2.0 * res["median_ms"], (total, res["median_ms"])
 
 
+def test_layer_counters_feed_the_given_inputs_to_benchmark_app(exported_ir):
+    """Real inputs (a dynamic graph's work depends on them) reach benchmark_app as float32 files, one per
+    inference: the right shape runs, a wrong one is refused by benchmark_app itself (so the files are read)."""
+    from gatekit.bench.crosscheck import benchmark_app_path, layer_counters
+
+    if benchmark_app_path() is None:
+        pytest.skip("benchmark_app (shipped in the openvino wheel) not found")
+    rng = np.random.default_rng(0)
+    good = [rng.standard_normal((1, 3, 32, 32)).astype(np.float32) for _ in range(3)]
+    res = layer_counters(exported_ir, [1, 3, 32, 32], threads=1, seconds=1, inputs=good)
+    assert res["median_ms"] > 0 and res["layers"]
+    with pytest.raises(GatekitError, match="benchmark_app failed"):
+        layer_counters(exported_ir, [1, 3, 32, 32], threads=1, seconds=1,
+                       inputs=[rng.standard_normal((1, 3, 16, 16)).astype(np.float32)])
+
+
 def test_counters_by_group_sums_each_run_then_takes_the_median():
     from gatekit.bench.crosscheck import counters_by_group
 

@@ -25,15 +25,30 @@ def benchmark_app_path() -> str | None:
 
 
 def run_benchmark_app(ir: str | os.PathLike, shape: list[int], threads: int = 1, seconds: int = 2,
-                      extra: tuple[str, ...] = ()) -> tuple[float, subprocess.CompletedProcess]:
+                      extra: tuple[str, ...] = (), inputs: list[np.ndarray] | None = None
+                      ) -> tuple[float, subprocess.CompletedProcess]:
     """benchmark_app on `ir` the way gatekit measures (1 stream, 1 request, synchronous, `threads` threads, f32
-    pinned: quantized layers stay int8); returns its median latency in ms and the finished process."""
+    pinned: quantized layers stay int8; the input float32, as gatekit feeds it: benchmark_app's default turns
+    it into u8); returns its median latency in ms and the finished process.
+
+    inputs: batches to cycle through, one per inference (written as .npy files; benchmark_app sets the next
+    one between timed inferences). A graph whose work depends on its input (a dynamic gated graph) must get
+    real ones: by default benchmark_app fills one random tensor and runs it every time."""
+    import tempfile
+
     tool = benchmark_app_path()
     if tool is None:
         raise GatekitError("benchmark_app not found (it ships with the openvino wheel)")
-    proc = subprocess.run([tool, "-m", str(ir), "-d", "CPU", "-hint", "none", "-nstreams", "1", "-nireq", "1", "-api", "sync",
-                           "-nthreads", str(threads), "-infer_precision", "f32", "-t", str(seconds),
-                           "-shape", "[" + ",".join(map(str, shape)) + "]", *extra], capture_output=True, text=True, timeout=600)
+    with tempfile.TemporaryDirectory(prefix="gatekit-bapp-") as tmp:
+        feed: tuple[str, ...] = ()
+        if inputs:
+            for i, x in enumerate(inputs):
+                np.save(Path(tmp) / f"input{i:04d}.npy", np.ascontiguousarray(x, dtype=np.float32))
+            feed = ("-i", tmp, "-inference_only", "false")
+        proc = subprocess.run([tool, "-m", str(ir), "-d", "CPU", "-hint", "none", "-nstreams", "1", "-nireq", "1",
+                               "-api", "sync", "-nthreads", str(threads), "-infer_precision", "f32", "-ip", "f32",
+                               "-t", str(seconds), "-shape", "[" + ",".join(map(str, shape)) + "]", *feed, *extra],
+                              capture_output=True, text=True, timeout=600, check=False)
     found = re.search(r"Median:\s+([\d.]+)\s*(ms|us)", proc.stdout)  # it prints us below a millisecond
     if proc.returncode != 0 or not found:
         raise GatekitError(f"benchmark_app failed on {Path(ir).name}: {(proc.stderr or proc.stdout).strip()[-300:]}")
@@ -41,11 +56,11 @@ def run_benchmark_app(ir: str | os.PathLike, shape: list[int], threads: int = 1,
 
 
 def layer_counters(ir: str | os.PathLike, shape: list[int], threads: int = 1, seconds: int = 3,
-                   extensions: str | os.PathLike | None = None) -> dict:
+                   extensions: str | os.PathLike | None = None, inputs: list[np.ndarray] | None = None) -> dict:
     """benchmark_app's median and its per-layer average counters (`-report_type average_counters`, the CSV
-    form of `-pc`) for one IR or ONNX file, run as run_benchmark_app runs it; `extensions`: a library with the
-    custom ops the model needs. Returns {"median_ms", "layers": [{"name", "type", "exec", "ms"}]} (executed
-    layers only)."""
+    form of `-pc`) for one IR or ONNX file, run as run_benchmark_app runs it (`inputs`: see there);
+    `extensions`: a library with the custom ops the model needs. Returns {"median_ms", "layers": [{"name",
+    "type", "exec", "ms"}]} (executed layers only, in the report's order)."""
     import csv
     import tempfile
 
@@ -53,7 +68,7 @@ def layer_counters(ir: str | os.PathLike, shape: list[int], threads: int = 1, se
         extra = ("-report_type", "average_counters", "-report_folder", rep)
         if extensions:
             extra += ("-extensions", str(extensions))
-        median, _ = run_benchmark_app(ir, shape, threads, seconds, extra)
+        median, _ = run_benchmark_app(ir, shape, threads, seconds, extra, inputs)
         layers = []
         with open(Path(rep) / "benchmark_average_counters_report.csv", newline="") as f:
             for row in csv.DictReader(f, delimiter=";"):
