@@ -142,11 +142,12 @@ def lut_check(items: list[dict], name: str, runtime: str, threads: int, inputs: 
     opts = ProfileOptions(runtime=runtime, threads=threads, native=True)
     if native_masks is not None:
         opts.native_masks = native_masks
-    lut = profile(Architecture.from_model_config(first["model_config"]), opts, x[:64])
+    arch = Architecture.from_model_config(first["model_config"])
+    lut = profile(arch, opts, x[:64])
     write_json(out / f"lut-native-{name}-{runtime}-{threads}t{_masks_suffix(native_masks)}.json", lut)
     rows, drifts = [], []
     for it in native:
-        drifts.append(native_drift(lut, Architecture.from_model_config(first["model_config"]), opts, x[:64]))
+        drifts.append(native_drift(lut, arch, opts, x[:64]))
         art = open_artifact(it["manifest"])
         widths = np.array(art.manifest["per_input"]["active_widths"][:inputs])
         pred = predict.predict_dynamic(lut, widths, native=True)
@@ -225,7 +226,8 @@ def main() -> None:
     ap.add_argument("--lut", default="ort:1", help="RUNTIME:THREADS whose LUT predicts the native graphs per input ('' skips)")
     ap.add_argument("--lut-inputs", type=int, default=100)
     ap.add_argument("--lut-runs", type=int, default=200,
-                    help="rounds per input: a p90 of 30 runs moves by +-15%% from one half of a run to the other")
+                    help="rounds per input: a p90 of 30 runs is its 27th sample (x0.25: the spread of each input's "
+                         "p90/p50, sd 0.08-0.17 at 30 rounds, 0.02-0.08 at 200)")
     ap.add_argument("--lut-only", action="store_true",
                     help="Only the LUT check, on the artifacts of the last run of this set (a quiet re-run of it); "
                          "writes lut-check-{set}.json")

@@ -138,10 +138,10 @@ def per_block(runs: dict, threads: list[int], model_config: dict) -> list[dict]:
     arch = Architecture.from_model_config(model_config)
     out = [{"block": f"{b.name} {b.in_channels}->{b.planes} @{b.size_out}x{b.size_out}" + (" s2" if b.stride == 2 else ""),
             "op_ms": {}, "static_ms": {}} for b in arch.blocks()]
+    sizes = [3 if b.shortcut else 2 for b in arch.blocks()]
     for t in threads:
         ops = [[lay["ms"] for lay in r["layers"] if group_of(lay) == "GatedBlock op"] for r in runs[("native dynamic", t)]]
         convs = [[lay["ms"] for lay in r["layers"] if lay["type"] == "Convolution"] for r in runs[("static at mean widths", t)]]
-        sizes = [3 if b.shortcut else 2 for b in arch.blocks()]
         if any(len(o) != len(out) for o in ops) or any(len(c) != 1 + sum(sizes) for c in convs):
             sys.exit("the counters' layers do not match the architecture's blocks (one op per block; the stem, then "
                      "2 or 3 convolutions per block)")
