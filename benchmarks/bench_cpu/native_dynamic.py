@@ -178,14 +178,9 @@ def lut_check(items: list[dict], name: str, runtime: str, threads: int, inputs: 
             "within_10pct_p90": float(np.mean(np.abs(err90) <= 0.10)), "within_10pct_p50": float(np.mean(np.abs(err50) <= 0.10)),
             "median_abs_error_p90": float(np.median(np.abs(err90))), "median_error_p90": float(np.median(err90)),
             "halves_within_10pct_p90": float(np.mean(np.abs(self90) <= 0.10)),
-            # the machine's speed before each budget's measurement against the LUT's build (its calibration networks
-            # re-timed), and the check with each prediction divided by that drift: what the table would score on a
-            # machine that kept its speed
+            # the LUT's own calibration networks re-timed before each budget's measurement, over their times in the
+            # LUT: a record, not a correction (at 96 px they read 5-9% slower while the predictions matched)
             "drift": drifts,
-            "within_10pct_p90_drift_removed": float(np.mean([
-                abs(x["predicted_p90_ms"] * x["drift"]["p90_now_over_lut"] / x["measured_p90_ms"] - 1) <= 0.10 for x in rows])),
-            "within_10pct_p50_drift_removed": float(np.mean([
-                abs(x["predicted_p50_ms"] * x["drift"]["p50_now_over_lut"] / x["measured_p50_ms"] - 1) <= 0.10 for x in rows])),
             # the same check against each input's p90 over only its first r rounds (fewer runs per input)
             "within_10pct_p90_first_rounds": {
                 r: float(np.mean([abs(x["predicted_p90_ms"] / x["first_rounds_p90_ms"][r] - 1) <= 0.10 for x in rows]))
@@ -250,7 +245,7 @@ def main() -> None:
             f" --native-masks {args.native_masks}" if args.native_masks is not None else "")
         write_json(Path(args.out) / f"lut-check-{args.name}{_masks_suffix(args.native_masks)}.json", check)
         print({k: check[k] for k in ("within_10pct_p90", "within_10pct_p50", "median_abs_error_p90", "median_error_p90",
-                                     "halves_within_10pct_p90", "within_10pct_p90_drift_removed", "drift")})
+                                     "halves_within_10pct_p90", "drift")})
         return
     if args.bench_only:
         result = bench_phase(json.loads(Path(args.bench_only).read_text()), threads, args.rounds, args.min_runs,

@@ -289,10 +289,11 @@ def _native_table(lut: dict, arch: Architecture, opts: ProfileOptions, run: _Run
 
 
 def native_drift(lut: dict, arch: Architecture, opts: ProfileOptions, images: np.ndarray, count: int = 3) -> dict:
-    """How fast the device runs now against when the LUT was built: the LUT's first `count` native calibration
-    networks re-timed (the same graphs, protocol and interleaved repeats) over their p50 and p90 in the LUT.
-    A ratio away from 1 is the machine itself running faster or slower than it did then (another tenant of
-    a shared host, a clock change): what no table of the pieces can predict."""
+    """The LUT's first `count` native calibration networks re-timed now (the same graphs, protocol and
+    interleaved repeats), over their p50 and p90 in the LUT: whether the table's own reference networks still
+    time as they did when it was built. A ratio away from 1 says the device or its load changed (a shared
+    host's other tenants, a clock change); it is a record, not a correction: on a shared 2-core VM these
+    networks moved by 5-9% while the graphs the table predicted did not."""
     native = lut.get("native")
     if not native or "calibration" not in native:
         raise GatekitError("the LUT has no calibrated native op table")
