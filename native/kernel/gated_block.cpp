@@ -423,9 +423,16 @@ void plan_tasks(const Plan& p, int lanes, int threads, std::vector<Task1>& t1, s
     if (A > 0) {
       const double work = (double)A * Cin * 9 * p.P;
       const int target = task_target(work, threads);
-      const int rows = band_rows(p.Ho, p.Wo, lanes, target, 256);  // bands re-copy 2 halo rows of x
-      const int nb = ceil_div(p.Ho, rows);
+      int rows = band_rows(p.Ho, p.Wo, lanes, target, 256);  // bands re-copy 2 halo rows of x
+      int nb = ceil_div(p.Ho, rows);
       int ng = std::max(1, std::min(ceil_div(target, nb), std::max(1, A / 8)));
+      if (nb * ng < threads) {
+        // Fewer tasks than threads (a small map with few active channels: one band, one group of 8): thinner
+        // bands, each re-copying its 2 halo rows, rather than one thread running the whole pass (rows not
+        // rounded to whole vectors: at 17 px that rounding would cut 16 + 1 rows).
+        rows = ceil_div(p.Ho, std::min(p.Ho, ceil_div(threads, ng)));
+        nb = ceil_div(p.Ho, rows);
+      }
       const int gsz = std::min(A, ceil_div(ceil_div(A, ng), 8) * 8);  // groups of whole 8-row tiles
       ng = ceil_div(A, gsz);
       for (int b = 0; b < nb; ++b)
