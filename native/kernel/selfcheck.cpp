@@ -27,8 +27,7 @@ struct Case {
 };
 
 // Odd widths, odd and tiny maps, stride 1 and 2, batch 1 and 8, and the widest tile shapes of each path; the
-// last two have enough input channels that conv1 reads them in several chunks (a remainder chunk included),
-// and more than kTileGroup channel tiles.
+// last two have 72-100 input channels and up to 150 active ones (long K loops, many channel tiles a band).
 const Case kCases[] = {
     {1, 3, 7, 7, 5, 7, 1},    {8, 3, 9, 9, 5, 7, 2},    {1, 4, 1, 1, 6, 3, 1},     {1, 4, 2, 2, 6, 3, 2},
     {8, 16, 8, 8, 24, 16, 1}, {1, 8, 16, 16, 32, 16, 2}, {2, 5, 11, 6, 13, 9, 1},  {2, 12, 4, 4, 40, 44, 1},
