@@ -20,7 +20,7 @@ import click
 @click.command()
 @click.option("--out", "out_dir", default="runs/demo", show_default=True, type=click.Path())
 @click.option("--epochs", default=3, show_default=True, type=click.IntRange(min=1), help="Training epochs of the short run.")
-@click.option("--limit", default=25000, show_default=True, type=click.IntRange(min=1), help="Training images used.")
+@click.option("--limit", default=20000, show_default=True, type=click.IntRange(min=1), help="Training images used.")
 @click.option("--data-dir", type=click.Path(),
               help="Default: $GATEKIT_DATA, else $XDG_CACHE_HOME/gatekit/data (~/.cache/gatekit/data), where CIFAR-10 "
                    "is downloaded (md5 checked) when it is missing and a network is reachable.")
