@@ -158,9 +158,9 @@ def lut_check(items: list[dict], name: str, runtime: str, threads: int, inputs: 
                                                                       min_runs=runs * n, min_seconds=1e9,
                                                                       floor_runs=runs * n))
         halves = _halves(m)
-        prefixes = {r: per_input_stats(_prefix(m, r * n)) for r in PREFIX_ROUNDS if r < runs}
+        prefixes = {r: per_input_stats(_slice(m, slice(0, r * n))) for r in PREFIX_ROUNDS if r < runs}
         for i, st in per_input_stats(m).items():
-            rows.append({"budget": it["budget"], "input": i, "active_widths": widths[i].tolist(), "drift": drifts[-1],
+            rows.append({"budget": it["budget"], "input": i, "active_widths": widths[i].tolist(),
                          "predicted_p50_ms": pred["per_input_ms"][i], "predicted_p90_ms": pred["per_input_p90_ms"][i],
                          "measured_p50_ms": st["p50_ms"], "measured_p90_ms": st["p90_ms"],
                          "halves_p90_ms": [h[i]["p90_ms"] for h in halves],
@@ -195,11 +195,6 @@ def _slice(m, sl):
     from gatekit.bench.protocol import Measurement
 
     return Measurement(latencies_ns=m.latencies_ns[sl], input_index=m.input_index[sl], batch=m.batch)
-
-
-def _prefix(m, count: int):
-    """The first `count` runs of a measurement."""
-    return _slice(m, slice(0, count))
 
 
 def _halves(m) -> list[dict]:

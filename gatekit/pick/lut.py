@@ -280,12 +280,18 @@ def _native_table(lut: dict, arch: Architecture, opts: ProfileOptions, run: _Run
             tick(f"native block {b.index} active {k}")
         blocks.append(entry)
     table = {"blocks": blocks, "steps": opts.native_steps, "masks": opts.native_masks}
-    nets = [synth.network(arch, w, seed=i, native=True, masks=opts.native_masks) for i, w in enumerate(calib + held)]
+    nets = _native_networks(arch, calib + held, opts.native_masks)
     measured = run.time_interleaved(nets, inputs, opts.check_protocol, opts.repeats, tick)
     view = predictor.native_view(dict(lut, native=table))
     table["calibration"] = view["calibration"] = predictor.calibrate(view, calib, measured[: len(calib)])
     table["validation"] = predictor.summarise([predictor.compare(view, w, m) for w, m in zip(held, measured[len(calib):])])
     return table
+
+
+def _native_networks(arch: Architecture, configs: list[list[int]], masks: int) -> list:
+    """The whole native networks the native table is calibrated and checked on, one per width configuration
+    (the i-th seeded i): native_drift re-times the same graphs."""
+    return [synth.network(arch, w, seed=i, native=True, masks=masks) for i, w in enumerate(configs)]
 
 
 def native_drift(lut: dict, arch: Architecture, opts: ProfileOptions, images: np.ndarray, count: int = 3) -> dict:
@@ -299,8 +305,7 @@ def native_drift(lut: dict, arch: Architecture, opts: ProfileOptions, images: np
         raise GatekitError("the LUT has no calibrated native op table")
     configs = native["calibration"]["configs"][:count]
     inputs = [images[i:i + 1] for i in range(min(len(images), 64))]
-    nets = [synth.network(arch, c["widths"], seed=i, native=True, masks=native.get("masks", 1))
-            for i, c in enumerate(configs)]
+    nets = _native_networks(arch, [c["widths"] for c in configs], native.get("masks", 1))
     with tempfile.TemporaryDirectory(prefix="gatekit-drift-") as tmp:
         run = _Runner(opts, Path(tmp), (str(native["library"]),))
         now = run.time_interleaved(nets, inputs, opts.check_protocol, opts.repeats, lambda _: None)
