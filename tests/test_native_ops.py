@@ -23,9 +23,11 @@ from gatekit import native_ops  # noqa: E402
 REPO = Path(__file__).resolve().parent.parent
 TOL = 1e-5
 
-# (batch, Cin, H, W, C, Cout, stride): odd widths, odd and tiny maps, stride 1 and 2, batch 1 and 8; the last
-# two give conv2 its widest tiles (24 output channels over 3 weight blocks on one pixel vector) and conv1 its
-# one-vector tiles at up to 12 rows.
+# (batch, Cin, H, W, C, Cout, stride): odd widths, odd and tiny maps, stride 1 and 2, batch 1 and 8; the 4x4 and
+# 8x8 cases with 28-40 inner channels give conv2 its widest pixel tiles (24 output channels over 3 weight blocks on
+# one pixel vector) and conv1 its one-vector tiles at up to 12 rows; the last two are small maps with enough active channels (about 40 of
+# 80-96 at random) for conv2's output-channel tiles on AVX-512 (kChannelTileMaxPixels), output channels not a
+# multiple of 16.
 CASES = [
     (1, 3, 7, 7, 5, 7, 1),
     (8, 3, 9, 9, 5, 7, 2),
@@ -36,6 +38,8 @@ CASES = [
     (2, 5, 11, 6, 13, 9, 1),
     (2, 12, 4, 4, 40, 44, 1),
     (1, 8, 8, 8, 28, 48, 2),
+    (2, 24, 9, 9, 96, 40, 1),
+    (1, 40, 10, 10, 80, 36, 2),
 ]
 MASKS = ("random", "off", "on", "mixed")
 BUILD_SKIP_REASONS = ("cmake not found", "too old", "no C++ compiler", "neither ninja nor make",

@@ -72,7 +72,7 @@ struct AlignedBuf {
 }  // namespace
 
 struct PackedBlock {
-  int C = 0, Cin = 0, Cout = 0, Cout8 = 0;
+  int C = 0, Cin = 0, Cout = 0, Cout8 = 0, wb = 8, CoutB = 0;
   AlignedBuf w1, b1, w2p, b2, wsp;
   bool shortcut = false;
   detail::PackedView view() const {
@@ -81,6 +81,8 @@ struct PackedBlock {
     v.Cin = Cin;
     v.Cout = Cout;
     v.Cout8 = Cout8;
+    v.wb = wb;
+    v.CoutB = CoutB;
     v.w1 = w1.p;
     v.b1 = b1.p;
     v.w2p = w2p.p;
@@ -108,29 +110,33 @@ std::shared_ptr<const PackedBlock> pack_block(const float* w1, const float* b1, 
   std::memcpy(pb->w1.p, w1, (size_t)c * K9 * sizeof(float));
   pb->b1.ensure((size_t)c + 16);
   std::memcpy(pb->b1.p, b1, (size_t)c * sizeof(float));
-  // conv2: [Cout8/8][C][9][8], zero padded output channels.
-  pb->w2p.ensure((size_t)pb->Cout8 * c * 9 + 64, true);
+  // conv2: [CoutB/wb][C][9][wb], zero padded output channels; wb is the selected path's block width (8, or 16:
+  // one AVX-512 vector, which conv2's output-channel tiles load whole).
+  const int wb = detail::selected_isa().w2_block;
+  pb->wb = wb;
+  pb->CoutB = (int)((cout + wb - 1) / wb * wb);
+  pb->w2p.ensure((size_t)pb->CoutB * c * 9 + 64, true);
   float* d = pb->w2p.p;
-  for (int cb = 0; cb < pb->Cout8 / 8; ++cb)
+  for (int cb = 0; cb < pb->CoutB / wb; ++cb)
     for (int ci = 0; ci < c; ++ci)
       for (int t = 0; t < 9; ++t)
-        for (int m = 0; m < 8; ++m) {
-          const int co = cb * 8 + m;
-          d[(((size_t)cb * c + ci) * 9 + t) * 8 + m] = co < cout ? w2[((size_t)co * c + ci) * 9 + t] : 0.0f;
+        for (int m = 0; m < wb; ++m) {
+          const int co = cb * wb + m;
+          d[(((size_t)cb * c + ci) * 9 + t) * wb + m] = co < cout ? w2[((size_t)co * c + ci) * 9 + t] : 0.0f;
         }
-  pb->b2.ensure((size_t)pb->Cout8 + 16);
+  pb->b2.ensure((size_t)pb->CoutB + 16);
   std::memcpy(pb->b2.p, b2, (size_t)cout * sizeof(float));
   if (ws) {
-    // Projection shortcut: [Cout8/8][Cin][8] (one 8-float row per input channel and block of 8 outputs), its
-    // bias folded into b2 (the epilogue adds one bias).
+    // Projection shortcut: [CoutB/wb][Cin][wb] (one row of wb floats per input channel and block of outputs),
+    // its bias folded into b2 (the epilogue adds one bias).
     pb->shortcut = true;
-    pb->wsp.ensure((size_t)pb->Cout8 * cin + 64, true);
+    pb->wsp.ensure((size_t)pb->CoutB * cin + 64, true);
     float* e = pb->wsp.p;
-    for (int cb = 0; cb < pb->Cout8 / 8; ++cb)
+    for (int cb = 0; cb < pb->CoutB / wb; ++cb)
       for (int ci = 0; ci < cin; ++ci)
-        for (int m = 0; m < 8; ++m) {
-          const int co = cb * 8 + m;
-          e[((size_t)cb * cin + ci) * 8 + m] = co < cout ? ws[(size_t)co * cin + ci] : 0.0f;
+        for (int m = 0; m < wb; ++m) {
+          const int co = cb * wb + m;
+          e[((size_t)cb * cin + ci) * wb + m] = co < cout ? ws[(size_t)co * cin + ci] : 0.0f;
         }
     for (int co = 0; co < cout; ++co) pb->b2.p[co] += bs[co];
   }
@@ -216,6 +222,7 @@ const char* isa_selected() { return isa_choice().ops->name; }
 const detail::IsaOps& detail::selected_isa() { return *isa_choice().ops; }
 const char* isa_requested() { return isa_choice().requested.c_str(); }
 bool isa_request_honoured() { return isa_choice().honoured; }
+bool has_channel_tiles() { return isa_choice().ops->channel_tiles; }
 
 std::string build_info_common_json() {
   std::string s;
@@ -264,6 +271,17 @@ constexpr double kTaskWorkThreaded = 2e6;
 // passes share one parallel region, so a split block costs one fork and join, not two).  Measured at x0.25,
 // 2 threads: with 5e5 most blocks ran serially; 1.5e5 with the shared region is 7% faster on OpenVINO.
 constexpr double kMinTaskWork = 1.5e5;
+
+// conv2 runs output-channel tiles (where the instruction-set path has them) on maps of at most
+// kChannelTileMaxPixels pixels with at least kChannelTileMinK K steps (9 per active channel, plus the shortcut's
+// input channels).  Pixel vectors waste lanes on a small map's tail (25 pixels fill 2 vectors of 16) and, on
+// AVX-512, read W2 in half blocks; the channel tiles pay a transpose per tile, which a short K loop does not
+// repay.  Measured (native/bench_block.py --size 34, ORT, 1 thread, 25/50/100% active): on the 9x9 and 5x5
+// blocks channel tiles were 0-20% faster, on 17x17 and 34x34 0-10% slower.  Whole networks, ORT and OpenVINO,
+// 1 and 2 threads, 4 alternating process pairs each: full width at 32 px 0-4% faster; x0.25 1-2% slower with
+// no K limit, level with 288 (32 active channels).
+constexpr int kChannelTileMaxPixels = 128;
+constexpr int kChannelTileMinK = 288;
 
 // Number of tasks to aim at for `work` multiply-adds on `threads` threads: about kTaskWork each; with several
 // threads, about kTaskWorkThreaded each, at least one per thread and a multiple of the thread count (tasks of
@@ -410,7 +428,8 @@ int band_rows(int Ho, int Wo, int lanes, int target, int min_px) {
 void plan_tasks(const Plan& p, int lanes, int threads, std::vector<Task1>& t1, std::vector<Task2>& t2) {
   t1.clear();
   t2.clear();
-  const int Cin = p.w.Cin, Cout = p.w.Cout, Cout8 = p.w.Cout8;
+  const int Cin = p.w.Cin, Cout = p.w.Cout;
+  const int Cout8 = p.conv2_channels ? p.w.CoutB : p.w.Cout8;  // conv2's channel range
   const int Ks = p.w.wsp ? Cin : 0;  // the shortcut's K steps in conv2
   for (int n = 0; n < p.N; ++n) {
     const int A = p.nact[n];
@@ -444,7 +463,9 @@ void plan_tasks(const Plan& p, int lanes, int threads, std::vector<Task1>& t1, s
     const int rows2 = band_rows(p.Ho, p.Wo, lanes, target2, 3 * lanes);
     const int nb2 = ceil_div(p.Ho, rows2);
     const int vec_per_band = ceil_div((int64_t)rows2 * p.Wo, lanes);
-    const int unit = vec_per_band <= 2 ? 24 : 8;  // conv2 tiles of 24 channels when a band is 1-2 vectors
+    // Channel ranges in whole tiles: output-channel tiles are 2 blocks; pixel tiles 24 channels when a band is
+    // 1-2 vectors, else 8.
+    const int unit = p.conv2_channels ? 2 * p.w.wb : vec_per_band <= 2 ? 24 : 8;
     int ng2 = std::max(1, std::min(ceil_div(target2, nb2), ceil_div(Cout8, unit)));
     int gsz2 = ceil_div(ceil_div(Cout8, ng2), unit) * unit;
     ng2 = ceil_div(Cout8, gsz2);
@@ -499,7 +520,7 @@ std::string run_block_impl(const PackedBlock& pb, const BlockIO& io, ParallelFor
     for (int c = 0; c < C; ++c) {
       if (m[c] != 0.0f) {
         cs.act[(size_t)n * C + a] = c;
-        cs.aoff2[(size_t)n * C + a] = c * 72;
+        cs.aoff2[(size_t)n * C + a] = c * 9 * pb.wb;
         cs.mval[(size_t)n * C + a] = m[c];
         ++a;
       }
@@ -508,6 +529,15 @@ std::string run_block_impl(const PackedBlock& pb, const BlockIO& io, ParallelFor
     cs.hoff[n] = htotal;
     htotal += (size_t)a * p.h_cs;
   }
+  // conv2's tile form (kChannelTileMaxPixels, kChannelTileMinK).
+  int form = io.conv2_form;
+  if (form == 0) {
+    int amax = 0;
+    for (int n = 0; n < p.N; ++n) amax = std::max(amax, cs.nact[n]);
+    const int k = 9 * amax + (pb.shortcut ? pb.Cin : 0);  // conv2's K steps
+    form = p.P <= kChannelTileMaxPixels && k >= kChannelTileMinK ? 2 : 1;
+  }
+  p.conv2_channels = isa->channel_tiles && form == 2;
   try {
     cs.h.ensure(htotal + 256);
   } catch (...) {

@@ -4,7 +4,7 @@
 //
 // conv1 computes only the inner channels active in mask[n]; conv2 sums only over them.  The weights are
 // packed once (pack_block) and read in place by every call: an inactive channel skips one contiguous row
-// of W1 and one contiguous 72-float block of W2 per 8 output channels.
+// of W1 and one contiguous block of W2 (9 taps x 8 or 16 output channels) per block of output channels.
 #pragma once
 
 #include <cstddef>
@@ -51,6 +51,10 @@ struct BlockIO {
   // Threads that parallel_for runs tasks on (0 = unknown).  With T > 1, each pass is split into a multiple
   // of T tasks of equal work wherever the work allows, so that no thread waits for a lone straggler.
   int threads = 0;
+  // conv2's tile form: 0 = chosen per call from the map size and the active channels (gated_block.cpp,
+  // kChannelTileMaxPixels), 1 = pixel vectors, 2 = output-channel vectors (where the selected path has them,
+  // see has_channel_tiles; otherwise pixel vectors).  The self-check sets it to test both.
+  int conv2_form = 0;
 };
 
 // Output spatial size for an input size and stride.
@@ -67,6 +71,8 @@ const char* isa_selected();
 // Value of GATEKIT_OPS_ISA when the choice was made ("" if unset), and whether it could be honoured.
 const char* isa_requested();
 bool isa_request_honoured();
+// Whether the selected path has conv2's output-channel tiles (BlockIO::conv2_form 2; AVX-512 only).
+bool has_channel_tiles();
 
 // JSON fields common to both libraries (without braces): version, compiler, ISA paths.
 std::string build_info_common_json();

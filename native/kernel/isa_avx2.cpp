@@ -66,12 +66,15 @@ constexpr int C2_NRMAX = 3;
 constexpr int c2_mrmax(int nr) { return nr == 1 ? 8 : 4; }
 constexpr int MRCAP = 12;
 
+// Output channels per block of packed W2 and Ws.
+constexpr int W2B = 8;
+
 #include "kernel_impl.h"
 
 }  // namespace
 
 namespace gatekit {
 namespace detail {
-const IsaOps isa_avx2_ops = {"avx2", V::L, &prep_impl, &conv1_impl, &conv2_impl, &gate_sum_impl, &gate_fc_impl};
+const IsaOps isa_avx2_ops = {"avx2", V::L, W2B, false, &prep_impl, &conv1_impl, &conv2_impl, &gate_sum_impl, &gate_fc_impl};
 }  // namespace detail
 }  // namespace gatekit

@@ -51,6 +51,36 @@ struct V {
     return _mm512_castsi512_ps(_mm512_alignr_epi32(_mm512_castps_si512(next), _mm512_castps_si512(v), 1));
   }
   static inline void prefetch(const void* p) { _mm_prefetch((const char*)p, _MM_HINT_T0); }
+  // In place 16 x 16 transpose: afterwards lane i of r[c] is what lane c of r[i] was.  Rows interleaved by
+  // float, then by pair of floats, then 128-bit chunks exchanged twice (maskz forms: see max).
+  static inline void transpose(vec (&r)[16]) {
+    vec t[16];
+    for (int i = 0; i < 8; ++i) {
+      t[2 * i] = _mm512_maskz_unpacklo_ps(0xFFFF, r[2 * i], r[2 * i + 1]);
+      t[2 * i + 1] = _mm512_maskz_unpackhi_ps(0xFFFF, r[2 * i], r[2 * i + 1]);
+    }
+    // u[4i + m], 128-bit chunk j: rows 4i .. 4i+3 of column 4j + m.
+    vec u[16];
+    for (int i = 0; i < 4; ++i) {
+      const __m512d a = _mm512_castps_pd(t[4 * i]), b = _mm512_castps_pd(t[4 * i + 1]);
+      const __m512d c = _mm512_castps_pd(t[4 * i + 2]), d = _mm512_castps_pd(t[4 * i + 3]);
+      u[4 * i + 0] = _mm512_castpd_ps(_mm512_maskz_unpacklo_pd(0xFF, a, c));
+      u[4 * i + 1] = _mm512_castpd_ps(_mm512_maskz_unpackhi_pd(0xFF, a, c));
+      u[4 * i + 2] = _mm512_castpd_ps(_mm512_maskz_unpacklo_pd(0xFF, b, d));
+      u[4 * i + 3] = _mm512_castpd_ps(_mm512_maskz_unpackhi_pd(0xFF, b, d));
+    }
+    // Column 4j + m gathers chunk j of u[m], u[4 + m], u[8 + m], u[12 + m].
+    for (int m = 0; m < 4; ++m) {
+      const vec v0 = _mm512_maskz_shuffle_f32x4(0xFFFF, u[m], u[4 + m], 0x88);      // chunks 0, 2 of u[m]; 0, 2 of u[4+m]
+      const vec v1 = _mm512_maskz_shuffle_f32x4(0xFFFF, u[m], u[4 + m], 0xdd);      // chunks 1, 3
+      const vec v2 = _mm512_maskz_shuffle_f32x4(0xFFFF, u[8 + m], u[12 + m], 0x88);
+      const vec v3 = _mm512_maskz_shuffle_f32x4(0xFFFF, u[8 + m], u[12 + m], 0xdd);
+      r[m] = _mm512_maskz_shuffle_f32x4(0xFFFF, v0, v2, 0x88);       // j = 0
+      r[4 + m] = _mm512_maskz_shuffle_f32x4(0xFFFF, v1, v3, 0x88);   // j = 1
+      r[8 + m] = _mm512_maskz_shuffle_f32x4(0xFFFF, v0, v2, 0xdd);   // j = 2
+      r[12 + m] = _mm512_maskz_shuffle_f32x4(0xFFFF, v1, v3, 0xdd);  // j = 3
+    }
+  }
 };
 
 // conv1 tiles (MR channels x NR vectors): (12,1) (8,2) (8,3) (6,4).  conv1 reads one weight row per active
@@ -64,12 +94,16 @@ constexpr int C2_NRMAX = 3;
 constexpr int c2_mrmax(int nr) { return nr == 1 ? 24 : 8; }
 constexpr int MRCAP = 24;
 
+// Output channels per block of packed W2 and Ws: one vector, so that conv2 also has output-channel tiles.
+constexpr int W2B = 16;
+#define GATEKIT_CHANNEL_TILES 1
+
 #include "kernel_impl.h"
 
 }  // namespace
 
 namespace gatekit {
 namespace detail {
-const IsaOps isa_avx512_ops = {"avx512", V::L, &prep_impl, &conv1_impl, &conv2_impl, &gate_sum_impl, &gate_fc_impl};
+const IsaOps isa_avx512_ops = {"avx512", V::L, W2B, true, &prep_impl, &conv1_impl, &conv2_impl, &gate_sum_impl, &gate_fc_impl};
 }  // namespace detail
 }  // namespace gatekit

@@ -10,6 +10,7 @@
 //   constexpr int c2_mrmax(int)   ... times c2_mrmax(nr) output channels, a multiple of C2_STEP
 //   constexpr int C2_STEP         4 or 8 (conv2 weights come in blocks of 8 output channels)
 //   constexpr int MRCAP           >= every c1_mrmax / c2_mrmax
+//   constexpr int W2B             output channels per block of packed W2 / Ws (PackedView::wb)
 //
 // Both convolutions are "indirect GEMMs" vectorised over output pixels: a tile keeps MR x NR accumulators
 // (MR channels x NR vectors of L consecutive pixels), each step broadcasts MR weights and loads NR pixel
@@ -340,9 +341,9 @@ static void conv1_impl(const Plan& p, const Task1& t, const float* prep, const P
 // conv2: y[co] = relu(sum_{j active, tap} w2[co][c_j][tap] * h[j][...] + b2[co] + res[co]); with a projection
 // shortcut, res[co] = sum_ci ws[co][ci] * xs[ci][...] (its bias is in b2) is Cin more K steps of the same tile.
 struct T2Args {
-  const float* a;          // w2p block of the tile's first output channel, at lane co0 % 8
-  size_t ablk;             // stride between blocks of 8 output channels (C * 72)
-  const int32_t* aoff;     // per active channel: c * 72
+  const float* a;          // w2p block of the tile's first output channel, at lane co0 % W2B
+  ptrdiff_t woff[(MRCAP + 7) / 8];  // from a: the tile's k-th group of 8 output channels (in W2B-wide blocks)
+  const int32_t* aoff;     // per active channel: c * 9 * W2B
   int nact;
   const float* b;          // h of active channel 0 at the tile's first pixel
   size_t cs;               // h stride per active channel
@@ -350,8 +351,8 @@ struct T2Args {
   ptrdiff_t rs;            // h row stride (Wo)
   float* y;                // sample's output
   const float* res;        // sample's residual, or null with a shortcut
-  const float* ws;         // shortcut: wsp block of the tile's first output channel, at lane co0 % 8; or null
-  size_t wsblk;            // stride between shortcut blocks of 8 output channels (Cin * 8)
+  const float* ws;         // shortcut: wsp block of the tile's first output channel, at lane co0 % W2B; or null
+  ptrdiff_t wsoff[(MRCAP + 7) / 8];  // from ws: the tile's k-th group of 8 output channels
   const float* xs;         // shortcut: sample's xs at the tile's first pixel
   int cin;
   int P0;                  // xs stride per input channel (Ho * Wo)
@@ -370,7 +371,6 @@ static void tile2(const T2Args& a) {
 
   const int32_t* aoff = a.aoff;
   const int nact = a.nact;
-  const size_t ablk = a.ablk;
   const float* b = a.b;
   const size_t cs = a.cs;
   const ptrdiff_t ps = a.ps, rs = a.rs;
@@ -382,28 +382,25 @@ static void tile2(const T2Args& a) {
     if (j + 2 < nact) {
 #pragma GCC unroll 4
       for (int k = 0; k < NB; ++k) {
-        const float* nx = a.a + aoff[j + 2] + k * ablk;
-        V::prefetch(nx);
-        V::prefetch(nx + 16);
-        V::prefetch(nx + 32);
-        V::prefetch(nx + 48);
-        V::prefetch(nx + 64);
-        V::prefetch(nx + 71);
+        const float* nx = a.a + aoff[j + 2] + a.woff[k];
+#pragma GCC unroll 9
+        for (int t = 0; t < 9 * W2B; t += 16) V::prefetch(nx + t);
+        V::prefetch(nx + 9 * W2B - 1);
       }
     }
     const float* w[NB];
 #pragma GCC unroll 4
-    for (int k = 0; k < NB; ++k) w[k] = ab + k * ablk;
-    ktaps<MR, NR, 1, 8, 8>(acc, b, ps, rs, w, 0);
+    for (int k = 0; k < NB; ++k) w[k] = ab + a.woff[k];
+    ktaps<MR, NR, 1, W2B, 8>(acc, b, ps, rs, w, 0);
   }
 
   if (a.ws) {  // projection shortcut: one K step per input channel, weights contiguous per block of 8
     const float* w[NB];
 #pragma GCC unroll 4
-    for (int k = 0; k < NB; ++k) w[k] = a.ws + k * a.wsblk;
+    for (int k = 0; k < NB; ++k) w[k] = a.ws + a.wsoff[k];
     const float* xb = a.xs;
     const ptrdiff_t xst = a.P0;
-    for (int ci = 0; ci < a.cin; ++ci, xb += xst) kstep<MR, NR, 8>(acc, xb, w, ci * 8);
+    for (int ci = 0; ci < a.cin; ++ci, xb += xst) kstep<MR, NR, 8>(acc, xb, w, ci * W2B);
   }
 
   const int P = a.P;
@@ -489,17 +486,202 @@ static int pick_nr2(int M, int nv, int K) {
   return best;
 }
 
+#if defined(GATEKIT_CHANNEL_TILES)
+// ---------------------------------------------------------------------------------------------------------
+// conv2 in output-channel vectors (Plan::conv2_channels; paths whose W2 blocks are one vector, W2B == L).  A
+// tile keeps NP x MV accumulators: NP consecutive pixels times MV vectors of L output channels.  Each K step
+// loads MV weight vectors (one tap of one active channel) and broadcasts NP pixels of h.  Pixels are read as
+// scalars, so a map width that is not a multiple of L costs nothing (a pixel-vector load one row down then
+// spans two cache lines) and no lane is lost on the tail of a small map (a 5x5 map is 2 tiles of 13 and 12
+// pixels, not 2 vectors of 16).  The epilogue transposes each L x L block back to pixel vectors (NCHW y).
+static_assert(W2B == L, "channel tiles load one packed W2 block per vector");
+struct T2cArgs {
+  const float* w;          // w2p block of the tile's first output channel (co0 % L == 0)
+  size_t ablk;             // stride between blocks of L output channels (C * 9 * L)
+  const int32_t* aoff;     // per active channel: c * 9 * L
+  int nact;
+  const float* b;          // h of active channel 0 at the tile's first pixel (padding row 0, plane 0)
+  size_t cs;               // h stride per active channel
+  ptrdiff_t ps, rs;        // h plane and row strides
+  float* y;                // sample's output
+  const float* res;        // sample's residual, or null with a shortcut
+  const float* ws;         // shortcut: wsp block of the tile's first output channel, or null
+  size_t wsblk;            // stride between shortcut blocks (Cin * L)
+  const float* xs;         // shortcut: sample's xs at the tile's first pixel
+  int cin;
+  int P0;                  // xs stride per input channel
+  const float* bias;       // b2 + co0
+  int co0, Cout, P, q0;
+};
+
+// One K step: MV weight vectors at w, w + blk, ... times NP broadcast pixels at src.
+template <int MV, int NP>
+static inline __attribute__((always_inline)) void cstep(vec (&acc)[NP][MV], const float* src, const float* w,
+                                                       size_t blk) {
+  vec wv[MV];
+#pragma GCC unroll 4
+  for (int k = 0; k < MV; ++k) wv[k] = V::load(w + k * blk);
+#pragma GCC unroll 32
+  for (int q = 0; q < NP; ++q) {
+    const vec xv = V::bcast(src + q);
+#pragma GCC unroll 4
+    for (int k = 0; k < MV; ++k) acc[q][k] = V::fma(wv[k], xv, acc[q][k]);
+  }
+}
+
+template <int MV, int NP>
+static void tile2c(const T2cArgs& a) {
+  vec acc[NP][MV];
+#pragma GCC unroll 32
+  for (int q = 0; q < NP; ++q)
+#pragma GCC unroll 4
+    for (int k = 0; k < MV; ++k) acc[q][k] = V::zero();
+
+  const int32_t* aoff = a.aoff;
+  const int nact = a.nact;
+  const size_t ablk = a.ablk;
+  const float* b = a.b;
+  const size_t cs = a.cs;
+  const ptrdiff_t ps = a.ps, rs = a.rs;
+  for (int j = 0; j < nact; ++j, b += cs) {
+    const float* wj = a.w + aoff[j];
+    if (j + 2 < nact) {  // scattered active blocks: no stream for the hardware prefetcher to follow
+      const float* nx = a.w + aoff[j + 2];
+#pragma GCC unroll 4
+      for (int k = 0; k < MV; ++k)
+#pragma GCC unroll 9
+        for (int t = 0; t < 9; ++t) V::prefetch(nx + k * ablk + t * L);
+    }
+    const float* p0 = b;
+    const float* p1 = b + ps;
+    const float* p2 = b + 2 * ps;
+    cstep<MV, NP>(acc, p0, wj + 0 * L, ablk);
+    cstep<MV, NP>(acc, p1, wj + 1 * L, ablk);
+    cstep<MV, NP>(acc, p2, wj + 2 * L, ablk);
+    cstep<MV, NP>(acc, p0 + rs, wj + 3 * L, ablk);
+    cstep<MV, NP>(acc, p1 + rs, wj + 4 * L, ablk);
+    cstep<MV, NP>(acc, p2 + rs, wj + 5 * L, ablk);
+    cstep<MV, NP>(acc, p0 + 2 * rs, wj + 6 * L, ablk);
+    cstep<MV, NP>(acc, p1 + 2 * rs, wj + 7 * L, ablk);
+    cstep<MV, NP>(acc, p2 + 2 * rs, wj + 8 * L, ablk);
+  }
+  if (a.ws) {
+    const float* xb = a.xs;
+    for (int ci = 0; ci < a.cin; ++ci, xb += a.P0) cstep<MV, NP>(acc, xb, a.ws + (size_t)ci * L, a.wsblk);
+  }
+
+  const int P = a.P;
+#pragma GCC unroll 4
+  for (int k = 0; k < MV; ++k) {
+#pragma GCC unroll 2
+    for (int q0 = 0; q0 < NP; q0 += L) {
+      const int nq = imin(L, NP - q0);
+      vec t[L];
+#pragma GCC unroll 16
+      for (int i = 0; i < L; ++i) t[i] = q0 + i < NP ? acc[imin(q0 + i, NP - 1)][k] : V::zero();
+      V::transpose(t);  // t[c]: channel co0 + k*L + c at the nq pixels
+#pragma GCC unroll 16
+      for (int c = 0; c < L; ++c) {
+        const int co = a.co0 + k * L + c;
+        if (co >= a.Cout) break;
+        const size_t off = (size_t)co * P + a.q0 + q0;
+        vec v = V::add(t[c], V::set1(a.bias[k * L + c]));
+        if (a.res) v = V::add(v, V::load_n(a.res + off, nq));
+        V::store_n(a.y + off, V::max(v, V::zero()), nq);
+      }
+    }
+  }
+}
+
+typedef void (*T2cFn)(const T2cArgs&);
+// Pixel tiles: up to C2C_NP2 pixels with 2 channel vectors, C2C_NP1 with 1 (a last block of L channels).
+// Measured on 9x9 and 5x5 blocks: 12 pixels x 2 vectors beat 10 x 2 and 6 x 4 (1-10%).
+constexpr int C2C_NP2 = 12;
+constexpr int C2C_NP1 = 24;
+
+template <int MV, int NP>
+struct Fill2c {
+  static void run(T2cFn (*tab)[C2C_NP1 + 1]) {
+    tab[MV][NP] = &tile2c<MV, NP>;
+    Fill2c<MV, NP - 1>::run(tab);
+  }
+};
+template <int MV>
+struct Fill2c<MV, 0> {
+  static void run(T2cFn (*)[C2C_NP1 + 1]) {}
+};
+
+struct Table2c {
+  T2cFn fn[3][C2C_NP1 + 1];  // [MV][NP]
+  Table2c() {
+    memset(fn, 0, sizeof(fn));
+    Fill2c<1, C2C_NP1>::run(fn);
+    Fill2c<2, C2C_NP2>::run(fn);
+  }
+};
+static const Table2c table2c;
+
+static void conv2c_impl(const Plan& p, const Task2& t) {
+  const int Wo = p.Wo, C = p.w.C, P = p.P;
+  const int n = t.n;
+  const int qb = t.r0 * Wo, qe = t.r1 * Wo;
+  const float* hn = p.h + p.hoff[n];
+
+  T2cArgs a;
+  a.ablk = (size_t)C * 9 * L;
+  a.aoff = p.aoff2 + (size_t)n * C;
+  a.nact = p.nact[n];
+  a.cs = p.h_cs;
+  a.ps = (ptrdiff_t)p.h_ps;
+  a.rs = Wo;
+  a.y = p.y + (size_t)n * p.w.Cout * P;
+  a.res = p.res ? p.res + (size_t)n * p.w.Cout * P : nullptr;
+  a.wsblk = (size_t)p.w.Cin * L;
+  a.cin = p.w.Cin;
+  a.P0 = P;
+  a.Cout = p.w.Cout;
+  a.P = P;
+
+  // Output channels outside (each block's weights stay in cache across the band's pixel tiles), pixel tiles
+  // inside, split evenly (a band of 25 pixels: 13 + 12, not 12 + 12 + 1).
+  const int co_end = imin(t.co1, p.w.CoutB);
+  for (int co = t.co0; co < co_end;) {
+    const int mv = co_end - co >= 2 * L ? 2 : 1;
+    const int npmax = mv == 2 ? C2C_NP2 : C2C_NP1;
+    const int ntile = (qe - qb + npmax - 1) / npmax;
+    a.w = p.w.w2p + (size_t)(co / L) * a.ablk;
+    a.ws = p.w.wsp ? p.w.wsp + (size_t)(co / L) * a.wsblk : nullptr;
+    a.bias = p.w.b2 + co;
+    a.co0 = co;
+    for (int i = 0, q = qb; i < ntile; ++i) {
+      const int np = (qe - q + (ntile - i) - 1) / (ntile - i);
+      a.q0 = q;
+      a.b = hn + q;
+      a.xs = p.xs ? p.xs + (size_t)n * p.w.Cin * P + q : nullptr;
+      table2c.fn[mv][np](a);
+      q += np;
+    }
+    co += mv * L;
+  }
+}
+#endif  // GATEKIT_CHANNEL_TILES
+
 static void conv2_impl(const Plan& p, const Task2& t) {
+#if defined(GATEKIT_CHANNEL_TILES)
+  if (p.conv2_channels) {
+    conv2c_impl(p, t);
+    return;
+  }
+#endif
   const int Wo = p.Wo, C = p.w.C, P = p.P;
   const int n = t.n;
   const int qb = t.r0 * Wo, qe = t.r1 * Wo;
   const int nv = (qe - qb + L - 1) / L;
   const int nact = p.nact[n];
   const float* hn = p.h + p.hoff[n];
-  const size_t ablk = (size_t)C * 72;
+  const size_t ablk = (size_t)C * 9 * W2B;  // stride between blocks of W2B output channels
 
   T2Args a;
-  a.ablk = ablk;
   a.aoff = p.aoff2 + (size_t)n * C;
   a.nact = nact;
   a.cs = p.h_cs;
@@ -507,7 +689,7 @@ static void conv2_impl(const Plan& p, const Task2& t) {
   a.rs = Wo;
   a.y = p.y + (size_t)n * p.w.Cout * P;
   a.res = p.res ? p.res + (size_t)n * p.w.Cout * P : nullptr;
-  a.wsblk = (size_t)p.w.Cin * 8;
+  const size_t wsblk = (size_t)p.w.Cin * W2B;
   a.cin = p.w.Cin;
   a.P0 = P;
   a.Cout = p.w.Cout;
@@ -528,8 +710,14 @@ static void conv2_impl(const Plan& p, const Task2& t) {
     const int mrmax = c2_mrmax(nr);
     for (int co = t.co0; co < co_end;) {
       const int mr = imin(mrmax, co_end - co);
-      a.a = p.w.w2p + (size_t)(co / 8) * ablk + (co % 8);
-      a.ws = p.w.wsp ? p.w.wsp + (size_t)(co / 8) * a.wsblk + (co % 8) : nullptr;
+      a.a = p.w.w2p + (size_t)(co / W2B) * ablk + (co % W2B);
+      a.ws = p.w.wsp ? p.w.wsp + (size_t)(co / W2B) * wsblk + (co % W2B) : nullptr;
+      // Group k of 8 channels starts at channel co + 8k (co % 8 == 0 whenever the tile has more than one group).
+      for (int k = 0; k * 8 < mr; ++k) {
+        const int c0 = co + 8 * k;
+        a.woff[k] = (ptrdiff_t)((size_t)(c0 / W2B) * ablk + c0 % W2B) - (ptrdiff_t)((size_t)(co / W2B) * ablk + co % W2B);
+        a.wsoff[k] = (ptrdiff_t)((size_t)(c0 / W2B) * wsblk + c0 % W2B) - (ptrdiff_t)((size_t)(co / W2B) * wsblk + co % W2B);
+      }
       a.bias = p.w.b2 + co;
       a.co0 = co;
       table2.fn[nr][mr / C2_STEP](a);

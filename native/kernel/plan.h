@@ -17,11 +17,13 @@ struct PackedView {
   int Cin;    // input channels
   int Cout;   // output channels
   int Cout8;  // Cout rounded up to a multiple of 8
+  int wb;     // output channels per block of the packed W2 and Ws: IsaOps::w2_block of the path that packed them
+  int CoutB;  // Cout rounded up to a multiple of wb
   const float* w1;   // [C][Cin*9]      : conv1, OIHW unchanged; one contiguous row per inner channel
   const float* b1;   // [C]
-  const float* w2p;  // [Cout8/8][C][9][8]: conv2; an inner channel is one contiguous 72-float block
-  const float* b2;   // [Cout8] (zero padded; with a shortcut, b2 + bs)
-  const float* wsp;  // [Cout8/8][Cin][8]: the projection shortcut (1x1 conv), or null (residual is an input)
+  const float* w2p;  // [CoutB/wb][C][9][wb]: conv2; an inner channel is one contiguous block of 9*wb floats
+  const float* b2;   // [CoutB] (zero padded; with a shortcut, b2 + bs)
+  const float* wsp;  // [CoutB/wb][Cin][wb]: the projection shortcut (1x1 conv), or null (residual is an input)
 };
 
 // Everything one call needs; built by the dispatcher, read-only for the tasks.
@@ -32,7 +34,7 @@ struct Plan {
   const float* res;  // [N][Cout][Ho][Wo], or null with a projection shortcut (w.wsp)
   float* y;          // [N][Cout][Ho][Wo]
   // Active inner channels of sample n: act[n*C + j] for j < nact[n] (ascending), mask value mval[n*C + j],
-  // and the conv2 weight offset aoff2[n*C + j] = act * 72.
+  // and the conv2 weight offset aoff2[n*C + j] = act * 9 * w.wb.
   const int32_t* act;
   const int32_t* nact;
   const float* mval;
@@ -47,6 +49,9 @@ struct Plan {
   // With a projection shortcut: x at the shortcut's sample points, [N][Cin][P] (x[2r][2c] at stride 2),
   // copied from the prep planes by the conv1 pass (tasks with j0 == 0) and read by conv2 as Cin more K steps.
   float* xs;
+  // conv2's tile form: 0 = pixel vectors (tile2), 1 = output-channel vectors (tile2c; paths with
+  // IsaOps::channel_tiles only).  Task2 channel ranges are then multiples of 2 * w.wb.
+  int conv2_channels;
 };
 
 // conv1 work item: sample n, output rows [r0, r1), active channels [j0, j1) (may be empty: a sample with no
@@ -83,6 +88,8 @@ static inline PrepGeom prep_geom(const Plan& p, int r0, int r1) {
 struct IsaOps {
   const char* name;
   int lanes;
+  int w2_block;        // output channels per block of packed W2 / Ws (8, or 16 = one vector on AVX-512)
+  bool channel_tiles;  // has conv2's output-channel-vector tiles (Plan::conv2_channels)
   // Fill the prep planes of sample n, output rows [r0, r1), into dst (geometry g).
   void (*prep)(const Plan& p, int n, int r0, int r1, float* dst, const PrepGeom& g);
   // conv1 + bias + relu + mask for one task, reading prep planes built for (t.n, t.r0, t.r1).

@@ -1,5 +1,6 @@
 // Kernel self-check with no runtime: every case and mask pattern against a float64 reference of the block,
-// on the kernel path this process selects (GATEKIT_OPS_ISA may force one).  Exits 1 on any mismatch.  The
+// on the kernel path this process selects (GATEKIT_OPS_ISA may force one), with conv2 in pixel tiles and, on
+// paths that have them, in output-channel tiles.  Exits 1 on any mismatch.  The
 // "gate" pattern takes its mask from the channel gate (channel_gate.h), whose decisions are checked against
 // a float64 gate wherever the logit is not within rounding of the threshold.
 //
@@ -107,7 +108,7 @@ std::shared_ptr<const gatekit::PackedGate> gate_decisions(const Case& k, const s
 }
 
 // `shortcut`: the block packs a projection shortcut (Ws [cout][cin], bs) and computes its residual itself.
-double check(const Case& k, const std::string& pattern, int threads, bool shortcut) {
+double check(const Case& k, const std::string& pattern, int threads, bool shortcut, int form) {
   const int ho = (k.h - 1) / k.stride + 1, wo = (k.w - 1) / k.stride + 1;
   std::vector<float> x((size_t)k.n * k.cin * k.h * k.w), w1((size_t)k.c * k.cin * 9), b1(k.c),
       w2((size_t)k.cout * k.c * 9), b2(k.cout), res((size_t)k.n * k.cout * ho * wo), mask((size_t)k.n * k.c),
@@ -138,6 +139,7 @@ double check(const Case& k, const std::string& pattern, int threads, bool shortc
   io.w = k.w;
   io.stride = k.stride;
   io.threads = threads;
+  io.conv2_form = form;
   const std::string err = gatekit::run_block(*pb, io, threads > 1 ? &reverse_parallel_for : nullptr, nullptr);
   if (!err.empty()) {
     std::printf("error: %s\n", err.c_str());
@@ -183,14 +185,17 @@ int main() {
   for (const Case& k : kCases)
     for (const char* pattern : {"random", "off", "on", "mixed", "gate"})
       for (int threads : {1, 3})
-        for (bool shortcut : {false, true}) {
-          const double e = check(k, pattern, threads, shortcut);
+        for (bool shortcut : {false, true})
+          for (int form : {1, 2}) {
+          if (form == 2 && !gatekit::has_channel_tiles()) continue;  // the same pixel tiles again
+          const double e = check(k, pattern, threads, shortcut, form);
           ++run;
           worst = std::max(worst, e);
           if (!(e <= tol)) {
             ++failed;
-            std::printf("FAIL n=%d cin=%d %dx%d c=%d cout=%d stride=%d mask=%s threads=%d shortcut=%d: rel error %.3g\n",
-                        k.n, k.cin, k.h, k.w, k.c, k.cout, k.stride, pattern, threads, (int)shortcut, e);
+            std::printf("FAIL n=%d cin=%d %dx%d c=%d cout=%d stride=%d mask=%s threads=%d shortcut=%d conv2_form=%d: "
+                        "rel error %.3g\n", k.n, k.cin, k.h, k.w, k.c, k.cout, k.stride, pattern, threads, (int)shortcut,
+                        form, e);
           }
         }
   std::printf("{\"isa\": \"%s\", \"cases\": %d, \"failed\": %d, \"worst_rel_error\": %.3g}\n", gatekit::isa_selected(),
