@@ -272,15 +272,20 @@ constexpr double kTaskWorkThreaded = 2e6;
 // 2 threads: with 5e5 most blocks ran serially; 1.5e5 with the shared region is 7% faster on OpenVINO.
 constexpr double kMinTaskWork = 1.5e5;
 
-// conv2 runs output-channel tiles (where the instruction-set path has them) on maps of at most
-// kChannelTileMaxPixels pixels with at least kChannelTileMinK K steps (9 per active channel, plus the shortcut's
-// input channels).  Pixel vectors waste lanes on a small map's tail (25 pixels fill 2 vectors of 16) and, on
-// AVX-512, read W2 in half blocks; the channel tiles pay a transpose per tile, which a short K loop does not
-// repay.  Measured (native/bench_block.py --size 34, ORT, 1 thread, 25/50/100% active): on the 9x9 and 5x5
-// blocks channel tiles were 0-20% faster, on 17x17 and 34x34 0-10% slower.  Whole networks, ORT and OpenVINO,
-// 1 and 2 threads, 4 alternating process pairs each: full width at 32 px 0-4% faster; x0.25 1-2% slower with
-// no K limit, level with 288 (32 active channels).
+// conv2 runs output-channel tiles (where the instruction-set path has them) when it has at least
+// kChannelTileMinK K steps (9 per active channel, plus the shortcut's input channels) and either the map has at
+// most kChannelTileMaxPixels pixels or the block at least kChannelTileMinCout output channels.  Pixel vectors
+// waste lanes on a small map's tail (25 pixels fill 2 vectors of 16) and, on AVX-512, read W2 in half blocks;
+// the channel tiles pay a transpose per tile, which a short K loop does not repay.  Measured with
+// native/bench_block.py (ORT, 1 thread, 25/50/100% active, both forms forced in one sitting), all channels on:
+//   --size 34: 9x9 and 5x5 blocks 0-20% faster in channel tiles; 64@34x34 1.24 -> 1.31x dense, 128@17x17
+//              1.19 -> 1.29x (and 1.14 -> 1.29x at 50%), 64->128@17 stride 2 1.22 -> 1.24x: slower;
+//   --size 98: 256@25x25 1.31 -> 1.19x, 512@13x13 1.16 -> 1.12x, 128->256@25 stride 2 1.28 -> 1.25x,
+//              256->512@13 stride 2 1.24 -> 1.12x: faster at 256 output channels and more, 625 pixels included.
+// Whole networks, ORT and OpenVINO, 1 and 2 threads, 4 alternating process pairs each: full width at 32 px 0-4%
+// faster; x0.25 1-2% slower with no K limit, level with 288 (32 active channels).
 constexpr int kChannelTileMaxPixels = 128;
+constexpr int kChannelTileMinCout = 256;
 constexpr int kChannelTileMinK = 288;
 
 // Number of tasks to aim at for `work` multiply-adds on `threads` threads: about kTaskWork each; with several
@@ -529,13 +534,13 @@ std::string run_block_impl(const PackedBlock& pb, const BlockIO& io, ParallelFor
     cs.hoff[n] = htotal;
     htotal += (size_t)a * p.h_cs;
   }
-  // conv2's tile form (kChannelTileMaxPixels, kChannelTileMinK).
+  // conv2's tile form (kChannelTileMaxPixels, kChannelTileMinCout, kChannelTileMinK).
   int form = io.conv2_form;
   if (form == 0) {
     int amax = 0;
     for (int n = 0; n < p.N; ++n) amax = std::max(amax, cs.nact[n]);
     const int k = 9 * amax + (pb.shortcut ? pb.Cin : 0);  // conv2's K steps
-    form = p.P <= kChannelTileMaxPixels && k >= kChannelTileMinK ? 2 : 1;
+    form = k >= kChannelTileMinK && (p.P <= kChannelTileMaxPixels || pb.Cout >= kChannelTileMinCout) ? 2 : 1;
   }
   p.conv2_channels = isa->channel_tiles && form == 2;
   try {
