@@ -107,15 +107,14 @@ def _lut_and_picks(out: Path, records: list[dict], data_dir: str | None) -> tupl
     """Steps 6 and 7: this CPU's LUT (ORT, 1 thread), then a pick on the recorded results and one from the LUT."""
     import json
 
-
     from gatekit.artifacts import runtime_name
     from gatekit.atomic import write_json
     from gatekit.bench.protocol import Protocol
-    from gatekit.pick.lut import ProfileOptions, plot_validation, profile, real_inputs
     from gatekit.chains import plan_export_measure
+    from gatekit.models.arch import Architecture
+    from gatekit.pick.lut import ProfileOptions, plot_validation, profile, real_inputs
     from gatekit.pick.plan import plan_from_manifest, plot_plan
     from gatekit.pick.select import candidates, load_accuracies, pick, plot, table
-    from gatekit.models.arch import Architecture
 
     ort1 = [r for r in records if runtime_name(r["runtime"]["name"]) == "ort" and r["threads"] == 1]
     cfg = ort1[0]["manifest"]["model_config"]
