@@ -51,9 +51,9 @@ struct BlockIO {
   // Threads that parallel_for runs tasks on (0 = unknown).  With T > 1, each pass is split into a multiple
   // of T tasks of equal work wherever the work allows, so that no thread waits for a lone straggler.
   int threads = 0;
-  // conv2's tile form: 0 = chosen per call from the map size and the active channels (gated_block.cpp,
-  // kChannelTileMaxPixels), 1 = pixel vectors, 2 = output-channel vectors (where the selected path has them,
-  // see has_channel_tiles; otherwise pixel vectors).  The self-check sets it to test both.
+  // conv2's tile form: 0 = chosen per call from the map size, the output channels and the active channels
+  // (gated_block.cpp, kChannelTileMaxPixels), 1 = pixel vectors, 2 = output-channel vectors (where the selected
+  // path has them, see has_channel_tiles; otherwise pixel vectors).  The self-check sets it to test both.
   int conv2_form = 0;
 };
 

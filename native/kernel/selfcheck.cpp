@@ -187,17 +187,17 @@ int main() {
       for (int threads : {1, 3})
         for (bool shortcut : {false, true})
           for (int form : {1, 2}) {
-          if (form == 2 && !gatekit::has_channel_tiles()) continue;  // the same pixel tiles again
-          const double e = check(k, pattern, threads, shortcut, form);
-          ++run;
-          worst = std::max(worst, e);
-          if (!(e <= tol)) {
-            ++failed;
-            std::printf("FAIL n=%d cin=%d %dx%d c=%d cout=%d stride=%d mask=%s threads=%d shortcut=%d conv2_form=%d: "
-                        "rel error %.3g\n", k.n, k.cin, k.h, k.w, k.c, k.cout, k.stride, pattern, threads, (int)shortcut,
-                        form, e);
+            if (form == 2 && !gatekit::has_channel_tiles()) continue;  // the same pixel tiles again
+            const double e = check(k, pattern, threads, shortcut, form);
+            ++run;
+            worst = std::max(worst, e);
+            if (!(e <= tol)) {
+              ++failed;
+              std::printf("FAIL n=%d cin=%d %dx%d c=%d cout=%d stride=%d mask=%s threads=%d shortcut=%d conv2_form=%d: "
+                          "rel error %.3g\n", k.n, k.cin, k.h, k.w, k.c, k.cout, k.stride, pattern, threads, (int)shortcut,
+                          form, e);
+            }
           }
-        }
   std::printf("{\"isa\": \"%s\", \"cases\": %d, \"failed\": %d, \"worst_rel_error\": %.3g}\n", gatekit::isa_selected(),
               run, failed, worst);
   return failed ? 1 : 0;
