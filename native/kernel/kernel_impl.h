@@ -8,7 +8,7 @@
 //   constexpr int c1_mrmax(int)   ... times c1_mrmax(nr) active channels
 //   constexpr int C2_NRMAX        conv2 tiles: up to C2_NRMAX pixel vectors ...
 //   constexpr int c2_mrmax(int)   ... times c2_mrmax(nr) output channels, a multiple of C2_STEP
-//   constexpr int C2_STEP         4 or 8 (conv2 weights come in blocks of 8 output channels)
+//   constexpr int C2_STEP         4 or 8 (pixel tiles address conv2's weights in groups of 8 output channels)
 //   constexpr int MRCAP           >= every c1_mrmax / c2_mrmax
 //   constexpr int W2B             output channels per block of packed W2 / Ws (PackedView::wb)
 //
@@ -394,7 +394,7 @@ static void tile2(const T2Args& a) {
     ktaps<MR, NR, 1, W2B, 8>(acc, b, ps, rs, w, 0);
   }
 
-  if (a.ws) {  // projection shortcut: one K step per input channel, weights contiguous per block of 8
+  if (a.ws) {  // projection shortcut: one K step per input channel, weights contiguous per group of 8
     const float* w[NB];
 #pragma GCC unroll 4
     for (int k = 0; k < NB; ++k) w[k] = a.ws + a.wsoff[k];
