@@ -284,7 +284,7 @@ constexpr double kMinTaskWork = 1.5e5;
 //              256->512@13 stride 2 1.24 -> 1.12x: faster at 256 output channels and more, 625 pixels included.
 // Whole networks, ORT and OpenVINO, 1 and 2 threads, 4 alternating process pairs each: full width at 32 px 0-4%
 // faster; x0.25 1-2% slower with no K limit, level with a limit of 300 (measured; 288 = 32 active channels is
-// committed, which decides differently only for a sample with 32 or 33 active channels).
+// committed, which decides differently only where a call's K steps fall between 288 and 299).
 constexpr int kChannelTileMaxPixels = 128;
 constexpr int kChannelTileMinCout = 256;
 constexpr int kChannelTileMinK = 288;
