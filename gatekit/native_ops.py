@@ -547,6 +547,11 @@ def _summary_status(st: dict) -> str:
         lines.append("  note: the sources changed since this build; run `python -m gatekit.native_ops build`")
     lines.append(f"  CPU: {st['machine']}, best kernel path {st['cpu_isa']}")
     b = st.get("build") or {}
+    infos = [((b.get("libraries") or {}).get(rt) or {}).get("build_info") or {} for rt in RUNTIMES]
+    info = next((i for i in infos if "conv2_channel_tiles" in i), None)
+    if info:
+        tiles = "yes" if info["conv2_channel_tiles"] else "no (AVX-512 only)"
+        lines.append(f"  kernel path in use: {info.get('isa_selected')}; conv2 output-channel tiles: {tiles}")
     if b.get("created"):
         lines.append(f"  built {b['created']} in {b.get('build_seconds')} s with {(b.get('tools') or {}).get('cxx_version')}")
     for rt in RUNTIMES:

@@ -245,6 +245,9 @@ def test_build_info_and_status(built, ort_lib):
     assert info["library"] == "gatekit_ort_ops" and info["ort_api_version"] == native_ops.ORT_API_VERSION
     assert "portable" in info["isa_compiled"]
     assert info["isa_selected"] in info["isa_compiled"]
+    assert info["conv2_channel_tiles"] == (info["isa_selected"] == "avx512")  # the only path with them
+    tiles = "yes" if info["conv2_channel_tiles"] else "no (AVX-512 only)"
+    assert f"kernel path in use: {info['isa_selected']}; conv2 output-channel tiles: {tiles}" in native_ops._summary_status(st)
     # The build identity is exported by the library itself, readable with ctypes.
     out = subprocess.run([sys.executable, "-c", "import ctypes, sys; f = ctypes.CDLL(sys.argv[1]).gatekit_ops_build_info;"
                           " f.restype = ctypes.c_char_p; print(f().decode())", str(ort_lib)],

@@ -253,6 +253,7 @@ std::string build_info_common_json() {
     if (ch != '"' && ch != '\\' && (unsigned char)ch >= 0x20) req += ch;
   s += "\"isa_requested\": \"" + req + "\", ";
   s += std::string("\"isa_request_honoured\": ") + (isa_request_honoured() ? "true" : "false");
+  s += std::string(", \"conv2_channel_tiles\": ") + (has_channel_tiles() ? "true" : "false");
   return s;
 }
 

@@ -74,7 +74,7 @@ bool isa_request_honoured();
 // Whether the selected path has conv2's output-channel tiles (BlockIO::conv2_form 2; AVX-512 only).
 bool has_channel_tiles();
 
-// JSON fields common to both libraries (without braces): version, compiler, ISA paths.
+// JSON fields common to both libraries (without braces): version, compiler, ISA paths, conv2's channel tiles.
 std::string build_info_common_json();
 
 }  // namespace gatekit
