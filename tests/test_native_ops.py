@@ -418,8 +418,8 @@ _KERNEL_SOURCES = ("gated_block.cpp", "channel_gate.cpp", "isa_portable.cpp", "s
 
 def test_kernel_on_aarch64_under_user_mode_emulation(tmp_path):
     """The aarch64 (NEON) path, which no x86 machine runs natively: the kernel and its self-check
-    (native/kernel/selfcheck.cpp, every case and mask pattern against a float64 reference, 1 and 3 tasks
-    in reverse order) cross-compiled for aarch64 and run under qemu-user."""
+    (native/kernel/selfcheck.cpp, every case and mask pattern against a float64 reference; 1 worker, 3 in
+    reverse order and 3 on threads of their own) cross-compiled for aarch64 and run under qemu-user."""
     import shutil
 
     cxx, qemu = shutil.which("aarch64-linux-gnu-g++"), shutil.which("qemu-aarch64")
@@ -428,13 +428,13 @@ def test_kernel_on_aarch64_under_user_mode_emulation(tmp_path):
         pytest.skip("needs aarch64-linux-gnu-g++ and qemu-aarch64 (Debian: g++-aarch64-linux-gnu qemu-user)")
     kdir = REPO / "native" / "kernel"
     exe = tmp_path / "selfcheck-aarch64"
-    build = subprocess.run([cxx, "-O2", "-std=c++17", f"-I{kdir}", *[str(kdir / s) for s in _KERNEL_SOURCES],
+    build = subprocess.run([cxx, "-O2", "-std=c++17", "-pthread", f"-I{kdir}", *[str(kdir / s) for s in _KERNEL_SOURCES],
                             "-o", str(exe)], capture_output=True, text=True, timeout=600)
     assert build.returncode == 0, build.stderr[-3000:]
     run = subprocess.run([qemu, "-L", str(sysroot), str(exe)], capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
     res = json.loads(run.stdout.strip().splitlines()[-1])
-    assert res["isa"] == "portable" and res["failed"] == 0 and res["cases"] == 240
+    assert res["isa"] == "portable" and res["failed"] == 0 and res["cases"] == 360
     assert res["worst_rel_error"] <= TOL
 
 

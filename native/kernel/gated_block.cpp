@@ -381,11 +381,24 @@ void run_task2(void* arg, size_t i) {
 // every claimed conv1 task has finished (conv2 reads all of h), then claims conv2 tasks.  A worker waits only
 // for tasks that a running worker has already claimed, so this is safe however parallel_for schedules the
 // workers (one after another included); it saves a fork and join per block over one parallel_for per pass.
+//
+// Each task list is cut into one contiguous share per worker, of about equal work (rows x channels), and
+// each pool thread keeps one home share (by thread, not by parallel_for's worker index, which a pool may
+// hand to any thread): it runs its home share first, then takes what is left of the others.  The task
+// lists are ordered by row band, so a thread keeps the same rows of the map from conv1 into conv2 and from
+// block to block, and its caches hold the x and h it reads.  Measured against one shared list (OpenVINO and
+// ORT, full width at 32 px, 2 threads, 4-5 alternating process pairs): 0.965-0.975x at t_d 0.3 and 0.5,
+// 0.99-1.005x at t_d 0.1, x0.25 0.985-1.006x; 1.000x on ORT at 1 thread.  The threads' summed time in the
+// op's 64@34x34 blocks fell by 10%.  Shares cut by task count (not work), or by worker index, were neutral.
+constexpr int kMaxParts = 64;
 struct RunBoth {
   Run1* r1;
   Run2* r2;
   size_t n1, n2;
-  std::atomic<size_t> next1{0}, done1{0}, next2{0};
+  int parts;  // shares of each task list (the number of workers, at most kMaxParts)
+  std::atomic<size_t> done1{0};
+  std::atomic<size_t> next1[kMaxParts], next2[kMaxParts];  // cursor of each share, from its first task
+  size_t end1[kMaxParts], end2[kMaxParts];                  // end of each share
 };
 
 inline void spin_pause() {
@@ -396,18 +409,50 @@ inline void spin_pause() {
 #endif
 }
 
+// A thread's home share: threads are numbered in the order they first run a block, so a pool's threads keep
+// their share from call to call and from block to block.
+std::atomic<int> g_thread_counter{0};
+thread_local int tl_home = -1;
+
+// Run every task left in the shares (cursor next[p], end end[p]): the home share first, then the others.
+template <typename Fn>
+void claim_all(std::atomic<size_t>* next, const size_t* end, int parts, int home, Fn&& run) {
+  for (int k = 0; k < parts; ++k) {
+    const int p = (home + k) % parts;
+    for (size_t i; (i = next[p].fetch_add(1, std::memory_order_relaxed)) < end[p];) run(i);
+  }
+}
+
+// Cut a task list into `parts` contiguous shares of about equal work (work(t) of task t); the last takes
+// the rest.
+template <typename T, typename W>
+void split_shares(const std::vector<T>& tasks, int parts, W work, std::atomic<size_t>* next, size_t* end) {
+  double total = 0;
+  for (const T& t : tasks) total += work(t);
+  size_t i = 0;
+  double acc = 0;
+  for (int p = 0; p < parts; ++p) {
+    next[p].store(i, std::memory_order_relaxed);
+    const double goal = total * (p + 1) / parts;
+    while (i < tasks.size() && (p == parts - 1 || acc + 0.5 * work(tasks[i]) < goal)) acc += work(tasks[i++]);
+    end[p] = i;
+  }
+}
+
 void run_worker(void* arg, size_t) {
   RunBoth& r = *static_cast<RunBoth*>(arg);
-  for (size_t i; (i = r.next1.fetch_add(1, std::memory_order_relaxed)) < r.n1;) {
+  if (tl_home < 0) tl_home = g_thread_counter.fetch_add(1, std::memory_order_relaxed);
+  const int home = tl_home % r.parts;
+  claim_all(r.next1, r.end1, r.parts, home, [&](size_t i) {
     run_task1(r.r1, i);
     r.done1.fetch_add(1, std::memory_order_release);
-  }
+  });
   for (int spins = 0; r.done1.load(std::memory_order_acquire) < r.n1; ++spins) {
     if (spins < 4000) spin_pause();
     else std::this_thread::yield();
   }
   if (r.r1->failed->load(std::memory_order_relaxed)) return;
-  for (size_t i; (i = r.next2.fetch_add(1, std::memory_order_relaxed)) < r.n2;) run_task2(r.r2, i);
+  claim_all(r.next2, r.end2, r.parts, home, [&](size_t i) { run_task2(r.r2, i); });
 }
 
 inline int ceil_div(int64_t a, int64_t b) { return (int)((a + b - 1) / b); }
@@ -577,8 +622,18 @@ std::string run_block_impl(const PackedBlock& pb, const BlockIO& io, ParallelFor
   Run2 r2{&p, cs.t2.data(), isa};
   const size_t most = std::max(cs.t1.size(), cs.t2.size());
   if (io.threads > 1 && most > 1) {
-    RunBoth both{&r1, &r2, cs.t1.size(), cs.t2.size()};
-    pf(pf_ctx, std::min(most, (size_t)io.threads), &run_worker, &both);
+    const size_t workers = std::min(most, (size_t)io.threads);
+    RunBoth both;
+    both.r1 = &r1;
+    both.r2 = &r2;
+    both.n1 = cs.t1.size();
+    both.n2 = cs.t2.size();
+    both.parts = (int)std::min(workers, (size_t)kMaxParts);
+    split_shares(cs.t1, both.parts, [](const Task1& t) { return (double)(t.r1 - t.r0) * (t.j1 - t.j0 + 1); },
+                 both.next1, both.end1);
+    split_shares(cs.t2, both.parts, [](const Task2& t) { return (double)(t.r1 - t.r0) * (t.co1 - t.co0); },
+                 both.next2, both.end2);
+    pf(pf_ctx, workers, &run_worker, &both);
     return failed.load() ? "GatedBlock: out of memory" : std::string();
   }
   if (!cs.t1.empty()) pf(pf_ctx, cs.t1.size(), &run_task1, &r1);

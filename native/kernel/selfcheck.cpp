@@ -12,10 +12,12 @@
 //   qemu-aarch64 -L /usr/aarch64-linux-gnu ./a.out
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstdint>
 #include <cstdio>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "channel_gate.h"
@@ -70,6 +72,14 @@ void reverse_parallel_for(void*, size_t n, gatekit::TaskFn fn, void* arg) {
   for (size_t i = n; i-- > 0;) fn(arg, i);
 }
 
+// Runs the tasks at once on threads of their own (the workers then share the task lists for real).
+void threaded_parallel_for(void*, size_t n, gatekit::TaskFn fn, void* arg) {
+  std::vector<std::thread> pool;
+  for (size_t i = 1; i < n; ++i) pool.emplace_back([=] { fn(arg, i); });
+  if (n > 0) fn(arg, 0);
+  for (std::thread& t : pool) t.join();
+}
+
 // pattern "gate": random gate weights (hidden units biased on, so that decisions vary per sample); `mask` gets
 // the gate's decisions for the reference.  Null if a decision differs from the float64 gate's.
 std::shared_ptr<const gatekit::PackedGate> gate_decisions(const Case& k, const std::vector<float>& x,
@@ -108,7 +118,10 @@ std::shared_ptr<const gatekit::PackedGate> gate_decisions(const Case& k, const s
 }
 
 // `shortcut`: the block packs a projection shortcut (Ws [cout][cin], bs) and computes its residual itself.
+// `threads` < 0: -threads workers on threads of their own; > 1: that many workers run one after another.
 double check(const Case& k, const std::string& pattern, int threads, bool shortcut, int form) {
+  const gatekit::ParallelForFn pf = threads < 0 ? &threaded_parallel_for : threads > 1 ? &reverse_parallel_for : nullptr;
+  threads = std::abs(threads);
   const int ho = (k.h - 1) / k.stride + 1, wo = (k.w - 1) / k.stride + 1;
   std::vector<float> x((size_t)k.n * k.cin * k.h * k.w), w1((size_t)k.c * k.cin * 9), b1(k.c),
       w2((size_t)k.cout * k.c * 9), b2(k.cout), res((size_t)k.n * k.cout * ho * wo), mask((size_t)k.n * k.c),
@@ -140,7 +153,7 @@ double check(const Case& k, const std::string& pattern, int threads, bool shortc
   io.stride = k.stride;
   io.threads = threads;
   io.conv2_form = form;
-  const std::string err = gatekit::run_block(*pb, io, threads > 1 ? &reverse_parallel_for : nullptr, nullptr);
+  const std::string err = gatekit::run_block(*pb, io, pf, nullptr);
   if (!err.empty()) {
     std::printf("error: %s\n", err.c_str());
     return 1e30;
@@ -184,7 +197,7 @@ int main() {
   double worst = 0.0;
   for (const Case& k : kCases)
     for (const char* pattern : {"random", "off", "on", "mixed", "gate"})
-      for (int threads : {1, 3})
+      for (int threads : {1, 3, -3})
         for (bool shortcut : {false, true})
           for (int form : {1, 2}) {
             if (form == 2 && !gatekit::has_channel_tiles()) continue;  // the same pixel tiles again
