@@ -105,11 +105,16 @@ static void prep_impl(const Plan& p, int n, int r0, int r1, float* dst, const Pr
 // ---------------------------------------------------------------------------------------------------------
 // Tile cost model (cycles per K step), used to pick the tile width: FMA throughput (2 per cycle), load
 // throughput (about 2 per cycle: NR vector loads + MR broadcasts) and FMA latency (one chain per
-// accumulator, 4 cycles).
+// accumulator, 4 cycles), plus what a step costs beyond those bounds: 2.5 cycles, and 0.7 more per pixel
+// vector past 3.  That overhead is fitted to conv1's AVX-512 tiles looped on cache-resident data (64 input
+// channels, 34 px rows; GMAC/s in one sitting): (8,3) 93, (6,4) 88, (8,2) 86, (5,4) 83, (4,5) 78, (12,1) 77,
+// (4,4) 77.  Without it the model rated (8,2) and (8,3) alike and picked (8,2) for conv1 on 34x34 maps;
+// with it conv1 takes (8,3): 64@34x34 all channels on 0.98x the block time (8 alternating pairs), networks
+// 0.95-1.0x (ORT and OpenVINO, 1 thread, full width and x0.25).
 static inline double step_cycles(int mr, int nr) {
   double f = 0.5 * mr * nr, l = 0.5 * (mr + nr) + 0.5;
   double c = f > l ? f : l;
-  return c < 4.0 ? 4.0 : c;
+  return (c < 4.0 ? 4.0 : c) + 2.5 + (nr > 3 ? 0.7 * (nr - 3) : 0.0);
 }
 
 // ---------------------------------------------------------------------------------------------------------
