@@ -394,7 +394,7 @@ constexpr int kMaxParts = 64;
 struct RunBoth {
   Run1* r1;
   Run2* r2;
-  size_t n1, n2;
+  size_t n1;  // conv1 tasks (conv2 waits until this many have finished)
   int parts;  // shares of each task list (the number of workers, at most kMaxParts)
   std::atomic<size_t> done1{0};
   std::atomic<size_t> next1[kMaxParts], next2[kMaxParts];  // cursor of each share, from its first task
@@ -635,7 +635,6 @@ std::string run_block_impl(const PackedBlock& pb, const BlockIO& io, ParallelFor
     both.r1 = &r1;
     both.r2 = &r2;
     both.n1 = cs.t1.size();
-    both.n2 = cs.t2.size();
     both.parts = (int)std::min(workers, (size_t)kMaxParts);
     split_shares(cs.t1, both.parts, [](const Task1& t) { return (double)(t.r1 - t.r0) * (t.j1 - t.j0 + 1); },
                  both.next1, both.end1);
