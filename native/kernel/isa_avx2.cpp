@@ -51,9 +51,10 @@ struct V {
     const __m256i rot = _mm256_setr_epi32(7, 0, 1, 2, 3, 4, 5, 6);
     return _mm256_blend_ps(_mm256_permutevar8x32_ps(v, rot), _mm256_permutevar8x32_ps(prev, rot), 0x01);
   }
-  static inline vec shift_next(vec v, vec next) {
-    const __m256i rot = _mm256_setr_epi32(1, 2, 3, 4, 5, 6, 7, 0);
-    return _mm256_blend_ps(_mm256_permutevar8x32_ps(v, rot), _mm256_permutevar8x32_ps(next, rot), 0x80);
+  static inline vec load_keep(const float* p, uint32_t keep) {
+    const __m256i lane = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+    const __m256i set = _mm256_and_si256(_mm256_set1_epi32((int)keep), lane);
+    return _mm256_maskload_ps(p, _mm256_cmpeq_epi32(set, lane));
   }
   static inline void prefetch(const void* p) { _mm_prefetch((const char*)p, _MM_HINT_T0); }
 };

@@ -43,13 +43,12 @@ struct V {
     ev = _mm512_permutex2var_ps(lo, ie, hi);
     od = _mm512_permutex2var_ps(lo, io, hi);
   }
-  // Lane i = v[i - 1], lane 0 = prev[L - 1]  /  lane i = v[i + 1], lane L - 1 = next[0].
+  // Lane i = v[i - 1], lane 0 = prev[L - 1].
   static inline vec shift_prev(vec v, vec prev) {
     return _mm512_castsi512_ps(_mm512_alignr_epi32(_mm512_castps_si512(v), _mm512_castps_si512(prev), 15));
   }
-  static inline vec shift_next(vec v, vec next) {
-    return _mm512_castsi512_ps(_mm512_alignr_epi32(_mm512_castps_si512(next), _mm512_castps_si512(v), 1));
-  }
+  // The lanes whose bit is set loaded from p[lane], the others zero (their memory is not touched).
+  static inline vec load_keep(const float* p, uint32_t keep) { return _mm512_maskz_loadu_ps((__mmask16)keep, p); }
   static inline void prefetch(const void* p) { _mm_prefetch((const char*)p, _MM_HINT_T0); }
   // In place 16 x 16 transpose: afterwards lane i of r[c] is what lane c of r[i] was.  Rows interleaved by
   // float, then by pair of floats, then 128-bit chunks exchanged twice (maskz forms: see max).

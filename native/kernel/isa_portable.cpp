@@ -54,7 +54,12 @@ struct V {
     }
   }
   static inline vec shift_prev(vec v, vec prev) { return vec{prev[3], v[0], v[1], v[2]}; }
-  static inline vec shift_next(vec v, vec next) { return vec{v[1], v[2], v[3], next[0]}; }
+  static inline vec load_keep(const float* p, uint32_t keep) {
+    vec v = zero();
+    for (int i = 0; i < 4; ++i)
+      if (keep & (1u << i)) v[i] = p[i];
+    return v;
+  }
   static inline void prefetch(const void* p) { __builtin_prefetch(p); }
 };
 

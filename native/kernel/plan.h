@@ -77,7 +77,7 @@ struct PrepGeom {
 static inline PrepGeom prep_geom(const Plan& p, int r0, int r1) {
   PrepGeom g;
   g.R = (r1 - r0) + (p.S == 1 ? 2 : 1);
-  g.ps = (size_t)g.R * (size_t)p.Wo;
+  g.ps = ((size_t)g.R * (size_t)p.Wo + 15) & ~(size_t)15;  // whole 64-byte lines: prep writes planes in vectors
   size_t planes = (size_t)(3 * p.S) * g.ps;
   g.cs = (planes + 15) & ~(size_t)15;
   g.total = (size_t)p.w.Cin * g.cs + 128;
