@@ -343,12 +343,16 @@ static void conv1_impl(const Plan& p, const Task1& t, const float* prep, const P
   a.Wo = Wo;
   a.hps = hps;
   const size_t K9 = (size_t)Cin * 9;
-  for (int v0 = 0; v0 < nv; v0 += NR) {
-    const int nr = imin(NR, nv - v0);
-    a.b = prep + (size_t)v0 * L;
-    a.q0 = qb + v0 * L;
+  // Channel tiles outside, pixel groups of NR vectors inside (then the group of the rest, whose tiles may
+  // hold another channel count): a tile's weight rows stay in L1 across the band, and each tile is set up once.
+  const int nfull = nv / NR;
+  for (int part = 0; part < 2; ++part) {
+    const int nr = part == 0 ? NR : nv - nfull * NR;
+    const int g0 = part == 0 ? 0 : nfull, g1 = part == 0 ? nfull : nfull + 1;
+    if (nr == 0 || g0 == g1) continue;
     const int mrmax = c1_mrmax(nr);
     const int nt = (M + mrmax - 1) / mrmax;
+    const T1Fn* fns = table1.fn[S - 1][nr];
     int j = t.j0;
     for (int k = 0; k < nt; ++k) {
       const int mr = (t.j1 - j + (nt - k) - 1) / (nt - k);
@@ -359,7 +363,11 @@ static void conv1_impl(const Plan& p, const Task1& t, const float* prep, const P
         a.mv[m] = mv[j + m];
         a.hd[m] = hn + (size_t)(j + m) * p.h_cs + Wo;
       }
-      table1.fn[S - 1][nr][mr](a);
+      for (int gi = g0; gi < g1; ++gi) {
+        a.b = prep + (size_t)gi * NR * L;
+        a.q0 = qb + gi * NR * L;
+        fns[mr](a);
+      }
       j += mr;
     }
   }
