@@ -481,7 +481,7 @@ void plan_tasks(const Plan& p, int lanes, int threads, std::vector<Task1>& t1, s
   t1.clear();
   t2.clear();
   const int Cin = p.w.Cin, Cout = p.w.Cout;
-  const int Cout8 = p.conv2_channels ? p.w.CoutB : p.w.Cout8;  // conv2's channel range
+  const int Cout8 = p.conv2_channels == 1 ? p.w.CoutB : p.w.Cout8;  // conv2's channel range
   const int Ks = p.w.wsp ? Cin : 0;  // the shortcut's K steps in conv2
   for (int n = 0; n < p.N; ++n) {
     const int A = p.nact[n];
@@ -523,15 +523,28 @@ void plan_tasks(const Plan& p, int lanes, int threads, std::vector<Task1>& t1, s
     const int rows2 = band_rows(p.Ho, p.Wo, lanes, target2, 3 * lanes);
     const int nb2 = ceil_div(p.Ho, rows2);
     const int vec_per_band = ceil_div((int64_t)rows2 * p.Wo, lanes);
+    // Form 2: a last band whose vectors would leave a quarter or more of their lanes empty takes channel tiles.
+    const int last_px = (p.Ho - (nb2 - 1) * rows2) * p.Wo;
+    const int last_lanes = ceil_div(last_px, lanes) * lanes;
+    const bool tail_channels = p.conv2_channels == 2 && 4 * (last_lanes - last_px) >= last_lanes;
+    const int nbp = tail_channels ? nb2 - 1 : nb2;  // bands in the call's main form
     // Channel ranges in whole tiles: output-channel tiles are 2 blocks; pixel tiles 24 channels when a band is
     // 1-2 vectors, else 8.
-    const int unit = p.conv2_channels ? 2 * p.w.wb : vec_per_band <= 2 ? 24 : 8;
+    const int unit = p.conv2_channels == 1 ? 2 * p.w.wb : vec_per_band <= 2 ? 24 : 8;
     int ng2 = std::max(1, std::min(ceil_div(target2, nb2), ceil_div(Cout8, unit)));
     int gsz2 = ceil_div(ceil_div(Cout8, ng2), unit) * unit;
     ng2 = ceil_div(Cout8, gsz2);
-    for (int b = 0; b < nb2; ++b)
+    const int ch = p.conv2_channels == 1 ? 1 : 0;
+    for (int b = 0; b < nbp; ++b)
       for (int g = 0; g < ng2; ++g)
-        t2.push_back(Task2{n, b * rows2, std::min(p.Ho, (b + 1) * rows2), g * gsz2, std::min(Cout8, (g + 1) * gsz2)});
+        t2.push_back(Task2{n, b * rows2, std::min(p.Ho, (b + 1) * rows2), g * gsz2, std::min(Cout8, (g + 1) * gsz2), ch});
+    if (tail_channels) {
+      // The last band in channel tiles, its channels (CoutB, in units of 2 blocks) split as the other bands'.
+      const int cunit = 2 * p.w.wb;
+      const int cgsz = ceil_div(ceil_div(p.w.CoutB, ng2), cunit) * cunit;
+      for (int c0 = 0; c0 < p.w.CoutB; c0 += cgsz)
+        t2.push_back(Task2{n, nbp * rows2, p.Ho, c0, std::min(p.w.CoutB, c0 + cgsz), 1});
+    }
   }
 }
 
@@ -595,9 +608,9 @@ std::string run_block_impl(const PackedBlock& pb, const BlockIO& io, ParallelFor
     int amax = 0;
     for (int n = 0; n < p.N; ++n) amax = std::max(amax, cs.nact[n]);
     const int k = 9 * amax + (pb.shortcut ? pb.Cin : 0);  // conv2's K steps
-    form = k >= kChannelTileMinK && (p.P <= kChannelTileMaxPixels || pb.Cout >= kChannelTileMinCout) ? 2 : 1;
+    form = k >= kChannelTileMinK && (p.P <= kChannelTileMaxPixels || pb.Cout >= kChannelTileMinCout) ? 2 : 3;
   }
-  p.conv2_channels = isa->channel_tiles && form == 2;
+  p.conv2_channels = !isa->channel_tiles || form == 1 ? 0 : form == 2 ? 1 : 2;
   try {
     cs.h.ensure(htotal + 256);
   } catch (...) {

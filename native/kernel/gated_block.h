@@ -52,8 +52,11 @@ struct BlockIO {
   // of T tasks of equal work wherever the work allows, so that no thread waits for a lone straggler.
   int threads = 0;
   // conv2's tile form: 0 = chosen per call from the map size, the output channels and the active channels
-  // (gated_block.cpp, kChannelTileMaxPixels), 1 = pixel vectors, 2 = output-channel vectors (where the selected
-  // path has them, see has_channel_tiles; otherwise pixel vectors).  The self-check sets it to test both.
+  // (gated_block.cpp, kChannelTileMaxPixels), 1 = pixel vectors, 2 = output-channel vectors, 3 = pixel vectors
+  // but for a last row band whose vectors would be mostly empty lanes, which takes output-channel vectors (a
+  // 17x17 map's last row: 17 pixels in 2 vectors).  Forms 2 and 3 only where the selected path has channel
+  // tiles (see has_channel_tiles; otherwise pixel vectors).  0 picks 2 or 3 (or 1 without channel tiles).  The
+  // self-check sets it to test each.
   int conv2_form = 0;
 };
 

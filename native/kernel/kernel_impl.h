@@ -528,7 +528,7 @@ static int pick_nr2(int M, int nv, int K) {
 
 #if defined(GATEKIT_CHANNEL_TILES)
 // ---------------------------------------------------------------------------------------------------------
-// conv2 in output-channel vectors (Plan::conv2_channels; paths whose W2 blocks are one vector, W2B == L).  A
+// conv2 in output-channel vectors (Task2::channels; paths whose W2 blocks are one vector, W2B == L).  A
 // tile keeps NP x MV accumulators: NP consecutive pixels times MV vectors of L output channels.  Each K step
 // loads MV weight vectors (one tap of one active channel) and broadcasts NP pixels of h.  Pixels are read as
 // scalars, so a map width that is not a multiple of L costs nothing (a pixel-vector load one row down then
@@ -708,7 +708,7 @@ static void conv2c_impl(const Plan& p, const Task2& t) {
 
 static void conv2_impl(const Plan& p, const Task2& t) {
 #if defined(GATEKIT_CHANNEL_TILES)
-  if (p.conv2_channels) {
+  if (t.channels) {
     conv2c_impl(p, t);
     return;
   }

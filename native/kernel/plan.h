@@ -50,7 +50,8 @@ struct Plan {
   // copied from the prep planes by the conv1 pass (tasks with j0 == 0) and read by conv2 as Cin more K steps.
   float* xs;
   // conv2's tile form: 0 = pixel vectors (tile2), 1 = output-channel vectors (tile2c; paths with
-  // IsaOps::channel_tiles only).  Task2 channel ranges are then multiples of 2 * w.wb.
+  // IsaOps::channel_tiles only), 2 = pixel vectors but for a short last row band (BlockIO::conv2_form 3), which
+  // takes output-channel vectors.  Each Task2 carries its own form.
   int conv2_channels;
 };
 
@@ -59,9 +60,10 @@ struct Plan {
 struct Task1 {
   int n, r0, r1, j0, j1;
 };
-// conv2 work item: sample n, output rows [r0, r1), output channels [co0, co1) (co0 a multiple of 8).
+// conv2 work item: sample n, output rows [r0, r1), output channels [co0, co1) (co0 a multiple of 8), in pixel
+// vectors (channels == 0) or output-channel vectors (channels == 1: co0, co1 multiples of 2 * w.wb or CoutB).
 struct Task2 {
-  int n, r0, r1, co0, co1;
+  int n, r0, r1, co0, co1, channels;
 };
 
 // Geometry of the per-band copy of x that conv1 reads ("prep planes"): for each input channel, 3*S planes

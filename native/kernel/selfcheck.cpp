@@ -30,11 +30,14 @@ struct Case {
 };
 
 // Odd widths, odd and tiny maps, stride 1 and 2, batch 1 and 8, and the widest tile shapes of each path; the
-// last two have 72-100 input channels and up to 150 active ones (long K loops, many channel tiles a band).
+// 17x17 and 9x9 ones have 72-100 input channels and up to 150 active ones (long K loops, many channel tiles a
+// band).  The last two have enough conv2 work for more than one row band of a 17x17 map, whose last band (one
+// row) conv2_form 3 runs in channel tiles.
 const Case kCases[] = {
     {1, 3, 7, 7, 5, 7, 1},    {8, 3, 9, 9, 5, 7, 2},    {1, 4, 1, 1, 6, 3, 1},     {1, 4, 2, 2, 6, 3, 2},
     {8, 16, 8, 8, 24, 16, 1}, {1, 8, 16, 16, 32, 16, 2}, {2, 5, 11, 6, 13, 9, 1},  {2, 12, 4, 4, 40, 44, 1},
     {1, 8, 8, 8, 28, 48, 2},  {1, 6, 20, 20, 30, 26, 1}, {1, 100, 17, 17, 30, 26, 1}, {2, 72, 9, 9, 150, 24, 2},
+    {1, 32, 17, 17, 64, 48, 1}, {1, 24, 34, 34, 64, 48, 2},
 };
 
 uint32_t g_state = 12345u;
@@ -199,8 +202,8 @@ int main() {
     for (const char* pattern : {"random", "off", "on", "mixed", "gate"})
       for (int threads : {1, 3, -3})
         for (bool shortcut : {false, true})
-          for (int form : {1, 2}) {
-            if (form == 2 && !gatekit::has_channel_tiles()) continue;  // the same pixel tiles again
+          for (int form : {1, 2, 3}) {
+            if (form != 1 && !gatekit::has_channel_tiles()) continue;  // the same pixel tiles again
             const double e = check(k, pattern, threads, shortcut, form);
             ++run;
             worst = std::max(worst, e);
