@@ -8,6 +8,7 @@
 #include <new>
 #include <stdexcept>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 #if defined(__linux__)
@@ -426,18 +427,22 @@ void claim_all(std::atomic<size_t>* next, const size_t* end, int parts, int home
 // Cut a task list into `parts` contiguous shares of about equal work (work(t) of task t); the last takes
 // the rest.
 template <typename T, typename W>
-void split_shares(const std::vector<T>& tasks, int parts, W work, std::atomic<size_t>* next, size_t* end) {
+void split_shares(const T* tasks, size_t count, int parts, W work, std::atomic<size_t>* next, size_t* end) {
   double total = 0;
-  for (const T& t : tasks) total += work(t);
+  for (size_t i = 0; i < count; ++i) total += work(tasks[i]);
   size_t i = 0;
   double acc = 0;
   for (int p = 0; p < parts; ++p) {
     next[p].store(i, std::memory_order_relaxed);
     const double goal = total * (p + 1) / parts;
-    while (i < tasks.size() && (p == parts - 1 || acc + 0.5 * work(tasks[i]) < goal)) acc += work(tasks[i++]);
+    while (i < count && (p == parts - 1 || acc + 0.5 * work(tasks[i]) < goal)) acc += work(tasks[i++]);
     end[p] = i;
   }
 }
+
+// The work estimates shares are cut by (rows x channels).
+double share_work1(const Task1& t) { return (double)(t.r1 - t.r0) * (t.j1 - t.j0 + 1); }
+double share_work2(const Task2& t) { return (double)(t.r1 - t.r0) * (t.co1 - t.co0); }
 
 void run_worker(void* arg, size_t) {
   RunBoth& r = *static_cast<RunBoth*>(arg);
@@ -477,12 +482,136 @@ int band_rows(int Ho, int Wo, int lanes, int target, int min_px) {
   return std::max(1, rows);
 }
 
-void plan_tasks(const Plan& p, int lanes, int threads, std::vector<Task1>& t1, std::vector<Task2>& t2) {
+// Other band splits are weighed only when the rule's plan leaves its last thread running past this multiple of
+// the mean work per thread (modelled, model_span), and one is taken only when modelled this much faster.
+constexpr double kPlanImbalance = 1.1;
+constexpr double kPlanMargin = 0.97;
+
+// conv1 tasks of sample n for A active channels in bands of `rows` rows: each band cut into channel groups of
+// whole 8-row tiles, about `target` tasks in all; or, with `groups` > 0, into that many groups of equal size.
+void conv1_tasks(const Plan& p, int n, int A, int rows, int target, std::vector<Task1>& out, int groups = 0) {
+  const int nb = ceil_div(p.Ho, rows);
+  int ng = std::max(1, std::min(ceil_div(target, nb), std::max(1, A / 8)));
+  const int gsz = groups > 0 ? ceil_div(A, std::min(groups, A)) : std::min(A, ceil_div(ceil_div(A, ng), 8) * 8);
+  ng = ceil_div(A, gsz);
+  for (int b = 0; b < nb; ++b)
+    for (int g = 0; g < ng; ++g)
+      out.push_back(Task1{n, b * rows, std::min(p.Ho, (b + 1) * rows), g * gsz, std::min(A, (g + 1) * gsz)});
+}
+
+// conv2 tasks of sample n in bands of `rows` rows, each cut into channel groups, about `target` tasks in all.
+void conv2_tasks(const Plan& p, int n, int lanes, int rows2, int target2, std::vector<Task2>& out) {
+  const int Cout8 = p.conv2_channels == 1 ? p.w.CoutB : p.w.Cout8;  // conv2's channel range
+  const int nb2 = ceil_div(p.Ho, rows2);
+  const int vec_per_band = ceil_div((int64_t)rows2 * p.Wo, lanes);
+  // Form 2: a last band whose vectors would leave a quarter or more of their lanes empty takes channel tiles.
+  const int last_px = (p.Ho - (nb2 - 1) * rows2) * p.Wo;
+  const int last_lanes = ceil_div(last_px, lanes) * lanes;
+  const bool tail_channels = p.conv2_channels == 2 && 4 * (last_lanes - last_px) >= last_lanes;
+  const int nbp = tail_channels ? nb2 - 1 : nb2;  // bands in the call's main form
+  // Channel ranges in whole tiles: output-channel tiles are 2 blocks; pixel tiles 24 channels when a band is
+  // 1-2 vectors, else 8.
+  const int unit = p.conv2_channels == 1 ? 2 * p.w.wb : vec_per_band <= 2 ? 24 : 8;
+  int ng2 = std::max(1, std::min(ceil_div(target2, nb2), ceil_div(Cout8, unit)));
+  const int gsz2 = ceil_div(ceil_div(Cout8, ng2), unit) * unit;
+  ng2 = ceil_div(Cout8, gsz2);
+  const int ch = p.conv2_channels == 1 ? 1 : 0;
+  for (int b = 0; b < nbp; ++b)
+    for (int g = 0; g < ng2; ++g)
+      out.push_back(Task2{n, b * rows2, std::min(p.Ho, (b + 1) * rows2), g * gsz2, std::min(Cout8, (g + 1) * gsz2), ch});
+  if (tail_channels) {
+    // The last band in channel tiles, its channels (CoutB, in units of 2 blocks) split as the other bands'.
+    const int cunit = 2 * p.w.wb;
+    const int cgsz = ceil_div(ceil_div(p.w.CoutB, ng2), cunit) * cunit;
+    for (int c0 = 0; c0 < p.w.CoutB; c0 += cgsz)
+      out.push_back(Task2{n, nbp * rows2, p.Ho, c0, std::min(p.w.CoutB, c0 + cgsz), 1});
+  }
+}
+
+// Modelled finishing time of the last thread, and the mean work per thread, when `tasks[first..]` run as
+// RunBoth runs them: cut into shares, each thread runs its own share, then takes the next task left in the
+// others.  cost(task, new_band): a task's cycles, plus copying x when the thread had not copied that band.
+struct Span {
+  double last, mean;
+};
+template <typename T, typename Cost>
+Span model_span(const std::vector<T>& tasks, size_t first, int threads, Cost cost) {
+  const T* own = tasks.data() + first;
+  const size_t count = tasks.size() - first;
+  std::atomic<size_t> next[kMaxParts];
+  size_t end[kMaxParts], cur[kMaxParts];
+  const int parts = std::min(threads, kMaxParts);
+  if constexpr (std::is_same<T, Task1>::value)
+    split_shares(own, count, parts, share_work1, next, end);
+  else
+    split_shares(own, count, parts, share_work2, next, end);
+  for (int k = 0; k < parts; ++k) cur[k] = next[k].load(std::memory_order_relaxed);
+  double clock[kMaxParts], total = 0;
+  int band[kMaxParts];
+  for (int k = 0; k < parts; ++k) clock[k] = 0, band[k] = -1;
+  for (size_t done = 0; done < count; ++done) {
+    int w = 0;  // the thread that is free first claims the next task in its order
+    for (int k = 1; k < parts; ++k)
+      if (clock[k] < clock[w]) w = k;
+    size_t i = count;
+    for (int k = 0; k < parts && i == count; ++k) {
+      const int q = (w + k) % parts;
+      if (cur[q] < end[q]) i = cur[q]++;
+    }
+    const double c = cost(own[i], own[i].r0 != band[w]);
+    band[w] = own[i].r0;
+    clock[w] += c;
+    total += c;
+  }
+  double last = 0;
+  for (int k = 0; k < parts; ++k) last = std::max(last, clock[k]);
+  return Span{last, total / parts};
+}
+
+// The band rows chosen for a block shape, active channel count and thread count, remembered per thread
+// (direct-mapped): weighing other plans costs 1-3 us, a call of a small block 20-100.
+struct RowChoice {
+  int key[9] = {-1};
+  int rows1 = 0, rows2 = 0, groups1 = 0;
+};
+constexpr int kRowChoices = 256;
+thread_local RowChoice tl_row_choice[kRowChoices];
+
+void plan_tasks(const Plan& p, const IsaOps& isa, int threads, std::vector<Task1>& t1, std::vector<Task2>& t2,
+                int* rows1_out = nullptr, int* rows2_out = nullptr, int* groups1_out = nullptr);
+
+void plan_tasks_cached(const Plan& p, const IsaOps& isa, int threads, std::vector<Task1>& t1, std::vector<Task2>& t2) {
+  const int lanes = isa.lanes;
+  const int A = p.N == 1 ? p.nact[0] : 0;
+  if (threads <= 1 || p.N != 1 || A == 0) {
+    plan_tasks(p, isa, threads, t1, t2);
+    return;
+  }
+  const int key[9] = {p.Ho, p.Wo, p.S, p.w.Cin, p.w.Cout, A, threads, p.conv2_channels, p.w.wsp ? 1 : 0};
+  uint32_t h = 2166136261u;
+  for (int v : key) h = (h ^ (uint32_t)v) * 16777619u;
+  RowChoice& rc = tl_row_choice[h % kRowChoices];
+  if (std::equal(key, key + 9, rc.key)) {
+    t1.clear();
+    t2.clear();
+    conv1_tasks(p, 0, A, rc.rows1, task_target((double)A * p.w.Cin * 9 * p.P, threads), t1, rc.groups1);
+    const double work2 = (double)p.w.Cout * (A * 9 + (p.w.wsp ? p.w.Cin : 0)) * p.P;
+    conv2_tasks(p, 0, lanes, rc.rows2, task_target(work2, threads), t2);
+    return;
+  }
+  rc.groups1 = 0;
+  plan_tasks(p, isa, threads, t1, t2, &rc.rows1, &rc.rows2, &rc.groups1);
+  std::copy(key, key + 9, rc.key);
+}
+
+void plan_tasks(const Plan& p, const IsaOps& isa, int threads, std::vector<Task1>& t1, std::vector<Task2>& t2,
+                int* rows1_out, int* rows2_out, int* groups1_out) {
+  const int lanes = isa.lanes;
   t1.clear();
   t2.clear();
   const int Cin = p.w.Cin, Cout = p.w.Cout;
-  const int Cout8 = p.conv2_channels == 1 ? p.w.CoutB : p.w.Cout8;  // conv2's channel range
   const int Ks = p.w.wsp ? Cin : 0;  // the shortcut's K steps in conv2
+  auto vecs = [&](int r0, int r1) { return (double)ceil_div((int64_t)(r1 - r0) * p.Wo, lanes); };
   for (int n = 0; n < p.N; ++n) {
     const int A = p.nact[n];
     if (A == 0 && Ks) {
@@ -510,41 +639,83 @@ void plan_tasks(const Plan& p, int lanes, int threads, std::vector<Task1>& t1, s
         // bands, each re-copying its 2 halo rows, rather than one thread running the whole pass (rows not
         // rounded to whole vectors: at 17 px that rounding would cut 16 + 1 rows).
         rows = ceil_div(p.Ho, std::min(p.Ho, ceil_div(threads, ng)));
-        nb = ceil_div(p.Ho, rows);
       }
-      const int gsz = std::min(A, ceil_div(ceil_div(A, ng), 8) * 8);  // groups of whole 8-row tiles
-      ng = ceil_div(A, gsz);
-      for (int b = 0; b < nb; ++b)
-        for (int g = 0; g < ng; ++g)
-          t1.push_back(Task1{n, b * rows, std::min(p.Ho, (b + 1) * rows), g * gsz, std::min(A, (g + 1) * gsz)});
+      const size_t first = t1.size();
+      conv1_tasks(p, n, A, rows, target, t1);
+      if (threads > 1) {
+        // The rule's tasks may not share out evenly: bands rounded to whole vectors (34 rows into 24 + 10 for
+        // 2 tasks; 17 rows into 16 + 1), channel groups of whole tiles (19 channels into 16 + 3).  Then also
+        // try 1-4 bands per thread, not rounded, on maps of 256 pixels or more (cutting 9x9 maps cost 1-5%),
+        // and 1-2 equal channel groups per thread on the others, and keep the plan modelled fastest.
+        // A task: its tiles by the kernels' cost model; a share copies x for each band it works on (about
+        // 2 cycles a vector store, 3 planes per input channel at stride 1, 6 at stride 2).
+        auto cost = [&](const Task1& t, bool new_band) {
+          const double tiles = isa.conv1_cycles(t.j1 - t.j0, (int)vecs(t.r0, t.r1), 9 * Cin);
+          return tiles + (new_band ? 2.0 * 3 * p.S * Cin * vecs(t.r0, t.r1 + 3 - p.S) : 0.0);
+        };
+        const Span base = model_span(t1, first, threads, cost);
+        double best = base.last * kPlanMargin;
+        int best_rows = rows;
+        std::vector<Task1> trial;
+        int best_groups = 0;
+        const bool unbalanced = base.last > kPlanImbalance * base.mean;
+        for (int k = 1; k <= 4 && unbalanced && p.P >= 256 && k * threads <= p.Ho; ++k) {
+          const int r = ceil_div(p.Ho, k * threads);
+          if (r == rows || r * p.Wo < lanes) continue;
+          trial.clear();
+          conv1_tasks(p, n, A, r, target, trial);
+          const double c = model_span(trial, 0, threads, cost).last;
+          if (c < best) best = c, best_rows = r, best_groups = 0;
+        }
+        for (int k = 1; k <= 2 && unbalanced && p.P < 256 && k * threads <= A; ++k) {
+          trial.clear();
+          conv1_tasks(p, n, A, rows, target, trial, k * threads);
+          const double c = model_span(trial, 0, threads, cost).last;
+          if (c < best) best = c, best_rows = rows, best_groups = k * threads;
+        }
+        if (best_rows != rows || best_groups) {
+          t1.resize(first);
+          conv1_tasks(p, n, A, best_rows, target, t1, best_groups);
+          rows = best_rows;
+        }
+        if (groups1_out) *groups1_out = best_groups;
+      }
+      if (rows1_out) *rows1_out = rows;
     }
     const double work2 = (double)Cout * (std::max(A, 1) * 9 + Ks) * p.P;
     const int target2 = task_target(work2, threads);
-    const int rows2 = band_rows(p.Ho, p.Wo, lanes, target2, 3 * lanes);
-    const int nb2 = ceil_div(p.Ho, rows2);
-    const int vec_per_band = ceil_div((int64_t)rows2 * p.Wo, lanes);
-    // Form 2: a last band whose vectors would leave a quarter or more of their lanes empty takes channel tiles.
-    const int last_px = (p.Ho - (nb2 - 1) * rows2) * p.Wo;
-    const int last_lanes = ceil_div(last_px, lanes) * lanes;
-    const bool tail_channels = p.conv2_channels == 2 && 4 * (last_lanes - last_px) >= last_lanes;
-    const int nbp = tail_channels ? nb2 - 1 : nb2;  // bands in the call's main form
-    // Channel ranges in whole tiles: output-channel tiles are 2 blocks; pixel tiles 24 channels when a band is
-    // 1-2 vectors, else 8.
-    const int unit = p.conv2_channels == 1 ? 2 * p.w.wb : vec_per_band <= 2 ? 24 : 8;
-    int ng2 = std::max(1, std::min(ceil_div(target2, nb2), ceil_div(Cout8, unit)));
-    int gsz2 = ceil_div(ceil_div(Cout8, ng2), unit) * unit;
-    ng2 = ceil_div(Cout8, gsz2);
-    const int ch = p.conv2_channels == 1 ? 1 : 0;
-    for (int b = 0; b < nbp; ++b)
-      for (int g = 0; g < ng2; ++g)
-        t2.push_back(Task2{n, b * rows2, std::min(p.Ho, (b + 1) * rows2), g * gsz2, std::min(Cout8, (g + 1) * gsz2), ch});
-    if (tail_channels) {
-      // The last band in channel tiles, its channels (CoutB, in units of 2 blocks) split as the other bands'.
-      const int cunit = 2 * p.w.wb;
-      const int cgsz = ceil_div(ceil_div(p.w.CoutB, ng2), cunit) * cunit;
-      for (int c0 = 0; c0 < p.w.CoutB; c0 += cgsz)
-        t2.push_back(Task2{n, nbp * rows2, p.Ho, c0, std::min(p.w.CoutB, c0 + cgsz), 1});
+    int rows2 = band_rows(p.Ho, p.Wo, lanes, target2, 3 * lanes);
+    const size_t first2 = t2.size();
+    conv2_tasks(p, n, lanes, rows2, target2, t2);
+    if (threads > 1) {
+      // As for conv1, bands only (no copy of x; channel tiles cost their pixels, not whole vectors).
+      // Pixel tiles by the kernels' cost model; channel tiles (12 pixels x 32 channels, as the widest pixel
+      // tile per K step) by their pixels.
+      const int k2 = 9 * std::max(A, 1) + Ks;
+      auto cost = [&](const Task2& t, bool) {
+        if (t.channels)
+          return (double)ceil_div((int64_t)(t.r1 - t.r0) * p.Wo, 12) * ceil_div(t.co1 - t.co0, 32) * (14.5 * k2 + 100.0);
+        return isa.conv2_cycles(t.co1 - t.co0, (int)vecs(t.r0, t.r1), k2);
+      };
+      const Span base = model_span(t2, first2, threads, cost);
+      double best = base.last * kPlanMargin;
+      int best_rows = rows2;
+      std::vector<Task2> trial;
+      for (int k = 1; k <= 4 && p.P >= 256 && k * threads <= p.Ho && base.last > kPlanImbalance * base.mean; ++k) {
+        const int r = ceil_div(p.Ho, k * threads);
+        if (r == rows2 || r * p.Wo < lanes) continue;
+        trial.clear();
+        conv2_tasks(p, n, lanes, r, target2, trial);
+        const double c = model_span(trial, 0, threads, cost).last;
+        if (c < best) best = c, best_rows = r;
+      }
+      if (best_rows != rows2) {
+        t2.resize(first2);
+        conv2_tasks(p, n, lanes, best_rows, target2, t2);
+        rows2 = best_rows;
+      }
     }
+    if (rows2_out) *rows2_out = rows2;
   }
 }
 
@@ -633,7 +804,7 @@ std::string run_block_impl(const PackedBlock& pb, const BlockIO& io, ParallelFor
   }
 
   try {
-    plan_tasks(p, isa->lanes, io.threads, cs.t1, cs.t2);
+    plan_tasks_cached(p, *isa, io.threads, cs.t1, cs.t2);
   } catch (...) {
     return "GatedBlock: out of memory";
   }
@@ -649,10 +820,8 @@ std::string run_block_impl(const PackedBlock& pb, const BlockIO& io, ParallelFor
     both.r2 = &r2;
     both.n1 = cs.t1.size();
     both.parts = (int)std::min(workers, (size_t)kMaxParts);
-    split_shares(cs.t1, both.parts, [](const Task1& t) { return (double)(t.r1 - t.r0) * (t.j1 - t.j0 + 1); },
-                 both.next1, both.end1);
-    split_shares(cs.t2, both.parts, [](const Task2& t) { return (double)(t.r1 - t.r0) * (t.co1 - t.co0); },
-                 both.next2, both.end2);
+    split_shares(cs.t1.data(), cs.t1.size(), both.parts, share_work1, both.next1, both.end1);
+    split_shares(cs.t2.data(), cs.t2.size(), both.parts, share_work2, both.next2, both.end2);
     pf(pf_ctx, workers, &run_worker, &both);
     return failed.load() ? "GatedBlock: out of memory" : std::string();
   }

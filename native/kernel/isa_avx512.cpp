@@ -103,6 +103,7 @@ constexpr int W2B = 16;
 
 namespace gatekit {
 namespace detail {
-const IsaOps isa_avx512_ops = {"avx512", V::L, W2B, true, &prep_impl, &conv1_impl, &conv2_impl, &gate_sum_impl, &gate_fc_impl};
+const IsaOps isa_avx512_ops = {"avx512", V::L, W2B, true, &prep_impl, &conv1_impl, &conv2_impl, &gate_sum_impl, &gate_fc_impl,
+    &conv1_cycles_impl, &conv2_cycles_impl};
 }  // namespace detail
 }  // namespace gatekit

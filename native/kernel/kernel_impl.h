@@ -292,8 +292,8 @@ static double group_cost1(int M, int r, int K) {
 }
 
 // Pick the pixel-vector count per tile for an M x nv problem with K steps: nv / nr full groups of nr vectors,
-// then one group of the rest.
-static int pick_nr1(int M, int nv, int K) {
+// then one group of the rest.  *cycles: the modelled cost of that choice.
+static int pick_nr1(int M, int nv, int K, double* cycles = nullptr) {
   int best = 1;
   double best_cost = 1e300;
   for (int nr = 1; nr <= C1_NRMAX; ++nr) {
@@ -304,7 +304,14 @@ static int pick_nr1(int M, int nv, int K) {
       best = nr;
     }
   }
+  if (cycles) *cycles = best_cost;
   return best;
+}
+
+static double conv1_cycles_impl(int M, int nv, int K) {
+  double c = 0;
+  pick_nr1(M, nv, K, &c);
+  return c;
 }
 
 static void conv1_impl(const Plan& p, const Task1& t, const float* prep, const PrepGeom& g) {
@@ -512,7 +519,7 @@ static double group_cost2(int M, int r, int K) {
   return cost;
 }
 
-static int pick_nr2(int M, int nv, int K) {
+static int pick_nr2(int M, int nv, int K, double* cycles = nullptr) {
   int best = 1;
   double best_cost = 1e300;
   for (int nr = 1; nr <= C2_NRMAX; ++nr) {
@@ -523,7 +530,14 @@ static int pick_nr2(int M, int nv, int K) {
       best = nr;
     }
   }
+  if (cycles) *cycles = best_cost;
   return best;
+}
+
+static double conv2_cycles_impl(int M, int nv, int K) {
+  double c = 0;
+  pick_nr2(M, nv, K, &c);
+  return c;
 }
 
 #if defined(GATEKIT_CHANNEL_TILES)

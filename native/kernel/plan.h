@@ -102,6 +102,10 @@ struct IsaOps {
   // over rows a [kn][m], m a multiple of kGateChunk, rows with s[k] <= 0 skipped when skip_nonpositive.
   float (*gate_sum)(const float* p, size_t n);
   void (*gate_fc)(float* y, const float* bias, const float* a, const float* s, int kn, int m, bool skip_nonpositive);
+  // Modelled cycles of conv1 / conv2's pixel tiles over M channels, nv pixel vectors and K steps with the tile
+  // width the kernels pick (the tile cost model of kernel_impl.h): what the planner weighs task plans by.
+  double (*conv1_cycles)(int M, int nv, int K);
+  double (*conv2_cycles)(int M, int nv, int K);
 };
 
 // Output rows of gate_fc come in chunks of this many floats (8 vectors of 16 lanes).
