@@ -5,9 +5,10 @@ channels, times at batch 1:
   gated   the fused gatekit::GatedBlock op (mask fed as an input; the gate itself is not included)
   static  standard Conv ops holding only the active channels (Conv, Relu, Conv, Add, Relu)
   dense   the same block with all channels
-The residual is a graph input for all three (the shortcut is outside the op).  Variants are interleaved in
-random order; each round records the median of --calls calls per variant, and the table shows the median of
-the round medians.
+The residual is a graph input for all three (the shortcut is outside the op).  Variants are interleaved call
+by call: a round is --calls cycles, each running every variant once in a shuffled order, so that a slower
+stretch of a shared host lands on all variants alike; each round records the median of its calls per variant,
+and the table shows the median of the round medians.
 
     python native/bench_block.py [--runtime ort|openvino] [--threads 1] [--rounds 9] [--calls 30] [--lib LIB] [--size 32]
 
@@ -197,16 +198,19 @@ def main():
         per_round = {k: [] for k in variants}
         busy0, t0, own0 = cpu_busy_seconds(), time.perf_counter(), time.process_time()
         for _ in range(args.rounds):
+            # Call by call: each of the round's `calls` cycles runs every variant once, in a shuffled order, so
+            # that a stretch when this VM's host is slower (seconds long here) lands on all of them alike.
+            ts = {k: [] for k in variants}
             order = list(variants)
-            random.shuffle(order)
-            for k in order:
-                sess, feeds = variants[k]
-                ts = []
-                for _ in range(args.calls):
+            for _ in range(args.calls):
+                random.shuffle(order)
+                for k in order:
+                    sess, feeds = variants[k]
                     a = time.perf_counter()
                     sess.run(None, feeds)
-                    ts.append(time.perf_counter() - a)
-                per_round[k].append(statistics.median(ts))
+                    ts[k].append(time.perf_counter() - a)
+            for k in variants:
+                per_round[k].append(statistics.median(ts[k]))
         busy1, t1 = cpu_busy_seconds(), time.perf_counter()
         med = {k: statistics.median(v) * 1e3 for k, v in per_round.items()}
         foreign = None

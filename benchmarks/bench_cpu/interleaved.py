@@ -28,12 +28,12 @@ SETS = {
 }
 
 
-def checkpoints(name: str, train: bool) -> dict[float, Path]:
+def checkpoints(name: str, train: bool, budgets: tuple[float, ...] = BUDGETS) -> dict[float, Path]:
     spec = SETS[name]
     if isinstance(spec, dict):
-        return spec
+        return {b: spec[b] for b in budgets}
     out = {}
-    for b in BUDGETS:
+    for b in budgets:
         run = ROOT / "runs" / f"{spec}-td{b}"
         if not (run / "model.safetensors").is_file():
             if not train:

@@ -30,13 +30,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from interleaved import BUDGETS, ROOT, add_arguments, bench_phase, checkpoints, run_fresh, write_results  # noqa: E402
 
 
-def export_phase(name: str, train: bool, art_dir: Path) -> list[dict]:
+def export_phase(name: str, train: bool, art_dir: Path, budgets: tuple[float, ...]) -> list[dict]:
     """Exports every graph of every budget; returns the jobs' artifacts (manifest paths and static-width ONNX files)."""
     from gatekit.export.sweep import export_all
     from gatekit.models.arch import Architecture
     from gatekit.pick import synth
 
-    ckpts = checkpoints(name, train)
+    ckpts = checkpoints(name, train, budgets)
     items = []
     for b, ckpt in ckpts.items():
         graphs = ["static", "hybrid", "dynamic"] + (["dense"] if b == 0.3 else [])
@@ -223,8 +223,16 @@ def main() -> None:
                          "writes lut-check-{set}.json")
     ap.add_argument("--native-masks", type=int, help="the LUT's `gatekit profile --native-masks` (default: profile's); "
                                                      "a non-default value writes lut-check-{set}-masks{N}.json")
+    ap.add_argument("--budgets", default=",".join(str(b) for b in BUDGETS),
+                    help="t_d budgets to export and time (0.3 must be among them: it carries the dense graph)")
     args = ap.parse_args()
     threads = [int(t) for t in args.threads.split(",")]
+    try:
+        budgets = tuple(float(b) for b in args.budgets.split(","))
+    except ValueError:
+        sys.exit(f"--budgets: expected comma-separated numbers among {', '.join(map(str, BUDGETS))}, got {args.budgets!r}")
+    if not set(budgets) <= set(BUDGETS) or 0.3 not in budgets:
+        sys.exit(f"--budgets: choose among {', '.join(map(str, BUDGETS))}, 0.3 included (it carries the dense graph); got {args.budgets!r}")
     if args.lut_only:
         from gatekit.atomic import write_json
 
@@ -257,10 +265,12 @@ def main() -> None:
                    f"median |error| {100 * check['median_abs_error_p90']:.1f}% (signed median {100 * check['median_error_p90']:+.1f}%); "
                    f"the native table's own held-out networks: p50 {100 * check['lut_native_validation']['within_tolerance_p50']:.0f}%, "
                    f"p90 {100 * check['lut_native_validation']['within_tolerance_p90']:.0f}% within +-10%.")
-        write_results(f"native-dynamic-{args.name}", result, summary, md, args,
-                      f"python benchmarks/bench_cpu/native_dynamic.py --set {args.name}")
+        budgets_run = sorted({it["budget"] for it in json.loads(Path(args.bench_only).read_text())})
+        command = f"python benchmarks/bench_cpu/native_dynamic.py --set {args.name}" + (
+            f" --budgets {','.join(map(str, budgets_run))}" if tuple(budgets_run) != BUDGETS else "")
+        write_results(f"native-dynamic-{args.name}", result, summary, md, args, command)
         return
-    items = export_phase(args.name, args.train, ROOT / "runs" / "native_dynamic" / args.name)
+    items = export_phase(args.name, args.train, ROOT / "runs" / "native_dynamic" / args.name, budgets)
     sys.exit(run_fresh(__file__, args.name, items, args, ["--lut", args.lut, "--lut-inputs", str(args.lut_inputs),
                                                           "--lut-runs", str(args.lut_runs)]))
 
