@@ -568,20 +568,41 @@ Span model_span(const std::vector<T>& tasks, size_t first, int threads, Cost cos
   return Span{last, total / parts};
 }
 
-// The band rows chosen for a block shape, active channel count and thread count, remembered per thread
+// Band rows r = ceil(Ho / (k * threads)), k = 1..4, not rounded to whole vectors: the one whose tasks
+// (make(r, out)) are modelled to finish first, if before `best` (updated); else `rows`.
+template <typename T, typename Make, typename Cost>
+int weigh_band_rows(const Plan& p, int lanes, int threads, int rows, double& best, Make make, Cost cost) {
+  int best_rows = rows;
+  std::vector<T> trial;
+  for (int k = 1; k <= 4 && k * threads <= p.Ho; ++k) {
+    const int r = ceil_div(p.Ho, k * threads);
+    if (r == rows || r * p.Wo < lanes) continue;
+    trial.clear();
+    make(r, trial);
+    const double c = model_span(trial, 0, threads, cost).last;
+    if (c < best) best = c, best_rows = r;
+  }
+  return best_rows;
+}
+
+// What plan_tasks chose for a sample (rows, channel groups, task targets): enough to make its tasks again.
+struct PlanChoice {
+  int rows1 = 0, groups1 = 0, target1 = 0, rows2 = 0, target2 = 0;
+};
+
+// The choice for a block shape, active channel count and thread count, remembered per thread
 // (direct-mapped): weighing other plans costs 1-3 us, a call of a small block 20-100.
 struct RowChoice {
   int key[9] = {-1};
-  int rows1 = 0, rows2 = 0, groups1 = 0;
+  PlanChoice choice;
 };
 constexpr int kRowChoices = 256;
 thread_local RowChoice tl_row_choice[kRowChoices];
 
 void plan_tasks(const Plan& p, const IsaOps& isa, int threads, std::vector<Task1>& t1, std::vector<Task2>& t2,
-                int* rows1_out = nullptr, int* rows2_out = nullptr, int* groups1_out = nullptr);
+                PlanChoice* chosen = nullptr);
 
 void plan_tasks_cached(const Plan& p, const IsaOps& isa, int threads, std::vector<Task1>& t1, std::vector<Task2>& t2) {
-  const int lanes = isa.lanes;
   const int A = p.N == 1 ? p.nact[0] : 0;
   if (threads <= 1 || p.N != 1 || A == 0) {
     plan_tasks(p, isa, threads, t1, t2);
@@ -592,20 +613,20 @@ void plan_tasks_cached(const Plan& p, const IsaOps& isa, int threads, std::vecto
   for (int v : key) h = (h ^ (uint32_t)v) * 16777619u;
   RowChoice& rc = tl_row_choice[h % kRowChoices];
   if (std::equal(key, key + 9, rc.key)) {
+    const PlanChoice& c = rc.choice;
     t1.clear();
     t2.clear();
-    conv1_tasks(p, 0, A, rc.rows1, task_target((double)A * p.w.Cin * 9 * p.P, threads), t1, rc.groups1);
-    const double work2 = (double)p.w.Cout * (A * 9 + (p.w.wsp ? p.w.Cin : 0)) * p.P;
-    conv2_tasks(p, 0, lanes, rc.rows2, task_target(work2, threads), t2);
+    conv1_tasks(p, 0, A, c.rows1, c.target1, t1, c.groups1);
+    conv2_tasks(p, 0, isa.lanes, c.rows2, c.target2, t2);
     return;
   }
-  rc.groups1 = 0;
-  plan_tasks(p, isa, threads, t1, t2, &rc.rows1, &rc.rows2, &rc.groups1);
+  rc.choice = PlanChoice();
+  plan_tasks(p, isa, threads, t1, t2, &rc.choice);
   std::copy(key, key + 9, rc.key);
 }
 
 void plan_tasks(const Plan& p, const IsaOps& isa, int threads, std::vector<Task1>& t1, std::vector<Task2>& t2,
-                int* rows1_out, int* rows2_out, int* groups1_out) {
+                PlanChoice* chosen) {
   const int lanes = isa.lanes;
   t1.clear();
   t2.clear();
@@ -655,32 +676,28 @@ void plan_tasks(const Plan& p, const IsaOps& isa, int threads, std::vector<Task1
         };
         const Span base = model_span(t1, first, threads, cost);
         double best = base.last * kPlanMargin;
-        int best_rows = rows;
-        std::vector<Task1> trial;
-        int best_groups = 0;
-        const bool unbalanced = base.last > kPlanImbalance * base.mean;
-        for (int k = 1; k <= 4 && unbalanced && p.P >= 256 && k * threads <= p.Ho; ++k) {
-          const int r = ceil_div(p.Ho, k * threads);
-          if (r == rows || r * p.Wo < lanes) continue;
-          trial.clear();
-          conv1_tasks(p, n, A, r, target, trial);
-          const double c = model_span(trial, 0, threads, cost).last;
-          if (c < best) best = c, best_rows = r, best_groups = 0;
-        }
-        for (int k = 1; k <= 2 && unbalanced && p.P < 256 && k * threads <= A; ++k) {
-          trial.clear();
-          conv1_tasks(p, n, A, rows, target, trial, k * threads);
-          const double c = model_span(trial, 0, threads, cost).last;
-          if (c < best) best = c, best_rows = rows, best_groups = k * threads;
+        int best_rows = rows, best_groups = 0;
+        if (base.last > kPlanImbalance * base.mean && p.P >= 256) {
+          best_rows = weigh_band_rows<Task1>(p, lanes, threads, rows, best, [&](int r, std::vector<Task1>& out) {
+            conv1_tasks(p, n, A, r, target, out);
+          }, cost);
+        } else if (base.last > kPlanImbalance * base.mean) {
+          std::vector<Task1> trial;
+          for (int k = 1; k <= 2 && k * threads <= A; ++k) {
+            trial.clear();
+            conv1_tasks(p, n, A, rows, target, trial, k * threads);
+            const double c = model_span(trial, 0, threads, cost).last;
+            if (c < best) best = c, best_groups = k * threads;
+          }
         }
         if (best_rows != rows || best_groups) {
           t1.resize(first);
           conv1_tasks(p, n, A, best_rows, target, t1, best_groups);
           rows = best_rows;
         }
-        if (groups1_out) *groups1_out = best_groups;
+        if (chosen) chosen->groups1 = best_groups;
       }
-      if (rows1_out) *rows1_out = rows;
+      if (chosen) chosen->rows1 = rows, chosen->target1 = target;
     }
     const double work2 = (double)Cout * (std::max(A, 1) * 9 + Ks) * p.P;
     const int target2 = task_target(work2, threads);
@@ -700,22 +717,17 @@ void plan_tasks(const Plan& p, const IsaOps& isa, int threads, std::vector<Task1
       const Span base = model_span(t2, first2, threads, cost);
       double best = base.last * kPlanMargin;
       int best_rows = rows2;
-      std::vector<Task2> trial;
-      for (int k = 1; k <= 4 && p.P >= 256 && k * threads <= p.Ho && base.last > kPlanImbalance * base.mean; ++k) {
-        const int r = ceil_div(p.Ho, k * threads);
-        if (r == rows2 || r * p.Wo < lanes) continue;
-        trial.clear();
-        conv2_tasks(p, n, lanes, r, target2, trial);
-        const double c = model_span(trial, 0, threads, cost).last;
-        if (c < best) best = c, best_rows = r;
-      }
+      if (base.last > kPlanImbalance * base.mean && p.P >= 256)
+        best_rows = weigh_band_rows<Task2>(p, lanes, threads, rows2, best, [&](int r, std::vector<Task2>& out) {
+          conv2_tasks(p, n, lanes, r, target2, out);
+        }, cost);
       if (best_rows != rows2) {
         t2.resize(first2);
         conv2_tasks(p, n, lanes, best_rows, target2, t2);
         rows2 = best_rows;
       }
     }
-    if (rows2_out) *rows2_out = rows2;
+    if (chosen) chosen->rows2 = rows2, chosen->target2 = target2;
   }
 }
 
