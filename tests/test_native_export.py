@@ -177,3 +177,39 @@ def test_shortcut_as_a_conv_node_is_kept_as_an_option(exported, tmp_path):
         with load_artifact(open_artifact(tmp_path / f"dynamic.{fmt}.json"), threads=2) as conv, \
                 load_artifact(open_artifact(tmp / "out" / f"dynamic.{fmt}.json"), threads=2) as fused:
             np.testing.assert_allclose(conv.run(x), fused.run(x), rtol=1e-5, atol=1e-5)
+
+
+def test_openvino_convolutions_feeding_the_op_keep_jit_reorders(exported):
+    """The stem feeds the op, which the CPU plugin runs on NCHW: the IR asks for oneDNN's direct convolution
+    (channel-blocked output, a jit reorder to NCHW) rather than the channels-last one, whose output took the
+    plugin's generic reorder (slower than the stem itself at 32 px); an ONNX file loaded with the extension
+    (the LUT's networks) gets the same request."""
+    import openvino as ov
+
+    from gatekit import native_ops
+    from gatekit.artifacts import load_inputs
+    from gatekit.runtimes.openvino_layout import with_blocked_feeders
+
+    tmp, manifests = exported
+    m = manifests["openvino"]
+    record = m["runtime"]["primitives_priority"]
+    assert record["nodes"] == ["/stem/Conv/WithoutBiases"] and record["value"].startswith("cpu:jit_")
+    assert "primitives_priority" not in m["native_op"]["fallback_runtime"]  # the fallback has no op to feed
+    core = ov.Core()
+    core.add_extension(str(native_ops.library_for("openvino")))
+    x, _ = load_inputs(m, 1, str(tmp / "d.npz"))
+
+    def executed(model) -> list[tuple[str, str]]:
+        compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": 1,
+                                                     "PERF_COUNT": True})
+        request = compiled.create_infer_request()
+        request.infer([x])
+        return [(p.node_type, p.exec_type) for p in request.profiling_info if p.real_time.total_seconds() > 0]
+
+    onnx_model = core.read_model(str(tmp / "out" / "dynamic.onnx"))
+    assert any(e.startswith("brgconv") for t, e in executed(onnx_model) if t == "Convolution")  # the plugin's own pick
+    for model in (core.read_model(str(tmp / "out" / "dynamic.xml")), with_blocked_feeders(core, onnx_model)):
+        ran = executed(model)
+        convs = [e for t, e in ran if t == "Convolution"]
+        assert convs and all(e.startswith("jit_") for e in convs), ran
+        assert all("jit" in e for t, e in ran if t == "Reorder"), ran

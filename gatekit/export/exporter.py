@@ -506,6 +506,10 @@ def _write_openvino(prep: Prepared, onnx_path: Path, staged: dict[str, Path], pr
 
         converted, record = quantize_openvino(converted, prep.quant_calibration(), prep.quant_patterns())
         extra["quantization"] = dict(record, calibration=prep.quant_calibration_record())
+    if extensions:
+        from gatekit.runtimes.openvino_layout import prefer_blocked_feeders
+
+        extra["primitives_priority"] = prefer_blocked_feeders(converted)
     ov.save_model(converted, str(xml), compress_to_fp16=precision == "fp16")
     if not staged["bin"].is_file():
         raise GatekitError(f"OpenVINO wrote no {staged['bin'].name} beside {xml.name}")

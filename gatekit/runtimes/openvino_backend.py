@@ -108,6 +108,10 @@ class OpenVinoBackend(Backend):
             model = core.read_model(str(path))
         except Exception as e:
             raise GatekitError(f"OpenVINO cannot read {path}: {one_line(e)}") from None
+        if extensions and path.suffix == ".onnx":  # an IR from gatekit export carries this already
+            from gatekit.runtimes.openvino_layout import with_blocked_feeders
+
+            model = with_blocked_feeders(core, model)
         if len(model.inputs) != 1 or len(model.outputs) != 1:
             raise GatekitError(f"{path.name} has {len(model.inputs)} inputs and {len(model.outputs)} outputs; "
                                "gatekit runs graphs with one of each")
