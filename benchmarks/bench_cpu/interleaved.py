@@ -1,6 +1,7 @@
-"""Shared by the CPU suites (native_dynamic.py, precisions.py): the checkpoint sets, and the measurement
-phase that runs in a fresh process (no torch) as interleaved rounds of every job, keeping medians over
-rounds and the load average of each round."""
+"""Shared by the CPU suites (native_dynamic.py, precisions.py, native_paired.py, openvino_layout_hint.py): the
+checkpoint sets, the jobs of the last native_dynamic.py run, and the measurement phase that runs in a fresh
+process (no torch) as interleaved rounds of every job, keeping medians over rounds and the load average of
+each round."""
 
 from __future__ import annotations
 
@@ -42,6 +43,14 @@ def checkpoints(name: str, train: bool, budgets: tuple[float, ...] = BUDGETS) ->
                             "--quiet"], check=True)
         out[b] = run
     return out
+
+
+def last_run_items(name: str) -> list[dict]:
+    """The jobs of the set's last native_dynamic.py run (its exported artifacts), or exit with one line."""
+    items_path = ROOT / "runs" / "native_dynamic" / name / "items.json"
+    if not items_path.is_file():
+        sys.exit(f"--set {name}: no {items_path}: run `python benchmarks/bench_cpu/native_dynamic.py --set {name}` first")
+    return json.loads(items_path.read_text())
 
 
 def bench_phase(items: list[dict], threads: list[int], rounds: int, min_runs: int, min_seconds: float, seed: int) -> dict:

@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from interleaved import BUDGETS, ROOT, add_arguments, bench_phase, checkpoints, run_fresh, write_results  # noqa: E402
+from interleaved import BUDGETS, ROOT, add_arguments, bench_phase, checkpoints, last_run_items, run_fresh, write_results  # noqa: E402
 
 
 def export_phase(name: str, train: bool, art_dir: Path, budgets: tuple[float, ...]) -> list[dict]:
@@ -236,12 +236,9 @@ def main() -> None:
     if args.lut_only:
         from gatekit.atomic import write_json
 
-        items_path = ROOT / "runs" / "native_dynamic" / args.name / "items.json"
-        if not items_path.is_file():
-            sys.exit(f"missing {items_path}: run `python benchmarks/bench_cpu/native_dynamic.py --set {args.name}` first")
         rt, t = (args.lut or "ort:1").split(":")
         load_before = os.getloadavg()[0]
-        check = lut_check(json.loads(items_path.read_text()), args.name, rt, int(t), args.lut_inputs, args.lut_runs,
+        check = lut_check(last_run_items(args.name), args.name, rt, int(t), args.lut_inputs, args.lut_runs,
                           Path(args.out), args.native_masks)
         check["loadavg"] = [load_before, os.getloadavg()[0]]
         check["command"] = f"python benchmarks/bench_cpu/native_dynamic.py --set {args.name} --lut-only" + (

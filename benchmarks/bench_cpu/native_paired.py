@@ -18,7 +18,6 @@ Writes benchmarks/bench_cpu/native-paired-{set}.{json,md}.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import statistics
@@ -29,11 +28,14 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(HERE))
 
 IMAGES = 32
 
 
 def main() -> int:
+    from interleaved import last_run_items
+
     from gatekit.artifacts import load_inputs, open_artifact
     from gatekit.atomic import write_json, write_text
     from gatekit.runtimes import load_artifact, load_session
@@ -47,10 +49,7 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(HERE))
     args = ap.parse_args()
-    items_path = ROOT / "runs" / "native_dynamic" / args.name / "items.json"
-    if not items_path.is_file():
-        sys.exit(f"--set {args.name}: no {items_path}: run benchmarks/bench_cpu/native_dynamic.py --set {args.name} first")
-    items = json.loads(items_path.read_text())
+    items = last_run_items(args.name)
     threads = [int(t) for t in args.threads.split(",")]
     rng = random.Random(args.seed)
 

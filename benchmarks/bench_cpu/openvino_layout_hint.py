@@ -18,7 +18,6 @@ Writes benchmarks/bench_cpu/openvino-layout-hint-{set}.{json,md}.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import statistics
@@ -30,12 +29,15 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(HERE))
 
 IMAGES = 32
 HEAD_TYPES = ("Convolution", "Reorder", "MaxPool")  # the stem, its reorders, and a max-pooling stem's pool
 
 
 def main() -> int:
+    from interleaved import last_run_items
+
     import numpy as np
     import openvino as ov
 
@@ -53,13 +55,11 @@ def main() -> int:
     ap.add_argument("--burst", type=int, default=4)
     ap.add_argument("--out", default=str(HERE))
     args = ap.parse_args()
-    items_path = ROOT / "runs" / "native_dynamic" / args.name / "items.json"
-    if not items_path.is_file():
-        sys.exit(f"--set {args.name}: no {items_path}: run benchmarks/bench_cpu/native_dynamic.py --set {args.name} first")
+    items = last_run_items(args.name)
     lib = native_ops.library_for("openvino")
     if lib is None:
         sys.exit("the OpenVINO extension is not built: run `gatekit ops build`")
-    irs = sorted({(it["budget"], it["manifest"]) for it in json.loads(items_path.read_text())
+    irs = sorted({(it["budget"], it["manifest"]) for it in items
                   if it["kind"] == "artifact" and it["graph"] == "dynamic" and it["format"] == "openvino"})
     threads = [int(t) for t in args.threads.split(",")]
     core = ov.Core()
