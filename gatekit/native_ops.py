@@ -39,6 +39,8 @@ from pathlib import Path
 from gatekit.atomic import write_json
 from gatekit.errors import GatekitError
 
+DOMAIN = "gatekit"  # the ONNX domain (and OpenVINO opset) of gatekit's native ops (native/README.md)
+
 OPS_VERSION = "0.1.0"
 ORT_API_VERSION = 17  # native/ort/ort_abi.h: GATEKIT_ORT_API_VERSION
 MIN_CMAKE = (3, 18)

@@ -31,7 +31,7 @@ from gatekit.runtimes.verify import check, relative_error, run_batched
 
 OPSET = 17
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
-NATIVE_DOMAIN = "gatekit"  # the ONNX domain of gatekit's native custom ops
+NATIVE_DOMAIN = native_ops.DOMAIN
 DYNAMIC_FORMS = ("auto", "native", "conv", "matmul")
 INPUT_NAME = "input"
 

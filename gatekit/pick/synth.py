@@ -18,10 +18,11 @@ import math
 
 import numpy as np
 
+from gatekit import native_ops
 from gatekit.models.arch import Architecture, BlockShape
 
 OPSET = 17
-NATIVE_DOMAIN = "gatekit"  # gatekit's native gated-block ops (native/README.md)
+NATIVE_DOMAIN = native_ops.DOMAIN
 INPUT_NAME, OUTPUT_NAME = "input", "features"
 # The selector (channel 0 of every activation) and the range of its pooled value that the gates spread
 # their channel sets over: the stem adds SELECTOR_OFFSET to the normalised image's first channel.

@@ -13,8 +13,9 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+from gatekit.native_ops import DOMAIN
+
 BLOCKED_CONV_PRIORITY = "cpu:jit_avx512,cpu:jit_avx2,cpu:jit_sse42"
-CUSTOM_DOMAIN = "gatekit"
 # ops the plugin fuses into the convolution before them, or that keep its layout
 _CONV_TAIL = {"Add", "Multiply", "Relu", "Clamp", "MaxPool"}
 
@@ -26,7 +27,7 @@ def prefer_blocked_feeders(model) -> dict:
         for out in node.outputs():
             for target in out.get_target_inputs():
                 consumer = target.get_node()
-                if consumer.get_type_info().version_id == CUSTOM_DOMAIN:
+                if consumer.get_type_info().version_id == DOMAIN:
                     return True
                 if consumer.get_type_name() in _CONV_TAIL and depth < 4 and feeds_op(consumer, depth + 1):
                     return True
