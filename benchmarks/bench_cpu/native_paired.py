@@ -33,6 +33,19 @@ sys.path.insert(0, str(HERE))
 IMAGES = 32
 
 
+def quarters(values: list[float]) -> list[list[float]]:
+    """The cycles' values in four consecutive quarters (of time)."""
+    k = len(values)
+    return [values[i * k // 4:(i + 1) * k // 4] for i in range(4)]
+
+
+def quarter_ratios(num: list[float], den: list[float]) -> list[float]:
+    """The median per-cycle ratio num/den in each quarter of the cycles: the host's speed phases (this VM's
+    cores at times run ~1.3-1.7x slower for tens of seconds, both graphs at once, and the ratio with them)
+    show as quarters that disagree."""
+    return [statistics.median(a / b for a, b in zip(qa, qb)) for qa, qb in zip(quarters(num), quarters(den))]
+
+
 def main() -> int:
     from interleaved import last_run_items
 
@@ -95,7 +108,9 @@ def main() -> int:
                        "mean_widths": mean["widths"], "mean_widths_macs_ratio": mean["macs_ratio"],
                        **{f"{k.replace(' ', '_')}_p50_ms": statistics.median(v) * 1e3 for k, v in times.items()},
                        "native_over_mean_widths": statistics.median(a / b for a, b in zip(nat, times["static at mean widths"])),
-                       "native_over_static": statistics.median(a / b for a, b in zip(nat, times["static"]))}
+                       "native_over_static": statistics.median(a / b for a, b in zip(nat, times["static"])),
+                       "native_over_static_by_quarter": quarter_ratios(nat, times["static"]),
+                       "static_p50_ms_by_quarter": [statistics.median(q) * 1e3 for q in quarters(times["static"])]}
                 rows.append(row)
                 print(f"t_d {budget} {rt} {t}T: native {row['native_p50_ms']:.3f} ms, at mean widths "
                       f"{row['static_at_mean_widths_p50_ms']:.3f}, static {row['static_p50_ms']:.3f}; native / mean widths "
@@ -109,12 +124,13 @@ def main() -> int:
              f"{args.cycles} cycles per row (medians over cycles of each burst's median without its first 2 calls; ratios are "
              f"medians of per-cycle ratios); load {load_start[0]:.2f} -> {load_end[0]:.2f}.",
              f"Re-run: `{command}`", "",
-             "| t_d | runtime | threads | native ms | static at mean widths ms | static ms | native / mean widths | native / static | ran |",
-             "|---:|---|---:|---:|---:|---:|---:|---:|---|"]
+             "| t_d | runtime | threads | native ms | static at mean widths ms | static ms | native / mean widths | native / static | by quarter | static ms by quarter | ran |",
+             "|---:|---|---:|---:|---:|---:|---:|---:|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['budget']} | {r['runtime']} | {r['threads']} | {r['native_p50_ms']:.3f} | "
                      f"{r['static_at_mean_widths_p50_ms']:.3f} | {r['static_p50_ms']:.3f} | {r['native_over_mean_widths']:.2f} | "
-                     f"{r['native_over_static']:.2f} | {r['native_ran']} |")
+                     f"{r['native_over_static']:.2f} | {' '.join(f'{q:.2f}' for q in r['native_over_static_by_quarter'])} | "
+                     f"{' '.join(f'{q:.2f}' for q in r['static_p50_ms_by_quarter'])} | {r['native_ran']} |")
     out = Path(args.out)
     write_json(out / f"native-paired-{args.name}.json", result)
     write_text(out / f"native-paired-{args.name}.md", "\n".join(lines) + "\n")
