@@ -263,8 +263,11 @@ def main() -> None:
                    f"the native table's own held-out networks: p50 {100 * check['lut_native_validation']['within_tolerance_p50']:.0f}%, "
                    f"p90 {100 * check['lut_native_validation']['within_tolerance_p90']:.0f}% within +-10%.")
         budgets_run = sorted({it["budget"] for it in json.loads(Path(args.bench_only).read_text())})
-        command = f"python benchmarks/bench_cpu/native_dynamic.py --set {args.name}" + (
-            f" --budgets {','.join(map(str, budgets_run))}" if tuple(budgets_run) != BUDGETS else "")
+        command = f"python benchmarks/bench_cpu/native_dynamic.py --set {args.name}"
+        if tuple(budgets_run) != BUDGETS:
+            command += f" --budgets {','.join(map(str, budgets_run))}"
+        if args.lut != "ort:1":
+            command += f" --lut {args.lut}" if args.lut else " --lut ''"
         write_results(f"native-dynamic-{args.name}", result, summary, md, args, command)
         return
     items = export_phase(args.name, args.train, ROOT / "runs" / "native_dynamic" / args.name, budgets)
