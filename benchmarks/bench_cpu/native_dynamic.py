@@ -2,8 +2,8 @@
 dynamic forms and a static network at the native graph's per-block mean active widths: one run per set.
 
     python benchmarks/bench_cpu/native_dynamic.py --set x0.25            # committed cpu-small checkpoints
-    python benchmarks/bench_cpu/native_dynamic.py --set full32 --train   # cpu-fullwidth recipe (~5 min per budget)
-    python benchmarks/bench_cpu/native_dynamic.py --set full96 --train   # cpu-fullwidth-96 recipe (~3 min per budget)
+    python benchmarks/bench_cpu/native_dynamic.py --set full32 --train   # cpu-fullwidth recipe (5-12 min per budget by host)
+    python benchmarks/bench_cpu/native_dynamic.py --set full96 --train   # cpu-fullwidth-96 recipe (~3 min per budget on the fastest host here)
 
 Phase 1 (this process, torch): trains missing checkpoints, exports every graph to ONNX and OpenVINO IR
 (each verified; the dynamic graph in the native form, its standard-ops fallback beside it), and writes the
