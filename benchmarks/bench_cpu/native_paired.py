@@ -62,6 +62,8 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(HERE))
     args = ap.parse_args()
+    if args.cycles < 4:
+        sys.exit(f"--cycles: at least 4 (the table gives the ratio by quarter of the cycles), got {args.cycles}")
     items = last_run_items(args.name)
     threads = [int(t) for t in args.threads.split(",")]
     rng = random.Random(args.seed)
