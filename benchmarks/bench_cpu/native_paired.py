@@ -33,17 +33,12 @@ sys.path.insert(0, str(HERE))
 IMAGES = 32
 
 
-def quarters(values: list[float]) -> list[list[float]]:
-    """The cycles' values in four consecutive quarters (of time)."""
+def quarter_medians(values: list[float]) -> list[float]:
+    """The median of each of four consecutive quarters (of time) of the cycles' values: the host's speed phases
+    (this VM's cores at times run ~1.3-1.7x slower for tens of seconds, both graphs at once, and the ratio with
+    them) show as quarters that disagree."""
     k = len(values)
-    return [values[i * k // 4:(i + 1) * k // 4] for i in range(4)]
-
-
-def quarter_ratios(num: list[float], den: list[float]) -> list[float]:
-    """The median per-cycle ratio num/den in each quarter of the cycles: the host's speed phases (this VM's
-    cores at times run ~1.3-1.7x slower for tens of seconds, both graphs at once, and the ratio with them)
-    show as quarters that disagree."""
-    return [statistics.median(a / b for a, b in zip(qa, qb)) for qa, qb in zip(quarters(num), quarters(den))]
+    return [statistics.median(values[i * k // 4:(i + 1) * k // 4]) for i in range(4)]
 
 
 def main() -> int:
@@ -106,13 +101,14 @@ def main() -> int:
                 for s in sessions.values():
                     s.close()
                 nat = times["native"]
+                over_static = [a / b for a, b in zip(nat, times["static"])]
                 row = {"budget": budget, "runtime": rt, "threads": t, "native_ran": ran, "cycles": args.cycles,
                        "mean_widths": mean["widths"], "mean_widths_macs_ratio": mean["macs_ratio"],
                        **{f"{k.replace(' ', '_')}_p50_ms": statistics.median(v) * 1e3 for k, v in times.items()},
                        "native_over_mean_widths": statistics.median(a / b for a, b in zip(nat, times["static at mean widths"])),
-                       "native_over_static": statistics.median(a / b for a, b in zip(nat, times["static"])),
-                       "native_over_static_by_quarter": quarter_ratios(nat, times["static"]),
-                       "static_p50_ms_by_quarter": [statistics.median(q) * 1e3 for q in quarters(times["static"])]}
+                       "native_over_static": statistics.median(over_static),
+                       "native_over_static_by_quarter": quarter_medians(over_static),
+                       "static_p50_ms_by_quarter": [q * 1e3 for q in quarter_medians(times["static"])]}
                 rows.append(row)
                 print(f"t_d {budget} {rt} {t}T: native {row['native_p50_ms']:.3f} ms, at mean widths "
                       f"{row['static_at_mean_widths_p50_ms']:.3f}, static {row['static_p50_ms']:.3f}; native / mean widths "
