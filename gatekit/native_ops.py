@@ -553,7 +553,9 @@ def _summary_status(st: dict) -> str:
     info = next((i for i in infos if "conv2_channel_tiles" in i), None)
     if info:
         tiles = "yes" if info["conv2_channel_tiles"] else "no (AVX-512 only)"
-        lines.append(f"  kernel path in use: {info.get('isa_selected')}; conv2 output-channel tiles: {tiles}")
+        dots = "yes" if info.get("conv1_channel_dots") else "no (AVX-512 only)"
+        lines.append(f"  kernel path in use: {info.get('isa_selected')}; conv2 output-channel tiles: {tiles}; "
+                     f"conv1 channel dots on small maps: {dots}")
     if b.get("created"):
         lines.append(f"  built {b['created']} in {b.get('build_seconds')} s with {(b.get('tools') or {}).get('cxx_version')}")
     for rt in RUNTIMES:

@@ -40,6 +40,10 @@ CASES = [
     (1, 8, 8, 8, 28, 48, 2),
     (2, 24, 9, 9, 96, 40, 1),
     (1, 40, 10, 10, 80, 36, 2),
+    # small maps, input channels in whole vectors: conv1's channel dots and conv2's row tiles (AVX-512)
+    (2, 64, 5, 5, 40, 48, 1),
+    (1, 64, 9, 9, 36, 40, 2),
+    (2, 64, 9, 9, 48, 40, 1),
 ]
 MASKS = ("random", "off", "on", "mixed")
 BUILD_SKIP_REASONS = ("cmake not found", "too old", "no C++ compiler", "neither ninja nor make",
@@ -246,8 +250,11 @@ def test_build_info_and_status(built, ort_lib):
     assert "portable" in info["isa_compiled"]
     assert info["isa_selected"] in info["isa_compiled"]
     assert info["conv2_channel_tiles"] == (info["isa_selected"] == "avx512")  # the only path with them
+    assert info["conv1_channel_dots"] == (info["isa_selected"] == "avx512")
     tiles = "yes" if info["conv2_channel_tiles"] else "no (AVX-512 only)"
-    assert f"kernel path in use: {info['isa_selected']}; conv2 output-channel tiles: {tiles}" in native_ops._summary_status(st)
+    dots = "yes" if info["conv1_channel_dots"] else "no (AVX-512 only)"
+    assert (f"kernel path in use: {info['isa_selected']}; conv2 output-channel tiles: {tiles}; conv1 channel dots on "
+            f"small maps: {dots}") in native_ops._summary_status(st)
     # The build identity is exported by the library itself, readable with ctypes.
     out = subprocess.run([sys.executable, "-c", "import ctypes, sys; f = ctypes.CDLL(sys.argv[1]).gatekit_ops_build_info;"
                           " f.restype = ctypes.c_char_p; print(f().decode())", str(ort_lib)],

@@ -74,8 +74,8 @@ struct AlignedBuf {
 
 struct PackedBlock {
   int C = 0, Cin = 0, Cout = 0, Cout8 = 0, wb = 8, CoutB = 0;
-  AlignedBuf w1, b1, w2p, b2, wsp;
-  bool shortcut = false;
+  AlignedBuf w1, w1d, b1, w2p, b2, wsp;
+  bool shortcut = false, dot = false;
   detail::PackedView view() const {
     detail::PackedView v;
     v.C = C;
@@ -85,6 +85,7 @@ struct PackedBlock {
     v.wb = wb;
     v.CoutB = CoutB;
     v.w1 = w1.p;
+    v.w1d = dot ? w1d.p : nullptr;
     v.b1 = b1.p;
     v.w2p = w2p.p;
     v.b2 = b2.p;
@@ -109,11 +110,20 @@ std::shared_ptr<const PackedBlock> pack_block(const float* w1, const float* b1, 
   // conv1: OIHW unchanged, one contiguous row of Cin*9 per inner channel.
   pb->w1.ensure((size_t)c * K9 + 64, true);
   std::memcpy(pb->w1.p, w1, (size_t)c * K9 * sizeof(float));
+  // conv1's channel-dot form (small maps, paths that have it): [C][9][Cin], the input channels of one tap contiguous.
+  const detail::IsaOps& isa = detail::selected_isa();
+  if (isa.conv1_dot_maxw > 0 && cin % isa.lanes == 0) {
+    pb->dot = true;
+    pb->w1d.ensure((size_t)c * K9 + 64, true);
+    for (int64_t j = 0; j < c; ++j)
+      for (int t = 0; t < 9; ++t)
+        for (int64_t ci = 0; ci < cin; ++ci) pb->w1d.p[((size_t)j * 9 + t) * cin + ci] = w1[((size_t)j * cin + ci) * 9 + t];
+  }
   pb->b1.ensure((size_t)c + 16);
   std::memcpy(pb->b1.p, b1, (size_t)c * sizeof(float));
   // conv2: [CoutB/wb][C][9][wb], zero padded output channels; wb is the selected path's block width (8, or 16:
   // one AVX-512 vector, which conv2's output-channel tiles load whole).
-  const int wb = detail::selected_isa().w2_block;
+  const int wb = isa.w2_block;
   pb->wb = wb;
   pb->CoutB = (int)((cout + wb - 1) / wb * wb);
   pb->w2p.ensure((size_t)pb->CoutB * c * 9 + 64, true);
@@ -224,6 +234,7 @@ const detail::IsaOps& detail::selected_isa() { return *isa_choice().ops; }
 const char* isa_requested() { return isa_choice().requested.c_str(); }
 bool isa_request_honoured() { return isa_choice().honoured; }
 bool has_channel_tiles() { return isa_choice().ops->channel_tiles; }
+bool has_conv1_dot() { return isa_choice().ops->conv1_dot_maxw > 0; }
 
 std::string build_info_common_json() {
   std::string s;
@@ -255,6 +266,7 @@ std::string build_info_common_json() {
   s += "\"isa_requested\": \"" + req + "\", ";
   s += std::string("\"isa_request_honoured\": ") + (isa_request_honoured() ? "true" : "false");
   s += std::string(", \"conv2_channel_tiles\": ") + (has_channel_tiles() ? "true" : "false");
+  s += std::string(", \"conv1_channel_dots\": ") + (has_conv1_dot() ? "true" : "false");
   return s;
 }
 
@@ -287,6 +299,9 @@ constexpr double kMinTaskWork = 1.5e5;
 // Whole networks, ORT and OpenVINO, 1 and 2 threads, 4 alternating process pairs each: full width at 32 px 0-4%
 // faster; x0.25 1-2% slower with no K limit, level with a limit of 300 (measured; 288 = 32 active channels is
 // committed, which decides differently only where a call's K steps fall between 288 and 299).
+// conv1 runs channel dots (Plan::conv1_dot) where the path has them for the map's width and the block has at
+// least kConv1DotMinCin input channels (each output value ends with a sum across the lanes).
+constexpr int kConv1DotMinCin = 64;
 constexpr int kChannelTileMaxPixels = 128;
 constexpr int kChannelTileMinCout = 256;
 constexpr int kChannelTileMinK = 288;
@@ -361,7 +376,17 @@ void run_task1(void* arg, size_t i) {
     ps.r1 = t.r1;
   }
   const Plan& p = *r.plan;
-  if (p.xs && t.j0 == 0) {
+  if (p.xs && t.j0 == 0 && p.conv1_dot) {
+    // The shortcut's input for this band, x[ci][S*r][S*c], straight from x (the prep rows are channels-last).
+    const float* xn = p.x + (size_t)t.n * p.w.Cin * p.H * p.W;
+    float* dst = p.xs + (size_t)t.n * p.w.Cin * p.P;
+    for (int ci = 0; ci < p.w.Cin; ++ci)
+      for (int r = t.r0; r < t.r1; ++r) {
+        const float* s = xn + ((size_t)ci * p.H + (size_t)p.S * r) * p.W;
+        float* d = dst + (size_t)ci * p.P + (size_t)r * p.Wo;
+        for (int c = 0; c < p.Wo; ++c) d[c] = s[p.S * c];
+      }
+  } else if (p.xs && t.j0 == 0) {
     // The shortcut's input for this band: prep plane 1 (stride 1: padded column c + 1, rows shifted by one)
     // or 3 (stride 2: padded row 2r + 1, column 2c + 1) is x at the shortcut's sample points.
     const size_t plane = p.S == 1 ? 1 : 3, row0 = p.S == 1 ? 1 : 0;
@@ -509,9 +534,9 @@ void conv2_tasks(const Plan& p, int n, int lanes, int rows2, int target2, std::v
   const int last_lanes = ceil_div(last_px, lanes) * lanes;
   const bool tail_channels = p.conv2_channels == 2 && 4 * (last_lanes - last_px) >= last_lanes;
   const int nbp = tail_channels ? nb2 - 1 : nb2;  // bands in the call's main form
-  // Channel ranges in whole tiles: output-channel tiles are 2 blocks; pixel tiles 24 channels when a band is
+  // Channel ranges in whole tiles: output-channel tiles are conv2_tile_blocks blocks; pixel tiles 24 channels when a band is
   // 1-2 vectors, else 8.
-  const int unit = p.conv2_channels == 1 ? 2 * p.w.wb : vec_per_band <= 2 ? 24 : 8;
+  const int unit = p.conv2_channels == 1 ? p.conv2_tile_blocks * p.w.wb : vec_per_band <= 2 ? 24 : 8;
   int ng2 = std::max(1, std::min(ceil_div(target2, nb2), ceil_div(Cout8, unit)));
   const int gsz2 = ceil_div(ceil_div(Cout8, ng2), unit) * unit;
   ng2 = ceil_div(Cout8, gsz2);
@@ -520,8 +545,8 @@ void conv2_tasks(const Plan& p, int n, int lanes, int rows2, int target2, std::v
     for (int g = 0; g < ng2; ++g)
       out.push_back(Task2{n, b * rows2, std::min(p.Ho, (b + 1) * rows2), g * gsz2, std::min(Cout8, (g + 1) * gsz2), ch});
   if (tail_channels) {
-    // The last band in channel tiles, its channels (CoutB, in units of 2 blocks) split as the other bands'.
-    const int cunit = 2 * p.w.wb;
+    // The last band in channel tiles, its channels (CoutB, in whole tiles) split as the other bands'.
+    const int cunit = p.conv2_tile_blocks * p.w.wb;
     const int cgsz = ceil_div(ceil_div(p.w.CoutB, ng2), cunit) * cunit;
     for (int c0 = 0; c0 < p.w.CoutB; c0 += cgsz)
       out.push_back(Task2{n, nbp * rows2, p.Ho, c0, std::min(p.w.CoutB, c0 + cgsz), 1});
@@ -794,6 +819,10 @@ std::string run_block_impl(const PackedBlock& pb, const BlockIO& io, ParallelFor
     form = k >= kChannelTileMinK && (p.P <= kChannelTileMaxPixels || pb.Cout >= kChannelTileMinCout) ? 2 : 3;
   }
   p.conv2_channels = !isa->channel_tiles || form == 1 ? 0 : form == 2 ? 1 : 2;
+  p.conv2_tile_blocks = isa->channel_tile_blocks ? isa->channel_tile_blocks(p.Wo) : 2;
+  // conv1's form (kConv1DotMinCin; BlockIO::conv1_form).
+  const bool dot_ok = pb.dot && p.Wo <= isa->conv1_dot_maxw;
+  p.conv1_dot = dot_ok && (io.conv1_form == 2 || (io.conv1_form == 0 && pb.Cin >= kConv1DotMinCin)) ? 1 : 0;
   try {
     cs.h.ensure(htotal + 256);
   } catch (...) {

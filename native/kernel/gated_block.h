@@ -58,6 +58,10 @@ struct BlockIO {
   // tiles (see has_channel_tiles; otherwise pixel vectors).  0 picks 2 or 3 (or 1 without channel tiles).  The
   // self-check sets it to test each.
   int conv2_form = 0;
+  // conv1's form: 0 = chosen per call (channel dots on small maps with enough input channels, where the selected
+  // path has them; gated_block.cpp, kConv1DotMinCin), 1 = pixel vectors, 2 = channel dots wherever the path
+  // has them for the map's width and the input channels fill whole vectors.  The self-check sets it to test each.
+  int conv1_form = 0;
 };
 
 // Output spatial size for an input size and stride.
@@ -76,6 +80,8 @@ const char* isa_requested();
 bool isa_request_honoured();
 // Whether the selected path has conv2's output-channel tiles (BlockIO::conv2_form 2; AVX-512 only).
 bool has_channel_tiles();
+// Whether the selected path has conv1's channel dots (BlockIO::conv1_form 2; AVX-512 only).
+bool has_conv1_dot();
 
 // JSON fields common to both libraries (without braces): version, compiler, ISA paths, conv2's channel tiles.
 std::string build_info_common_json();

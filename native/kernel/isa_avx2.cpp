@@ -76,7 +76,7 @@ constexpr int W2B = 8;
 
 namespace gatekit {
 namespace detail {
-const IsaOps isa_avx2_ops = {"avx2", V::L, W2B, false, &prep_impl, &conv1_impl, &conv2_impl, &gate_sum_impl, &gate_fc_impl,
+const IsaOps isa_avx2_ops = {"avx2", V::L, W2B, false, nullptr, 0, &prep_impl, &conv1_impl, &conv2_impl, &gate_sum_impl, &gate_fc_impl,
     &conv1_cycles_impl, &conv2_cycles_impl};
 }  // namespace detail
 }  // namespace gatekit

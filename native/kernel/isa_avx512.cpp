@@ -50,6 +50,13 @@ struct V {
   // The lanes whose bit is set loaded from p[lane], the others zero (their memory is not touched).
   static inline vec load_keep(const float* p, uint32_t keep) { return _mm512_maskz_loadu_ps((__mmask16)keep, p); }
   static inline void prefetch(const void* p) { _mm_prefetch((const char*)p, _MM_HINT_T0); }
+  // Pairwise sums: lanes 0..7 = a[2i] + a[2i+1], lanes 8..15 = b[2i] + b[2i+1] (four of these in a tree put
+  // the sums of 16 vectors in the lanes of one, see reduce_lanes).
+  static inline vec hpair(vec a, vec b) {
+    const __m512i ie = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512i io = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    return _mm512_add_ps(_mm512_permutex2var_ps(a, ie, b), _mm512_permutex2var_ps(a, io, b));
+  }
   // In place 16 x 16 transpose: afterwards lane i of r[c] is what lane c of r[i] was.  Rows interleaved by
   // float, then by pair of floats, then 128-bit chunks exchanged twice (maskz forms: see max).
   static inline void transpose(vec (&r)[16]) {
@@ -96,6 +103,7 @@ constexpr int MRCAP = 24;
 // Output channels per block of packed W2 and Ws: one vector, so that conv2 also has output-channel tiles.
 constexpr int W2B = 16;
 #define GATEKIT_CHANNEL_TILES 1
+#define GATEKIT_CONV1_DOT 1
 
 #include "kernel_impl.h"
 
@@ -103,7 +111,7 @@ constexpr int W2B = 16;
 
 namespace gatekit {
 namespace detail {
-const IsaOps isa_avx512_ops = {"avx512", V::L, W2B, true, &prep_impl, &conv1_impl, &conv2_impl, &gate_sum_impl, &gate_fc_impl,
+const IsaOps isa_avx512_ops = {"avx512", V::L, W2B, true, &channel_tile_blocks_impl, C1D_MAXW, &prep_impl, &conv1_impl, &conv2_impl, &gate_sum_impl, &gate_fc_impl,
     &conv1_cycles_impl, &conv2_cycles_impl};
 }  // namespace detail
 }  // namespace gatekit

@@ -90,7 +90,7 @@ constexpr int W2B = 8;
 
 namespace gatekit {
 namespace detail {
-const IsaOps isa_portable_ops = {"portable", V::L, W2B, false, &prep_impl, &conv1_impl, &conv2_impl, &gate_sum_impl, &gate_fc_impl,
+const IsaOps isa_portable_ops = {"portable", V::L, W2B, false, nullptr, 0, &prep_impl, &conv1_impl, &conv2_impl, &gate_sum_impl, &gate_fc_impl,
     &conv1_cycles_impl, &conv2_cycles_impl};
 }  // namespace detail
 }  // namespace gatekit

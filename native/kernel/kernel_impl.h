@@ -46,10 +46,20 @@ static inline void zero_floats(float* p, size_t n) { memset(p, 0, n * sizeof(flo
 // Against writing row by row (three pieces per 34 px row, one masked, nearly all split across cache lines,
 // the zeroed lanes found per vector) this cut the prep's share of a 64@34x34 block's samples (perf, 1 thread)
 // from 5.7% to 4.1% with all channels on and from 13% to 9.4% with 25% on.
+#if defined(GATEKIT_CONV1_DOT)
+static void prep_dot(const Plan& p, int n, int r0, float* dst, const PrepGeom& g);
+#endif
+
 static void prep_impl(const Plan& p, int n, int r0, int r1, float* dst, const PrepGeom& g) {
   const int Cin = p.w.Cin, H = p.H, W = p.W, Wo = p.Wo;
   const size_t ps = g.ps;
   const float* xn = p.x + (size_t)n * Cin * H * W;
+#if defined(GATEKIT_CONV1_DOT)
+  if (p.conv1_dot) {
+    prep_dot(p, n, r0, dst, g);
+    return;
+  }
+#endif
   if (p.S == 1) {
     // Vectors of each plane, in chunks: the lanes each vector keeps are the same for every input channel.
     constexpr int kChunk = 128;
@@ -314,17 +324,11 @@ static double conv1_cycles_impl(int M, int nv, int K) {
   return c;
 }
 
-static void conv1_impl(const Plan& p, const Task1& t, const float* prep, const PrepGeom& g) {
-  const int Wo = p.Wo, C = p.w.C, Cin = p.w.Cin, S = p.S;
-  const int n = t.n;
-  const int qb = t.r0 * Wo, qe = t.r1 * Wo;
-  const int nv = (qe - qb + L - 1) / L;
-  const int32_t* act = p.act + (size_t)n * C;
-  const float* mv = p.mval + (size_t)n * C;
-  float* hn = p.h + p.hoff[n];
+// Zero the padding rows of h that no pixel writes (top/bottom rows, and the two corner cells), for the task's
+// active channels.
+static void zero_h_pads(const Plan& p, const Task1& t, float* hn) {
+  const int Wo = p.Wo;
   const size_t hps = p.h_ps;
-
-  // Zero padding rows of h that no pixel writes (top/bottom rows, and the two corner cells).
   for (int j = t.j0; j < t.j1; ++j) {
     float* hj = hn + (size_t)j * p.h_cs;
     if (t.r0 == 0) {
@@ -336,6 +340,29 @@ static void conv1_impl(const Plan& p, const Task1& t, const float* prep, const P
       hj[2 * hps + Wo + p.P - 1] = 0.0f;  // plane 2, row Ho, last column
     }
   }
+}
+
+#if defined(GATEKIT_CONV1_DOT)
+static void conv1d_impl(const Plan& p, const Task1& t, const float* prep, const PrepGeom& g);
+#endif
+
+static void conv1_impl(const Plan& p, const Task1& t, const float* prep, const PrepGeom& g) {
+#if defined(GATEKIT_CONV1_DOT)
+  if (p.conv1_dot) {
+    conv1d_impl(p, t, prep, g);
+    return;
+  }
+#endif
+  const int Wo = p.Wo, C = p.w.C, Cin = p.w.Cin, S = p.S;
+  const int n = t.n;
+  const int qb = t.r0 * Wo, qe = t.r1 * Wo;
+  const int nv = (qe - qb + L - 1) / L;
+  const int32_t* act = p.act + (size_t)n * C;
+  const float* mv = p.mval + (size_t)n * C;
+  float* hn = p.h + p.hoff[n];
+  const size_t hps = p.h_ps;
+
+  zero_h_pads(p, t, hn);
 
   const int M = t.j1 - t.j0;
   if (M <= 0) return;
@@ -379,6 +406,205 @@ static void conv1_impl(const Plan& p, const Task1& t, const float* prep, const P
     }
   }
 }
+
+#if defined(GATEKIT_CONV1_DOT)
+// ---------------------------------------------------------------------------------------------------------
+// conv1 in channel dots (Plan::conv1_dot), for small maps: pixel vectors waste lanes there (25 pixels fill 2
+// vectors of 16) and multiply the taps that read the padding (25% of them on a 5x5 map, 14% on 9x9), which
+// oneDNN skips.  Here x is copied channels-last per band (prep_dot), W1 is packed [C][9][Cin] (w1d), and a tile
+// is MR active channels times one output row of WO pixels: each K step loads MR weight vectors and WO input
+// vectors of L consecutive input channels, and every accumulator is a dot product spread over the lanes, summed
+// across them at the end (reduce_lanes).  The kernel rows above the first output row and below the last are
+// skipped at run time, the left tap of the row's first pixel at compile time (and the right tap of its last at
+// stride 1; at stride 2 it may be inside the map and reads the zero padding otherwise).
+
+// x of sample n, padded rows S*r0 .. S*r0 + R - 1 (padded index = input row + 1), as [R][W + 2][Cin].
+static void prep_dot(const Plan& p, int n, int r0, float* dst, const PrepGeom& g) {
+  const int Cin = p.w.Cin, H = p.H, W = p.W;
+  const size_t HW = (size_t)H * W;
+  const float* xn = p.x + (size_t)n * Cin * HW;
+  for (int i = 0; i < g.R; ++i) {
+    float* d = dst + (size_t)i * g.ps;
+    const int yy = p.S * r0 + i - 1;
+    if (yy < 0 || yy >= H) {
+      zero_floats(d, g.ps);
+      continue;
+    }
+    zero_floats(d, Cin);                           // column -1
+    zero_floats(d + (size_t)(W + 1) * Cin, Cin);   // column W
+    // Blocks of L input channels x up to L columns, transposed in registers.
+    for (int ci = 0; ci < Cin; ci += L) {
+      const float* src = xn + (size_t)ci * HW + (size_t)yy * W;
+      for (int c0 = 0; c0 < W; c0 += L) {
+        const int nc = imin(L, W - c0);
+        vec t[L];
+#pragma GCC unroll 16
+        for (int k = 0; k < L; ++k) t[k] = V::load_n(src + (size_t)k * HW + c0, nc);
+        V::transpose(t);  // t[c]: column c0 + c, input channels ci .. ci + L
+        for (int c = 0; c < nc; ++c) V::store_n(d + (size_t)(c0 + c + 1) * Cin + ci, t[c], L);
+      }
+    }
+  }
+}
+
+// Lane i of the result: the sum of the lanes of v[i], for i < N <= L (a tree of pairwise sums, V::hpair).
+template <int N>
+static inline __attribute__((always_inline)) vec reduce_lanes(const vec (&v)[N]) {
+  vec t[L];
+  int n = N;
+#pragma GCC unroll 16
+  for (int i = 0; i < N; ++i) t[i] = v[i];
+#pragma GCC unroll 8
+  for (int w = L; w > 1; w /= 2) {
+    const int pairs = (n + 1) / 2;
+#pragma GCC unroll 16
+    for (int i = 0; i < pairs; ++i) t[i] = V::hpair(t[2 * i], 2 * i + 1 < n ? t[2 * i + 1] : V::zero());
+    n = pairs;
+  }
+  return t[0];
+}
+
+struct T1dArgs {
+  const float* rows[MRCAP];  // w1d row of each active channel of the tile
+  float bias[MRCAP];
+  float mv[MRCAP];
+  float* hd[MRCAP];          // h of the channel: plane 0, row 1 (plane 1 at +hps, plane 2 at +2*hps)
+  const float* x;            // prep_dot rows: padded row S*r (kernel row 0 of output row r), column -1
+  size_t rs;                 // prep_dot row stride ((W + 2) * Cin)
+  int cin;
+  int ky0, ky1;              // kernel rows inside the map
+  int q;                     // the row's first pixel (r * Wo)
+  size_t hps;
+};
+
+// One K step: MR weight vectors at w[m] + off times the input vectors of pixels [C0, C1) at x + S*c*cin.
+template <int MR, int WO, int S, int C0, int C1>
+static inline __attribute__((always_inline)) void dstep(vec (&acc)[MR][WO], const float* const (&w)[MR], size_t off,
+                                                       const float* x, int cin) {
+  vec wv[MR];
+#pragma GCC unroll 16
+  for (int m = 0; m < MR; ++m) wv[m] = V::load(w[m] + off);
+#pragma GCC unroll 16
+  for (int c = C0; c < C1; ++c) {
+    const vec xv = V::load(x + (size_t)(S * c) * cin);
+#pragma GCC unroll 16
+    for (int m = 0; m < MR; ++m) acc[m][c] = V::fma(wv[m], xv, acc[m][c]);
+  }
+}
+
+template <int MR, int WO, int S>
+static void tile1d(const T1dArgs& a) {
+  vec acc[MR][WO];
+#pragma GCC unroll 16
+  for (int m = 0; m < MR; ++m)
+#pragma GCC unroll 16
+    for (int c = 0; c < WO; ++c) acc[m][c] = V::zero();
+  const float* w[MR];
+#pragma GCC unroll 16
+  for (int m = 0; m < MR; ++m) w[m] = a.rows[m];
+  const int cin = a.cin;
+  for (int ky = a.ky0; ky < a.ky1; ++ky) {
+    const float* xr = a.x + (size_t)ky * a.rs;
+    const size_t t0 = (size_t)(3 * ky) * cin;
+    for (int ci = 0; ci < cin; ci += L) {
+      dstep<MR, WO, S, 1, WO>(acc, w, t0 + ci, xr + ci, cin);                              // kx = 0
+      dstep<MR, WO, S, 0, WO>(acc, w, t0 + cin + ci, xr + cin + ci, cin);                  // kx = 1
+      dstep<MR, WO, S, 0, S == 1 ? WO - 1 : WO>(acc, w, t0 + 2 * cin + ci, xr + 2 * cin + ci, cin);  // kx = 2
+    }
+  }
+  const size_t hps = a.hps;
+  const int q = a.q;
+  const uint32_t z0 = 1u << (WO - 1), z2 = 1u;  // plane 0 zeroes the row's last pixel, plane 2 its first
+#pragma GCC unroll 16
+  for (int m = 0; m < MR; ++m) {
+    vec hv = V::max(V::add(reduce_lanes<WO>(acc[m]), V::set1(a.bias[m])), V::zero());
+    if (a.mv[m] != 1.0f) hv = V::mul(hv, V::set1(a.mv[m]));
+    float* hd = a.hd[m];
+    V::store_n(hd + hps + q, hv, WO);
+    V::store_n(hd + q + 1, V::zero_lanes(hv, z0), WO);
+    V::store_n(hd + 2 * hps + q - 1, V::zero_lanes(hv, z2), WO);
+  }
+}
+
+// Row widths up to C1D_MAXW; channels per tile up to c1d_mrmax(WO): MR x WO accumulators, MR weights and one
+// input vector within the 32 vector registers.
+constexpr int C1D_MAXW = 12;
+constexpr int c1d_mrmax(int wo) { return 31 / (wo + 1) < 8 ? 31 / (wo + 1) : 8; }
+typedef void (*T1dFn)(const T1dArgs&);
+
+template <int WO, int MR>
+struct Fill1d {
+  static void run(T1dFn (*tab)[C1D_MAXW + 1][9]) {
+    tab[0][WO][MR] = &tile1d<MR, WO, 1>;
+    tab[1][WO][MR] = &tile1d<MR, WO, 2>;
+    Fill1d<WO, MR - 1>::run(tab);
+  }
+};
+template <int WO>
+struct Fill1d<WO, 0> {
+  static void run(T1dFn (*)[C1D_MAXW + 1][9]) {}
+};
+template <int WO>
+struct FillAll1d {
+  static void run(T1dFn (*tab)[C1D_MAXW + 1][9]) {
+    Fill1d<WO, c1d_mrmax(WO)>::run(tab);
+    FillAll1d<WO - 1>::run(tab);
+  }
+};
+template <>
+struct FillAll1d<0> {
+  static void run(T1dFn (*)[C1D_MAXW + 1][9]) {}
+};
+
+struct Table1d {
+  T1dFn fn[2][C1D_MAXW + 1][9];  // [stride - 1][WO][MR]
+  Table1d() {
+    memset(fn, 0, sizeof(fn));
+    FillAll1d<C1D_MAXW>::run(fn);
+  }
+};
+static const Table1d table1d;
+
+static void conv1d_impl(const Plan& p, const Task1& t, const float* prep, const PrepGeom& g) {
+  const int Wo = p.Wo, C = p.w.C, Cin = p.w.Cin, S = p.S;
+  const int n = t.n;
+  const int32_t* act = p.act + (size_t)n * C;
+  const float* mv = p.mval + (size_t)n * C;
+  float* hn = p.h + p.hoff[n];
+  zero_h_pads(p, t, hn);
+  const int M = t.j1 - t.j0;
+  if (M <= 0) return;
+
+  T1dArgs a;
+  a.rs = g.ps;
+  a.cin = Cin;
+  a.hps = p.h_ps;
+  const T1dFn* fns = table1d.fn[S - 1][Wo];
+  const int mrmax = c1d_mrmax(Wo);
+  const int nt = (M + mrmax - 1) / mrmax;
+  const size_t K9 = (size_t)Cin * 9;
+  // Channel tiles outside (their weight rows stay in cache across the band's rows), rows inside.
+  int j = t.j0;
+  for (int k = 0; k < nt; ++k) {
+    const int mr = (t.j1 - j + (nt - k) - 1) / (nt - k);
+    for (int m = 0; m < mr; ++m) {
+      const int c = act[j + m];
+      a.rows[m] = p.w.w1d + (size_t)c * K9;
+      a.bias[m] = p.w.b1[c];
+      a.mv[m] = mv[j + m];
+      a.hd[m] = hn + (size_t)(j + m) * p.h_cs + Wo;
+    }
+    for (int r = t.r0; r < t.r1; ++r) {
+      a.x = prep + (size_t)(S * (r - t.r0)) * g.ps;
+      a.ky0 = r == 0 ? 1 : 0;
+      a.ky1 = imin(3, p.H - S * r + 1);
+      a.q = r * Wo;
+      fns[mr](a);
+    }
+    j += mr;
+  }
+}
+#endif  // GATEKIT_CONV1_DOT
 
 // ---------------------------------------------------------------------------------------------------------
 // conv2: y[co] = relu(sum_{j active, tap} w2[co][c_j][tap] * h[j][...] + b2[co] + res[co]); with a projection
@@ -566,6 +792,7 @@ struct T2cArgs {
   int P0;                  // xs stride per input channel
   const float* bias;       // b2 + co0
   int co0, Cout, P, q0;
+  int ky0, ky1;            // row tiles (tile2r): the kernel rows that read inside the map
 };
 
 // One K step: MV weight vectors at w, w + blk, ... times NP broadcast pixels at src.
@@ -580,6 +807,33 @@ static inline __attribute__((always_inline)) void cstep(vec (&acc)[NP][MV], cons
     const vec xv = V::bcast(src + q);
 #pragma GCC unroll 4
     for (int k = 0; k < MV; ++k) acc[q][k] = V::fma(wv[k], xv, acc[q][k]);
+  }
+}
+
+// The epilogue of a channel tile: each L x L block of acc transposed back to pixel vectors, + bias (+ residual),
+// relu, stored to y at pixels [q0, q0 + NP) of output channels co0 + [0, MV * L).
+template <int MV, int NP>
+static inline __attribute__((always_inline)) void store2c(const T2cArgs& a, vec (&acc)[NP][MV]) {
+  const int P = a.P;
+#pragma GCC unroll 4
+  for (int k = 0; k < MV; ++k) {
+#pragma GCC unroll 2
+    for (int q0 = 0; q0 < NP; q0 += L) {
+      const int nq = imin(L, NP - q0);
+      vec t[L];
+#pragma GCC unroll 16
+      for (int i = 0; i < L; ++i) t[i] = q0 + i < NP ? acc[imin(q0 + i, NP - 1)][k] : V::zero();
+      V::transpose(t);  // t[c]: channel co0 + k*L + c at the nq pixels
+#pragma GCC unroll 16
+      for (int c = 0; c < L; ++c) {
+        const int co = a.co0 + k * L + c;
+        if (co >= a.Cout) break;
+        const size_t off = (size_t)co * P + a.q0 + q0;
+        vec v = V::add(t[c], V::set1(a.bias[k * L + c]));
+        if (a.res) v = V::add(v, V::load_n(a.res + off, nq));
+        V::store_n(a.y + off, V::max(v, V::zero()), nq);
+      }
+    }
   }
 }
 
@@ -624,27 +878,7 @@ static void tile2c(const T2cArgs& a) {
     for (int ci = 0; ci < a.cin; ++ci, xb += a.P0) cstep<MV, NP>(acc, xb, a.ws + (size_t)ci * L, a.wsblk);
   }
 
-  const int P = a.P;
-#pragma GCC unroll 4
-  for (int k = 0; k < MV; ++k) {
-#pragma GCC unroll 2
-    for (int q0 = 0; q0 < NP; q0 += L) {
-      const int nq = imin(L, NP - q0);
-      vec t[L];
-#pragma GCC unroll 16
-      for (int i = 0; i < L; ++i) t[i] = q0 + i < NP ? acc[imin(q0 + i, NP - 1)][k] : V::zero();
-      V::transpose(t);  // t[c]: channel co0 + k*L + c at the nq pixels
-#pragma GCC unroll 16
-      for (int c = 0; c < L; ++c) {
-        const int co = a.co0 + k * L + c;
-        if (co >= a.Cout) break;
-        const size_t off = (size_t)co * P + a.q0 + q0;
-        vec v = V::add(t[c], V::set1(a.bias[k * L + c]));
-        if (a.res) v = V::add(v, V::load_n(a.res + off, nq));
-        V::store_n(a.y + off, V::max(v, V::zero()), nq);
-      }
-    }
-  }
+  store2c<MV, NP>(a, acc);
 }
 
 typedef void (*T2cFn)(const T2cArgs&);
@@ -675,6 +909,137 @@ struct Table2c {
 };
 static const Table2c table2c;
 
+// Row tiles for small maps (Wo <= C2R_MAXW): a tile is one whole output row of WO pixels times MV vectors of L
+// output channels, so that the taps that read the zero padding are skipped instead of multiplied: the kernel
+// rows above the first output row and below the last (runtime bounds ky0, ky1) and, per kernel row, the left tap
+// of the row's first pixel and the right tap of its last (compile time).  Every tap reads plane 1 of h (the
+// unshifted map), at column c - 1, c, c + 1.  A 3x3 convolution on a 5x5 map has 25% of its taps in the
+// padding (oneDNN skips them; MLAS multiplies them), 14% on 9x9, 8% on 17x17.
+
+// NR output rows (1 or 2) per tile: two rows load each weight vector once for both (half the weight reads).
+template <int MV, int WO, int NR>
+static void tile2r(const T2cArgs& a) {
+  vec acc[NR][WO][MV];
+#pragma GCC unroll 2
+  for (int i = 0; i < NR; ++i)
+#pragma GCC unroll 32
+    for (int q = 0; q < WO; ++q)
+#pragma GCC unroll 4
+      for (int k = 0; k < MV; ++k) acc[i][q][k] = V::zero();
+
+  const int32_t* aoff = a.aoff;
+  const int nact = a.nact;
+  const size_t ablk = a.ablk;
+  const float* b = a.b;  // plane 1 of h, padded row r (kernel row 0 of output row r)
+  const size_t cs = a.cs;
+  const ptrdiff_t rs = a.rs;
+  // Kernel rows inside the map: [ky0, 3) for the first row, [0, ky1) for the last (one row: [ky0, ky1)).
+  bool ok[3][NR];
+  for (int ky = 0; ky < 3; ++ky)
+    for (int i = 0; i < NR; ++i) ok[ky][i] = (i > 0 || ky >= a.ky0) && (i < NR - 1 || ky < a.ky1);
+  for (int j = 0; j < nact; ++j, b += cs) {
+    const float* wj = a.w + aoff[j];
+    if (j + 2 < nact) {  // scattered active blocks: no stream for the hardware prefetcher to follow
+      const float* nx = a.w + aoff[j + 2];
+#pragma GCC unroll 4
+      for (int k = 0; k < MV; ++k)
+#pragma GCC unroll 9
+        for (int t = 0; t < 9; ++t) V::prefetch(nx + k * ablk + t * L);
+    }
+#pragma GCC unroll 3
+    for (int ky = 0; ky < 3; ++ky) {
+      if (NR == 1 && !ok[ky][0]) continue;
+      const float* w = wj + 3 * ky * L;
+#pragma GCC unroll 3
+      for (int kx = 0; kx < 3; ++kx) {
+        vec wv[MV];
+#pragma GCC unroll 4
+        for (int k = 0; k < MV; ++k) wv[k] = V::load(w + kx * L + k * ablk);
+#pragma GCC unroll 2
+        for (int i = 0; i < NR; ++i) {
+          if (NR > 1 && !ok[ky][i]) continue;
+          const float* src = b + (ky + i) * rs + kx - 1;  // column c + kx - 1 of plane 1
+          // kx = 0: none for the row's first pixel; kx = 2: none for its last
+#pragma GCC unroll 32
+          for (int q = 0; q < WO; ++q) {
+            if ((kx == 0 && q == 0) || (kx == 2 && q == WO - 1)) continue;
+            const vec xv = V::bcast(src + q);
+#pragma GCC unroll 4
+            for (int k = 0; k < MV; ++k) acc[i][q][k] = V::fma(wv[k], xv, acc[i][q][k]);
+          }
+        }
+      }
+    }
+  }
+  if (a.ws) {
+    const float* xb = a.xs;
+    for (int ci = 0; ci < a.cin; ++ci, xb += a.P0) {
+      vec wv[MV];
+#pragma GCC unroll 4
+      for (int k = 0; k < MV; ++k) wv[k] = V::load(a.ws + (size_t)ci * L + k * a.wsblk);
+#pragma GCC unroll 2
+      for (int i = 0; i < NR; ++i)
+#pragma GCC unroll 32
+        for (int q = 0; q < WO; ++q) {
+          const vec xv = V::bcast(xb + i * WO + q);
+#pragma GCC unroll 4
+          for (int k = 0; k < MV; ++k) acc[i][q][k] = V::fma(wv[k], xv, acc[i][q][k]);
+        }
+    }
+  }
+  T2cArgs b2 = a;
+#pragma GCC unroll 2
+  for (int i = 0; i < NR; ++i) {
+    b2.q0 = a.q0 + i * WO;
+    store2c<MV, WO>(b2, acc[i]);
+  }
+}
+
+// Row tiles up to C2R_MAXW pixels wide; channel vectors per tile up to c2r_mvmax(WO, NR) (accumulators, MV
+// weights and one broadcast within the 32 vector registers).
+constexpr int C2R_MAXW = 12;
+constexpr int C2R_PAIRW = 6;
+constexpr int c2r_mvmax1(int wo) { return wo <= 6 ? 4 : wo <= 9 ? 3 : 2; }
+constexpr int c2r_mvmax2(int wo) { return 27 / (2 * wo) >= 4 ? 4 : 27 / (2 * wo) >= 1 ? 27 / (2 * wo) : 1; }
+constexpr int c2r_mvmax(int wo, int nr) { return nr == 1 ? c2r_mvmax1(wo) : c2r_mvmax2(wo); }
+
+template <int WO, int MV, int NR>
+struct Fill2r {
+  static void run(T2cFn (*tab)[5][C2R_MAXW + 1]) {
+    tab[NR - 1][MV][WO] = &tile2r<MV, WO, NR>;
+    Fill2r<WO, MV - 1, NR>::run(tab);
+  }
+};
+template <int WO, int NR>
+struct Fill2r<WO, 0, NR> {
+  static void run(T2cFn (*)[5][C2R_MAXW + 1]) {}
+};
+template <int WO>
+struct FillAll2r {
+  static void run(T2cFn (*tab)[5][C2R_MAXW + 1]) {
+    Fill2r<WO, c2r_mvmax(WO, 1), 1>::run(tab);
+    Fill2r<WO, c2r_mvmax(WO, 2), 2>::run(tab);
+    FillAll2r<WO - 1>::run(tab);
+  }
+};
+template <>
+struct FillAll2r<0> {
+  static void run(T2cFn (*)[5][C2R_MAXW + 1]) {}
+};
+
+struct Table2r {
+  T2cFn fn[2][5][C2R_MAXW + 1];  // [NR - 1][MV][WO]
+  Table2r() {
+    memset(fn, 0, sizeof(fn));
+    FillAll2r<C2R_MAXW>::run(fn);
+  }
+};
+static const Table2r table2r;
+
+// Blocks of L output channels in the widest channel tile conv2c_impl runs on a map Wo wide (the planner cuts
+// channel ranges in these units).
+static int channel_tile_blocks_impl(int wo) { return wo <= C2R_MAXW ? c2r_mvmax1(wo) : 2; }
+
 static void conv2c_impl(const Plan& p, const Task2& t) {
   const int Wo = p.Wo, C = p.w.C, P = p.P;
   const int n = t.n;
@@ -696,9 +1061,36 @@ static void conv2c_impl(const Plan& p, const Task2& t) {
   a.Cout = p.w.Cout;
   a.P = P;
 
+  const int co_end = imin(t.co1, p.w.CoutB);
+  if (Wo <= C2R_MAXW) {
+    // Row tiles, channel vectors outside, rows inside; in pairs of rows on maps wider than C2R_PAIRW where the
+    // band has two rows or more.  Measured (OpenVINO, 1 thread, 30% and 100% active, alternating processes):
+    // pairs 256@9x9 1.17 -> 1.01x static, 1.21 -> 1.03x dense; on 5x5 maps pairs of 2 channel vectors were
+    // 4% slower than single rows of 4 at 30% active (faster at 100%).
+    const int two = t.r1 - t.r0 >= 2 && Wo > C2R_PAIRW ? 1 : 0;
+    const int mvmax = c2r_mvmax(Wo, 1 + two);
+    for (int co = t.co0; co < co_end;) {
+      const int mv = imin(mvmax, (co_end - co) / L);
+      a.w = p.w.w2p + (size_t)(co / L) * a.ablk;
+      a.ws = p.w.wsp ? p.w.wsp + (size_t)(co / L) * a.wsblk : nullptr;
+      a.bias = p.w.b2 + co;
+      a.co0 = co;
+      for (int r = t.r0; r < t.r1;) {
+        const int nr = two && r + 1 < t.r1 ? 2 : 1;
+        a.q0 = r * Wo;
+        a.b = hn + p.h_ps + (size_t)r * Wo;
+        a.xs = p.xs ? p.xs + (size_t)n * p.w.Cin * P + a.q0 : nullptr;
+        a.ky0 = r == 0 ? 1 : 0;
+        a.ky1 = r + nr - 1 == p.Ho - 1 ? 2 : 3;
+        table2r.fn[nr - 1][mv][Wo](a);
+        r += nr;
+      }
+      co += mv * L;
+    }
+    return;
+  }
   // Output channels outside (each block's weights stay in cache across the band's pixel tiles), pixel tiles
   // inside, split evenly (a band of 25 pixels: 13 + 12, not 12 + 12 + 1).
-  const int co_end = imin(t.co1, p.w.CoutB);
   for (int co = t.co0; co < co_end;) {
     const int mv = co_end - co >= 2 * L ? 2 : 1;
     const int npmax = mv == 2 ? C2C_NP2 : C2C_NP1;

@@ -20,6 +20,7 @@ struct PackedView {
   int wb;     // output channels per block of the packed W2 and Ws: IsaOps::w2_block of the path that packed them
   int CoutB;  // Cout rounded up to a multiple of wb
   const float* w1;   // [C][Cin*9]      : conv1, OIHW unchanged; one contiguous row per inner channel
+  const float* w1d;  // [C][9][Cin]      : conv1 for the channel-dot form (Plan::conv1_dot), or null
   const float* b1;   // [C]
   const float* w2p;  // [CoutB/wb][C][9][wb]: conv2; an inner channel is one contiguous block of 9*wb floats
   const float* b2;   // [CoutB] (zero padded; with a shortcut, b2 + bs)
@@ -53,6 +54,13 @@ struct Plan {
   // IsaOps::channel_tiles only), 2 = pixel vectors but for a short last row band (BlockIO::conv2_form 3), which
   // takes output-channel vectors.  Each Task2 carries its own form.
   int conv2_channels;
+  // Blocks of w.wb output channels in conv2's widest output-channel tile for this map (task channel ranges are
+  // whole tiles): IsaOps::channel_tile_blocks.
+  int conv2_tile_blocks;
+  // conv1's form: 0 = pixel vectors over the prep planes (tile1), 1 = channel dots (tile1d; paths with
+  // IsaOps::conv1_dot and w.w1d only): x copied channels-last per band, one output row per tile, each output
+  // value a dot product over the input channels in vector lanes, the taps that read padding skipped.
+  int conv1_dot;
 };
 
 // conv1 work item: sample n, output rows [r0, r1), active channels [j0, j1) (may be empty: a sample with no
@@ -61,7 +69,7 @@ struct Task1 {
   int n, r0, r1, j0, j1;
 };
 // conv2 work item: sample n, output rows [r0, r1), output channels [co0, co1) (co0 a multiple of 8), in pixel
-// vectors (channels == 0) or output-channel vectors (channels == 1: co0, co1 multiples of 2 * w.wb or CoutB).
+// vectors (channels == 0) or output-channel vectors (channels == 1: co0, co1 multiples of conv2_tile_blocks * w.wb or CoutB).
 struct Task2 {
   int n, r0, r1, co0, co1, channels;
 };
@@ -78,6 +86,14 @@ struct PrepGeom {
 
 static inline PrepGeom prep_geom(const Plan& p, int r0, int r1) {
   PrepGeom g;
+  if (p.conv1_dot) {
+    // Channels-last copy of the band's padded input rows S*r0 .. S*(r1-1)+2: [R][W+2][Cin], row stride ps.
+    g.R = p.S * (r1 - r0 - 1) + 3;
+    g.ps = (size_t)(p.W + 2) * (size_t)p.w.Cin;
+    g.cs = 0;
+    g.total = (size_t)g.R * g.ps + 128;
+    return g;
+  }
   g.R = (r1 - r0) + (p.S == 1 ? 2 : 1);
   g.ps = ((size_t)g.R * (size_t)p.Wo + 15) & ~(size_t)15;  // whole 64-byte lines: prep writes planes in vectors
   size_t planes = (size_t)(3 * p.S) * g.ps;
@@ -92,6 +108,10 @@ struct IsaOps {
   int lanes;
   int w2_block;        // output channels per block of packed W2 / Ws (8, or 16 = one vector on AVX-512)
   bool channel_tiles;  // has conv2's output-channel-vector tiles (Plan::conv2_channels)
+  // Blocks of output channels in the widest output-channel tile of conv2 for maps Wo wide (null without them).
+  int (*channel_tile_blocks)(int wo);
+  int conv1_dot_maxw;  // conv1's channel-dot form (Plan::conv1_dot) for output rows up to this wide, or 0 (none);
+                       // it needs the input channels in whole vectors (PackedView::w1d)
   // Fill the prep planes of sample n, output rows [r0, r1), into dst (geometry g).
   void (*prep)(const Plan& p, int n, int r0, int r1, float* dst, const PrepGeom& g);
   // conv1 + bias + relu + mask for one task, reading prep planes built for (t.n, t.r0, t.r1).

@@ -38,6 +38,9 @@ const Case kCases[] = {
     {8, 16, 8, 8, 24, 16, 1}, {1, 8, 16, 16, 32, 16, 2}, {2, 5, 11, 6, 13, 9, 1},  {2, 12, 4, 4, 40, 44, 1},
     {1, 8, 8, 8, 28, 48, 2},  {1, 6, 20, 20, 30, 26, 1}, {1, 100, 17, 17, 30, 26, 1}, {2, 72, 9, 9, 150, 24, 2},
     {1, 32, 17, 17, 64, 48, 1}, {1, 24, 34, 34, 64, 48, 2},
+    // conv1's channel dots (input channels in whole vectors, rows up to 12 wide; x wider than 16 at stride 2)
+    {2, 32, 5, 5, 40, 48, 1},   {1, 64, 9, 9, 36, 40, 2},   {1, 16, 3, 3, 20, 24, 1},  {1, 48, 12, 12, 24, 20, 1},
+    {1, 32, 24, 23, 18, 16, 2}, {1, 16, 1, 1, 8, 16, 1},    {2, 32, 8, 8, 32, 32, 2},
 };
 
 uint32_t g_state = 12345u;
@@ -122,7 +125,7 @@ std::shared_ptr<const gatekit::PackedGate> gate_decisions(const Case& k, const s
 
 // `shortcut`: the block packs a projection shortcut (Ws [cout][cin], bs) and computes its residual itself.
 // `threads` < 0: -threads workers on threads of their own; > 1: that many workers run one after another.
-double check(const Case& k, const std::string& pattern, int threads, bool shortcut, int form) {
+double check(const Case& k, const std::string& pattern, int threads, bool shortcut, int form, int form1) {
   const gatekit::ParallelForFn pf = threads < 0 ? &threaded_parallel_for : threads > 1 ? &reverse_parallel_for : nullptr;
   threads = std::abs(threads);
   const int ho = (k.h - 1) / k.stride + 1, wo = (k.w - 1) / k.stride + 1;
@@ -156,6 +159,7 @@ double check(const Case& k, const std::string& pattern, int threads, bool shortc
   io.stride = k.stride;
   io.threads = threads;
   io.conv2_form = form;
+  io.conv1_form = form1;
   const std::string err = gatekit::run_block(*pb, io, pf, nullptr);
   if (!err.empty()) {
     std::printf("error: %s\n", err.c_str());
@@ -202,16 +206,18 @@ int main() {
     for (const char* pattern : {"random", "off", "on", "mixed", "gate"})
       for (int threads : {1, 3, -3})
         for (bool shortcut : {false, true})
-          for (int form : {1, 2, 3}) {
+          for (int form : {1, 2, 3})
+          for (int form1 : {1, 2}) {
             if (form != 1 && !gatekit::has_channel_tiles()) continue;  // the same pixel tiles again
-            const double e = check(k, pattern, threads, shortcut, form);
+            if (form1 == 2 && !gatekit::has_conv1_dot()) continue;
+            const double e = check(k, pattern, threads, shortcut, form, form1);
             ++run;
             worst = std::max(worst, e);
             if (!(e <= tol)) {
               ++failed;
-              std::printf("FAIL n=%d cin=%d %dx%d c=%d cout=%d stride=%d mask=%s threads=%d shortcut=%d conv2_form=%d: "
-                          "rel error %.3g\n", k.n, k.cin, k.h, k.w, k.c, k.cout, k.stride, pattern, threads, (int)shortcut,
-                          form, e);
+              std::printf("FAIL n=%d cin=%d %dx%d c=%d cout=%d stride=%d mask=%s threads=%d shortcut=%d conv2_form=%d "
+                          "conv1_form=%d: rel error %.3g\n", k.n, k.cin, k.h, k.w, k.c, k.cout, k.stride, pattern, threads,
+                          (int)shortcut, form, form1, e);
             }
           }
   std::printf("{\"isa\": \"%s\", \"cases\": %d, \"failed\": %d, \"worst_rel_error\": %.3g}\n", gatekit::isa_selected(),
