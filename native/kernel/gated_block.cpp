@@ -300,7 +300,9 @@ constexpr double kMinTaskWork = 1.5e5;
 // faster; x0.25 1-2% slower with no K limit, level with a limit of 300 (measured; 288 = 32 active channels is
 // committed, which decides differently only where a call's K steps fall between 288 and 299).
 // conv1 runs channel dots (Plan::conv1_dot) where the path has them for the map's width and the block has at
-// least kConv1DotMinCin input channels (each output value ends with a sum across the lanes).
+// least kConv1DotMinCin input channels (each output value ends with a sum across the lanes).  x0.25 network
+// (input channels 32/64/128 on the 9x9 and 5x5 maps), OpenVINO 1 thread, alternating processes: native / static
+// 0.69-0.70 at 64, 0.71-0.73 at 128, 0.69-0.70 at 32.
 constexpr int kConv1DotMinCin = 64;
 constexpr int kChannelTileMaxPixels = 128;
 constexpr int kChannelTileMinCout = 256;
@@ -534,8 +536,8 @@ void conv2_tasks(const Plan& p, int n, int lanes, int rows2, int target2, std::v
   const int last_lanes = ceil_div(last_px, lanes) * lanes;
   const bool tail_channels = p.conv2_channels == 2 && 4 * (last_lanes - last_px) >= last_lanes;
   const int nbp = tail_channels ? nb2 - 1 : nb2;  // bands in the call's main form
-  // Channel ranges in whole tiles: output-channel tiles are conv2_tile_blocks blocks; pixel tiles 24 channels when a band is
-  // 1-2 vectors, else 8.
+  // Channel ranges in whole tiles: output-channel tiles are conv2_tile_blocks blocks; pixel tiles 24 channels
+  // when a band is 1-2 vectors, else 8.
   const int unit = p.conv2_channels == 1 ? p.conv2_tile_blocks * p.w.wb : vec_per_band <= 2 ? 24 : 8;
   int ng2 = std::max(1, std::min(ceil_div(target2, nb2), ceil_div(Cout8, unit)));
   const int gsz2 = ceil_div(ceil_div(Cout8, ng2), unit) * unit;
