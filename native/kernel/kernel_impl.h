@@ -212,6 +212,18 @@ static inline __attribute__((always_inline)) void ktaps(vec (&acc)[MR][NR], cons
   kstep<MR, NR, G>(acc, p2 + o2, w, off + 8 * TS);
 }
 
+// conv1's epilogue for one active channel: h = mask * relu(sum + bias) at pixels [q, q + n), stored to the
+// three planes of h at hd (plane 0 row 1): plane 1 as is, plane 0 shifted right with lanes z0 zeroed (the
+// row's last column), plane 2 shifted left with lanes z2 zeroed (its first column).
+static inline __attribute__((always_inline)) void store_h(float* hd, size_t hps, int q, int n, vec sum, float bias,
+                                                         float mv, uint32_t z0, uint32_t z2) {
+  vec hv = V::max(V::add(sum, V::set1(bias)), V::zero());
+  if (mv != 1.0f) hv = V::mul(hv, V::set1(mv));
+  V::store_n(hd + hps + q, hv, n);
+  V::store_n(hd + q + 1, V::zero_lanes(hv, z0), n);
+  V::store_n(hd + 2 * hps + q - 1, V::zero_lanes(hv, z2), n);
+}
+
 template <int MR, int NR, int S>
 static void tile1(const T1Args& a) {
   vec acc[MR][NR];
@@ -241,14 +253,7 @@ static void tile1(const T1Args& a) {
     for (int l = Wo - 1 - col; l < L; l += Wo) z0 |= 1u << l;
     for (int l = col == 0 ? 0 : Wo - col; l < L; l += Wo) z2 |= 1u << l;
 #pragma GCC unroll 32
-    for (int m = 0; m < MR; ++m) {
-      vec hv = V::max(V::add(acc[m][v], V::set1(a.bias[m])), V::zero());
-      if (a.mv[m] != 1.0f) hv = V::mul(hv, V::set1(a.mv[m]));
-      float* hd = a.hd[m];
-      V::store_n(hd + hps + q, hv, nvalid);
-      V::store_n(hd + q + 1, V::zero_lanes(hv, z0), nvalid);
-      V::store_n(hd + 2 * hps + q - 1, V::zero_lanes(hv, z2), nvalid);
-    }
+    for (int m = 0; m < MR; ++m) store_h(a.hd[m], hps, q, nvalid, acc[m][v], a.bias[m], a.mv[m], z0, z2);
   }
 }
 
@@ -516,14 +521,7 @@ static void tile1d(const T1dArgs& a) {
   const int q = a.q;
   const uint32_t z0 = 1u << (WO - 1), z2 = 1u;  // plane 0 zeroes the row's last pixel, plane 2 its first
 #pragma GCC unroll 16
-  for (int m = 0; m < MR; ++m) {
-    vec hv = V::max(V::add(reduce_lanes<WO>(acc[m]), V::set1(a.bias[m])), V::zero());
-    if (a.mv[m] != 1.0f) hv = V::mul(hv, V::set1(a.mv[m]));
-    float* hd = a.hd[m];
-    V::store_n(hd + hps + q, hv, WO);
-    V::store_n(hd + q + 1, V::zero_lanes(hv, z0), WO);
-    V::store_n(hd + 2 * hps + q - 1, V::zero_lanes(hv, z2), WO);
-  }
+  for (int m = 0; m < MR; ++m) store_h(a.hd[m], hps, q, WO, reduce_lanes<WO>(acc[m]), a.bias[m], a.mv[m], z0, z2);
 }
 
 // Row widths up to C1D_MAXW; channels per tile up to c1d_mrmax(WO): MR x WO accumulators, MR weights and one
