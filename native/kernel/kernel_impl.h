@@ -998,7 +998,8 @@ static void tile2r(const T2cArgs& a) {
 constexpr int C2R_MAXW = 12;
 constexpr int C2R_PAIRW = 6;
 constexpr int c2r_mvmax1(int wo) { return wo <= 6 ? 4 : wo <= 9 ? 3 : 2; }
-constexpr int c2r_mvmax2(int wo) { return 27 / (2 * wo) >= 4 ? 4 : 27 / (2 * wo) >= 1 ? 27 / (2 * wo) : 1; }
+constexpr int c2r_mvmax2(int wo) { return 27 / (2 * wo) < 4 ? 27 / (2 * wo) : 4; }
+static_assert(c2r_mvmax2(C2R_MAXW) >= 1, "two-row tiles need one channel vector");
 constexpr int c2r_mvmax(int wo, int nr) { return nr == 1 ? c2r_mvmax1(wo) : c2r_mvmax2(wo); }
 
 template <int WO, int MV, int NR>
