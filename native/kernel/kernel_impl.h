@@ -347,6 +347,23 @@ static void zero_h_pads(const Plan& p, const Task1& t, float* hn) {
   }
 }
 
+// A conv1 tile's channels: active channels j .. j + mr of sample n, each with its weight row in w (Cin * 9
+// floats per inner channel, in either packing), bias, mask value and h (plane 0, row 1).
+template <typename Args>
+static inline void set_tile_channels(Args& a, const Plan& p, int n, const float* w, int j, int mr) {
+  const int32_t* act = p.act + (size_t)n * p.w.C;
+  const float* mv = p.mval + (size_t)n * p.w.C;
+  float* hn = p.h + p.hoff[n];
+  const size_t K9 = (size_t)p.w.Cin * 9;
+  for (int m = 0; m < mr; ++m) {
+    const int c = act[j + m];
+    a.rows[m] = w + (size_t)c * K9;
+    a.bias[m] = p.w.b1[c];
+    a.mv[m] = mv[j + m];
+    a.hd[m] = hn + (size_t)(j + m) * p.h_cs + p.Wo;
+  }
+}
+
 #if defined(GATEKIT_CONV1_DOT)
 static void conv1d_impl(const Plan& p, const Task1& t, const float* prep, const PrepGeom& g);
 #endif
@@ -358,16 +375,11 @@ static void conv1_impl(const Plan& p, const Task1& t, const float* prep, const P
     return;
   }
 #endif
-  const int Wo = p.Wo, C = p.w.C, Cin = p.w.Cin, S = p.S;
+  const int Wo = p.Wo, Cin = p.w.Cin, S = p.S;
   const int n = t.n;
   const int qb = t.r0 * Wo, qe = t.r1 * Wo;
   const int nv = (qe - qb + L - 1) / L;
-  const int32_t* act = p.act + (size_t)n * C;
-  const float* mv = p.mval + (size_t)n * C;
-  float* hn = p.h + p.hoff[n];
-  const size_t hps = p.h_ps;
-
-  zero_h_pads(p, t, hn);
+  zero_h_pads(p, t, p.h + p.hoff[n]);
 
   const int M = t.j1 - t.j0;
   if (M <= 0) return;
@@ -380,8 +392,7 @@ static void conv1_impl(const Plan& p, const Task1& t, const float* prep, const P
   a.cin = Cin;
   a.qend = qe;
   a.Wo = Wo;
-  a.hps = hps;
-  const size_t K9 = (size_t)Cin * 9;
+  a.hps = p.h_ps;
   // Channel tiles outside, pixel groups of NR vectors inside (then the group of the rest, whose tiles may
   // hold another channel count): a tile's weight rows stay in L1 across the band, and each tile is set up once.
   const int nfull = nv / NR;
@@ -395,13 +406,7 @@ static void conv1_impl(const Plan& p, const Task1& t, const float* prep, const P
     int j = t.j0;
     for (int k = 0; k < nt; ++k) {
       const int mr = (t.j1 - j + (nt - k) - 1) / (nt - k);
-      for (int m = 0; m < mr; ++m) {
-        const int c = act[j + m];
-        a.rows[m] = p.w.w1 + (size_t)c * K9;
-        a.bias[m] = p.w.b1[c];
-        a.mv[m] = mv[j + m];
-        a.hd[m] = hn + (size_t)(j + m) * p.h_cs + Wo;
-      }
+      set_tile_channels(a, p, n, p.w.w1, j, mr);
       for (int gi = g0; gi < g1; ++gi) {
         a.b = prep + (size_t)gi * NR * L;
         a.q0 = qb + gi * NR * L;
@@ -564,12 +569,8 @@ struct Table1d {
 static const Table1d table1d;
 
 static void conv1d_impl(const Plan& p, const Task1& t, const float* prep, const PrepGeom& g) {
-  const int Wo = p.Wo, C = p.w.C, Cin = p.w.Cin, S = p.S;
-  const int n = t.n;
-  const int32_t* act = p.act + (size_t)n * C;
-  const float* mv = p.mval + (size_t)n * C;
-  float* hn = p.h + p.hoff[n];
-  zero_h_pads(p, t, hn);
+  const int Wo = p.Wo, Cin = p.w.Cin, S = p.S;
+  zero_h_pads(p, t, p.h + p.hoff[t.n]);
   const int M = t.j1 - t.j0;
   if (M <= 0) return;
 
@@ -580,18 +581,11 @@ static void conv1d_impl(const Plan& p, const Task1& t, const float* prep, const 
   const T1dFn* fns = table1d.fn[S - 1][Wo];
   const int mrmax = c1d_mrmax(Wo);
   const int nt = (M + mrmax - 1) / mrmax;
-  const size_t K9 = (size_t)Cin * 9;
   // Channel tiles outside (their weight rows stay in cache across the band's rows), rows inside.
   int j = t.j0;
   for (int k = 0; k < nt; ++k) {
     const int mr = (t.j1 - j + (nt - k) - 1) / (nt - k);
-    for (int m = 0; m < mr; ++m) {
-      const int c = act[j + m];
-      a.rows[m] = p.w.w1d + (size_t)c * K9;
-      a.bias[m] = p.w.b1[c];
-      a.mv[m] = mv[j + m];
-      a.hd[m] = hn + (size_t)(j + m) * p.h_cs + Wo;
-    }
+    set_tile_channels(a, p, t.n, p.w.w1d, j, mr);
     for (int r = t.r0; r < t.r1; ++r) {
       a.x = prep + (size_t)(S * (r - t.r0)) * g.ps;
       a.ky0 = r == 0 ? 1 : 0;
