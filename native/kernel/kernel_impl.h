@@ -485,6 +485,11 @@ struct T1dArgs {
   int ky0, ky1;              // kernel rows inside the map
   int q;                     // the row's first pixel (r * Wo)
   size_t hps;
+  // The next tile's weight rows, prefetched while this one computes (from memory once per call: the active
+  // rows change from input to input): lines [pf_line0, pf_line0 + pf_lines) of each of pf_n rows,
+  // pf_lpi lines per input step.
+  const float* pf[MRCAP];
+  int pf_n, pf_line0, pf_lines, pf_lpi;
 };
 
 // One K step: MR weight vectors at w[m] + off times the input vectors of pixels [C0, C1) at x + S*c*cin.
@@ -513,10 +518,14 @@ static void tile1d(const T1dArgs& a) {
 #pragma GCC unroll 16
   for (int m = 0; m < MR; ++m) w[m] = a.rows[m];
   const int cin = a.cin;
+  int line = a.pf_line0;
+  const int line_end = a.pf_line0 + a.pf_lines;
   for (int ky = a.ky0; ky < a.ky1; ++ky) {
     const float* xr = a.x + (size_t)ky * a.rs;
     const size_t t0 = (size_t)(3 * ky) * cin;
     for (int ci = 0; ci < cin; ci += L) {
+      for (int u = 0; u < a.pf_lpi && line < line_end; ++u, ++line)
+        for (int m = 0; m < a.pf_n; ++m) V::prefetch(a.pf[m] + (size_t)line * L);
       dstep<MR, WO, S, 1, WO>(acc, w, t0 + ci, xr + ci, cin);                              // kx = 0
       dstep<MR, WO, S, 0, WO>(acc, w, t0 + cin + ci, xr + cin + ci, cin);                  // kx = 1
       dstep<MR, WO, S, 0, S == 1 ? WO - 1 : WO>(acc, w, t0 + 2 * cin + ci, xr + 2 * cin + ci, cin);  // kx = 2
@@ -581,16 +590,28 @@ static void conv1d_impl(const Plan& p, const Task1& t, const float* prep, const 
   const T1dFn* fns = table1d.fn[S - 1][Wo];
   const int mrmax = c1d_mrmax(Wo);
   const int nt = (M + mrmax - 1) / mrmax;
-  // Channel tiles outside (their weight rows stay in cache across the band's rows), rows inside.
+  const int32_t* act = p.act + (size_t)t.n * p.w.C;
+  const size_t K9 = (size_t)Cin * 9;
+  const int row_lines = (int)((K9 + L - 1) / L);
+  const int nrows = t.r1 - t.r0;
+  // Channel tiles outside (their weight rows stay in cache across the band's rows), rows inside; each row
+  // prefetches its share of the next tile's rows.
   int j = t.j0;
   for (int k = 0; k < nt; ++k) {
     const int mr = (t.j1 - j + (nt - k) - 1) / (nt - k);
     set_tile_channels(a, p, t.n, p.w.w1d, j, mr);
+    a.pf_n = k + 1 < nt ? (t.j1 - j - mr + (nt - k - 1) - 1) / (nt - k - 1) : 0;  // the next tile's mr
+    for (int m = 0; m < a.pf_n; ++m) a.pf[m] = p.w.w1d + (size_t)act[j + mr + m] * K9;
+    const int share = (row_lines + nrows - 1) / nrows;
     for (int r = t.r0; r < t.r1; ++r) {
       a.x = prep + (size_t)(S * (r - t.r0)) * g.ps;
       a.ky0 = r == 0 ? 1 : 0;
       a.ky1 = imin(3, p.H - S * r + 1);
       a.q = r * Wo;
+      a.pf_line0 = (r - t.r0) * share;
+      a.pf_lines = row_lines > a.pf_line0 ? imin(share, row_lines - a.pf_line0) : 0;
+      const int steps = (a.ky1 - a.ky0) * (Cin / L);
+      a.pf_lpi = steps > 0 ? (a.pf_lines + steps - 1) / steps : 0;
       fns[mr](a);
     }
     j += mr;
@@ -785,6 +806,12 @@ struct T2cArgs {
   const float* bias;       // b2 + co0
   int co0, Cout, P, q0;
   int ky0, ky1;            // row tiles (tile2r): the kernel rows that read inside the map
+  // Row tiles: the next channel group's W2 blocks (pf_mv vectors from pfw, or none), fetched while this group's
+  // rows compute: tile call pf_ri of pf_nr prefetches active channels pf_ri, pf_ri + pf_nr, ...  self_pf: the
+  // tile also prefetches its own blocks two channels ahead (its group's first row, which nothing fetched).
+  const float* pfw;
+  int pf_mv, pf_ri, pf_nr;
+  bool self_pf;
 };
 
 // One K step: MV weight vectors at w, w + blk, ... times NP broadcast pixels at src.
@@ -929,14 +956,25 @@ static void tile2r(const T2cArgs& a) {
   bool ok[3][NR];
   for (int ky = 0; ky < 3; ++ky)
     for (int i = 0; i < NR; ++i) ok[ky][i] = (i > 0 || ky >= a.ky0) && (i < NR - 1 || ky < a.ky1);
+  int pfc = a.pf_ri;  // prefetches the next group's blocks of channel j when it reaches 0
   for (int j = 0; j < nact; ++j, b += cs) {
     const float* wj = a.w + aoff[j];
-    if (j + 2 < nact) {  // scattered active blocks: no stream for the hardware prefetcher to follow
+    if (a.self_pf && j + 2 < nact) {  // scattered active blocks: no stream for the hardware prefetcher to follow
       const float* nx = a.w + aoff[j + 2];
 #pragma GCC unroll 4
       for (int k = 0; k < MV; ++k)
 #pragma GCC unroll 9
         for (int t = 0; t < 9; ++t) V::prefetch(nx + k * ablk + t * L);
+    }
+    if (a.pfw) {
+      if (pfc == 0) {
+        const float* nx = a.pfw + aoff[j];
+        for (int k = 0; k < a.pf_mv; ++k)
+#pragma GCC unroll 9
+          for (int t = 0; t < 9; ++t) V::prefetch(nx + k * ablk + t * L);
+        pfc = a.pf_nr;
+      }
+      --pfc;
     }
 #pragma GCC unroll 3
     for (int ky = 0; ky < 3; ++ky) {
@@ -1062,14 +1100,23 @@ static void conv2c_impl(const Plan& p, const Task2& t) {
     // 4% slower than single rows of 4 at 30% active (faster at 100%).
     const int two = t.r1 - t.r0 >= 2 && Wo > C2R_PAIRW ? 1 : 0;
     const int mvmax = c2r_mvmax(Wo, 1 + two);
+    // Tile calls per group (rows, or pairs of rows): each prefetches its share of the next group's blocks
+    // (from memory: the active channels change from input to input), so that only a task's first group waits.
+    const int ncalls = two ? (t.r1 - t.r0 + 1) / 2 : t.r1 - t.r0;
     for (int co = t.co0; co < co_end;) {
       const int mv = imin(mvmax, (co_end - co) / L);
+      const int next = co + mv * L;
       a.w = p.w.w2p + (size_t)(co / L) * a.ablk;
       a.ws = p.w.wsp ? p.w.wsp + (size_t)(co / L) * a.wsblk : nullptr;
       a.bias = p.w.b2 + co;
       a.co0 = co;
-      for (int r = t.r0; r < t.r1;) {
+      a.pf_mv = next < co_end ? imin(mvmax, (co_end - next) / L) : 0;
+      a.pfw = a.pf_mv > 0 ? p.w.w2p + (size_t)(next / L) * a.ablk : nullptr;
+      a.pf_nr = ncalls;
+      a.pf_ri = 0;
+      for (int r = t.r0; r < t.r1; ++a.pf_ri) {
         const int nr = two && r + 1 < t.r1 ? 2 : 1;
+        a.self_pf = true;
         a.q0 = r * Wo;
         a.b = hn + p.h_ps + (size_t)r * Wo;
         a.xs = p.xs ? p.xs + (size_t)n * p.w.Cin * P + a.q0 : nullptr;
