@@ -74,8 +74,8 @@ struct AlignedBuf {
 
 struct PackedBlock {
   int C = 0, Cin = 0, Cout = 0, Cout8 = 0, wb = 8, CoutB = 0;
-  AlignedBuf w1, w1d, b1, w2p, b2, wsp;
-  bool shortcut = false, dot = false;
+  AlignedBuf w1, w1d, b1, w2p, w2r, b2, wsp;
+  bool shortcut = false, dot = false, rows = false;
   detail::PackedView view() const {
     detail::PackedView v;
     v.C = C;
@@ -88,6 +88,7 @@ struct PackedBlock {
     v.w1d = dot ? w1d.p : nullptr;
     v.b1 = b1.p;
     v.w2p = w2p.p;
+    v.w2r = rows ? w2r.p : nullptr;
     v.b2 = b2.p;
     v.wsp = shortcut ? wsp.p : nullptr;
     return v;
@@ -135,6 +136,23 @@ std::shared_ptr<const PackedBlock> pack_block(const float* w1, const float* b1, 
           const int co = cb * wb + m;
           d[(((size_t)cb * c + ci) * 9 + t) * wb + m] = co < cout ? w2[((size_t)co * c + ci) * 9 + t] : 0.0f;
         }
+  // conv2 again for the row tiles (small maps, paths with channel tiles): [CoutR/kRowGroup][C][9][kRowGroup].
+  // Measured (OpenVINO, 1 thread, 30% active, 16 rotating masks, so the weights come from memory): see
+  // kernel_impl.h's row tiles.
+  if (isa.channel_tiles) {
+    constexpr int G = detail::kRowGroup;
+    const int groups = (int)((cout + G - 1) / G);
+    pb->rows = true;
+    pb->w2r.ensure((size_t)groups * G * c * 9 + 64, true);
+    float* r = pb->w2r.p;
+    for (int g = 0; g < groups; ++g)
+      for (int ci = 0; ci < c; ++ci)
+        for (int t = 0; t < 9; ++t)
+          for (int m = 0; m < G; ++m) {
+            const int co = g * G + m;
+            r[(((size_t)g * c + ci) * 9 + t) * G + m] = co < cout ? w2[((size_t)co * c + ci) * 9 + t] : 0.0f;
+          }
+  }
   pb->b2.ensure((size_t)pb->CoutB + 16);
   std::memcpy(pb->b2.p, b2, (size_t)cout * sizeof(float));
   if (ws) {

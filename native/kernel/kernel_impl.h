@@ -27,6 +27,7 @@ using gatekit::detail::Plan;
 using gatekit::detail::PrepGeom;
 using gatekit::detail::Task1;
 using gatekit::detail::Task2;
+using gatekit::detail::kRowGroup;
 
 static inline int imin(int a, int b) { return a < b ? a : b; }
 
@@ -806,12 +807,13 @@ struct T2cArgs {
   const float* bias;       // b2 + co0
   int co0, Cout, P, q0;
   int ky0, ky1;            // row tiles (tile2r): the kernel rows that read inside the map
-  // Row tiles: the next channel group's W2 blocks (pf_mv vectors from pfw, or none), fetched while this group's
-  // rows compute: tile call pf_ri of pf_nr prefetches active channels pf_ri, pf_ri + pf_nr, ...  self_pf: the
-  // tile also prefetches its own blocks two channels ahead (its group's first row, which nothing fetched).
-  const float* pfw;
+  // Row tiles read W2 from w2r (PackedView::w2r): wr[k] is vector k of the tile's output channels at inner
+  // channel 0, tap 0 (tap stride kRowGroup, inner channel c at 9 * kRowGroup * c).  They prefetch their own
+  // blocks two active channels ahead, and the next channel group's (pf_mv vectors at pfr, or none) while this
+  // group's rows compute: tile call pf_ri of pf_nr fetches active channels pf_ri, pf_ri + pf_nr, ...
+  const float* wr[4];
+  const float* pfr[4];
   int pf_mv, pf_ri, pf_nr;
-  bool self_pf;
 };
 
 // One K step: MV weight vectors at w, w + blk, ... times NP broadcast pixels at src.
@@ -935,20 +937,21 @@ static const Table2c table2c;
 // unshifted map), at column c - 1, c, c + 1.  A 3x3 convolution on a 5x5 map has 25% of its taps in the
 // padding (oneDNN skips them; MLAS multiplies them), 14% on 9x9, 8% on 17x17.
 
-// NR output rows (1 or 2) per tile: two rows load each weight vector once for both (half the weight reads).
+// NR output rows (1 to 3) per tile: each weight vector is loaded once for all of them (a half or a third of
+// the weight reads).
 template <int MV, int WO, int NR>
 static void tile2r(const T2cArgs& a) {
   vec acc[NR][WO][MV];
-#pragma GCC unroll 2
+#pragma GCC unroll 3
   for (int i = 0; i < NR; ++i)
 #pragma GCC unroll 32
     for (int q = 0; q < WO; ++q)
 #pragma GCC unroll 4
       for (int k = 0; k < MV; ++k) acc[i][q][k] = V::zero();
 
-  const int32_t* aoff = a.aoff;
+  const int32_t* aoff = a.aoff;  // c * 9 * L: times kRowGroup / L in w2r
+  constexpr int GL = kRowGroup / L;
   const int nact = a.nact;
-  const size_t ablk = a.ablk;
   const float* b = a.b;  // plane 1 of h, padded row r (kernel row 0 of output row r)
   const size_t cs = a.cs;
   const ptrdiff_t rs = a.rs;
@@ -958,20 +961,19 @@ static void tile2r(const T2cArgs& a) {
     for (int i = 0; i < NR; ++i) ok[ky][i] = (i > 0 || ky >= a.ky0) && (i < NR - 1 || ky < a.ky1);
   int pfc = a.pf_ri;  // prefetches the next group's blocks of channel j when it reaches 0
   for (int j = 0; j < nact; ++j, b += cs) {
-    const float* wj = a.w + aoff[j];
-    if (a.self_pf && j + 2 < nact) {  // scattered active blocks: no stream for the hardware prefetcher to follow
-      const float* nx = a.w + aoff[j + 2];
+    const size_t off = (size_t)aoff[j] * GL;
+    if (j + 2 < nact) {  // scattered active blocks: no stream for the hardware prefetcher to follow
+      const size_t nx = (size_t)aoff[j + 2] * GL;
 #pragma GCC unroll 4
       for (int k = 0; k < MV; ++k)
 #pragma GCC unroll 9
-        for (int t = 0; t < 9; ++t) V::prefetch(nx + k * ablk + t * L);
+        for (int t = 0; t < 9; ++t) V::prefetch(a.wr[k] + nx + t * kRowGroup);
     }
-    if (a.pfw) {
+    if (a.pf_mv) {
       if (pfc == 0) {
-        const float* nx = a.pfw + aoff[j];
         for (int k = 0; k < a.pf_mv; ++k)
 #pragma GCC unroll 9
-          for (int t = 0; t < 9; ++t) V::prefetch(nx + k * ablk + t * L);
+          for (int t = 0; t < 9; ++t) V::prefetch(a.pfr[k] + off + t * kRowGroup);
         pfc = a.pf_nr;
       }
       --pfc;
@@ -979,13 +981,13 @@ static void tile2r(const T2cArgs& a) {
 #pragma GCC unroll 3
     for (int ky = 0; ky < 3; ++ky) {
       if (NR == 1 && !ok[ky][0]) continue;
-      const float* w = wj + 3 * ky * L;
 #pragma GCC unroll 3
       for (int kx = 0; kx < 3; ++kx) {
+        const size_t tap = off + (size_t)(3 * ky + kx) * kRowGroup;
         vec wv[MV];
 #pragma GCC unroll 4
-        for (int k = 0; k < MV; ++k) wv[k] = V::load(w + kx * L + k * ablk);
-#pragma GCC unroll 2
+        for (int k = 0; k < MV; ++k) wv[k] = V::load(a.wr[k] + tap);
+#pragma GCC unroll 3
         for (int i = 0; i < NR; ++i) {
           if (NR > 1 && !ok[ky][i]) continue;
           const float* src = b + (ky + i) * rs + kx - 1;  // column c + kx - 1 of plane 1
@@ -1007,7 +1009,7 @@ static void tile2r(const T2cArgs& a) {
       vec wv[MV];
 #pragma GCC unroll 4
       for (int k = 0; k < MV; ++k) wv[k] = V::load(a.ws + (size_t)ci * L + k * a.wsblk);
-#pragma GCC unroll 2
+#pragma GCC unroll 3
       for (int i = 0; i < NR; ++i)
 #pragma GCC unroll 32
         for (int q = 0; q < WO; ++q) {
@@ -1018,7 +1020,7 @@ static void tile2r(const T2cArgs& a) {
     }
   }
   T2cArgs b2 = a;
-#pragma GCC unroll 2
+#pragma GCC unroll 3
   for (int i = 0; i < NR; ++i) {
     b2.q0 = a.q0 + i * WO;
     store2c<MV, WO>(b2, acc[i]);
@@ -1027,12 +1029,15 @@ static void tile2r(const T2cArgs& a) {
 
 // Row tiles up to C2R_MAXW pixels wide; channel vectors per tile up to c2r_mvmax(WO, NR) (accumulators, MV
 // weights and one broadcast within the 32 vector registers).
+// Three rows per tile on maps up to C2R_TRIW wide (a 3x3 map in one tile): each weight vector loaded from L2
+// feeds up to 9 pixels instead of 3.
 constexpr int C2R_MAXW = 12;
 constexpr int C2R_PAIRW = 6;
+constexpr int C2R_TRIW = 4;
 constexpr int c2r_mvmax1(int wo) { return wo <= 6 ? 4 : wo <= 9 ? 3 : 2; }
-constexpr int c2r_mvmax2(int wo) { return 27 / (2 * wo) < 4 ? 27 / (2 * wo) : 4; }
-static_assert(c2r_mvmax2(C2R_MAXW) >= 1, "two-row tiles need one channel vector");
-constexpr int c2r_mvmax(int wo, int nr) { return nr == 1 ? c2r_mvmax1(wo) : c2r_mvmax2(wo); }
+constexpr int c2r_fit(int px) { return 27 / px < 4 ? 27 / px : 4; }
+static_assert(c2r_fit(2 * C2R_MAXW) >= 1 && c2r_fit(3 * C2R_TRIW) >= 1, "multi-row tiles need one channel vector");
+constexpr int c2r_mvmax(int wo, int nr) { return nr == 1 ? c2r_mvmax1(wo) : c2r_fit(nr * wo); }
 
 template <int WO, int MV, int NR>
 struct Fill2r {
@@ -1050,6 +1055,7 @@ struct FillAll2r {
   static void run(T2cFn (*tab)[5][C2R_MAXW + 1]) {
     Fill2r<WO, c2r_mvmax(WO, 1), 1>::run(tab);
     Fill2r<WO, c2r_mvmax(WO, 2), 2>::run(tab);
+    Fill2r<WO, WO <= C2R_TRIW ? c2r_mvmax(WO, 3) : 0, 3>::run(tab);
     FillAll2r<WO - 1>::run(tab);
   }
 };
@@ -1059,7 +1065,7 @@ struct FillAll2r<0> {
 };
 
 struct Table2r {
-  T2cFn fn[2][5][C2R_MAXW + 1];  // [NR - 1][MV][WO]
+  T2cFn fn[3][5][C2R_MAXW + 1];  // [NR - 1][MV][WO]
   Table2r() {
     memset(fn, 0, sizeof(fn));
     FillAll2r<C2R_MAXW>::run(fn);
@@ -1093,30 +1099,33 @@ static void conv2c_impl(const Plan& p, const Task2& t) {
   a.P = P;
 
   const int co_end = imin(t.co1, p.w.CoutB);
-  if (Wo <= C2R_MAXW) {
+  if (Wo <= C2R_MAXW && p.w.w2r) {
     // Row tiles, channel vectors outside, rows inside; in pairs of rows on maps wider than C2R_PAIRW where the
     // band has two rows or more.  Measured (OpenVINO, 1 thread, 30% and 100% active, alternating processes):
     // pairs 256@9x9 1.17 -> 1.01x static, 1.21 -> 1.03x dense; on 5x5 maps pairs of 2 channel vectors were
     // 4% slower than single rows of 4 at 30% active (faster at 100%).
-    const int two = t.r1 - t.r0 >= 2 && Wo > C2R_PAIRW ? 1 : 0;
-    const int mvmax = c2r_mvmax(Wo, 1 + two);
-    // Tile calls per group (rows, or pairs of rows): each prefetches its share of the next group's blocks
-    // (from memory: the active channels change from input to input), so that only a task's first group waits.
-    const int ncalls = two ? (t.r1 - t.r0 + 1) / 2 : t.r1 - t.r0;
+    const int rows = t.r1 - t.r0;
+    const int nrmax = rows >= 3 && Wo <= C2R_TRIW ? 3 : rows >= 2 && Wo > C2R_PAIRW ? 2 : 1;
+    const int mvmax = c2r_mvmax(Wo, nrmax);
+    // Tile calls per group (rows, pairs or triples of rows): each prefetches its share of the next group's
+    // blocks (from memory: the active channels change from input to input), so that only a task's first group
+    // waits.
+    const int ncalls = (rows + nrmax - 1) / nrmax;
+    const size_t gblk = (size_t)C * 9 * kRowGroup;  // stride between groups of kRowGroup output channels in w2r
+    auto w2r_at = [&](int co) { return p.w.w2r + (size_t)(co / kRowGroup) * gblk + co % kRowGroup; };
     for (int co = t.co0; co < co_end;) {
       const int mv = imin(mvmax, (co_end - co) / L);
       const int next = co + mv * L;
-      a.w = p.w.w2p + (size_t)(co / L) * a.ablk;
+      for (int k = 0; k < mv; ++k) a.wr[k] = w2r_at(co + k * L);
       a.ws = p.w.wsp ? p.w.wsp + (size_t)(co / L) * a.wsblk : nullptr;
       a.bias = p.w.b2 + co;
       a.co0 = co;
       a.pf_mv = next < co_end ? imin(mvmax, (co_end - next) / L) : 0;
-      a.pfw = a.pf_mv > 0 ? p.w.w2p + (size_t)(next / L) * a.ablk : nullptr;
+      for (int k = 0; k < a.pf_mv; ++k) a.pfr[k] = w2r_at(next + k * L);
       a.pf_nr = ncalls;
       a.pf_ri = 0;
       for (int r = t.r0; r < t.r1; ++a.pf_ri) {
-        const int nr = two && r + 1 < t.r1 ? 2 : 1;
-        a.self_pf = true;
+        const int nr = imin(nrmax, t.r1 - r);
         a.q0 = r * Wo;
         a.b = hn + p.h_ps + (size_t)r * Wo;
         a.xs = p.xs ? p.xs + (size_t)n * p.w.Cin * P + a.q0 : nullptr;

@@ -12,6 +12,11 @@ namespace gatekit {
 namespace detail {
 
 // A view of the weights packed once at load (see gated_block.cpp, pack_block).
+// Output channels per group of the row tiles' W2 packing (PackedView::w2r): a row tile's up to 4 vectors of
+// 16 channels, so that one inner channel's weights for the tile are one contiguous run of 9 * kRowGroup floats
+// (the prefetchers' unit) instead of 4 runs a whole W2 block apart.
+constexpr int kRowGroup = 64;
+
 struct PackedView {
   int C;      // inner (gated) channels
   int Cin;    // input channels
@@ -23,6 +28,8 @@ struct PackedView {
   const float* w1d;  // [C][9][Cin]      : conv1 for the channel-dot form (Plan::conv1_dot), or null
   const float* b1;   // [C]
   const float* w2p;  // [CoutB/wb][C][9][wb]: conv2; an inner channel is one contiguous block of 9*wb floats
+  const float* w2r;  // [CoutR/kRowGroup][C][9][kRowGroup]: conv2 for the row tiles (paths with channel tiles), or
+                     // null; a row tile's output-channel vectors of one inner channel and tap lie side by side
   const float* b2;   // [CoutB] (zero padded; with a shortcut, b2 + bs)
   const float* wsp;  // [CoutB/wb][Cin][wb]: the projection shortcut (1x1 conv), or null (residual is an input)
 };

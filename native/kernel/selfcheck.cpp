@@ -41,6 +41,8 @@ const Case kCases[] = {
     // conv1's channel dots (input channels in whole vectors, rows up to 12 wide; x wider than 16 at stride 2)
     {2, 32, 5, 5, 40, 48, 1},   {1, 64, 9, 9, 36, 40, 2},   {1, 16, 3, 3, 20, 24, 1},  {1, 48, 12, 12, 24, 20, 1},
     {1, 32, 24, 23, 18, 16, 2}, {1, 16, 1, 1, 8, 16, 1},    {2, 32, 8, 8, 32, 32, 2},
+    // row tiles of three rows over several 64-channel groups of w2r (3x3 and 4x4 maps, a partial last group)
+    {1, 64, 3, 3, 40, 112, 1},  {2, 32, 6, 6, 24, 144, 2},  {1, 16, 4, 4, 20, 80, 1},
 };
 
 uint32_t g_state = 12345u;
