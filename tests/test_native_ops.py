@@ -420,6 +420,65 @@ def test_each_isa_path(ort_lib, isa):
     assert errs[worst] <= TOL, f"{isa} {worst}: {errs[worst]:.3g}"
 
 
+_HUGE_CHILD = r"""
+import ctypes, json, sys, tempfile
+from pathlib import Path
+import numpy as np
+sys.path.insert(0, sys.argv[1])
+from tests import test_native_ops as t
+libc = ctypes.CDLL(None)
+libc.malloc.restype = ctypes.c_void_p
+libc.malloc.argtypes = [ctypes.c_size_t]
+libc.free.argtypes = [ctypes.c_void_p]
+libc.memset.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t]
+# What a long-lived process has: malloc serving large requests from its heap (glibc raises its mmap threshold
+# as large blocks are freed), and touched, freed memory there.
+libc.mallopt(-3, 64 << 20)  # M_MMAP_THRESHOLD
+libc.mallopt(-1, 256 << 20)  # M_TRIM_THRESHOLD
+bufs = [libc.malloc(3 << 20) for _ in range(12)]
+for b in bufs:
+    libc.memset(b, 1, 3 << 20)
+for b in bufs:
+    libc.free(b)
+def huge_kb():
+    return sum(int(l.split()[1]) for l in open("/proc/self/smaps") if l.startswith("AnonHugePages:"))
+rng = np.random.default_rng(0)
+weights = t.make_weights(rng, 256, 256, 256)
+with tempfile.TemporaryDirectory() as d:
+    path = t.block_model(Path(d) / "b.onnx", weights, 256, 8, 8, 1)
+    before = huge_kb()
+    sess = t.ort_session(path, sys.argv[2], 1)
+    x = rng.standard_normal((1, 256, 8, 8)).astype(np.float32)
+    mask = (rng.random((1, 256)) < 0.3).astype(np.float32)
+    sess.run(None, {"x": x, "mask": mask, "residual": x})
+    print(json.dumps({"rise_kb": huge_kb() - before}))
+"""
+
+
+def _thp_mode(name):
+    try:
+        text = Path(f"/sys/kernel/mm/transparent_hugepage/{name}").read_text()
+    except OSError:
+        return None
+    return text[text.index("[") + 1:text.index("]")] if "[" in text else None
+
+
+def test_packed_weights_on_huge_pages(ort_lib):
+    """Packed weights of 1 MiB or more go on 2 MiB pages even where malloc would hand out touched heap memory
+    (madvise cannot turn that into huge pages): a 256-channel block's four packed weight buffers (2.4 MB each)
+    must add at least 8 MB of huge pages to the process."""
+    if not sys.platform.startswith("linux"):
+        pytest.skip("transparent huge pages are a Linux feature")
+    enabled, defrag = _thp_mode("enabled"), _thp_mode("defrag")
+    if enabled not in ("always", "madvise") or defrag not in ("always", "madvise", "defer+madvise"):
+        pytest.skip(f"transparent huge pages here: enabled [{enabled}], defrag [{defrag}]: faults may not get them")
+    out = subprocess.run([sys.executable, "-c", _HUGE_CHILD, str(REPO), str(ort_lib)], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    rise = json.loads(out.stdout.strip().splitlines()[-1])["rise_kb"]
+    assert rise >= 8 * 1024, f"only {rise} kB of the packed weights on huge pages"
+
+
 _KERNEL_SOURCES = ("gated_block.cpp", "channel_gate.cpp", "isa_portable.cpp", "selfcheck.cpp")
 
 
