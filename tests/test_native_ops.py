@@ -403,14 +403,18 @@ print(json.dumps({"info": info, "errs": errs}))
 """
 
 
+def _child_json(script, lib, env=None):
+    """Run `script` in a fresh Python (argv: the repository, the library) and return the JSON of its last line."""
+    out = subprocess.run([sys.executable, "-c", script, str(REPO), str(lib)], env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 @pytest.mark.parametrize("isa", ["avx512", "avx2", "portable"])
 def test_each_isa_path(ort_lib, isa):
     """GATEKIT_OPS_ISA forces a kernel path (chosen once per process, hence a child process per path)."""
-    env = dict(os.environ, GATEKIT_OPS_ISA=isa)
-    out = subprocess.run([sys.executable, "-c", _ISA_CHILD, str(REPO), str(ort_lib)], env=env,
-                         capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-2000:]
-    res = json.loads(out.stdout.strip().splitlines()[-1])
+    res = _child_json(_ISA_CHILD, ort_lib, env=dict(os.environ, GATEKIT_OPS_ISA=isa))
     info = res["info"]
     if isa not in info["isa_compiled"] or not info["isa_request_honoured"]:
         pytest.skip(f"{isa} path not available here (compiled: {info['isa_compiled']})")
@@ -472,10 +476,7 @@ def test_packed_weights_on_huge_pages(ort_lib):
     enabled, defrag = _thp_mode("enabled"), _thp_mode("defrag")
     if enabled not in ("always", "madvise") or defrag not in ("always", "madvise", "defer+madvise"):
         pytest.skip(f"transparent huge pages here: enabled [{enabled}], defrag [{defrag}]: faults may not get them")
-    out = subprocess.run([sys.executable, "-c", _HUGE_CHILD, str(REPO), str(ort_lib)], capture_output=True, text=True,
-                         timeout=300)
-    assert out.returncode == 0, out.stderr[-2000:]
-    rise = json.loads(out.stdout.strip().splitlines()[-1])["rise_kb"]
+    rise = _child_json(_HUGE_CHILD, ort_lib)["rise_kb"]
     assert rise >= 8 * 1024, f"only {rise} kB of the packed weights on huge pages"
 
 
