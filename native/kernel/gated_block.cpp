@@ -573,7 +573,13 @@ void conv1_tasks(const Plan& p, int n, int A, int rows, int target, std::vector<
 }
 
 // conv2 tasks of sample n in bands of `rows` rows, each cut into channel groups, about `target` tasks in all.
-void conv2_tasks(const Plan& p, int n, int lanes, int rows2, int target2, std::vector<Task2>& out) {
+// With fewer bands than threads, a band's channels are first cut into one share of equal width per thread (in
+// steps of a W2 block for channel tiles, 8 channels for pixel vectors), each share into groups of whole tiles
+// from its start, the last group of a share taking what is left: 256 channels in tiles of 48 for 2 threads are
+// 48 + 48 + 32 per thread, where groups of whole tiles across the band (5 x 48 + 16) left one thread 144
+// channels and the other 112 (OpenVINO, 2 threads, the 256@9x9 blocks of the full-width network at t_d 0.3:
+// the threads' conv2 passes took 135 and 104 us, and the first waited out the difference at the block's end).
+void conv2_tasks(const Plan& p, int n, int lanes, int rows2, int target2, int threads, std::vector<Task2>& out) {
   const int Cout8 = p.conv2_channels == 1 ? p.w.CoutB : p.w.Cout8;  // conv2's channel range
   const int nb2 = ceil_div(p.Ho, rows2);
   const int vec_per_band = ceil_div((int64_t)rows2 * p.Wo, lanes);
@@ -589,9 +595,23 @@ void conv2_tasks(const Plan& p, int n, int lanes, int rows2, int target2, std::v
   const int gsz2 = ceil_div(ceil_div(Cout8, ng2), unit) * unit;
   ng2 = ceil_div(Cout8, gsz2);
   const int ch = p.conv2_channels == 1 ? 1 : 0;
-  for (int b = 0; b < nbp; ++b)
-    for (int g = 0; g < ng2; ++g)
-      out.push_back(Task2{n, b * rows2, std::min(p.Ho, (b + 1) * rows2), g * gsz2, std::min(Cout8, (g + 1) * gsz2), ch});
+  const bool shares = threads > 1 && nbp < threads;
+  const int step = ch ? p.w.wb : 8;  // a share's channels start at a multiple of this
+  const int steps = Cout8 / step;
+  const int per_share = std::max(1, ceil_div(ng2, threads));  // groups per share
+  for (int b = 0; b < nbp; ++b) {
+    const int r0 = b * rows2, r1 = std::min(p.Ho, (b + 1) * rows2);
+    if (!shares) {
+      for (int g = 0; g < ng2; ++g) out.push_back(Task2{n, r0, r1, g * gsz2, std::min(Cout8, (g + 1) * gsz2), ch});
+      continue;
+    }
+    for (int s = 0; s < threads; ++s) {
+      const int c0 = (int)((int64_t)steps * s / threads) * step, c1 = (int)((int64_t)steps * (s + 1) / threads) * step;
+      if (c0 >= c1) continue;
+      const int g = ceil_div(ceil_div(c1 - c0, per_share), unit) * unit;
+      for (int c = c0; c < c1; c += g) out.push_back(Task2{n, r0, r1, c, std::min(c1, c + g), ch});
+    }
+  }
   if (tail_channels) {
     // The last band in channel tiles, its channels (CoutB, in whole tiles) split as the other bands'.
     const int cunit = p.conv2_tile_blocks * p.w.wb;
@@ -690,7 +710,7 @@ void plan_tasks_cached(const Plan& p, const IsaOps& isa, int threads, std::vecto
     t1.clear();
     t2.clear();
     conv1_tasks(p, 0, A, c.rows1, c.target1, t1, c.groups1);
-    conv2_tasks(p, 0, isa.lanes, c.rows2, c.target2, t2);
+    conv2_tasks(p, 0, isa.lanes, c.rows2, c.target2, threads, t2);
     return;
   }
   rc.choice = PlanChoice();
@@ -776,7 +796,7 @@ void plan_tasks(const Plan& p, const IsaOps& isa, int threads, std::vector<Task1
     const int target2 = task_target(work2, threads);
     int rows2 = band_rows(p.Ho, p.Wo, lanes, target2, 3 * lanes);
     const size_t first2 = t2.size();
-    conv2_tasks(p, n, lanes, rows2, target2, t2);
+    conv2_tasks(p, n, lanes, rows2, target2, threads, t2);
     if (threads > 1) {
       // As for conv1, bands only (no copy of x; channel tiles cost their pixels, not whole vectors).
       // Pixel tiles by the kernels' cost model; channel tiles (12 pixels x 32 channels, as the widest pixel
@@ -784,7 +804,7 @@ void plan_tasks(const Plan& p, const IsaOps& isa, int threads, std::vector<Task1
       const int k2 = 9 * std::max(A, 1) + Ks;
       auto cost = [&](const Task2& t, bool) {
         if (t.channels)
-          return (double)ceil_div((int64_t)(t.r1 - t.r0) * p.Wo, 12) * ceil_div(t.co1 - t.co0, 32) * (14.5 * k2 + 100.0);
+          return (double)ceil_div((int64_t)(t.r1 - t.r0) * p.Wo, 12) * ((t.co1 - t.co0) / 32.0) * (14.5 * k2 + 100.0);
         return isa.conv2_cycles(t.co1 - t.co0, (int)vecs(t.r0, t.r1), k2);
       };
       const Span base = model_span(t2, first2, threads, cost);
@@ -792,11 +812,11 @@ void plan_tasks(const Plan& p, const IsaOps& isa, int threads, std::vector<Task1
       int best_rows = rows2;
       if (base.last > kPlanImbalance * base.mean && p.P >= 256)
         best_rows = weigh_band_rows<Task2>(p, lanes, threads, rows2, best, [&](int r, std::vector<Task2>& out) {
-          conv2_tasks(p, n, lanes, r, target2, out);
+          conv2_tasks(p, n, lanes, r, target2, threads, out);
         }, cost);
       if (best_rows != rows2) {
         t2.resize(first2);
-        conv2_tasks(p, n, lanes, best_rows, target2, t2);
+        conv2_tasks(p, n, lanes, best_rows, target2, threads, t2);
         rows2 = best_rows;
       }
     }

@@ -76,7 +76,7 @@ struct Task1 {
   int n, r0, r1, j0, j1;
 };
 // conv2 work item: sample n, output rows [r0, r1), output channels [co0, co1) (co0 a multiple of 8), in pixel
-// vectors (channels == 0) or output-channel vectors (channels == 1: co0, co1 multiples of conv2_tile_blocks * w.wb or CoutB).
+// vectors (channels == 0) or output-channel vectors (channels == 1: co0, co1 multiples of w.wb).
 struct Task2 {
   int n, r0, r1, co0, co1, channels;
 };

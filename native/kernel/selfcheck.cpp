@@ -206,7 +206,7 @@ int main() {
   double worst = 0.0;
   for (const Case& k : kCases)
     for (const char* pattern : {"random", "off", "on", "mixed", "gate"})
-      for (int threads : {1, 3, -3})
+      for (int threads : {1, 3, -2, -3})
         for (bool shortcut : {false, true})
           for (int form : {1, 2, 3})
           for (int form1 : {1, 2}) {
