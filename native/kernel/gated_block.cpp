@@ -800,7 +800,7 @@ void plan_tasks(const Plan& p, const IsaOps& isa, int threads, std::vector<Task1
     if (threads > 1) {
       // As for conv1, bands only (no copy of x; channel tiles cost their pixels, not whole vectors).
       // Pixel tiles by the kernels' cost model; channel tiles (12 pixels x 32 channels, as the widest pixel
-      // tile per K step) by their pixels.
+      // tile per K step) by their pixels and channels.
       const int k2 = 9 * std::max(A, 1) + Ks;
       auto cost = [&](const Task2& t, bool) {
         if (t.channels)
