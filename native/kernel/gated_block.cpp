@@ -595,18 +595,15 @@ void conv2_tasks(const Plan& p, int n, int lanes, int rows2, int target2, int th
   const int gsz2 = ceil_div(ceil_div(Cout8, ng2), unit) * unit;
   ng2 = ceil_div(Cout8, gsz2);
   const int ch = p.conv2_channels == 1 ? 1 : 0;
-  const bool shares = threads > 1 && nbp < threads;
+  // One share per band (its groups are then gsz2 wide), or one per thread.
+  const int shares = threads > 1 && nbp < threads ? threads : 1;
   const int step = ch ? p.w.wb : 8;  // a share's channels start at a multiple of this
   const int steps = Cout8 / step;
-  const int per_share = std::max(1, ceil_div(ng2, threads));  // groups per share
+  const int per_share = std::max(1, ceil_div(ng2, shares));  // groups per share
   for (int b = 0; b < nbp; ++b) {
     const int r0 = b * rows2, r1 = std::min(p.Ho, (b + 1) * rows2);
-    if (!shares) {
-      for (int g = 0; g < ng2; ++g) out.push_back(Task2{n, r0, r1, g * gsz2, std::min(Cout8, (g + 1) * gsz2), ch});
-      continue;
-    }
-    for (int s = 0; s < threads; ++s) {
-      const int c0 = (int)((int64_t)steps * s / threads) * step, c1 = (int)((int64_t)steps * (s + 1) / threads) * step;
+    for (int s = 0; s < shares; ++s) {
+      const int c0 = (int)((int64_t)steps * s / shares) * step, c1 = (int)((int64_t)steps * (s + 1) / shares) * step;
       if (c0 >= c1) continue;
       const int g = ceil_div(ceil_div(c1 - c0, per_share), unit) * unit;
       for (int c = c0; c < c1; c += g) out.push_back(Task2{n, r0, r1, c, std::min(c1, c + g), ch});
