@@ -268,11 +268,9 @@ def main() -> None:
             command += f" --budgets {','.join(map(str, budgets_run))}"
         if args.lut != "ort:1":
             command += f" --lut {args.lut}" if args.lut else " --lut ''"
-        for flag, value, default in (("--threads", args.threads, "1,2"), ("--rounds", args.rounds, 3),
-                                     ("--min-runs", args.min_runs, 1000), ("--min-seconds", args.min_seconds, 2.0),
-                                     ("--seed", args.seed, 0)):
-            if value != default:
-                command += f" {flag} {value}"
+        for dest in ("threads", "rounds", "min_runs", "min_seconds", "seed"):
+            if getattr(args, dest) != ap.get_default(dest):
+                command += f" --{dest.replace('_', '-')} {getattr(args, dest)}"
         write_results(f"native-dynamic-{args.name}", result, summary, md, args, command)
         return
     items = export_phase(args.name, args.train, ROOT / "runs" / "native_dynamic" / args.name, budgets)
