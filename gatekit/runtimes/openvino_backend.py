@@ -43,7 +43,7 @@ class OpenVinoSession(Session):
 
     def runner(self, x: np.ndarray):
         """`x` wrapped once as an ov.Tensor sharing its memory; a call sets it as the input unless it is the one
-        set last (setting a tensor costs the plugin 10-40 us even when it is the same one), then infers: no
+        set last (setting a tensor costs the plugin tens of microseconds even when it is the same one), then infers: no
         dict, no conversion, no output copy, as benchmark_app's synchronous loop does."""
         import openvino as ov
 
