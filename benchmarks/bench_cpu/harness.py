@@ -71,10 +71,11 @@ def main() -> None:
     m = machine_info()
     write_json(HERE / "harness.json", {"machine": m, "rows": rows, "command": "python benchmarks/bench_cpu/harness.py"})
     lines = [f"OpenVINO {m['packages'].get('openvino')}, 1 thread, f32, batch 1, on {m['cpu']} ({m['cores']} cores); "
-             "5 interleaved rounds of (ours prepared, ours session.run, benchmark_app -hint none -nthreads 1 -nstreams 1 -nireq 1 "
-             "-api sync -infer_precision f32 -t 2); medians of the per-round ratios.", "",
+             "5 interleaved rounds of (ours prepared, ours session.run, benchmark_app -hint none -nthreads 1 "
+             "-nstreams 1 -nireq 1 -api sync -infer_precision f32 -t 2); medians of the per-round ratios.", "",
              "Re-run: `python benchmarks/bench_cpu/harness.py`", "",
-             "| IR | benchmark_app median ms | our p50 / theirs (prepared call) | our p50 / theirs (session.run) |", "|---|---:|---:|---:|"]
+             "| IR | benchmark_app median ms | our p50 / theirs (prepared call) | our p50 / theirs (session.run) |",
+             "|---|---:|---:|---:|"]
     lines += [f"| {r['model']} | {r['benchmark_app_median_ms']:.3f} | {r['ratio_now']:.3f} | {r['ratio_before']:.3f} |"
               for r in rows]
     write_text(HERE / "harness.md", "\n".join(lines) + "\n")
