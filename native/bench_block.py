@@ -199,7 +199,7 @@ def main():
         busy0, t0, own0 = cpu_busy_seconds(), time.perf_counter(), time.process_time()
         for _ in range(args.rounds):
             # Call by call: each of the round's `calls` cycles runs every variant once, in a shuffled order, so
-            # that a stretch when this VM's host is slower (seconds long here) lands on all of them alike.
+            # that a stretch when a shared VM's host is slower (often seconds long) lands on all of them alike.
             ts = {k: [] for k in variants}
             order = list(variants)
             for _ in range(args.calls):

@@ -1,4 +1,5 @@
-"""Every `gatekit ...` command in the README's code blocks parses against the real CLI (options, choices, arguments)."""
+"""Every `gatekit ...` command in the code blocks of the README and of the pages under docs/ parses against the
+real CLI (options, choices, arguments); the ones that read only recorded files run as written."""
 
 import re
 import shlex
@@ -10,10 +11,11 @@ import pytest
 from gatekit.cli import cli
 
 README = Path(__file__).resolve().parent.parent / "README.md"
+DOCS = sorted((README.parent / "docs").glob("*.md"))
 
 
-def readme_commands() -> list[str]:
-    blocks = re.findall(r"```bash\n(.*?)```", README.read_text(), flags=re.S)
+def page_commands(page: Path) -> list[str]:
+    blocks = re.findall(r"```bash\n(.*?)```", page.read_text(), flags=re.S)
     commands = []
     for block in blocks:
         text = block.replace("\\\n", " ")
@@ -24,12 +26,31 @@ def readme_commands() -> list[str]:
     return commands
 
 
-COMMANDS = readme_commands()
+README_COMMANDS = page_commands(README)
+COMMANDS = README_COMMANDS + [c for page in DOCS for c in page_commands(page) if c not in README_COMMANDS]
 
 
 def test_the_readme_has_commands():
-    assert len(COMMANDS) >= 8
-    assert any(c.startswith("gatekit train") for c in COMMANDS) and any(c.startswith("gatekit export") for c in COMMANDS)
+    assert len(README_COMMANDS) >= 8
+    assert any(c.startswith("gatekit train") for c in README_COMMANDS)
+    assert any(c.startswith("gatekit export") for c in README_COMMANDS)
+
+
+def test_the_docs_pages_have_commands():
+    """The pages the README links to for training, export, benchmarking and picking show their commands."""
+    names = {p.name for p in DOCS}
+    for page in ("training.md", "export.md", "benchmark.md", "profile-and-pick.md", "baselines.md"):
+        assert page in names, page
+        assert page_commands(README.parent / "docs" / page), page
+
+
+@pytest.mark.parametrize("page", [README, *DOCS], ids=lambda p: p.name)
+def test_relative_links_resolve(page):
+    """Every relative link (and image) of the README and the docs pages names a file or folder that exists."""
+    targets = re.findall(r"\]\(([^)\s]+)\)", page.read_text())
+    local = [t.split("#")[0] for t in targets if not re.match(r"[a-z]+:", t) and not t.startswith("#")]
+    missing = [t for t in local if not (page.parent / t).exists()]
+    assert not missing, missing
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -50,7 +71,7 @@ RUNNABLE = [c for c in COMMANDS if c.startswith("gatekit pick") and "--results b
 
 
 def test_some_readme_commands_are_runnable_here():
-    assert RUNNABLE, "the README should show a pick on recorded results"
+    assert any(c in RUNNABLE for c in README_COMMANDS), "the README should show a pick on recorded results"
 
 
 @pytest.mark.parametrize("command", RUNNABLE)

@@ -112,7 +112,7 @@ def test_cuda_helpers():
 
 @pytest.fixture
 def onnx_artifact(tmp_path):
-    """A real exported and verified ONNX artifact of a tiny gated ResNet (the export path of issue 3)."""
+    """A real exported and verified ONNX artifact of a tiny gated ResNet (the path `gatekit export` takes)."""
     from gatekit.export.exporter import ExportOptions, export
     from tests.test_export import force_gates
     from gatekit.checkpoint import save_model

@@ -1,4 +1,4 @@
-"""The benchmark issue's sweep: full-width ResNet-18, dense/static/hybrid/dynamic at t_d 0.1/0.3/0.5,
+"""The full-width latency sweep: full-width ResNet-18, dense/static/hybrid/dynamic at t_d 0.1/0.3/0.5,
 torch / ONNX Runtime / OpenVINO at 1 and 2 threads, batch 1, on real images, in one run; then its targets.
 
     python benchmarks/bench_cpu/fullwidth.py --size 32 --train     # ~5 min per checkpoint, then ~15 min
@@ -7,7 +7,7 @@ torch / ONNX Runtime / OpenVINO at 1 and 2 threads, batch 1, on real images, in 
 Checkpoints come from the `cpu-fullwidth` / `cpu-fullwidth-96` recipes (short CPU runs whose gates reach
 the budget; accuracy is not the point) under runs/. The dense graph is exported once (from t_d 0.3: the
 dense graphs of the three checkpoints are the same architecture); static/hybrid/dynamic for every budget.
-The static agreement k-NN check of `gatekit export` is skipped (issue 3 measured it); numerical
+The static agreement k-NN check of `gatekit export` is skipped (benchmarks/export records it); numerical
 verification against PyTorch is not. Besides the sweep, every dynamic graph is compared with a static
 network of the same architecture at its mean active widths (rounded up to whole channels; random
 weights, since a dense float32 conv's latency does not depend on them), timed with the same protocol.

@@ -35,8 +35,8 @@ IMAGES = 32
 
 def quarter_medians(values: list[float]) -> list[float]:
     """The median of each of four consecutive quarters (of time) of the cycles' values: the host's speed phases
-    (this VM's cores at times run ~1.3-1.7x slower for tens of seconds, both graphs at once, and the ratio with
-    them) show as quarters that disagree."""
+    (a shared VM's cores can run slower for tens of seconds, both graphs at once, and the ratio with them) show
+    as quarters that disagree."""
     k = len(values)
     return [statistics.median(values[i * k // 4:(i + 1) * k // 4]) for i in range(4)]
 

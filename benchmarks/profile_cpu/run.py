@@ -1,4 +1,4 @@
-"""The pick issue's LUT check on this CPU: ResNet-18 (full width) at 32 px (CIFAR stem) and 96 px (STL-10
+"""The latency tables (LUTs) of this CPU and their held-out check: ResNet-18 (full width) at 32 px (CIFAR stem) and 96 px (STL-10
 stem), ONNX Runtime and OpenVINO, 1 and 2 threads; each LUT predicts 20 held-out static width
 configurations it was not built from, which are then measured (share within +-10% of p50 and p90).
 

@@ -1,8 +1,8 @@
 """Measure one artifact in a fresh Python process.
 
 A process that has just run torch (an export) keeps its threads spinning for a while after their work,
-and they share the cores with the measurement: `gatekit pick --lut` read 2.863 ms in the exporting
-process against 2.42 ms in a fresh one. So a plan-then-measure loop measures through this function,
+and they share the cores with the measurement, which then reads markedly slower than in a fresh process
+(`benchmarks/pick_cpu/`). So a plan-then-measure loop measures through this function,
 which runs `bench_one` in a child interpreter (`python -m gatekit.bench.fresh REQUEST.json`).
 """
 

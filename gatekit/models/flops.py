@@ -1,4 +1,4 @@
-"""FLOPs accounting exactly as the paper counts it (method.md section 3).
+"""FLOPs accounting exactly as the paper counts it (docs/method.md section 3).
 
 Counted: multiply-accumulates (MACs) of convolutions only, i.e. the stem, both 3x3 convs of each
 block, the 1x1 downsample convs and the two FC layers of each gate. Per gated block with c active

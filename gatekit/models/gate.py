@@ -1,4 +1,4 @@
-"""The DGNet channel gate used by VICReg-Dual-Gating (method.md section 2).
+"""The DGNet channel gate used by VICReg-Dual-Gating (docs/method.md section 2).
 
 Per sample and per block: z = GAP(x); logits = W2 ReLU(BN(W1 z)). In training the mask is
 1[logit + logistic noise >= 0] in the forward pass with the gradient of sigmoid((logit + noise)/tau)

@@ -4,7 +4,7 @@ The same conv weights serve two paths, chosen explicitly with `model(x, path="de
 - dense: no gate is evaluated; each block uses its `dense` BNs.
 - gated: each block's gate masks conv1's output channels (after BN1 and ReLU), i.e. conv2's input
   channels; each block uses its `gated` BNs.
-The stem BN and the shortcut BNs are shared by both paths (method.md sections 1, 2 and 4).
+The stem BN and the shortcut BNs are shared by both paths (docs/method.md sections 1, 2 and 4).
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ class GatedResNet(nn.Module):
         self._init_weights()
 
     def _init_weights(self) -> None:
-        # method.md section 1: Kaiming-normal (fan_out, relu) for convs and the gates' FCs; BN gamma 1, beta 0.
+        # docs/method.md section 1: Kaiming-normal (fan_out, relu) for convs and the gates' FCs; BN gamma 1, beta 0.
         for m in self.modules():
             if isinstance(m, (nn.Conv2d, nn.Linear)):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")

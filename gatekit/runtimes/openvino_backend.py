@@ -1,6 +1,6 @@
 """OpenVINO: the CPU plugin (and GPU where present), with the inference precision pinned and read back.
 
-On CPUs with avx512_bf16 (this project's benchmark machine), OpenVINO silently infers in bf16 unless
+On CPUs with avx512_bf16 (Sapphire Rapids Xeons, Zen 4 EPYCs), OpenVINO silently infers in bf16 unless
 INFERENCE_PRECISION_HINT is f32. So fp32 is always requested explicitly, and the precision the
 compiled model actually uses is read back and reported (an fp32 request that comes back otherwise fails).
 """
@@ -43,7 +43,7 @@ class OpenVinoSession(Session):
 
     def runner(self, x: np.ndarray):
         """`x` wrapped once as an ov.Tensor sharing its memory; a call sets it as the input unless it is the one
-        set last (setting a tensor costs the plugin 10-40 us even when it is the same one), then infers: no
+        set last (setting a tensor costs the plugin tens of microseconds even when it is the same one), then infers: no
         dict, no conversion, no output copy, as benchmark_app's synchronous loop does."""
         import openvino as ov
 

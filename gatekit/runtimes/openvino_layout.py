@@ -2,10 +2,11 @@
 
 The plugin runs a custom op (gatekit's native ops) on plain NCHW tensors.  A convolution feeding one (the
 stem; a projection shortcut left in the graph) otherwise takes oneDNN's channels-last brgconv, and its output
-then goes through the plugin's generic reorder to NCHW: at 32 px that reorder cost 0.15-0.3 ms, more than
-the stem itself.  With oneDNN's direct jit convolution the output is channel-blocked and its reorder to NCHW
-is jit (about 0.04 ms).  The request is the PrimitivesPriority run-time attribute, which the plugin reads
-from an IR (it is not honoured when set on a model in memory); a priority the device lacks is passed over.
+then goes through the plugin's generic reorder to NCHW, which at 32 px costs more than the stem itself.
+With oneDNN's direct jit convolution the output is channel-blocked and its reorder to NCHW is jit and cheap
+(`benchmarks/bench_cpu/openvino-layout-hint-*.md`).  The request is the PrimitivesPriority run-time attribute,
+which the plugin reads from an IR (it is not honoured when set on a model in memory); a priority the device
+lacks is passed over.
 """
 
 from __future__ import annotations

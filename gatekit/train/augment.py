@@ -1,4 +1,4 @@
-"""Batched view augmentation on the training device (kornia), the paper's pipeline (method.md section 6).
+"""Batched view augmentation on the training device (kornia), the paper's pipeline (docs/method.md section 6).
 
 RandomResizedCrop(scale (min_scale, 1), bicubic) -> ColorJitter(0.4, 0.4, 0.2, 0.1) p 0.8 ->
 Grayscale p 0.2 -> GaussianBlur sigma U[0.1, 2] with the view's own p -> Solarize p 0.1 ->

@@ -13,7 +13,7 @@ from gatekit.models.config import check_fields, from_known_fields
 from gatekit.train.methods import METHODS, LossConfig
 
 RECIPE_DIR = Path(__file__).resolve().parent.parent / "recipes"
-DATASET_DEFAULTS = {  # stem and crop size per dataset (method.md sections 1 and 6)
+DATASET_DEFAULTS = {  # stem and crop size per dataset (docs/method.md sections 1 and 6)
     "cifar10": ("cifar", 32),
     "cifar100": ("cifar", 32),
     "stl10": ("imagenet", 96),

@@ -1,4 +1,4 @@
-"""LARS as the paper uses it: SGD with momentum wrapped in LARS (solo-learn's form, method.md section 6).
+"""LARS as the paper uses it: SGD with momentum wrapped in LARS (solo-learn's form, docs/method.md section 6).
 
 For each parameter with ndim != 1 (and not excluded):
     g <- (g + wd w) * min(eta ||w|| / (||g|| + wd ||w|| + eps) / lr, 1)      (clipped LARS)

@@ -1,4 +1,4 @@
-"""VICReg and the DGNet budget loss L_G = L_s + L_b (method.md sections 3 and 5)."""
+"""VICReg and the DGNet budget loss L_G = L_s + L_b (docs/method.md sections 3 and 5)."""
 
 from __future__ import annotations
 

@@ -36,7 +36,7 @@ namespace {
 // Packed weights of at least this size go on 2 MiB pages where the kernel offers them (Linux transparent
 // huge pages, "madvise" or "always" mode): with 25% of the channels active, the scattered W2 blocks touch
 // every 4 KiB page of a block's weights for a quarter of the work, and the TLB misses (two-level page walks
-// under a hypervisor) cost measurably: 3-13% of a 512@4x4 or 256->512 stride-2 block on this machine.
+// under a hypervisor) cost a measurable share of the large small-map blocks (512@4x4, 256->512 stride 2).
 constexpr size_t kHugePageBytes = size_t(2) << 20;
 constexpr size_t kHugeMinBytes = kHugePageBytes / 2;
 
@@ -44,9 +44,8 @@ constexpr size_t kHugeMinBytes = kHugePageBytes / 2;
 // `huge`: large buffers are 2 MiB aligned and advised onto huge pages (a hint; without THP nothing changes).
 // They are mapped fresh (anonymous mmap), not taken from malloc: malloc serves even 2 MiB-aligned requests
 // from its heap, whose pages an earlier allocation may already have touched, and madvise does not turn
-// touched 4 KiB pages into a huge page (only khugepaged does, later and partly).  Measured on the AMD host:
-// with posix_memalign, 2-12 MB of a full-width network's packed weights were on huge pages, now 28 MB; OpenVINO,
-// 2 threads, full width 32 px t_d 0.3: native / static 0.98 -> 0.92 (medians of 6 and 16 processes).
+// touched 4 KiB pages into a huge page (only khugepaged does, later and partly): from malloc, only part of a
+// full-width network's packed weights lands on huge pages, and a different part in each process.
 struct AlignedBuf {
   float* p = nullptr;
   size_t n = 0;
@@ -164,9 +163,9 @@ std::shared_ptr<const PackedBlock> pack_block(const float* w1, const float* b1, 
           const int co = cb * wb + m;
           d[(((size_t)cb * c + ci) * 9 + t) * wb + m] = co < cout ? w2[((size_t)co * c + ci) * 9 + t] : 0.0f;
         }
-  // conv2 again for the row tiles (small maps, paths with channel tiles): [CoutR/kRowGroup][C][9][kRowGroup].
-  // OpenVINO, 1 thread, 30% active, 16 rotating masks (the weights come from memory), op / static against
-  // the [CoutB/wb] packing: 512@5x5 1.51 -> 1.37, 256@9x9 1.10 -> 1.06 (medians of 3 process pairs).
+  // conv2 again for the row tiles (small maps, paths with channel tiles): [CoutR/kRowGroup][C][9][kRowGroup],
+  // so that one inner channel's weights for a row tile are one contiguous run; with a different mask per input
+  // the weights come from memory, and contiguous runs stream faster than the [CoutB/wb] blocks.
   if (isa.channel_tiles) {
     constexpr int G = detail::kRowGroup;
     const int groups = (int)((cout + G - 1) / G);
@@ -322,33 +321,27 @@ namespace {
 
 // Work per task (multiply-adds): about 25-50 microseconds of one core.  Fewer, larger tasks keep the
 // register tiles full (a task splits into tiles on its own) and re-copy fewer halo rows of x.  With several
-// threads, half that: finer tasks let a thread that starts late (a pool's wake-up, 5-9 us here) take fewer of
-// them.  Measured on OpenVINO, full-width ResNet-18 at 32 px, 2 threads: 2e6 gave 0.95x / 0.97x the op time
-// at t_d 0.1 / 0.3 (3 alternating process pairs each, every pair faster); at 1 thread it cost 4%.
+// threads, half that: finer tasks let a thread that starts late (a pool's wake-up takes microseconds) take fewer
+// of them; with one thread the finer split only adds per-task overhead, so it keeps the larger tasks.
 constexpr double kTaskWork = 4e6;
 constexpr double kTaskWorkThreaded = 2e6;
 // Below this much work a task is not worth handing to another thread (~3 microseconds of one core; both
-// passes share one parallel region, so a split block costs one fork and join, not two).  Measured at x0.25,
-// 2 threads: with 5e5 most blocks ran serially; 1.5e5 with the shared region is 7% faster on OpenVINO.
+// passes share one parallel region, so a split block costs one fork and join, not two).  A higher floor would
+// leave most blocks of a narrow (x0.25) network to one thread.
 constexpr double kMinTaskWork = 1.5e5;
 
 // conv2 runs output-channel tiles (where the instruction-set path has them) when it has at least
 // kChannelTileMinK K steps (9 per active channel, plus the shortcut's input channels) and either the map has at
 // most kChannelTileMaxPixels pixels or the block at least kChannelTileMinCout output channels.  Pixel vectors
 // waste lanes on a small map's tail (25 pixels fill 2 vectors of 16) and, on AVX-512, read W2 in half blocks;
-// the channel tiles pay a transpose per tile, which a short K loop does not repay.  Measured with
-// native/bench_block.py (ORT, 1 thread, 25/50/100% active, both forms forced in one sitting), all channels on:
-//   --size 34: 9x9 and 5x5 blocks 0-20% faster in channel tiles; 64@34x34 1.24 -> 1.31x dense, 128@17x17
-//              1.19 -> 1.29x (and 1.14 -> 1.29x at 50%), 64->128@17 stride 2 1.22 -> 1.24x: slower;
-//   --size 98: 256@25x25 1.31 -> 1.19x, 512@13x13 1.16 -> 1.12x, 128->256@25 stride 2 1.28 -> 1.25x,
-//              256->512@13 stride 2 1.24 -> 1.12x: faster at 256 output channels and more, 625 pixels included.
-// Whole networks, ORT and OpenVINO, 1 and 2 threads, 4 alternating process pairs each: full width at 32 px 0-4%
-// faster; x0.25 1-2% slower with no K limit, level with a limit of 300 (measured; 288 = 32 active channels is
-// committed, which decides differently only where a call's K steps fall between 288 and 299).
+// the channel tiles pay a transpose per tile, which a short K loop does not repay.  The thresholds come from
+// native/bench_block.py with both forms forced (BlockIO::conv2_form): channel tiles win on the 9x9 and 5x5 maps
+// and on blocks of 256 output channels or more at any map size, and lose on 34x34 and 17x17 maps with fewer
+// channels; without a K limit they lose on a narrow (x0.25) network's blocks with few active channels
+// (288 K steps = 32 active channels).
 // conv1 runs channel dots (Plan::conv1_dot) where the path has them for the map's width and the block has at
-// least kConv1DotMinCin input channels (each output value ends with a sum across the lanes).  x0.25 network
-// (input channels 32/64/128 on the 9x9 and 5x5 maps), OpenVINO 1 thread, alternating processes: native / static
-// 0.69-0.70 at 64, 0.71-0.73 at 128, 0.69-0.70 at 32.
+// least kConv1DotMinCin input channels (each output value ends with a sum across the lanes; on the x0.25
+// network, thresholds of 32, 64 and 128 input channels measured alike).
 constexpr int kConv1DotMinCin = 64;
 constexpr int kChannelTileMaxPixels = 128;
 constexpr int kChannelTileMinCout = 256;
@@ -460,10 +453,8 @@ void run_task2(void* arg, size_t i) {
 // each pool thread keeps one home share (by thread, not by parallel_for's worker index, which a pool may
 // hand to any thread): it runs its home share first, then takes what is left of the others.  The task
 // lists are ordered by row band, so a thread keeps the same rows of the map from conv1 into conv2 and from
-// block to block, and its caches hold the x and h it reads.  Measured against one shared list (OpenVINO and
-// ORT, full width at 32 px, 2 threads, 4-5 alternating process pairs): 0.965-0.975x at t_d 0.3 and 0.5,
-// 0.99-1.005x at t_d 0.1, x0.25 0.985-1.006x; 1.000x on ORT at 1 thread.  The threads' summed time in the
-// op's 64@34x34 blocks fell by 10%.  Shares cut by task count (not work), or by worker index, were neutral.
+// block to block, and its caches hold the x and h it reads (measured faster than one shared list at 2 threads;
+// shares cut by task count instead of work, or by worker index instead of thread, gained nothing).
 constexpr int kMaxParts = 64;
 struct RunBoth {
   Run1* r1;
@@ -576,9 +567,8 @@ void conv1_tasks(const Plan& p, int n, int A, int rows, int target, std::vector<
 // With fewer bands than threads, a band's channels are first cut into one share of equal width per thread (in
 // steps of a W2 block for channel tiles, 8 channels for pixel vectors), each share into groups of whole tiles
 // from its start, the last group of a share taking what is left: 256 channels in tiles of 48 for 2 threads are
-// 48 + 48 + 32 per thread, where groups of whole tiles across the band (5 x 48 + 16) left one thread 144
-// channels and the other 112 (OpenVINO, 2 threads, the 256@9x9 blocks of the full-width network at t_d 0.3:
-// the threads' conv2 passes took 135 and 104 us, and the first waited out the difference at the block's end).
+// 48 + 48 + 32 per thread, where groups of whole tiles across the band (5 x 48 + 16) would leave one thread 144
+// channels and the other 112, and the first would wait out the difference at the block's end.
 void conv2_tasks(const Plan& p, int n, int lanes, int rows2, int target2, int threads, std::vector<Task2>& out) {
   const int Cout8 = p.conv2_channels == 1 ? p.w.CoutB : p.w.Cout8;  // conv2's channel range
   const int nb2 = ceil_div(p.Ho, rows2);
@@ -681,7 +671,7 @@ struct PlanChoice {
 };
 
 // The choice for a block shape, active channel count and thread count, remembered per thread
-// (direct-mapped): weighing other plans costs 1-3 us, a call of a small block 20-100.
+// (direct-mapped): weighing other plans costs a noticeable share of a small block's call.
 struct RowChoice {
   int key[9] = {-1};
   PlanChoice choice;
@@ -739,8 +729,7 @@ void plan_tasks(const Plan& p, const IsaOps& isa, int threads, std::vector<Task1
       if (threads > 1 && nb < threads && p.P >= 256 && p.Ho >= 2 * threads) {
         // Fewer bands than threads on a map of 16 vectors or more (17x17; a stride-2 block into it): one band
         // per thread rather than channel groups of one band, which every thread would copy from x whole.
-        // OpenVINO and ORT, 2 threads, 4 alternating pairs each: full width 0.984-0.996x, x0.25 0.981-0.992x;
-        // x0.25 was 1.06x when 9x9 and 5x5 maps were cut too.
+        // Not on 9x9 and 5x5 maps, where cutting bands this way measured slower.
         rows = ceil_div(p.Ho, threads);
         nb = ceil_div(p.Ho, rows);
       }
@@ -756,7 +745,7 @@ void plan_tasks(const Plan& p, const IsaOps& isa, int threads, std::vector<Task1
       if (threads > 1) {
         // The rule's tasks may not share out evenly: bands rounded to whole vectors (34 rows into 24 + 10 for
         // 2 tasks; 17 rows into 16 + 1), channel groups of whole tiles (19 channels into 16 + 3).  Then also
-        // try 1-4 bands per thread, not rounded, on maps of 256 pixels or more (cutting 9x9 maps cost 1-5%),
+        // try 1-4 bands per thread, not rounded, on maps of 256 pixels or more (on 9x9 maps it measured slower),
         // and 1-2 equal channel groups per thread on the others, and keep the plan modelled fastest.
         // A task: its tiles by the kernels' cost model; a share copies x for each band it works on (about
         // 2 cycles a vector store, 3 planes per input channel at stride 1, 6 at stride 2).

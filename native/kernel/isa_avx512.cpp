@@ -91,7 +91,7 @@ struct V {
 
 // conv1 tiles (MR channels x NR vectors): (12,1) (8,2) (8,3) (6,4).  conv1 reads one weight row per active
 // channel, so a tile holds MR row pointers: beyond about 12 the 15 general registers of x86-64 spill and
-// every FMA pays a reload (measured on 4x4 maps: (24,1) 2-7% slower than (12,1)).
+// every FMA pays a reload (on 4x4 maps (24,1) measured slower than (12,1)).
 constexpr int C1_NRMAX = 4;
 constexpr int c1_mrmax(int nr) { return nr == 1 ? 12 : nr == 2 ? 8 : nr == 3 ? 8 : 6; }
 // conv2 tiles: (24,1) (8,2) (8,3) in blocks of 8 output channels.

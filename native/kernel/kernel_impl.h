@@ -44,9 +44,8 @@ static inline void zero_floats(float* p, size_t n) { memset(p, 0, n * sizeof(flo
 // of one column zeroed (column 0 in plane 0, the last in plane 2) and the lanes outside x (the padding rows
 // above and below the map) zero.  It is written in whole vectors from the plane's aligned start (plane
 // strides are multiples of 16 floats), with the lanes to keep worked out once for all input channels.
-// Against writing row by row (three pieces per 34 px row, one masked, nearly all split across cache lines,
-// the zeroed lanes found per vector) this cut the prep's share of a 64@34x34 block's samples (perf, 1 thread)
-// from 5.7% to 4.1% with all channels on and from 13% to 9.4% with 25% on.
+// Writing row by row instead would take three pieces per 34 px row, one masked, nearly all split across cache
+// lines, with the zeroed lanes found per vector.
 #if defined(GATEKIT_CONV1_DOT)
 static void prep_dot(const Plan& p, int n, int r0, float* dst, const PrepGeom& g);
 #endif
@@ -139,10 +138,9 @@ static void prep_impl(const Plan& p, int n, int r0, int r1, float* dst, const Pr
 // throughput (about 2 per cycle: NR vector loads + MR broadcasts) and FMA latency (one chain per
 // accumulator, 4 cycles), plus what a step costs beyond those bounds: 2.5 cycles, and 0.7 more per pixel
 // vector past 3.  That overhead is fitted to conv1's AVX-512 tiles looped on cache-resident data (64 input
-// channels, 34 px rows; GMAC/s in one sitting): (8,3) 93, (6,4) 88, (8,2) 86, (5,4) 83, (4,5) 78, (12,1) 77,
-// (4,4) 77.  Without it the model rated (8,2) and (8,3) alike and picked (8,2) for conv1 on 34x34 maps;
-// with it conv1 takes (8,3): 64@34x34 all channels on 0.98x the block time (8 alternating pairs), networks
-// 0.95-1.0x (ORT and OpenVINO, 1 thread, full width and x0.25).
+// channels, 34 px rows), whose measured throughput ranks (8,3) first, then (6,4), (8,2), (5,4), (4,5), and
+// (12,1) and (4,4) last.  Without it the model rates (8,2) and (8,3) alike and picks (8,2) for conv1 on 34x34
+// maps, the slower of the two.
 static inline double step_cycles(int mr, int nr) {
   double f = 0.5 * mr * nr, l = 0.5 * (mr + nr) + 0.5;
   double c = f > l ? f : l;
@@ -904,7 +902,7 @@ static void tile2c(const T2cArgs& a) {
 
 typedef void (*T2cFn)(const T2cArgs&);
 // Pixel tiles: up to C2C_NP2 pixels with 2 channel vectors, C2C_NP1 with 1 (a last block of L channels).
-// Measured on 9x9 and 5x5 blocks: 12 pixels x 2 vectors beat 10 x 2 and 6 x 4 (1-10%).
+// On 9x9 and 5x5 blocks 12 pixels x 2 vectors measured faster than 10 x 2 and 6 x 4.
 constexpr int C2C_NP2 = 12;
 constexpr int C2C_NP1 = 24;
 
@@ -1101,9 +1099,8 @@ static void conv2c_impl(const Plan& p, const Task2& t) {
   const int co_end = imin(t.co1, p.w.CoutB);
   if (Wo <= C2R_MAXW && p.w.w2r) {
     // Row tiles, channel vectors outside, rows inside; in pairs of rows on maps wider than C2R_PAIRW where the
-    // band has two rows or more.  Measured (OpenVINO, 1 thread, 30% and 100% active, alternating processes):
-    // pairs 256@9x9 1.17 -> 1.01x static, 1.21 -> 1.03x dense; on 5x5 maps pairs of 2 channel vectors were
-    // 4% slower than single rows of 4 at 30% active (faster at 100%).
+    // band has two rows or more: a pair shares each weight load between two rows, which pays on 9x9 maps; on
+    // 5x5 maps single rows of 4 channel vectors measured faster than pairs of 2 at partial activity.
     const int rows = t.r1 - t.r0;
     const int nrmax = rows >= 3 && Wo <= C2R_TRIW ? 3 : rows >= 2 && Wo > C2R_PAIRW ? 2 : 1;
     const int mvmax = c2r_mvmax(Wo, nrmax);
