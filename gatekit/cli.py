@@ -307,7 +307,8 @@ def export_cmd(checkpoint, graphs, formats, out_dir, calib, min_usage, round_to,
               "into --out, then benchmark them all.")
 @click.option("--out", "out_dir", type=click.Path(), help="With --sweep: artifacts go to OUT/<checkpoint name>/.")
 @click.option("--json", "json_path", type=click.Path(), help="Append the records (JSON lines, schema gatekit.bench/1) here.")
-@click.option("--table", "table_path", type=click.Path(), help="Write the Markdown table here.")
+@click.option("--table", "table_path", type=click.Path(), help="Write the Markdown table here (a row per network and "
+              "graph; latency ratios to the same network's dense graph, which needs the dense graph benchmarked too).")
 @click.option("--plot", "plot_path", type=click.Path(), help="Write latency ratio against FLOPs ratio (PNG) here.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @trust_edited_option
@@ -393,8 +394,11 @@ def report_cmd(results, out_path, html_path, plots_dir, json_path, trust_edited)
     """Merge benchmark results from several devices into one page: a section per target.
 
     A target is the machine a record was measured on (CPU model and cores, GPU, Jetson board and power
-    mode). Each has the table of `gatekit bench` (graph x budget; FLOPs ratio; p50 / p90 and the latency
-    ratio to dense per runtime and threads) and a PNG of latency ratio against FLOPs ratio.
+    mode). Each has the table of `gatekit bench` (a row per network and graph, a network being one checkpoint
+    of one architecture, width, input size and gate group; FLOPs ratio; p50 / p90 and the latency ratio to
+    that network's own dense graph per runtime, precision, threads and batch) and a PNG of latency ratio
+    against FLOPs ratio, a marker per network. A record whose network has no dense graph measured shows
+    its latency without a ratio, and the page says why.
 
     \b
     Example:

@@ -63,11 +63,13 @@ def test_latency_stats():
     assert st["mean_ms"] == pytest.approx(22) and st["throughput_per_s"] == pytest.approx(2000 / 22)
 
 
-def record(graph, flops, p50, threads=1, sha="a", name="onnxruntime"):
+def record(graph, flops, p50, threads=1, sha="a", name="onnxruntime", width=1.0, precision="fp32"):
     return {"schema": SCHEMA, "manifest": {"graph": graph, "budget": 0.3, "dynamic_form": None, "checkpoint_sha256": sha,
                                            "macs": {"ratio_to_dense": flops},
-                                           "model_config": {"arch": "resnet18", "width": 1.0, "stem": "cifar", "input_size": 32, "gate_group": 1}},
-            "runtime": {"name": name, "provider": "CPU", "version": "1"}, "precision": "fp32", "threads": threads, "batch": 1,
+                                           "model_config": {"arch": "resnet18", "width": width, "stem": "cifar",
+                                                            "input_size": 32, "gate_group": 1}},
+            "runtime": {"name": name, "provider": "CPU", "version": "1"}, "precision": precision, "threads": threads,
+            "batch": 1,
             "stats": {"p50_ms": p50, "p90_ms": p50 * 1.1}}
 
 
@@ -77,7 +79,106 @@ def test_ratios_use_the_dense_graph_of_the_same_runtime_and_threads():
     ratios = {(r["manifest"]["graph"], r["threads"]): r["latency_ratio"]["p50"] for r in recs}
     assert ratios[("static", 1)] == pytest.approx(0.55) and ratios[("static", 2)] == pytest.approx(0.75)
     table = markdown_table(recs)
-    assert "| 0.3 | 32 | static | 0.500 |" in table and "(0.55)" in table and "(0.75)" in table
+    assert "| resnet18 x1 32px a | 0.3 | static | 0.500 | 2.200 / 2.420 (0.55) | 1.500 / 1.650 (0.75) |" in table
+
+
+SMALL, FULL = "5" * 64, "f" * 64  # two checkpoints trained at t_d 0.3: x0.25 and full width
+
+
+def marker_of(collection) -> tuple:
+    return tuple(map(tuple, collection.get_paths()[0].vertices.round(3)))
+
+
+def test_two_checkpoints_at_one_t_d_are_two_networks_in_the_bench_table_and_plot(tmp_path):
+    """x0.25 and full width at one t_d: two static rows, each with its own FLOPs ratio, latency and dense
+    graph; in the plot, one marker style per network and a legend beside the panels, over no data."""
+    small = [record("dense", 1.0, 0.42, sha=SMALL, width=0.25), record("static", 0.827, 0.36, sha=SMALL, width=0.25),
+             record("dense", 1.0, 0.30, sha=SMALL, width=0.25, threads=2),
+             record("static", 0.827, 0.27, sha=SMALL, width=0.25, threads=2)]
+    full = [record("dense", 1.0, 7.0, sha=FULL), record("static", 0.44, 2.94, sha=FULL),
+            record("dense", 1.0, 3.6, sha=FULL, threads=2), record("static", 0.44, 1.53, sha=FULL, threads=2)]
+    table = markdown_table(small + full)
+    rows = [line for line in table.splitlines() if line.startswith("| resnet18")]
+    assert len(rows) == 4 and "no ratio" not in table
+    assert ("| resnet18 x0.25 32px 55555555 | 0.3 | static | 0.827 | 0.360 / 0.396 (0.86) | 0.270 / 0.297 (0.90) |"
+            in rows)
+    assert "| resnet18 x1 32px ffffffff | 0.3 | static | 0.440 | 2.940 / 3.234 (0.42) | 1.530 / 1.683 (0.42) |" in rows
+    assert "| resnet18 x1 32px ffffffff | 0.3 | dense | 1.000 | 7.000 / 7.700 (1.00) | 3.600 / 3.960 (1.00) |" in rows
+
+    fig = plot_latency_vs_flops(small + full, tmp_path / "p.png")
+    assert (tmp_path / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    panels = [ax for ax in fig.axes if ax.collections]
+    assert len(panels) == 2  # 1 and 2 threads
+    markers: dict[str, set] = {}
+    for ax in panels:
+        for c in ax.collections:
+            markers.setdefault(c.get_gid().split(",")[0], set()).add(marker_of(c))
+    assert set(markers) == {"resnet18 x0.25 32px 55555555", "resnet18 x1 32px ffffffff"}
+    assert all(len(m) == 1 for m in markers.values()) and len(set.union(*markers.values())) == 2
+    renderer = fig.canvas.get_renderer()
+    (legend,) = fig.legends
+    box = legend.get_window_extent(renderer)
+    assert not any(box.overlaps(ax.get_window_extent(renderer)) for ax in fig.axes)
+    names = [t.get_text() for t in legend.get_texts()]
+    assert "resnet18 x0.25 32px 55555555, t_d 0.3" in names and "resnet18 x1 32px ffffffff, t_d 0.3" in names
+
+
+def test_int8_and_fp32_each_have_their_own_dense_reference(tmp_path):
+    recs = [record("dense", 1.0, 4.0), record("static", 0.5, 2.0), record("dense", 1.0, 1.0, precision="int8"),
+            record("static", 0.5, 0.8, precision="int8")]
+    ratios = {(r["manifest"]["graph"], r["precision"]): r["latency_ratio"]["p50"] for r in with_ratios(recs)}
+    assert ratios == {("dense", "fp32"): 1.0, ("static", "fp32"): 0.5, ("dense", "int8"): 1.0, ("static", "int8"): 0.8}
+    fig = plot_latency_vs_flops(recs, tmp_path / "p.png")
+    panels = {ax.get_title(): ax for ax in fig.axes if ax.collections}
+    assert set(panels) == {"ORT 1T b1", "ORT int8 1T b1"}
+    for ax in panels.values():  # each panel's dense point is its own reference
+        dense = [c for c in ax.collections if c.get_gid().endswith(": dense")]
+        assert len(dense) == 1 and dense[0].get_offsets()[0][1] == 1.0
+
+
+def test_a_record_without_the_dense_graph_of_its_checkpoint_has_no_ratio(tmp_path):
+    """A checkpoint measured without its dense graph: its latency alone, not a ratio to another checkpoint's
+    dense graph of the same architecture; the table says why, and the plot leaves it out."""
+    recs = [record("dense", 1.0, 4.0, sha=SMALL), record("static", 0.5, 2.0, sha=SMALL),
+            record("static", 0.3, 1.5, sha=FULL)]
+    out = {r["manifest"]["checkpoint_sha256"] + r["manifest"]["graph"]: r for r in with_ratios(recs)}
+    assert "latency_ratio" not in out[FULL + "static"]
+    assert out[FULL + "static"]["no_ratio"] == "no dense graph of checkpoint ffffffff"
+    assert out[SMALL + "static"]["latency_ratio"]["p50"] == 0.5
+    table = markdown_table(recs)
+    assert "| resnet18 x1 32px ffffffff | 0.3 | static | 0.300 | 1.500 / 1.650 (no ratio) |" in table
+    assert table.splitlines()[-1] == ("- resnet18 x1 32px ffffffff has no latency ratio: no dense graph of checkpoint "
+                                      "ffffffff was measured; its latencies are shown alone.")
+    fig = plot_latency_vs_flops(recs, tmp_path / "p.png")
+    (ax,) = fig.axes
+    assert ax.get_title() == "ORT 1T b1\n1 without a dense reference, not drawn"
+    assert sorted(c.get_gid() for c in ax.collections) == ["resnet18 x1 32px 55555555, t_d 0.3: dense",
+                                                          "resnet18 x1 32px 55555555, t_d 0.3: static"]
+
+
+def test_a_dense_graph_measured_on_one_runtime_only_gives_ratios_there_only():
+    recs = [record("dense", 1.0, 4.0), record("static", 0.5, 2.0), record("static", 0.5, 1.2, threads=2),
+            record("static", 0.5, 1.0, name="openvino")]
+    table = markdown_table(recs)
+    assert "| resnet18 x1 32px a | 0.3 | static | 0.500 | 2.000 / 2.200 (0.50) | 1.200 / 1.320 (no ratio) |" in table
+    assert table.splitlines()[-1] == ("- resnet18 x1 32px a has no latency ratio: no dense graph of checkpoint a on "
+                                      "ORT 2T b1, OpenVINO 1T b1; its latencies are shown alone.")
+
+
+def test_a_pruned_network_takes_its_ratio_to_the_dense_graph_it_was_pruned_from():
+    """Its FLOPs ratio counts against the checkpoint it was pruned from, so its latency ratio does too."""
+    pruned = record("dense", 0.6, 2.4, sha=FULL, width=0.25)
+    pruned["manifest"]["pruned"] = {"tool": "torch-pruning", "ratio": 0.5, "from": {"sha256": SMALL}}
+    recs = with_ratios([record("dense", 1.0, 4.0, sha=SMALL, width=0.25), pruned])
+    assert recs[1]["latency_ratio"]["p50"] == pytest.approx(0.6)
+    alone = with_ratios([pruned])[0]
+    assert alone["no_ratio"] == "no dense graph of checkpoint 55555555 (the checkpoint it was pruned from)"
+
+
+def test_runtime_names_are_read_as_one_name(tmp_path):
+    write_jsonl(tmp_path / "r.jsonl", [record("dense", 1.0, 4.0), record("static", 0.5, 2.0, name="ort"),
+                                       record("static", 0.5, 2.0, name="some-new-runtime")])
+    assert [r["runtime"]["name"] for r in read_jsonl([tmp_path / "r.jsonl"])] == ["ort", "ort", "some-new-runtime"]
 
 
 def test_plot_and_jsonl_round_trip(tmp_path):

@@ -97,7 +97,7 @@ def test_compare_headline_interpolates_each_family_at_the_reference_latency():
     assert tp["gatekit_minus_family_points"] == pytest.approx(100 * (0.66 - tp["accuracy"]))
     assert h["families"][DENSE]["accuracy"] is None  # dense is slower than the reference
     # an int8 accuracy measured on OpenVINO does not apply to the ONNX Runtime int8 graph
-    assert "t_d 0.3 static int8" in ort["missing_accuracy"]
+    assert "t_d 0.3 static int8 [x0.25 no checkpoint]" in ort["missing_accuracy"]
     ov = next(g for g in result["groups"] if g["runtime"] == "openvino")
     by_label = {p["label"]: p for p in ov["points"]}
     assert by_label["t_d 0.3 static"]["accuracy"] == pytest.approx(0.66)  # fp32 accuracy is shared across formats
@@ -182,3 +182,23 @@ def test_numpy_linear_probe_reaches_the_torch_probe():
     assert mine["top1"] > 0.5
     assert abs(mine["top1"] - ref.accuracy) <= 0.01
     assert abs(mine["settings"]["final_loss"] - ref.settings["final_loss"]) < 1e-3
+
+
+def test_two_networks_with_one_label_are_two_points_each_on_its_own_front():
+    """Two gatekit networks at t_d 0.3 (x0.25 and full width): one label, two names; whether a point is on
+    the front is its own, not that of the other network's point with the same label."""
+    def gk(sha, width, flops):
+        m = summary("gatekit", budget=0.3, graph="static", flops=flops, width=width)
+        m["checkpoint_sha256"] = sha
+        return m
+
+    small, full = gk("5" * 64, 0.25, 0.83), gk("f" * 64, 1.0, 0.44)
+    b = bench("/a/x025/static.onnx", small, [0.4]) + bench("/a/full/static.onnx", full, [3.0])
+    a = [acc("/a/x025/static.onnx", small, 0.70), acc("/a/full/static.onnx", full, 0.65)]  # full width: slower, worse
+    (g,) = cmp.compare(b, a)["groups"]
+    assert [(p["label"], p["network"], p["on_front"]) for p in g["points"]] == [
+        ("t_d 0.3 static", "x0.25 55555555", True), ("t_d 0.3 static", "x1 ffffffff", False)]
+    assert g["fronts"][GATEKIT] == ["t_d 0.3 static [x0.25 55555555]"]
+    rows = [line for line in cmp.markdown(cmp.compare(b, a)).splitlines() if line.startswith("| gatekit |")]
+    assert rows == ["| gatekit | x0.25 55555555 | t_d 0.3 static | 0.400 | 0.830 | 70.00 | yes |",
+                    "| gatekit | x1 ffffffff | t_d 0.3 static | 3.000 | 0.440 | 65.00 |  |"]

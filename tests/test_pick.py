@@ -43,10 +43,10 @@ def chosen_name(target, **kw):
 
 
 def test_best_accuracy_that_meets_the_target():
-    assert chosen_name(10) == "t_d=0.5 dense ort 1T b1"        # 0.90, the most accurate
-    assert chosen_name(3.0) == "t_d=0.5 hybrid ort 1T b1"       # 0.88: a tie with dynamic, hybrid is faster
-    assert chosen_name(2.0) == "t_d=0.1 hybrid ort 1T b1"       # 0.82 beats static's 0.82 - 0.02
-    assert chosen_name(1.6) == "t_d=0.1 static ort 1T b1"
+    assert chosen_name(10) == "t_d=0.5 dense [B] ort 1T b1"        # 0.90, the most accurate
+    assert chosen_name(3.0) == "t_d=0.5 hybrid [B] ort 1T b1"       # 0.88: a tie with dynamic, hybrid is faster
+    assert chosen_name(2.0) == "t_d=0.1 hybrid [A] ort 1T b1"       # 0.82 beats static's 0.82 - 0.02
+    assert chosen_name(1.6) == "t_d=0.1 static [A] ort 1T b1"
 
 
 def test_static_accuracy_is_the_gated_accuracy_shifted_by_the_measured_difference():
@@ -65,13 +65,13 @@ def test_missing_accuracy_is_listed_but_never_chosen():
 def test_nothing_feasible_names_the_fastest_and_the_margin():
     c, reason = pick(candidates(RECORDS, ACC, threads=1), 1.0)
     assert c is None
-    assert "fastest option is t_d=0.1 static ort 1T b1 at 1.500 ms, 0.500 ms over" in reason
+    assert "fastest option is t_d=0.1 static [A] ort 1T b1 at 1.500 ms, 0.500 ms over" in reason
 
 
 def test_percentile_and_filters():
-    assert chosen_name(1.4, percentile=50) == "t_d=0.1 static ort 1T b1"  # p50 = 1.35
+    assert chosen_name(1.4, percentile=50) == "t_d=0.1 static [A] ort 1T b1"  # p50 = 1.35
     c, _ = pick(candidates(RECORDS, ACC, threads=2), 1.0)
-    assert c.name == "t_d=0.5 dynamic ort 2T b1"
+    assert c.name == "t_d=0.5 dynamic [B] ort 2T b1"
     with pytest.raises(GatekitError, match="no recorded result matches"):
         candidates(RECORDS, ACC, runtime="openvino")
 
@@ -90,3 +90,19 @@ def test_pick_cli_exit_codes(tmp_path):
     assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
     none = subprocess.run(base + ["--target-ms", "0.5"], capture_output=True, text=True, env=env)
     assert none.returncode == 1 and "nothing meets 0.5 ms" in none.stderr and "Traceback" not in none.stderr
+
+
+def test_two_networks_at_one_t_d_are_two_options():
+    """x0.25 and full width, both t_d 0.3: two static options with their own names, latencies and accuracies."""
+    def net(sha, width, p90, knn):
+        r = rec("static", 0.3, p90, sha, 0.8, knn_static=knn)
+        r["manifest"]["model_config"] = {"arch": "resnet18", "width": width, "stem": "cifar", "input_size": 32,
+                                         "gate_group": 1}
+        return r
+
+    small, full = "5" * 64, "f" * 64
+    cands = candidates([net(small, 0.25, 0.4, 0.70), net(full, 1.0, 3.0, 0.80)], {}, threads=1)
+    assert [c.name for c in cands] == ["t_d=0.3 static [resnet18 x0.25 32px 55555555] ort 1T b1",
+                                       "t_d=0.3 static [resnet18 x1 32px ffffffff] ort 1T b1"]
+    assert [c.to_dict()["network"] for c in cands] == ["resnet18 x0.25 32px 55555555", "resnet18 x1 32px ffffffff"]
+    assert pick(cands, 5.0)[0].name == cands[1].name and pick(cands, 1.0)[0].name == cands[0].name

@@ -96,7 +96,7 @@ def test_report_command_writes_two_sections_two_pngs_html_and_json(two_devices, 
     for p in pngs:  # linked relative to the page
         assert f"](../plots/{p.name})" in page
     # one table per target, with the recorded numbers: static p50 and its ratio to dense on ORT 1T
-    assert page.count("| t_d | input | graph | FLOPs ratio |") == 2
+    assert page.count("| network | t_d | graph | FLOPs ratio |") == 2
     static = next(r for r in cpu if r["manifest"]["graph"] == "static")
     dense = next(r for r in cpu if r["manifest"]["graph"] == "dense" and r["manifest"]["budget"] == static["manifest"]["budget"])
     ratio = static["stats"]["p50_ms"] / dense["stats"]["p50_ms"]
@@ -159,3 +159,122 @@ def test_records_without_the_fields_of_a_page_are_refused(tmp_path):
 def test_report_help_has_an_example():
     result = CliRunner().invoke(cli, ["report", "--help"])
     assert result.exit_code == 0 and "Example" in result.output and "--html" in result.output
+
+
+FULLWIDTH = REPO / "benchmarks" / "bench_cpu" / "cifar32-fullwidth.jsonl"
+
+
+def table_rows(page: str) -> dict[tuple[str, str, str], list[str]]:
+    """(network, t_d, graph) -> the row's cells after the graph, from every table on a page."""
+    rows = {}
+    for line in page.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("| resnet") and len(cells) > 4:
+            assert tuple(cells[:3]) not in rows, f"two rows for {cells[:3]}"
+            rows[tuple(cells[:3])] = cells[3:]
+    return rows
+
+
+def cell(r: dict, dense: dict | None) -> str:
+    ratio = f"({r['stats']['p50_ms'] / dense['stats']['p50_ms']:.2f})" if dense else "(no ratio)"
+    return f"{r['stats']['p50_ms']:.3f} / {r['stats']['p90_ms']:.3f} {ratio}"
+
+
+def test_two_recorded_networks_at_one_t_d_keep_their_own_rows_and_dense(tmp_path):
+    """The recorded x0.25 and full-width files, both with a t_d 0.3 checkpoint, on one page: each network's
+    static row has its own FLOPs ratio and latency and its ratio is to its own dense graph; the full-width
+    t_d 0.1 and 0.5 checkpoints, recorded without a dense graph, keep their latencies and no ratio."""
+    out, js = tmp_path / "r.md", tmp_path / "r.json"
+    result = CliRunner().invoke(cli, ["report", str(RECORDED), str(FULLWIDTH), "--out", str(out), "--json", str(js)])
+    assert result.exit_code == 0, result.output
+    page = out.read_text()
+    rows = table_rows(page)
+    header = next(line for line in page.splitlines() if line.startswith("| network |"))
+    ort1 = [c.strip() for c in header.strip("|").split("|")].index("ORT 1T b1: p50 / p90 ms (ratio)") - 3
+    recs = [json.loads(x) for f in (RECORDED, FULLWIDTH) for x in f.read_text().splitlines() if x.strip()]
+    ort = [r for r in recs if r["runtime"]["name"] == "onnxruntime" and r["threads"] == 1]
+
+    def of(sha, graph):
+        m = [r for r in ort if r["manifest"]["checkpoint_sha256"] == sha and r["manifest"]["graph"] == graph]
+        return m[0] if m else None
+
+    static_03 = [r for r in ort if r["manifest"]["budget"] == 0.3 and r["manifest"]["graph"] == "static"]
+    assert len({r["manifest"]["checkpoint_sha256"] for r in static_03}) == 2  # the two networks at t_d 0.3
+    for static in static_03:
+        sha, width = static["manifest"]["checkpoint_sha256"], static["manifest"]["model_config"]["width"]
+        net = f"resnet18 x{width:g} 32px {sha[:8]}"
+        dense = of(sha, "dense")
+        assert rows[(net, "0.3", "static")][0] == f"{static['manifest']['macs']['ratio_to_dense']:.3f}"
+        assert rows[(net, "0.3", "static")][ort1] == cell(static, dense)
+        assert rows[(net, "0.3", "dense")][ort1] == cell(dense, dense)
+    widths = {r["manifest"]["checkpoint_sha256"]: r["manifest"]["model_config"]["width"] for r in recs}
+    static_rows = [k for k in rows if k[2] == "static"]
+    assert len(static_rows) == len({r["manifest"]["checkpoint_sha256"] for r in recs}) == 6
+    # the full-width t_d 0.1 and 0.5 checkpoints have no dense graph of their own in the records
+    lone = sorted({r["manifest"]["checkpoint_sha256"] for r in recs} - {r["manifest"]["checkpoint_sha256"] for r in recs
+                                                                       if r["manifest"]["graph"] == "dense"})
+    assert len(lone) == 2 and all(widths[sha] == 1.0 for sha in lone)
+    for sha in lone:
+        static = of(sha, "static")
+        net = f"resnet18 x1 32px {sha[:8]}"
+        row = rows[(net, str(static["manifest"]["budget"]), "static")]
+        assert row[ort1] == cell(static, None)
+        assert all(c == "-" or c.endswith("(no ratio)") for c in row[1:])
+        assert f"{net} has no latency ratio: no dense graph of checkpoint {sha[:8]} was measured" in page
+    notes = [x for x in page.splitlines() if "has no latency ratio" in x]
+    assert json.loads(js.read_text())["targets"][0]["no_ratio"] == notes
+
+
+def test_old_and_new_runtime_names_are_one_runtime(tmp_path):
+    """Records that say "onnxruntime" (older) and "ort" (newer): one column, one runtime on the page, and a
+    static graph recorded as "ort" takes its ratio to the dense graph recorded as "onnxruntime"."""
+    old = recorded_records()
+    new = [dict(r, runtime=dict(r["runtime"], name="ort")) for r in old if r["manifest"]["graph"] == "static"]
+    mixed = [r for r in old if r["manifest"]["graph"] == "dense"] + new
+    p = tmp_path / "mixed.jsonl"
+    p.write_text("".join(json.dumps(r) + "\n" for r in mixed))
+    assert {r["runtime"]["name"] for _, r in load_records([p])} == {"ort"}
+    result = CliRunner().invoke(cli, ["report", str(p), "--out", str(tmp_path / "r.md")])
+    assert result.exit_code == 0, result.output
+    page = (tmp_path / "r.md").read_text()
+    assert "onnxruntime" not in page
+    assert page.count("ORT 1T b1: p50 / p90 ms (ratio)") == 1
+    runtimes = next(x for x in page.splitlines() if x.startswith("Runtimes:"))
+    assert runtimes == "Runtimes: ORT 1.32.0 (CPUExecutionProvider)."
+    rows = table_rows(page)
+    for static in new:
+        m = static["manifest"]
+        dense = next(r for r in old if r["manifest"]["graph"] == "dense"
+                     and r["manifest"]["checkpoint_sha256"] == m["checkpoint_sha256"])
+        assert rows[(f"resnet18 x0.25 32px {m['checkpoint_sha256'][:8]}", str(m["budget"]), "static")] == [
+            f"{m['macs']['ratio_to_dense']:.3f}", cell(static, dense)]
+
+
+def test_a_record_without_its_dense_reference_shows_its_latency_alone(tmp_path):
+    """The dense graph of one checkpoint left out: its static graph keeps its latency, takes no other
+    checkpoint's dense graph as its reference, and the page says why; the other checkpoints keep ratios."""
+    recs = recorded_records()
+    lone = next(r for r in recs if r["manifest"]["graph"] == "static" and r["manifest"]["budget"] == 0.5)
+    sha = lone["manifest"]["checkpoint_sha256"]
+    kept = [r for r in recs if not (r["manifest"]["graph"] == "dense" and r["manifest"]["checkpoint_sha256"] == sha)]
+    p = tmp_path / "no-dense.jsonl"
+    p.write_text("".join(json.dumps(r) + "\n" for r in kept))
+    out = tmp_path / "r.md"
+    result = CliRunner().invoke(cli, ["report", str(p), "--out", str(out), "--html", str(tmp_path / "r.html")])
+    assert result.exit_code == 0, result.output
+    page = out.read_text()
+    rows = table_rows(page)
+    net = f"resnet18 x0.25 32px {sha[:8]}"
+    assert rows[(net, "0.5", "static")] == [f"{lone['manifest']['macs']['ratio_to_dense']:.3f}", cell(lone, None)]
+    assert (f"{net} has no latency ratio: no dense graph of checkpoint {sha[:8]} was measured; "
+            "its latencies are shown alone.") in page.splitlines()
+    others = [k for k in rows if k[0] != net]
+    assert len(others) == 4 and all(rows[k][1].endswith(")") and "(no ratio)" not in rows[k][1] for k in others)
+    assert "has no latency ratio" in (tmp_path / "r.html").read_text().split("</table>")[1]  # a paragraph, not a row
+    # a record that names no checkpoint cannot be paired with any dense graph
+    from gatekit.bench.report import with_ratios
+
+    anonymous = copy.deepcopy(kept)
+    for r in anonymous:
+        r["manifest"]["checkpoint_sha256"] = None
+    assert {r["no_ratio"] for r in with_ratios(anonymous)} == {"the record names no checkpoint"}

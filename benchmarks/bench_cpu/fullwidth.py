@@ -5,8 +5,8 @@ torch / ONNX Runtime / OpenVINO at 1 and 2 threads, batch 1, on real images, in 
     python benchmarks/bench_cpu/fullwidth.py --size 96 --train     # STL-10 stem, CIFAR-10 upscaled to 96 px
 
 Checkpoints come from the `cpu-fullwidth` / `cpu-fullwidth-96` recipes (short CPU runs whose gates reach
-the budget; accuracy is not the point) under runs/. The dense graph is exported once (from t_d 0.3: the
-dense graphs of the three checkpoints are the same architecture); static/hybrid/dynamic for every budget.
+the budget; accuracy is not the point) under runs/. Every graph is exported for every budget, the dense one
+included: a latency ratio is to the dense graph of the same checkpoint (gatekit.bench.report).
 The static agreement k-NN check of `gatekit export` is skipped (benchmarks/export records it); numerical
 verification against PyTorch is not. Besides the sweep, every dynamic graph is compared with a static
 network of the same architecture at its mean active widths (rounded up to whole channels; random
@@ -130,8 +130,8 @@ def main() -> None:
     art_dir = ROOT / "runs" / f"bench-fullwidth-{args.size}"
     manifests = []
     for b, ckpt in ckpts.items():
-        graphs = ["dense", "static", "hybrid", "dynamic"] if b == 0.3 else ["static", "hybrid", "dynamic"]
-        manifests += export_all(ckpt, art_dir / f"td{b}", graphs=graphs, formats=["onnx", "openvino"],
+        manifests += export_all(ckpt, art_dir / f"td{b}", graphs=["dense", "static", "hybrid", "dynamic"],
+                                formats=["onnx", "openvino"],
                                 knn_check=False, progress=False)[0]
     protocol = Protocol(min_runs=args.min_runs, min_seconds=args.min_seconds)
     records = bench_manifests([m["manifest_path"] for m in manifests], threads, protocol,

@@ -10,6 +10,7 @@ import numpy as np
 
 from gatekit.artifacts import Artifact
 from gatekit.bench.protocol import Protocol, measure, per_input_latency
+from gatekit.bench.report import normalize_runtime_names
 from gatekit.errors import GatekitError
 
 SCHEMA = "gatekit.bench/1"
@@ -88,7 +89,8 @@ def read_jsonl(paths, required: dict | None = None, schema: str = SCHEMA, edited
     """Records of `schema` (benchmark records by default) from JSON-lines files. `required`: dotted field ->
     type(s) each record must have (`{"manifest.graph": str}`); any failure is one line naming the file, the
     line and the field. `edited_ok=False`: a record measured on an artifact whose files did not match its
-    manifest (`bench --trust-edited`) is refused too."""
+    manifest (`bench --trust-edited`) is refused too. Runtime names are read as each runtime's one name
+    (older records say "onnxruntime" for "ort")."""
     records = []
     for p in paths:
         p = Path(p)
@@ -118,7 +120,7 @@ def read_jsonl(paths, required: dict | None = None, schema: str = SCHEMA, edited
                 raise GatekitError(f"{p}:{k} was measured on an artifact that differs from its manifest "
                                    f"({str(r['edited'][0])[:200]}): refused; pass --trust-edited to read it")
             records.append(r)
-    return records
+    return normalize_runtime_names(records)
 
 
 def _has(record: dict, field: str, types) -> bool:

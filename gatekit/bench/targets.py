@@ -1,9 +1,10 @@
 """`gatekit report`: benchmark results from several devices merged into one page, one section per target.
 
 A target is the machine a record was measured on: CPU model and cores, the GPU's name, and on a Jetson
-the board and its nvpmodel power mode. Each section has the table of `gatekit bench` (rows graph x
-budget; FLOPs ratio; p50 / p90 and the latency ratio to dense on the same runtime) and the plot of latency
-ratio against FLOPs ratio, from gatekit.bench.report.
+the board and its nvpmodel power mode. Each section has the table of `gatekit bench` (rows network x graph,
+a network being one checkpoint of one architecture, width, input size and gate group; FLOPs ratio; p50 / p90
+and the latency ratio to that network's dense graph on the same runtime, precision, threads and batch) and the
+plot of latency ratio against FLOPs ratio, from gatekit.bench.report.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gatekit.bench.report import REPORT_FIELDS, markdown_table, plot_latency_vs_flops, runtime_label
+from gatekit.artifacts import runtime_display
+from gatekit.bench.report import (REPORT_FIELDS, checkpoint_names, graph_label, markdown_table, network_label,
+                                  no_ratio_notes, plot_latency_vs_flops, runtime_label)
 from gatekit.bench.run import read_jsonl
 from gatekit.errors import GatekitError
 
@@ -99,22 +102,24 @@ def _power_table(records: list[dict]) -> str | None:
     rows = [r for r in records if r.get("power") and r["power"].get("mean_power_mw") is not None]
     if not rows:
         return None
-    lines = ["| t_d | graph | runtime | mean / max power (W) | mean GPU load | max temp (C) | energy per run (mJ) |",
-             "|---:|---:|---:|---:|---:|---:|---:|"]
+    names = checkpoint_names(records)
+    lines = ["| network | t_d | graph | runtime | mean / max power (W) | mean GPU load | max temp (C) "
+             "| energy per run (mJ) |", "|---|---:|---|---:|---:|---:|---:|---:|"]
     for r in rows:
         p, m = r["power"], r["manifest"]
         energy = p["mean_power_mw"] * r["stats"]["mean_ms"] / 1000 if "mean_ms" in r["stats"] else None
         gpu = f"{p['mean_gpu_load_pct']:.0f}%" if p.get("mean_gpu_load_pct") is not None else "-"
         temp = f"{p['max_temp_c']:.1f}" if p.get("max_temp_c") is not None else "-"
-        lines.append(f"| {m.get('budget')} | {m['graph']} | {runtime_label(r)} | {p['mean_power_mw'] / 1000:.2f} / "
+        lines.append(f"| {network_label(r, names)} | {m.get('budget')} | {graph_label(r)} | {runtime_label(r)} | "
+                     f"{p['mean_power_mw'] / 1000:.2f} / "
                      f"{p['max_power_mw'] / 1000:.2f} | {gpu} | {temp} | " + (f"{energy:.2f}" if energy is not None else "-") + " |")
     return "\n".join(lines)
 
 
 def _describe(t: Target) -> list[str]:
     m = t.machine
-    runtimes = sorted({f"{r['runtime']['name']} {r['runtime'].get('version', '')} ({r['runtime'].get('provider')})".strip()
-                       for r in t.records})
+    runtimes = sorted({f"{runtime_display(r['runtime']['name'])} {r['runtime'].get('version', '')} "
+                       f"({r['runtime'].get('provider')})" for r in t.records})
     lines = [f"{len(t.records)} records from {', '.join(Path(s).name for s in t.sources)}; "
              f"measured {t.records[0].get('time', '?')} to {t.records[-1].get('time', '?')}.",
              f"Machine: {m.get('machine', '?')}, {m.get('os', '?')}, Python {m.get('python', '?')}, governor "
@@ -144,20 +149,27 @@ def build_report(paths, out: str | os.PathLike, plots_dir: str | os.PathLike | N
     plots_dir = Path(plots_dir) if plots_dir else out.with_name(out.stem + "-plots")
     blocks: list[tuple] = [("h1", "gatekit benchmark report"),
                            ("p", f"{sum(len(t.records) for t in targets)} records from {len(paths)} file(s), "
-                                 f"{len(targets)} target(s). Latency ratios are p50 over the dense graph's on the same "
-                                 "runtime, threads and batch; the dashed line is latency proportional to FLOPs.")]
+                                 f"{len(targets)} target(s). Rows are networks (architecture, width, input size, gate "
+                                 "group and checkpoint, named by the first digits of its sha256) and their graphs. "
+                                 "A latency ratio is p50 over the p50 of the same network's dense graph (a pruned "
+                                 "network: the dense graph of the checkpoint it was pruned from) on the same runtime, "
+                                 "precision, threads and batch; a record without one shows its latency alone and the "
+                                 "line below the table says why. Where a graph was measured more than once on one "
+                                 "runtime, the latest record is shown. In the plots the dashed line is latency "
+                                 "proportional to FLOPs.")]
     summary = []
     for k, t in enumerate(targets, 1):
         png = plots_dir / f"target-{k}-{slug(t.label)}.png"
         plot_latency_vs_flops(t.records, png, title=t.label)
-        table = markdown_table(t.records)
+        table, notes = markdown_table(t.records, notes=False), no_ratio_notes(t.records)
         blocks += [("h2", f"Target {k}: {t.label}")] + [("p", x) for x in _describe(t)]
-        blocks += [("table", table), ("img", png, f"latency ratio against FLOPs ratio on {t.label}")]
+        blocks += [("table", table)] + [("p", x) for x in notes]
+        blocks += [("img", png, f"latency ratio against FLOPs ratio on {t.label}")]
         power = _power_table(t.records)
         if power:
             blocks += [("h3", "Power (tegrastats, whole board)"), ("table", power)]
         summary.append({"target": t.label, "key": list(t.key), "records": len(t.records), "sources": t.sources,
-                        "plot": str(png), "table": table, "power_table": power})
+                        "plot": str(png), "table": table, "no_ratio": notes, "power_table": power})
     write_text(out, render_markdown(blocks, out.parent))
     if html_path:
         write_text(html_path, render_html(blocks, Path(html_path).parent))

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gatekit.artifacts import runtime_name
+from gatekit.bench.report import checkpoint_names, network_label
 from gatekit.errors import GatekitError
 from gatekit.pick.families import FAMILIES, GATEKIT, family_of, label_of
 
@@ -42,9 +43,16 @@ class Point:
     precision: str
     artifact: str
     summary: dict
+    network: str = ""  # the network measured: architecture, width, input size, gate group, checkpoint
+
+    @property
+    def name(self) -> str:
+        """The label within the family and the network: two networks with one label are two names."""
+        return f"{self.label} [{self.network}]" if self.network else self.label
 
     def to_dict(self) -> dict:
-        return {"family": self.family, "label": self.label, "latency_ms": self.latency_ms, "accuracy": self.accuracy,
+        return {"family": self.family, "label": self.label, "network": self.network, "name": self.name,
+                "latency_ms": self.latency_ms, "accuracy": self.accuracy,
                 "flops_ratio": self.flops_ratio, "precision": self.precision, "artifact": self.artifact,
                 "budget": self.summary.get("budget"), "graph": self.summary.get("graph"),
                 "widths": self.summary.get("widths")}
@@ -107,6 +115,7 @@ def collect(bench_records: list[dict], accuracy_records: list[dict], *, metric: 
         except (KeyError, TypeError):
             raise GatekitError(f"bench record {i + 1} is not a `gatekit bench` record with {stat}") from None
         grouped.setdefault(k, []).append(r)
+    names = checkpoint_names(bench_records)
     out: dict[tuple, list[Point]] = {}
     for (rt, threads, batch, artifact, ops), recs in grouped.items():
         m = recs[0]["manifest"]
@@ -114,7 +123,7 @@ def collect(bench_records: list[dict], accuracy_records: list[dict], *, metric: 
             continue
         latency = statistics.median(x["stats"][stat] for x in recs)
         point = Point(family_of(m), label_of(m), latency, accuracy_for(recs[0], index), m["macs"]["ratio_to_dense"],
-                      m.get("precision") or "fp32", artifact, m)
+                      m.get("precision") or "fp32", artifact, m, network_label(recs[0], names))
         out.setdefault((rt, threads, batch), []).append(point)
     return out
 
@@ -178,10 +187,12 @@ def compare(bench_records: list[dict], accuracy_records: list[dict], *, metric: 
                              "fastest_ms": front[0].latency_ms if front else None}
             best = interpolate(fronts[GATEKIT], ref.latency_ms)  # any gatekit variant (int8, --min-usage, groups)
             headlines[precision] = {"reference": ref.to_dict(), "families": others, "gatekit_front_accuracy": best}
+        on_front = {id(p) for front in fronts.values() for p in front}
         out.append({"runtime": rt, "threads": threads, "batch": batch,
-                    "points": [p.to_dict() for f in FAMILIES for p in families.get(f, [])],
-                    "fronts": {f: [p.label for p in front] for f, front in fronts.items()},
-                    "missing_accuracy": [p.label for p in points if p.accuracy is None],
+                    "points": [dict(p.to_dict(), on_front=id(p) in on_front)
+                               for f in FAMILIES for p in families.get(f, [])],
+                    "fronts": {f: [p.name for p in front] for f, front in fronts.items()},
+                    "missing_accuracy": [p.name for p in points if p.accuracy is None],
                     "headlines": headlines})
     return {"metric": metric, "percentile": percentile, "reference_budget": budget, "reference_gate_group": gate_group,
             "groups": out}
@@ -194,7 +205,7 @@ def markdown(result: dict) -> str:
         lines.append(f"### {g['runtime']}, {g['threads']} thread(s), batch {g['batch']}\n")
         for h in g["headlines"].values():
             ref = h["reference"]
-            lines.append(f"Reference: gatekit {ref['label']} at p{pct} {ref['latency_ms']:.3f} ms, {metric} "
+            lines.append(f"Reference: gatekit {ref['name']} at p{pct} {ref['latency_ms']:.3f} ms, {metric} "
                          f"{100 * ref['accuracy']:.2f}%; gatekit's own front (every checkpoint and variant) reaches "
                          f"{100 * h['gatekit_front_accuracy']:.2f}% there.\n")
             lines.append(f"| family | {metric} at that p{pct} (front, interpolated) | gatekit minus family (points) |")
@@ -205,21 +216,22 @@ def markdown(result: dict) -> str:
                 else:
                     lines.append(f"| {f} | {100 * v['accuracy']:.2f}% | {v['gatekit_minus_family_points']:+.2f} |")
             lines.append("")
-        lines.append(f"| family | artifact | p{pct} ms | FLOPs ratio | {metric} % | on front |")
-        lines.append("|---|---|---:|---:|---:|---|")
+        lines.append(f"| family | network | artifact | p{pct} ms | FLOPs ratio | {metric} % | on front |")
+        lines.append("|---|---|---|---:|---:|---:|---|")
         for p in g["points"]:
             acc = "-" if p["accuracy"] is None else f"{100 * p['accuracy']:.2f}"
-            on = "yes" if p["label"] in g["fronts"].get(p["family"], []) else ""
-            lines.append(f"| {p['family']} | {p['label']} | {p['latency_ms']:.3f} | {p['flops_ratio']:.3f} | {acc} | {on} |")
+            on = "yes" if p["on_front"] else ""
+            lines.append(f"| {p['family']} | {p['network']} | {p['label']} | {p['latency_ms']:.3f} | "
+                         f"{p['flops_ratio']:.3f} | {acc} | {on} |")
         lines.append("")
     return "\n".join(lines)
 
 
 def plot(group: dict, result: dict, path: str | Path, title: str | None = None) -> None:
     """Accuracy against latency: every family's points and its front, the reference marked."""
-    from gatekit.plotting import new_figure, save_png
+    from gatekit.plotting import legend_outside, new_figure, save_png
 
-    fig = new_figure(figsize=(7.2, 4.8))
+    fig = new_figure(figsize=(9.6, 4.8), layout="constrained")
     ax = fig.add_subplot(1, 1, 1)
     markers = dict(zip(FAMILIES, ("o", "s", "D", "^", "v")))
     for f in FAMILIES:
@@ -228,17 +240,17 @@ def plot(group: dict, result: dict, path: str | Path, title: str | None = None) 
             continue
         sc = ax.scatter([p["latency_ms"] for p in pts], [100 * p["accuracy"] for p in pts], marker=markers[f], s=26,
                         alpha=0.75, label=f)
-        front = [p for p in pts if p["label"] in group["fronts"].get(f, [])]
+        front = [p for p in pts if p["on_front"]]
         front.sort(key=lambda p: p["latency_ms"])
         ax.plot([p["latency_ms"] for p in front], [100 * p["accuracy"] for p in front], color=sc.get_facecolor()[0], lw=1.2)
     for h, color in zip(group.get("headlines", {}).values(), ("red", "purple")):
         ref = h["reference"]
         ax.scatter([ref["latency_ms"]], [100 * ref["accuracy"]], s=140, facecolors="none", edgecolors=color, linewidths=2,
-                   label=f"gatekit {ref['label']}")
+                   label=f"gatekit {ref['name']}")
         ax.axvline(ref["latency_ms"], color=color, ls=":", lw=1)
     ax.set_xlabel(f"p{result['percentile']} latency (ms), batch {group['batch']}")
     ax.set_ylabel({"knn": "k-NN top-1 (%)", "linear": "linear probe top-1 (%)"}[result["metric"]])
     ax.set_title(title or f"{group['runtime']}, {group['threads']} thread(s)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+    legend_outside(fig)
     save_png(fig, path)

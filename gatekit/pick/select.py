@@ -18,7 +18,7 @@ from pathlib import Path
 
 from gatekit.artifacts import manifest_path_of, read_manifest, runtime_name
 from gatekit.bench.accuracy import SCHEMA as ACCURACY_SCHEMA
-from gatekit.bench.report import graph_label
+from gatekit.bench.report import MARKERS, checkpoint_names, graph_label, network_label
 from gatekit.errors import GatekitError
 from gatekit.pick.families import GATEKIT, family_of, label_of
 
@@ -34,10 +34,12 @@ class Candidate:
     accuracy: float | None
     record: dict
 
+    network: str = ""  # the network measured: architecture, width, input size, gate group, checkpoint
+
     def to_dict(self) -> dict:
         m = self.record["manifest"]
         return {"name": self.name, "latency_ms": self.latency_ms, "flops_ratio": self.flops_ratio, "accuracy": self.accuracy,
-                "graph": m["graph"], "budget": m.get("budget"), "format": m.get("format"),
+                "network": self.network, "graph": m["graph"], "budget": m.get("budget"), "format": m.get("format"),
                 "runtime": runtime_name(self.record["runtime"]["name"]), "threads": self.record["threads"], "batch": self.record["batch"],
                 "artifact": self.record.get("artifact"), "checkpoint_sha256": m.get("checkpoint_sha256")}
 
@@ -132,6 +134,7 @@ def candidates(records: list[dict], accuracies: dict[str, dict], *, metric: str 
         from gatekit.pick.compare import accuracy_index
 
         measured = accuracy_index(accuracies[ARTIFACTS], metric)
+    names = checkpoint_names(records)
     out = []
     for r in records:
         rt = runtime_name(r["runtime"]["name"])
@@ -148,8 +151,11 @@ def candidates(records: list[dict], accuracies: dict[str, dict], *, metric: str 
         m = r["manifest"]
         family = family_of(m)
         what = f"t_d={m.get('budget')} {graph_label(r)}" if family == GATEKIT else f"{family} {label_of(m)}"
-        name = f"{what} {rt} {r['threads']}T b{r['batch']}{'' if r['precision'] == 'fp32' else ' ' + r['precision']}"
-        out.append(Candidate(name, r["stats"][key], m["macs"]["ratio_to_dense"], accuracy_of(r, accuracies, metric, measured), r))
+        network = network_label(r, names)  # two networks at one t_d (x0.25 and full width) are two options
+        precision = "" if r["precision"] == "fp32" else " " + r["precision"]
+        name = f"{what} [{network}] {rt} {r['threads']}T b{r['batch']}{precision}"
+        out.append(Candidate(name, r["stats"][key], m["macs"]["ratio_to_dense"],
+                             accuracy_of(r, accuracies, metric, measured), r, network))
     if not out:
         raise GatekitError("no recorded result matches the runtime, threads and batch asked for")
     return out
@@ -183,13 +189,18 @@ def table(cands: list[Candidate], chosen: Candidate | None, target_ms: float, pe
 
 
 def plot(cands: list[Candidate], chosen: Candidate | None, target_ms: float, percentile: int, path: str | Path) -> None:
-    """Accuracy against latency for every candidate with an accuracy, the target line and the chosen point."""
-    from gatekit.plotting import new_figure, save_png
+    """Accuracy against latency for every candidate with an accuracy (a marker style per network), the target
+    line and the chosen point; the legend right of the axes."""
+    from gatekit.plotting import legend_outside, new_figure, save_png
 
-    fig = new_figure(figsize=(6.4, 4.4))
+    fig = new_figure(figsize=(9.0, 4.4), layout="constrained")
     ax = fig.add_subplot(1, 1, 1)
     known = [c for c in cands if c.accuracy is not None]
-    ax.scatter([c.latency_ms for c in known], [100 * c.accuracy for c in known], s=22, alpha=0.7, label="options")
+    networks = list(dict.fromkeys(c.network for c in known))
+    for k, net in enumerate(networks):  # one marker style per network
+        here = [c for c in known if c.network == net]
+        ax.scatter([c.latency_ms for c in here], [100 * c.accuracy for c in here], s=22, alpha=0.7,
+                   marker=MARKERS[k % len(MARKERS)], label=net or "options")
     if chosen is not None:
         ax.scatter([chosen.latency_ms], [100 * chosen.accuracy], s=120, facecolors="none", edgecolors="red", linewidths=2,
                    label=f"chosen: {chosen.name}")
@@ -197,5 +208,5 @@ def plot(cands: list[Candidate], chosen: Candidate | None, target_ms: float, per
     ax.set_xlabel(f"p{percentile} latency (ms)")
     ax.set_ylabel("accuracy (%)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+    legend_outside(fig)
     save_png(fig, path)
