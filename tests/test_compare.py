@@ -200,5 +200,65 @@ def test_two_networks_with_one_label_are_two_points_each_on_its_own_front():
         ("t_d 0.3 static", "x0.25 55555555", True), ("t_d 0.3 static", "x1 ffffffff", False)]
     assert g["fronts"][GATEKIT] == ["t_d 0.3 static [x0.25 55555555]"]
     rows = [line for line in cmp.markdown(cmp.compare(b, a)).splitlines() if line.startswith("| gatekit |")]
-    assert rows == ["| gatekit | x0.25 55555555 | t_d 0.3 static | 0.400 | 0.830 | 70.00 | yes |",
-                    "| gatekit | x1 ffffffff | t_d 0.3 static | 3.000 | 0.440 | 65.00 |  |"]
+    assert rows == ["| gatekit | x0.25 55555555 | t_d 0.3 static | 1 | 0.400 | 0.830 | 70.00 | yes |",
+                    "| gatekit | x1 ffffffff | t_d 0.3 static | 1 | 3.000 | 0.440 | 65.00 |  |"]
+
+
+def _seed_records(gk_accs, dense_accs, gk_lat=1.0, dense_lat=(0.9, 1.2)):
+    """gatekit t_d 0.3 static and two dense widths, one artifact per training run (checkpoint)."""
+    b, a = [], []
+    for i, top1 in enumerate(gk_accs):
+        m = dict(summary("gatekit", budget=0.3, graph="static", flops=0.8), checkpoint_sha256=f"gk{i}")
+        b += bench(f"/s{i}/gk/static.onnx", m, [gk_lat + 0.01 * i])
+        a.append(acc(f"/s{i}/gk/static.onnx", m, top1))
+    for width, lat in zip((0.125, 0.1875), dense_lat):
+        for i, top1 in enumerate(dense_accs[width]):
+            m = dict(summary("dense", width=width), checkpoint_sha256=f"d{width}-{i}")
+            b += bench(f"/s{i}/d{width}/dense.onnx", m, [lat])
+            a.append(acc(f"/s{i}/d{width}/dense.onnx", m, top1))
+    return b, a
+
+
+def test_a_family_of_three_seeds_is_one_point_at_its_mean_with_its_spread():
+    b, a = _seed_records([0.66, 0.67, 0.65], {0.125: [0.62, 0.63, 0.64], 0.1875: [0.66, 0.68, 0.67]})
+    ort = cmp.compare(b, a)["groups"][0]
+    by_label = {p["label"]: p for p in ort["points"]}
+    assert len(ort["points"]) == 3
+    gk = by_label["t_d 0.3 static"]
+    assert gk["seeds"] == 3 and len(gk["artifacts"]) == 3
+    assert gk["accuracy"] == pytest.approx(0.66) and gk["latency_ms"] == pytest.approx(1.01)
+    assert gk["accuracy_sd"] == pytest.approx(0.01) and gk["accuracy_range"] == pytest.approx([0.65, 0.67])
+    assert by_label["x0.125"]["accuracy"] == pytest.approx(0.63)
+    md = cmp.markdown(cmp.compare(b, a))
+    assert "| gatekit | x0.25 (3 runs) | t_d 0.3 static | 3 | 1.010 | 0.800 | 66.00 ± 1.00 (65.00-67.00) |" in md
+
+
+def test_a_difference_inside_the_spread_is_reported_as_such():
+    # dense front at the reference latency 1.01: 0.63 + (0.11 / 0.3) * 0.04, sd 0.01 on both sides
+    b, a = _seed_records([0.64, 0.66, 0.65], {0.125: [0.62, 0.63, 0.64], 0.1875: [0.66, 0.68, 0.67]})
+    h = cmp.compare(b, a)["groups"][0]["headlines"]["fp32"]["families"][DENSE]
+    assert h["accuracy"] == pytest.approx(0.63 + 0.11 / 0.3 * 0.04)
+    assert h["accuracy_sd"] == pytest.approx(0.01)
+    assert h["spread_points"] == pytest.approx(100 * (2 * 0.01 ** 2) ** 0.5)
+    assert abs(h["gatekit_minus_family_points"]) > 0 and h["verdict"] == "within spread"
+    assert "within spread" in cmp.markdown(cmp.compare(b, a))
+    # the same means with tight seeds: a difference larger than its spread is called
+    b, a = _seed_records([0.660, 0.661, 0.659], {0.125: [0.600, 0.601, 0.599], 0.1875: [0.640, 0.641, 0.639]})
+    h = cmp.compare(b, a)["groups"][0]["headlines"]["fp32"]["families"][DENSE]
+    assert h["gatekit_minus_family_points"] > h["spread_points"] and h["verdict"] == "ahead"
+
+
+def test_one_run_has_no_spread_and_no_verdict_beyond_that():
+    b, a = _seed_records([0.66], {0.125: [0.62, 0.63, 0.64], 0.1875: [0.66, 0.68, 0.67]})
+    ort = cmp.compare(b, a)["groups"][0]
+    assert {p["label"]: p["seeds"] for p in ort["points"]}["t_d 0.3 static"] == 1
+    h = ort["headlines"]["fp32"]["families"][DENSE]
+    assert h["spread_points"] is None and h["verdict"] == "one run"
+
+
+def test_two_exports_of_one_checkpoint_are_one_run_not_two_seeds():
+    m = dict(summary("gatekit", budget=0.3, graph="static", flops=0.8), checkpoint_sha256="same")
+    b = bench("/x/a/static.onnx", m, [1.0]) + bench("/x/b/static.onnx", m, [1.2])
+    a = [acc("/x/a/static.onnx", m, 0.66), acc("/x/b/static.onnx", m, 0.66)]
+    (p,) = cmp.compare(b, a)["groups"][0]["points"]
+    assert p["seeds"] == 1 and p["accuracy_sd"] is None and p["latency_ms"] == pytest.approx(1.1)

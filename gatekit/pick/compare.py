@@ -15,6 +15,13 @@ linearly interpolated between its two neighbouring front points, and what gateki
 there (every checkpoint and variant: other budgets, int8, --min-usage, gate groups).
 A family whose fastest point is slower than that latency has no configuration that fast (None); at
 latencies beyond its slowest point it keeps its most accurate point.
+
+Seeds: artifacts of one family and label exported from different checkpoints (training runs of the same
+recipe with other seeds) are one point, at the mean of their latencies and accuracies, with the sample
+standard deviation and the range of the accuracies. Fronts and interpolation use the means; a headline
+difference carries the spread of both sides (the root of the sum of their variances, the family's taken
+at the reference latency like its accuracy) and is called "within spread" when it is no larger. A point
+of one run has no spread: its difference is "one run", undecided.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gatekit.artifacts import runtime_name
-from gatekit.bench.report import checkpoint_names, network_label
+from gatekit.bench.report import checkpoint_names, network_key, network_label
 from gatekit.errors import GatekitError
 from gatekit.pick.families import FAMILIES, GATEKIT, family_of, label_of
 
@@ -43,7 +50,11 @@ class Point:
     precision: str
     artifact: str
     summary: dict
-    network: str = ""  # the network measured: architecture, width, input size, gate group, checkpoint
+    network: str = ""  # the network measured: architecture, width, input size, gate group, checkpoint(s)
+    seeds: int = 1  # training runs (distinct checkpoints) averaged into this point
+    accuracy_sd: float | None = None  # sample standard deviation over the runs with an accuracy (>= 2 of them)
+    accuracy_range: tuple[float, float] | None = None
+    artifacts: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
@@ -52,10 +63,11 @@ class Point:
 
     def to_dict(self) -> dict:
         return {"family": self.family, "label": self.label, "network": self.network, "name": self.name,
-                "latency_ms": self.latency_ms, "accuracy": self.accuracy,
+                "latency_ms": self.latency_ms, "accuracy": self.accuracy, "accuracy_sd": self.accuracy_sd,
+                "accuracy_range": list(self.accuracy_range) if self.accuracy_range else None, "seeds": self.seeds,
                 "flops_ratio": self.flops_ratio, "precision": self.precision, "artifact": self.artifact,
-                "budget": self.summary.get("budget"), "graph": self.summary.get("graph"),
-                "widths": self.summary.get("widths")}
+                "artifacts": list(self.artifacts or (self.artifact,)), "budget": self.summary.get("budget"),
+                "graph": self.summary.get("graph"), "widths": self.summary.get("widths")}
 
 
 def graph_key(artifact: str) -> tuple[str, str]:
@@ -125,7 +137,52 @@ def collect(bench_records: list[dict], accuracy_records: list[dict], *, metric: 
         point = Point(family_of(m), label_of(m), latency, accuracy_for(recs[0], index), m["macs"]["ratio_to_dense"],
                       m.get("precision") or "fp32", artifact, m, network_label(recs[0], names))
         out.setdefault((rt, threads, batch), []).append(point)
-    return out
+    return {k: merge_seeds(points) for k, points in out.items()}
+
+
+def merge_seeds(points: list[Point]) -> list[Point]:
+    """One point per family, label, precision, method and network (all but its checkpoint): the mean over the
+    training runs behind it.
+
+    Runs are told apart by their checkpoint's sha256; artifacts of one checkpoint under one label (the same
+    graph exported twice) are one run, their latencies and accuracies averaged first."""
+    groups: dict[tuple, dict[str, list[Point]]] = {}
+    for p in points:
+        run = p.summary.get("checkpoint_sha256") or p.artifact
+        key = (p.family, p.label, p.precision, p.summary.get("method"), network_key({"manifest": p.summary})[:5])
+        groups.setdefault(key, {}).setdefault(run, []).append(p)
+    merged = []
+    for runs in groups.values():
+        per_run = [_mean_point(ps) for ps in runs.values()]
+        if len(per_run) == 1:
+            merged.append(per_run[0])
+            continue
+        accs = [p.accuracy for p in per_run if p.accuracy is not None]
+        first = per_run[0]
+        merged.append(Point(first.family, first.label, statistics.fmean(p.latency_ms for p in per_run),
+                            statistics.fmean(accs) if accs else None,
+                            statistics.fmean(p.flops_ratio for p in per_run), first.precision, first.artifact,
+                            first.summary, _network_of_runs(first.network, len(per_run)), seeds=len(per_run),
+                            accuracy_sd=statistics.stdev(accs) if len(accs) >= 2 else None,
+                            accuracy_range=(min(accs), max(accs)) if len(accs) >= 2 else None,
+                            artifacts=tuple(a for p in per_run for a in (p.artifacts or (p.artifact,)))))
+    return merged
+
+
+def _mean_point(points: list[Point]) -> Point:
+    if len(points) == 1:
+        return points[0]
+    accs = [p.accuracy for p in points if p.accuracy is not None]
+    first = points[0]
+    return Point(first.family, first.label, statistics.fmean(p.latency_ms for p in points),
+                 statistics.fmean(accs) if accs else None, statistics.fmean(p.flops_ratio for p in points),
+                 first.precision, first.artifact, first.summary, first.network,
+                 artifacts=tuple(p.artifact for p in points))
+
+
+def _network_of_runs(network: str, runs: int) -> str:
+    """A network label whose last word (one checkpoint's short name) stands for several runs."""
+    return f"{network.rsplit(' ', 1)[0]} ({runs} runs)" if network else f"{runs} runs"
 
 
 def pareto_front(points: list[Point]) -> list[Point]:
@@ -139,18 +196,32 @@ def pareto_front(points: list[Point]) -> list[Point]:
     return front
 
 
-def interpolate(front: list[Point], latency_ms: float) -> float | None:
+def interpolate(front: list[Point], latency_ms: float, value=lambda p: p.accuracy) -> float | None:
     """The accuracy a front reaches at a latency: linear between neighbouring front points; None below its
-    fastest point; its most accurate point beyond its slowest."""
+    fastest point; its most accurate point beyond its slowest.  `value` reads another quantity of the same
+    points (their accuracy's standard deviation) at the same place; None where a point it needs has none."""
     if not front or latency_ms < front[0].latency_ms:
         return None
     for a, b in zip(front, front[1:]):
         if a.latency_ms <= latency_ms <= b.latency_ms:
+            va, vb = value(a), value(b)
+            if va is None or vb is None:
+                return None
             if b.latency_ms == a.latency_ms:
-                return max(a.accuracy, b.accuracy)
+                return va if a.accuracy >= b.accuracy else vb
             t = (latency_ms - a.latency_ms) / (b.latency_ms - a.latency_ms)
-            return a.accuracy + t * (b.accuracy - a.accuracy)
-    return front[-1].accuracy
+            return va + t * (vb - va)
+    return value(front[-1])
+
+
+def difference(ref: Point, family_accuracy: float, family_sd: float | None) -> dict:
+    """gatekit minus a family in points, the spread of that difference and whether it exceeds it."""
+    points = 100 * (ref.accuracy - family_accuracy)
+    if ref.accuracy_sd is None or family_sd is None:
+        return {"gatekit_minus_family_points": points, "spread_points": None, "verdict": "one run"}
+    spread = 100 * (ref.accuracy_sd ** 2 + family_sd ** 2) ** 0.5
+    verdict = "within spread" if abs(points) <= spread else ("ahead" if points > 0 else "behind")
+    return {"gatekit_minus_family_points": points, "spread_points": spread, "verdict": verdict}
 
 
 def reference_point(points: list[Point], budget: float = REFERENCE_BUDGET, precision: str = "fp32",
@@ -183,7 +254,11 @@ def compare(bench_records: list[dict], accuracy_records: list[dict], *, metric: 
                 if f == GATEKIT:
                     continue
                 acc = interpolate(front, ref.latency_ms)
-                others[f] = {"accuracy": acc, "gatekit_minus_family_points": None if acc is None else 100 * (ref.accuracy - acc),
+                sd = interpolate(front, ref.latency_ms, lambda p: p.accuracy_sd)
+                diff = ({"gatekit_minus_family_points": None, "spread_points": None, "verdict": None} if acc is None
+                        else difference(ref, acc, sd))
+                others[f] = {"accuracy": acc, "accuracy_sd": sd, **diff,
+                             "seeds": min((p.seeds for p in front), default=0),
                              "fastest_ms": front[0].latency_ms if front else None}
             best = interpolate(fronts[GATEKIT], ref.latency_ms)  # any gatekit variant (int8, --min-usage, groups)
             headlines[precision] = {"reference": ref.to_dict(), "families": others, "gatekit_front_accuracy": best}
@@ -206,29 +281,46 @@ def markdown(result: dict) -> str:
         for h in g["headlines"].values():
             ref = h["reference"]
             lines.append(f"Reference: gatekit {ref['name']} at p{pct} {ref['latency_ms']:.3f} ms, {metric} "
-                         f"{100 * ref['accuracy']:.2f}%; gatekit's own front (every checkpoint and variant) reaches "
-                         f"{100 * h['gatekit_front_accuracy']:.2f}% there.\n")
-            lines.append(f"| family | {metric} at that p{pct} (front, interpolated) | gatekit minus family (points) |")
-            lines.append("|---|---:|---:|")
+                         f"{_accuracy_text(ref['accuracy'], ref['accuracy_sd'])} ({_runs(ref['seeds'])}); gatekit's "
+                         f"own front (every checkpoint and variant) reaches {100 * h['gatekit_front_accuracy']:.2f}% "
+                         f"there.\n")
+            lines.append(f"| family | {metric} at that p{pct} (front, interpolated) | gatekit minus family (points) "
+                         f"| verdict |")
+            lines.append("|---|---:|---:|---|")
             for f, v in h["families"].items():
                 if v["accuracy"] is None:
-                    lines.append(f"| {f} | none that fast (fastest {v['fastest_ms']:.3f} ms) | - |")
-                else:
-                    lines.append(f"| {f} | {100 * v['accuracy']:.2f}% | {v['gatekit_minus_family_points']:+.2f} |")
+                    lines.append(f"| {f} | none that fast (fastest {v['fastest_ms']:.3f} ms) | - | - |")
+                    continue
+                spread = "" if v["spread_points"] is None else f" ± {v['spread_points']:.2f}"
+                lines.append(f"| {f} | {_accuracy_text(v['accuracy'], v['accuracy_sd'])} | "
+                             f"{v['gatekit_minus_family_points']:+.2f}{spread} | {v['verdict']} |")
             lines.append("")
-        lines.append(f"| family | network | artifact | p{pct} ms | FLOPs ratio | {metric} % | on front |")
-        lines.append("|---|---|---|---:|---:|---:|---|")
+        lines.append(f"| family | network | artifact | runs | p{pct} ms | FLOPs ratio | {metric} % (mean ± sd, range) "
+                     f"| on front |")
+        lines.append("|---|---|---|---:|---:|---:|---:|---|")
         for p in g["points"]:
-            acc = "-" if p["accuracy"] is None else f"{100 * p['accuracy']:.2f}"
+            acc = _accuracy_text(p["accuracy"], p["accuracy_sd"], p["accuracy_range"])
             on = "yes" if p["on_front"] else ""
-            lines.append(f"| {p['family']} | {p['network']} | {p['label']} | {p['latency_ms']:.3f} | "
+            lines.append(f"| {p['family']} | {p['network']} | {p['label']} | {p['seeds']} | {p['latency_ms']:.3f} | "
                          f"{p['flops_ratio']:.3f} | {acc} | {on} |")
         lines.append("")
     return "\n".join(lines)
 
 
+def _accuracy_text(mean: float | None, sd: float | None, span=None) -> str:
+    if mean is None:
+        return "-"
+    text = f"{100 * mean:.2f}" + ("" if sd is None else f" ± {100 * sd:.2f}")
+    return text + ("" if not span else f" ({100 * span[0]:.2f}-{100 * span[1]:.2f})")
+
+
+def _runs(n: int) -> str:
+    return "one run" if n == 1 else f"mean of {n} runs"
+
+
 def plot(group: dict, result: dict, path: str | Path, title: str | None = None) -> None:
-    """Accuracy against latency: every family's points and its front, the reference marked."""
+    """Accuracy against latency: every family's points (bars: the range over training runs) and its front,
+    the reference marked; the legend outside the axes."""
     from gatekit.plotting import legend_outside, new_figure, save_png
 
     fig = new_figure(figsize=(9.6, 4.8), layout="constrained")
@@ -242,7 +334,14 @@ def plot(group: dict, result: dict, path: str | Path, title: str | None = None) 
                         alpha=0.75, label=f)
         front = [p for p in pts if p["on_front"]]
         front.sort(key=lambda p: p["latency_ms"])
-        ax.plot([p["latency_ms"] for p in front], [100 * p["accuracy"] for p in front], color=sc.get_facecolor()[0], lw=1.2)
+        color = sc.get_facecolor()[0]
+        ax.plot([p["latency_ms"] for p in front], [100 * p["accuracy"] for p in front], color=color, lw=1.2)
+        spread = [p for p in pts if p.get("accuracy_range")]  # the range over training runs
+        if spread:
+            ax.errorbar([p["latency_ms"] for p in spread], [100 * p["accuracy"] for p in spread],
+                        yerr=[[100 * (p["accuracy"] - p["accuracy_range"][0]) for p in spread],
+                              [100 * (p["accuracy_range"][1] - p["accuracy"]) for p in spread]],
+                        fmt="none", ecolor=color, elinewidth=0.8, capsize=2, alpha=0.75)
     for h, color in zip(group.get("headlines", {}).values(), ("red", "purple")):
         ref = h["reference"]
         ax.scatter([ref["latency_ms"]], [100 * ref["accuracy"]], s=140, facecolors="none", edgecolors=color, linewidths=2,
