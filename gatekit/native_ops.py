@@ -12,8 +12,17 @@ Ninja on them into a cache directory keyed by the installed runtime versions and
         build.json              versions, ISA, compiler, paths, time, status per library and why one was not built
         build.log               CMake / compiler output
 
+A library directory is any folder holding a build.json and the libraries it lists (the op cache above, or an
+installed package's own folder).  build.json records, per library (``libraries.<runtime>``): its sha256 and size,
+the runtime version it was built for and the ISA paths compiled into it; the record is written only once the
+library file is complete.  Nothing is loaded before it is checked against that record:
+
 ``library_for("ort" | "openvino")`` returns the library matching the installed runtime, or None;
-``check_library(runtime, path)`` refuses, with one line, a library built for another runtime version.
+``find_library(runtime)`` returns it with the reason when there is none;
+``check_library(runtime, path)`` refuses, with one line naming the file and the command that rebuilds it, a library
+whose bytes differ from its record (damaged), one with no record, or one built for another runtime version;
+``check_for_load(runtime, path)`` adds the check of ``GATEKIT_OPS_ISA`` against the paths the library holds and
+this CPU runs (the backends call it before loading any op library).
 
 This module imports only the standard library (numpy, onnxruntime and openvino are never imported here).
 """
@@ -36,7 +45,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from gatekit.atomic import write_json
+from gatekit.atomic import atomic_path, write_json
 from gatekit.errors import GatekitError
 
 DOMAIN = "gatekit"  # the ONNX domain (and OpenVINO opset) of gatekit's native ops (native/README.md)
@@ -52,8 +61,22 @@ _ORT_DISTS = ("onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino", "onnxrun
               "ort-nightly", "ort-nightly-gpu")
 
 
+REBUILD = "gatekit ops build"  # the command that (re)builds the libraries into the op cache
+ISA_ENV = "GATEKIT_OPS_ISA"  # forces one kernel path (native/kernel/gated_block.cpp: isa_choice)
+ISA_PATHS = ("avx512", "avx2", "portable")  # the kernel paths, best first
+
+
 class NativeOpsError(GatekitError, ValueError):
-    """A native op library that cannot be used here (one line saying why)."""
+    """A native op library that cannot be used here (one line saying why).  `state` names the kind of refusal:
+    "missing" (no file), "unrecorded" (no build record for it), "damaged" (its bytes differ from the record),
+    "foreign" (built for another runtime version or machine), "isa" (GATEKIT_OPS_ISA names a path it cannot run)."""
+
+    state = "unusable"
+
+    def __init__(self, message: str, state: str | None = None):
+        super().__init__(message)
+        if state is not None:
+            self.state = state
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -109,16 +132,21 @@ def _cpu_flags() -> set[str]:
     return set()
 
 
-def cpu_isa() -> str:
-    """The best kernel path this CPU can run: avx512, avx2 or portable."""
-    machine = platform.machine().lower()
-    if machine in ("x86_64", "amd64"):
+def cpu_paths() -> list[str]:
+    """The kernel paths this CPU can run, best first (the features native/kernel/gated_block.cpp's cpu_has asks)."""
+    paths = []
+    if platform.machine().lower() in ("x86_64", "amd64"):
         flags = _cpu_flags()
         if {"avx512f", "avx512bw", "avx512vl", "fma"} <= flags:
-            return "avx512"
+            paths.append("avx512")
         if {"avx2", "fma"} <= flags:
-            return "avx2"
-    return "portable"
+            paths.append("avx2")
+    return paths + ["portable"]
+
+
+def cpu_isa() -> str:
+    """The best kernel path this CPU can run: avx512, avx2 or portable."""
+    return cpu_paths()[0]
 
 
 def _machine() -> str:
@@ -227,6 +255,43 @@ def _library_build_info(path: Path) -> dict | None:
         return None
 
 
+_SHA256: dict[tuple, str] = {}
+
+
+def file_sha256(path) -> str:
+    """sha256 of a file's bytes, read once per process for each (path, inode, size, modification time)."""
+    path = Path(path)
+    st = path.stat()
+    key = (str(path.resolve()), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    digest = _SHA256.get(key)
+    if digest is None:
+        h = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+        digest = _SHA256[key] = h.hexdigest()
+    return digest
+
+
+def library_record(runtime: str, path, versions: dict, build_info: dict | None = None,
+                   isa_compiled: list[str] | None = None) -> dict:
+    """The build.json entry (libraries.<runtime>) of a complete library file: its path, sha256 and size, the
+    runtime version it was built for and the ISA paths compiled into it (from the library's own
+    gatekit_ops_build_info where readable, else `isa_compiled`).  Whoever writes build.json (build(), a
+    package's build) writes it only once the library file is complete: check_library trusts only the record."""
+    rt = _runtime(runtime)
+    path = Path(path)
+    compiled = (build_info or {}).get("isa_compiled") or isa_compiled
+    entry = {"status": "built", "path": str(path), "sha256": file_sha256(path), "size": path.stat().st_size,
+             "isa_compiled": list(compiled) if compiled else None, "build_info": build_info}
+    if rt == "ort":
+        entry.update({"onnxruntime_version": versions["onnxruntime"], "ort_api_version": ORT_API_VERSION,
+                      "min_onnxruntime": f"1.{ORT_API_VERSION}"})
+    else:
+        entry["openvino_version"] = versions["openvino"]
+    return entry
+
+
 def _tail(text: str, n: int = 12) -> str:
     lines = [ln for ln in text.splitlines() if ln.strip()]
     return "\n".join(lines[-n:])
@@ -256,9 +321,12 @@ def _is_current(info: dict | None, versions: dict, src_hash: str | None, final: 
         return False
     if info.get("runtimes", {}).get("openvino") != versions["openvino"]:
         return False
-    for lib in info.get("libraries", {}).values():
-        if lib.get("status") == "built" and not (final / Path(lib.get("path", "")).name).is_file():
-            return False
+    for rt, lib in info.get("libraries", {}).items():
+        if lib.get("status") == "built":
+            try:  # a damaged or unrecorded library is rebuilt, not reported as up to date
+                check_library(rt, final / Path(lib.get("path", "")).name, versions)
+            except NativeOpsError:
+                return False
     return True
 
 
@@ -398,14 +466,9 @@ def _run_cmake(src: Path, tmp: Path, tools: dict, versions: dict, build_ov: bool
             libs[rt] = {"status": "failed", "reason": out["reason"] or "library missing after the build"}
             continue
         dest = tmp / LIB_NAMES[rt]
-        shutil.copy2(built, dest)
-        entry = {"status": "built", "path": str(dest), "build_info": _library_build_info(dest)}
-        if rt == "ort":
-            entry.update({"onnxruntime_version": versions["onnxruntime"], "ort_api_version": ORT_API_VERSION,
-                          "min_onnxruntime": f"1.{ORT_API_VERSION}"})
-        else:
-            entry.update({"openvino_version": versions["openvino"]})
-        libs[rt] = entry
+        with atomic_path(dest) as part:  # complete under its final name, or not there at all
+            shutil.copy2(built, part)
+        libs[rt] = library_record(rt, dest, versions, _library_build_info(dest), out["isa_compiled"])
     if compiled and all(lib["status"] != "failed" for lib in libs.values()):
         out["status"] = "ok"
     elif out["reason"] is None:
@@ -427,83 +490,164 @@ def _ov_release(version: str | None) -> tuple[int, ...]:
     return _version_tuple((version or "").split("-")[0], 3)
 
 
-def check_library(runtime: str, path, versions: dict | None = None) -> dict:
-    """The build.json entry of a library if it fits the installed runtime; else NativeOpsError (one line).
+def _refuse(path: Path, why: str, state: str) -> NativeOpsError:
+    return NativeOpsError(f"{path}: {why}: refused; rebuild it with `{REBUILD}`", state)
 
-    OpenVINO extensions must come from the same OpenVINO release (major.minor.patch); the ONNX Runtime
-    library needs a runtime that serves its ORT API version (onnxruntime >= 1.17 for API 17).
+
+def check_library(runtime: str, path, versions: dict | None = None) -> dict:
+    """The build.json entry of a library if it is the file its record describes and fits the installed runtime;
+    else NativeOpsError (one line naming the file and the command that rebuilds it).
+
+    The record is the build.json in the library's own folder (the op cache, or an installed package's folder):
+    it must list the file as a built library of `runtime`, with the sha256 and size its bytes have now (hashed
+    once per process per file version).  OpenVINO extensions must come from the same OpenVINO release
+    (major.minor.patch); the ONNX Runtime library needs a runtime that serves its ORT API version
+    (onnxruntime >= 1.17 for API 17).
     """
     rt = _runtime(runtime)
     path = Path(path)
     name = path.name
     if not path.is_file():
-        raise NativeOpsError(f"native {rt} op library not found: {path}")
+        raise NativeOpsError(f"native {rt} op library not found: {path}; build it with `{REBUILD}`", "missing")
     info = _read_json(path.parent / "build.json")
-    if info is None:
-        raise NativeOpsError(f"{path}: no readable build.json beside it; rebuild with `python -m gatekit.native_ops build`")
+    if not isinstance(info, dict):
+        raise _refuse(path, "no readable build.json beside it", "unrecorded")
     lib = (info.get("libraries") or {}).get(rt)
-    if not lib or lib.get("status") != "built" or Path(lib.get("path", "")).name != name:
-        raise NativeOpsError(f"{path}: build.json does not list it as a built {rt} library")
+    if not isinstance(lib, dict) or lib.get("status") != "built" or Path(str(lib.get("path", ""))).name != name:
+        raise _refuse(path, f"build.json does not list it as a built {rt} library", "unrecorded")
     if info.get("machine") and info["machine"] != _machine():
-        raise NativeOpsError(f"{name} was built for {info['machine']}, this machine is {_machine()}")
+        raise _refuse(path, f"built for {info['machine']}, this machine is {_machine()}", "foreign")
+    want_sha, want_size = lib.get("sha256"), lib.get("size")
+    if not isinstance(want_sha, str) or not isinstance(want_size, int):
+        raise _refuse(path, "build.json records no sha256 and size for it", "unrecorded")
+    size = path.stat().st_size
+    if size != want_size:
+        raise _refuse(path, f"damaged: {size} bytes where build.json records {want_size}", "damaged")
+    digest = file_sha256(path)
+    if digest != want_sha:
+        raise _refuse(path, f"damaged: sha256 {digest[:16]}... where build.json records {want_sha[:16]}...", "damaged")
     v = versions or runtime_versions()
     if rt == "openvino":
         built = lib.get("openvino_version")
         if v["openvino"] is None:
-            raise NativeOpsError(f"{name} was built for OpenVINO {built}, but openvino is not installed")
+            raise NativeOpsError(f"{path} was built for OpenVINO {built}, but openvino is not installed", "foreign")
         if _ov_release(built) != _ov_release(v["openvino"]):
-            raise NativeOpsError(f"{name} was built for OpenVINO {built} but OpenVINO {v['openvino']} is installed; "
-                                 f"rebuild it with `python -m gatekit.native_ops build`")
+            raise _refuse(path, f"built for OpenVINO {built} but OpenVINO {v['openvino']} is installed", "foreign")
     else:
         api = int(lib.get("ort_api_version") or ORT_API_VERSION)
         if v["onnxruntime"] is None:
-            raise NativeOpsError(f"{name} needs onnxruntime >= 1.{api}, but onnxruntime is not installed")
+            raise NativeOpsError(f"{path} needs onnxruntime >= 1.{api}, but onnxruntime is not installed", "foreign")
         major, minor, _ = _version_tuple(v["onnxruntime"], 3)
         if (major, minor) < (1, api):
-            raise NativeOpsError(f"{name} needs ONNX Runtime API {api} (onnxruntime >= 1.{api}) "
-                                 f"but onnxruntime {v['onnxruntime']} is installed")
+            raise NativeOpsError(f"{path} needs ONNX Runtime API {api} (onnxruntime >= 1.{api}) "
+                                 f"but onnxruntime {v['onnxruntime']} is installed", "foreign")
     return lib
+
+
+def check_isa(path, lib: dict) -> str:
+    """The kernel path a library will run here: GATEKIT_OPS_ISA when set, else the best one this CPU runs.
+
+    GATEKIT_OPS_ISA must name a path compiled into the library (its record's isa_compiled) that this CPU can run;
+    anything else is NativeOpsError, one line naming the variable and the choices (the library itself would
+    quietly run its default path)."""
+    compiled = lib.get("isa_compiled") or (lib.get("build_info") or {}).get("isa_compiled") or ["portable"]
+    choices = [p for p in cpu_paths() if p in compiled]
+    want = os.environ.get(ISA_ENV, "")
+    if not want:
+        return choices[0]
+    if want in choices:
+        return want
+    if want in compiled:
+        why = f"this CPU cannot run {want}"
+    elif want in ISA_PATHS:
+        why = f"{Path(path).name} was built without {want}"
+    else:
+        why = "no such kernel path"
+    raise NativeOpsError(f"{ISA_ENV}={want!r} is refused ({why}): set it to one of {', '.join(choices)} "
+                         f"(the paths in {Path(path).name} that this CPU runs) or unset it", "isa")
+
+
+def check_for_load(runtime: str, path, versions: dict | None = None) -> dict:
+    """check_library, then check_isa: what must pass before a library is loaded into this process.  Returns
+    the library's build.json entry with "isa": the kernel path it will run."""
+    lib = check_library(runtime, path, versions)
+    return dict(lib, isa=check_isa(path, lib))
+
+
+def loaded_isa(path) -> str | None:
+    """The kernel path that a library loaded in this process runs (its gatekit_ops_build_info's isa_selected),
+    or None when it cannot say.  Only for a library that check_for_load passed: this loads it if it is not
+    loaded yet (a library already loaded from `path` is the same one)."""
+    import ctypes
+
+    try:
+        fn = ctypes.CDLL(str(path)).gatekit_ops_build_info
+        fn.restype = ctypes.c_char_p
+        return json.loads(fn().decode()).get("isa_selected")
+    except (OSError, AttributeError, ValueError):
+        return None
+
+
+def find_library(runtime: str, versions: dict | None = None) -> tuple[Path | None, NativeOpsError | None]:
+    """The usable library for the installed runtime and None, or None and why there is none (its .state says
+    whether one is simply not built, "missing", or was refused)."""
+    rt = _runtime(runtime)
+    versions = versions or runtime_versions()
+    path = build_dir(versions) / LIB_NAMES[rt]
+    try:
+        check_library(rt, path, versions)
+    except NativeOpsError as e:
+        return None, e
+    return path, None
+
+
+_WARNED: set[str] = set()
+
+
+def warn_refused(error: NativeOpsError, instead: str = "native-op graphs run their standard-ops fallback") -> None:
+    """One line on stderr when a library that is there was refused, saying what happens `instead` (once per
+    process and refusal; a library that is simply not built says nothing here)."""
+    if error.state == "missing" or str(error) in _WARNED:
+        return
+    _WARNED.add(str(error))
+    sys.stderr.write(f"gatekit: warning: {error}; {instead}\n")
+    sys.stderr.flush()
 
 
 def library_for(runtime: str) -> Path | None:
     """The built library for the installed runtime ("ort" or "openvino"), or None if there is none usable."""
-    rt = _runtime(runtime)
-    versions = runtime_versions()
-    path = build_dir(versions) / LIB_NAMES[rt]
-    try:
-        check_library(rt, path, versions)
-    except NativeOpsError:
-        return None
-    return path
+    return find_library(runtime)[0]
 
 
 def status() -> dict:
-    """What is installed, where the libraries are (or would be) and whether each can be used."""
+    """What is installed, where the libraries are (or would be) and whether each can be used: each library's
+    state is "ready", "not built", or why it is refused ("damaged", "unrecorded", "foreign", "isa")."""
     versions = runtime_versions()
     d = build_dir(versions)
     info = _read_json(d / "build.json")
     src = source_dir()
     out = {"source_dir": str(src) if src else None, "cache_root": str(cache_root()), "dir": str(d),
            "key": build_key(versions), "built": info is not None and info.get("status") == "ok",
-           "stale": False, "cpu_isa": cpu_isa(), "machine": _machine(),
+           "stale": False, "cpu_isa": cpu_isa(), "cpu_paths": cpu_paths(), "machine": _machine(),
+           "isa_requested": os.environ.get(ISA_ENV) or None,
            "runtimes": {"onnxruntime": versions["onnxruntime"], "openvino": versions["openvino"]},
            "build": info, "libraries": {}}
     if info and src is not None and info.get("source_hash") != source_hash(src):
         out["stale"] = True
     for rt in RUNTIMES:
         path = d / LIB_NAMES[rt]
-        entry = {"path": str(path), "usable": False, "reason": None}
+        entry = {"path": str(path), "usable": False, "state": "not built", "reason": None, "isa": None}
         lib = (info or {}).get("libraries", {}).get(rt)
-        if info is None:
-            entry["reason"] = "not built (run `python -m gatekit.native_ops build`)"
-        elif not lib or lib.get("status") != "built":
+        if info is None and not path.is_file():
+            entry["reason"] = f"not built (run `{REBUILD}`)"
+        elif info is not None and not path.is_file() and (not lib or lib.get("status") != "built"):
             entry["reason"] = (lib or {}).get("reason") or info.get("reason") or "not built"
         else:
             try:
-                check_library(rt, path, versions)
-                entry["usable"] = True
+                entry["isa"] = check_for_load(rt, path, versions)["isa"]
+                entry["usable"], entry["state"] = True, "ready"
             except NativeOpsError as e:
-                entry["reason"] = str(e)
+                entry["state"], entry["reason"] = e.state, str(e)
         out["libraries"][rt] = entry
     return out
 
@@ -552,9 +696,12 @@ def _summary_status(st: dict) -> str:
     infos = [((b.get("libraries") or {}).get(rt) or {}).get("build_info") or {} for rt in RUNTIMES]
     info = next((i for i in infos if "conv2_channel_tiles" in i), None)
     if info:
-        tiles = "yes" if info["conv2_channel_tiles"] else "no (AVX-512 only)"
-        dots = "yes" if info.get("conv1_channel_dots") else "no (AVX-512 only)"
-        lines.append(f"  kernel path in use: {info.get('isa_selected')}; conv2 output-channel tiles: {tiles}; "
+        # the path a library loaded now runs (GATEKIT_OPS_ISA may differ from the build's); tiles and dots are AVX-512's
+        isa = next((st["libraries"][rt]["isa"] for rt in RUNTIMES if st["libraries"][rt]["usable"]), None)
+        own = isa is None or isa == info.get("isa_selected")
+        tiles = "yes" if (info["conv2_channel_tiles"] if own else isa == "avx512") else "no (AVX-512 only)"
+        dots = "yes" if (info.get("conv1_channel_dots") if own else isa == "avx512") else "no (AVX-512 only)"
+        lines.append(f"  kernel path in use: {isa or info.get('isa_selected')}; conv2 output-channel tiles: {tiles}; "
                      f"conv1 channel dots on small maps: {dots}")
     if b.get("created"):
         lines.append(f"  built {b['created']} in {b.get('build_seconds')} s with {(b.get('tools') or {}).get('cxx_version')}")
@@ -562,7 +709,11 @@ def _summary_status(st: dict) -> str:
         e = st["libraries"][rt]
         ver = st["runtimes"][_LABEL[rt]]
         label = f"{_LABEL[rt]} {ver}" if ver else f"{_LABEL[rt]} (not installed)"
-        lines.append(f"  {label}: " + (f"ready: {e['path']}" if e["usable"] else f"unavailable: {e['reason']}"))
+        if e["usable"]:
+            lines.append(f"  {label}: ready: {e['path']} (kernel path {e['isa']})")
+        else:
+            unbuilt = e["state"] in ("missing", "not built")  # else the reason says what was refused and why
+            lines.append(f"  {label}: " + (f"unavailable: {e['reason']}" if unbuilt else e["reason"]))
     return "\n".join(lines)
 
 

@@ -131,6 +131,9 @@ def test_profile_times_the_native_op(cifar_dir):
                           native_steps=2)
     lut = profile(arch, opts, images)
     table = lut["native"]
+    assert table["library"] == str(native_ops.library_for("ort"))
+    # the kernel path its timings ran, as the library reports it
+    assert table["isa"] == (os.environ.get("GATEKIT_OPS_ISA") or native_ops.cpu_isa())
     assert [b["widths"] for b in table["blocks"]][0] == [0, 4, 8]
     assert all(v > 0 for b in table["blocks"] for v in b["p50_ms"])
     assert table["validation"]["count"] >= 4 and len(table["calibration"]["configs"]) >= 5

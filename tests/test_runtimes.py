@@ -67,7 +67,7 @@ def test_onnxruntime_matches_numpy_and_applies_threads(tmp_path):
         assert opts.intra_op_num_threads == 1 and opts.inter_op_num_threads == 1
         assert s.info.to_dict() == {"name": "ort", "version": get_backend("ort").version(), "device": "cpu",
                                     "provider": "CPUExecutionProvider", "threads": 1, "precision": "fp32",
-                                    "ops": None, "ops_library": None}
+                                    "ops": None, "ops_library": None, "ops_isa": None, "ops_reason": None}
         assert s.input_shape == (1, 3, 8, 8)
         with pytest.raises(GatekitError, match="does not fit the model's 1x3x8x8"):
             s.run(x_of(1, batch=2))

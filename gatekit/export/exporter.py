@@ -223,13 +223,22 @@ class Prepared:
             raise GatekitError(f"unknown --dynamic-form {want!r}: choose one of {', '.join(DYNAMIC_FORMS)}")
         native_ok = FORMATS[fmt].native_library is not None
         if want == "auto":
-            return "native" if native_ok and native_ops.library_for(FORMATS[fmt].runtime) else self.standard_form(fmt)
+            if not native_ok:
+                return self.standard_form(fmt)
+            lib, refused = native_ops.find_library(FORMATS[fmt].runtime)
+            if lib is None:
+                native_ops.warn_refused(refused, "dynamic graphs are exported in standard ops")
+            return "native" if lib is not None else self.standard_form(fmt)
         if want == "native":
             if not native_ok:
                 raise GatekitError(f"the native dynamic form runs on {', '.join(f for f, r in FORMATS.items() if r.native_library)}"
                                    f", not {fmt}")
-            if native_ops.library_for(FORMATS[fmt].runtime) is None:
-                raise GatekitError(f"the native dynamic form needs gatekit's op library for {FORMATS[fmt].runtime}, and none "
+            rt = FORMATS[fmt].runtime
+            lib, refused = native_ops.find_library(rt)
+            if lib is None and refused.state != "missing":
+                raise GatekitError(f"the native dynamic form needs gatekit's op library for {rt}: {refused}")
+            if lib is None:
+                raise GatekitError(f"the native dynamic form needs gatekit's op library for {rt}, and none "
                                    "is built for the installed version: run `gatekit ops build` (`gatekit ops status` says why)")
         return want
 
@@ -572,6 +581,7 @@ def export(checkpoint: str | Path, out_dir: str | Path, opts: ExportOptions, pro
             try:
                 if extensions:
                     session.info.ops, session.info.ops_library = NATIVE, extensions[0]
+                    session.info.ops_isa = native_ops.loaded_isa(extensions[0])
                 elif native:
                     session.info.ops = FALLBACK
                 label = f"{fmt.name}/{session.info.name}" + (f" ({f})" if f else "")

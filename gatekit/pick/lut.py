@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from gatekit import native_ops
 from gatekit.artifacts import FORMATS
 from gatekit.bench.protocol import Protocol, measure
 from gatekit.errors import GatekitError
@@ -242,21 +243,23 @@ def profile(arch: Architecture, opts: ProfileOptions, images: np.ndarray, progre
         if library:
             lut["native"] = _native_table(lut, arch, opts, run, rng, tick, native_calib, native_held, inputs)
             lut["native"]["library"] = str(library)
+            lut["native"]["isa"] = native_ops.loaded_isa(library)  # the kernel path its timings ran
     lut["seconds"] = round(time.perf_counter() - started, 1)
     return lut
 
 
 def _native_library(opts: ProfileOptions):
     """The op library to time the native gated-block op with, or None (opts.native False, or none built)."""
-    from gatekit import native_ops
-
     if opts.native and opts.precision != "fp32":
         raise GatekitError("the native op runs fp32: profile it with --precision fp32")
     if opts.native is False or opts.runtime not in ("ort", "openvino") or opts.precision != "fp32":
         return None
-    lib = native_ops.library_for(opts.runtime)
+    lib, refused = native_ops.find_library(opts.runtime)
     if lib is None and opts.native:
-        raise GatekitError(f"--native needs gatekit's op library for {opts.runtime}: run `gatekit ops build`")
+        why = f": {refused}" if refused.state != "missing" else ": run `gatekit ops build`"
+        raise GatekitError(f"--native needs gatekit's op library for {opts.runtime}{why}")
+    if lib is None:
+        native_ops.warn_refused(refused)
     return lib
 
 

@@ -86,8 +86,11 @@ def load_artifact(art: Artifact, runtime: str | None = None, *, ops: str = "auto
     """Loads an exported artifact (its manifest says what it needs) on `runtime` (default: its own).
 
     A graph with native custom ops (`gatekit.GatedBlockWithGate[AndShortcut]`, `gatekit.GatedBlock`) runs on the op library
-    built for the installed runtime (`gatekit ops build`); where there is none, `ops="auto"` runs its
-    standard-ops fallback and `ops="native"` refuses in one line. The session's `info.ops` says which path ran."""
+    built for the installed runtime (`gatekit ops build`), once its bytes match its build record; where there is
+    none, or it was refused (damaged, unrecorded, built for another runtime version), `ops="auto"` runs its
+    standard-ops fallback (a refusal also says so in one warning line) and `ops="native"` refuses in one line.
+    The session's `info.ops` says which path ran, `info.ops_isa` which kernel path the library ran and
+    `info.ops_reason` why a fallback ran. A GATEKIT_OPS_ISA the library cannot run is refused in one line."""
     from gatekit import native_ops
 
     if ops not in OPS_CHOICES:
@@ -96,21 +99,27 @@ def load_artifact(art: Artifact, runtime: str | None = None, *, ops: str = "auto
     path = art.path_for(rt)
     if rt == "torch" or not art.native_op:
         return load_session(path, rt, **kwargs)
+    refused = None
     if ops != "fallback":
-        lib = native_ops.library_for(rt)
-        if lib is not None:
+        lib, refused = native_ops.find_library(rt)
+        if lib is not None:  # the backend checks GATEKIT_OPS_ISA against the library before loading it
             session = load_session(path, rt, extensions=(str(lib),), **kwargs)
             session.info.ops, session.info.ops_library = NATIVE, str(lib)
+            session.info.ops_isa = native_ops.loaded_isa(lib)
             return session
         if ops == "native":
+            if refused.state != "missing":
+                raise GatekitError(f"{path.name} needs gatekit's native op library for {rt}: {refused}")
             raise GatekitError(f"{path.name} needs gatekit's native op library for {rt} "
                                f"{native_ops.runtime_versions().get(RUNTIMES[rt].package)}, and none is built here: "
                                "run `gatekit ops build` (`gatekit ops status` says why one is missing)")
+        native_ops.warn_refused(refused)
     fallback = art.fallback_file
     if fallback is None or not fallback.is_file():
         raise GatekitError(f"{path.name} has no standard-ops fallback beside it (expected in its manifest's files)")
     session = load_session(fallback, rt, **kwargs)
     session.info.ops = FALLBACK
+    session.info.ops_reason = str(refused) if refused is not None else None
     return session
 
 

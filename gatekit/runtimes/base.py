@@ -31,6 +31,8 @@ class RuntimeInfo:
     precision: str  # one of PRECISIONS
     ops: str | None = None  # a graph with native custom ops: "native op" or "fallback" (which path ran)
     ops_library: str | None = None  # the op library or extension that was loaded
+    ops_isa: str | None = None  # the kernel path that op library ran: avx512, avx2 or portable
+    ops_reason: str | None = None  # why a native-op graph ran its fallback where the op library was wanted
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from gatekit import native_ops
 from gatekit.errors import GatekitError
 from gatekit.runtimes.base import Backend, Runner, RuntimeInfo, Session, as_input, one_line
 
@@ -84,7 +85,8 @@ class OrtBackend(Backend):
         if threads:
             opts.intra_op_num_threads = int(threads)
         opts.log_severity_level = 3  # errors only
-        for lib in extensions:  # custom-op libraries
+        for lib in extensions:  # custom-op libraries: gatekit's, checked against their build record first
+            native_ops.check_for_load("ort", lib)
             try:
                 opts.register_custom_ops_library(str(lib))
             except Exception as e:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from gatekit import native_ops
 from gatekit.errors import GatekitError
 from gatekit.runtimes.base import Backend, Runner, RuntimeInfo, Session, as_input, one_line
 
@@ -92,9 +93,10 @@ class OpenVinoBackend(Backend):
         devices = core.available_devices
         if device not in devices and not any(d.startswith(device + ".") for d in devices):
             raise GatekitError(f"OpenVINO has no {device} device here (available: {', '.join(devices)})")
-        for ext in extensions:
+        for ext in extensions:  # gatekit's op extension, checked against its build record first
             if not Path(ext).is_file():
                 raise GatekitError(f"no OpenVINO extension library at {ext}")
+            native_ops.check_for_load("openvino", ext)
             try:
                 core.add_extension(str(ext))
             except Exception as e:
