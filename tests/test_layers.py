@@ -5,6 +5,9 @@ demo and their shared chains reaching across stages; and the deploy side never r
 from __future__ import annotations
 
 import ast
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -158,3 +161,48 @@ def test_the_graph_builder_sees_function_level_imports(tmp_path):
     """The checks above would be blind if imports inside functions were missed."""
     src = PKG / "bench" / "fresh.py"
     assert "gatekit.bench.run" in imports_of(src)  # imported inside _main only
+
+
+# The deploy side's test modules: importing them (and conftest) must not import torch, and the tests of
+# TORCH_FREE_RUNS must run without it. Tests that export an artifact first import torch inside the test.
+DEPLOY_TESTS = ("test_artifact_integrity", "test_bench", "test_compare", "test_jetson", "test_native_export",
+                "test_native_ops", "test_pick", "test_precision", "test_report_targets", "test_runtimes",
+                "test_tensorrt")
+TORCH_FREE_RUNS = ("test_pick", "test_report_targets", "test_runtimes")
+_TORCH_WATCH = r"""
+import sys
+import pytest
+
+class TorchWatch:
+    first = None  # when torch first appeared: while collecting, or after which test
+    ran = set()  # the modules whose tests ran
+
+    def pytest_collection_modifyitems(self, items):
+        if "torch" in sys.modules:
+            self.first = "collecting"
+        run = sys.argv[1].split(",")
+        items[:] = [item for item in items if item.path.stem in run]
+
+    def pytest_runtest_logfinish(self, nodeid):
+        self.ran.add(nodeid.split("::")[0].rsplit("/", 1)[-1].removesuffix(".py"))
+        if self.first is None and "torch" in sys.modules:
+            self.first = nodeid
+
+watch = TorchWatch()
+code = pytest.main(sys.argv[2:], plugins=[watch])
+print(f"torch first imported: {watch.first}")
+print(f"ran: {','.join(sorted(watch.ran))}")
+sys.exit(code)
+"""
+
+
+def test_deploy_side_tests_never_import_torch(tmp_path):
+    """In a fresh Python: conftest and the deploy side's test modules collected, then the tests of
+    TORCH_FREE_RUNS run, with torch never imported (a test setup that imports torch for every test breaks this)."""
+    files = [str(REPO / "tests" / f"{name}.py") for name in DEPLOY_TESTS]
+    argv = [",".join(TORCH_FREE_RUNS), "-q", "-p", "no:cacheprovider", "--basetemp", str(tmp_path / "t"), *files]
+    proc = subprocess.run([sys.executable, "-c", _TORCH_WATCH, *argv], capture_output=True, text=True, cwd=REPO,
+                          env=dict(os.environ, PYTHONPATH=str(REPO)), timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert "torch first imported: None" in proc.stdout, proc.stdout[-3000:]
+    assert f"ran: {','.join(sorted(TORCH_FREE_RUNS))}" in proc.stdout, proc.stdout[-3000:]

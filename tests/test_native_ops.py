@@ -467,17 +467,21 @@ def _thp_mode(name):
     return text[text.index("[") + 1:text.index("]")] if "[" in text else None
 
 
+@pytest.mark.benchmark
 def test_packed_weights_on_huge_pages(ort_lib):
     """Packed weights of 1 MiB or more go on 2 MiB pages even where malloc would hand out touched heap memory
     (madvise cannot turn that into huge pages): a 256-channel block's four packed weight buffers (2.4 MB each)
-    must add at least 8 MB of huge pages to the process."""
+    must add at least 8 MB of huge pages to the process. A busy host may have no free 2 MiB page at that
+    moment, so up to three fresh processes try; weights that never go on huge pages fail all three."""
     if not sys.platform.startswith("linux"):
         pytest.skip("transparent huge pages are a Linux feature")
     enabled, defrag = _thp_mode("enabled"), _thp_mode("defrag")
     if enabled not in ("always", "madvise") or defrag not in ("always", "madvise", "defer+madvise"):
         pytest.skip(f"transparent huge pages here: enabled [{enabled}], defrag [{defrag}]: faults may not get them")
-    rise = _child_json(_HUGE_CHILD, ort_lib)["rise_kb"]
-    assert rise >= 8 * 1024, f"only {rise} kB of the packed weights on huge pages"
+    rises = [_child_json(_HUGE_CHILD, ort_lib)["rise_kb"]]
+    while rises[-1] < 8 * 1024 and len(rises) < 3:
+        rises.append(_child_json(_HUGE_CHILD, ort_lib)["rise_kb"])
+    assert rises[-1] >= 8 * 1024, f"only {rises} kB of the packed weights on huge pages"
 
 
 _KERNEL_SOURCES = ("gated_block.cpp", "channel_gate.cpp", "isa_portable.cpp", "selfcheck.cpp")

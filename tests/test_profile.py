@@ -119,6 +119,7 @@ def test_native_dynamic_prediction_uses_the_native_table():
         predictor.predict_dynamic(lut, active, native=True)
 
 
+@pytest.mark.benchmark
 def test_profile_times_the_native_op(cifar_dir):
     from gatekit import native_ops
     from gatekit.pick.lut import real_inputs
