@@ -92,6 +92,29 @@ def test_native_and_fallback_paths_agree_with_per_sample_masks(exported):
             np.testing.assert_allclose(batch, fb.run(x), rtol=1e-4, atol=1e-4)
 
 
+def test_a_nan_pixel_gives_nan_features_as_through_the_fallback(exported):
+    """One NaN pixel (and, in another sample, one +inf pixel) in a real-sized input: every one of the 128 features
+    of that sample is NaN on the native op, as on the standard-ops fallback (ONNX Runtime), alone and in a batch
+    with clean samples, which stay finite and equal."""
+    from gatekit.artifacts import load_inputs, open_artifact
+    from gatekit.runtimes import load_artifact
+
+    tmp, _ = exported
+    art = open_artifact(tmp / "out" / "dynamic.onnx.json")
+    x, _ = load_inputs(art.manifest, 4, str(tmp / "d.npz"))
+    x[0, 1, 10, 20] = np.nan
+    x[2, 0, 31, 0] = np.inf
+    with load_artifact(art, ops="native", threads=1) as native, load_artifact(art, ops="fallback", threads=1) as fb:
+        assert native.info.ops == "native op" and fb.info.ops == "fallback"
+        y, want = native.run(x), fb.run(x)
+        assert y.shape == (4, 128)
+        np.testing.assert_array_equal(np.isnan(y), np.isnan(want))
+        assert np.isnan(y[[0, 2]]).all() and np.isfinite(y[[1, 3]]).all()
+        np.testing.assert_allclose(y[[1, 3]], want[[1, 3]], rtol=1e-4, atol=1e-4)
+        for i in range(4):
+            np.testing.assert_array_equal(np.isnan(native.run(x[i:i + 1])), np.isnan(fb.run(x[i:i + 1])))
+
+
 def test_without_the_library_the_fallback_runs_and_is_recorded(exported, tmp_path):
     tmp, _ = exported
     env = dict(os.environ, PYTHONPATH=str(REPO), GATEKIT_OPS_DIR=str(tmp_path / "no-ops"))

@@ -2,7 +2,10 @@
 // on the kernel path this process selects (GATEKIT_OPS_ISA may force one), with conv2 in pixel tiles and, on
 // paths that have them, in output-channel tiles.  Exits 1 on any mismatch.  The
 // "gate" pattern takes its mask from the channel gate (channel_gate.h), whose decisions are checked against
-// a float64 gate wherever the logit is not within rounding of the threshold.
+// a float64 gate wherever the logit is not within rounding of the threshold.  The "nan" and "nangate" patterns
+// ("random" and "gate" masks) put a NaN into x of sample 0, +inf and -inf into sample 1 and a NaN into the
+// residual of the last sample: y must be NaN, +inf and -inf exactly where the float64 reference of the
+// standard-ops form is (every channel computed, mask * relu(conv1 + b1), relu keeping NaN), and close elsewhere.
 //
 // Built for other architectures and run under user-mode emulation, it checks the paths this machine
 // cannot run natively (tests/test_native_ops.py cross-compiles it for aarch64 and runs it with qemu):
@@ -88,6 +91,9 @@ void threaded_parallel_for(void*, size_t n, gatekit::TaskFn fn, void* arg) {
   for (std::thread& t : pool) t.join();
 }
 
+// ReLU that keeps NaN, as ONNX Relu on ONNX Runtime and PyTorch's relu (std::max(0.0, NaN) is 0).
+double relu(double v) { return std::isnan(v) ? v : std::max(0.0, v); }
+
 // pattern "gate": random gate weights (hidden units biased on, so that decisions vary per sample); `mask` gets
 // the gate's decisions for the reference.  Null if a decision differs from the float64 gate's.
 std::shared_ptr<const gatekit::PackedGate> gate_decisions(const Case& k, const std::vector<float>& x,
@@ -110,13 +116,13 @@ std::shared_ptr<const gatekit::PackedGate> gate_decisions(const Case& k, const s
     for (int u = 0; u < hd; ++u) {
       double v = gb1[u];
       for (int ci = 0; ci < k.cin; ++ci) v += (double)g1[(size_t)u * k.cin + ci] * z[ci];
-      hid[u] = std::max(0.0, v);
+      hid[u] = relu(v);
     }
     for (int j = 0; j < k.c; ++j) {
       double logit = 0.0;
       for (int u = 0; u < hd; ++u) logit += (double)g2[(size_t)j * hd + u] * hid[u];
-      const float want = logit >= 0.0 ? 1.0f : 0.0f;
-      if (std::fabs(logit) > 1e-5 && mask[(size_t)s * k.c + j] != want) {
+      const float want = logit >= 0.0 ? 1.0f : 0.0f;  // a NaN logit: off
+      if ((std::isnan(logit) || std::fabs(logit) > 1e-5) && mask[(size_t)s * k.c + j] != want) {
         std::printf("gate decision n=%d c=%d: logit %.6g, mask %g\n", s, j, logit, mask[(size_t)s * k.c + j]);
         return nullptr;
       }
@@ -136,16 +142,26 @@ double check(const Case& k, const std::string& pattern, int threads, bool shortc
       y(res.size(), -7.0f), ws((size_t)k.cout * k.cin), bs(k.cout);
   for (auto* v : {&x, &w1, &b1, &w2, &b2, &res, &ws, &bs})
     for (float& f : *v) f = uniform();
+  const bool nonfinite = pattern == "nan" || pattern == "nangate";
+  if (nonfinite) {
+    const size_t hw = (size_t)k.h * k.w;
+    x[(size_t)(k.cin - 1) * hw + hw / 2] = NAN;  // sample 0, last channel, the middle pixel
+    if (k.n > 1) {
+      x[(size_t)k.cin * hw] = INFINITY;  // sample 1, channel 0, the first pixel and the last
+      x[(size_t)k.cin * hw + hw - 1] = -INFINITY;
+    }
+    res[res.size() - 1 - (size_t)ho * wo / 3] = NAN;  // the last sample
+  }
   for (int s = 0; s < k.n; ++s)
     for (int j = 0; j < k.c; ++j) {
       float m = 1.0f;
       if (pattern == "off") m = 0.0f;
-      if (pattern == "random") m = uniform() > 0.0f ? 1.0f : 0.0f;
+      if (pattern == "random" || pattern == "nan") m = uniform() > 0.0f ? 1.0f : 0.0f;
       if (pattern == "mixed") m = (j + s) % 3 == 0 ? 0.0f : ((j + s) % 3 == 1 ? 1.0f : 0.5f);  // values scale
       mask[(size_t)s * k.c + j] = m;
     }
   std::shared_ptr<const gatekit::PackedGate> gate;
-  if (pattern == "gate" && !(gate = gate_decisions(k, x, mask))) return 1e30;
+  if ((pattern == "gate" || pattern == "nangate") && !(gate = gate_decisions(k, x, mask))) return 1e30;
 
   auto pb = gatekit::pack_block(w1.data(), b1.data(), w2.data(), b2.data(), k.c, k.cin, k.cout,
                                 shortcut ? ws.data() : nullptr, shortcut ? bs.data() : nullptr);
@@ -169,6 +185,7 @@ double check(const Case& k, const std::string& pattern, int threads, bool shortc
   }
 
   double worst = 0.0, scale = 1e-12;
+  int nan_refs = 0;
   std::vector<double> xs, hs, c1, c2;
   for (int s = 0; s < k.n; ++s) {
     xs.assign(x.begin() + (size_t)s * k.cin * k.h * k.w, x.begin() + (size_t)(s + 1) * k.cin * k.h * k.w);
@@ -177,7 +194,7 @@ double check(const Case& k, const std::string& pattern, int threads, bool shortc
     for (int j = 0; j < k.c; ++j)
       for (int p = 0; p < ho * wo; ++p) {
         const size_t i = (size_t)j * ho * wo + p;
-        hs[i] = mask[(size_t)s * k.c + j] * std::max(0.0, c1[i] + b1[j]);
+        hs[i] = mask[(size_t)s * k.c + j] * relu(c1[i] + b1[j]);
       }
     conv3x3(hs, k.c, ho, wo, w2.data(), k.cout, 1, c2);
     for (int co = 0; co < k.cout; ++co)
@@ -190,10 +207,23 @@ double check(const Case& k, const std::string& pattern, int threads, bool shortc
           for (int ci = 0; ci < k.cin; ++ci)
             r += (double)ws[(size_t)co * k.cin + ci] * xs[((size_t)ci * k.h + oy * k.stride) * k.w + ox * k.stride];
         }
-        const double ref = std::max(0.0, c2[(size_t)co * ho * wo + p] + b2[co] + r);
+        const double ref = relu(c2[(size_t)co * ho * wo + p] + b2[co] + r);
+        if (!std::isfinite(ref) || !std::isfinite(y[i])) {
+          // NaN exactly where the reference is NaN, infinities of the same sign where it is infinite
+          if (std::isnan(ref) != std::isnan(y[i]) || (!std::isnan(ref) && ref != (double)y[i])) {
+            std::printf("n=%d co=%d pixel %d: y %g, reference %g\n", s, co, p, (double)y[i], ref);
+            return 1e30;
+          }
+          nan_refs += std::isnan(ref);
+          continue;
+        }
         scale = std::max(scale, std::fabs(ref));
         worst = std::max(worst, std::fabs(ref - (double)y[i]));
       }
+  }
+  if (nonfinite && nan_refs == 0) {
+    std::printf("pattern %s: no NaN in the reference\n", pattern.c_str());
+    return 1e30;
   }
   return worst / scale;
 }
@@ -205,7 +235,7 @@ int main() {
   int failed = 0, run = 0;
   double worst = 0.0;
   for (const Case& k : kCases)
-    for (const char* pattern : {"random", "off", "on", "mixed", "gate"})
+    for (const char* pattern : {"random", "off", "on", "mixed", "gate", "nan", "nangate"})
       for (int threads : {1, 3, -2, -3})
         for (bool shortcut : {false, true})
           for (int form : {1, 2, 3})
