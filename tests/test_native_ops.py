@@ -571,28 +571,19 @@ def test_packed_weights_on_huge_pages(ort_lib):
     assert rise >= 8 * 1024, f"only {rise} kB of the packed weights on huge pages"
 
 
-_KERNEL_SOURCES = ("gated_block.cpp", "channel_gate.cpp", "isa_portable.cpp", "selfcheck.cpp")
+# The kernel self-check's count with --quick on the portable path: 24 cases x 7 mask patterns x 2 worker setups x
+# 2 residual forms (native/kernel/selfcheck.cpp).
+AARCH64_SELFCHECK_CASES = 24 * 7 * 2 * 2
 
 
-def test_kernel_on_aarch64_under_user_mode_emulation(tmp_path):
-    """The aarch64 (NEON) path, which no x86 machine runs natively: the kernel and its self-check
-    (native/kernel/selfcheck.cpp, every case and mask pattern against a float64 reference; 1 worker, 3 in
-    reverse order and 3 on threads of their own) cross-compiled for aarch64 and run under qemu-user."""
-    import shutil
-
-    cxx, qemu = shutil.which("aarch64-linux-gnu-g++"), shutil.which("qemu-aarch64")
-    sysroot = Path("/usr/aarch64-linux-gnu")
-    if not (cxx and qemu and sysroot.is_dir()):
-        pytest.skip("needs aarch64-linux-gnu-g++ and qemu-aarch64 (Debian: g++-aarch64-linux-gnu qemu-user)")
-    kdir = REPO / "native" / "kernel"
-    exe = tmp_path / "selfcheck-aarch64"
-    build = subprocess.run([cxx, "-O2", "-std=c++17", "-pthread", f"-I{kdir}", *[str(kdir / s) for s in _KERNEL_SOURCES],
-                            "-o", str(exe)], capture_output=True, text=True, timeout=600)
-    assert build.returncode == 0, build.stderr[-3000:]
-    run = subprocess.run([qemu, "-L", str(sysroot), str(exe)], capture_output=True, text=True, timeout=600)
+def test_kernel_on_aarch64_under_user_mode_emulation(aarch64_build, qemu_aarch64):
+    """The aarch64 (NEON) path, which no x86 machine runs natively: the kernel self-check (native/kernel/selfcheck.cpp,
+    every case and mask pattern against a float64 reference, NaN and infinities included; 1 worker and 3 on threads
+    of their own) cross-built with native/cmake/aarch64-linux-gnu.cmake and run under qemu-user."""
+    run = qemu_aarch64(aarch64_build / "gatekit_kernel_selfcheck", "--quick")
     assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
     res = json.loads(run.stdout.strip().splitlines()[-1])
-    assert res["isa"] == "portable" and res["failed"] == 0 and res["cases"] == 420
+    assert res["isa"] == "portable" and res["failed"] == 0 and res["cases"] == AARCH64_SELFCHECK_CASES, res
     assert res["worst_rel_error"] <= TOL
 
 
