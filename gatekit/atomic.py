@@ -6,13 +6,14 @@ import contextlib
 import json
 import os
 import re
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Iterator
 
 
-# atomic_path's temporary files are `.{name}.XXXXXXXX.tmp` beside the target (mkstemp's 8 random characters)
+# atomic_path's temporary files are `.{name}.XXXXXXXX.tmp` beside the target (8 random characters)
 _TEMP = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp$")
+_TEMP_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789_"
 
 
 def stale_temps(directory: str | os.PathLike) -> list[Path]:
@@ -34,13 +35,28 @@ def remove_stale_temps(directory: str | os.PathLike) -> list[Path]:
     return removed
 
 
+def _new_temp(path: Path) -> Path:
+    """A new empty file `.{name}.XXXXXXXX.tmp` beside `path`, created with the mode every new file of this process
+    gets (0666 less the umask), as the files written beside it are (mkstemp's are 0600: a manifest that other
+    users could not read beside an artifact they can)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    for _ in range(100):
+        tmp = path.parent / f".{path.name}.{''.join(secrets.choice(_TEMP_CHARS) for _ in range(8))}.tmp"
+        try:
+            fd = os.open(tmp, flags, 0o666)
+        except FileExistsError:
+            continue
+        os.close(fd)
+        return tmp
+    raise FileExistsError(f"no free temporary name beside {path}")
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yields a temporary path beside `path`; on success it replaces `path`, on error it is removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = _new_temp(path)
     try:
         yield Path(tmp)
         os.replace(tmp, path)

@@ -128,6 +128,26 @@ def test_a_flipped_byte_is_refused_in_one_line_naming_the_file(which, tmp_path, 
     assert len(art.edited) == 1 and str(edited) in art.edited[0]
 
 
+def _modes(manifest: Path) -> dict[str, int]:
+    """Permission bits of a manifest and of each file it lists."""
+    names = {"manifest": manifest.name, **json.loads(manifest.read_text())["files"]}
+    return {key: (manifest.parent / name).stat().st_mode & 0o777 for key, name in names.items()}
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_the_manifest_gets_the_mode_of_its_artifact(tmp_path, umask):
+    """Every file of the pair, the manifest included, has the mode a new file of the process gets (0666 less the
+    umask): another user of a shared model folder who can read the model can read its manifest."""
+    old = os.umask(umask)
+    try:
+        paths = [_export(tmp_path / "art", fmt) for fmt in ("onnx", "openvino")]
+        paths.append(_export(tmp_path / "art", "onnx", tag="again"))  # a manifest replaced by a re-export
+    finally:
+        os.umask(old)
+    for path in paths:
+        assert set(_modes(path).values()) == {0o666 & ~umask}, _modes(path)
+
+
 def test_a_manifest_pointing_at_another_artifact_is_refused(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("GATEKIT_DATA", str(tmp_path / "no-data"))
     out = tmp_path / "art"
@@ -278,6 +298,7 @@ def test_a_real_export_records_hashes_and_a_re_export_replaces_the_pair(tmp_path
         m = export(tmp_path / "m.safetensors", out, opts, progress=False)
         manifest = out / f"dense.{fmt}.json"
         assert set(m["sha256"]) == keys and json.loads(manifest.read_text())["sha256"] == m["sha256"]
+        assert len(set(_modes(manifest).values())) == 1, _modes(manifest)  # the manifest's mode is the files'
         assert open_artifact(manifest).edited == []
         first = m["files"][sorted(keys)[-1]]
         _flip(out / first)

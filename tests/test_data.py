@@ -357,6 +357,23 @@ def test_imagenet100_layout_and_errors(tmp_path):
         load_dataset("imagenet100", "val", tmp_path)
 
 
+def test_image_header_claiming_billions_of_pixels(tmp_path):
+    """A 4x4 PNG whose header says 100000 x 100000: one line naming the file, not PIL's DecompressionBombError."""
+    import struct
+    import zlib
+
+    make_image_folder(tmp_path, "train", {"a": [(8, 8)]})
+    png = io.BytesIO()
+    Image.new("RGB", (4, 4)).save(png, "PNG")
+    data = bytearray(png.getvalue())
+    data[16:24] = struct.pack(">II", 100000, 100000)  # IHDR width, height
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    (tmp_path / "train" / "a" / "bomb.png").write_bytes(bytes(data))
+    with pytest.raises(GatekitError) as e:
+        load_dataset("imagefolder", "train", tmp_path, image_size=8)
+    assert "\n" not in str(e.value) and "cannot decode image" in str(e.value) and "bomb.png" in str(e.value)
+
+
 # ----------------------------------------------------------------------------------------------- npz
 
 
@@ -409,6 +426,57 @@ def test_npz_corrupt_or_missing(tmp_path):
         load_dataset("npz", "train", path)
     with pytest.raises(GatekitError, match="needs data_dir to be an .npz file"):
         load_dataset("npz", "train", tmp_path)
+
+
+def huge_header_npz(path: Path, compressed: bool = False) -> Path:
+    """An npz whose x_train.npy header claims a (2**24, 256, 256, 3) uint8 array (3 TiB) over 96 bytes of data;
+    y_train and x_test are valid."""
+    import zipfile
+
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "|u1", "fortran_order": False,
+                                                  "shape": (1 << 24, 256, 256, 3)})
+    arrays = _valid_arrays()
+    method = zipfile.ZIP_DEFLATED if compressed else zipfile.ZIP_STORED
+    with zipfile.ZipFile(path, "w", method) as zf:
+        zf.writestr("x_train.npy", header.getvalue() + bytes(96))
+        for key in ("y_train", "x_test", "y_test"):
+            member = io.BytesIO()
+            np.lib.format.write_array(member, arrays[key])
+            zf.writestr(f"{key}.npy", member.getvalue())
+    return path
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+def test_npz_header_claiming_more_than_the_file_holds(tmp_path, compressed):
+    """numpy would allocate the 3 TiB its header claims (ArrayMemoryError); refused in one line naming file and key,
+    while the file's valid arrays still load."""
+    path = huge_header_npz(tmp_path / "huge.npz", compressed)
+    with pytest.raises(GatekitError) as e:
+        load_dataset("npz", "train", path)
+    message = str(e.value)
+    assert "\n" not in message and str(path) in message
+    assert "x_train claims a uint8 array of shape (16777216, 256, 256, 3) (3.0 TiB)" in message
+    assert "more than the file holds for it (96 bytes)" in message
+    assert load_dataset("npz", "test", path).images.shape == (2, 8, 8, 3)
+
+
+def test_npz_header_matching_its_data_loads_from_a_compressed_file(tmp_path):
+    """The bound allows deflate's real ratios: a large, highly compressible array loads."""
+    arrays = _valid_arrays()
+    arrays["x_train"] = np.zeros((64, 64, 64, 3), np.uint8)  # 786 kB, deflated to under 1 kB
+    arrays["y_train"] = np.zeros(64, np.int64)
+    path = tmp_path / "zeros.npz"
+    np.savez_compressed(path, **arrays)
+    assert load_dataset("npz", "train", path).images.shape == (64, 64, 64, 3)
+
+
+def test_npz_not_a_zip(tmp_path):
+    path = tmp_path / "plain.npz"
+    np.save(tmp_path / "plain.npy", _valid_arrays()["x_train"])
+    (tmp_path / "plain.npy").rename(path)
+    with pytest.raises(GatekitError, match=r"corrupt dataset file .*plain.npz: not an npz \(zip\) archive"):
+        load_dataset("npz", "train", path)
 
 
 # -------------------------------------------------------------------------------------- real CIFAR-10

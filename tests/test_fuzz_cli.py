@@ -18,6 +18,8 @@ from gatekit.bench.run import SCHEMA as BENCH_SCHEMA
 from gatekit.cli import cli, main
 from gatekit.pick.lut import SCHEMA as LUT_SCHEMA
 
+from tests.test_data import huge_header_npz
+
 NON_UTF8 = b"\xff\xfe\x80 not text \xc3\x28"
 MODEL_CONFIG = {"arch": "resnet18", "width": 0.125, "stem": "cifar", "stem_padding": None, "input_size": 32,
                 "gate_group": 1}
@@ -63,6 +65,7 @@ def _workspace(w: Path) -> None:
 
     (w / "dir").mkdir()
     put("file", "a plain file\n")
+    huge_header_npz(w / "huge.npz")  # x_train's header claims 3 TiB
     # export manifests
     put("m/good.onnx", b"not really onnx")
     put("m/good.onnx.json", MANIFEST)
@@ -215,6 +218,8 @@ case("train-resume-config-unknown", f"train --resume --out {W}/pt/config_unknown
 # --- train: data (refused before a model is built) ---
 case("train-data-dir-is-file", f"train --data-dir {W}/file --out {W}/new", "dataset cifar10 not found")
 case("train-npz-not-npz", f"train --dataset npz --data-dir {W}/m/good.onnx.json --out {W}/new", "good.onnx.json")
+case("train-npz-huge-header", f"train --dataset npz --data-dir {W}/huge.npz --out {W}/new",
+     "huge.npz: x_train claims a uint8 array of shape (16777216, 256, 256, 3) (3.0 TiB)")
 case("train-resume-nothing", f"train --resume --out {W}/new", "nothing to resume")
 
 # --- eval ---

@@ -92,6 +92,68 @@ def test_native_and_fallback_paths_agree_with_per_sample_masks(exported):
             np.testing.assert_allclose(batch, fb.run(x), rtol=1e-4, atol=1e-4)
 
 
+def test_a_nan_pixel_gives_nan_features_as_through_the_fallback(exported):
+    """One NaN pixel (and, in another sample, one +inf pixel) in a real-sized input: every one of the 128 features
+    of that sample is NaN on the native op, as on the standard-ops fallback (ONNX Runtime), alone and in a batch
+    with clean samples, which stay finite and equal."""
+    from gatekit.artifacts import load_inputs, open_artifact
+    from gatekit.runtimes import load_artifact
+
+    tmp, _ = exported
+    art = open_artifact(tmp / "out" / "dynamic.onnx.json")
+    x, _ = load_inputs(art.manifest, 4, str(tmp / "d.npz"))
+    x[0, 1, 10, 20] = np.nan
+    x[2, 0, 31, 0] = np.inf
+    with load_artifact(art, ops="native", threads=1) as native, load_artifact(art, ops="fallback", threads=1) as fb:
+        assert native.info.ops == "native op" and fb.info.ops == "fallback"
+        y, want = native.run(x), fb.run(x)
+        assert y.shape == (4, 128)
+        np.testing.assert_array_equal(np.isnan(y), np.isnan(want))
+        assert np.isnan(y[[0, 2]]).all() and np.isfinite(y[[1, 3]]).all()
+        np.testing.assert_allclose(y[[1, 3]], want[[1, 3]], rtol=1e-4, atol=1e-4)
+        for i in range(4):
+            np.testing.assert_array_equal(np.isnan(native.run(x[i:i + 1])), np.isnan(fb.run(x[i:i + 1])))
+
+
+def test_the_aarch64_library_runs_the_network_exactly_under_emulation(exported, aarch64_build, aarch64_onnxruntime,
+                                                                      qemu_aarch64, tmp_path):
+    """The ORT op library cross-built for aarch64 (native/cmake/aarch64-linux-gnu.cmake, the portable NEON path) runs
+    the exported native network on onnxruntime's own aarch64 build, under qemu-user, through the C API
+    (native/ort/gatekit_ort_run.cpp, 2 intra-op threads): batch 8, batch 1, and a batch with a NaN pixel give the
+    features that the x86 library gives on x86 ONNX Runtime, NaN where they have NaN."""
+    from gatekit.artifacts import load_inputs, open_artifact
+    from gatekit.runtimes import load_artifact
+
+    tmp, _ = exported
+    art = open_artifact(tmp / "out" / "dynamic.onnx.json")
+    x, _ = load_inputs(art.manifest, 8, str(tmp / "d.npz"))
+    corrupt = x[:4].copy()
+    corrupt[1, 2, 5, 7] = np.nan
+    batches = {"batch8": x, "batch1": x[:1], "nan": corrupt}
+    args = []
+    for name, batch in batches.items():
+        (tmp_path / f"{name}.in").write_bytes(np.ascontiguousarray(batch, np.float32).tobytes())
+        args += [str(tmp_path / f"{name}.in"), ",".join(map(str, batch.shape)), str(tmp_path / f"{name}.out")]
+    run = qemu_aarch64(aarch64_build / "gatekit_ort_run", str(aarch64_onnxruntime),
+                       str(aarch64_build / "libgatekit_ort_ops.so"), str(tmp / "out" / "dynamic.onnx"), "2", *args)
+    assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
+    lines = run.stdout.strip().splitlines()
+    info = json.loads(lines[-1])  # the op library's build info, as it reports itself under emulation
+    assert info["library"] == "gatekit_ort_ops" and info["arch"] == "aarch64" and info["isa_selected"] == "portable"
+    shapes = [json.loads(line)["output"] for line in lines[:-1]]
+    assert shapes == [[len(b), 128] for b in batches.values()]
+    with load_artifact(art, ops="native", threads=2) as reference:
+        assert reference.info.ops == "native op"
+        for (name, batch), shape in zip(batches.items(), shapes):
+            y = np.fromfile(tmp_path / f"{name}.out", np.float32).reshape(shape)
+            want = reference.run(batch)
+            np.testing.assert_array_equal(np.isnan(y), np.isnan(want), err_msg=name)
+            ok = np.isfinite(want)
+            err = float(np.abs(y[ok] - want[ok]).max() / np.abs(want[ok]).max())
+            assert err <= 1e-5, f"{name}: relative error {err:.3g}"
+    assert np.isnan(y[1]).all() and np.isfinite(y[[0, 2, 3]]).all()  # the NaN batch, last
+
+
 def test_without_the_library_the_fallback_runs_and_is_recorded(exported, tmp_path):
     tmp, _ = exported
     env = dict(os.environ, PYTHONPATH=str(REPO), GATEKIT_OPS_DIR=str(tmp_path / "no-ops"))

@@ -7,6 +7,7 @@ network is reachable. ImageNet-100 and generic ImageFolder trees are decoded wit
 
 from __future__ import annotations
 
+import math
 import os
 import pickle
 import zipfile
@@ -170,9 +171,53 @@ def _validate_labels(labels: np.ndarray, count: int, key: str, path: Path) -> No
         raise GatekitError(f"{path}: {key} holds negative labels")
 
 
+# Deflate expands its input at most about 1032-fold: a compressed member of n bytes holds at most 1032 n bytes.
+_DEFLATE_MAX_RATIO = 1032
+
+
+def _byte_size(n: int) -> str:
+    """A byte count for a message: 123 bytes, 4.0 KiB, ..., 4.0 TiB."""
+    size, unit = float(n), "bytes"
+    for next_unit in ("KiB", "MiB", "GiB", "TiB", "PiB", "EiB"):
+        if size < 1024:
+            break
+        size, unit = size / 1024, next_unit
+    return f"{n} bytes" if unit == "bytes" else f"{size:.1f} {unit}"
+
+
+def _check_npz_member(zf: zipfile.ZipFile, path: Path, key: str) -> None:
+    """Raises GatekitError when the .npy header of array `key` claims more bytes than its zip member could hold.
+
+    numpy allocates the array its header describes before reading a byte of it, so a header claiming a few TiB
+    would end in a MemoryError; the member's bytes (stored, or deflated at the format's largest ratio) bound the
+    array it can really hold. Other compression methods are bounded by the size the archive records."""
+    names = set(zf.namelist())
+    name = key + ".npy" if key + ".npy" in names else key
+    info = zf.getinfo(name)
+    with zf.open(info) as f:
+        version = np.lib.format.read_magic(f)
+        if version not in ((1, 0), (2, 0), (3, 0)):
+            return  # numpy refuses it when reading
+        # format 3.0 differs from 2.0 only in the header's encoding (UTF-8 instead of latin-1)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read_header(f)
+        offset = f.tell()
+    need = math.prod(shape) * dtype.itemsize
+    holds = info.file_size - offset
+    if info.compress_type == zipfile.ZIP_STORED:
+        holds = min(holds, info.compress_size - offset)
+    elif info.compress_type == zipfile.ZIP_DEFLATED:
+        holds = min(holds, info.compress_size * _DEFLATE_MAX_RATIO)
+    if need > holds:
+        raise GatekitError(f"corrupt dataset file {path}: {key} claims a {dtype} array of shape {tuple(shape)} "
+                           f"({_byte_size(need)}), more than the file holds for it ({_byte_size(max(holds, 0))})")
+
+
 def _load_npz(path: Path, split: str) -> tuple[np.ndarray, np.ndarray | None, list[str] | None]:
     """Images, labels (None for 'unlabeled') and class names of `split` from an npz file, validated."""
     x_key, y_key = f"x_{split}", f"y_{split}"
+    if not zipfile.is_zipfile(path):
+        raise GatekitError(f"corrupt dataset file {path}: not an npz (zip) archive")
     try:
         with np.load(path, allow_pickle=False) as npz:
             keys = set(npz.files)
@@ -181,11 +226,16 @@ def _load_npz(path: Path, split: str) -> tuple[np.ndarray, np.ndarray | None, li
             if missing:
                 found = ", ".join(sorted(keys)) or "none"
                 raise GatekitError(f"{path}: missing key {', '.join(missing)} (found {found})")
+            for key in (x_key, y_key, "class_names"):
+                if key in keys:
+                    _check_npz_member(npz.zip, path, key)
             images = npz[x_key]
             labels = npz[y_key] if y_key in keys else None
             class_names = [str(c) for c in npz["class_names"]] if "class_names" in keys else None
     except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as e:
         raise GatekitError(f"corrupt dataset file {path}: {e}") from e
+    except MemoryError as e:  # arrays the file does hold, too large for this machine's memory
+        raise GatekitError(f"dataset file {path}: not enough memory to load it ({e})") from e
     _validate_images(images, x_key, path)
     if labels is not None:
         _validate_labels(labels, len(images), y_key, path)
@@ -367,6 +417,8 @@ def _decode_image(path: Path, size: int) -> np.ndarray:
             image.draft("RGB", (size, size))  # JPEG: decode at the smallest DCT scale still >= size
             return _square_resize(image, size)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+        raise GatekitError(f"cannot decode image {path}: {e}") from e
+    except (Image.DecompressionBombError, MemoryError) as e:  # a header claiming billions of pixels
         raise GatekitError(f"cannot decode image {path}: {e}") from e
 
 

@@ -1,6 +1,7 @@
 // The block's channel gate (channel_gate.h): global average pool, FC + bias, ReLU, FC, threshold at 0.
 #include "channel_gate.h"
 
+#include <cmath>
 #include <stdexcept>
 #include <vector>
 
@@ -50,7 +51,8 @@ std::shared_ptr<const PackedGate> pack_gate(const float* g1, const float* gb1, c
 
 GateDims gate_dims(const PackedGate& pg) { return GateDims{pg.hidden, pg.cin, pg.c}; }
 
-void gate_mask(const PackedGate& pg, const float* x, int64_t n, int64_t h, int64_t w, float* mask) {
+void gate_mask(const PackedGate& pg, const float* x, int64_t n, int64_t h, int64_t w, float* mask,
+               uint8_t* nonfinite) {
   const detail::IsaOps& isa = detail::selected_isa();
   const size_t hw = (size_t)(h * w);
   std::vector<float>& z = tls_means;
@@ -62,6 +64,11 @@ void gate_mask(const PackedGate& pg, const float* x, int64_t n, int64_t h, int64
   for (int64_t s = 0; s < n; ++s) {
     const float* xs = x + (size_t)s * pg.cin * hw;
     for (int ci = 0; ci < pg.cin; ++ci) z[ci] = isa.gate_sum(xs + (size_t)ci * hw, hw) / (float)hw;
+    if (nonfinite) {
+      bool bad = false;
+      for (int ci = 0; ci < pg.cin; ++ci) bad |= !std::isfinite(z[ci]);
+      nonfinite[s] = bad ? 1 : 0;
+    }
     isa.gate_fc(hid.data(), pg.gb1.data(), pg.g1t.data(), z.data(), pg.cin, pg.hidden_p, false);
     // ReLU: the second FC skips the hidden units that are not positive (their rows would add zero)
     isa.gate_fc(logit.data(), nullptr, pg.g2t.data(), hid.data(), pg.hidden, pg.c_p, true);

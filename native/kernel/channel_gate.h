@@ -24,7 +24,12 @@ struct GateDims {
 };
 GateDims gate_dims(const PackedGate& pg);
 
-// mask [n][c] (1.0 / 0.0) from x [n][cin][h][w].
-void gate_mask(const PackedGate& pg, const float* x, int64_t n, int64_t h, int64_t w, float* mask);
+// mask [n][c] (1.0 / 0.0) from x [n][cin][h][w].  A NaN logit compares false: that channel is off (a NaN or
+// infinity anywhere in a sample's x makes its channel means, hidden units and logits NaN or infinite).  With
+// `nonfinite` (n bytes), nonfinite[s] = 1 where a channel mean of sample s is NaN or infinite, else 0: never 0
+// where x[s] holds a NaN or an infinity (a sum with one is never finite); 1 also where a sum of finite values
+// overflowed.
+void gate_mask(const PackedGate& pg, const float* x, int64_t n, int64_t h, int64_t w, float* mask,
+               uint8_t* nonfinite = nullptr);
 
 }  // namespace gatekit

@@ -362,9 +362,22 @@ int task_target(double work, int threads) {
   return target;
 }
 
+// Whether x[0, n) holds no NaN and no infinity (exponent bits not all ones).  One pass, vectorised by the
+// compiler (no early exit); run per sample only where needed (run_block_impl).
+bool all_finite(const float* x, size_t n) {
+  uint32_t bad = 0;
+  for (size_t i = 0; i < n; ++i) {
+    uint32_t b;
+    std::memcpy(&b, x + i, sizeof(b));
+    bad |= (b & 0x7f800000u) == 0x7f800000u ? 1u : 0u;
+  }
+  return bad == 0;
+}
+
 struct CallScratch {
   bool busy = false;
   std::vector<float> decided;  // BlockIO::gate's mask
+  std::vector<uint8_t> nonfinite;  // per sample: the gate's means were not all finite (gate_mask)
   std::vector<int32_t> act, nact, aoff2;
   std::vector<float> mval;
   std::vector<size_t> hoff;
@@ -834,12 +847,19 @@ std::string run_block_impl(const PackedBlock& pb, const BlockIO& io, ParallelFor
 
   const int C = pb.C;
   const float* mask = io.mask;
+  const size_t xsize = (size_t)pb.Cin * p.H * p.W;  // floats of one sample's x
+  cs.nonfinite.resize(p.N);
   if (io.gate) {
     const GateDims gd = gate_dims(*io.gate);
     if (gd.cin != pb.Cin || gd.c != C) return "GatedBlock: the gate does not fit the block";
     cs.decided.resize((size_t)p.N * C);
-    gate_mask(*io.gate, io.x, io.n, io.h, io.w, cs.decided.data());
+    gate_mask(*io.gate, io.x, io.n, io.h, io.w, cs.decided.data(), cs.nonfinite.data());
     mask = cs.decided.data();
+    // the gate's means are finite wherever x is: scan only the samples whose means are not
+    for (int n = 0; n < p.N; ++n)
+      if (cs.nonfinite[n]) cs.nonfinite[n] = !all_finite(io.x + (size_t)n * xsize, xsize);
+  } else {
+    for (int n = 0; n < p.N; ++n) cs.nonfinite[n] = !all_finite(io.x + (size_t)n * xsize, xsize);
   }
   cs.act.resize((size_t)p.N * C);
   cs.aoff2.resize((size_t)p.N * C);
@@ -851,9 +871,13 @@ std::string run_block_impl(const PackedBlock& pb, const BlockIO& io, ParallelFor
   size_t htotal = 0;
   for (int n = 0; n < p.N; ++n) {
     const float* m = mask + (size_t)n * C;
+    // A sample whose x holds a NaN or an infinity runs every inner channel, the off ones scaled by 0, as the
+    // standard ops do (mask * relu(conv1(x) + b1)): 0 * NaN and 0 * inf are NaN, so NaN reaches y wherever it
+    // does there, where skipping the off channels would drop it.  Finite samples skip them as always.
+    const bool all = cs.nonfinite[n] != 0;
     int a = 0;
     for (int c = 0; c < C; ++c) {
-      if (m[c] != 0.0f) {
+      if (m[c] != 0.0f || all) {
         cs.act[(size_t)n * C + a] = c;
         cs.aoff2[(size_t)n * C + a] = c * 9 * pb.wb;
         cs.mval[(size_t)n * C + a] = m[c];

@@ -5,6 +5,10 @@
 // conv1 computes only the inner channels active in mask[n]; conv2 sums only over them.  The weights are
 // packed once (pack_block) and read in place by every call: an inactive channel skips one contiguous row
 // of W1 and one contiguous block of W2 (9 taps x 8 or 16 output channels) per block of output channels.
+//
+// NaN and infinity follow the formula as standard ops compute it (native/README.md): relu keeps NaN, and a
+// sample whose x holds a NaN or an infinity runs every inner channel, the inactive ones scaled by 0, so that
+// 0 * NaN and 0 * inf give NaN in y where they do there.
 #pragma once
 
 #include <cstddef>

@@ -31,6 +31,11 @@ using gatekit::detail::kRowGroup;
 
 static inline int imin(int a, int b) { return a < b ? a : b; }
 
+// ReLU that keeps NaN, as ONNX Relu does on ONNX Runtime and PyTorch's relu: max(0, NaN) = NaN.  Every path's
+// max returns its second operand when either is NaN (maxps / vmaxps; the portable select a > b ? a : b), so zero
+// goes first; max(v, 0) would turn a NaN into 0.
+static inline vec relu(vec v) { return V::max(V::zero(), v); }
+
 static inline void zero_floats(float* p, size_t n) { memset(p, 0, n * sizeof(float)); }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -216,7 +221,7 @@ static inline __attribute__((always_inline)) void ktaps(vec (&acc)[MR][NR], cons
 // row's last column), plane 2 shifted left with lanes z2 zeroed (its first column).
 static inline __attribute__((always_inline)) void store_h(float* hd, size_t hps, int q, int n, vec sum, float bias,
                                                          float mv, uint32_t z0, uint32_t z2) {
-  vec hv = V::max(V::add(sum, V::set1(bias)), V::zero());
+  vec hv = relu(V::add(sum, V::set1(bias)));
   if (mv != 1.0f) hv = V::mul(hv, V::set1(mv));
   V::store_n(hd + hps + q, hv, n);
   V::store_n(hd + q + 1, V::zero_lanes(hv, z0), n);
@@ -698,13 +703,13 @@ static void tile2(const T2Args& a) {
         const int q = a.q0 + v * L;
         const int nvalid = imin(L, a.qend - q);
         const vec r = V::load_n(rr + q, nvalid);
-        V::store_n(yy + q, V::max(V::add(V::add(acc[m][v], bias), r), V::zero()), nvalid);
+        V::store_n(yy + q, relu(V::add(V::add(acc[m][v], bias), r)), nvalid);
       }
     } else {
 #pragma GCC unroll 8
       for (int v = 0; v < NR; ++v) {
         const int q = a.q0 + v * L;
-        V::store_n(yy + q, V::max(V::add(acc[m][v], bias), V::zero()), imin(L, a.qend - q));
+        V::store_n(yy + q, relu(V::add(acc[m][v], bias)), imin(L, a.qend - q));
       }
     }
   }
@@ -850,7 +855,7 @@ static inline __attribute__((always_inline)) void store2c(const T2cArgs& a, vec 
         const size_t off = (size_t)co * P + a.q0 + q0;
         vec v = V::add(t[c], V::set1(a.bias[k * L + c]));
         if (a.res) v = V::add(v, V::load_n(a.res + off, nq));
-        V::store_n(a.y + off, V::max(v, V::zero()), nq);
+        V::store_n(a.y + off, relu(v), nq);
       }
     }
   }
@@ -1245,7 +1250,8 @@ static float gate_sum_impl(const float* p, size_t n) {
 
 // One FC as a sum of scaled weight rows: y[0:m) = bias[0:m) (or 0) + sum_k s[k] * a[k][0:m), with a [kn][m] and
 // m a multiple of 128 (kGateChunk): 128 outputs at a time stay in registers (8 vectors of 16 lanes, or 2 x 8 /
-// 4 x 8 passes on narrower paths).  skip_nonpositive: rows whose s[k] <= 0 are skipped (s after a ReLU).
+// 4 x 8 passes on narrower paths).  skip_nonpositive: rows whose s[k] <= 0 are skipped (s after a ReLU); a NaN
+// s[k] is not, so that it makes every output NaN, as a NaN through ReLU and MatMul does.
 static void gate_fc_impl(float* y, const float* bias, const float* a, const float* s, int kn, int m,
                          bool skip_nonpositive) {
   constexpr int NV = 8;
@@ -1254,7 +1260,7 @@ static void gate_fc_impl(float* y, const float* bias, const float* a, const floa
 #pragma GCC unroll 8
     for (int v = 0; v < NV; ++v) acc[v] = bias ? V::load(bias + j0 + v * L) : V::zero();
     for (int k = 0; k < kn; ++k) {
-      if (skip_nonpositive && !(s[k] > 0.0f)) continue;
+      if (skip_nonpositive && s[k] <= 0.0f) continue;
       const vec sv = V::set1(s[k]);
       const float* row = a + (size_t)k * m + j0;
 #pragma GCC unroll 8

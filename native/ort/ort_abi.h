@@ -11,9 +11,11 @@
 //     in the version the op declares in OrtCustomOp::version.
 // So this header declares: the entry-point signature, OrtApiBase, the OrtApi slots we call at their fixed
 // positions (index in the comment; the slots we do not call are padding), the OrtCustomOp fields up to
-// version 17, and the enum values we pass.  The positions match ONNX Runtime's public onnxruntime_c_api.h
-// (checked for API 17 against ORT 1.32); tests/test_native_ops.py runs the op end to end on the installed
-// runtime.  To build against the official header instead, configure with
+// version 17, and the enum values we pass.  The custom-op library (gatekit_ort_ops.cpp) calls the kernel slots,
+// the model runner (gatekit_ort_run.cpp, which loads a runtime's libonnxruntime.so) the session slots.  The
+// positions match ONNX Runtime's public onnxruntime_c_api.h (checked for API 17 against ORT 1.32);
+// tests/test_native_ops.py runs the op end to end on the installed runtime, tests/test_native_export.py the
+// model runner on onnxruntime's aarch64 build.  To build against the official header instead, configure with
 // -DONNXRUNTIME_INCLUDE_DIR=<directory holding onnxruntime_c_api.h>.
 #pragma once
 
@@ -25,6 +27,11 @@
 extern "C" {
 
 struct OrtStatus;
+struct OrtEnv;
+struct OrtSession;
+struct OrtRunOptions;
+struct OrtMemoryInfo;
+struct OrtAllocator;
 struct OrtSessionOptions;
 struct OrtCustomOpDomain;
 struct OrtKernelInfo;
@@ -55,6 +62,16 @@ typedef enum OrtMemType {
   OrtMemTypeDefault = 0,
 } OrtMemType;
 
+typedef enum OrtLoggingLevel {
+  ORT_LOGGING_LEVEL_WARNING = 2,
+  ORT_LOGGING_LEVEL_ERROR = 3,
+} OrtLoggingLevel;
+
+typedef enum OrtAllocatorType {
+  OrtDeviceAllocator = 0,
+  OrtArenaAllocator = 1,
+} OrtAllocatorType;
+
 struct OrtApi;
 
 struct OrtApiBase {
@@ -68,11 +85,35 @@ struct OrtApi {
   OrtStatus* (*CreateStatus)(OrtErrorCode code, const char* msg);             // 0
   void* slot_1;                                                               // 1 GetErrorCode
   const char* (*GetErrorMessage)(const OrtStatus* status);                    // 2
-  GATEKIT_ORT_PAD(3, 25);
+  OrtStatusPtr (*CreateEnv)(OrtLoggingLevel level, const char* logid, OrtEnv** out);  // 3
+  GATEKIT_ORT_PAD(4, 6);
+  OrtStatusPtr (*CreateSession)(const OrtEnv* env, const char* model_path, const OrtSessionOptions* options,
+                                OrtSession** out);                            // 7
+  void* slot_8;                                                               // 8 CreateSessionFromArray
+  OrtStatusPtr (*Run)(OrtSession* session, const OrtRunOptions* run_options, const char* const* input_names,
+                      const OrtValue* const* inputs, size_t input_len, const char* const* output_names,
+                      size_t output_names_len, OrtValue** outputs);           // 9
+  OrtStatusPtr (*CreateSessionOptions)(OrtSessionOptions** out);              // 10
+  GATEKIT_ORT_PAD(11, 23);
+  OrtStatusPtr (*SetIntraOpNumThreads)(OrtSessionOptions* options, int threads);  // 24
+  OrtStatusPtr (*SetInterOpNumThreads)(OrtSessionOptions* options, int threads);  // 25
   OrtStatusPtr (*CreateCustomOpDomain)(const char* domain, OrtCustomOpDomain** out);          // 26
   OrtStatusPtr (*CustomOpDomain_Add)(OrtCustomOpDomain* domain, const struct OrtCustomOp* op);  // 27
   OrtStatusPtr (*AddCustomOpDomain)(OrtSessionOptions* options, OrtCustomOpDomain* domain);    // 28
-  GATEKIT_ORT_PAD(29, 50);
+  OrtStatusPtr (*RegisterCustomOpsLibrary)(OrtSessionOptions* options, const char* library_path,
+                                           void** library_handle);            // 29
+  OrtStatusPtr (*SessionGetInputCount)(const OrtSession* session, size_t* out);   // 30
+  OrtStatusPtr (*SessionGetOutputCount)(const OrtSession* session, size_t* out);  // 31
+  GATEKIT_ORT_PAD(32, 35);
+  OrtStatusPtr (*SessionGetInputName)(const OrtSession* session, size_t index, OrtAllocator* allocator,
+                                      char** value);                          // 36
+  OrtStatusPtr (*SessionGetOutputName)(const OrtSession* session, size_t index, OrtAllocator* allocator,
+                                       char** value);                         // 37
+  GATEKIT_ORT_PAD(38, 48);
+  OrtStatusPtr (*CreateTensorWithDataAsOrtValue)(const OrtMemoryInfo* info, void* data, size_t data_bytes,
+                                                 const int64_t* shape, size_t shape_len,
+                                                 ONNXTensorElementDataType type, OrtValue** out);  // 49
+  void* slot_50;                                                              // 50 IsTensor
   OrtStatusPtr (*GetTensorMutableData)(OrtValue* value, void** out);          // 51
   GATEKIT_ORT_PAD(52, 59);
   OrtStatusPtr (*GetTensorElementType)(const OrtTensorTypeAndShapeInfo* info, ONNXTensorElementDataType* out);  // 60
@@ -80,18 +121,28 @@ struct OrtApi {
   OrtStatusPtr (*GetDimensions)(const OrtTensorTypeAndShapeInfo* info, int64_t* dims, size_t n);               // 62
   GATEKIT_ORT_PAD(63, 64);
   OrtStatusPtr (*GetTensorTypeAndShape)(const OrtValue* value, OrtTensorTypeAndShapeInfo** out);  // 65
-  GATEKIT_ORT_PAD(66, 85);
+  GATEKIT_ORT_PAD(66, 68);
+  OrtStatusPtr (*CreateCpuMemoryInfo)(OrtAllocatorType type, OrtMemType mem_type, OrtMemoryInfo** out);  // 69
+  GATEKIT_ORT_PAD(70, 75);
+  OrtStatusPtr (*AllocatorFree)(OrtAllocator* allocator, void* p);            // 76
+  void* slot_77;                                                              // 77 AllocatorGetInfo
+  OrtStatusPtr (*GetAllocatorWithDefaultOptions)(OrtAllocator** out);         // 78
+  GATEKIT_ORT_PAD(79, 85);
   OrtStatusPtr (*KernelInfoGetAttribute_int64)(const OrtKernelInfo* info, const char* name, int64_t* out);  // 86
   GATEKIT_ORT_PAD(87, 88);
   void* slot_89;                                                              // 89 KernelContext_GetOutputCount
   OrtStatusPtr (*KernelContext_GetInput)(const OrtKernelContext* ctx, size_t index, const OrtValue** out);  // 90
   OrtStatusPtr (*KernelContext_GetOutput)(OrtKernelContext* ctx, size_t index, const int64_t* dims,
                                           size_t dim_count, OrtValue** out);  // 91
-  void* slot_92;                                                              // 92 ReleaseEnv
+  void (*ReleaseEnv)(OrtEnv* env);                                            // 92
   void (*ReleaseStatus)(OrtStatus* status);                                   // 93
-  GATEKIT_ORT_PAD(94, 98);
+  void (*ReleaseMemoryInfo)(OrtMemoryInfo* info);                             // 94
+  void (*ReleaseSession)(OrtSession* session);                                // 95
+  void (*ReleaseValue)(OrtValue* value);                                      // 96
+  GATEKIT_ORT_PAD(97, 98);
   void (*ReleaseTensorTypeAndShapeInfo)(OrtTensorTypeAndShapeInfo* info);    // 99
-  GATEKIT_ORT_PAD(100, 248);
+  void (*ReleaseSessionOptions)(OrtSessionOptions* options);                  // 100
+  GATEKIT_ORT_PAD(101, 248);
   OrtStatusPtr (*KernelInfoGetConstantInput_tensor)(const OrtKernelInfo* info, size_t index, int* is_constant,
                                                     const OrtValue** out);    // 249 (API 15)
   GATEKIT_ORT_PAD(250, 267);
@@ -107,6 +158,19 @@ struct OrtApi {
 #undef GATEKIT_ORT_PAD
 
 static_assert(offsetof(OrtApi, GetErrorMessage) == 2 * sizeof(void*), "OrtApi layout");
+static_assert(offsetof(OrtApi, CreateEnv) == 3 * sizeof(void*), "OrtApi layout");
+static_assert(offsetof(OrtApi, CreateSession) == 7 * sizeof(void*), "OrtApi layout");
+static_assert(offsetof(OrtApi, Run) == 9 * sizeof(void*), "OrtApi layout");
+static_assert(offsetof(OrtApi, SetIntraOpNumThreads) == 24 * sizeof(void*), "OrtApi layout");
+static_assert(offsetof(OrtApi, RegisterCustomOpsLibrary) == 29 * sizeof(void*), "OrtApi layout");
+static_assert(offsetof(OrtApi, SessionGetInputName) == 36 * sizeof(void*), "OrtApi layout");
+static_assert(offsetof(OrtApi, CreateTensorWithDataAsOrtValue) == 49 * sizeof(void*), "OrtApi layout");
+static_assert(offsetof(OrtApi, CreateCpuMemoryInfo) == 69 * sizeof(void*), "OrtApi layout");
+static_assert(offsetof(OrtApi, AllocatorFree) == 76 * sizeof(void*), "OrtApi layout");
+static_assert(offsetof(OrtApi, GetAllocatorWithDefaultOptions) == 78 * sizeof(void*), "OrtApi layout");
+static_assert(offsetof(OrtApi, ReleaseEnv) == 92 * sizeof(void*), "OrtApi layout");
+static_assert(offsetof(OrtApi, ReleaseValue) == 96 * sizeof(void*), "OrtApi layout");
+static_assert(offsetof(OrtApi, ReleaseSessionOptions) == 100 * sizeof(void*), "OrtApi layout");
 static_assert(offsetof(OrtApi, CreateCustomOpDomain) == 26 * sizeof(void*), "OrtApi layout");
 static_assert(offsetof(OrtApi, GetTensorMutableData) == 51 * sizeof(void*), "OrtApi layout");
 static_assert(offsetof(OrtApi, GetTensorElementType) == 60 * sizeof(void*), "OrtApi layout");
