@@ -104,3 +104,15 @@ def test_committed_checkpoints_match_the_sha256_their_readme_gives():
     assert len(claims) >= 2, claims
     for rel, digest in claims:
         assert hashlib.sha256((bench / rel).read_bytes()).hexdigest() == digest, rel
+
+
+# Pages a newcomer reads first stay short: the README a tour, each suite's README today's figures and the command
+# that re-runs them, native/README.md the ops' design and contract; history lives in git.
+PAGE_LIMITS = {"README.md": 250, "native/README.md": 200, **{
+    str(p.relative_to(README.parent)): 200 for p in sorted((README.parent / "benchmarks").glob("*/README.md"))}}
+
+
+@pytest.mark.parametrize("page", sorted(PAGE_LIMITS))
+def test_pages_stay_within_their_length(page):
+    lines = (README.parent / page).read_text().count("\n")
+    assert lines <= PAGE_LIMITS[page], f"{page} has {lines} lines, more than {PAGE_LIMITS[page]}"
