@@ -671,7 +671,7 @@ def _summary_build(info: dict) -> str:
 
 
 def _summary_status(st: dict) -> str:
-    lines = [f"gatekit native ops: {st['dir']}"]
+    lines = [f"gatekit native ops: op cache {st['dir']}"]
     if st["source_dir"] is None:
         lines.append("  sources: not found (this install carries none: reinstall gatekit from its sdist or a checkout)")
     if st["stale"]:
