@@ -32,7 +32,8 @@ Options:
                           image already has; tensorrt itself is never pip-installed here)
   --pip SPEC              one more requirement for the same pip call, e.g. 'numpy<2'; repeatable
   --src DIR               the gatekit source tree (default: the directory above this script)
-  --no-native-ops         do not build gatekit's native ops (dynamic graphs then run their fallback)
+  --no-native-ops         do not build gatekit's native ops into the op cache (a --deploy install's package
+                          still carries the ONNX Runtime op library, compiled when its wheel is built)
   --ops-dir DIR           where the native op libraries go (default: $GATEKIT_OPS_DIR or ~/.cache/gatekit/ops)
   --quiet                 pass --quiet to pip
   --dry-run               print the commands instead of running them
@@ -165,8 +166,11 @@ else
 fi
 
 # gatekit's native ops (the fused GatedBlock of dynamic graphs; native/, C++17 + CMake), built against the
-# runtimes just installed, into GATEKIT_OPS_DIR (--ops-dir) or ~/.cache/gatekit/ops. Without a compiler the
-# install still works: dynamic graphs then run their standard-ops fallback (`gatekit ops status` says why).
+# runtimes just installed, into GATEKIT_OPS_DIR (--ops-dir) or ~/.cache/gatekit/ops. A --deploy install's package
+# already carries the ONNX Runtime op library (its wheel build compiles it into gatekit/_ops/); this adds the
+# OpenVINO extension, which is tied to the installed OpenVINO release. The editable install compiles nothing, so
+# this builds both. Without a compiler the install still works: dynamic graphs then run their standard-ops
+# fallback (`gatekit ops status` says why).
 if [[ $NATIVE_OPS == 1 ]]; then
     OPS_ENV=(env "GATEKIT_NATIVE_SRC=$SRC/native")
     [[ -n "$OPS_DIR" ]] && OPS_ENV+=("GATEKIT_OPS_DIR=$OPS_DIR")

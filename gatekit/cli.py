@@ -467,10 +467,13 @@ def pick_cmd(target_ms, percentile, results, accuracy_files, metric, runtime, th
     if not results:
         raise GatekitError("pick needs --results BENCH.jsonl (recorded results) or --lut LUT.json with --checkpoint")
     from gatekit.bench.run import read_jsonl
-    from gatekit.pick.select import RECORD_FIELDS, candidates, load_accuracies, pick, plot, table
+    from gatekit.pick.select import RECORD_FIELDS, candidates, fallback_note, load_accuracies, pick, plot, table
 
     cands = candidates(read_jsonl(results, RECORD_FIELDS, edited_ok=trust_edited), load_accuracies(accuracy_files), metric=metric, percentile=pct,
                        runtime=runtime, threads=threads, batch=batch)
+    note = fallback_note(cands)
+    if note:
+        click.echo(note, err=True)
     chosen, reason = pick(cands, target_ms)
     click.echo(table(cands, chosen, target_ms, pct))
     if plot_path:
@@ -578,8 +581,12 @@ def ops_build(force, jobs, verbose, json_path):
     from gatekit import native_ops
 
     info = native_ops.build(force=force, jobs=jobs, verbose=verbose)
-    click.echo(native_ops._summary_build(info))
     _write_json(json_path, info)
+    if info.get("status") != "ok" and not info.get("libraries"):  # nothing compiled: a tool or the sources missing
+        click.echo(f"gatekit: error: cannot build the native ops: {info.get('reason')}; dynamic graphs run their "
+                   "standard-ops fallback meanwhile", err=True)
+        sys.exit(1)
+    click.echo(native_ops._summary_build(info))
     if info.get("status") != "ok":
         sys.exit(1)
 

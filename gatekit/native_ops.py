@@ -17,12 +17,18 @@ installed package's own folder).  build.json records, per library (``libraries.<
 the runtime version it was built for and the ISA paths compiled into it; the record is written only once the
 library file is complete.  Nothing is loaded before it is checked against that record:
 
-``library_for("ort" | "openvino")`` returns the library matching the installed runtime, or None;
+``library_for("ort" | "openvino")`` returns the library matching the installed runtime (the installed package's
+where it fits, else the op cache's), or None;
 ``find_library(runtime)`` returns it with the reason when there is none;
 ``check_library(runtime, path)`` refuses, with one line naming the file and the command that rebuilds it, a library
 whose bytes differ from its record (damaged), one with no record, or one built for another runtime version;
 ``check_for_load(runtime, path)`` adds the check of ``GATEKIT_OPS_ISA`` against the paths the library holds and
 this CPU runs (the backends call it before loading any op library).
+
+An installed package (a wheel, or pip's build of the sdist or a checkout) carries the ONNX Runtime library in
+``gatekit/_ops/`` with a build.json of the same schema (native/package.cmake writes it), and the C++ sources in
+``gatekit/_native/``, from which ``build()`` works after install (the OpenVINO extension, tied to the installed
+OpenVINO release, is built that way).
 
 This module imports only the standard library (numpy, onnxruntime and openvino are never imported here).
 """
@@ -83,11 +89,20 @@ class NativeOpsError(GatekitError, ValueError):
 # What is installed.
 
 def source_dir() -> Path | None:
-    """$GATEKIT_NATIVE_SRC, else the native/ source folder next to the package, or None (an installed,
-    non-editable package lacks it: docker/install.sh points GATEKIT_NATIVE_SRC at the source tree's)."""
+    """$GATEKIT_NATIVE_SRC, else the sources an installed package carries (gatekit/_native/), else the native/
+    folder next to the package (a source checkout, an editable install), or None."""
     env = os.environ.get("GATEKIT_NATIVE_SRC")
-    p = Path(env) if env else Path(__file__).resolve().parent.parent / "native"
-    return p if (p / "CMakeLists.txt").is_file() else None
+    here = Path(__file__).resolve().parent
+    for p in ([Path(env)] if env else [here / "_native", here.parent / "native"]):
+        if (p / "CMakeLists.txt").is_file():
+            return p
+    return None
+
+
+def package_dir() -> Path:
+    """gatekit/_ops/ of this install: the op libraries its wheel build put there, with their build.json
+    (none in an editable install or a source checkout, whose libraries `gatekit ops build` puts in the cache)."""
+    return Path(__file__).resolve().parent / "_ops"
 
 
 def _dist_version(names) -> str | None:
@@ -351,8 +366,8 @@ def build(force: bool = False, jobs: int = 2, verbose: bool = False) -> dict:
         "cached": False,
     }
     if src is None:
-        result["reason"] = ("native sources not found: this gatekit install has no native/ folder "
-                            "(build from a source checkout, e.g. pip install -e .)")
+        result["reason"] = ("native sources not found: this gatekit install has neither gatekit/_native/ nor native/ "
+                            "beside it (reinstall gatekit from its sdist or a checkout, or set GATEKIT_NATIVE_SRC)")
         return result
     result["source_hash"] = src_hash = source_hash(src)
 
@@ -589,10 +604,14 @@ def loaded_isa(path) -> str | None:
 
 
 def find_library(runtime: str, versions: dict | None = None) -> tuple[Path | None, NativeOpsError | None]:
-    """The usable library for the installed runtime and None, or None and why there is none (its .state says
+    """The usable library for the installed runtime (the installed package's where it fits, else the op
+    cache's) and None, or None and why there is none (its .state says
     whether one is simply not built, "missing", or was refused)."""
     rt = _runtime(runtime)
     versions = versions or runtime_versions()
+    packaged, _ = packaged_library(rt, versions)
+    if packaged is not None:
+        return packaged, None
     path = build_dir(versions) / LIB_NAMES[rt]
     try:
         check_library(rt, path, versions)
@@ -615,8 +634,107 @@ def warn_refused(error: NativeOpsError, instead: str = "native-op graphs run the
 
 
 def library_for(runtime: str) -> Path | None:
-    """The built library for the installed runtime ("ort" or "openvino"), or None if there is none usable."""
+    """The library for the installed runtime ("ort" or "openvino"), or None if there is none usable: the one
+    the installed package carries where it fits, else the op cache's build."""
     return find_library(runtime)[0]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The libraries an installed package carries (gatekit/_ops/, put there by its wheel build: native/package.cmake).
+
+def write_package_record(ops_dir: Path, *, source: Path, machine: str, isa_compiled: list[str],
+                         compiler: str | None = None, cmake_version: str | None = None,
+                         openvino_version: str | None = None, reasons: dict | None = None, probe: bool = True) -> dict:
+    """Writes ops_dir/build.json for the libraries a package build installed there (native/package_record.py
+    runs this at the wheel's install step, once the libraries are complete) and returns it.
+
+    The schema is the op cache's (build()): per library its path (the file name: the package's folder moves
+    when it is installed), sha256 and size, the ISA paths compiled into it, and the runtime version it needs;
+    `reasons` says why a library is absent. The ONNX Runtime library is built against the ORT C API header
+    alone, so it records no onnxruntime version, only the API version it needs. `probe` reads each library's
+    own build info in a child process (off for a cross build)."""
+    ops_dir = Path(ops_dir)
+    ops_dir.mkdir(parents=True, exist_ok=True)
+    machine = {"amd64": "x86_64", "x64": "x86_64", "arm64": "aarch64"}.get(machine.lower(), machine.lower())
+    libs: dict = {}
+    for rt in RUNTIMES:
+        path = ops_dir / LIB_NAMES[rt]
+        if not path.is_file():
+            libs[rt] = {"status": "not built", "reason": (reasons or {}).get(rt) or "not built by the package build"}
+            continue
+        info = _library_build_info(path) if probe else None
+        entry = {"status": "built", "path": path.name, "sha256": file_sha256(path), "size": path.stat().st_size,
+                 "isa_compiled": (info or {}).get("isa_compiled") or list(isa_compiled), "build_info": info}
+        if rt == "ort":
+            entry.update({"onnxruntime_version": None, "ort_api_version": ORT_API_VERSION,
+                          "min_onnxruntime": f"1.{ORT_API_VERSION}"})
+        else:
+            entry["openvino_version"] = openvino_version
+        libs[rt] = entry
+    built = [rt for rt, lib in libs.items() if lib["status"] == "built"]
+    record = {
+        "gatekit_ops_version": OPS_VERSION, "status": "ok" if built else "failed",
+        "reason": None if built else "; ".join(f"{rt}: {lib['reason']}" for rt, lib in libs.items()),
+        "packaged": True, "dir": None, "key": "package", "source_dir": None, "source_hash": source_hash(source),
+        "machine": machine, "cpu_isa": None, "runtimes": {"onnxruntime": None, "openvino": openvino_version},
+        "ort_api_version": ORT_API_VERSION, "isa_compiled": list(isa_compiled) or None,
+        "tools": {"cmake_version": cmake_version, "cxx_version": compiler}, "libraries": libs,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "build_seconds": None, "cached": False,
+    }
+    _write_build_json(ops_dir / "build.json", record)
+    return record
+
+
+def packaged_library(runtime: str, versions: dict | None = None) -> tuple[Path | None, str | None]:
+    """The op library this install carries for `runtime` and None, or None and why it has none usable."""
+    rt = _runtime(runtime)
+    d = package_dir()
+    info = _read_json(d / "build.json")
+    if not isinstance(info, dict):
+        return None, "this install carries no op libraries (a source checkout or an editable install)"
+    lib = (info.get("libraries") or {}).get(rt)
+    if not isinstance(lib, dict) or lib.get("status") != "built":
+        return None, (lib or {}).get("reason") or info.get("reason") or "not in the package"
+    path = d / LIB_NAMES[rt]
+    try:
+        check_library(rt, path, versions)
+    except NativeOpsError as e:
+        return None, str(e)
+    return path, None
+
+
+def kernel_info(path) -> dict | None:
+    """What a library does on this CPU (its gatekit_ops_build_info, asked in a child process: the kernel path
+    it selects here, isa_selected, honouring GATEKIT_OPS_ISA; the paths compiled into it), or None."""
+    return _library_build_info(Path(path))
+
+
+def fallback_note(runtime: str, artifact: str) -> str:
+    """The line `gatekit bench` prints when a native-op graph ran its standard-ops fallback for want of a library."""
+    rt = _runtime(runtime)
+    return (f"gatekit: {artifact} ran its standard-ops fallback: gatekit's native op for {_LABEL[rt]} is missing here "
+            f"(`gatekit ops status` says why); build it with `gatekit ops build`, then bench again")
+
+
+def _package_status(versions: dict) -> dict:
+    d = package_dir()
+    info = _read_json(d / "build.json")
+    out = {"dir": str(d), "record": info if isinstance(info, dict) else None, "libraries": {}}
+    for rt in RUNTIMES:
+        path, why = packaged_library(rt, versions)
+        out["libraries"][rt] = {"path": str(path or d / LIB_NAMES[rt]), "usable": path is not None, "reason": why}
+    return out
+
+
+def _in_use(st: dict) -> dict:
+    """Per runtime, the library library_for() picks (the package's first, then the cache's) and where from."""
+    out = {}
+    for rt in RUNTIMES:
+        for source, entry in (("package", st["package"]["libraries"][rt]), ("cache", st["libraries"][rt])):
+            if entry["usable"]:
+                out[rt] = {"path": entry["path"], "from": source}
+                break
+    return out
 
 
 def status() -> dict:
@@ -649,6 +767,10 @@ def status() -> dict:
             except NativeOpsError as e:
                 entry["state"], entry["reason"] = e.state, str(e)
         out["libraries"][rt] = entry
+    out["package"] = _package_status(versions)
+    out["in_use"] = _in_use(out)
+    first = next(iter(out["in_use"].values()), None)
+    out["kernel"] = kernel_info(first["path"]) if first else None
     return out
 
 
@@ -686,23 +808,14 @@ def _summary_build(info: dict) -> str:
 
 
 def _summary_status(st: dict) -> str:
-    lines = [f"gatekit native ops: {st['dir']}"]
+    lines = [f"gatekit native ops: op cache {st['dir']}"]
     if st["source_dir"] is None:
-        lines.append("  sources: not found (installed without native/; build from a source checkout)")
+        lines.append("  sources: not found (this install carries none: reinstall gatekit from its sdist or a checkout)")
     if st["stale"]:
         lines.append("  note: the sources changed since this build; run `python -m gatekit.native_ops build`")
     lines.append(f"  CPU: {st['machine']}, best kernel path {st['cpu_isa']}")
+    lines.extend(_summary_kernel(st))
     b = st.get("build") or {}
-    infos = [((b.get("libraries") or {}).get(rt) or {}).get("build_info") or {} for rt in RUNTIMES]
-    info = next((i for i in infos if "conv2_channel_tiles" in i), None)
-    if info:
-        # the path a library loaded now runs (GATEKIT_OPS_ISA may differ from the build's); tiles and dots are AVX-512's
-        isa = next((st["libraries"][rt]["isa"] for rt in RUNTIMES if st["libraries"][rt]["usable"]), None)
-        own = isa is None or isa == info.get("isa_selected")
-        tiles = "yes" if (info["conv2_channel_tiles"] if own else isa == "avx512") else "no (AVX-512 only)"
-        dots = "yes" if (info.get("conv1_channel_dots") if own else isa == "avx512") else "no (AVX-512 only)"
-        lines.append(f"  kernel path in use: {isa or info.get('isa_selected')}; conv2 output-channel tiles: {tiles}; "
-                     f"conv1 channel dots on small maps: {dots}")
     if b.get("created"):
         lines.append(f"  built {b['created']} in {b.get('build_seconds')} s with {(b.get('tools') or {}).get('cxx_version')}")
     for rt in RUNTIMES:
@@ -714,7 +827,39 @@ def _summary_status(st: dict) -> str:
         else:
             unbuilt = e["state"] in ("missing", "not built")  # else the reason says what was refused and why
             lines.append(f"  {label}: " + (f"unavailable: {e['reason']}" if unbuilt else e["reason"]))
+    lines.extend(_summary_package(st))
     return "\n".join(lines)
+
+
+def _summary_kernel(st: dict) -> list[str]:
+    """Which library each runtime loads and the kernel path it runs on this CPU (asked of the library itself)."""
+    in_use = st.get("in_use") or {}
+    if not in_use:
+        return ["  in use: none (dynamic graphs run their standard-ops fallback; `gatekit ops build` builds the ops)"]
+    lines = ["  in use: " + "; ".join(f"{_LABEL[rt]}: {Path(u['path']).name} from the {u['from']}"
+                                      for rt, u in in_use.items())]
+    info = st.get("kernel") or {}
+    if "isa_selected" in info:
+        tiles = "yes" if info.get("conv2_channel_tiles") else "no (AVX-512 only)"
+        dots = "yes" if info.get("conv1_channel_dots") else "no (AVX-512 only)"
+        compiled = ", ".join(info.get("isa_compiled") or [])
+        lines.append(f"  kernel path in use: {info['isa_selected']}; conv2 output-channel tiles: {tiles}; "
+                     f"conv1 channel dots on small maps: {dots} (paths compiled: {compiled})")
+    return lines
+
+
+def _summary_package(st: dict) -> list[str]:
+    """The libraries the installed package carries (gatekit/_ops/), when it carries a record of them."""
+    pkg = st.get("package") or {}
+    rec = pkg.get("record")
+    if not rec:
+        return []
+    tools = rec.get("tools") or {}
+    lines = [f"  package: {pkg['dir']} (built {rec.get('created')} with {tools.get('cxx_version') or 'no compiler'})"]
+    for rt in RUNTIMES:
+        e = pkg["libraries"][rt]
+        lines.append(f"    {_LABEL[rt]}: " + (f"ready: {e['path']}" if e["usable"] else f"not usable: {e['reason']}"))
+    return lines
 
 
 def main(argv=None) -> int:

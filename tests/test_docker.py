@@ -120,7 +120,7 @@ def test_each_image_installs_with_the_shared_script(dockerfile):
     assert not re.search(r"pip3? install", " ".join(v for k, v in ins if k == "RUN")), "pip only through install.sh"
     # the build context sends what the COPYs need
     ignore = (dockerfile.parent / "Dockerfile.dockerignore").read_text().split()
-    for needed in ("pyproject.toml", "README.md", "gatekit/", "docker/install.sh"):
+    for needed in ("pyproject.toml", "README.md", "gatekit/", "native/", "docker/install.sh"):
         assert f"!{needed}" in ignore, f"{dockerfile}.dockerignore leaves out {needed}"
 
 

@@ -8,6 +8,7 @@ when no C++ compiler or cmake is available.
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -719,3 +720,52 @@ def test_cli_status_and_cached_build(built):
     assert out.returncode == 0, out.stderr
     st = json.loads(out.stdout)
     assert st["libraries"]["ort"]["usable"]
+
+
+def _package_configure(build_dir: Path, env: dict, *args) -> subprocess.CompletedProcess:
+    """CMake's configure step of a package build (what scikit-build-core runs, SKBUILD set), nothing compiled."""
+    return subprocess.run([shutil.which("cmake") or "cmake", "-S", str(REPO / "native"), "-B", str(build_dir),
+                           "-DSKBUILD=ON", f"-DPython_EXECUTABLE={sys.executable}",
+                           f"-DCMAKE_INSTALL_PREFIX={build_dir / 'wheel'}", *args],
+                          env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_package_build_refuses_cpu_specific_flags(tmp_path):
+    """A package's library runs on any CPU of its platform: CXXFLAGS that raise every file's baseline are refused."""
+    if not shutil.which("cmake") or not (shutil.which("c++") or shutil.which("g++")):
+        pytest.skip("needs cmake and a C++ compiler on PATH")
+    env = dict(os.environ, CXXFLAGS="-O2 -march=native")
+    out = _package_configure(tmp_path / "b", env)
+    assert out.returncode != 0
+    assert "the compiler flags (CXXFLAGS) carry -march=native, which ties the package's op library to one CPU" in \
+        " ".join(out.stderr.split()), out.stderr[-2000:]
+
+
+def test_package_build_without_a_compiler_carries_sources_and_says_why(tmp_path, monkeypatch):
+    """No C++ compiler at a package build: the package still gets the sources and a build.json saying why it has
+    no library; at run time packaged_library() passes that reason on."""
+    if not shutil.which("cmake"):
+        pytest.skip("needs cmake on PATH")
+    bare = tmp_path / "bin"  # cmake and a build tool, no compiler
+    bare.mkdir()
+    for tool in ("cmake", "ninja", "make"):
+        if shutil.which(tool):
+            (bare / tool).symlink_to(shutil.which(tool))
+    env = {k: v for k, v in os.environ.items() if k != "CXX"}
+    env["PATH"] = str(bare)
+    out = _package_configure(tmp_path / "b", env, *(["-G", "Ninja"] if (bare / "ninja").exists() else []))
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "no C++ compiler found: this package carries no op library" in " ".join(out.stderr.split())
+    out = subprocess.run([str(bare / "cmake"), "--install", str(tmp_path / "b")], env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    pkg = tmp_path / "b" / "wheel" / "gatekit"
+    assert (pkg / "_native" / "CMakeLists.txt").is_file() and (pkg / "_native" / "kernel" / "gated_block.cpp").is_file()
+    assert not list((pkg / "_ops").glob("*.so"))
+    record = json.loads((pkg / "_ops" / "build.json").read_text())
+    assert record["status"] == "failed" and record["packaged"] is True
+    why = "no C++ compiler when the package was built; `gatekit ops build` builds it"
+    assert record["libraries"]["ort"] == {"status": "not built", "reason": why}
+    assert record["source_hash"] == native_ops.source_hash(REPO / "native")
+    monkeypatch.setattr(native_ops, "package_dir", lambda: pkg / "_ops")
+    assert native_ops.packaged_library("ort") == (None, record["libraries"]["ort"]["reason"])

@@ -3,9 +3,11 @@ asked), at each thread count. Deploy side: no torch, no export."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
-from gatekit.artifacts import load_inputs, open_artifact, runtime_name
+from gatekit import native_ops
+from gatekit.artifacts import FALLBACK, load_inputs, open_artifact, runtime_name
 from gatekit.bench.protocol import Protocol
 from gatekit.bench.run import bench_one
 from gatekit.errors import GatekitError
@@ -36,7 +38,7 @@ def bench_manifests(manifest_paths: list[str | Path], threads: list[int], protoc
                     continue
                 seen_torch.add(key)
             jobs += [(art, rt, t) for t in threads]
-    records, cache = [], {}
+    records, cache, noted = [], {}, set()
     bar = tqdm(jobs, desc="bench", disable=not progress, dynamic_ncols=True)
     for art, rt, t in bar:
         bar.set_postfix_str(f"{art.file.name} {rt} {t}T")
@@ -46,6 +48,9 @@ def bench_manifests(manifest_paths: list[str | Path], threads: list[int], protoc
             cache[key] = load_inputs(art.manifest, n_inputs, data_dir)
         rec = bench_one(art, rt, t, batch, protocol, *cache[key], describe_machine=machine, ops=ops)
         records.append(rec)
+        if ops == "auto" and rec["runtime"].get("ops") == FALLBACK and rt not in noted:  # the op library is missing
+            noted.add(rt)
+            bar.write(native_ops.fallback_note(rt, art.file.name), file=sys.stderr)
         s = rec["stats"]
         path = f" ({rec['runtime']['ops']})" if rec["runtime"].get("ops") else ""
         bar.write(f"{art.file.name:22s}{path} t_d={art.manifest.get('budget')} {rt:8s} {t}T b{batch}  p50 {s['p50_ms']:.3f} ms  "

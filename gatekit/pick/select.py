@@ -161,6 +161,17 @@ def candidates(records: list[dict], accuracies: dict[str, dict], *, metric: str 
     return out
 
 
+def fallback_note(cands: list[Candidate]) -> str | None:
+    """One line when some candidates are native-op graphs measured on their standard-ops fallback (the op
+    library was missing where they ran), else None."""
+    names = [c.name for c in cands if (c.record.get("runtime") or {}).get("ops") == "fallback"]
+    if not names:
+        return None
+    more = f" and {len(names) - 1} more" if len(names) > 1 else ""
+    return (f"gatekit: {names[0]}{more} ran on the standard-ops fallback, not the native op (missing where it was "
+            f"measured): build it there with `gatekit ops build` and bench again")
+
+
 def pick(cands: list[Candidate], target_ms: float) -> tuple[Candidate | None, str]:
     """The chosen candidate (or None) and a one-line reason."""
     feasible = [c for c in cands if c.latency_ms <= target_ms]
