@@ -69,7 +69,7 @@ def package_dist(tmp_path_factory) -> dict:
     pip keeps that wheel in its cache under the sdist's URL, and a named install of the sdist
     (`gatekit[ort] @ file:///.../gatekit-<version>.tar.gz`) takes it from there instead of compiling again (with
     pip's cache off it compiles again: slower, the same result). The sdist lies in a folder named by its sha256,
-    so a later session's sdist with other contents never meets this one's wheel."""
+    so an sdist with other contents never meets this one's wheel."""
     root = tmp_path_factory.mktemp("dist")
     started = time.perf_counter()
     try:

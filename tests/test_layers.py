@@ -30,7 +30,7 @@ ALLOWED = {
     "evaluate": {"data", "models", "checkpoint"},
     "export": {"data", "models", "checkpoint", "evaluate", "artifacts", "native_ops", "runtimes"},
     "runtimes": {"artifacts", "native_ops"},
-    "bench": {"data", "artifacts", "runtimes"},
+    "bench": {"data", "artifacts", "native_ops", "runtimes"},  # says when a native-op graph ran its fallback
     "pick": {"data", "models", "artifacts", "native_ops", "runtimes", "bench"},
 }
 ORDER = ["data", "models", "train", "evaluate", "export", "runtimes", "bench", "pick"]
