@@ -150,13 +150,13 @@ std::shared_ptr<const PackedBlockInt8> pack_block_int8(const Int8BlockWeights& w
     pb->b1.as<float>()[j] = w.b1[j];
   }
 
-  // conv2: W2 per inner channel, [C + 1][9][CoutP] bytes (row C zero), and the aligned quads interleaved.
+  // conv2: W2 per inner channel, [C + 1][CoutP][9] bytes (row C zero), and the aligned quads interleaved.
   const size_t row2 = (size_t)9 * CoutP;
   pb->w2t.ensure((size_t)(C + 1) * row2 + slack);
   int8_t* w2t = pb->w2t.as<int8_t>();
   for (int j = 0; j < C; ++j)
-    for (int t = 0; t < 9; ++t)
-      for (int o = 0; o < Cout; ++o) w2t[(size_t)j * row2 + (size_t)t * CoutP + o] = w.w2[((size_t)o * C + j) * 9 + t];
+    for (int o = 0; o < Cout; ++o)
+      for (int t = 0; t < 9; ++t) w2t[(size_t)j * row2 + (size_t)o * 9 + t] = w.w2[((size_t)o * C + j) * 9 + t];
   pb->w2d.ensure((size_t)pb->C4 * row2 * 4 + slack);
   const IsaOps8& isa = isa_by_choice();
   for (int k = 0; k < pb->C4; ++k) {

@@ -379,9 +379,9 @@ static void conv1_impl(const Plan8& p, const Task1& t, const uint32_t* prep, con
 // ---------------------------------------------------------------------------------------------------------
 // conv2: y[o] = relu(fmaf(acc2, s2[o], b2[o]) + res[o]); acc2 sums over the sample's active quads and the 9 taps.
 // With a projection shortcut, res[o] = fmaf(accs, ss[o], bs[o]) is computed first by the same tile (G K steps over
-// xs), stored into y, and read back by the epilogue.
+// xs, tile2s), stored into y, and read back by the epilogue.
 struct T2Args {
-  const int32_t* const* qw;  // conv2 weights of the sample's quads ([9][CoutP] words each)
+  const int32_t* const* qw;  // conv2 weights of the sample's quads ([CoutP][9] words each)
   int nq;
   int co0, CoutP;
   const uint32_t* h;  // h of the sample's quad 0, plane 0, at the tile's first pixel
@@ -400,7 +400,9 @@ struct T2Args {
   int32_t* paccs;
 };
 
-template <int MR, int NR>
+// One K step of conv2's tiles: NR pixel vectors at bp times the words of MR output channels, channel m's at
+// w[m * WS] (WS = 9: a quad's [CoutP][9] weights at one tap; WS = 1: the shortcut's [CoutP] at one input quad).
+template <int MR, int NR, int WS>
 static inline __attribute__((always_inline)) void kstep2(accv (&acc)[MR][NR], const uint32_t* bp,
                                                         const int32_t* w) {
   xvec xv[NR];
@@ -408,65 +410,71 @@ static inline __attribute__((always_inline)) void kstep2(accv (&acc)[MR][NR], co
   for (int v = 0; v < NR; ++v) xv[v] = V8::loadx(bp + v * L);
 #pragma GCC unroll 24
   for (int m = 0; m < MR; ++m) {
-    const wvec wv = V8::wprep(w[m]);
+    const wvec wv = V8::wprep(w[m * WS]);
 #pragma GCC unroll 8
     for (int v = 0; v < NR; ++v) acc[m][v] = V8::dot(acc[m][v], xv[v], wv);
   }
 }
 
+// The shortcut's part of a tile: res = fmaf(accs, ss, bs) into y.
 template <int MR, int NR>
-static void tile2(const T2Args& a) {
+static __attribute__((noinline)) void tile2s(const T2Args& a) {
   accv acc[MR][NR];
+#pragma GCC unroll 24
+  for (int m = 0; m < MR; ++m)
+#pragma GCC unroll 8
+    for (int v = 0; v < NR; ++v) acc[m][v] = V8::azero();
   const size_t P = a.P;
-  if (a.ws) {
+  const uint32_t* xb = a.xs;
+  const int32_t* w = a.ws;
+  for (int g = 0; g < a.G; ++g, xb += P, w += a.CoutP) kstep2<MR, NR, 1>(acc, xb, w);
 #pragma GCC unroll 24
-    for (int m = 0; m < MR; ++m)
+  for (int m = 0; m < MR; ++m) {
+    if (m >= a.nout) break;
+    const fvec sc = V8::set1(a.ss[m]), bi = V8::set1(a.bs[m]);
+    float* yy = a.y + (size_t)m * P;
 #pragma GCC unroll 8
-      for (int v = 0; v < NR; ++v) acc[m][v] = V8::azero();
-    const uint32_t* xb = a.xs;
-    const int32_t* w = a.ws;
-    for (int g = 0; g < a.G; ++g, xb += P, w += a.CoutP) kstep2<MR, NR>(acc, xb, w);
-#pragma GCC unroll 24
-    for (int m = 0; m < MR; ++m) {
-      if (m >= a.nout) break;
-      const fvec sc = V8::set1(a.ss[m]), bi = V8::set1(a.bs[m]);
-      float* yy = a.y + (size_t)m * P;
-#pragma GCC unroll 8
-      for (int v = 0; v < NR; ++v) {
-        const int q = v * L, nvalid = imin(L, a.qend - a.q0 - q);
-        const ivec s = V8::finish(acc[m][v]);
-        if (a.paccs) V8::storei(reinterpret_cast<uint32_t*>(a.paccs + (size_t)m * P + q), s, nvalid);
-        V8::storef(yy + q, V8::fmadd(V8::cvt(s), sc, bi), nvalid);
-      }
+    for (int v = 0; v < NR; ++v) {
+      const int q = v * L, nvalid = imin(L, a.qend - a.q0 - q);
+      const ivec s = V8::finish(acc[m][v]);
+      if (a.paccs) V8::storei(reinterpret_cast<uint32_t*>(a.paccs + (size_t)m * P + q), s, nvalid);
+      V8::storef(yy + q, V8::fmadd(V8::cvt(s), sc, bi), nvalid);
     }
   }
+}
+
+template <int MR, int NR>
+static void tile2(const T2Args& a) {
+  if (a.ws) tile2s<MR, NR>(a);
+  accv acc[MR][NR];
 #pragma GCC unroll 24
   for (int m = 0; m < MR; ++m)
 #pragma GCC unroll 8
     for (int v = 0; v < NR; ++v) acc[m][v] = V8::azero();
   const ptrdiff_t hps = a.hps, rs = a.rs;
-  const uint32_t* hb = a.h;
-  for (int qi = 0; qi < a.nq; ++qi, hb += a.hcs) {
-    const int32_t* wq = a.qw[qi] + a.co0;
+  const size_t wo = (size_t)a.co0 * 9;
+  const uint32_t* p0 = a.h;
+  for (int qi = 0; qi < a.nq; ++qi, p0 += a.hcs) {
+    const int32_t* wq = a.qw[qi] + wo;
     if (qi + 1 < a.nq) {
       // The quads' weights are scattered (built per call or picked from the dense packing): fetch the next one's.
-      const int32_t* nx = a.qw[qi + 1] + a.co0;
-      for (int t = 0; t < 9; ++t) V8::prefetch(nx + (size_t)t * a.CoutP);
+      const char* nx = reinterpret_cast<const char*>(a.qw[qi + 1] + wo);
+#pragma GCC unroll 14
+      for (int b = 0; b < MR * 36; b += 64) V8::prefetch(nx + b);
     }
-    const uint32_t* p0 = hb;
-    const uint32_t* p1 = hb + hps;
-    const uint32_t* p2 = hb + 2 * hps;
-    const ptrdiff_t cp = a.CoutP;
-    kstep2<MR, NR>(acc, p0, wq);
-    kstep2<MR, NR>(acc, p1, wq + cp);
-    kstep2<MR, NR>(acc, p2, wq + 2 * cp);
-    kstep2<MR, NR>(acc, p0 + rs, wq + 3 * cp);
-    kstep2<MR, NR>(acc, p1 + rs, wq + 4 * cp);
-    kstep2<MR, NR>(acc, p2 + rs, wq + 5 * cp);
-    kstep2<MR, NR>(acc, p0 + 2 * rs, wq + 6 * cp);
-    kstep2<MR, NR>(acc, p1 + 2 * rs, wq + 7 * cp);
-    kstep2<MR, NR>(acc, p2 + 2 * rs, wq + 8 * cp);
+    const uint32_t* p1 = p0 + hps;
+    const uint32_t* p2 = p0 + 2 * hps;
+    kstep2<MR, NR, 9>(acc, p0, wq + 0);
+    kstep2<MR, NR, 9>(acc, p1, wq + 1);
+    kstep2<MR, NR, 9>(acc, p2, wq + 2);
+    kstep2<MR, NR, 9>(acc, p0 + rs, wq + 3);
+    kstep2<MR, NR, 9>(acc, p1 + rs, wq + 4);
+    kstep2<MR, NR, 9>(acc, p2 + rs, wq + 5);
+    kstep2<MR, NR, 9>(acc, p0 + 2 * rs, wq + 6);
+    kstep2<MR, NR, 9>(acc, p1 + 2 * rs, wq + 7);
+    kstep2<MR, NR, 9>(acc, p2 + 2 * rs, wq + 8);
   }
+  const size_t P = a.P;
 #pragma GCC unroll 24
   for (int m = 0; m < MR; ++m) {
     if (m >= a.nout) break;

@@ -28,7 +28,13 @@ struct V8 {
     return _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
   }
   static inline wvec wprep(int32_t w) { return _mm256_cvtepi8_epi16(_mm_set1_epi32(w)); }
-  static inline acc dot(acc a, xvec x, wvec w) { return _mm256_add_epi32(a, _mm256_madd_epi16(x, w)); }
+  // The add in place: integer adds being associative, GCC otherwise sums a tile's products as a tree and spills
+  // them (one stack access per product).
+  static inline acc dot(acc a, xvec x, wvec w) {
+    const __m256i p = _mm256_madd_epi16(x, w);
+    asm("vpaddd %1, %0, %0" : "+x"(a) : "x"(p));
+    return a;
+  }
   // Lanes (p0 01, p0 23, p1 01, p1 23 | p2 01, p2 23, p3 01, p3 23) -> (p0, p1, p2, p3).
   static inline ivec finish(acc a) {
     const __m256i h = _mm256_hadd_epi32(a, a);  // (p0, p1, p0, p1 | p2, p3, p2, p3)

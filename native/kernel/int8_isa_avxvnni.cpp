@@ -25,7 +25,11 @@ struct V8 {
   static inline ivec izero() { return _mm256_setzero_si256(); }
   static inline xvec loadx(const uint32_t* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
   static inline wvec wprep(int32_t w) { return _mm256_set1_epi32(w); }
-  static inline acc dot(acc a, xvec x, wvec w) { return _mm256_dpbusd_avx_epi32(a, x, w); }
+  // In place (see int8_isa_avx512vnni.cpp): the intrinsic makes GCC copy and spill the accumulators.
+  static inline acc dot(acc a, xvec x, wvec w) {
+    asm("{vex} vpdpbusd %2, %1, %0" : "+x"(a) : "x"(x), "x"(w));
+    return a;
+  }
   static inline ivec finish(acc a) { return a; }
   static inline fvec cvt(ivec v) { return _mm256_cvtepi32_ps(v); }
   static inline fvec set1(float f) { return _mm256_set1_ps(f); }

@@ -29,9 +29,10 @@ struct View8 {
   const int32_t* w1;
   const float* s1;  // [C + 1] x_scale * w1_scale[c] (0 in row C)
   const float* b1;  // [C + 1]
-  // conv2 for a quad of inner channels a0..a3 (K step = quad x tap): [9][CoutP] words, byte k of word (t, o) =
-  // W2[o][a_k][t].  w2d: those of the aligned quads 4k .. 4k + 3 (C4 of them, a partial last one zero padded);
-  // other quads are interleaved per call from w2t [C + 1][9][CoutP] bytes (row C zero).
+  // conv2 for a quad of inner channels a0..a3 (K step = quad x tap): [CoutP][9] words, byte k of word (o, t) =
+  // W2[o][a_k][t] (a tile's channel and tap are constant displacements from one pointer).  w2d: those of the
+  // aligned quads 4k .. 4k + 3 (C4 of them, a partial last one zero padded); other quads are interleaved per call
+  // from w2t [C + 1][CoutP][9] bytes (row C zero).
   const int32_t* w2d;
   const int8_t* w2t;
   const float* s2;  // [CoutP] h_scale * w2_scale[o]
@@ -53,7 +54,7 @@ struct Plan8 {
   const int32_t* act;
   const int32_t* nact;
   int AC;  // row stride of act and quads / QC of qw
-  // conv2's weights of quad q of sample n: qw[n * QC + q] ([9][CoutP] words), a w2d quad or, where qbuild is set,
+  // conv2's weights of quad q of sample n: qw[n * QC + q] ([CoutP][9] words), a w2d quad or, where qbuild is set,
   // a scratch quad the conv1 pass interleaves (the task holding the quad's channels in the first row band).
   const int32_t** qw;
   const uint8_t* qbuild;
