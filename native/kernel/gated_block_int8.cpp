@@ -57,7 +57,7 @@ int round_up(int v, int m) { return (v + m - 1) / m * m; }
 
 struct PackedBlockInt8 {
   int C = 0, Cin = 0, Cout = 0, G = 0, C4 = 0, CoutP = 0;
-  float x_scale = 0.0f, h_scale = 0.0f;
+  float x_scale = 0.0f, h_scale = 0.0f, x_inv = 0.0f, h_inv = 0.0f;
   Bytes w1, s1, b1, w2d, w2t, s2, b2, wsq, ss, bs;
   bool shortcut = false;
   detail8::View8 view() const {
@@ -80,6 +80,8 @@ struct PackedBlockInt8 {
     v.bs = bs.as<float>();
     v.x_scale = x_scale;
     v.h_scale = h_scale;
+    v.x_inv = x_inv;
+    v.h_inv = h_inv;
     return v;
   }
 };
@@ -131,6 +133,12 @@ std::shared_ptr<const PackedBlockInt8> pack_block_int8(const Int8BlockWeights& w
   pb->CoutP = round_up((int)cout, detail8::kCoutStep);
   pb->x_scale = w.x_scale;
   pb->h_scale = w.h_scale;
+  auto inverse = [](float s) {
+    const float inv = 1.0f / s;
+    return std::isnormal(s) && std::isnormal(inv) ? inv : 0.0f;
+  };
+  pb->x_inv = inverse(w.x_scale);
+  pb->h_inv = inverse(w.h_scale);
   const int C = pb->C, Cin = pb->Cin, Cout = pb->Cout, G = pb->G, CoutP = pb->CoutP;
   const size_t slack = 256;
 

@@ -5,7 +5,8 @@
 //                 weight word prepared for dot), acc (accumulators of L pixels), ivec (L int32), fvec (L floats);
 //                 azero, loadx, wprep, dot, finish (acc -> ivec), izero, cvt (int32 -> float, to nearest), set1,
 //                 fmadd (fused), add, relu ((0 > v) ? 0 : v, so NaN passes), loadf / storef / storei (first n
-//                 lanes), quant (clamp(roundeven(v / s), 0, 255), NaN -> 0), combine (4 channels' ivecs into
+//                 lanes), quant (clamp(roundeven(v / s), 0, 255), NaN -> 0; with inv = 1 / s != 0 exactly so
+//                 through v * inv, see below), combine (4 channels' ivecs into
 //                 words), zero_lanes, nonfinite (any lane NaN or infinite), lane (one int32), prefetch
 //   constexpr int C1_MRMAX, c1_nrmax(mr)   conv1 tiles: mr (a multiple of 4) active channels x nr pixel vectors
 //   constexpr int C2_MRMAX, c2_nrmax(mr)   conv2 tiles: mr (a multiple of 4) output channels x nr pixel vectors
@@ -34,6 +35,8 @@ using gatekit::detail8::Task2;
 
 static inline int imin(int a, int b) { return a < b ? a : b; }
 
+// quant without a division per value: see plan_int8.h, kQuantTie.
+
 constexpr int C1_NRMAX = c1_nrmax(4);
 constexpr int C2_NRMAX = c2_nrmax(4);
 
@@ -43,8 +46,8 @@ constexpr int C2_NRMAX = c2_nrmax(4);
 
 // out[1 + c] = the word of the 4 channels' qx at column c < W (a null row is a channel past Cin: 0); out[0] and
 // out[W + 1] = 0.  Returns nonzero where a value is not finite.
-static uint32_t quant_row(const float* const (&xr)[4], int W, float x_scale, uint32_t* out) {
-  const fvec s = V8::set1(x_scale);
+static uint32_t quant_row(const float* const (&xr)[4], int W, float x_scale, float x_inv, uint32_t* out) {
+  const fvec s = V8::set1(x_scale), inv = V8::set1(x_inv);
   uint32_t bad = 0;
   for (int c = 0; c < W; c += L) {
     const int n = imin(L, W - c);
@@ -56,7 +59,7 @@ static uint32_t quant_row(const float* const (&xr)[4], int W, float x_scale, uin
       }
       const fvec v = V8::loadf(xr[k] + c, n);
       bad |= V8::nonfinite(v);
-      q[k] = V8::quant(v, s);
+      q[k] = V8::quant(v, s, inv);
     }
     V8::storei(out + 1 + c, V8::combine(q[0], q[1], q[2], q[3]), n);
   }
@@ -84,7 +87,7 @@ static void prep_impl(const Plan8& p, int n, int r0, int r1, uint32_t* dst, cons
         const int ci = 4 * gq + k;
         xr[k] = ci < Cin ? xn + ((size_t)ci * H + yy) * W : nullptr;
       }
-      bad |= quant_row(xr, W, p.w.x_scale, row);
+      bad |= quant_row(xr, W, p.w.x_scale, p.w.x_inv, row);
     }
     uint32_t* d = dst + (size_t)gq * g.cs;
     if (S == 1) {
@@ -173,7 +176,7 @@ struct T1Args {
   int G;
   int q0, qend, Wo;
   size_t hps;
-  float h_scale;
+  float h_scale, h_inv;
   int32_t* pacc[C1_MRMAX];        // probe rows (channel's [P]) or null
   uint8_t* pqh[C1_MRMAX];
 };
@@ -236,7 +239,7 @@ static void tile1(const T1Args& a) {
 
   const int Wo = a.Wo;
   const size_t hps = a.hps;
-  const fvec hs = V8::set1(a.h_scale);
+  const fvec hs = V8::set1(a.h_scale), hinv = V8::set1(a.h_inv);
 #pragma GCC unroll 8
   for (int v = 0; v < NR; ++v) {
     const int q = a.q0 + v * L;
@@ -253,7 +256,7 @@ static void tile1(const T1Args& a) {
       for (int i = 0; i < 4; ++i) {
         const int m = 4 * k + i;
         const ivec s = V8::finish(acc[m][v]);
-        qq[i] = V8::quant(V8::fmadd(V8::cvt(s), V8::set1(a.s[m]), V8::set1(a.b[m])), hs);
+        qq[i] = V8::quant(V8::fmadd(V8::cvt(s), V8::set1(a.s[m]), V8::set1(a.b[m])), hs, hinv);
         if (a.pacc[m]) {
           V8::storei(reinterpret_cast<uint32_t*>(a.pacc[m] + q), s, nvalid);
           probe_bytes(a.pqh[m] + q, qq[i], nvalid);
@@ -339,6 +342,7 @@ static void conv1_impl(const Plan8& p, const Task1& t, const uint32_t* prep, con
   a.Wo = Wo;
   a.hps = p.h_ps;
   a.h_scale = p.w.h_scale;
+  a.h_inv = p.w.h_inv;
   const int32_t* act = p.act + (size_t)n * p.AC;
   const size_t K = (size_t)p.w.G * 9;
   // Channel tiles outside, pixel groups of NR vectors inside (then the group of the rest): a tile's weight rows

@@ -14,6 +14,8 @@
 
 namespace {
 
+using gatekit::detail8::kQuantTie;
+
 struct V8 {
   static constexpr int L = 4;
   typedef __m256i xvec;
@@ -59,8 +61,16 @@ struct V8 {
     else
       _mm_maskstore_epi32(reinterpret_cast<int*>(p), first(n), v);
   }
-  static inline ivec quant(fvec v, fvec s) {
-    fvec q = _mm_div_ps(v, s);
+  static inline ivec quant(fvec v, fvec s, fvec inv) {
+    fvec q;
+    if (_mm_movemask_ps(_mm_cmp_ps(inv, _mm_setzero_ps(), _CMP_NEQ_UQ)) == 0xF) {
+      q = _mm_mul_ps(v, inv);
+      const fvec f = _mm_round_ps(q, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+      const fvec d = _mm_andnot_ps(_mm_set1_ps(-0.0f), _mm_sub_ps(_mm_sub_ps(q, f), _mm_set1_ps(0.5f)));
+      if (_mm_movemask_ps(_mm_cmp_ps(d, _mm_set1_ps(kQuantTie), _CMP_LE_OQ))) q = _mm_div_ps(v, s);
+    } else {
+      q = _mm_div_ps(v, s);
+    }
     q = _mm_max_ps(q, _mm_setzero_ps());  // NaN -> 0
     q = _mm_min_ps(q, _mm_set1_ps(255.0f));
     return _mm_cvtps_epi32(_mm_round_ps(q, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));

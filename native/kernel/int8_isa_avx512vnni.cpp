@@ -11,6 +11,8 @@
 
 namespace {
 
+using gatekit::detail8::kQuantTie;
+
 struct V8 {
   static constexpr int L = 16;
   typedef __m512i xvec;
@@ -54,11 +56,20 @@ struct V8 {
     else
       _mm512_mask_storeu_epi32(p, first(n), v);
   }
-  static inline ivec quant(fvec v, fvec s) {
-    fvec q = _mm512_div_ps(v, s);
-    q = _mm512_maskz_max_ps((__mmask16)0xFFFF, q, _mm512_setzero_ps());  // NaN -> 0
-    q = _mm512_maskz_min_ps((__mmask16)0xFFFF, q, _mm512_set1_ps(255.0f));
-    return _mm512_maskz_cvt_roundps_epi32((__mmask16)0xFFFF, q, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  static inline ivec quant(fvec v, fvec s, fvec inv) {
+    const __mmask16 all = 0xFFFF;
+    fvec q;
+    if (_mm512_cmp_ps_mask(inv, _mm512_setzero_ps(), _CMP_NEQ_UQ) == all) {
+      q = _mm512_mul_ps(v, inv);
+      const fvec f = _mm512_maskz_roundscale_ps(all, q, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+      const fvec d = _mm512_abs_ps(_mm512_sub_ps(_mm512_sub_ps(q, f), _mm512_set1_ps(0.5f)));
+      if (_mm512_cmp_ps_mask(d, _mm512_set1_ps(kQuantTie), _CMP_LE_OQ)) q = _mm512_div_ps(v, s);
+    } else {
+      q = _mm512_div_ps(v, s);
+    }
+    q = _mm512_maskz_max_ps(all, q, _mm512_setzero_ps());  // NaN -> 0
+    q = _mm512_maskz_min_ps(all, q, _mm512_set1_ps(255.0f));
+    return _mm512_maskz_cvt_roundps_epi32(all, q, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   }
   static inline ivec combine(ivec a, ivec b, ivec c, ivec d) {
     const __mmask16 all = 0xFFFF;

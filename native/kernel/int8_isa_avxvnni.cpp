@@ -11,6 +11,8 @@
 
 namespace {
 
+using gatekit::detail8::kQuantTie;
+
 struct V8 {
   static constexpr int L = 8;
   typedef __m256i xvec;
@@ -27,7 +29,7 @@ struct V8 {
   static inline wvec wprep(int32_t w) { return _mm256_set1_epi32(w); }
   // In place (see int8_isa_avx512vnni.cpp): the intrinsic makes GCC copy and spill the accumulators.
   static inline acc dot(acc a, xvec x, wvec w) {
-    asm("{vex} vpdpbusd %2, %1, %0" : "+x"(a) : "x"(x), "x"(w));
+    asm("%{vex%} vpdpbusd %2, %1, %0" : "+x"(a) : "x"(x), "x"(w));
     return a;
   }
   static inline ivec finish(acc a) { return a; }
@@ -50,8 +52,16 @@ struct V8 {
     else
       _mm256_maskstore_epi32(reinterpret_cast<int*>(p), first(n), v);
   }
-  static inline ivec quant(fvec v, fvec s) {
-    fvec q = _mm256_div_ps(v, s);
+  static inline ivec quant(fvec v, fvec s, fvec inv) {
+    fvec q;
+    if (_mm256_movemask_ps(_mm256_cmp_ps(inv, _mm256_setzero_ps(), _CMP_NEQ_UQ)) == 0xFF) {
+      q = _mm256_mul_ps(v, inv);
+      const fvec f = _mm256_round_ps(q, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+      const fvec d = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), _mm256_sub_ps(_mm256_sub_ps(q, f), _mm256_set1_ps(0.5f)));
+      if (_mm256_movemask_ps(_mm256_cmp_ps(d, _mm256_set1_ps(kQuantTie), _CMP_LE_OQ))) q = _mm256_div_ps(v, s);
+    } else {
+      q = _mm256_div_ps(v, s);
+    }
     q = _mm256_max_ps(q, _mm256_setzero_ps());  // NaN -> 0
     q = _mm256_min_ps(q, _mm256_set1_ps(255.0f));
     return _mm256_cvtps_epi32(_mm256_round_ps(q, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));

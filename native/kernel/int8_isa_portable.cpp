@@ -13,6 +13,8 @@
 
 namespace {
 
+using gatekit::detail8::kQuantTie;
+
 struct V8 {
   static constexpr int L = 4;
   typedef uint32_t xvec __attribute__((vector_size(16)));
@@ -71,10 +73,17 @@ struct V8 {
     else
       for (int i = 0; i < n; ++i) p[i] = (uint32_t)v[i];
   }
-  static inline ivec quant(fvec v, fvec s) {
+  static inline ivec quant(fvec v, fvec s, fvec inv) {
     ivec r;
     for (int i = 0; i < 4; ++i) {
-      float q = v[i] / s[i];
+      float q;
+      if (inv[i] != 0.0f) {
+        q = v[i] * inv[i];
+        const float d = q - __builtin_floorf(q) - 0.5f;
+        if (!(d > kQuantTie || d < -kQuantTie)) q = v[i] / s[i];  // near a half-integer (NaN: no matter)
+      } else {
+        q = v[i] / s[i];
+      }
       q = q > 0.0f ? q : 0.0f;  // NaN -> 0
       q = q < 255.0f ? q : 255.0f;
       r[i] = (int32_t)__builtin_roundevenf(q);

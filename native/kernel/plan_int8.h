@@ -18,6 +18,13 @@ namespace detail8 {
 // Output channels are padded to a multiple of this (conv2's tiles step through them 4 at a time).
 constexpr int kCoutStep = 8;
 
+// Quantization without a division per value (IsaOps8's quant): q1 = v * (1 / s) is within 2^-14 of the float32
+// quotient v / s wherever it matters (|v / s| < 257: two roundings of 2^-24 each against one), so both round to
+// the same integer unless a half-integer lies between them.  quant takes q1 when no lane is within kQuantTie of
+// one, and divides otherwise (about one vector in a hundred).  Beyond 257 both clamp to 255, below -1 both to 0.
+// With inv = 0 (1 / s or s not a normal number: View8::x_inv, h_inv) quant divides.
+constexpr float kQuantTie = 1.0f / 4096.0f;
+
 // The weights packed once at load (gated_block_int8.cpp, pack_block_int8).
 struct View8 {
   int C, Cin, Cout;
@@ -41,6 +48,9 @@ struct View8 {
   const float* ss;     // [CoutP] x_scale * ws_scale[o]
   const float* bs;     // [CoutP]
   float x_scale, h_scale;
+  // 1 / x_scale and 1 / h_scale where those are normal numbers (and the scales too), else 0: the quantizations
+  // then divide (see int8_impl.h, quant).
+  float x_inv, h_inv;
 };
 
 // Everything one call needs; built by the dispatcher, read-only for the tasks but for the buffers they fill.

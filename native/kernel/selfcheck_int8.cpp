@@ -116,9 +116,11 @@ Result check(const Case& k, const std::string& pattern, int threads, bool shortc
   b.b2.resize(k.cout);
   b.wss.resize(k.cout);
   b.bs.resize(k.cout);
-  // x in [-0.5, 2.5) x_scale * 128: about a sixth quantizes to 0, a sixth saturates at 255.  With `ties`, x_scale
-  // is 0.5 and x a multiple of 0.25, so that half of the divisions land exactly on .5 (round half to even).
-  b.xs = ties ? 0.5f : 0.01f + 0.02f * std::fabs(uniform());
+  // x in [-0.5, 2.5) x_scale * 128: about a sixth quantizes to 0, a sixth saturates at 255.  With `ties`, x is
+  // x_scale times a multiple of 0.25 (exactly with x_scale 0.5; rounded to float with 0.3, whose reciprocal is
+  // not exact), so that many quotients land on or next to .5 (round half to even; quant's division fallback).
+  const bool exact_ties = (next_u32() & 1) != 0;
+  b.xs = ties ? (exact_ties ? 0.5f : 0.3f) : 0.01f + 0.02f * std::fabs(uniform());
   // h: x_scale * w1_scale about 7e-5 / sqrt(K) (K = Cin * 9 products of about 150 x 74), so that h spreads over a
   // few hundred steps of h_scale, past both ends of [0, 255].
   const float kscale = 7e-5f / (std::sqrt((float)(k.cin * 9)) * b.xs);
@@ -136,7 +138,13 @@ Result check(const Case& k, const std::string& pattern, int threads, bool shortc
   std::vector<float> x((size_t)k.n * k.cin * HW), resid((size_t)k.n * k.cout * P), mask((size_t)k.n * k.c);
   for (float& f : x) {
     const float u = 1.0f + 1.5f * uniform();  // [-0.5, 2.5)
-    f = ties ? std::round(u * 128.0f * 4.0f) * 0.125f : u * 128.0f * b.xs;
+    f = ties ? std::round(u * 128.0f * 4.0f) * 0.25f * b.xs : u * 128.0f * b.xs;
+    if (ties && !exact_ties && f != 0.0f) {  // -2 .. 2 units in the last place: where x * (1 / x_scale) and x / x_scale part
+      uint32_t bits;
+      std::memcpy(&bits, &f, 4);
+      bits += (int32_t)(next_u32() % 5) - 2;
+      std::memcpy(&f, &bits, 4);
+    }
   }
   for (float& f : resid) f = uniform();
   const int bad_sample = nonfinite ? k.n - 1 : -1;
