@@ -22,7 +22,8 @@ import pytest
 onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-from tests.test_native_ops import built, gate_reference, make_gate, ort_lib, ort_session, ov_compile, ov_lib  # noqa: E402,F401
+from tests.test_native_ops import (  # noqa: E402,F401  (built, ort_lib, ov_lib: fixtures)
+    built, gate_reference, make_gate, ort_lib, ort_session, ov_compile, ov_lib)
 
 REPO = Path(__file__).resolve().parent.parent
 F32, F64 = np.float32, np.float64
@@ -216,7 +217,8 @@ def run_cases(runtime, lib, workdir, threads, cases=CASES, masks=MASKS):
         n, cin, h, w, c, cout, stride = case
         ties = ci % 2 == 1
         blk = make_block(np.random.default_rng(ci), cin, c, cout, ties=ties)
-        path = int8_model(Path(workdir) / f"int8_{ci}.onnx", blk, cin, h, w, stride, scalar_shape=(1,) if ci % 3 else ())
+        path = int8_model(Path(workdir) / f"int8_{ci}.onnx", blk, cin, h, w, stride,
+                          scalar_shape=(1,) if ci % 3 else ())
         run = runner(runtime, lib, path, threads)
         for kind in masks:
             feeds = case_feeds(case, kind, 1000 * ci + len(kind), blk, ties)
@@ -420,12 +422,14 @@ _SELFCHECK_UNITS = (
 
 
 def _compile_all(cxx, units, kdir, out_dir, flags):
-    """Compile (source, extra flags) units two at a time; returns the object files."""
+    """Compile (source, extra flags) units two at a time (-O3 for the kernels, as CMake; -O2 for the self-check
+    itself); returns the object files."""
     objs, procs = [], []
     for src, extra in units:
         obj = out_dir / (Path(src).stem + ".o")
         objs.append(obj)
-        procs.append(subprocess.Popen([cxx, *flags, f"-I{kdir}", *extra, "-c", str(kdir / src), "-o", str(obj)],
+        opt = "-O2" if src.startswith("selfcheck") else "-O3"
+        procs.append(subprocess.Popen([cxx, opt, *flags, f"-I{kdir}", *extra, "-c", str(kdir / src), "-o", str(obj)],
                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
         if len(procs) >= 2:
             p = procs.pop(0)
@@ -448,7 +452,7 @@ def test_int8_kernel_selfcheck(tmp_path):
     if not x86:
         units = [(s, [f for f in e if not f.startswith("-DGATEKIT_HAVE")]) for s, e in units]
     kdir = REPO / "native" / "kernel"
-    flags = ["-O2", "-std=c++17", "-pthread", "-ffp-contract=off"]
+    flags = ["-std=c++17", "-pthread", "-ffp-contract=off"]
     objs = _compile_all(cxx, units, kdir, tmp_path, flags)
     exe = tmp_path / "selfcheck_int8"
     link = subprocess.run([cxx, "-pthread", *map(str, objs), "-o", str(exe)], capture_output=True, text=True)
@@ -461,15 +465,22 @@ def test_int8_kernel_selfcheck(tmp_path):
 
 
 def test_int8_kernel_on_aarch64_under_user_mode_emulation(tmp_path):
-    """The portable int8 path on aarch64: the self-check cross-compiled with aarch64-linux-gnu-g++ and run under
-    qemu-user (Debian packages g++-aarch64-linux-gnu qemu-user; skipped without them)."""
+    """The portable int8 path on aarch64 with the dot-product extension (Cortex-A76 / A78, as in Raspberry Pi 5
+    and Jetson Orin): cross-compiled with aarch64-linux-gnu-g++ -march=armv8.2-a+dotprod, its conv loops must use
+    sdot, and the self-check must pass under qemu-user (Debian packages g++-aarch64-linux-gnu qemu-user; skipped
+    without them).  Exactness only: emulation says nothing about speed."""
     cxx, qemu = shutil.which("aarch64-linux-gnu-g++"), shutil.which("qemu-aarch64")
     sysroot = Path("/usr/aarch64-linux-gnu")
     if not (cxx and qemu and sysroot.is_dir()):
         pytest.skip("needs aarch64-linux-gnu-g++ and qemu-aarch64 (Debian: g++-aarch64-linux-gnu qemu-user)")
     kdir = REPO / "native" / "kernel"
     units = [(s, []) for s, _ in _SELFCHECK_UNITS if "avx" not in s]
-    objs = _compile_all(cxx, units, kdir, tmp_path, ["-O2", "-std=c++17", "-pthread", "-ffp-contract=off"])
+    objs = _compile_all(cxx, units, kdir, tmp_path,
+                        ["-std=c++17", "-pthread", "-ffp-contract=off", "-march=armv8.2-a+dotprod"])
+    objdump = shutil.which("aarch64-linux-gnu-objdump")
+    if objdump:
+        dis = subprocess.run([objdump, "-d", str(tmp_path / "int8_isa_portable.o")], capture_output=True, text=True)
+        assert dis.returncode == 0 and dis.stdout.count("sdot") >= 16, "no sdot in the portable int8 kernels"
     exe = tmp_path / "selfcheck_int8-aarch64"
     link = subprocess.run([cxx, "-pthread", *map(str, objs), "-o", str(exe)], capture_output=True, text=True)
     assert link.returncode == 0, link.stderr[-3000:]

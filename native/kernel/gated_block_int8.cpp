@@ -58,7 +58,7 @@ int round_up(int v, int m) { return (v + m - 1) / m * m; }
 struct PackedBlockInt8 {
   int C = 0, Cin = 0, Cout = 0, G = 0, C4 = 0, CoutP = 0;
   float x_scale = 0.0f, h_scale = 0.0f, x_inv = 0.0f, h_inv = 0.0f;
-  Bytes w1, s1, b1, w2d, w2t, s2, b2, wsq, ss, bs;
+  Bytes w1, w1sum, s1, b1, w2d, w2t, s2, b2, wsq, ss, bs;
   bool shortcut = false;
   detail8::View8 view() const {
     detail8::View8 v;
@@ -69,6 +69,7 @@ struct PackedBlockInt8 {
     v.C4 = C4;
     v.CoutP = CoutP;
     v.w1 = w1.as<int32_t>();
+    v.w1sum = w1sum.as<int32_t>();
     v.s1 = s1.as<float>();
     v.b1 = b1.as<float>();
     v.w2d = w2d.as<int32_t>();
@@ -100,7 +101,8 @@ void check_scale(float v, const char* name) {
 }
 
 uint32_t word(int8_t a, int8_t b, int8_t c, int8_t d) {
-  return (uint32_t)(uint8_t)a | ((uint32_t)(uint8_t)b << 8) | ((uint32_t)(uint8_t)c << 16) | ((uint32_t)(uint8_t)d << 24);
+  return (uint32_t)(uint8_t)a | ((uint32_t)(uint8_t)b << 8) | ((uint32_t)(uint8_t)c << 16) |
+         ((uint32_t)(uint8_t)d << 24);
 }
 
 const IsaOps8& isa_by_choice();
@@ -111,7 +113,8 @@ std::shared_ptr<const PackedBlockInt8> pack_block_int8(const Int8BlockWeights& w
   const int64_t c = w.c, cin = w.cin, cout = w.cout;
   if (c <= 0 || cin <= 0 || cout <= 0 || c > (1 << 20) || cin > (1 << 20) || cout > (1 << 20))
     throw std::invalid_argument("bad weight sizes");
-  if (!w.w1 || !w.w1_scale || !w.b1 || !w.w2 || !w.w2_scale || !w.b2) throw std::invalid_argument("missing weight data");
+  if (!w.w1 || !w.w1_scale || !w.b1 || !w.w2 || !w.w2_scale || !w.b2)
+    throw std::invalid_argument("missing weight data");
   if ((w.ws != nullptr) != (w.ws_scale != nullptr) || (w.ws != nullptr) != (w.bs != nullptr))
     throw std::invalid_argument("the shortcut needs Ws, ws_scale and bs");
   check_scale(w.x_scale, "x_scale");
@@ -151,6 +154,12 @@ std::shared_ptr<const PackedBlockInt8> pack_block_int8(const Int8BlockWeights& w
       for (int t = 0; t < 9; ++t)
         w1[((size_t)j * G + g) * 9 + t] =
             (int32_t)word(w1at(j, 4 * g, t), w1at(j, 4 * g + 1, t), w1at(j, 4 * g + 2, t), w1at(j, 4 * g + 3, t));
+  pb->w1sum.ensure((size_t)(C + 1) * 4 + slack);
+  for (int j = 0; j < C; ++j) {
+    int32_t sum = 0;
+    for (size_t k = 0; k < (size_t)Cin * 9; ++k) sum += w.w1[(size_t)j * Cin * 9 + k];
+    pb->w1sum.as<int32_t>()[j] = sum;
+  }
   pb->s1.ensure((size_t)(C + 1) * 4 + slack);
   pb->b1.ensure((size_t)(C + 1) * 4 + slack);
   for (int j = 0; j < C; ++j) {
@@ -189,7 +198,8 @@ std::shared_ptr<const PackedBlockInt8> pack_block_int8(const Int8BlockWeights& w
     auto wsat = [&](int o, int ci) -> int8_t { return ci < Cin ? w.ws[(size_t)o * Cin + ci] : 0; };
     for (int g = 0; g < G; ++g)
       for (int o = 0; o < Cout; ++o)
-        ws[(size_t)g * CoutP + o] = (int32_t)word(wsat(o, 4 * g), wsat(o, 4 * g + 1), wsat(o, 4 * g + 2), wsat(o, 4 * g + 3));
+        ws[(size_t)g * CoutP + o] =
+            (int32_t)word(wsat(o, 4 * g), wsat(o, 4 * g + 1), wsat(o, 4 * g + 2), wsat(o, 4 * g + 3));
     for (int o = 0; o < Cout; ++o) {
       pb->ss.as<float>()[o] = w.x_scale * w.ws_scale[o];
       pb->bs.as<float>()[o] = w.bs[o];
@@ -372,6 +382,7 @@ struct PrepScratch8 {
 
 thread_local CallScratch8 tls_call8;
 thread_local PrepScratch8 tls_prep8;
+thread_local Bytes tls_work8;  // IsaOps8::work_bytes1 / 2
 std::atomic<uint64_t> g_call_counter8{0};
 
 struct Run1 {
@@ -385,7 +396,22 @@ struct Run2 {
   const Plan8* plan;
   const Task2* tasks;
   const IsaOps8* isa;
+  std::atomic<int>* failed;
 };
+
+// The path's per-task scratch, or null (the path needs none; or out of memory: *failed set, ok false).
+void* task_work(size_t bytes, std::atomic<int>* failed, bool& ok) {
+  ok = true;
+  if (bytes == 0) return nullptr;
+  try {
+    tls_work8.ensure(bytes);
+  } catch (...) {
+    failed->store(1);
+    ok = false;
+    return nullptr;
+  }
+  return tls_work8.p;
+}
 
 void run_task1(void* arg, size_t i) {
   const Run1& r = *static_cast<const Run1*>(arg);
@@ -429,12 +455,17 @@ void run_task1(void* arg, size_t i) {
       r.isa->interleave(rw[0], rw[1], rw[2], rw[3], row2, const_cast<int32_t*>(p.qw[k]));
     }
   }
-  r.isa->conv1(p, t, prep, g);
+  bool ok;
+  void* work = task_work(r.isa->work_bytes1 ? r.isa->work_bytes1(p, t) : 0, r.failed, ok);
+  if (ok) r.isa->conv1(p, t, prep, g, work);
 }
 
 void run_task2(void* arg, size_t i) {
   const Run2& r = *static_cast<const Run2*>(arg);
-  r.isa->conv2(*r.plan, r.tasks[i]);
+  const Task2& t = r.tasks[i];
+  bool ok;
+  void* work = task_work(r.isa->work_bytes2 ? r.isa->work_bytes2(*r.plan, t) : 0, r.failed, ok);
+  if (ok) r.isa->conv2(*r.plan, t, work);
 }
 
 // Both passes in one parallel region, exactly as gated_block.cpp's RunBoth: each worker claims conv1 tasks (its
@@ -639,7 +670,7 @@ std::string run_block_int8_impl(const PackedBlockInt8& pb, const BlockIO& io, Pa
 
   std::atomic<int> failed{0};
   Run1 r1{&p, cs.t1.data(), isa, g_call_counter8.fetch_add(1) + 1, &failed};
-  Run2 r2{&p, cs.t2.data(), isa};
+  Run2 r2{&p, cs.t2.data(), isa, &failed};
   const size_t most = std::max(cs.t1.size(), cs.t2.size());
   if (io.threads > 1 && most > 1) {
     const size_t workers = std::min(most, (size_t)io.threads);
@@ -656,7 +687,7 @@ std::string run_block_int8_impl(const PackedBlockInt8& pb, const BlockIO& io, Pa
   if (!cs.t1.empty()) pf(pf_ctx, cs.t1.size(), &run_task1, &r1);
   if (failed.load()) return "out of memory";
   pf(pf_ctx, cs.t2.size(), &run_task2, &r2);
-  return std::string();
+  return failed.load() ? "out of memory" : std::string();
 }
 
 }  // namespace

@@ -1,9 +1,10 @@
 // The int8 GatedBlock kernels, written once over a small traits interface and compiled once per ISA.
 //
 // Included by int8_isa_*.cpp inside an anonymous namespace, after they define:
-//   struct V8     L (pixels per vector); types xvec (L words of u8 quads, as the dot consumes them), wvec (one
-//                 weight word prepared for dot), acc (accumulators of L pixels), ivec (L int32), fvec (L floats);
-//                 azero, loadx, wprep, dot, finish (acc -> ivec), izero, cvt (int32 -> float, to nearest), set1,
+//   struct V8     L (pixels per vector); types ivec (L int32), fvec (L floats), and for the tiles xvec (L words
+//                 of u8 quads, as the dot consumes them), wvec (one weight word prepared for dot), acc (accumulators
+//                 of L pixels); azero, loadx, wprep, dot, finish (acc -> ivec), izero, cvt (int32 -> float, to
+//                 nearest), set1,
 //                 fmadd (fused), add, relu ((0 > v) ? 0 : v, so NaN passes), loadf / storef / storei (first n
 //                 lanes), quant (clamp(roundeven(v / s), 0, 255), NaN -> 0; with inv = 1 / s != 0 exactly so
 //                 through v * inv, see below), combine (4 channels' ivecs into
@@ -11,6 +12,8 @@
 //   constexpr int C1_MRMAX, c1_nrmax(mr)   conv1 tiles: mr (a multiple of 4) active channels x nr pixel vectors
 //   constexpr int C2_MRMAX, c2_nrmax(mr)   conv2 tiles: mr (a multiple of 4) output channels x nr pixel vectors
 //   constexpr double kDotCycles, kWordCycles   the tile cost model: cycles per dot, per broadcast weight word
+// (not with GATEKIT_INT8_DOT_KERNELS: the including file then brings its own conv1_impl and conv2_impl; see
+// int8_dot_impl.h)
 //
 // Both convolutions are "indirect GEMMs" over pre-shifted planes exactly as the fp32 kernels (kernel_impl.h), with
 // K steps of 4 channels: a tile keeps MR x NR accumulators, each K step loads NR vectors of L pixels x 4 channels
@@ -19,9 +22,6 @@
 //
 // Nothing here may use std:: templates (see plan.h).
 
-typedef V8::xvec xvec;
-typedef V8::wvec wvec;
-typedef V8::acc accv;
 typedef V8::ivec ivec;
 typedef V8::fvec fvec;
 constexpr int L = V8::L;
@@ -37,8 +37,6 @@ static inline int imin(int a, int b) { return a < b ? a : b; }
 
 // quant without a division per value: see plan_int8.h, kQuantTie.
 
-constexpr int C1_NRMAX = c1_nrmax(4);
-constexpr int C2_NRMAX = c2_nrmax(4);
 
 // ---------------------------------------------------------------------------------------------------------
 // Input preparation: qx of the band's padded rows S*r0 .. S*(r1 - 1) + 2, one input quad at a time, as words
@@ -112,6 +110,35 @@ static void prep_impl(const Plan8& p, int n, int r0, int r1, uint32_t* dst, cons
   }
   if (bad) __atomic_store_n(&p.bad[n], 1, __ATOMIC_RELAXED);
 }
+
+// Zero the padding rows of h that no pixel writes (top / bottom rows and two corner cells) for the task's quads.
+static void zero_h_pads(const Plan8& p, const Task1& t, uint32_t* hn) {
+  const int Wo = p.Wo;
+  const size_t hps = p.h_ps;
+  for (int j4 = t.j0 / 4; j4 < t.j1 / 4; ++j4) {
+    uint32_t* hj = hn + (size_t)j4 * p.h_cs;
+    if (t.r0 == 0) {
+      for (int k = 0; k < 3; ++k) memset(hj + k * hps, 0, (size_t)Wo * 4);
+      hj[Wo] = 0;  // plane 0, row 1, column 0
+    }
+    if (t.r1 == p.Ho) {
+      for (int k = 0; k < 3; ++k) memset(hj + k * hps + (size_t)(p.Ho + 1) * Wo, 0, (size_t)Wo * 4);
+      hj[2 * hps + Wo + p.P - 1] = 0;  // plane 2, row Ho, last column
+    }
+  }
+}
+
+// One lane's value of an ivec into a probe byte row.
+static inline void probe_bytes(uint8_t* dst, ivec v, int n) {
+  for (int l = 0; l < n; ++l) dst[l] = (uint8_t)V8::lane(v, l);
+}
+
+#if !defined(GATEKIT_INT8_DOT_KERNELS)
+typedef V8::xvec xvec;
+typedef V8::wvec wvec;
+typedef V8::acc accv;
+constexpr int C1_NRMAX = c1_nrmax(4);
+constexpr int C2_NRMAX = c2_nrmax(4);
 
 // ---------------------------------------------------------------------------------------------------------
 // Tile cost model (cycles per K step), used to pick the tile width: dot throughput, load throughput (NR vector
@@ -215,11 +242,6 @@ static inline __attribute__((always_inline)) void ktaps1(accv (&acc)[MR][NR], co
   kstep1<MR, NR>(acc, p2 + o2, w, off + 8);
 }
 
-// One lane's value of an ivec into a probe byte row.
-static inline void probe_bytes(uint8_t* dst, ivec v, int n) {
-  for (int l = 0; l < n; ++l) dst[l] = (uint8_t)V8::lane(v, l);
-}
-
 template <int MR, int NR, int S>
 static void tile1(const T1Args& a) {
   static_assert(MR % 4 == 0, "conv1 tiles hold whole quads");
@@ -306,24 +328,7 @@ struct Table1 {
 };
 static const Table1 table1;
 
-// Zero the padding rows of h that no pixel writes (top / bottom rows and two corner cells) for the task's quads.
-static void zero_h_pads(const Plan8& p, const Task1& t, uint32_t* hn) {
-  const int Wo = p.Wo;
-  const size_t hps = p.h_ps;
-  for (int j4 = t.j0 / 4; j4 < t.j1 / 4; ++j4) {
-    uint32_t* hj = hn + (size_t)j4 * p.h_cs;
-    if (t.r0 == 0) {
-      for (int k = 0; k < 3; ++k) memset(hj + k * hps, 0, (size_t)Wo * 4);
-      hj[Wo] = 0;  // plane 0, row 1, column 0
-    }
-    if (t.r1 == p.Ho) {
-      for (int k = 0; k < 3; ++k) memset(hj + k * hps + (size_t)(p.Ho + 1) * Wo, 0, (size_t)Wo * 4);
-      hj[2 * hps + Wo + p.P - 1] = 0;  // plane 2, row Ho, last column
-    }
-  }
-}
-
-static void conv1_impl(const Plan8& p, const Task1& t, const uint32_t* prep, const Prep8& g) {
+static void conv1_impl(const Plan8& p, const Task1& t, const uint32_t* prep, const Prep8& g, void*) {
   const int Wo = p.Wo, S = p.S, n = t.n;
   const int qb = t.r0 * Wo, qe = t.r1 * Wo;
   const int nv = (qe - qb + L - 1) / L;
@@ -530,7 +535,7 @@ struct Table2 {
 };
 static const Table2 table2;
 
-static void conv2_impl(const Plan8& p, const Task2& t) {
+static void conv2_impl(const Plan8& p, const Task2& t, void*) {
   const int Wo = p.Wo, n = t.n, Cout = p.w.Cout;
   const size_t P = (size_t)p.P;
   const int qb = t.r0 * Wo, qe = t.r1 * Wo;
@@ -596,6 +601,8 @@ static void conv2_impl(const Plan8& p, const Task2& t) {
     }
   }
 }
+
+#endif  // !GATEKIT_INT8_DOT_KERNELS
 
 // ---------------------------------------------------------------------------------------------------------
 // One quad of conv2's weights: word i = bytes r0[i], r1[i], r2[i], r3[i] (low to high).

@@ -76,7 +76,8 @@ struct V8 {
     return _mm_cvtps_epi32(_mm_round_ps(q, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
   }
   static inline ivec combine(ivec a, ivec b, ivec c, ivec d) {
-    return _mm_or_si128(_mm_or_si128(a, _mm_slli_epi32(b, 8)), _mm_or_si128(_mm_slli_epi32(c, 16), _mm_slli_epi32(d, 24)));
+    return _mm_or_si128(_mm_or_si128(a, _mm_slli_epi32(b, 8)),
+                        _mm_or_si128(_mm_slli_epi32(c, 16), _mm_slli_epi32(d, 24)));
   }
   static inline ivec zero_lanes(ivec v, uint32_t bits) {
     const __m128i lane = _mm_setr_epi32(1, 2, 4, 8);
@@ -110,6 +111,7 @@ constexpr double kWordCycles = 1.0;
 
 namespace gatekit {
 namespace detail8 {
-const IsaOps8 isa8_avx2_ops = {"avx2", V8::L, &prep_impl, &conv1_impl, &conv2_impl, &interleave_impl};
+const IsaOps8 isa8_avx2_ops = {"avx2", V8::L, &prep_impl, &conv1_impl, &conv2_impl, nullptr, nullptr,
+                                 &interleave_impl};
 }  // namespace detail8
 }  // namespace gatekit

@@ -76,7 +76,9 @@ struct V8 {
     return _mm512_or_si512(_mm512_or_si512(a, _mm512_maskz_slli_epi32(all, b, 8)),
                            _mm512_or_si512(_mm512_maskz_slli_epi32(all, c, 16), _mm512_maskz_slli_epi32(all, d, 24)));
   }
-  static inline ivec zero_lanes(ivec v, uint32_t bits) { return _mm512_maskz_mov_epi32((__mmask16)(~bits & 0xFFFFu), v); }
+  static inline ivec zero_lanes(ivec v, uint32_t bits) {
+    return _mm512_maskz_mov_epi32((__mmask16)(~bits & 0xFFFFu), v);
+  }
   static inline uint32_t nonfinite(fvec v) {
     return _mm512_cmp_ps_mask(_mm512_abs_ps(v), _mm512_set1_ps(FLT_MAX), _CMP_NLE_UQ);
   }
@@ -105,6 +107,7 @@ constexpr double kWordCycles = 0.0;
 
 namespace gatekit {
 namespace detail8 {
-const IsaOps8 isa8_avx512vnni_ops = {"avx512vnni", V8::L, &prep_impl, &conv1_impl, &conv2_impl, &interleave_impl};
+const IsaOps8 isa8_avx512vnni_ops = {"avx512vnni", V8::L, &prep_impl, &conv1_impl, &conv2_impl, nullptr, nullptr,
+                                 &interleave_impl};
 }  // namespace detail8
 }  // namespace gatekit

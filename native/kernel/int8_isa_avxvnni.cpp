@@ -39,7 +39,9 @@ struct V8 {
   static inline fvec add(fvec a, fvec b) { return _mm256_add_ps(a, b); }
   // max(0, v): the second operand where the first is not greater, so a NaN passes.
   static inline fvec relu(fvec v) { return _mm256_max_ps(_mm256_setzero_ps(), v); }
-  static inline fvec loadf(const float* p, int n) { return n >= 8 ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, first(n)); }
+  static inline fvec loadf(const float* p, int n) {
+    return n >= 8 ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, first(n));
+  }
   static inline void storef(float* p, fvec v, int n) {
     if (n >= 8)
       _mm256_storeu_ps(p, v);
@@ -102,6 +104,7 @@ constexpr double kWordCycles = 0.5;
 
 namespace gatekit {
 namespace detail8 {
-const IsaOps8 isa8_avxvnni_ops = {"avxvnni", V8::L, &prep_impl, &conv1_impl, &conv2_impl, &interleave_impl};
+const IsaOps8 isa8_avxvnni_ops = {"avxvnni", V8::L, &prep_impl, &conv1_impl, &conv2_impl, nullptr, nullptr,
+                                 &interleave_impl};
 }  // namespace detail8
 }  // namespace gatekit

@@ -1,8 +1,7 @@
-// Portable instantiation of the int8 kernels: plain C++ over GCC/Clang vector extensions, 4 pixels per vector,
-// compiled with the target's baseline flags (SSE2 on x86-64, NEON on aarch64; -ffp-contract=off, so that the
-// epilogue's float operations are exactly the contract's).  A K step of one pixel is a 4-byte dot product, written
-// as four widening multiply-adds per lane, which the compiler turns into the target's integer multiply-accumulate
-// instructions.
+// Portable instantiation of the int8 kernels: plain C++ (GCC/Clang vector extensions for the input preparation),
+// compiled with the target's flags (SSE2 on x86-64; on aarch64 NEON, and sdot / usdot where -march names the
+// dot-product / i8mm extensions), -O3 so that the dot-product loops are vectorised, -ffp-contract=off so that the
+// epilogues' float operations are exactly the contract's.
 #include <cfloat>
 #include <cmath>
 #include <cstddef>
@@ -17,29 +16,9 @@ using gatekit::detail8::kQuantTie;
 
 struct V8 {
   static constexpr int L = 4;
-  typedef uint32_t xvec __attribute__((vector_size(16)));
-  typedef int32_t acc __attribute__((vector_size(16)));
-  typedef acc ivec;
+  typedef int32_t ivec __attribute__((vector_size(16)));
   typedef float fvec __attribute__((vector_size(16)));
-  struct wvec {
-    int32_t b0, b1, b2, b3;  // the word's 4 weights, sign-extended
-  };
-  static inline acc azero() { return acc{0, 0, 0, 0}; }
   static inline ivec izero() { return ivec{0, 0, 0, 0}; }
-  static inline xvec loadx(const uint32_t* p) {
-    xvec v;
-    memcpy(&v, p, sizeof(v));
-    return v;
-  }
-  static inline wvec wprep(int32_t w) {
-    const uint32_t u = (uint32_t)w;
-    return wvec{(int8_t)(u & 0xFF), (int8_t)((u >> 8) & 0xFF), (int8_t)((u >> 16) & 0xFF), (int8_t)(u >> 24)};
-  }
-  static inline acc dot(acc a, xvec x, const wvec& w) {
-    const acc x0 = (acc)(x & 0xFFu), x1 = (acc)((x >> 8) & 0xFFu), x2 = (acc)((x >> 16) & 0xFFu), x3 = (acc)(x >> 24);
-    return a + x0 * w.b0 + x1 * w.b1 + x2 * w.b2 + x3 * w.b3;
-  }
-  static inline ivec finish(acc a) { return a; }
   static inline fvec cvt(ivec v) { return __builtin_convertvector(v, fvec); }
   static inline fvec set1(float f) { return fvec{f, f, f, f}; }
   static inline fvec fmadd(fvec a, fvec b, fvec c) {
@@ -105,28 +84,17 @@ struct V8 {
   static inline void prefetch(const void* p) { __builtin_prefetch(p); }
 };
 
-#if defined(__aarch64__)
-// 32 NEON registers; a dot holds 4 temporaries per pixel vector.
-constexpr int C1_MRMAX = 12;
-constexpr int c1_nrmax(int mr) { return mr <= 4 ? 4 : mr <= 8 ? 2 : 1; }
-constexpr int C2_MRMAX = 16;
-constexpr int c2_nrmax(int mr) { return mr <= 4 ? 4 : mr <= 8 ? 2 : 1; }
-#else
-// 16 SSE registers.
-constexpr int C1_MRMAX = 8;
-constexpr int c1_nrmax(int mr) { return mr <= 4 ? 2 : 1; }
-constexpr int C2_MRMAX = 8;
-constexpr int c2_nrmax(int mr) { return mr <= 4 ? 2 : 1; }
-#endif
-constexpr double kDotCycles = 2.0;
-constexpr double kWordCycles = 0.0;
-
+// The convolutions as dot products over contiguous K (int8_dot_impl.h), which compilers map onto the target's
+// dot-product instructions; the tiles of int8_impl.h are not compiled here.
+#define GATEKIT_INT8_DOT_KERNELS 1
 #include "int8_impl.h"
+#include "int8_dot_impl.h"
 
 }  // namespace
 
 namespace gatekit {
 namespace detail8 {
-const IsaOps8 isa8_portable_ops = {"portable", V8::L, &prep_impl, &conv1_impl, &conv2_impl, &interleave_impl};
+const IsaOps8 isa8_portable_ops = {"portable", V8::L, &prep_impl, &conv1_impl, &conv2_impl, work_bytes1_impl,
+                                   work_bytes2_impl, &interleave_impl};
 }  // namespace detail8
 }  // namespace gatekit

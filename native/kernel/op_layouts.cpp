@@ -90,7 +90,8 @@ std::string weight_shape_error_int8(const OpLayoutInt8& L, const InputDims& dims
         !((d.size() == 2 || (d.size() == 4 && d[2] == 1 && d[3] == 1)) && d[0] == Cout && d[1] == Cin))
       return "Ws must be [Cout, Cin] or [Cout, Cin, 1, 1] = [" + std::to_string(Cout) + ", " + std::to_string(Cin) +
              "], got " + dims_str(d);
-    if (dims(L.shortcut + 1, d) && d != std::vector<int64_t>{Cout}) return "ws_scale must be [Cout], got " + dims_str(d);
+    if (dims(L.shortcut + 1, d) && d != std::vector<int64_t>{Cout})
+      return "ws_scale must be [Cout], got " + dims_str(d);
     if (dims(L.shortcut + 2, d) && d != std::vector<int64_t>{Cout}) return "bs must be [Cout], got " + dims_str(d);
   }
   for (int k = 0; k < 2; ++k)

@@ -49,7 +49,8 @@ constexpr OpLayoutInt8 kGatedBlockInt8{"GatedBlockInt8", 11, 1, -1, 2, 8, -1, 9}
 // (x, G1, g1, G2, W1, w1_scale, b1, W2, w2_scale, b2, residual, x_scale, h_scale)
 constexpr OpLayoutInt8 kGatedBlockWithGateInt8{"GatedBlockWithGateInt8", 13, -1, 1, 4, 10, -1, 11};
 // (x, G1, g1, G2, W1, w1_scale, b1, W2, w2_scale, b2, Ws, ws_scale, bs, x_scale, h_scale)
-constexpr OpLayoutInt8 kGatedBlockWithGateAndShortcutInt8{"GatedBlockWithGateAndShortcutInt8", 15, -1, 1, 4, -1, 10, 13};
+constexpr OpLayoutInt8 kGatedBlockWithGateAndShortcutInt8{"GatedBlockWithGateAndShortcutInt8", 15, -1, 1, 4, -1, 10,
+                                                          13};
 
 // Input i of an int8 op: its name in the contract, and whether it is an int8 weight (W1, W2, Ws), a constant
 // float32 (scales, biases, the gate) or a tensor fed per call (x, mask, residual).

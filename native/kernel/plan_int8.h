@@ -34,6 +34,7 @@ struct View8 {
   // conv1: [C + 1][G][9] words (row c: inner channel c; K step g * 9 + tap holds input channels 4g .. 4g + 3 at
   // the tap).  Row C is zero: it pads the last quad of active channels.
   const int32_t* w1;
+  const int32_t* w1sum;  // [C + 1] the sum of row c's weights (the dot-product kernels' offset correction)
   const float* s1;  // [C + 1] x_scale * w1_scale[c] (0 in row C)
   const float* b1;  // [C + 1]
   // conv2 for a quad of inner channels a0..a3 (K step = quad x tap): [CoutP][9] words, byte k of word (o, t) =
@@ -118,8 +119,12 @@ struct IsaOps8 {
   int lanes;
   // Quantize the band of sample n for output rows [r0, r1) into dst (geometry g); sets p.bad[n] on a non-finite x.
   void (*prep)(const Plan8& p, int n, int r0, int r1, uint32_t* dst, const Prep8& g);
-  void (*conv1)(const Plan8& p, const Task1& t, const uint32_t* prep, const Prep8& g);
-  void (*conv2)(const Plan8& p, const Task2& t);
+  // conv1 and conv2 for one task; `work`: work_bytes1 / work_bytes2(p, t) bytes of per-thread scratch (64-byte
+  // aligned), where those are set (the portable path's dot-product kernels), else null.
+  void (*conv1)(const Plan8& p, const Task1& t, const uint32_t* prep, const Prep8& g, void* work);
+  void (*conv2)(const Plan8& p, const Task2& t, void* work);
+  size_t (*work_bytes1)(const Plan8& p, const Task1& t);
+  size_t (*work_bytes2)(const Plan8& p, const Task2& t);
   // out[i] = bytes r0[i], r1[i], r2[i], r3[i] (low to high), i < n: one quad of conv2's weights.
   void (*interleave)(const int8_t* r0, const int8_t* r1, const int8_t* r2, const int8_t* r3, size_t n, int32_t* out);
 };

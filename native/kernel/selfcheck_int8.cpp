@@ -101,7 +101,8 @@ bool same_bits(float a, float b) {
 Result check(const Case& k, const std::string& pattern, int threads, bool shortcut, bool ties, bool nonfinite,
              const char* isa) {
   Result res;
-  const gatekit::ParallelForFn pf = threads < 0 ? &threaded_parallel_for : threads > 1 ? &reverse_parallel_for : nullptr;
+  const gatekit::ParallelForFn pf =
+      threads < 0 ? &threaded_parallel_for : threads > 1 ? &reverse_parallel_for : nullptr;
   threads = std::abs(threads);
   const int ho = (k.h - 1) / k.stride + 1, wo = (k.w - 1) / k.stride + 1, P = ho * wo, HW = k.h * k.w;
   Block b;
@@ -139,7 +140,8 @@ Result check(const Case& k, const std::string& pattern, int threads, bool shortc
   for (float& f : x) {
     const float u = 1.0f + 1.5f * uniform();  // [-0.5, 2.5)
     f = ties ? std::round(u * 128.0f * 4.0f) * 0.25f * b.xs : u * 128.0f * b.xs;
-    if (ties && !exact_ties && f != 0.0f) {  // -2 .. 2 units in the last place: where x * (1 / x_scale) and x / x_scale part
+    if (ties && !exact_ties && f != 0.0f) {  // -2 .. 2 units in the last place: where x * (1 / x_scale), x / x_scale
+                                             // part
       uint32_t bits;
       std::memcpy(&bits, &f, 4);
       bits += (int32_t)(next_u32() % 5) - 2;
@@ -277,7 +279,8 @@ Result check(const Case& k, const std::string& pattern, int threads, bool shortc
         float r = resid[i];
         if (shortcut) {
           int64_t sa = 0;
-          for (int ci = 0; ci < k.cin; ++ci) sa += (int64_t)qxat(ci, oy * k.stride, ox * k.stride) * b.ws[(size_t)o * k.cin + ci];
+          for (int ci = 0; ci < k.cin; ++ci)
+            sa += (int64_t)qxat(ci, oy * k.stride, ox * k.stride) * b.ws[(size_t)o * k.cin + ci];
           if (accs[i] != (int32_t)sa) report(res, "accs", s, o, p, (double)sa, accs[i]);
           r = std::fma((float)(int32_t)sa, b.xs * b.wss[o], b.bs[o]);
         }

@@ -414,8 +414,8 @@ class BlockOpInt8 : public ov::op::Op {
                               x[3].is_static() ? ov::Dimension((x[3].get_length() - 1) / m_stride + 1)
                                                : ov::Dimension::dynamic()};
       NODE_VALIDATION_CHECK(this, ov::PartialShape::merge_into(out, from_x), L.name, ": residual shape ",
-                            get_input_partial_shape(L.residual >= 0 ? L.residual : 0), " does not match the output shape ",
-                            from_x);
+                            get_input_partial_shape(L.residual >= 0 ? L.residual : 0),
+                            " does not match the output shape ", from_x);
     }
     set_output_type(0, et.is_dynamic() ? ov::element::f32 : et, out);
   }
@@ -443,8 +443,8 @@ class BlockOpInt8 : public ov::op::Op {
     const ov::Shape ys{(size_t)N, (size_t)dims.cout, (size_t)gatekit::out_size(H, (int)m_stride),
                        (size_t)gatekit::out_size(W, (int)m_stride)};
     if (L.mask >= 0)
-      OPENVINO_ASSERT(inputs[L.mask].get_shape() == ov::Shape({(size_t)N, (size_t)dims.c}), op, "mask must be [N, C], got ",
-                      inputs[L.mask].get_shape());
+      OPENVINO_ASSERT(inputs[L.mask].get_shape() == ov::Shape({(size_t)N, (size_t)dims.c}), op,
+                      "mask must be [N, C], got ", inputs[L.mask].get_shape());
     if (L.residual >= 0)
       OPENVINO_ASSERT(inputs[L.residual].get_shape() == ys, op, "residual must be ", ys, ", got ",
                       inputs[L.residual].get_shape());
@@ -467,7 +467,8 @@ class BlockOpInt8 : public ov::op::Op {
 
  protected:
   explicit BlockOpInt8(const Layout8& L) : m_layout(&L) {}
-  BlockOpInt8(const ov::OutputVector& args, int64_t stride, const Layout8& L) : Op(args), m_stride(stride), m_layout(&L) {}
+  BlockOpInt8(const ov::OutputVector& args, int64_t stride, const Layout8& L)
+      : Op(args), m_stride(stride), m_layout(&L) {}
 
   template <class Self>
   std::shared_ptr<ov::Node> clone_as(const ov::OutputVector& new_args) const {

@@ -396,8 +396,8 @@ OrtStatusPtr create_kernel8(const OrtCustomOp* op, const OrtApi* api, const OrtK
       st = api->KernelInfoGetConstantInput_tensor(info, (size_t)i, &is_const, &v);
       if (st) return st;
       if (!is_const || !v)
-        return fail8(api, L, std::string("input ") + name +
-                                 " must be a constant initializer (the weights are packed once, when the session is created)");
+        return fail8(api, L, std::string("input ") + name + " must be a constant initializer (the weights are packed "
+                                                              "once, when the session is created)");
       ONNXTensorElementDataType et = ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED;
       st = value_dims(api, v, dims[i], nullptr, &et);
       if (st) return st;
@@ -486,7 +486,8 @@ OrtStatusPtr compute8(void* op_kernel, OrtKernelContext* ctx) noexcept {
     const int64_t N = xd[0], H = xd[2], W = xd[3];
     const int64_t Ho = gatekit::out_size(H, k->stride), Wo = gatekit::out_size(W, k->stride);
     if (L.mask >= 0 && d[2] != std::vector<int64_t>{N, k->C})
-      return fail8(api, L, "mask must be [" + std::to_string(N) + ", " + std::to_string(k->C) + "], got " + dims_str(d[2]));
+      return fail8(api, L,
+                   "mask must be [" + std::to_string(N) + ", " + std::to_string(k->C) + "], got " + dims_str(d[2]));
     const std::vector<int64_t> yd{N, k->Cout, Ho, Wo};
     if (L.residual >= 0 && d[1] != yd)
       return fail8(api, L, "residual must be " + dims_str(yd) + ", got " + dims_str(d[1]));
@@ -547,8 +548,8 @@ OrtStatusPtr infer_shape8(const OrtCustomOp* op, OrtShapeInferContext* ctx) noex
 
 const char* op_name8(const OrtCustomOp* op) noexcept { return layout8_of(op).name; }
 ONNXTensorElementDataType op_input_type8(const OrtCustomOp* op, size_t i) noexcept {
-  return gatekit::int8_input_kind(layout8_of(op), (int)i) == Int8Input::kInt8Weight ? ONNX_TENSOR_ELEMENT_DATA_TYPE_INT8
-                                                                                   : ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
+  const bool int8 = gatekit::int8_input_kind(layout8_of(op), (int)i) == Int8Input::kInt8Weight;
+  return int8 ? ONNX_TENSOR_ELEMENT_DATA_TYPE_INT8 : ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
 }
 size_t op_inputs8(const OrtCustomOp* op) noexcept { return layout8_of(op).inputs; }
 
