@@ -301,12 +301,15 @@ struct Packed8 {
 class PackCache8 {
  public:
   Packed8 get(const ov::TensorVector& in, const Layout8& L) {
-    std::vector<std::pair<const void*, size_t>> key;
-    for (int i = 0; i < (int)L.inputs; ++i)
-      if (gatekit::int8_input_kind(L, i) != Int8Input::kTensor) key.emplace_back(in[i].data(), in[i].get_size());
+    Key key{};  // every constant input's data and size (no allocation: evaluate() runs this per inference)
+    for (int i = 0, k = 0; i < (int)L.inputs && i < kMaxInputs; ++i)
+      if (gatekit::int8_input_kind(L, i) != Int8Input::kTensor) {
+        key.ptr[k] = in[i].data();
+        key.size[k++] = in[i].get_size();
+      }
     std::lock_guard<std::mutex> lock(m_mutex);
     for (const auto& e : m_entries)
-      if (e.first == key) return e.second;
+      if (std::memcmp(&e.first, &key, sizeof(Key)) == 0) return e.second;
     const std::string op = std::string("gatekit::") + L.name + ": ";
     const std::string err = gatekit::weight_shape_error_int8(L, [&in](int i, std::vector<int64_t>& d) {
       d.assign(in[i].get_shape().begin(), in[i].get_shape().end());
@@ -358,8 +361,13 @@ class PackCache8 {
   }
 
  private:
+  static constexpr int kMaxInputs = 16;
+  struct Key {
+    const void* ptr[kMaxInputs];
+    size_t size[kMaxInputs];
+  };
   std::mutex m_mutex;
-  std::vector<std::pair<std::vector<std::pair<const void*, size_t>>, Packed8>> m_entries;
+  std::vector<std::pair<Key, Packed8>> m_entries;
 };
 
 class BlockOpInt8 : public ov::op::Op {
