@@ -70,6 +70,8 @@ _ORT_DISTS = ("onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino", "onnxrun
 REBUILD = "gatekit ops build"  # the command that (re)builds the libraries into the op cache
 ISA_ENV = "GATEKIT_OPS_ISA"  # forces one kernel path (native/kernel/gated_block.cpp: isa_choice)
 ISA_PATHS = ("avx512", "avx2", "portable")  # the kernel paths, best first
+# The int8 ops' own path names (GATEKIT_OPS_ISA takes them too; the fp32 kernel reads them as avx512 / avx2)
+INT8_ISA_PATHS = ("avx512vnni", "avxvnni")
 
 
 class NativeOpsError(GatekitError, ValueError):
@@ -157,6 +159,17 @@ def cpu_paths() -> list[str]:
         if {"avx2", "fma"} <= flags:
             paths.append("avx2")
     return paths + ["portable"]
+
+
+def int8_cpu_paths() -> list[str]:
+    """The int8-only kernel paths this CPU can run (VNNI), best first."""
+    flags = _cpu_flags() if platform.machine().lower() in ("x86_64", "amd64") else set()
+    paths = []
+    if "avx512" in cpu_paths() and "avx512_vnni" in flags:
+        paths.append("avx512vnni")
+    if "avx2" in cpu_paths() and "avx_vnni" in flags:
+        paths.append("avxvnni")
+    return paths
 
 
 def cpu_isa() -> str:
@@ -565,8 +578,10 @@ def check_isa(path, lib: dict) -> str:
     GATEKIT_OPS_ISA must name a path compiled into the library (its record's isa_compiled) that this CPU can run;
     anything else is NativeOpsError, one line naming the variable and the choices (the library itself would
     quietly run its default path)."""
-    compiled = lib.get("isa_compiled") or (lib.get("build_info") or {}).get("isa_compiled") or ["portable"]
-    choices = [p for p in cpu_paths() if p in compiled]
+    info = lib.get("build_info") or {}
+    compiled = list(lib.get("isa_compiled") or info.get("isa_compiled") or ["portable"])
+    compiled += [p for p in info.get("int8_isa_compiled") or [] if p in INT8_ISA_PATHS]
+    choices = [p for p in cpu_paths() + int8_cpu_paths() if p in compiled]
     want = os.environ.get(ISA_ENV, "")
     if not want:
         return choices[0]
@@ -574,7 +589,7 @@ def check_isa(path, lib: dict) -> str:
         return want
     if want in compiled:
         why = f"this CPU cannot run {want}"
-    elif want in ISA_PATHS:
+    elif want in ISA_PATHS + INT8_ISA_PATHS:
         why = f"{Path(path).name} was built without {want}"
     else:
         why = "no such kernel path"
