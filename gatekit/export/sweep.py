@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from gatekit.artifacts import FORMATS, manifest_name
+from gatekit.artifacts import manifest_name
 from gatekit.errors import GatekitError
-from gatekit.export.exporter import ExportOptions, Prepared, export
+from gatekit.export.exporter import ExportOptions, Prepared, export, precision_refusal
 from gatekit.export.graphs import GRAPHS
 from gatekit.runtimes import available_formats
 
@@ -19,7 +19,8 @@ def export_all(checkpoint: str | Path, out: str | Path, *, graphs=None, formats=
                on_failure: Callable[[str, str, GatekitError], None] | None = None,
                progress: bool = False, **options) -> tuple[list[dict], list[dict]]:
     """Exports `graphs` (default: all) x `formats` (default: those whose runtime is installed here) x
-    `precisions` (a format that cannot hold a precision, and dynamic graphs below fp32, are passed over).
+    `precisions` (with several precisions, the pairs `precision_refusal` refuses are passed over: a format that
+    cannot hold a precision, dynamic graphs in fp16 or bf16, int8 dynamic graphs as TensorRT engines).
 
     Returns (manifests, failures). Each manifest carries `manifest_path`. A refused artifact is a failure
     (reported through `on_failure`) unless `strict`, when it raises."""
@@ -30,8 +31,7 @@ def export_all(checkpoint: str | Path, out: str | Path, *, graphs=None, formats=
         prepared = Prepared(checkpoint, opts, progress=progress)
         for fmt in formats:
             for precision in precisions:
-                if len(precisions) > 1 and (precision not in FORMATS[fmt].precisions
-                                            or (graph == "dynamic" and precision != "fp32")):
+                if len(precisions) > 1 and precision_refusal(graph, fmt, precision):
                     continue
                 opts.fmt, opts.precision = fmt, precision
                 try:
