@@ -70,7 +70,7 @@ def int8_block(x, mask, w1, w1_scale, b1, w2, w2_scale, b2, residual, x_scale, h
     qx = quantize_u8(x, x_scale).double()
     acc1 = F.conv2d(qx, w1.double(), None, stride, 1)
     h = _fma(acc1, x_scale * w1_scale, b1)
-    qh = quantize_u8(h, h_scale).double() * mask.double()[:, :, None, None]
+    qh = quantize_u8(h, h_scale).double() * (mask != 0).double()[:, :, None, None]  # 0: off, any other value: on
     acc2 = F.conv2d(qh, w2.double(), None, 1, 1)
     if residual is None:
         accs = F.conv2d(qx, ws.double().reshape(ws.shape[0], -1, 1, 1), None, stride)

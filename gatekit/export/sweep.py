@@ -26,25 +26,40 @@ def export_all(checkpoint: str | Path, out: str | Path, *, graphs=None, formats=
     (reported through `on_failure`) unless `strict`, when it raises."""
     formats = list(formats) if formats else available_formats()
     manifests, failures = [], []
+
+    def failed(graph, fmt, precision, e):
+        failures.append({"graph": graph, "format": fmt, "precision": precision, "error": str(e)})
+        if on_failure:
+            on_failure(graph, fmt, e)
+
     for graph in graphs or GRAPHS:
-        opts = ExportOptions(graph=graph, **options)
-        prepared = Prepared(checkpoint, opts, progress=progress)
+        jobs = []  # (format, precision, why it is refused or None), refused pairs told before any work
         for fmt in formats:
             for precision in precisions:
-                if len(precisions) > 1 and precision_refusal(graph, fmt, precision):
+                refusal = precision_refusal(graph, fmt, precision) if graph in GRAPHS else None
+                if refusal and len(precisions) > 1:
                     continue
-                opts.fmt, opts.precision = fmt, precision
-                try:
-                    m = export(checkpoint, out, opts, progress=progress, prepared=prepared)
-                except GatekitError as e:
-                    if strict:
-                        raise
-                    failures.append({"graph": graph, "format": fmt, "precision": precision, "error": str(e)})
-                    if on_failure:
-                        on_failure(graph, fmt, e)
-                    continue
-                m["manifest_path"] = str(Path(out) / manifest_name(Path(next(iter(m["files"].values()))).stem, fmt))
-                manifests.append(m)
-                if on_result:
-                    on_result(m)
+                if refusal and strict:
+                    raise GatekitError(refusal)
+                jobs.append((fmt, precision, refusal))
+        for fmt, precision, refusal in [j for j in jobs if j[2]]:
+            failed(graph, fmt, precision, GatekitError(refusal))
+        jobs = [j for j in jobs if not j[2]]
+        if not jobs:
+            continue
+        opts = ExportOptions(graph=graph, **options)
+        prepared = Prepared(checkpoint, opts, progress=progress)
+        for fmt, precision, _ in jobs:
+            opts.fmt, opts.precision = fmt, precision
+            try:
+                m = export(checkpoint, out, opts, progress=progress, prepared=prepared)
+            except GatekitError as e:
+                if strict:
+                    raise
+                failed(graph, fmt, precision, e)
+                continue
+            m["manifest_path"] = str(Path(out) / manifest_name(Path(next(iter(m["files"].values()))).stem, fmt))
+            manifests.append(m)
+            if on_result:
+                on_result(m)
     return manifests, failures

@@ -85,9 +85,10 @@ OPS_CHOICES = ("auto", "native", "fallback")
 def load_artifact(art: Artifact, runtime: str | None = None, *, ops: str = "auto", **kwargs) -> Session:
     """Loads an exported artifact (its manifest says what it needs) on `runtime` (default: its own).
 
-    A graph with native custom ops (`gatekit.GatedBlockWithGate[AndShortcut]`, `gatekit.GatedBlock`) runs on the op library
-    built for the installed runtime (`gatekit ops build`); where there is none, `ops="auto"` runs its
-    standard-ops fallback and `ops="native"` refuses in one line. The session's `info.ops` says which path ran."""
+    A graph with native custom ops (`gatekit.GatedBlockWithGate[AndShortcut]`, `gatekit.GatedBlock`, their `...Int8`
+    forms) runs on the op library built for the installed runtime (`gatekit ops build`); where there is none (or, for
+    the int8 ops, one without them), `ops="auto"` runs its standard-ops fallback and `ops="native"` refuses in one
+    line. The session's `info.ops` says which path ran."""
     from gatekit import native_ops
 
     if ops not in OPS_CHOICES:
@@ -98,6 +99,15 @@ def load_artifact(art: Artifact, runtime: str | None = None, *, ops: str = "auto
         return load_session(path, rt, **kwargs)
     if ops != "fallback":
         lib = native_ops.library_for(rt)
+        int8 = [op.split(".", 1)[-1] for op in art.native_op.get("ops") or [] if str(op).endswith("Int8")]
+        if lib is not None and int8:  # a library built from older sources runs the fp32 ops only
+            from gatekit.runtimes.native_probe import library_runs
+
+            if not library_runs(rt, lib, int8):
+                if ops == "native":
+                    raise GatekitError(f"{path.name} needs gatekit's int8 ops ({', '.join(int8)}), and the op library "
+                                       f"for {rt} here ({lib}) has none: rebuild it with `gatekit ops build`")
+                lib = None
         if lib is not None:
             session = load_session(path, rt, extensions=(str(lib),), **kwargs)
             session.info.ops, session.info.ops_library = NATIVE, str(lib)
