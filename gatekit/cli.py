@@ -201,8 +201,8 @@ def eval_cmd(checkpoint, paths, knn, linear, dataset, data_dir, limit_train, ran
 @click.option("--dynamic-batch", is_flag=True, help="A dynamic batch axis (verified at --batch and at 8).")
 @click.option("--precision", "precisions", default="fp32", show_default=True,
               help="fp32, fp16, bf16, int8 or a comma list. int8: post-training quantization calibrated on real training "
-                   "images (ONNX Runtime QDQ; NNCF for OpenVINO; dynamic graphs: gatekit's int8 ops, or Q/DQ standard ops, "
-                   "for ONNX and OpenVINO); fp16 and bf16: OpenVINO's inference precision (fp16 "
+                   "images (ONNX Runtime QDQ; NNCF for OpenVINO; dynamic graphs: gatekit's int8 ops, or Q/DQ standard "
+                   "ops, for ONNX and OpenVINO); fp16 and bf16: OpenVINO's inference precision (fp16 "
                    "also compresses the IR's weights) or a TensorRT fp16 engine. Reduced precisions are verified by "
                    "feature cosine and k-NN against fp32 and refused past --min-cosine / --max-knn-drop.")
 @click.option("--fp16", is_flag=True, help="The same as --precision fp16.")
@@ -223,9 +223,9 @@ def eval_cmd(checkpoint, paths, knn, linear, dataset, data_dir, limit_train, ran
               type=click.Choice(["auto", "native", "conv", "matmul", "qdq"]),
               help="dynamic: native = one gatekit custom op per block (its form: --native-gate; run by the op library that "
                    "`gatekit ops build` builds; a standard-ops fallback is written beside it); conv (NonZero + Gather + "
-                   "Conv) or matmul (im2col + MatMul, for OpenVINO) in standard ops; qdq (int8: Q/DQ around whole convs, "
-                   "the mask a Mul) in standard ops; auto = native where its library is built for the format's runtime "
-                   "(with the int8 ops for --precision int8).")
+                   "Conv) or matmul (im2col + MatMul, for OpenVINO) in standard ops; qdq (int8: Q/DQ around whole "
+                   "convs, the mask a Mul) in standard ops; auto = native where its library is built for the format's "
+                   "runtime (with the int8 ops for --precision int8).")
 @click.option("--native-gate", default="op", show_default=True, type=click.Choice(["op", "graph"]),
               help="dynamic, native form: each block's gate inside its node (op: gatekit.GatedBlockWithGate) or in "
                    "standard ops that feed gatekit.GatedBlock its mask (graph: the earlier form).")
@@ -613,9 +613,9 @@ def ops_status(json_path):
 @click.option("--device", help="Runtime device (OpenVINO: CPU or GPU; default CPU / the first GPU).")
 @click.option("--check", default=20, show_default=True, type=count(0), help="Held-out random width configurations to predict and measure.")
 @click.option("--native/--no-native", default=None,
-              help="Also time the native gated-block op (gate inside; --precision int8: the int8 op) at active widths, so the "
-                   "LUT predicts native dynamic graphs of that precision per input (default: when `gatekit ops build` has "
-                   "built its library, with the int8 ops for int8, for the runtime).")
+              help="Also time the native gated-block op (gate inside; --precision int8: the int8 op) at active widths, "
+                   "so the LUT predicts native dynamic graphs of that precision per input (default: when `gatekit ops "
+                   "build` has built its library, with the int8 ops for int8, for the runtime).")
 @click.option("--native-masks", default=2, show_default=True, type=count(),
               help="Random channel sets of each active width that the native op's timings rotate through, one per input (the "
                    "weights a deployed dynamic graph reads change call to call); 1: one fixed set.")
@@ -683,8 +683,8 @@ def profile_cmd(runtime, arch, width, input_size, stem, stem_padding, threads, r
                    f"p90 {100 * v['median_abs_error_p90']:.1f}%)")
     if "native" in lut:
         nv = lut["native"]["validation"]
-        click.echo(f"native {lut['native']['precision']} op table: {sum(len(b['widths']) for b in lut['native']['blocks'])} "
-                   "entries; held-out native "
+        entries = sum(len(b["widths"]) for b in lut["native"]["blocks"])
+        click.echo(f"native {lut['native']['precision']} op table: {entries} entries; held-out native "
                    f"networks within +-10%: p50 {100 * nv['within_tolerance_p50']:.0f}%, p90 {100 * nv['within_tolerance_p90']:.0f}%")
     if plot_path and v["count"]:
         plot_validation(lut, plot_path)

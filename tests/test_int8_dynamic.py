@@ -22,7 +22,8 @@ CKPT = REPO / "benchmarks" / "train_cifar10" / "checkpoints" / "vicreg-dual.safe
 def _fma(acc, scale, bias):
     """fmaf((float)acc, scale, bias) per channel (axis 1)."""
     a = acc.astype(np.float32).astype(np.float64)
-    return (a * scale.astype(np.float64)[None, :, None, None] + bias.astype(np.float64)[None, :, None, None]).astype(np.float32)
+    s, b = (v.astype(np.float64)[None, :, None, None] for v in (scale, bias))
+    return (a * s + b).astype(np.float32)
 
 
 def _conv3x3(q, w, stride):
@@ -76,8 +77,8 @@ def test_int8_block_equals_the_integer_reference(stride, cin, c, cout, size, sho
         ss = rng.uniform(1e-3, 5e-3, cout).astype(np.float32)
         bs = rng.standard_normal(cout).astype(np.float32)
         want = integer_reference(x, mask, w1, s1, b1, w2, s2, b2, None, xs, hs, stride, ws, ss, bs)
-        got = int8_block(t(x), t(mask), t(w1), t(s1), t(b1), t(w2), t(s2), t(b2), None, torch.tensor(xs), torch.tensor(hs),
-                         stride, t(ws), t(ss), t(bs))
+        got = int8_block(t(x), t(mask), t(w1), t(s1), t(b1), t(w2), t(s2), t(b2), None, torch.tensor(xs),
+                         torch.tensor(hs), stride, t(ws), t(ss), t(bs))
     else:
         residual = rng.standard_normal((n, cout, ho, ho)).astype(np.float32)
         want = integer_reference(x, mask, w1, s1, b1, w2, s2, b2, residual, xs, hs, stride)
@@ -189,7 +190,8 @@ def test_both_forms_trace_to_int8_weights_and_share_the_scales(tiny, tmp_path):
 
     with torch.inference_mode():
         b8 = qdq(x[:8]).numpy()
-    out = ort.InferenceSession(str(tmp_path / "q.onnx"), providers=["CPUExecutionProvider"]).run(None, {"input": prep.verify_images[:8]})[0]
+    session = ort.InferenceSession(str(tmp_path / "q.onnx"), providers=["CPUExecutionProvider"])
+    out = session.run(None, {"input": prep.verify_images[:8]})[0]
     assert cosine(out, b8).min() > 0.9999  # the runtime's Q/DQ is the module's
 
 
@@ -215,7 +217,8 @@ def test_quant_exclude_keeps_blocks_in_float(tiny):
                          quant_exclude=("last", "block2", "stem"))
     prep = Prepared(tmp / "m.safetensors", opts, progress=False)
     native, _ = prep.graph("native", "int8")
-    assert [type(b) for b in native.blocks] == [Int8GatedBlock] * 2 + [NativeGatedBlock] + [Int8GatedBlock] * 4 + [NativeGatedBlock]
+    assert [type(b) for b in native.blocks] == ([Int8GatedBlock] * 2 + [NativeGatedBlock] + [Int8GatedBlock] * 4
+                                                + [NativeGatedBlock])
     assert int8_op_types(native) == ["GatedBlockWithGateInt8", "GatedBlockWithGateAndShortcut",
                                      "GatedBlockWithGateAndShortcutInt8", "GatedBlockWithGate"]
     assert isinstance(prep.graph("qdq", "int8")[0].blocks[2], StaticBlock)
@@ -232,7 +235,8 @@ def test_int8_dynamic_refusals(tiny, tmp_path, monkeypatch):
     from gatekit.runtimes import native_probe
 
     tmp, prep = tiny
-    assert precision_refusal("dynamic", "onnx", "int8") is None and precision_refusal("dynamic", "openvino", "int8") is None
+    assert precision_refusal("dynamic", "onnx", "int8") is None
+    assert precision_refusal("dynamic", "openvino", "int8") is None
     assert "int8 dynamic graphs run on ONNX and OpenVINO IR" in precision_refusal("dynamic", "tensorrt", "int8")
     with pytest.raises(GatekitError, match="dynamic graphs are exported in fp32 or int8.*not fp16"):
         export(tmp / "m.safetensors", tmp_path, ExportOptions(graph="dynamic", fmt="openvino", precision="fp16"))
@@ -240,7 +244,8 @@ def test_int8_dynamic_refusals(tiny, tmp_path, monkeypatch):
         export(tmp / "m.safetensors", tmp_path, ExportOptions(graph="dynamic", fmt="tensorrt", precision="int8"))
     for form, precision, message in (("conv", "int8", "--dynamic-form conv is an fp32 form"),
                                      ("matmul", "int8", "--dynamic-form matmul is an fp32 form"),
-                                     ("qdq", "fp32", "qdq is the int8 dynamic graph's standard-ops form: add --precision int8")):
+                                     ("qdq", "fp32", "qdq is the int8 dynamic graph's standard-ops form: add "
+                                                     "--precision int8")):
         prep.opts.dynamic_form = form
         with pytest.raises(GatekitError, match=message):
             prep.dynamic_form("onnx", precision)

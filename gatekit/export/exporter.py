@@ -233,11 +233,11 @@ class Prepared:
             raise GatekitError(f"unknown --dynamic-form {want!r}: choose one of {', '.join(DYNAMIC_FORMS)}")
         int8 = precision == "int8"
         if int8 and want in ("conv", "matmul"):
-            raise GatekitError(f"--dynamic-form {want} is an fp32 form: int8 dynamic graphs are written as gatekit's int8 "
-                               "ops (--dynamic-form native) or in standard ops (--dynamic-form qdq); auto picks")
+            raise GatekitError(f"--dynamic-form {want} is an fp32 form: int8 dynamic graphs are written as gatekit's "
+                               "int8 ops (--dynamic-form native) or in standard ops (--dynamic-form qdq); auto picks")
         if not int8 and want == "qdq":
-            raise GatekitError("--dynamic-form qdq is the int8 dynamic graph's standard-ops form: add --precision int8, "
-                               "or use conv or matmul for fp32")
+            raise GatekitError("--dynamic-form qdq is the int8 dynamic graph's standard-ops form: add --precision "
+                               "int8, or use conv or matmul for fp32")
         native_ok = FORMATS[fmt].native_library is not None
         runtime = FORMATS[fmt].runtime
         if want == "auto":
@@ -250,9 +250,9 @@ class Prepared:
                 raise GatekitError(f"the native dynamic form needs gatekit's op library for {runtime}, and none "
                                    "is built for the installed version: run `gatekit ops build` (`gatekit ops status` says why)")
             if int8 and not self._library_runs(runtime, True):
-                raise GatekitError(f"gatekit's op library for {runtime} ({native_ops.library_for(runtime)}) has no int8 "
-                                   f"gated-block ops ({', '.join(self.int8_op_types())}): rebuild it with `gatekit ops "
-                                   "build`, or write the standard-ops form (--dynamic-form qdq)")
+                raise GatekitError(f"gatekit's op library for {runtime} ({native_ops.library_for(runtime)}) has no "
+                                   f"int8 gated-block ops ({', '.join(self.int8_op_types())}): rebuild it with "
+                                   "`gatekit ops build`, or write the standard-ops form (--dynamic-form qdq)")
         return want
 
     def int8_op_types(self) -> list[str]:
@@ -311,7 +311,8 @@ class Prepared:
         names = list(self.opts.quant_exclude)
         exclude_patterns(names, len(self.model.blocks))  # one line for an unknown name
         n = len(self.model.blocks)
-        return frozenset(n - 1 if name == "last" else int(name[5:]) for name in names if name == "last" or name.startswith("block"))
+        return frozenset(n - 1 if name == "last" else int(name[5:]) for name in names
+                         if name == "last" or name.startswith("block"))
 
     def _int8_graph(self, form: str | None) -> tuple[torch.nn.Module, "GraphSpec"]:
         """The int8 dynamic graph of a form ("native": gatekit's int8 ops, "qdq": standard ops), its scales calibrated
@@ -323,8 +324,9 @@ class Prepared:
             raise GatekitError(f"the int8 dynamic graph is written as {' or '.join(INT8_FORMS)}, not {form}")
         key = ("int8", form)
         if key not in self._graphs:
-            net, spec = build_int8_graph(self.model, self.used_channels(), self.head, form, min_size=self.min_size(form),
-                                         native_gate=self.opts.native_gate, native_shortcut=self.opts.native_shortcut,
+            net, spec = build_int8_graph(self.model, self.used_channels(), self.head, form,
+                                         min_size=self.min_size(form), native_gate=self.opts.native_gate,
+                                         native_shortcut=self.opts.native_shortcut,
                                          float_blocks=self.int8_float_blocks())
             x = np.concatenate(self.quant_calibration())
             batches = [x[i:i + 64] for i in range(0, len(x), 64)]
@@ -349,10 +351,13 @@ class Prepared:
                 "format": "gatekit int8 ops" if form == "native" else "QDQ (QuantizeLinear / DequantizeLinear)",
                 "weights": "int8, per output channel, symmetric, [-127, 127]",
                 "activations": "uint8, zero point 0: per block x_scale (block input) and h_scale (hidden activation)",
-                "accumulation": "int32" if form == "native" else "the runtime's (float convolutions over dequantized values)",
-                "estimator": int8.ESTIMATOR, "estimator_detail": f"MSE-optimal clipping threshold / 255 over a {int8.HIST_BINS}-bin "
-                "histogram of the fp32 gated graph's nonzero activations on the calibration images",
-                "float32": ["stem", "gates", "biases", "residual sums", "pooling", "head"] + [f"block{i}" for i in float_blocks],
+                "accumulation": ("int32" if form == "native" else
+                                 "the runtime's (float convolutions over dequantized values)"),
+                "estimator": int8.ESTIMATOR,
+                "estimator_detail": f"MSE-optimal clipping threshold / 255 over a {int8.HIST_BINS}-bin histogram of "
+                                    "the fp32 gated graph's nonzero activations on the calibration images",
+                "float32": ["stem", "gates", "biases", "residual sums", "pooling", "head"]
+                + [f"block{i}" for i in float_blocks],
                 "float_blocks": float_blocks,
                 "scales": [r for r in self._int8_scales if r is not None],
                 "gate_agreement": self._int8_agreement[form],
@@ -579,7 +584,8 @@ def artifact_stem(opts: ExportOptions) -> str:
 # One writer per format of gatekit.artifacts.FORMATS: each turns the verified-to-be ONNX graph into the
 # format's files at the staged paths the table names, and opens the session that verification runs.
 
-def _write_onnx(prep: Prepared, onnx_path: Path, staged: dict[str, Path], precision: str, extensions=(), quantized=None):
+def _write_onnx(prep: Prepared, onnx_path: Path, staged: dict[str, Path], precision: str, extensions=(),
+                quantized=None):
     """ONNX: the exported graph itself (int8: quantized to QDQ, unless the graph is int8 already: `quantized`, its
     record), run on ONNX Runtime."""
     from gatekit.runtimes import load_session
@@ -656,8 +662,9 @@ def precision_refusal(graph: str, fmt: str, precision: str) -> str | None:
         return (f"dynamic graphs are exported in fp32 or int8 (the precisions of gatekit's ops and their standard-ops "
                 f"forms), not {precision}; dense, static and hybrid graphs take --precision {precision}")
     if graph == "dynamic" and precision == "int8" and fmt not in INT8_DYNAMIC_FORMATS:
-        return (f"int8 dynamic graphs run on {' and '.join(FORMATS[n].display for n in INT8_DYNAMIC_FORMATS)} (gatekit's "
-                f"int8 ops or their Q/DQ form), not as a {f.display}; use --format {' or '.join(INT8_DYNAMIC_FORMATS)}")
+        where = " and ".join(FORMATS[n].display for n in INT8_DYNAMIC_FORMATS)
+        return (f"int8 dynamic graphs run on {where} (gatekit's int8 ops or their Q/DQ form), not as a {f.display}; "
+                f"use --format {' or '.join(INT8_DYNAMIC_FORMATS)}")
     return None
 
 
@@ -721,7 +728,8 @@ def export(checkpoint: str | Path, out_dir: str | Path, opts: ExportOptions, pro
             if "quantization" in extra:
                 manifest["quantization"] = extra["quantization"]
         if native:
-            types = int8_op_types(prep.graph(form, gprec)[0]) if gprec == "int8" else native_op_types(prep.graph(form)[0])
+            net = prep.graph(form, gprec)[0]
+            types = int8_op_types(net) if gprec == "int8" else native_op_types(net)
             ops = [f"{NATIVE_DOMAIN}.{t}" for t in types]
             fallback_runtime = dict(checked[1][1])
             fallback_runtime.pop("quantization", None)

@@ -257,7 +257,8 @@ def _native_library(opts: ProfileOptions):
     from gatekit import native_ops
 
     if opts.native and opts.precision not in NATIVE_PRECISIONS:
-        raise GatekitError(f"the native op runs fp32 or int8, not {opts.precision}: profile it with --precision fp32 or int8")
+        raise GatekitError(f"the native op runs fp32 or int8, not {opts.precision}: profile it with --precision fp32 "
+                           "or int8")
     if opts.native is False or opts.runtime not in ("ort", "openvino") or opts.precision not in NATIVE_PRECISIONS:
         return None
     lib = native_ops.library_for(opts.runtime)
@@ -320,7 +321,8 @@ def native_drift(lut: dict, arch: Architecture, opts: ProfileOptions, images: np
         raise GatekitError("the LUT has no calibrated native op table")
     configs = native["calibration"]["configs"][:count]
     inputs = [images[i:i + 1] for i in range(min(len(images), 64))]
-    nets = _native_networks(arch, [c["widths"] for c in configs], native.get("masks", 1), native.get("precision") == "int8")
+    nets = _native_networks(arch, [c["widths"] for c in configs], native.get("masks", 1),
+                            predictor.native_precision(lut) == "int8")
     with tempfile.TemporaryDirectory(prefix="gatekit-drift-") as tmp:
         run = _Runner(opts, Path(tmp), (str(native["library"]),))
         now = run.time_interleaved(nets, inputs, opts.check_protocol, opts.repeats, lambda _: None)

@@ -90,15 +90,16 @@ def native_view(lut: dict, precision: str | None = None) -> dict:
         raise GatekitError("the LUT has no native op table: build it with `gatekit profile --native` (needs `gatekit ops build`)")
     timed = native_precision(lut)
     if precision is not None and precision != timed:
-        raise GatekitError(f"the LUT's native op table times the {timed} op, the graph is {precision}: build a LUT with "
-                           f"`gatekit profile --native --precision {precision}`")
+        raise GatekitError(f"the LUT's native op table times the {timed} op, the graph is {precision}: build a LUT "
+                           f"with `gatekit profile --native --precision {precision}`")
     view = {"stem": lut["stem"], "head": lut["head"], "blocks": native["blocks"], "min_width": 0, "precision": timed}
     if "calibration" in native:
         view["calibration"] = native["calibration"]
     return view
 
 
-def predict_dynamic(lut: dict, per_input_widths: np.ndarray, native: bool = False, precision: str | None = None) -> dict:
+def predict_dynamic(lut: dict, per_input_widths: np.ndarray, native: bool = False,
+                    precision: str | None = None) -> dict:
     """Predicted latency distribution of a dynamic graph from each input's active widths (N x blocks).
 
     native: from the native op's table (what a native-form dynamic graph runs; per input, p50 and p90 of

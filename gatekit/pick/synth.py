@@ -119,7 +119,8 @@ class _Builder:
                        self.const(b2, "b2")]
             scales = [self.const(np.array(INT8_X_SCALE), "xs"), self.const(np.array(INT8_H_SCALE), "hs")]
         else:
-            weights = [self.const(w1, "w1"), self.const(np.zeros(b.planes), "b1"), self.const(w2, "w2"), self.const(b2, "b2")]
+            weights = [self.const(w1, "w1"), self.const(np.zeros(b.planes), "b1"), self.const(w2, "w2"),
+                       self.const(b2, "b2")]
             scales = []
         suffix = "Int8" if int8 else ""
         if b.shortcut:
@@ -186,8 +187,9 @@ def network(arch: Architecture, inner_widths: list[int], batch: int = 1, seed: i
     for b, w in zip(blocks, inner_widths):
         y = g.native_block(y, b, int(w), masks, int8=int8) if native else g.block(y, b, int(w))
     y = g.head(y)
+    kind = ("native int8 active" if int8 else "native active") if native else "static"
     return g.model(INPUT_NAME, [batch, 3, arch.input_size, arch.input_size], y, [batch, arch.widths[-1]],
-                   f"{'native' + (' int8' if int8 else '') + ' active' if native else 'static'} widths {list(inner_widths)}")
+                   f"{kind} widths {list(inner_widths)}")
 
 
 def piece(arch: Architecture, part: str, inner: int | None = None, block: int | None = None, batch: int = 1,

@@ -44,8 +44,8 @@ def probe_model(ops) -> bytes:
         elif op == "GatedBlockWithGateInt8":
             inputs = [x, *gate, *weights, x, *scales]
         elif op == "GatedBlockWithGateAndShortcutInt8":
-            short = [const(f"ws{i}", rng.integers(-127, 128, (c, c, 1, 1)).astype(np.int8)), const(f"wss{i}", ones * 0.01),
-                     const(f"bs{i}", zeros)]
+            short = [const(f"ws{i}", rng.integers(-127, 128, (c, c, 1, 1)).astype(np.int8)),
+                     const(f"wss{i}", ones * 0.01), const(f"bs{i}", zeros)]
             inputs = [x, *gate, *weights, *short, *scales]
         else:
             raise ValueError(f"unknown gatekit int8 op {op!r}")
@@ -69,7 +69,8 @@ def _runs(runtime: str, library: str, model: bytes) -> bool:
             so = ort.SessionOptions()
             so.log_severity_level = 4
             so.register_custom_ops_library(library)
-            out = ort.InferenceSession(model, sess_options=so, providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+            session = ort.InferenceSession(model, sess_options=so, providers=["CPUExecutionProvider"])
+            out = session.run(None, {"input": x})[0]
         else:
             import openvino as ov
 

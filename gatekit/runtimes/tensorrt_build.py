@@ -184,9 +184,9 @@ def engine_from_artifact(manifest_path: str | os.PathLike, out_dir: str | os.Pat
     art = open_artifact(manifest_path)  # a missing or malformed manifest: one line naming it
     m = art.manifest
     if m.get("graph") == "dynamic" and m.get("precision") == "int8":
-        raise GatekitError(f"{Path(manifest_path).name} is an int8 dynamic graph, which runs on ONNX Runtime and OpenVINO "
-                           "(gatekit's int8 ops or their Q/DQ form): TensorRT int8 engines are built from dense, static "
-                           "and hybrid int8 artifacts")
+        raise GatekitError(f"{Path(manifest_path).name} is an int8 dynamic graph, which runs on ONNX Runtime and "
+                           "OpenVINO (gatekit's int8 ops or their Q/DQ form): TensorRT int8 engines are built from "
+                           "dense, static and hybrid int8 artifacts")
     get_backend("tensorrt")  # not installed: one line saying how, before any work
     if m.get("format") != "onnx":
         raise GatekitError(f"{Path(manifest_path).name} is a {m.get('format')} artifact: build engines from the ONNX one")
