@@ -252,8 +252,10 @@ const IsaChoice& isa_choice() {
     const char* env = std::getenv("GATEKIT_OPS_ISA");
     if (env && *env) {
       c.requested = env;
-      const IsaOps* ops = compiled_isa(c.requested);
-      if (ops && cpu_has(c.requested.c_str()))
+      // The int8 kernel's path names (gated_block_int8.h) pick the fp32 path of the same vector width.
+      const std::string want = c.requested == "avx512vnni" ? "avx512" : c.requested == "avxvnni" ? "avx2" : c.requested;
+      const IsaOps* ops = compiled_isa(want);
+      if (ops && cpu_has(want.c_str()))
         c.ops = ops;
       else
         c.honoured = false;

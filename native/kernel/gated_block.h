@@ -72,7 +72,7 @@ std::string run_block(const PackedBlock& pb, const BlockIO& io, ParallelForFn pa
 
 // Instruction-set paths: the ones compiled in ("avx512,avx2,portable") and the one in use.  The choice is
 // made once per process: the best path the CPU supports, or the one named by GATEKIT_OPS_ISA
-// (avx512 | avx2 | portable) when the CPU supports it.
+// (avx512 | avx2 | portable; the int8 kernel's avx512vnni and avxvnni mean avx512 and avx2) when the CPU supports it.
 const char* isa_compiled();
 const char* isa_selected();
 // Value of GATEKIT_OPS_ISA when the choice was made ("" if unset), and whether it could be honoured.

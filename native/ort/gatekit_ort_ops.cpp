@@ -4,6 +4,13 @@
 //   y = GatedBlockWithGate(x, G1, g1, G2, W1, b1, W2, b2, residual)     the block computes its own mask
 //   y = GatedBlockWithGateAndShortcut(x, G1, g1, G2, W1, b1, W2, b2, Ws, bs)   ... and its residual (1x1 conv)
 //
+// and their int8 forms (gated_block_int8.h: int8 weights with per-channel scales, quantization inside):
+//
+//   y = GatedBlockInt8(x, mask, W1, w1_scale, b1, W2, w2_scale, b2, residual, x_scale, h_scale)
+//   y = GatedBlockWithGateInt8(x, G1, g1, G2, W1, w1_scale, b1, W2, w2_scale, b2, residual, x_scale, h_scale)
+//   y = GatedBlockWithGateAndShortcutInt8(x, G1, g1, G2, W1, w1_scale, b1, W2, w2_scale, b2, Ws, ws_scale, bs,
+//                                         x_scale, h_scale)
+//
 // C API only, no link to libonnxruntime; exports RegisterCustomOps (loaded with
 // SessionOptions.register_custom_ops_library) and gatekit_ops_build_info.  The weights (W1, b1, W2, b2, the
 // gate's G1, g1, G2 and the shortcut's Ws, bs) must be constant initializers: they are read and packed once in CreateKernelV2,
@@ -31,6 +38,7 @@
 
 #include "channel_gate.h"
 #include "gated_block.h"
+#include "gated_block_int8.h"
 #include "op_layouts.h"
 
 #define GATEKIT_EXPORT extern "C" __attribute__((visibility("default")))
@@ -66,7 +74,8 @@ OrtStatus* fail(const OrtApi* api, const Layout& layout, const std::string& msg)
 }
 
 // Element type and dimensions of a tensor value.
-OrtStatus* value_dims(const OrtApi* api, const OrtValue* v, std::vector<int64_t>& dims, bool* is_float) {
+OrtStatus* value_dims(const OrtApi* api, const OrtValue* v, std::vector<int64_t>& dims, bool* is_float,
+                      ONNXTensorElementDataType* type = nullptr) {
   OrtTensorTypeAndShapeInfo* info = nullptr;
   OrtStatus* st = api->GetTensorTypeAndShape(v, &info);
   if (st) return st;
@@ -80,6 +89,7 @@ OrtStatus* value_dims(const OrtApi* api, const OrtValue* v, std::vector<int64_t>
   }
   api->ReleaseTensorTypeAndShapeInfo(info);
   if (is_float) *is_float = et == ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
+  if (type) *type = et;
   return st;
 }
 
@@ -336,6 +346,231 @@ OpDef make_op(const Layout* layout) {
 
 const OpDef g_ops[3] = {make_op(&kGatedBlock), make_op(&kGatedBlockWithGate), make_op(&kGatedBlockWithGateAndShortcut)};
 
+// ---------------------------------------------------------------------------------------------------------
+// The int8 ops.
+using Layout8 = gatekit::OpLayoutInt8;
+using gatekit::Int8Input;
+
+struct OpDef8 {
+  OrtCustomOp op;
+  const Layout8* layout;
+};
+const Layout8& layout8_of(const OrtCustomOp* op) { return *reinterpret_cast<const OpDef8*>(op)->layout; }
+
+struct Kernel8 {
+  const OrtApi* api = nullptr;
+  const Layout8* layout = nullptr;
+  std::shared_ptr<const gatekit::PackedBlockInt8> pb;
+  std::shared_ptr<const gatekit::PackedGate> gate;
+  int stride = 1;
+  int64_t C = 0, Cin = 0, Cout = 0;
+};
+
+OrtStatus* fail8(const OrtApi* api, const Layout8& layout, const std::string& msg) {
+  return api->CreateStatus(ORT_FAIL, (std::string("gatekit::") + layout.name + ": " + msg).c_str());
+}
+
+OrtStatusPtr create_kernel8(const OrtCustomOp* op, const OrtApi* api, const OrtKernelInfo* info, void** out) noexcept {
+  const Layout8& L = layout8_of(op);
+  try {
+    *out = nullptr;
+    int64_t stride = 1;
+    OrtStatus* st = api->KernelInfoGetAttribute_int64(info, "stride", &stride);
+    if (st) {  // absent: ONNX default of 1
+      api->ReleaseStatus(st);
+      stride = 1;
+    }
+    if (stride != 1 && stride != 2)
+      return fail8(api, L, "attribute stride must be 1 or 2, got " + std::to_string(stride));
+    // Every constant input: int8 weights, float32 scales, biases and gate; read and checked by kind.
+    const int n_in = (int)L.inputs;
+    std::vector<const void*> data(n_in, nullptr);
+    std::vector<std::vector<int64_t>> dims(n_in);
+    std::vector<bool> have(n_in, false);
+    for (int i = 0; i < n_in; ++i) {
+      const Int8Input kind = gatekit::int8_input_kind(L, i);
+      if (kind == Int8Input::kTensor) continue;
+      const char* name = gatekit::int8_input_name(L, i);
+      int is_const = 0;
+      const OrtValue* v = nullptr;
+      st = api->KernelInfoGetConstantInput_tensor(info, (size_t)i, &is_const, &v);
+      if (st) return st;
+      if (!is_const || !v)
+        return fail8(api, L, std::string("input ") + name +
+                                 " must be a constant initializer (the weights are packed once, when the session is created)");
+      ONNXTensorElementDataType et = ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED;
+      st = value_dims(api, v, dims[i], nullptr, &et);
+      if (st) return st;
+      if (kind == Int8Input::kInt8Weight && et != ONNX_TENSOR_ELEMENT_DATA_TYPE_INT8)
+        return fail8(api, L, std::string("input ") + name + " must be int8");
+      if (kind == Int8Input::kFloatConstant && et != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT)
+        return fail8(api, L, std::string("input ") + name + " must be float32");
+      void* p = nullptr;
+      st = api->GetTensorMutableData(const_cast<OrtValue*>(v), &p);
+      if (st) return st;
+      data[i] = p;
+      have[i] = true;
+    }
+    const std::string err = gatekit::weight_shape_error_int8(L, [&](int i, std::vector<int64_t>& d) {
+      if (i < 0 || i >= n_in || !have[i]) return false;
+      d = dims[i];
+      return true;
+    });
+    if (!err.empty()) return fail8(api, L, err);
+    const int w = L.weights;
+    auto f32 = [&](int i) { return static_cast<const float*>(data[i]); };
+    auto i8 = [&](int i) { return static_cast<const int8_t*>(data[i]); };
+    gatekit::Int8BlockWeights wt;
+    wt.c = dims[w][0];
+    wt.cin = dims[w][1];
+    wt.cout = dims[w + 3][0];
+    wt.w1 = i8(w);
+    wt.w1_scale = f32(w + 1);
+    wt.b1 = f32(w + 2);
+    wt.w2 = i8(w + 3);
+    wt.w2_scale = f32(w + 4);
+    wt.b2 = f32(w + 5);
+    if (L.shortcut >= 0) {
+      wt.ws = i8(L.shortcut);
+      wt.ws_scale = f32(L.shortcut + 1);
+      wt.bs = f32(L.shortcut + 2);
+    }
+    wt.x_scale = *f32(L.scales);
+    wt.h_scale = *f32(L.scales + 1);
+    auto k = std::make_unique<Kernel8>();
+    if (L.gate >= 0) {
+      const int g = L.gate;
+      k->gate = gatekit::pack_gate(f32(g), f32(g + 1), f32(g + 2), dims[g][0], wt.cin, wt.c);
+    }
+    k->api = api;
+    k->layout = &L;
+    k->stride = (int)stride;
+    k->C = wt.c;
+    k->Cin = wt.cin;
+    k->Cout = wt.cout;
+    k->pb = gatekit::pack_block_int8(wt);
+    *out = k.release();
+    return nullptr;
+  } catch (const std::exception& e) {
+    return fail8(api, L, e.what());
+  } catch (...) {
+    return fail8(api, L, "unknown error while packing weights");
+  }
+}
+
+OrtStatusPtr compute8(void* op_kernel, OrtKernelContext* ctx) noexcept {
+  const Kernel8* k = static_cast<const Kernel8*>(op_kernel);
+  const OrtApi* api = k->api;
+  const Layout8& L = *k->layout;
+  try {
+    // x, the residual and the mask where they are inputs
+    const OrtValue* in[3] = {nullptr, nullptr, nullptr};
+    const int idx[3] = {0, L.residual, L.mask};
+    std::vector<int64_t> d[3];
+    const float* ptr[3] = {nullptr, nullptr, nullptr};
+    for (int i = 0; i < 3; ++i) {
+      if (idx[i] < 0) continue;
+      OrtStatus* st = api->KernelContext_GetInput(ctx, idx[i], &in[i]);
+      if (st) return st;
+      if (!in[i]) return fail8(api, L, "missing input");
+      st = value_dims(api, in[i], d[i], nullptr);
+      if (st) return st;
+      void* p = nullptr;
+      st = api->GetTensorMutableData(const_cast<OrtValue*>(in[i]), &p);
+      if (st) return st;
+      ptr[i] = static_cast<const float*>(p);
+    }
+    const auto& xd = d[0];
+    if (xd.size() != 4 || xd[1] != k->Cin)
+      return fail8(api, L, "x must be [N, " + std::to_string(k->Cin) + ", H, W], got " + dims_str(xd));
+    const int64_t N = xd[0], H = xd[2], W = xd[3];
+    const int64_t Ho = gatekit::out_size(H, k->stride), Wo = gatekit::out_size(W, k->stride);
+    if (L.mask >= 0 && d[2] != std::vector<int64_t>{N, k->C})
+      return fail8(api, L, "mask must be [" + std::to_string(N) + ", " + std::to_string(k->C) + "], got " + dims_str(d[2]));
+    const std::vector<int64_t> yd{N, k->Cout, Ho, Wo};
+    if (L.residual >= 0 && d[1] != yd)
+      return fail8(api, L, "residual must be " + dims_str(yd) + ", got " + dims_str(d[1]));
+
+    OrtValue* yv = nullptr;
+    OrtStatus* st = api->KernelContext_GetOutput(ctx, 0, yd.data(), yd.size(), &yv);
+    if (st) return st;
+    void* yp = nullptr;
+    st = api->GetTensorMutableData(yv, &yp);
+    if (st) return st;
+
+    gatekit::BlockIO io;
+    io.x = ptr[0];
+    io.mask = ptr[2];  // null with a gate: it decides
+    io.gate = k->gate.get();
+    io.residual = ptr[1];  // null with a shortcut: the block computes it
+    io.y = static_cast<float*>(yp);
+    io.n = N;
+    io.h = H;
+    io.w = W;
+    io.stride = k->stride;
+    io.threads = usable_cpus();
+    PfCtx pf{api, ctx};
+    const std::string err = gatekit::run_block_int8(*k->pb, io, &ort_parallel_for, &pf);
+    if (!err.empty())
+      return api->CreateStatus(ORT_RUNTIME_EXCEPTION, (std::string("gatekit::") + L.name + ": " + err).c_str());
+    return nullptr;
+  } catch (const std::exception& e) {
+    return fail8(api, L, e.what());
+  } catch (...) {
+    return fail8(api, L, "unknown error");
+  }
+}
+
+void destroy_kernel8(void* op_kernel) noexcept { delete static_cast<Kernel8*>(op_kernel); }
+
+OrtStatusPtr infer_shape8(const OrtCustomOp* op, OrtShapeInferContext* ctx) noexcept {
+  const OrtApi* api = g_api;
+  const int residual = layout8_of(op).residual;
+  if (!api || residual < 0) return nullptr;
+  OrtTensorTypeAndShapeInfo* info = nullptr;  // owned by ctx
+  OrtStatus* st = api->ShapeInferContext_GetInputTypeShape(ctx, (size_t)residual, &info);
+  if (st) {
+    api->ReleaseStatus(st);
+    return nullptr;
+  }
+  size_t n = 0;
+  st = api->GetDimensionsCount(info, &n);
+  if (st) {
+    api->ReleaseStatus(st);
+    return nullptr;
+  }
+  if (n != 4) return nullptr;
+  st = api->ShapeInferContext_SetOutputTypeShape(ctx, 0, info);
+  if (st) api->ReleaseStatus(st);
+  return nullptr;
+}
+
+const char* op_name8(const OrtCustomOp* op) noexcept { return layout8_of(op).name; }
+ONNXTensorElementDataType op_input_type8(const OrtCustomOp* op, size_t i) noexcept {
+  return gatekit::int8_input_kind(layout8_of(op), (int)i) == Int8Input::kInt8Weight ? ONNX_TENSOR_ELEMENT_DATA_TYPE_INT8
+                                                                                   : ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
+}
+size_t op_inputs8(const OrtCustomOp* op) noexcept { return layout8_of(op).inputs; }
+
+OpDef8 make_op8(const Layout8* layout) {
+  OpDef8 def;
+  const OpDef base = make_op(nullptr);
+  def.op = base.op;
+  def.layout = layout;
+  OrtCustomOp& op = def.op;
+  op.GetName = &op_name8;
+  op.GetInputType = &op_input_type8;
+  op.GetInputTypeCount = &op_inputs8;
+  op.KernelDestroy = &destroy_kernel8;
+  op.CreateKernelV2 = &create_kernel8;
+  op.KernelComputeV2 = &compute8;
+  op.InferOutputShapeFn = &infer_shape8;
+  return def;
+}
+
+const OpDef8 g_ops8[3] = {make_op8(&gatekit::kGatedBlockInt8), make_op8(&gatekit::kGatedBlockWithGateInt8),
+                          make_op8(&gatekit::kGatedBlockWithGateAndShortcutInt8)};
+
 // Domains must outlive every session created from the options they were added to; ORT does not tell us
 // when that is, so they are kept for the life of the process (one small object per registration).
 std::mutex g_domains_mutex;
@@ -371,6 +606,10 @@ GATEKIT_EXPORT OrtStatus* RegisterCustomOps(OrtSessionOptions* options, const Or
     st = api->CustomOpDomain_Add(domain, &def.op);
     if (st) return st;
   }
+  for (const OpDef8& def : g_ops8) {
+    st = api->CustomOpDomain_Add(domain, &def.op);
+    if (st) return st;
+  }
   return api->AddCustomOpDomain(options, domain);
 }
 
@@ -382,6 +621,7 @@ GATEKIT_EXPORT const char* gatekit_ops_build_info() {
     info += "\"ort_api_version\": " + std::to_string(GATEKIT_ORT_API_VERSION) + ", ";
     info += "\"ort_headers\": \"" GATEKIT_ORT_HEADERS "\", ";
     info += gatekit::build_info_common_json();
+    info += ", " + gatekit::build_info_int8_json();
     info += "}";
   });
   return info.c_str();

@@ -45,6 +45,7 @@ typedef enum OrtErrorCode {
 typedef enum ONNXTensorElementDataType {
   ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED = 0,
   ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT = 1,
+  ONNX_TENSOR_ELEMENT_DATA_TYPE_INT8 = 3,
 } ONNXTensorElementDataType;
 
 typedef enum OrtCustomOpInputOutputCharacteristic {
