@@ -170,8 +170,8 @@ def test_both_forms_trace_to_int8_weights_and_share_the_scales(tiny, tmp_path):
     from gatekit.runtimes.quantize import cosine
 
     assert cosine(a, ref).mean() > 0.99 and cosine(b, a).mean() > 0.999  # close to fp32, and to each other
-    _export_onnx(prep, tmp_path / "n.onnx", "native", "int8")
-    _export_onnx(prep, tmp_path / "q.onnx", "qdq", "int8")
+    _export_onnx(prep, tmp_path / "n.onnx", "native")
+    _export_onnx(prep, tmp_path / "q.onnx", "qdq")
     n, q = (onnx.load(str(tmp_path / f)) for f in ("n.onnx", "q.onnx"))
     inits = {t.name: t for t in n.graph.initializer}
     ops = [node for node in n.graph.node if node.domain == "gatekit"]

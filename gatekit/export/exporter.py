@@ -485,11 +485,11 @@ def flop_counter_macs(net: torch.nn.Module, size: int) -> int:
     return counter.get_total_flops() // 2
 
 
-def _export_onnx(prep: Prepared, path: Path, form: str | None, precision: str = "fp32") -> None:
+def _export_onnx(prep: Prepared, path: Path, form: str | None) -> None:
     import onnx
 
     opts = prep.opts
-    net = prep.graph(form, precision)[0]
+    net = prep.graph(form, graph_precision(opts))[0]
     dummy = torch.from_numpy(prep.verify_images[: opts.batch])
     dynamic_axes = {INPUT_NAME: {0: "batch"}, prep.output_name: {0: "batch"}} if opts.dynamic_batch else None
     with warnings.catch_warnings():  # the TorchScript exporter's deprecation and constant-folding notes
@@ -573,6 +573,12 @@ def _verify(prep: Prepared, session, name: str, precision: str) -> dict:
 
 def precision_of(opts: ExportOptions) -> str:
     return "fp16" if opts.fp16 else opts.precision
+
+
+def graph_precision(opts: ExportOptions) -> str:
+    """The precision the exported graph itself is built in: int8 for an int8 dynamic graph (gatekit's int8 ops or
+    Q/DQ), else fp32 (other int8 graphs are exported in float and quantized by the runtime's tool)."""
+    return "int8" if opts.graph == "dynamic" and precision_of(opts) == "int8" else "fp32"
 
 
 def artifact_stem(opts: ExportOptions) -> str:
@@ -679,9 +685,7 @@ def export(checkpoint: str | Path, out_dir: str | Path, opts: ExportOptions, pro
     prep = prepared or Prepared(checkpoint, opts, progress)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    # the graph's own precision: an int8 dynamic graph is built int8 (its ops or Q/DQ); other int8 graphs are
-    # exported in float and quantized by the runtime's tool
-    gprec = "int8" if opts.graph == "dynamic" and precision == "int8" else "fp32"
+    gprec = graph_precision(opts)
     form = prep.dynamic_form(fmt.name, gprec)
     native = form == "native"
     # (form, extensions): the graph itself, and for a native-op graph its standard-ops fallback too
@@ -698,7 +702,7 @@ def export(checkpoint: str | Path, out_dir: str | Path, opts: ExportOptions, pro
         checked = []
         for i, (f, extensions) in enumerate(paths):
             onnx_path = tmp / f"traced-{f or opts.graph}.onnx"
-            _export_onnx(prep, onnx_path, f, gprec)
+            _export_onnx(prep, onnx_path, f)
             prefix = FALLBACK_PREFIX if i else ""
             quantized = prep.int8_record(f) if gprec == "int8" else None
             session, extra = WRITERS[fmt.name](prep, onnx_path, {k: staged[prefix + k] for k, _ in fmt.files}, precision,
