@@ -201,13 +201,15 @@ def eval_cmd(checkpoint, paths, knn, linear, dataset, data_dir, limit_train, ran
 @click.option("--dynamic-batch", is_flag=True, help="A dynamic batch axis (verified at --batch and at 8).")
 @click.option("--precision", "precisions", default="fp32", show_default=True,
               help="fp32, fp16, bf16, int8 or a comma list. int8: post-training quantization calibrated on real training "
-                   "images (ONNX Runtime QDQ; NNCF for OpenVINO); fp16 and bf16: OpenVINO's inference precision (fp16 "
+                   "images (ONNX Runtime QDQ; NNCF for OpenVINO; dynamic graphs: gatekit's int8 ops, or Q/DQ standard "
+                   "ops, for ONNX and OpenVINO); fp16 and bf16: OpenVINO's inference precision (fp16 "
                    "also compresses the IR's weights) or a TensorRT fp16 engine. Reduced precisions are verified by "
                    "feature cosine and k-NN against fp32 and refused past --min-cosine / --max-knn-drop.")
 @click.option("--fp16", is_flag=True, help="The same as --precision fp16.")
 @click.option("--quant-calib", default=300, show_default=True, type=click.IntRange(min=1),
               help="int8: training images (the first of the calibration set) that calibrate the quantizer.")
-@click.option("--quant-exclude", default="", help="int8: parts kept in float, comma list of stem, last, head, blockN.")
+@click.option("--quant-exclude", default="", help="int8: parts kept in float, comma list of stem, last, head, blockN "
+              "(an int8 dynamic graph keeps its stem, gates and head in float always).")
 @click.option("--knn-test", default=10000, show_default=True, type=click.IntRange(min=1),
               help="Reduced precision: test images of the k-NN check (memory: --knn-train training images).")
 @click.option("--min-cosine", default=0.99, show_default=True, type=UNIT,
@@ -217,11 +219,13 @@ def eval_cmd(checkpoint, paths, knn, linear, dataset, data_dir, limit_train, ran
 @click.option("--verify-images", default=64, show_default=True, type=count(32), help="Held-out real images for verification (at least 32).")
 @click.option("--knn-train", default=10000, show_default=True, type=count(), help="Training images used as k-NN memory for the static agreement check.")
 @click.option("--record-inputs", default=1000, show_default=True, type=count(0), help="dynamic: record per-input MACs of the first N test images.")
-@click.option("--dynamic-form", default="auto", show_default=True, type=click.Choice(["auto", "native", "conv", "matmul"]),
+@click.option("--dynamic-form", default="auto", show_default=True,
+              type=click.Choice(["auto", "native", "conv", "matmul", "qdq"]),
               help="dynamic: native = one gatekit custom op per block (its form: --native-gate; run by the op library that "
                    "`gatekit ops build` builds; a standard-ops fallback is written beside it); conv (NonZero + Gather + "
-                   "Conv) or matmul (im2col + MatMul, for OpenVINO) in standard ops; auto = native where its library "
-                   "is built for the format's runtime.")
+                   "Conv) or matmul (im2col + MatMul, for OpenVINO) in standard ops; qdq (int8: Q/DQ around whole "
+                   "convs, the mask a Mul) in standard ops; auto = native where its library is built for the format's "
+                   "runtime (with the int8 ops for --precision int8).")
 @click.option("--native-gate", default="op", show_default=True, type=click.Choice(["op", "graph"]),
               help="dynamic, native form: each block's gate inside its node (op: gatekit.GatedBlockWithGate) or in "
                    "standard ops that feed gatekit.GatedBlock its mask (graph: the earlier form).")
@@ -263,6 +267,8 @@ def export_cmd(checkpoint, graphs, formats, out_dir, calib, min_usage, round_to,
         v = m["verification"]
         check = (f"max rel err {max(v['relative_error'].values()):.2e}" if m["precision"] == "fp32" else
                  f"cosine to fp32 {v['cosine_to_fp32']['mean']:.4f}, k-NN {v['knn_delta_points']:+.2f} points")
+        if "gate_agreement" in v:
+            check += f", gate decisions {100 * v['gate_agreement']['decisions']:.2f}% as fp32"
         click.echo(f"{m['graph']:8s} {m['format']:9s} {m['precision']:5s} widths {m['widths']}  MACs "
                    f"x{m['macs']['ratio_to_dense']:.3f}  {check}  -> {Path(out_dir) / next(iter(m['files'].values()))}")
         if "agreement" in m:
@@ -613,12 +619,14 @@ def ops_status(json_path):
 @click.option("--threads", default=1, show_default=True, type=count(), help="Runtime threads (one LUT per thread count).")
 @click.option("--round-to", default=16, show_default=True, type=count(), help="Width step of the table (export's --round-to).")
 @click.option("--precision", default="fp32", show_default=True, type=click.Choice(["fp32", "fp16", "bf16", "int8"]),
-              help="int8: every graph quantized as `gatekit export --precision int8` does (ORT QDQ; NNCF for OpenVINO).")
+              help="int8: every graph quantized as `gatekit export --precision int8` does (ORT QDQ; NNCF for OpenVINO; "
+                   "with --native, gatekit's int8 op, as int8 dynamic graphs run it).")
 @click.option("--device", help="Runtime device (OpenVINO: CPU or GPU; default CPU / the first GPU).")
 @click.option("--check", default=20, show_default=True, type=count(0), help="Held-out random width configurations to predict and measure.")
 @click.option("--native/--no-native", default=None,
-              help="Also time the native gated-block op (gate inside) at active widths, so the LUT predicts native dynamic graphs per "
-                   "input (default: when `gatekit ops build` has built its library for the runtime).")
+              help="Also time the native gated-block op (gate inside; --precision int8: the int8 op) at active widths, "
+                   "so the LUT predicts native dynamic graphs of that precision per input (default: when `gatekit ops "
+                   "build` has built its library, with the int8 ops for int8, for the runtime).")
 @click.option("--native-masks", default=2, show_default=True, type=count(),
               help="Random channel sets of each active width that the native op's timings rotate through, one per input (the "
                    "weights a deployed dynamic graph reads change call to call); 1: one fixed set.")
@@ -686,7 +694,8 @@ def profile_cmd(runtime, arch, width, input_size, stem, stem_padding, threads, r
                    f"p90 {100 * v['median_abs_error_p90']:.1f}%)")
     if "native" in lut:
         nv = lut["native"]["validation"]
-        click.echo(f"native op table: {sum(len(b['widths']) for b in lut['native']['blocks'])} entries; held-out native "
+        entries = sum(len(b["widths"]) for b in lut["native"]["blocks"])
+        click.echo(f"native {lut['native']['precision']} op table: {entries} entries; held-out native "
                    f"networks within +-10%: p50 {100 * nv['within_tolerance_p50']:.0f}%, p90 {100 * nv['within_tolerance_p90']:.0f}%")
     if plot_path and v["count"]:
         plot_validation(lut, plot_path)

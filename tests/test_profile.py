@@ -262,7 +262,7 @@ def test_int8_profile_times_quantized_graphs(cifar_dir):
     arch = Architecture(width=0.125, input_size=32)
     images = real_inputs("cifar10", str(cifar_dir), 32, count=4)
     opts = ProfileOptions(runtime="ort", threads=1, round_to=8, precision="int8", protocol=TINY, check_protocol=TINY,
-                          check=2, calibration=(0.5, 1.0), calibration_random=1)
+                          check=2, calibration=(0.5, 1.0), calibration_random=1, native=False)
     lut = profile(arch, opts, images)
     assert lut["precision"] == "int8" and lut["runtime"]["precision"] == "int8" and "native" not in lut
     assert all(v > 0 for b in lut["blocks"] for v in b["p50_ms"]) and lut["validation"]["count"] == 2

@@ -185,7 +185,8 @@ def measure_accuracy(artifact, runtime: str | None = None, *, threads: int | Non
     embed_s = time.perf_counter() - t0
     classes = int(max(labels["train"].max(), labels["test"].max())) + 1
     record = {"schema": SCHEMA, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-              "artifact": str(artifact.path_for(runtime)), "manifest_path": str(artifact.manifest_path), "manifest": manifest_summary(m), "runtime": info,
+              "artifact": str(artifact.path_for(runtime)), "manifest_path": str(artifact.manifest_path),
+              "manifest": manifest_summary(m, info.get("ops")), "runtime": info,
               "dataset": spec["dataset"], "train_images": len(feats["train"]), "test_images": len(feats["test"]),
               "knn": {"k": KNN_K, "metric": "cosine", "temperature": KNN_T,
                       "top1": knn_accuracy(feats["train"], labels["train"], feats["test"], labels["test"], classes)},

@@ -16,14 +16,22 @@ from gatekit.errors import GatekitError
 SCHEMA = "gatekit.bench/1"
 
 
-def manifest_summary(m: dict) -> dict:
+def manifest_summary(m: dict, ops: str | None = None) -> dict:
+    """What a record keeps of an artifact's manifest. `ops` "fallback": a native-op graph ran its standard-ops
+    fallback, whose own reduced-precision check (an int8 dynamic graph's Q/DQ form) is the one that applies."""
+    from gatekit.artifacts import FALLBACK
+
     keys = ("graph", "format", "dynamic_form", "method", "budget", "widths", "full_widths", "macs", "precision",
             "checkpoint_sha256", "model_config", "input", "gatekit_version", "agreement", "native_op", "dynamic_skipping",
             "quantization", "pruned", "pruning", "sha256")
     out = {k: m.get(k) for k in keys}
     v = m.get("verification") or {}
+    if ops == FALLBACK and isinstance(v.get("fallback"), dict) and "knn_delta_points" in v["fallback"]:
+        v = v["fallback"]
     if "knn_delta_points" in v:  # a reduced-precision artifact: how far it is from its fp32 graph
         out["precision_check"] = {k: v[k] for k in ("cosine_to_fp32", "knn20", "knn20_fp32", "knn_delta_points")}
+        if "gate_agreement" in v:  # an int8 dynamic graph: how often its gates decide as the fp32 graph's
+            out["precision_check"]["gate_agreement"] = v["gate_agreement"]
     out["macs"] = {k: v for k, v in (m.get("macs") or {}).items()}
     return out
 
@@ -53,7 +61,7 @@ def bench_one(artifact: Artifact, runtime: str, threads: int | None, batch: int,
             "schema": SCHEMA,
             "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "artifact": str(artifact.path_for(runtime)),  # runtime.ops says whether a native-op graph ran its fallback
-            "manifest": manifest_summary(artifact.manifest),
+            "manifest": manifest_summary(artifact.manifest, session.info.ops),
             "runtime": session.info.to_dict(),
             "threads": threads,
             "batch": batch,

@@ -25,6 +25,7 @@ from gatekit.data import load_dataset, normalization
 from gatekit.data.arrays import normalize_images, recorded_dir
 from gatekit.errors import GatekitError
 from gatekit.export.graphs import GRAPHS, NATIVE_GATES, NATIVE_SHORTCUTS, GraphSpec, build_graph, native_op_types
+from gatekit.export.int8 import int8_op_types
 from gatekit.export.prune import select_all
 from gatekit.models import cost_model
 from gatekit.runtimes.verify import check, relative_error, run_batched
@@ -32,7 +33,9 @@ from gatekit.runtimes.verify import check, relative_error, run_batched
 OPSET = 17
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 NATIVE_DOMAIN = native_ops.DOMAIN
-DYNAMIC_FORMS = ("auto", "native", "conv", "matmul")
+DYNAMIC_FORMS = ("auto", "native", "conv", "matmul", "qdq")  # qdq: the int8 dynamic graph's standard-ops form
+DYNAMIC_PRECISIONS = ("fp32", "int8")
+INT8_DYNAMIC_FORMATS = ("onnx", "openvino")  # where gatekit's int8 ops (or their Q/DQ form) run
 INPUT_NAME = "input"
 
 
@@ -59,6 +62,7 @@ class ExportOptions:
     record_inputs: int = 1000  # dynamic: per-input MACs of the first N test images, for `gatekit bench`
     # dynamic: "auto" (the native op where its library is built for the format's runtime, else the standard-ops
     # form), "native" (gatekit.GatedBlock nodes, with a standard-ops fallback beside them), "conv" or "matmul"
+    # (fp32), "qdq" (int8: QuantizeLinear / DequantizeLinear around whole convs, the mask a Mul)
     dynamic_form: str = "auto"
     # dynamic, native form: each block's gate inside its node ("op": gatekit.GatedBlockWithGate) or in standard ops
     # feeding gatekit.GatedBlock ("graph", the earlier form: seven small nodes a block around the op)
@@ -133,6 +137,8 @@ class Prepared:
         self.head = self._load_head(opts.probe)
         self._quant_calib: list[np.ndarray] | None = None  # int8 calibration batches, loaded once
         self._knn_sets: tuple | None = None  # reduced-precision k-NN check: images, labels, fp32 features
+        self._int8_scales: list[dict | None] | None = None  # int8 dynamic graph: per block x_scale / h_scale
+        self._int8_agreement: dict[str, dict] = {}  # int8 dynamic graph: gate agreement per form
         self._build(channels)
 
     def quant_calibration(self) -> list[np.ndarray]:
@@ -207,40 +213,71 @@ class Prepared:
         self._graphs: dict[str | None, tuple] = {}
         self.agreement: dict | None = None
         self.net, self.spec = self.graph(self.standard_form("onnx"))
+        self._int8_scales, self._int8_agreement = None, {}
 
-    def standard_form(self, fmt: str) -> str | None:
-        """The dynamic graph in standard ops for a format (OpenVINO's CPU plugin needs im2col + MatMul)."""
+    def standard_form(self, fmt: str, precision: str = "fp32") -> str | None:
+        """The dynamic graph in standard ops for a format (OpenVINO's CPU plugin needs im2col + MatMul; int8: Q/DQ
+        around whole convolutions, which both runtimes take)."""
         if self.opts.graph != "dynamic":
             return None
+        if precision == "int8":
+            return "qdq"
         return "matmul" if fmt == "openvino" else "conv"
 
-    def dynamic_form(self, fmt: str) -> str | None:
-        """The dynamic graph's form for a format, as --dynamic-form resolves here (None: not dynamic)."""
+    def dynamic_form(self, fmt: str, precision: str = "fp32") -> str | None:
+        """The dynamic graph's form for a format and precision, as --dynamic-form resolves here (None: not dynamic)."""
         if self.opts.graph != "dynamic":
             return None
         want = self.opts.dynamic_form
         if want not in DYNAMIC_FORMS:
             raise GatekitError(f"unknown --dynamic-form {want!r}: choose one of {', '.join(DYNAMIC_FORMS)}")
+        int8 = precision == "int8"
+        if int8 and want in ("conv", "matmul"):
+            raise GatekitError(f"--dynamic-form {want} is an fp32 form: int8 dynamic graphs are written as gatekit's "
+                               "int8 ops (--dynamic-form native) or in standard ops (--dynamic-form qdq); auto picks")
+        if not int8 and want == "qdq":
+            raise GatekitError("--dynamic-form qdq is the int8 dynamic graph's standard-ops form: add --precision "
+                               "int8, or use conv or matmul for fp32")
         native_ok = FORMATS[fmt].native_library is not None
+        runtime = FORMATS[fmt].runtime
         if want == "auto":
             if not native_ok:
-                return self.standard_form(fmt)
-            lib, refused = native_ops.find_library(FORMATS[fmt].runtime)
+                return self.standard_form(fmt, precision)
+            lib, refused = native_ops.find_library(runtime)
             if lib is None:
                 native_ops.warn_refused(refused, "dynamic graphs are exported in standard ops")
-            return "native" if lib is not None else self.standard_form(fmt)
+            return "native" if lib is not None and self._library_runs(runtime, int8) else self.standard_form(fmt, precision)
         if want == "native":
             if not native_ok:
                 raise GatekitError(f"the native dynamic form runs on {', '.join(f for f, r in FORMATS.items() if r.native_library)}"
                                    f", not {fmt}")
-            rt = FORMATS[fmt].runtime
-            lib, refused = native_ops.find_library(rt)
+            lib, refused = native_ops.find_library(runtime)
             if lib is None and refused.state != "missing":
-                raise GatekitError(f"the native dynamic form needs gatekit's op library for {rt}: {refused}")
+                raise GatekitError(f"the native dynamic form needs gatekit's op library for {runtime}: {refused}")
             if lib is None:
-                raise GatekitError(f"the native dynamic form needs gatekit's op library for {rt}, and none "
+                raise GatekitError(f"the native dynamic form needs gatekit's op library for {runtime}, and none "
                                    "is built for the installed version: run `gatekit ops build` (`gatekit ops status` says why)")
+            if int8 and not self._library_runs(runtime, True):
+                raise GatekitError(f"gatekit's op library for {runtime} ({native_ops.library_for(runtime)}) has no "
+                                   f"int8 gated-block ops ({', '.join(self.int8_op_types())}): rebuild it with "
+                                   "`gatekit ops build`, or write the standard-ops form (--dynamic-form qdq)")
         return want
+
+    def int8_op_types(self) -> list[str]:
+        """The gatekit int8 ops a native int8 dynamic graph of these options uses."""
+        if self.opts.native_gate != "op":
+            return ["GatedBlockInt8"]
+        with_shortcut = self.opts.native_shortcut == "op" and any(b.downsample is not None for b in self.model.blocks)
+        return ["GatedBlockWithGateInt8"] + (["GatedBlockWithGateAndShortcutInt8"] if with_shortcut else [])
+
+    def _library_runs(self, runtime: str, int8: bool) -> bool:
+        """Whether the op library built for `runtime` exists and (int8) runs the int8 ops these options use."""
+        lib = native_ops.library_for(runtime)
+        if lib is None or not int8:
+            return lib is not None
+        from gatekit.runtimes.native_probe import library_runs
+
+        return library_runs(runtime, lib, self.int8_op_types())
 
     def min_size(self, form: str | None) -> int:
         if self.opts.dynamic_min_size is not None:
@@ -251,8 +288,11 @@ class Prepared:
         """Per block, the channels some calibration image turned on (the native graph removes the others)."""
         return select_all(self.usage, self.calib_n, 0.0, 1, self.model.cfg.gate_group)
 
-    def graph(self, form: str | None = None) -> tuple[torch.nn.Module, "GraphSpec"]:
-        """The deploy module and its spec for a dynamic form (None: the graph's only form), built once."""
+    def graph(self, form: str | None = None, precision: str = "fp32") -> tuple[torch.nn.Module, "GraphSpec"]:
+        """The deploy module and its spec for a dynamic form (None: the graph's only form) and precision (int8: the
+        int8 dynamic graph, calibrated), built once."""
+        if self.opts.graph == "dynamic" and precision == "int8":
+            return self._int8_graph(form)
         if form not in self._graphs:
             if form is None:
                 built = build_graph(self.model, self.opts.graph, self.channels, self.head)
@@ -270,6 +310,66 @@ class Prepared:
                                     dynamic_min_size=self.min_size(form))
             self._graphs[form] = built
         return self._graphs[form]
+
+    def int8_float_blocks(self) -> frozenset[int]:
+        """int8 dynamic graph: the blocks --quant-exclude keeps in float32 (blockN, last). The stem and the head are
+        float32 in that graph whatever is asked."""
+        from gatekit.runtimes.quantize import exclude_patterns
+
+        names = list(self.opts.quant_exclude)
+        exclude_patterns(names, len(self.model.blocks))  # one line for an unknown name
+        n = len(self.model.blocks)
+        return frozenset(n - 1 if name == "last" else int(name[5:]) for name in names
+                         if name == "last" or name.startswith("block"))
+
+    def _int8_graph(self, form: str | None) -> tuple[torch.nn.Module, "GraphSpec"]:
+        """The int8 dynamic graph of a form ("native": gatekit's int8 ops, "qdq": standard ops), its scales calibrated
+        once on the --quant-calib training images (the fp32 gated graph's activations; every form shares them) and
+        its gate agreement with the fp32 gated graph measured on the same images."""
+        from gatekit.export.int8 import INT8_FORMS, build_int8_graph, calibrate, gate_agreement
+
+        if form not in INT8_FORMS:
+            raise GatekitError(f"the int8 dynamic graph is written as {' or '.join(INT8_FORMS)}, not {form}")
+        key = ("int8", form)
+        if key not in self._graphs:
+            net, spec = build_int8_graph(self.model, self.used_channels(), self.head, form,
+                                         min_size=self.min_size(form), native_gate=self.opts.native_gate,
+                                         native_shortcut=self.opts.native_shortcut,
+                                         float_blocks=self.int8_float_blocks())
+            x = np.concatenate(self.quant_calibration())
+            batches = [x[i:i + 64] for i in range(0, len(x), 64)]
+            if self._int8_scales is None:
+                self._int8_scales = calibrate(net, batches)
+            else:
+                for block, record in zip(net.blocks, self._int8_scales):
+                    if record is not None:
+                        block.set_scales(record["x_scale"], record["h_scale"])
+            self._int8_agreement[form] = gate_agreement(net, batches)
+            self._graphs[key] = (net, spec)
+        return self._graphs[key]
+
+    def int8_record(self, form: str) -> dict:
+        """What the manifest records of an int8 dynamic graph: how it was quantized, its scales, the calibration set,
+        the blocks kept in float32 and the gate agreement with the fp32 gated graph on the calibration images."""
+        from gatekit.export import int8
+
+        self._int8_graph(form)
+        float_blocks = sorted(self.int8_float_blocks())
+        return {"tool": "gatekit", "version": __version__,
+                "format": "gatekit int8 ops" if form == "native" else "QDQ (QuantizeLinear / DequantizeLinear)",
+                "weights": "int8, per output channel, symmetric, [-127, 127]",
+                "activations": "uint8, zero point 0: per block x_scale (block input) and h_scale (hidden activation)",
+                "accumulation": ("int32" if form == "native" else
+                                 "the runtime's (float convolutions over dequantized values)"),
+                "estimator": int8.ESTIMATOR,
+                "estimator_detail": f"MSE-optimal clipping threshold / 255 over a {int8.HIST_BINS}-bin histogram of "
+                                    "the fp32 gated graph's nonzero activations on the calibration images",
+                "float32": ["stem", "gates", "biases", "residual sums", "pooling", "head"]
+                + [f"block{i}" for i in float_blocks],
+                "float_blocks": float_blocks,
+                "scales": [r for r in self._int8_scales if r is not None],
+                "gate_agreement": self._int8_agreement[form],
+                "calibration": self.quant_calibration_record()}
 
     def _load_head(self, probe: str | None) -> torch.nn.Linear | None:
         if not probe:
@@ -302,8 +402,12 @@ class Prepared:
             f = self.model(torch.from_numpy(x), "gated").features
             return f if self.head is None else self.head(f)
 
-    def torch_check(self, form: str | None = None) -> dict:
-        """Checks the deploy module of a form against the reference path before any export."""
+    def torch_check(self, form: str | None = None, precision: str = "fp32") -> dict:
+        """Checks the deploy module of a form against the reference path before any export. int8 dynamic: its fp32
+        twin (the same used channels, float weights) must equal the gated path; the int8 graph itself is checked
+        in its runtime against the fp32 gated graph (cosine, k-NN)."""
+        if self.opts.graph == "dynamic" and precision == "int8":
+            return {"fp32_" + k: v for k, v in self.torch_check("native").items()}
         net, spec = self.graph(form)  # built outside inference mode: the exporter traces it afterwards
         with torch.inference_mode():
             out = net(torch.from_numpy(self.verify_images))
@@ -332,10 +436,10 @@ class Prepared:
             hit |= mask[:, removed].bool().any(dim=1)
         return int(hit.sum())
 
-    def flops(self, form: str | None = None) -> dict:
+    def flops(self, form: str | None = None, precision: str = "fp32") -> dict:
         from gatekit.evaluate.flops_stats import flops_stats
 
-        spec = self.graph(form)[1]
+        spec = self.graph(form, precision)[1]
         g = self.opts.graph
         dense = self.cost.dense_macs
         if g == "dense":
@@ -362,7 +466,7 @@ class Prepared:
         skip = torch.tensor(spec.skipping or [True] * len(full))
         return torch.where(skip[None, :], active, full[None, :])
 
-    def per_input_macs(self, progress: bool, form: str | None = None) -> dict:
+    def per_input_macs(self, progress: bool, form: str | None = None, precision: str = "fp32") -> dict:
         """Per-input MACs of the dynamic graph on the first `record_inputs` test images (batch 1)."""
         from gatekit.evaluate.features import extract_features
         from gatekit.evaluate.flops_stats import per_sample_macs
@@ -371,7 +475,7 @@ class Prepared:
                             image_size=self.model.cfg.input_size)
         active = extract_features(self.model, test.images, self.mean, self.std, "gated", progress=progress,
                                   desc="per-input MACs").active
-        macs = per_sample_macs(self.cost, self.executed_active(active, self.graph(form)[1]))
+        macs = per_sample_macs(self.cost, self.executed_active(active, self.graph(form, precision)[1]))
         return {"dataset": self.dataset, "split": "test", "first": len(test), "macs": [int(m) for m in macs.tolist()],
                 "active_widths": active.round().int().tolist()}
 
@@ -393,7 +497,7 @@ def _export_onnx(prep: Prepared, path: Path, form: str | None) -> None:
     import onnx
 
     opts = prep.opts
-    net = prep.graph(form)[0]
+    net = prep.graph(form, graph_precision(opts))[0]
     dummy = torch.from_numpy(prep.verify_images[: opts.batch])
     dynamic_axes = {INPUT_NAME: {0: "batch"}, prep.output_name: {0: "batch"}} if opts.dynamic_batch else None
     with warnings.catch_warnings():  # the TorchScript exporter's deprecation and constant-folding notes
@@ -452,11 +556,13 @@ def _verify_reduced(prep: Prepared, session, name: str, precision: str) -> dict:
     problems = []
     if cos.mean() < opts.min_cosine:
         problems.append(f"mean feature cosine to fp32 {cos.mean():.4f} (min {cos.min():.3f}) is below {opts.min_cosine}")
-    if drop > opts.max_knn_drop:
+    if drop > opts.max_knn_drop + 1e-9:  # a drop of exactly the threshold passes (100 * (a - b) rounds up to it)
         problems.append(f"k-NN top-1 {100 * knn['knn20']:.2f}% is {drop:.2f} points below fp32's {100 * knn['knn20_fp32']:.2f}%")
     if problems:
-        hint = ("keep parts in float (--quant-exclude stem,last) or calibrate on more images (--quant-calib)"
-                if precision == "int8" else "use fp32 for this graph")
+        hint = ("use fp32 for this graph" if precision != "int8" else
+                "keep blocks in float (--quant-exclude last or blockN) or calibrate on more images (--quant-calib)"
+                if prep.opts.graph == "dynamic" else
+                "keep parts in float (--quant-exclude stem,last) or calibrate on more images (--quant-calib)")
         raise GatekitError(f"{name} {precision}: {'; '.join(problems)}; not written: {hint}")
     return report
 
@@ -477,6 +583,12 @@ def precision_of(opts: ExportOptions) -> str:
     return "fp16" if opts.fp16 else opts.precision
 
 
+def graph_precision(opts: ExportOptions) -> str:
+    """The precision the exported graph itself is built in: int8 for an int8 dynamic graph (gatekit's int8 ops or
+    Q/DQ), else fp32 (other int8 graphs are exported in float and quantized by the runtime's tool)."""
+    return "int8" if opts.graph == "dynamic" and precision_of(opts) == "int8" else "fp32"
+
+
 def artifact_stem(opts: ExportOptions) -> str:
     """static.onnx for fp32, static-int8.onnx for another precision."""
     p = precision_of(opts)
@@ -486,12 +598,17 @@ def artifact_stem(opts: ExportOptions) -> str:
 # One writer per format of gatekit.artifacts.FORMATS: each turns the verified-to-be ONNX graph into the
 # format's files at the staged paths the table names, and opens the session that verification runs.
 
-def _write_onnx(prep: Prepared, onnx_path: Path, staged: dict[str, Path], precision: str, extensions=()):
-    """ONNX: the exported graph itself (int8: quantized to QDQ), run on ONNX Runtime."""
+def _write_onnx(prep: Prepared, onnx_path: Path, staged: dict[str, Path], precision: str, extensions=(),
+                quantized=None):
+    """ONNX: the exported graph itself (int8: quantized to QDQ, unless the graph is int8 already: `quantized`, its
+    record), run on ONNX Runtime."""
     from gatekit.runtimes import load_session
 
     extra = {}
-    if precision == "int8":
+    if quantized is not None:
+        extra["quantization"] = quantized
+        os.replace(onnx_path, staged["onnx"])
+    elif precision == "int8":
         from gatekit.runtimes.quantize import quantize_onnx
 
         extra["quantization"] = dict(quantize_onnx(onnx_path, staged["onnx"], prep.quant_calibration(), prep.quant_patterns()),
@@ -501,8 +618,10 @@ def _write_onnx(prep: Prepared, onnx_path: Path, staged: dict[str, Path], precis
     return load_session(staged["onnx"], "ort", threads=prep.opts.threads, extensions=extensions, precision=precision), extra
 
 
-def _write_openvino(prep: Prepared, onnx_path: Path, staged: dict[str, Path], precision: str, extensions=()):
-    """OpenVINO IR converted from the ONNX graph (fp16: compressed weights, decompressed and run in f32)."""
+def _write_openvino(prep: Prepared, onnx_path: Path, staged: dict[str, Path], precision: str, extensions=(),
+                    quantized=None):
+    """OpenVINO IR converted from the ONNX graph (fp16: compressed weights, decompressed and run in f32; int8:
+    quantized by NNCF, unless the graph is int8 already: `quantized`, its record; its float parts run f32)."""
     import openvino as ov
 
     from gatekit.runtimes import load_session
@@ -510,7 +629,9 @@ def _write_openvino(prep: Prepared, onnx_path: Path, staged: dict[str, Path], pr
     xml = staged["xml"]
     converted = ov.convert_model(str(onnx_path), extension=list(extensions)) if extensions else ov.convert_model(str(onnx_path))
     extra = {}
-    if precision == "int8":
+    if quantized is not None:
+        extra["quantization"] = quantized
+    elif precision == "int8":
         from gatekit.runtimes.quantize import quantize_openvino
 
         converted, record = quantize_openvino(converted, prep.quant_calibration(), prep.quant_patterns())
@@ -529,7 +650,8 @@ def _write_openvino(prep: Prepared, onnx_path: Path, staged: dict[str, Path], pr
     return session, extra
 
 
-def _write_tensorrt(prep: Prepared, onnx_path: Path, staged: dict[str, Path], precision: str, extensions=()):
+def _write_tensorrt(prep: Prepared, onnx_path: Path, staged: dict[str, Path], precision: str, extensions=(),
+                    quantized=None):
     """A TensorRT engine built here from the ONNX graph (engines are tied to their GPU)."""
     from gatekit.runtimes import load_session
     from gatekit.runtimes.tensorrt_build import build_engine
@@ -542,30 +664,44 @@ def _write_tensorrt(prep: Prepared, onnx_path: Path, staged: dict[str, Path], pr
 WRITERS = {"onnx": _write_onnx, "openvino": _write_openvino, "tensorrt": _write_tensorrt}  # one per artifacts.FORMATS
 
 
+def precision_refusal(graph: str, fmt: str, precision: str) -> str | None:
+    """Why a graph cannot be exported to a format in a precision (one line), or None when it can."""
+    f = get_format(fmt)
+    if precision not in PRECISIONS:
+        return f"unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}"
+    if precision not in f.precisions:
+        return (f"{f.display} artifacts hold {', '.join(f.precisions)}, not {precision}; "
+                f"use --format {' or '.join(n for n, r in FORMATS.items() if precision in r.precisions)}")
+    if graph == "dynamic" and precision not in DYNAMIC_PRECISIONS:
+        return (f"dynamic graphs are exported in fp32 or int8 (the precisions of gatekit's ops and their standard-ops "
+                f"forms), not {precision}; dense, static and hybrid graphs take --precision {precision}")
+    if graph == "dynamic" and precision == "int8" and fmt not in INT8_DYNAMIC_FORMATS:
+        where = " and ".join(FORMATS[n].display for n in INT8_DYNAMIC_FORMATS)
+        return (f"int8 dynamic graphs run on {where} (gatekit's int8 ops or their Q/DQ form), not as a {f.display}; "
+                f"use --format {' or '.join(INT8_DYNAMIC_FORMATS)}")
+    return None
+
+
 def export(checkpoint: str | Path, out_dir: str | Path, opts: ExportOptions, progress: bool = True,
            prepared: Prepared | None = None) -> dict:
     """Exports one graph to one format into out_dir; returns the manifest (also written beside it)."""
     fmt = get_format(opts.fmt)
     precision = precision_of(opts)
-    if precision not in PRECISIONS:
-        raise GatekitError(f"unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
-    if precision not in fmt.precisions:
-        raise GatekitError(f"{fmt.display} artifacts hold {', '.join(fmt.precisions)}, not {precision}; "
-                           f"use --format {' or '.join(f for f, r in FORMATS.items() if precision in r.precisions)}")
-    if opts.graph == "dynamic" and precision != "fp32":
-        raise GatekitError(f"dynamic graphs are exported in fp32 (the native op and the standard-ops gathers run "
-                           f"float32), not {precision}; dense, static and hybrid graphs take --precision {precision}")
+    refusal = precision_refusal(opts.graph, fmt.name, precision)
+    if refusal:
+        raise GatekitError(refusal)
     prep = prepared or Prepared(checkpoint, opts, progress)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    form = prep.dynamic_form(fmt.name)
+    gprec = graph_precision(opts)
+    form = prep.dynamic_form(fmt.name, gprec)
     native = form == "native"
     # (form, extensions): the graph itself, and for a native-op graph its standard-ops fallback too
     paths = [(form, (str(native_ops.library_for(fmt.runtime)),) if native else ())]
     if native:
-        paths.append((prep.standard_form(fmt.name), ()))
-    report = prep.torch_check(form)
-    if native:
+        paths.append((prep.standard_form(fmt.name, gprec), ()))
+    report = prep.torch_check(form, gprec)
+    if native and gprec == "fp32":
         report["fallback"] = prep.torch_check(paths[1][0])
     stem = artifact_stem(opts)
     with tempfile.TemporaryDirectory(dir=out, prefix=".export-") as tmp:
@@ -576,8 +712,9 @@ def export(checkpoint: str | Path, out_dir: str | Path, opts: ExportOptions, pro
             onnx_path = tmp / f"traced-{f or opts.graph}.onnx"
             _export_onnx(prep, onnx_path, f)
             prefix = FALLBACK_PREFIX if i else ""
+            quantized = prep.int8_record(f) if gprec == "int8" else None
             session, extra = WRITERS[fmt.name](prep, onnx_path, {k: staged[prefix + k] for k, _ in fmt.files}, precision,
-                                               extensions)
+                                               extensions, quantized=quantized)
             try:
                 if extensions:
                     session.info.ops, session.info.ops_library = NATIVE, extensions[0]
@@ -587,28 +724,43 @@ def export(checkpoint: str | Path, out_dir: str | Path, opts: ExportOptions, pro
                 label = f"{fmt.name}/{session.info.name}" + (f" ({f})" if f else "")
                 errors = _verify(prep, session, label, precision) if precision == "fp32" else \
                     _verify_reduced(prep, session, label, precision)
-                checked.append((errors, dict(session.info.to_dict(), **extra)))
+                if quantized is not None:
+                    errors["gate_agreement"] = quantized["gate_agreement"]
+                checked.append((errors, dict(session.info.to_dict(), **extra), extra))
             finally:
                 session.close()
-        (errors, runtime) = checked[0]
+        (errors, runtime, extra) = checked[0]
+        if gprec == "int8":  # recorded once, at the top level
+            runtime.pop("quantization", None)
         reduced = precision != "fp32"
         manifest = _manifest(prep, opts, fmt.file_names(stem, fallback=native), runtime,
-                             errors["relative_error"] if reduced else errors, report, form)
+                             errors["relative_error"] if reduced else errors, report, form, gprec)
         if reduced:
-            manifest["verification"].update(errors, reference="fp32 graph (its PyTorch module)")
+            manifest["verification"].update(errors, reference="fp32 gated graph (its PyTorch module)" if gprec == "int8"
+                                            else "fp32 graph (its PyTorch module)")
             if "quantization" in extra:
                 manifest["quantization"] = extra["quantization"]
         if native:
-            ops = [f"{NATIVE_DOMAIN}.{t}" for t in native_op_types(prep.graph(form)[0])]
+            net = prep.graph(form, gprec)[0]
+            types = int8_op_types(net) if gprec == "int8" else native_op_types(net)
+            ops = [f"{NATIVE_DOMAIN}.{t}" for t in types]
+            fallback_runtime = dict(checked[1][1])
+            fallback_runtime.pop("quantization", None)
             manifest["native_op"] = {"op": ops[0], "ops": ops, "gate": opts.native_gate,
                                      "shortcut": opts.native_shortcut if opts.native_gate == "op" else "graph",
                                      "blocks": manifest["dynamic_skipping"]["blocks"],
                                      "library": native_ops.check_library(fmt.runtime, paths[0][1][0]),
                                      "fallback_form": paths[1][0],
-                                     "fallback_runtime": checked[1][1]}
-            manifest["verification"]["fallback_relative_error"] = checked[1][0]
+                                     "fallback_runtime": fallback_runtime}
+            if reduced:
+                manifest["verification"]["fallback"] = checked[1][0]
+                if "quantization" in checked[1][2]:
+                    manifest["native_op"]["fallback_quantization"] = {
+                        k: v for k, v in checked[1][2]["quantization"].items() if k in ("format", "accumulation")}
+            else:
+                manifest["verification"]["fallback_relative_error"] = checked[1][0]
         if opts.graph == "dynamic" and opts.record_inputs > 0:
-            manifest["per_input"] = prep.per_input_macs(progress, form)
+            manifest["per_input"] = prep.per_input_macs(progress, form, gprec)
         if opts.graph == "static" and opts.knn_check:
             if prep.agreement is None:  # the same for every format: computed once
                 prep.agreement = static_agreement(prep, progress)
@@ -618,12 +770,12 @@ def export(checkpoint: str | Path, out_dir: str | Path, opts: ExportOptions, pro
 
 
 def _manifest(prep: Prepared, opts: ExportOptions, files: dict, runtime: dict, errors: dict, report: dict,
-              form: str | None) -> dict:
+              form: str | None, graph_precision: str = "fp32") -> dict:
     import onnx
 
     cfg = prep.model.cfg
     train_cfg = prep.meta.get("train_config", {})
-    spec = prep.graph(form)[1]
+    spec = prep.graph(form, graph_precision)[1]
     return {
         "gatekit_version": __version__,
         "checkpoint": str(prep.checkpoint),
@@ -644,7 +796,7 @@ def _manifest(prep: Prepared, opts: ExportOptions, files: dict, runtime: dict, e
         "pruning": {"calib": opts.calib, "min_usage": opts.min_usage, "round_to": opts.round_to} if opts.graph in ("static", "hybrid") else None,
         "pruned": ({k: v for k, v in prep.pruned.items() if k != "channels"} if prep.pruned is not None else None),
         "gate_usage": prep.gate_usage(),
-        "macs": prep.flops(form),
+        "macs": prep.flops(form, graph_precision),
         "input": {"name": INPUT_NAME, "shape": [-1 if opts.dynamic_batch else opts.batch, 3, cfg.input_size, cfg.input_size],
                   "dtype": "float32", "layout": "NCHW", "scale": 1 / 255, "mean": list(prep.mean), "std": list(prep.std),
                   "dataset": prep.dataset, "data_dir": prep.data_root},

@@ -55,8 +55,9 @@ class ProfileOptions:
     seed: int = 0
     calibration: tuple[float, ...] = field(default=CALIBRATION_FRACTIONS)
     calibration_random: int = 10  # random configurations added to the uniform ones for the fit
-    # also time the native gated-block op at active widths (predicts native dynamic graphs per input); None:
-    # when gatekit's op library is built for the runtime
+    # also time the native gated-block op at active widths (predicts native dynamic graphs per input; with precision
+    # int8 the int8 op, for int8 dynamic graphs); None: when gatekit's op library (with the int8 ops for int8) is
+    # built for the runtime
     native: bool | None = None
     native_steps: int = 8  # active widths per block: planes * k / native_steps, k = 0..native_steps
     # random channel sets of each active width that the native op's timings rotate through per input (as a
@@ -75,7 +76,8 @@ class _Runner:
         self.n += 1
         path = self.workdir / f"g{self.n}.onnx"
         path.write_bytes(model.SerializeToString())
-        if self.opts.precision == "int8":
+        native = any(n.domain == synth.NATIVE_DOMAIN for n in model.graph.node)
+        if self.opts.precision == "int8" and not native:  # a native int8 graph holds the int8 ops already
             path = self._quantized(path, model)
         if self.backend.name == "tensorrt":
             from gatekit.runtimes.tensorrt_build import build_engine  # torch-free: onnx + tensorrt only
@@ -83,7 +85,6 @@ class _Runner:
             engine = path.with_suffix(FORMATS["tensorrt"].suffix)
             build_engine(path, engine, precision=self.opts.precision)
             path = engine
-        native = any(n.domain == synth.NATIVE_DOMAIN for n in model.graph.node)
         s = self.backend.load(path, threads=self.opts.threads, precision=self.opts.precision, device=self.opts.device,
                               extensions=self.extensions if native else ())
         self.info = self.info or s.info.to_dict()
@@ -248,11 +249,17 @@ def profile(arch: Architecture, opts: ProfileOptions, images: np.ndarray, progre
     return lut
 
 
+NATIVE_PRECISIONS = ("fp32", "int8")  # the native op's precisions: the fp32 op and the int8 op
+INT8_OPS = ("GatedBlockWithGateInt8", "GatedBlockWithGateAndShortcutInt8")  # what synth's int8 native blocks use
+
+
 def _native_library(opts: ProfileOptions):
-    """The op library to time the native gated-block op with, or None (opts.native False, or none built)."""
-    if opts.native and opts.precision != "fp32":
-        raise GatekitError("the native op runs fp32: profile it with --precision fp32")
-    if opts.native is False or opts.runtime not in ("ort", "openvino") or opts.precision != "fp32":
+    """The op library to time the native gated-block op with (precision int8: the int8 op), or None (opts.native
+    False, or none built)."""
+    if opts.native and opts.precision not in NATIVE_PRECISIONS:
+        raise GatekitError(f"the native op runs fp32 or int8, not {opts.precision}: profile it with --precision fp32 "
+                           "or int8")
+    if opts.native is False or opts.runtime not in ("ort", "openvino") or opts.precision not in NATIVE_PRECISIONS:
         return None
     lib, refused = native_ops.find_library(opts.runtime)
     if lib is None and opts.native:
@@ -260,14 +267,23 @@ def _native_library(opts: ProfileOptions):
         raise GatekitError(f"--native needs gatekit's op library for {opts.runtime}{why}")
     if lib is None:
         native_ops.warn_refused(refused)
+    if lib is not None and opts.precision == "int8":
+        from gatekit.runtimes.native_probe import library_runs
+
+        if not library_runs(opts.runtime, lib, INT8_OPS):
+            if opts.native:
+                raise GatekitError(f"--native --precision int8 times gatekit's int8 ops, and the op library for "
+                                   f"{opts.runtime} ({lib}) has none: rebuild it with `gatekit ops build`")
+            return None
     return lib
 
 
 def _native_table(lut: dict, arch: Architecture, opts: ProfileOptions, run: _Runner, rng, tick, calib, held, inputs) -> dict:
-    """Every block as the native op (its gate included) at active widths 0..planes; calibrated and checked on
-    whole native networks at fixed per-block active widths, like the static table. With native_masks > 1 each
-    input of a piece or network runs one of that many random channel sets of those widths (synth's selector),
-    so the timings include the cache misses of weights that change call to call."""
+    """Every block as the native op (its gate included; precision int8: the int8 op) at active widths 0..planes;
+    calibrated and checked on whole native networks at fixed per-block active widths, like the static table. With
+    native_masks > 1 each input of a piece or network runs one of that many random channel sets of those widths
+    (synth's selector), so the timings include the cache misses of weights that change call to call."""
+    int8 = opts.precision == "int8"
     blocks = []
     for b in arch.blocks():
         acts = _activations(synth.input_shape(arch, "block", b.index), max(4, 2 * opts.native_masks), rng)
@@ -275,15 +291,15 @@ def _native_table(lut: dict, arch: Architecture, opts: ProfileOptions, run: _Run
             acts = synth.selector_activations(acts, rng)
         entry = {"index": b.index, "planes": b.planes, "widths": [], "p50_ms": [], "p90_ms": []}
         for k in sorted({round(b.planes * i / opts.native_steps) for i in range(opts.native_steps + 1)}):
-            stats = run.time(synth.piece(arch, "native", k, b.index, seed=b.index, masks=opts.native_masks), acts,
-                             opts.protocol)
+            stats = run.time(synth.piece(arch, "native", k, b.index, seed=b.index, masks=opts.native_masks, int8=int8),
+                             acts, opts.protocol)
             entry["widths"].append(k)
             entry["p50_ms"].append(stats["p50_ms"])
             entry["p90_ms"].append(stats["p90_ms"])
             tick(f"native block {b.index} active {k}")
         blocks.append(entry)
-    table = {"blocks": blocks, "steps": opts.native_steps, "masks": opts.native_masks}
-    nets = _native_networks(arch, calib + held, opts.native_masks)
+    table = {"blocks": blocks, "steps": opts.native_steps, "masks": opts.native_masks, "precision": opts.precision}
+    nets = _native_networks(arch, calib + held, opts.native_masks, int8)
     measured = run.time_interleaved(nets, inputs, opts.check_protocol, opts.repeats, tick)
     view = predictor.native_view(dict(lut, native=table))
     table["calibration"] = view["calibration"] = predictor.calibrate(view, calib, measured[: len(calib)])
@@ -291,10 +307,10 @@ def _native_table(lut: dict, arch: Architecture, opts: ProfileOptions, run: _Run
     return table
 
 
-def _native_networks(arch: Architecture, configs: list[list[int]], masks: int) -> list:
+def _native_networks(arch: Architecture, configs: list[list[int]], masks: int, int8: bool = False) -> list:
     """The whole native networks the native table is calibrated and checked on, one per width configuration
     (the i-th seeded i): native_drift re-times the same graphs."""
-    return [synth.network(arch, w, seed=i, native=True, masks=masks) for i, w in enumerate(configs)]
+    return [synth.network(arch, w, seed=i, native=True, masks=masks, int8=int8) for i, w in enumerate(configs)]
 
 
 def native_drift(lut: dict, arch: Architecture, opts: ProfileOptions, images: np.ndarray, count: int = 3) -> dict:
@@ -308,7 +324,8 @@ def native_drift(lut: dict, arch: Architecture, opts: ProfileOptions, images: np
         raise GatekitError("the LUT has no calibrated native op table")
     configs = native["calibration"]["configs"][:count]
     inputs = [images[i:i + 1] for i in range(min(len(images), 64))]
-    nets = _native_networks(arch, [c["widths"] for c in configs], native.get("masks", 1))
+    nets = _native_networks(arch, [c["widths"] for c in configs], native.get("masks", 1),
+                            predictor.native_precision(lut) == "int8")
     with tempfile.TemporaryDirectory(prefix="gatekit-drift-") as tmp:
         run = _Runner(opts, Path(tmp), (str(native["library"]),))
         now = run.time_interleaved(nets, inputs, opts.check_protocol, opts.repeats, lambda _: None)

@@ -74,32 +74,47 @@ def summarise(rows: list[dict]) -> dict:
     return out
 
 
-def native_view(lut: dict) -> dict:
+def native_precision(lut: dict) -> str:
+    """The precision of the op a LUT's native table timed: "int8" (the int8 op, from `gatekit profile --native
+    --precision int8`) or "fp32"."""
+    native = lut.get("native") or {}
+    return native.get("precision") or ("int8" if lut.get("precision") == "int8" else "fp32")
+
+
+def native_view(lut: dict, precision: str | None = None) -> dict:
     """The LUT as seen by a dynamic graph in the native form: its stem and head, and per block the native
-    gated-block op (gate inside) at 0..planes active channels, with that table's own calibration."""
+    gated-block op (gate inside) at 0..planes active channels, with that table's own calibration. `precision`
+    (fp32 or int8): the dynamic graph's, which the table must have timed (the fp32 op and the int8 op differ)."""
     native = lut.get("native")
     if not native:
         raise GatekitError("the LUT has no native op table: build it with `gatekit profile --native` (needs `gatekit ops build`)")
-    view = {"stem": lut["stem"], "head": lut["head"], "blocks": native["blocks"], "min_width": 0}
+    timed = native_precision(lut)
+    if precision is not None and precision != timed:
+        raise GatekitError(f"the LUT's native op table times the {timed} op, the graph is {precision}: build a LUT "
+                           f"with `gatekit profile --native --precision {precision}`")
+    view = {"stem": lut["stem"], "head": lut["head"], "blocks": native["blocks"], "min_width": 0, "precision": timed}
     if "calibration" in native:
         view["calibration"] = native["calibration"]
     return view
 
 
-def predict_dynamic(lut: dict, per_input_widths: np.ndarray, native: bool = False) -> dict:
+def predict_dynamic(lut: dict, per_input_widths: np.ndarray, native: bool = False,
+                    precision: str | None = None) -> dict:
     """Predicted latency distribution of a dynamic graph from each input's active widths (N x blocks).
 
     native: from the native op's table (what a native-form dynamic graph runs; per input, p50 and p90 of
-    that input). Otherwise from the static table, a lower bound for the standard-ops forms (their gathers
-    are not in the table)."""
-    table = native_view(lut) if native else lut
+    that input), which must have timed the graph's `precision` when given (an int8 dynamic graph: a LUT from
+    `gatekit profile --native --precision int8`). Otherwise from the static table, a lower bound for the
+    standard-ops forms (their gathers are not in the table)."""
+    table = native_view(lut, precision) if native else lut
     widths = np.asarray(per_input_widths)
     if widths.ndim != 2 or widths.shape[1] != len(table["blocks"]):
         raise GatekitError(f"per-input widths must be N x {len(table['blocks'])}, got {widths.shape}")
     rows = widths if native else np.maximum(widths, 1)
     per_input = [predict(table, row) for row in rows]
     p50 = np.array([p["p50_ms"] for p in per_input])
-    return {"predicted": True, "native": native, "inputs": int(len(p50)), "p50_ms": float(np.percentile(p50, 50)),
+    return {"predicted": True, "native": native, "precision": table.get("precision", lut.get("precision", "fp32")),
+            "inputs": int(len(p50)), "p50_ms": float(np.percentile(p50, 50)),
             "p90_ms": float(np.percentile(p50, 90)), "p99_ms": float(np.percentile(p50, 99)), "per_input_ms": p50.tolist(),
             "per_input_p90_ms": [p["p90_ms"] for p in per_input]}
 

@@ -28,6 +28,9 @@ INPUT_NAME, OUTPUT_NAME = "input", "features"
 # their channel sets over: the stem adds SELECTOR_OFFSET to the normalised image's first channel.
 SELECTOR_OFFSET = 3.0
 SELECTOR_RANGE = (2.4, 3.6)
+# int8 native blocks: the activation scales (uint8 steps up to about 4, past the selector's range and most of the
+# post-ReLU-like activations; the latency of the int8 op does not depend on them)
+INT8_X_SCALE = INT8_H_SCALE = 4.0 / 255
 
 
 class _Builder:
@@ -45,7 +48,8 @@ class _Builder:
         from onnx import numpy_helper
 
         name = self.name(prefix)
-        self.inits.append(numpy_helper.from_array(np.ascontiguousarray(array, np.float32), name))
+        array = np.asarray(array, np.float32)  # a scalar stays one (shape [])
+        self.inits.append(numpy_helper.from_array(np.ascontiguousarray(array) if array.ndim else array, name))
         return name
 
     def conv(self, x: str, c_in: int, c_out: int, k: int, stride: int, pad: int, relu: bool,
@@ -78,10 +82,24 @@ class _Builder:
         self.nodes.append(helper.make_node(kind, inputs, [y], **attrs))
         return y
 
-    def native_block(self, x: str, b: BlockShape, active: int, masks: int = 1, reduction: int = 4) -> str:
+    def int8_const(self, w: np.ndarray, prefix: str) -> tuple[str, str]:
+        """Weights quantized as `gatekit export --precision int8` quantizes a dynamic graph's: int8 per output
+        channel, symmetric, in [-127, 127]; the names of the int8 tensor and of its float32 scales."""
+        from onnx import numpy_helper
+
+        amax = np.abs(w.reshape(len(w), -1)).max(axis=1)
+        scale = np.where(amax > 0, amax / 127, 1.0).astype(np.float32)
+        q = np.clip(np.round(w / scale.reshape(-1, *[1] * (w.ndim - 1))), -127, 127).astype(np.int8)
+        name = self.name(prefix)
+        self.inits.append(numpy_helper.from_array(q, name))
+        return name, self.const(scale, prefix + "s")
+
+    def native_block(self, x: str, b: BlockShape, active: int, masks: int = 1, reduction: int = 4,
+                     int8: bool = False) -> str:
         """A block as the native op with its gate inside (gatekit.GatedBlockWithGate), `active` of its planes on
         (random channels, as real masks are): the gate computes its full size. A block with a projection shortcut
         carries it inside the node (gatekit.GatedBlockWithGateAndShortcut), as `gatekit export` writes it.
+        int8: the int8 op (`...Int8`: int8 weights, and activation scales INT8_X_SCALE, INT8_H_SCALE).
 
         masks = 1: one fixed set for every input (G1 = 0 and g1 = 1 give hidden units of 1; a G2 row of +1 turns
         its channel on, -1 off). masks > 1: up to `masks` random sets of `active` channels, chosen per input by
@@ -96,16 +114,26 @@ class _Builder:
         b2 = np.zeros(b.planes)
         if masks > 1:
             w2[0] = 0.0  # output channel 0 = relu(residual's channel 0) = the selector, unchanged
-        weights = [self.const(w1, "w1"), self.const(np.zeros(b.planes), "b1"), self.const(w2, "w2"), self.const(b2, "b2")]
+        if int8:
+            weights = [*self.int8_const(w1, "w1"), self.const(np.zeros(b.planes), "b1"), *self.int8_const(w2, "w2"),
+                       self.const(b2, "b2")]
+            scales = [self.const(np.array(INT8_X_SCALE), "xs"), self.const(np.array(INT8_H_SCALE), "hs")]
+        else:
+            weights = [self.const(w1, "w1"), self.const(np.zeros(b.planes), "b1"), self.const(w2, "w2"),
+                       self.const(b2, "b2")]
+            scales = []
+        suffix = "Int8" if int8 else ""
         if b.shortcut:
             ws = self.rng.standard_normal((b.planes, b.in_channels)) * math.sqrt(2.0 / b.planes)
             bs = self.rng.standard_normal(b.planes) * 0.01
             if masks > 1:  # the shortcut copies the selector (channel 0) unchanged
                 ws[0], bs[0] = 0.0, 0.0
                 ws[0, 0] = 1.0
-            kind, inputs = "GatedBlockWithGateAndShortcut", [x, *gate, *weights, self.const(ws, "ws"), self.const(bs, "bs")]
+            shortcut = [*self.int8_const(ws, "ws"), self.const(bs, "bs")] if int8 else [self.const(ws, "ws"),
+                                                                                        self.const(bs, "bs")]
+            kind, inputs = "GatedBlockWithGateAndShortcut" + suffix, [x, *gate, *weights, *shortcut, *scales]
         else:
-            kind, inputs = "GatedBlockWithGate", [x, *gate, *weights, x]
+            kind, inputs = "GatedBlockWithGate" + suffix, [x, *gate, *weights, x, *scales]
         y = self.name("gated")
         self.nodes.append(helper.make_node(kind, inputs, [y], domain=NATIVE_DOMAIN, stride=b.stride))
         self.native = True
@@ -142,11 +170,12 @@ class _Builder:
 
 
 def network(arch: Architecture, inner_widths: list[int], batch: int = 1, seed: int = 0, native: bool = False,
-            masks: int = 1):
+            masks: int = 1, int8: bool = False):
     """A whole static network (stem, blocks at `inner_widths`, pooled features) as an onnx.ModelProto.
     native: every block is the native op (gate inside) with `inner_widths` of its planes active (a dynamic
     graph's cost at those per-input widths); masks > 1: each block's active set is one of up to `masks`
-    random sets of that size, chosen per input image (see the module's doc)."""
+    random sets of that size, chosen per input image (see the module's doc). int8 (with native): the int8 op,
+    the stem and head in float32, as an int8 dynamic export writes them."""
     blocks = arch.blocks()
     if len(inner_widths) != len(blocks):
         raise ValueError(f"{arch.arch} has {len(blocks)} blocks, got {len(inner_widths)} widths")
@@ -156,18 +185,19 @@ def network(arch: Architecture, inner_widths: list[int], batch: int = 1, seed: i
     g = _Builder(seed)
     y = g.stem(INPUT_NAME, arch, selector=native and masks > 1)
     for b, w in zip(blocks, inner_widths):
-        y = g.native_block(y, b, int(w), masks) if native else g.block(y, b, int(w))
+        y = g.native_block(y, b, int(w), masks, int8=int8) if native else g.block(y, b, int(w))
     y = g.head(y)
+    kind = ("native int8 active" if int8 else "native active") if native else "static"
     return g.model(INPUT_NAME, [batch, 3, arch.input_size, arch.input_size], y, [batch, arch.widths[-1]],
-                   f"{'native active' if native else 'static'} widths {list(inner_widths)}")
+                   f"{kind} widths {list(inner_widths)}")
 
 
 def piece(arch: Architecture, part: str, inner: int | None = None, block: int | None = None, batch: int = 1,
-          seed: int = 0, masks: int = 1):
+          seed: int = 0, masks: int = 1, int8: bool = False):
     """One piece of the network as its own graph: part 'stem', 'head', 'block' (index `block`, inner width
     `inner`) or 'native' (that block as the native op, `inner` active, from up to `masks` sets chosen by the
-    input's selector: feed it selector_activations). Its input is the activation that piece sees inside the
-    network."""
+    input's selector: feed it selector_activations; int8: the int8 op). Its input is the activation that piece
+    sees inside the network."""
     g = _Builder(seed)
     blocks = arch.blocks()
     if part == "stem":
@@ -180,7 +210,8 @@ def piece(arch: Architecture, part: str, inner: int | None = None, block: int | 
         shape, out = [batch, last.planes, last.size_out, last.size_out], [batch, last.planes]
     elif part in ("block", "native"):
         b = blocks[block]
-        y = g.block(INPUT_NAME, b, int(inner)) if part == "block" else g.native_block(INPUT_NAME, b, int(inner), masks)
+        y = g.block(INPUT_NAME, b, int(inner)) if part == "block" else g.native_block(INPUT_NAME, b, int(inner), masks,
+                                                                                      int8=int8)
         shape, out = [batch, b.in_channels, b.size_in, b.size_in], [batch, b.planes, b.size_out, b.size_out]
     else:
         raise ValueError(f"unknown piece {part!r}")

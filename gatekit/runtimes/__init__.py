@@ -85,12 +85,13 @@ OPS_CHOICES = ("auto", "native", "fallback")
 def load_artifact(art: Artifact, runtime: str | None = None, *, ops: str = "auto", **kwargs) -> Session:
     """Loads an exported artifact (its manifest says what it needs) on `runtime` (default: its own).
 
-    A graph with native custom ops (`gatekit.GatedBlockWithGate[AndShortcut]`, `gatekit.GatedBlock`) runs on the op library
-    built for the installed runtime (`gatekit ops build`), once its bytes match its build record; where there is
-    none, or it was refused (damaged, unrecorded, built for another runtime version), `ops="auto"` runs its
-    standard-ops fallback (a refusal also says so in one warning line) and `ops="native"` refuses in one line.
-    The session's `info.ops` says which path ran, `info.ops_isa` which kernel path the library ran and
-    `info.ops_reason` why a fallback ran. A GATEKIT_OPS_ISA the library cannot run is refused in one line."""
+    A graph with native custom ops (`gatekit.GatedBlockWithGate[AndShortcut]`, `gatekit.GatedBlock`, their `...Int8`
+    forms) runs on the op library built for the installed runtime (`gatekit ops build`), once its bytes match its
+    build record; where there is none, it was refused (damaged, unrecorded, built for another runtime version) or,
+    for the int8 ops, it has none of them, `ops="auto"` runs its standard-ops fallback (a refusal also says so in one
+    warning line) and `ops="native"` refuses in one line. The session's `info.ops` says which path ran,
+    `info.ops_isa` which kernel path the library ran and `info.ops_reason` why a fallback ran. A GATEKIT_OPS_ISA the
+    library cannot run is refused in one line."""
     from gatekit import native_ops
 
     if ops not in OPS_CHOICES:
@@ -102,6 +103,17 @@ def load_artifact(art: Artifact, runtime: str | None = None, *, ops: str = "auto
     refused = None
     if ops != "fallback":
         lib, refused = native_ops.find_library(rt)
+        int8 = [op.split(".", 1)[-1] for op in art.native_op.get("ops") or [] if str(op).endswith("Int8")]
+        if lib is not None and int8:  # a library built from older sources runs the fp32 ops only
+            from gatekit.runtimes.native_probe import library_runs
+
+            if not library_runs(rt, lib, int8):
+                if ops == "native":
+                    raise GatekitError(f"{path.name} needs gatekit's int8 ops ({', '.join(int8)}), and the op library "
+                                       f"for {rt} here ({lib}) has none: rebuild it with `gatekit ops build`")
+                refused = native_ops.NativeOpsError(f"{lib} has none of the int8 ops {', '.join(int8)}: rebuild it "
+                                                    "with `gatekit ops build`", "no int8 ops")
+                lib = None
         if lib is not None:  # the backend checks GATEKIT_OPS_ISA against the library before loading it
             session = load_session(path, rt, extensions=(str(lib),), **kwargs)
             session.info.ops, session.info.ops_library = NATIVE, str(lib)

@@ -182,8 +182,12 @@ def engine_from_artifact(manifest_path: str | os.PathLike, out_dir: str | os.Pat
     from gatekit.runtimes.verify import check, run_batched
 
     art = open_artifact(manifest_path)  # a missing or malformed manifest: one line naming it
-    get_backend("tensorrt")  # not installed: one line saying how, before any work
     m = art.manifest
+    if m.get("graph") == "dynamic" and m.get("precision") == "int8":
+        raise GatekitError(f"{Path(manifest_path).name} is an int8 dynamic graph, which runs on ONNX Runtime and "
+                           "OpenVINO (gatekit's int8 ops or their Q/DQ form): TensorRT int8 engines are built from "
+                           "dense, static and hybrid int8 artifacts")
+    get_backend("tensorrt")  # not installed: one line saying how, before any work
     if m.get("format") != "onnx":
         raise GatekitError(f"{Path(manifest_path).name} is a {m.get('format')} artifact: build engines from the ONNX one")
     if (precision == "int8") != (m.get("precision") == "int8"):
