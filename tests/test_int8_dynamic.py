@@ -250,12 +250,15 @@ def test_int8_dynamic_refusals(tiny, tmp_path, monkeypatch):
         with pytest.raises(GatekitError, match=message):
             prep.dynamic_form("onnx", precision)
     prep.opts.dynamic_form = "native"
+    missing = native_ops.NativeOpsError("not built", "missing")
     monkeypatch.setattr(native_ops, "library_for", lambda rt: None)
+    monkeypatch.setattr(native_ops, "find_library", lambda rt, versions=None: (None, missing))
     with pytest.raises(GatekitError, match="needs gatekit's op library for ort"):
         prep.dynamic_form("onnx", "int8")
     prep.opts.dynamic_form = "auto"
     assert prep.dynamic_form("onnx", "int8") == "qdq" and prep.dynamic_form("openvino", "int8") == "qdq"
     monkeypatch.setattr(native_ops, "library_for", lambda rt: tmp / "libold.so")  # an op library without the int8 ops
+    monkeypatch.setattr(native_ops, "find_library", lambda rt, versions=None: (tmp / "libold.so", None))
     monkeypatch.setattr(native_probe, "library_runs", lambda rt, lib, ops: False)
     assert prep.dynamic_form("onnx", "int8") == "qdq" and prep.dynamic_form("onnx", "fp32") == "native"
     prep.opts.dynamic_form = "native"
