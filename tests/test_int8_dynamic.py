@@ -226,7 +226,7 @@ def test_quant_exclude_keeps_blocks_in_float(tiny):
     assert rec["float_blocks"] == [2, 7] and [s["block"] for s in rec["scales"]] == [0, 1, 3, 4, 5, 6]
     opts.quant_exclude = ("block9",)
     with pytest.raises(GatekitError, match="--quant-exclude 'block9'"):
-        Prepared(tmp / "m.safetensors", opts, progress=False).graph("qdq", "int8")
+        prep.int8_float_blocks()
 
 
 def test_int8_dynamic_refusals(tiny, tmp_path, monkeypatch):
@@ -266,6 +266,22 @@ def test_int8_dynamic_refusals(tiny, tmp_path, monkeypatch):
                                            r"GatedBlockWithGateAndShortcutInt8\): rebuild it with `gatekit ops build`"):
         prep.dynamic_form("openvino", "int8")
     prep.opts.dynamic_form = "auto"
+
+
+def test_an_int8_dynamic_graph_past_the_thresholds_is_refused(tiny, tmp_path):
+    """Verified in its runtime like every int8 artifact: past --min-cosine, refused with the dynamic graph's hint
+    (blocks, not the stem, kept in float), nothing written."""
+    from gatekit.export.exporter import export
+
+    tmp, prep = tiny
+    prep.opts.fmt, prep.opts.dynamic_form, prep.opts.min_cosine = "onnx", "qdq", 0.9999999
+    try:
+        with pytest.raises(GatekitError, match=r"int8: mean feature cosine to fp32 0\.9.* is below 0\.9999999.*"
+                                               r"not written: keep blocks in float \(--quant-exclude last or blockN\)"):
+            export(tmp / "m.safetensors", tmp_path, prep.opts, progress=False, prepared=prep)
+    finally:
+        prep.opts.min_cosine, prep.opts.dynamic_form = 0.99, "auto"
+    assert not [p for p in tmp_path.iterdir() if not p.name.startswith(".")]
 
 
 def test_cli_refuses_an_int8_dynamic_engine_in_one_line(tmp_path):
@@ -378,17 +394,6 @@ def test_standard_ops_int8_dynamic_export_is_verified_against_fp32(real, tmp_pat
     with load_artifact(art, threads=1, precision="int8") as s:
         assert s.info.precision == "int8" and s.info.ops is None
         assert s.run(real.verify_images[:1]).shape == (1, real.model.feature_dim)
-    if fmt != "onnx":
-        return
-    # past the thresholds: refused with the dynamic graph's hint, nothing written
-    real.opts.min_cosine = 0.9999999
-    try:
-        with pytest.raises(GatekitError, match=r"int8: mean feature cosine.*not written: keep blocks in float "
-                                               r"\(--quant-exclude last or blockN\)"):
-            export(CKPT, tmp_path / "refused", real.opts, progress=False, prepared=real)
-    finally:
-        real.opts.min_cosine = 0.99
-    assert not [p for p in (tmp_path / "refused").iterdir() if not p.name.startswith(".")]
 
 
 def _int8_library(rt):
