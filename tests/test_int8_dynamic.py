@@ -542,6 +542,7 @@ def test_profile_refuses_a_native_int8_table_without_the_int8_ops(monkeypatch):
     with pytest.raises(GatekitError, match="runs fp32 or int8, not fp16"):
         _native_library(ProfileOptions(runtime="openvino", precision="fp16", native=True))
     monkeypatch.setattr(native_ops, "library_for", lambda rt: "/x/libgatekit_ort_ops.so")
+    monkeypatch.setattr(native_ops, "find_library", lambda rt, versions=None: ("/x/libgatekit_ort_ops.so", None))
     monkeypatch.setattr(native_probe, "library_runs", lambda rt, lib, ops: False)
     with pytest.raises(GatekitError, match="--native --precision int8 times gatekit's int8 ops.*rebuild"):
         _native_library(ProfileOptions(runtime="ort", precision="int8", native=True))

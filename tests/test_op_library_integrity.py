@@ -285,7 +285,7 @@ def test_isa_bogus_is_refused_in_one_line(ops_copy, monkeypatch):
     msg = str(e.value)
     assert e.value.state == "isa" and "\n" not in msg
     assert msg.startswith("GATEKIT_OPS_ISA='bogus' is refused (no such kernel path)")
-    assert f"one of {', '.join(native_ops.cpu_paths())} " in msg
+    assert f"one of {', '.join(native_ops.cpu_paths() + native_ops.int8_cpu_paths())} (" in msg
     entry = native_ops.status()["libraries"]["ort"]
     assert not entry["usable"] and entry["state"] == "isa"
     assert "GATEKIT_OPS_ISA='bogus' is refused" in native_ops._summary_status(native_ops.status())
@@ -317,6 +317,7 @@ def test_isa_the_library_lacks_is_refused(ops_copy, monkeypatch):
     d = ops_copy()
     lib = d / native_ops.LIB_NAMES["ort"]
     record = dict(native_ops.check_library("ort", lib), isa_compiled=["portable"])  # a build without AVX paths
+    record["build_info"] = dict(record.get("build_info") or {}, int8_isa_compiled=["portable"])
     monkeypatch.setenv("GATEKIT_OPS_ISA", "avx2")
     with pytest.raises(native_ops.NativeOpsError, match=r"\(libgatekit_ort_ops.\w+ was built without avx2\): "
                                                         r"set it to one of portable "):
