@@ -42,6 +42,10 @@ GATEKIT = {0.1: CKPT / "vicreg-dual-td0.1.safetensors", 0.3: CKPT / "vicreg-dual
            0.5: CKPT / "vicreg-dual-td0.5.safetensors"}
 GATE_GROUP_16 = CKPT / "vicreg-dual-g16.safetensors"  # t_d 0.3, one gate decision per 16 channels
 DENSE = CKPT / "vicreg.safetensors"
+# More training runs of the headline encoders, the same recipe with other --seed values: SEEDS/{name}-s{seed}.safetensors
+# for name in vicreg-dual, vicreg-dual-g16, vicreg-x0.25, vicreg-x0.1875, vicreg-x0.09375. `gatekit compare` averages
+# the runs of one family and label and states their spread.
+SEEDS = CKPT / "seeds"
 RATIOS = (0.25, 0.4, 0.5, 0.65, 0.75, 0.9)
 MIN_USAGE = (0.005, 0.02, 0.05, 0.1)  # the t_d 0.3 static curve: channels on for fewer of the calibration images are dropped
 THIN = ROOT / "runs" / "thin"
@@ -56,24 +60,31 @@ def gatekit_cli(*args: str) -> None:
 
 
 def prune_phase(threads: int) -> dict:
-    """Torch-Pruning checkpoints, and their fine-tunes (CPU seconds recorded)."""
+    """Torch-Pruning checkpoints, and their fine-tunes (CPU seconds recorded), from the dense x0.25 encoder and
+    from each further training run of it in SEEDS."""
     costs = {}
     for r in RATIOS:
-        out = RUNS / "tp" / f"r{r}"
-        if not (out / "model.safetensors").is_file():
-            gatekit_cli("prune", str(DENSE), "--ratio", str(r), "--out", str(out), "--json", str(out / "prune.json"))
-        ft = RUNS / "tp-ft" / f"r{r}"
-        if not (ft / "model.safetensors").is_file():
-            t0 = time.time()
-            gatekit_cli("train", "--init", str(out / "model.safetensors"), *FINE_TUNE, "--threads", str(threads), "--quiet",
-                        "--out", str(ft), "--json", str(ft / "summary.json"))
-            (ft / "wall_seconds.txt").write_text(f"{time.time() - t0:.1f}\n")
-        summary = json.loads((ft / "summary.json").read_text()) if (ft / "summary.json").is_file() else {}
-        costs[f"r{r}"] = {"fine_tune": " ".join(FINE_TUNE), "images_seen": FINE_TUNE_IMAGES,
-                          "measured_seconds": summary.get("seconds"), "measured_images_per_s": summary.get("images_per_s"),
-                          "note": "measured while other jobs shared the 2 cores: see training_cost() for the cost at the "
-                                  "recorded uncontended throughput"}
+        costs[f"r{r}"] = prune_and_fine_tune(DENSE, RUNS / "tp" / f"r{r}", RUNS / "tp-ft" / f"r{r}", r, threads)
+    for dense in sorted(SEEDS.glob("vicreg-x0.25-s*.safetensors")):
+        for r in RATIOS:
+            prune_and_fine_tune(dense, RUNS / f"tp-{dense.stem}" / f"r{r}", RUNS / f"tp-ft-{dense.stem}" / f"r{r}", r,
+                                threads)
     return costs
+
+
+def prune_and_fine_tune(dense: Path, out: Path, ft: Path, ratio: float, threads: int) -> dict:
+    if not (out / "model.safetensors").is_file():
+        gatekit_cli("prune", str(dense), "--ratio", str(ratio), "--out", str(out), "--json", str(out / "prune.json"))
+    if not (ft / "model.safetensors").is_file():
+        t0 = time.time()
+        gatekit_cli("train", "--init", str(out / "model.safetensors"), *FINE_TUNE, "--threads", str(threads), "--quiet",
+                    "--out", str(ft), "--json", str(ft / "summary.json"))
+        (ft / "wall_seconds.txt").write_text(f"{time.time() - t0:.1f}\n")
+    summary = json.loads((ft / "summary.json").read_text()) if (ft / "summary.json").is_file() else {}
+    return {"fine_tune": " ".join(FINE_TUNE), "images_seen": FINE_TUNE_IMAGES,
+            "measured_seconds": summary.get("seconds"), "measured_images_per_s": summary.get("images_per_s"),
+            "note": "measured while other jobs shared the 2 cores: see training_cost() for the cost at the "
+                    "recorded uncontended throughput"}
 
 
 def thin_run_times() -> dict:
@@ -154,6 +165,7 @@ def export_phase() -> list[dict]:
                          ["fp32"], {}))
         jobs.append((RUNS / "tp-ft" / f"r{r}" / "model.safetensors", art / f"tp-ft-r{r}-int8", ["dense"], ["onnx", "openvino"],
                      ["int8"], {}))
+    jobs += seed_jobs(art)
     items = []
     for ckpt, out, graphs, formats, precisions, opts in jobs:
         if not Path(ckpt).is_file():
@@ -177,6 +189,24 @@ def export_phase() -> list[dict]:
             items.append({"kind": "artifact", "manifest": str(mpath), "graph": m["graph"], "budget": m.get("budget"),
                           "format": m["format"], "precision": m.get("precision") or "fp32"})
     return items
+
+
+def seed_jobs(art: Path) -> list[tuple]:
+    """The same graphs for every further training run in SEEDS, and Torch-Pruning (with its fine-tune) from each
+    further dense x0.25 run."""
+    jobs = []
+    for ckpt in sorted(SEEDS.glob("*-s*.safetensors")):
+        name = ckpt.stem
+        if name.startswith("vicreg-dual"):
+            jobs.append((ckpt, art / f"{name}", ["static", "hybrid", "dynamic"], ["onnx", "openvino"], ["fp32"], {}))
+            jobs.append((ckpt, art / f"{name}-int8", ["static", "dynamic"], ["onnx", "openvino"], ["int8"], {}))
+        elif name.startswith("vicreg-x"):
+            jobs.append((ckpt, art / f"dense-{name}", ["dense"], ["onnx", "openvino"], ["fp32", "int8"], {}))
+            if name.startswith("vicreg-x0.25-"):
+                for r in RATIOS:
+                    ft = RUNS / f"tp-ft-{name}" / f"r{r}" / "model.safetensors"
+                    jobs.append((ft, art / f"tp-ft-{name}-r{r}", ["dense"], ["onnx", "openvino"], ["fp32", "int8"], {}))
+    return jobs
 
 
 def export_int8_or_fp32(ckpt: Path, out: Path, graphs: list[str], fmt: str, precision: str, opts: dict) -> None:
