@@ -111,15 +111,14 @@ def summarise(result: dict, items: list[dict]) -> tuple[dict, str]:
                      f"{f['dynamic']:.3f}.")
     acc = accuracy_rows(items)
     lines += ["", "| int8 graph | format | form | cosine to fp32 (mean / min) | k-NN % (fp32 graph) | "
-              "gate decisions equal to fp32 |", "|---|---|---|---:|---:|---:|"]
+              "gate decisions equal to fp32's (calibration images) |", "|---|---|---|---:|---:|---:|"]
     for a in acc:
         cos = f"{a['cosine_mean']:.4f} / {a['cosine_min']:.3f}" if a["cosine_mean"] is not None else "-"
         knn = (f"{100 * a['knn']:.2f} ({100 * a['knn_fp32']:.2f})" if a["knn"] is not None and a["knn_fp32"] is not None
                else "-")
-        agree = a["gate_agreement"]
-        if isinstance(agree, dict):
-            agree = agree.get("fraction", agree.get("agreement"))
-        agree = f"{100 * agree:.2f}%" if isinstance(agree, (int, float)) else "-"
+        agree = a["gate_agreement"] or {}
+        agree = (f"{100 * agree['decisions']:.2f}% ({100 * agree['images_all_agree']:.1f}% of images in every block)"
+                 if "decisions" in agree else "-")
         lines.append(f"| {a['graph']} | {a['format']} | {a['form'] or '-'} | {cos} | {knn} | {agree} |")
     return {"table": table, "accuracy": acc}, "\n".join(lines)
 
