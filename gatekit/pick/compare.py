@@ -151,33 +151,25 @@ def merge_seeds(points: list[Point]) -> list[Point]:
         run = p.summary.get("checkpoint_sha256") or p.artifact
         key = (p.family, p.label, p.precision, p.summary.get("method"), network_key({"manifest": p.summary})[:5])
         groups.setdefault(key, {}).setdefault(run, []).append(p)
-    merged = []
-    for runs in groups.values():
-        per_run = [_mean_point(ps) for ps in runs.values()]
-        if len(per_run) == 1:
-            merged.append(per_run[0])
-            continue
-        accs = [p.accuracy for p in per_run if p.accuracy is not None]
-        first = per_run[0]
-        merged.append(Point(first.family, first.label, statistics.fmean(p.latency_ms for p in per_run),
-                            statistics.fmean(accs) if accs else None,
-                            statistics.fmean(p.flops_ratio for p in per_run), first.precision, first.artifact,
-                            first.summary, _network_of_runs(first.network, len(per_run)), seeds=len(per_run),
-                            accuracy_sd=statistics.stdev(accs) if len(accs) >= 2 else None,
-                            accuracy_range=(min(accs), max(accs)) if len(accs) >= 2 else None,
-                            artifacts=tuple(a for p in per_run for a in (p.artifacts or (p.artifact,)))))
-    return merged
+    return [_mean_point([_mean_point(ps) for ps in runs.values()], across_runs=True) for runs in groups.values()]
 
 
-def _mean_point(points: list[Point]) -> Point:
+def _mean_point(points: list[Point], across_runs: bool = False) -> Point:
+    """One point at the mean of `points`' latencies, accuracies and FLOPs: exports of one run, or (across_runs)
+    training runs, which also give the point its run count, the accuracies' spread and a network of runs."""
     if len(points) == 1:
         return points[0]
     accs = [p.accuracy for p in points if p.accuracy is not None]
+    spread = across_runs and len(accs) >= 2
     first = points[0]
     return Point(first.family, first.label, statistics.fmean(p.latency_ms for p in points),
                  statistics.fmean(accs) if accs else None, statistics.fmean(p.flops_ratio for p in points),
-                 first.precision, first.artifact, first.summary, first.network,
-                 artifacts=tuple(p.artifact for p in points))
+                 first.precision, first.artifact, first.summary,
+                 _network_of_runs(first.network, len(points)) if across_runs else first.network,
+                 seeds=len(points) if across_runs else 1,
+                 accuracy_sd=statistics.stdev(accs) if spread else None,
+                 accuracy_range=(min(accs), max(accs)) if spread else None,
+                 artifacts=tuple(a for p in points for a in (p.artifacts or (p.artifact,))))
 
 
 def _network_of_runs(network: str, runs: int) -> str:
