@@ -39,12 +39,15 @@ class Runtime:
     deploy: bool = True  # False: the torch reference (training side)
 
 
-RUNTIMES: dict[str, Runtime] = {r.name: r for r in (
-    Runtime("ort", "ORT", "onnxruntime", ("onnxruntime", "onnx runtime")),
-    Runtime("openvino", "OpenVINO", "openvino", ("ov",)),
-    Runtime("tensorrt", "TensorRT", "tensorrt", ("trt",)),
-    Runtime("torch", "torch", "torch", ("pytorch",), deploy=False),
-)}
+RUNTIMES: dict[str, Runtime] = {
+    r.name: r
+    for r in (
+        Runtime("ort", "ORT", "onnxruntime", ("onnxruntime", "onnx runtime")),
+        Runtime("openvino", "OpenVINO", "openvino", ("ov",)),
+        Runtime("tensorrt", "TensorRT", "tensorrt", ("trt",)),
+        Runtime("torch", "torch", "torch", ("pytorch",), deploy=False),
+    )
+}
 
 
 @dataclass(frozen=True)
@@ -78,13 +81,35 @@ class Format:
         return names
 
 
-FORMATS: dict[str, Format] = {f.name: f for f in (
-    Format("onnx", "ONNX", (("onnx", ".onnx"),), "ort", ("fp32", "int8"), native_library="ONNX Runtime custom-op library"),
-    Format("openvino", "OpenVINO IR", (("xml", ".xml"), ("bin", ".bin")), "openvino", ("fp32", "fp16", "bf16", "int8"),
-           native_library="OpenVINO extension"),
-    Format("tensorrt", "TensorRT engine", (("engine", ".engine"),), "tensorrt", ("fp32", "fp16", "int8"),
-           extra_suffixes=(".plan",)),
-)}
+FORMATS: dict[str, Format] = {
+    f.name: f
+    for f in (
+        Format(
+            "onnx",
+            "ONNX",
+            (("onnx", ".onnx"),),
+            "ort",
+            ("fp32", "int8"),
+            native_library="ONNX Runtime custom-op library",
+        ),
+        Format(
+            "openvino",
+            "OpenVINO IR",
+            (("xml", ".xml"), ("bin", ".bin")),
+            "openvino",
+            ("fp32", "fp16", "bf16", "int8"),
+            native_library="OpenVINO extension",
+        ),
+        Format(
+            "tensorrt",
+            "TensorRT engine",
+            (("engine", ".engine"),),
+            "tensorrt",
+            ("fp32", "fp16", "int8"),
+            extra_suffixes=(".plan",),
+        ),
+    )
+}
 
 
 def runtime_name(name: str) -> str:
@@ -213,8 +238,11 @@ def check_manifest(manifest: dict, path: str | os.PathLike) -> None:
     """The fields every reader of a manifest indexes, with the types they are read as; one line naming the
     file and the field otherwise."""
     files = manifest["files"]
-    if not isinstance(files, dict) or not files or not all(isinstance(k, str) and isinstance(v, str) and v
-                                                           for k, v in files.items()):
+    if (
+        not isinstance(files, dict)
+        or not files
+        or not all(isinstance(k, str) and isinstance(v, str) and v for k, v in files.items())
+    ):
         raise GatekitError(f"{path}: 'files' must map names to file names, got {str(files)[:60]!r}")
     if not isinstance(manifest["graph"], str):
         raise GatekitError(f"{path}: 'graph' must be a name, got {manifest['graph']!r}")
@@ -226,7 +254,11 @@ def check_manifest(manifest: dict, path: str | os.PathLike) -> None:
         missing = [k for k in INPUT_KEYS if k not in spec]
         if missing:
             raise GatekitError(f"{path}: 'input' lacks {', '.join(missing)}")
-        if not isinstance(spec["shape"], list) or len(spec["shape"]) != 4 or not all(isinstance(d, int) for d in spec["shape"]):
+        if (
+            not isinstance(spec["shape"], list)
+            or len(spec["shape"]) != 4
+            or not all(isinstance(d, int) for d in spec["shape"])
+        ):
             raise GatekitError(f"{path}: 'input.shape' must be four integers (NCHW), got {spec['shape']!r}")
 
 
@@ -255,7 +287,7 @@ def file_sha256(path: str | os.PathLike) -> str:
     return _HASHES[key]
 
 
-def file_problems(art: "Artifact") -> list[str]:
+def file_problems(art: Artifact) -> list[str]:
     """How an artifact's files differ from its manifest, one line each (empty: they match). The files must be
     the ones the manifest's name implies (`{stem}.{format}.json` describes `{stem}.onnx`, never another
     artifact's file), and their bytes must match the sha256 it records. Manifests written before the sha256
@@ -268,7 +300,9 @@ def file_problems(art: "Artifact") -> list[str]:
         expected = f.file_names(path.name[: -len(suffix)], fallback=any(k.startswith(FALLBACK_PREFIX) for k in files))
         for key, name in files.items():
             if expected.get(key) != name:
-                return [f"{path}: 'files.{key}' points at {name!r}, not at this manifest's {expected.get(key, 'artifact')!r}"]
+                return [
+                    f"{path}: 'files.{key}' points at {name!r}, not at this manifest's {expected.get(key, 'artifact')!r}"
+                ]
     recorded = manifest.get("sha256")
     if recorded is None:
         return []
@@ -295,11 +329,15 @@ def open_artifact(path: str | os.PathLike, verify: bool | None = None) -> Artifa
     manifest_path = manifest_path_of(path)
     if not manifest_path.is_file():
         interrupted = "; an interrupted export leaves none: export again" if path.is_file() else ""
-        raise GatekitError(f"no manifest for {path}: expected {manifest_path} (written by `gatekit export`{interrupted})")
+        raise GatekitError(
+            f"no manifest for {path}: expected {manifest_path} (written by `gatekit export`{interrupted})"
+        )
     art = Artifact(manifest_path, read_manifest(manifest_path))
     art.edited = file_problems(art)
     if art.edited and (_VERIFY_FILES if verify is None else verify):
-        raise GatekitError(f"{art.edited[0]}: refused; export it again, or pass --trust-edited if you edited it on purpose")
+        raise GatekitError(
+            f"{art.edited[0]}: refused; export it again, or pass --trust-edited if you edited it on purpose"
+        )
     return art
 
 
@@ -315,7 +353,9 @@ def load_inputs(manifest: dict, count: int, data_dir: str | None = None) -> tupl
 
     spec = manifest.get("input")
     if not isinstance(spec, dict):
-        raise GatekitError("the export manifest has no 'input' (dataset, shape, normalisation): its test images are unknown")
+        raise GatekitError(
+            "the export manifest has no 'input' (dataset, shape, normalisation): its test images are unknown"
+        )
     data_dir = data_dir or recorded_dir(spec.get("data_dir"))  # where the exporter read it; else $GATEKIT_DATA
     # images of another size are resized as the exporter resized them (e.g. CIFAR-10 upscaled to 96 px)
     data = load_dataset(spec["dataset"], "test", data_dir, limit=count, image_size=spec["shape"][-1])
@@ -344,6 +384,6 @@ def publish(out_dir: str | os.PathLike, stem: str, fmt: str, staged: dict[str, P
     if path.exists():
         path.unlink()  # from here until the new manifest is written, the stem has no manifest: never a mix
     for key in sorted(names, key=lambda k: (k == f.files[0][0], k)):  # the loaded file last: an .xml never
-        os.replace(staged[key], out / names[key])                     # points at a missing .bin
+        os.replace(staged[key], out / names[key])  # points at a missing .bin
     write_json(path, manifest)
     return path

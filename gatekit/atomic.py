@@ -7,9 +7,8 @@ import json
 import os
 import re
 import secrets
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
-
 
 # atomic_path's temporary files are `.{name}.XXXXXXXX.tmp` beside the target (8 random characters)
 _TEMP = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp$")

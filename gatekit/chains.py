@@ -1,6 +1,6 @@
 """The pipelines that chain stages, used by the CLI and the demo (the only places that do).
 
-    plan (pick, torch-free) -> export (training side, verified) -> measure (bench, in a fresh process)
+plan (pick, torch-free) -> export (training side, verified) -> measure (bench, in a fresh process)
 """
 
 from __future__ import annotations
@@ -14,10 +14,22 @@ from gatekit.errors import GatekitError
 from gatekit.pick.plan import plan, plan_from_manifest
 
 
-def plan_export_measure(lut: dict, target_ms: float, out_dir: str | Path, *, checkpoint: str | Path | None = None,
-                        usage_manifest: str | Path | None = None, percentile: int = 90, margin: float = 0.05,
-                        data_dir: str | None = None, calib: int = 2000, protocol: Protocol | None = None,
-                        n_inputs: int = 256, accuracy: bool = True, progress: bool = True) -> dict:
+def plan_export_measure(
+    lut: dict,
+    target_ms: float,
+    out_dir: str | Path,
+    *,
+    checkpoint: str | Path | None = None,
+    usage_manifest: str | Path | None = None,
+    percentile: int = 90,
+    margin: float = 0.05,
+    data_dir: str | None = None,
+    calib: int = 2000,
+    protocol: Protocol | None = None,
+    n_inputs: int = 256,
+    accuracy: bool = True,
+    progress: bool = True,
+) -> dict:
     """Plans static widths for the target from the LUT, exports that static graph (verified like every
     export) and measures it on the LUT's runtime and threads in a fresh process.
 
@@ -26,8 +38,14 @@ def plan_export_measure(lut: dict, target_ms: float, out_dir: str | Path, *, che
     from gatekit.export.exporter import ExportOptions, Prepared, export
 
     threads = lut.get("threads")
-    opts = ExportOptions(graph="static", calib=calib, round_to=int(lut["round_to"]), data_dir=data_dir,
-                         threads=threads, knn_check=accuracy)
+    opts = ExportOptions(
+        graph="static",
+        calib=calib,
+        round_to=int(lut["round_to"]),
+        data_dir=data_dir,
+        threads=threads,
+        knn_check=accuracy,
+    )
     if usage_manifest:
         planned = plan_from_manifest(lut, usage_manifest, target_ms, percentile=percentile, margin=margin)
         recorded = open_artifact(usage_manifest).manifest
@@ -40,7 +58,9 @@ def plan_export_measure(lut: dict, target_ms: float, out_dir: str | Path, *, che
         if not checkpoint:
             raise GatekitError("planning needs --checkpoint CKPT or --usage MANIFEST")
         prep = Prepared(checkpoint, opts, progress)  # one calibration pass: the usage and the export share it
-        planned = plan(lut, prep.gate_usage(), prep.model.cfg.to_dict(), target_ms, percentile=percentile, margin=margin)
+        planned = plan(
+            lut, prep.gate_usage(), prep.model.cfg.to_dict(), target_ms, percentile=percentile, margin=margin
+        )
         opts.fmt = planned["format"]
     chosen = planned["chosen"]
     if chosen["min_usage"] > 0:  # re-select the channels at the chosen threshold (same usage)
@@ -48,11 +68,28 @@ def plan_export_measure(lut: dict, target_ms: float, out_dir: str | Path, *, che
     manifest = export(checkpoint, out_dir, opts, progress=progress, prepared=prep)
     if list(manifest["widths"]) != chosen["widths"]:
         raise GatekitError(f"the exported widths {manifest['widths']} differ from the planned {chosen['widths']}")
-    record = measure_in_fresh_process(Path(out_dir) / manifest_name("static", opts.fmt), runtime_name(lut["runtime"]["name"]),
-                                      threads, protocol or Protocol(), n_inputs, data_dir)
+    record = measure_in_fresh_process(
+        Path(out_dir) / manifest_name("static", opts.fmt),
+        runtime_name(lut["runtime"]["name"]),
+        threads,
+        protocol or Protocol(),
+        n_inputs,
+        data_dir,
+    )
     measured = record["stats"][f"p{percentile}_ms"]
-    return {"target_ms": target_ms, "percentile": percentile, "margin": margin, "checkpoint": str(checkpoint), "chosen": chosen,
-            "options": planned["options"], "artifact": record["artifact"], "macs_ratio": manifest["macs"]["ratio_to_dense"],
-            "agreement": manifest.get("agreement"), "measured": record["stats"], "record": record,
-            "meets_target": measured <= target_ms, "usage_from": planned.get("usage_from", "calibration"),
-            "prediction_error": chosen[f"predicted_p{percentile}_ms"] / measured - 1}
+    return {
+        "target_ms": target_ms,
+        "percentile": percentile,
+        "margin": margin,
+        "checkpoint": str(checkpoint),
+        "chosen": chosen,
+        "options": planned["options"],
+        "artifact": record["artifact"],
+        "macs_ratio": manifest["macs"]["ratio_to_dense"],
+        "agreement": manifest.get("agreement"),
+        "measured": record["stats"],
+        "record": record,
+        "meets_target": measured <= target_ms,
+        "usage_from": planned.get("usage_from", "calibration"),
+        "prediction_error": chosen[f"predicted_p{percentile}_ms"] / measured - 1,
+    }

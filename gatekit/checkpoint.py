@@ -60,7 +60,9 @@ def load_model(path: str | os.PathLike, device: str = "cpu") -> tuple[GatedResNe
             raw = f.metadata() or {}
         tensors = load_file(str(file), device=device)
     except (SafetensorError, OSError, ValueError) as e:
-        raise GatekitError(f"corrupt checkpoint {file}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+        raise GatekitError(
+            f"corrupt checkpoint {file}: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+        ) from None
     if "model_config" not in raw:
         raise GatekitError(f"corrupt checkpoint {file}: no model_config in its metadata (not a gatekit model?)")
     meta = {}
@@ -79,8 +81,10 @@ def load_model(path: str | os.PathLike, device: str = "cpu") -> tuple[GatedResNe
         raise GatekitError(f"corrupt checkpoint {file}: model_config: {e}") from None
     except RuntimeError as e:  # a tensor of another shape: the metadata describes another model
         detail = [x.strip() for x in str(e).splitlines() if x.strip()]
-        raise GatekitError(f"corrupt checkpoint {file}: its tensors do not fit its model_config "
-                           f"({(detail[1] if len(detail) > 1 else detail[0] if detail else 'shape mismatch')[:200]})") from None
+        raise GatekitError(
+            f"corrupt checkpoint {file}: its tensors do not fit its model_config "
+            f"({(detail[1] if len(detail) > 1 else detail[0] if detail else 'shape mismatch')[:200]})"
+        ) from None
     if missing or unexpected:
         raise GatekitError(
             f"corrupt checkpoint {file}: {len(missing)} missing and {len(unexpected)} unexpected tensors"
@@ -108,4 +112,6 @@ def load_state(path: str | os.PathLike) -> dict:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises several types for a truncated or foreign file
-        raise GatekitError(f"corrupt training state {path}: {(str(e).splitlines() or [type(e).__name__])[0][:200]}") from None
+        raise GatekitError(
+            f"corrupt training state {path}: {(str(e).splitlines() or [type(e).__name__])[0][:200]}"
+        ) from None

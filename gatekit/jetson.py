@@ -39,9 +39,19 @@ def parse_tegrastats(line: str) -> dict:
     gpu_freq_mhz, temps_c {sensor: C}, rails_mw {rail: (current, average)}, total_power_mw and
     total_power_rail. Fields a line lacks are None (or empty); a line with none of them is an error."""
     text = _TIMESTAMP.sub("", line.strip())
-    out: dict = {"ram_used_mb": None, "ram_total_mb": None, "swap_used_mb": None, "cpus": [], "gpu_load_pct": None,
-                 "gpu_freq_mhz": None, "emc_load_pct": None, "temps_c": {}, "rails_mw": {}, "total_power_mw": None,
-                 "total_power_rail": None}
+    out: dict = {
+        "ram_used_mb": None,
+        "ram_total_mb": None,
+        "swap_used_mb": None,
+        "cpus": [],
+        "gpu_load_pct": None,
+        "gpu_freq_mhz": None,
+        "emc_load_pct": None,
+        "temps_c": {},
+        "rails_mw": {},
+        "total_power_mw": None,
+        "total_power_rail": None,
+    }
     if m := _RAM.search(text):
         out["ram_used_mb"], out["ram_total_mb"] = int(m[1]), int(m[2])
     if m := _SWAP.search(text):
@@ -106,8 +116,11 @@ def summarize(samples: list[dict], interval_ms: int | None = None, malformed: in
         "power_rail": samples[-1]["total_power_rail"],
         "mean_gpu_load_pct": sum(gpu) / len(gpu) if gpu else None,
         "max_temp_c": max(temps) if temps else None,
-        "mean_rails_mw": {r: sum(s["rails_mw"][r][0] for s in samples if r in s["rails_mw"])
-                          / sum(1 for s in samples if r in s["rails_mw"]) for r in rails},
+        "mean_rails_mw": {
+            r: sum(s["rails_mw"][r][0] for s in samples if r in s["rails_mw"])
+            / sum(1 for s in samples if r in s["rails_mw"])
+            for r in rails
+        },
     }
 
 
@@ -136,13 +149,19 @@ class TegrastatsMonitor:
     def active(self) -> bool:
         return self._proc is not None
 
-    def __enter__(self) -> "TegrastatsMonitor":
+    def __enter__(self) -> TegrastatsMonitor:
         path = shutil.which(self.binary)
         if path is None:
             return self
         try:
-            self._proc = subprocess.Popen([path, "--interval", str(self.interval_ms)], stdout=subprocess.PIPE,
-                                          stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, text=True, bufsize=1)
+            self._proc = subprocess.Popen(
+                [path, "--interval", str(self.interval_ms)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                stdin=subprocess.DEVNULL,
+                text=True,
+                bufsize=1,
+            )
         except OSError:
             self._proc = None
             return self
@@ -194,7 +213,7 @@ def parse_nvpmodel(text: str) -> dict:
     for k, line in enumerate(lines):
         m = re.match(r"NV Power Mode\s*:\s*(.+)$", line)
         if m:
-            mode_id = next((int(x) for x in lines[k + 1:] if re.fullmatch(r"\d+", x)), None)
+            mode_id = next((int(x) for x in lines[k + 1 :] if re.fullmatch(r"\d+", x)), None)
             return {"mode_name": m[1].strip(), "mode_id": mode_id}
     raise GatekitError(f"no 'NV Power Mode' in nvpmodel output: {text.strip()[:120]!r}")
 
@@ -212,8 +231,11 @@ def parse_jetson_clocks(text: str) -> dict:
         line = line.strip()
         if m := re.match(r"(cpu\d+):\s*(.*)$", line):
             f = _freqs(m[2])
-            cpus[m[1]] = {"online": f.get("Online", "1") == "1", "governor": f.get("Governor"),
-                          **{k.lower(): int(f[k]) for k in ("MinFreq", "MaxFreq", "CurrentFreq") if k in f}}
+            cpus[m[1]] = {
+                "online": f.get("Online", "1") == "1",
+                "governor": f.get("Governor"),
+                **{k.lower(): int(f[k]) for k in ("MinFreq", "MaxFreq", "CurrentFreq") if k in f},
+            }
         elif m := re.match(r"GPU\s+(MinFreq=.*)$", line):
             f = _freqs(m[1])
             gpu = {k.lower(): int(f[k]) for k in ("MinFreq", "MaxFreq", "CurrentFreq") if k in f}
@@ -227,7 +249,9 @@ def parse_jetson_clocks(text: str) -> dict:
         if not c["online"]:
             continue
         if not (c.get("minfreq") == c.get("maxfreq") == c.get("currentfreq")):
-            reasons.append(f"{name} MinFreq/MaxFreq/CurrentFreq {c.get('minfreq')}/{c.get('maxfreq')}/{c.get('currentfreq')}")
+            reasons.append(
+                f"{name} MinFreq/MaxFreq/CurrentFreq {c.get('minfreq')}/{c.get('maxfreq')}/{c.get('currentfreq')}"
+            )
     if gpu is None:
         reasons.append("no GPU line")
     elif gpu.get("minfreq") != gpu.get("maxfreq"):
@@ -243,8 +267,12 @@ def parse_l4t_release(text: str) -> dict:
         raise GatekitError(f"not an nv_tegra_release line: {text.strip()[:120]!r}")
     major = int(m[1])
     board = re.search(r"BOARD:\s*([^,]+)", text)
-    return {"l4t": f"{major}.{int(m[2])}.{int(m[3] or 0)}", "major": major,
-            "jetpack_major": {32: 4, 34: 5, 35: 5, 36: 6, 38: 7}.get(major), "board": board[1].strip() if board else None}
+    return {
+        "l4t": f"{major}.{int(m[2])}.{int(m[3] or 0)}",
+        "major": major,
+        "jetpack_major": {32: 4, 34: 5, 35: 5, 36: 6, 38: 7}.get(major),
+        "board": board[1].strip() if board else None,
+    }
 
 
 def _run(argv: list[str]) -> str | None:
@@ -272,8 +300,10 @@ def jetson_info(root: str | os.PathLike = "/") -> dict | None:
         info["l4t"] = parse_l4t_release(release) if release else None
     except GatekitError:
         pass
-    for key, argv, parse in (("power_mode", ["nvpmodel", "-q"], parse_nvpmodel),
-                             ("clocks", ["jetson_clocks", "--show"], parse_jetson_clocks)):
+    for key, argv, parse in (
+        ("power_mode", ["nvpmodel", "-q"], parse_nvpmodel),
+        ("clocks", ["jetson_clocks", "--show"], parse_jetson_clocks),
+    ):
         text = _run(argv)
         if text:
             try:

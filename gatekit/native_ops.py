@@ -63,8 +63,15 @@ RUNTIMES = ("ort", "openvino")
 _SUFFIX = ".dylib" if sys.platform == "darwin" else ".so"
 LIB_NAMES = {"ort": "libgatekit_ort_ops" + _SUFFIX, "openvino": "libgatekit_ov_ops" + _SUFFIX}
 _RUNTIME_ALIASES = {"ort": "ort", "onnxruntime": "ort", "openvino": "openvino", "ov": "openvino"}
-_ORT_DISTS = ("onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino", "onnxruntime-directml", "onnxruntime-silicon",
-              "ort-nightly", "ort-nightly-gpu")
+_ORT_DISTS = (
+    "onnxruntime",
+    "onnxruntime-gpu",
+    "onnxruntime-openvino",
+    "onnxruntime-directml",
+    "onnxruntime-silicon",
+    "ort-nightly",
+    "ort-nightly-gpu",
+)
 
 
 REBUILD = "gatekit ops build"  # the command that (re)builds the libraries into the op cache
@@ -90,12 +97,13 @@ class NativeOpsError(GatekitError, ValueError):
 # ---------------------------------------------------------------------------------------------------------
 # What is installed.
 
+
 def source_dir() -> Path | None:
     """$GATEKIT_NATIVE_SRC, else the sources an installed package carries (gatekit/_native/), else the native/
     folder next to the package (a source checkout, an editable install), or None."""
     env = os.environ.get("GATEKIT_NATIVE_SRC")
     here = Path(__file__).resolve().parent
-    for p in ([Path(env)] if env else [here / "_native", here.parent / "native"]):
+    for p in [Path(env)] if env else [here / "_native", here.parent / "native"]:
         if (p / "CMakeLists.txt").is_file():
             return p
     return None
@@ -193,8 +201,9 @@ def cache_root() -> Path:
 
 def build_key(versions: dict | None = None) -> str:
     v = versions or runtime_versions()
-    return (f"ort-api{ORT_API_VERSION}-ort{v['onnxruntime'] or 'none'}_ov{v['openvino'] or 'none'}"
-            f"_{_machine()}-{cpu_isa()}")
+    return (
+        f"ort-api{ORT_API_VERSION}-ort{v['onnxruntime'] or 'none'}_ov{v['openvino'] or 'none'}_{_machine()}-{cpu_isa()}"
+    )
 
 
 def build_dir(versions: dict | None = None) -> Path:
@@ -252,9 +261,15 @@ def find_tools() -> dict:
         first = _tool_version(cmake) or ""
         m = re.search(r"(\d+)\.(\d+)(?:\.(\d+))?", first)
         cmake_version = m.group(0) if m else None
-    return {"cmake": cmake, "cmake_version": cmake_version, "ninja": ninja,
-            "ninja_version": _tool_version(ninja) if ninja else None, "make": make,
-            "cxx": cxx, "cxx_version": _tool_version(cxx) if cxx else None}
+    return {
+        "cmake": cmake,
+        "cmake_version": cmake_version,
+        "ninja": ninja,
+        "ninja_version": _tool_version(ninja) if ninja else None,
+        "make": make,
+        "cxx": cxx,
+        "cxx_version": _tool_version(cxx) if cxx else None,
+    }
 
 
 def _version_tuple(text: str | None, n: int = 3) -> tuple[int, ...]:
@@ -265,6 +280,7 @@ def _version_tuple(text: str | None, n: int = 3) -> tuple[int, ...]:
 # ---------------------------------------------------------------------------------------------------------
 # Build.
 
+
 def _read_json(path: Path) -> dict | None:
     try:
         return json.loads(path.read_text())
@@ -274,8 +290,10 @@ def _read_json(path: Path) -> dict | None:
 
 def _library_build_info(path: Path) -> dict | None:
     """gatekit_ops_build_info() of a built library, read in a child process (loading it cannot hurt us)."""
-    code = ("import ctypes, sys; f = ctypes.CDLL(sys.argv[1]).gatekit_ops_build_info; "
-            "f.restype = ctypes.c_char_p; sys.stdout.write(f().decode())")
+    code = (
+        "import ctypes, sys; f = ctypes.CDLL(sys.argv[1]).gatekit_ops_build_info; "
+        "f.restype = ctypes.c_char_p; sys.stdout.write(f().decode())"
+    )
     try:
         out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=120)
         return json.loads(out.stdout) if out.returncode == 0 else None
@@ -301,8 +319,9 @@ def file_sha256(path) -> str:
     return digest
 
 
-def library_record(runtime: str, path, versions: dict, build_info: dict | None = None,
-                   isa_compiled: list[str] | None = None) -> dict:
+def library_record(
+    runtime: str, path, versions: dict, build_info: dict | None = None, isa_compiled: list[str] | None = None
+) -> dict:
     """The build.json entry (libraries.<runtime>) of a complete library file: its path, sha256 and size, the
     runtime version it was built for and the ISA paths compiled into it (from the library's own
     gatekit_ops_build_info where readable, else `isa_compiled`).  Whoever writes build.json (build(), a
@@ -310,11 +329,22 @@ def library_record(runtime: str, path, versions: dict, build_info: dict | None =
     rt = _runtime(runtime)
     path = Path(path)
     compiled = (build_info or {}).get("isa_compiled") or isa_compiled
-    entry = {"status": "built", "path": str(path), "sha256": file_sha256(path), "size": path.stat().st_size,
-             "isa_compiled": list(compiled) if compiled else None, "build_info": build_info}
+    entry = {
+        "status": "built",
+        "path": str(path),
+        "sha256": file_sha256(path),
+        "size": path.stat().st_size,
+        "isa_compiled": list(compiled) if compiled else None,
+        "build_info": build_info,
+    }
     if rt == "ort":
-        entry.update({"onnxruntime_version": versions["onnxruntime"], "ort_api_version": ORT_API_VERSION,
-                      "min_onnxruntime": f"1.{ORT_API_VERSION}"})
+        entry.update(
+            {
+                "onnxruntime_version": versions["onnxruntime"],
+                "ort_api_version": ORT_API_VERSION,
+                "min_onnxruntime": f"1.{ORT_API_VERSION}",
+            }
+        )
     else:
         entry["openvino_version"] = versions["openvino"]
     return entry
@@ -372,15 +402,28 @@ def build(force: bool = False, jobs: int = 2, verbose: bool = False) -> dict:
     final = root / key
     src = source_dir()
     result: dict = {
-        "gatekit_ops_version": OPS_VERSION, "status": "failed", "reason": None, "dir": str(final), "key": key,
-        "source_dir": str(src) if src else None, "source_hash": None, "machine": _machine(), "cpu_isa": cpu_isa(),
+        "gatekit_ops_version": OPS_VERSION,
+        "status": "failed",
+        "reason": None,
+        "dir": str(final),
+        "key": key,
+        "source_dir": str(src) if src else None,
+        "source_hash": None,
+        "machine": _machine(),
+        "cpu_isa": cpu_isa(),
         "runtimes": {"onnxruntime": versions["onnxruntime"], "openvino": versions["openvino"]},
-        "ort_api_version": ORT_API_VERSION, "tools": {}, "libraries": {}, "created": None, "build_seconds": None,
+        "ort_api_version": ORT_API_VERSION,
+        "tools": {},
+        "libraries": {},
+        "created": None,
+        "build_seconds": None,
         "cached": False,
     }
     if src is None:
-        result["reason"] = ("native sources not found: this gatekit install has neither gatekit/_native/ nor native/ "
-                            "beside it (reinstall gatekit from its sdist or a checkout, or set GATEKIT_NATIVE_SRC)")
+        result["reason"] = (
+            "native sources not found: this gatekit install has neither gatekit/_native/ nor native/ "
+            "beside it (reinstall gatekit from its sdist or a checkout, or set GATEKIT_NATIVE_SRC)"
+        )
         return result
     result["source_hash"] = src_hash = source_hash(src)
 
@@ -395,7 +438,9 @@ def build(force: bool = False, jobs: int = 2, verbose: bool = False) -> dict:
         result["reason"] = "cmake not found (install it: apt-get install cmake ninja-build, or pip install cmake ninja)"
         return result
     if _version_tuple(tools["cmake_version"], 2) < MIN_CMAKE:
-        result["reason"] = f"cmake {tools['cmake_version']} is too old (need >= {MIN_CMAKE[0]}.{MIN_CMAKE[1]}; pip install cmake)"
+        result["reason"] = (
+            f"cmake {tools['cmake_version']} is too old (need >= {MIN_CMAKE[0]}.{MIN_CMAKE[1]}; pip install cmake)"
+        )
         return result
     if not tools["cxx"]:
         result["reason"] = "no C++ compiler found (install g++ or clang++, or set CXX)"
@@ -450,16 +495,32 @@ def _run_cmake(src: Path, tmp: Path, tools: dict, versions: dict, build_ov: bool
     bdir = tmp / "build"
     log_path = tmp / "build.log"
     generator = "Ninja" if tools["ninja"] else "Unix Makefiles"
-    cfg = [tools["cmake"], "-S", str(src), "-B", str(bdir), "-G", generator, "-DCMAKE_BUILD_TYPE=Release",
-           "-DGATEKIT_OPS_ORT=ON", f"-DGATEKIT_OPS_OV={'ON' if build_ov else 'OFF'}",
-           f"-DCMAKE_CXX_COMPILER={tools['cxx']}"]
+    cfg = [
+        tools["cmake"],
+        "-S",
+        str(src),
+        "-B",
+        str(bdir),
+        "-G",
+        generator,
+        "-DCMAKE_BUILD_TYPE=Release",
+        "-DGATEKIT_OPS_ORT=ON",
+        f"-DGATEKIT_OPS_OV={'ON' if build_ov else 'OFF'}",
+        f"-DCMAKE_CXX_COMPILER={tools['cxx']}",
+    ]
     if tools["ninja"]:
         cfg.append(f"-DCMAKE_MAKE_PROGRAM={tools['ninja']}")
     if build_ov:
         cfg += [f"-DOpenVINO_DIR={versions['openvino_cmake_dir']}", f"-DTBB_DIR={versions['openvino_cmake_dir']}"]
     bld = [tools["cmake"], "--build", str(bdir), "-j", str(max(1, int(jobs)))]
-    out: dict = {"status": "failed", "reason": None, "generator": generator, "jobs": int(jobs),
-                 "log": str(log_path.name), "libraries": {}}
+    out: dict = {
+        "status": "failed",
+        "reason": None,
+        "generator": generator,
+        "jobs": int(jobs),
+        "log": str(log_path.name),
+        "libraries": {},
+    }
     log_chunks = []
     for cmd in (cfg, bld):
         log_chunks.append("$ " + " ".join(cmd) + "\n")
@@ -482,13 +543,18 @@ def _run_cmake(src: Path, tmp: Path, tools: dict, versions: dict, build_ov: bool
     for rt in RUNTIMES:
         built = bdir / LIB_NAMES[rt]
         if rt == "openvino" and not build_ov:
-            why = ("openvino is not installed (pip install openvino)" if versions["openvino"] is None else
-                   "the installed openvino package has no cmake/ folder (install the openvino wheel from PyPI)")
+            why = (
+                "openvino is not installed (pip install openvino)"
+                if versions["openvino"] is None
+                else "the installed openvino package has no cmake/ folder (install the openvino wheel from PyPI)"
+            )
             libs[rt] = {"status": "not built", "reason": why}
             continue
         if rt == "openvino" and "OpenVINO (Runtime + ONNX frontend) not found" in log:
-            libs[rt] = {"status": "not built",
-                        "reason": f"CMake did not find OpenVINO in {versions['openvino_cmake_dir']} (see build.log)"}
+            libs[rt] = {
+                "status": "not built",
+                "reason": f"CMake did not find OpenVINO in {versions['openvino_cmake_dir']} (see build.log)",
+            }
             continue
         if not compiled or not built.is_file():
             libs[rt] = {"status": "failed", "reason": out["reason"] or "library missing after the build"}
@@ -506,6 +572,7 @@ def _run_cmake(src: Path, tmp: Path, tools: dict, versions: dict, build_ov: bool
 
 # ---------------------------------------------------------------------------------------------------------
 # Find and check.
+
 
 def _runtime(name: str) -> str:
     try:
@@ -567,8 +634,11 @@ def check_library(runtime: str, path, versions: dict | None = None) -> dict:
             raise NativeOpsError(f"{path} needs onnxruntime >= 1.{api}, but onnxruntime is not installed", "foreign")
         major, minor, _ = _version_tuple(v["onnxruntime"], 3)
         if (major, minor) < (1, api):
-            raise NativeOpsError(f"{path} needs ONNX Runtime API {api} (onnxruntime >= 1.{api}) "
-                                 f"but onnxruntime {v['onnxruntime']} is installed", "foreign")
+            raise NativeOpsError(
+                f"{path} needs ONNX Runtime API {api} (onnxruntime >= 1.{api}) "
+                f"but onnxruntime {v['onnxruntime']} is installed",
+                "foreign",
+            )
     return lib
 
 
@@ -593,8 +663,11 @@ def check_isa(path, lib: dict) -> str:
         why = f"{Path(path).name} was built without {want}"
     else:
         why = "no such kernel path"
-    raise NativeOpsError(f"{ISA_ENV}={want!r} is refused ({why}): set it to one of {', '.join(choices)} "
-                         f"(the paths in {Path(path).name} that this CPU runs) or unset it", "isa")
+    raise NativeOpsError(
+        f"{ISA_ENV}={want!r} is refused ({why}): set it to one of {', '.join(choices)} "
+        f"(the paths in {Path(path).name} that this CPU runs) or unset it",
+        "isa",
+    )
 
 
 def check_for_load(runtime: str, path, versions: dict | None = None) -> dict:
@@ -657,9 +730,19 @@ def library_for(runtime: str) -> Path | None:
 # ---------------------------------------------------------------------------------------------------------
 # The libraries an installed package carries (gatekit/_ops/, put there by its wheel build: native/package.cmake).
 
-def write_package_record(ops_dir: Path, *, source: Path, machine: str, isa_compiled: list[str],
-                         compiler: str | None = None, cmake_version: str | None = None,
-                         openvino_version: str | None = None, reasons: dict | None = None, probe: bool = True) -> dict:
+
+def write_package_record(
+    ops_dir: Path,
+    *,
+    source: Path,
+    machine: str,
+    isa_compiled: list[str],
+    compiler: str | None = None,
+    cmake_version: str | None = None,
+    openvino_version: str | None = None,
+    reasons: dict | None = None,
+    probe: bool = True,
+) -> dict:
     """Writes ops_dir/build.json for the libraries a package build installed there (native/package_record.py
     runs this at the wheel's install step, once the libraries are complete) and returns it.
 
@@ -678,23 +761,45 @@ def write_package_record(ops_dir: Path, *, source: Path, machine: str, isa_compi
             libs[rt] = {"status": "not built", "reason": (reasons or {}).get(rt) or "not built by the package build"}
             continue
         info = _library_build_info(path) if probe else None
-        entry = {"status": "built", "path": path.name, "sha256": file_sha256(path), "size": path.stat().st_size,
-                 "isa_compiled": (info or {}).get("isa_compiled") or list(isa_compiled), "build_info": info}
+        entry = {
+            "status": "built",
+            "path": path.name,
+            "sha256": file_sha256(path),
+            "size": path.stat().st_size,
+            "isa_compiled": (info or {}).get("isa_compiled") or list(isa_compiled),
+            "build_info": info,
+        }
         if rt == "ort":
-            entry.update({"onnxruntime_version": None, "ort_api_version": ORT_API_VERSION,
-                          "min_onnxruntime": f"1.{ORT_API_VERSION}"})
+            entry.update(
+                {
+                    "onnxruntime_version": None,
+                    "ort_api_version": ORT_API_VERSION,
+                    "min_onnxruntime": f"1.{ORT_API_VERSION}",
+                }
+            )
         else:
             entry["openvino_version"] = openvino_version
         libs[rt] = entry
     built = [rt for rt, lib in libs.items() if lib["status"] == "built"]
     record = {
-        "gatekit_ops_version": OPS_VERSION, "status": "ok" if built else "failed",
+        "gatekit_ops_version": OPS_VERSION,
+        "status": "ok" if built else "failed",
         "reason": None if built else "; ".join(f"{rt}: {lib['reason']}" for rt, lib in libs.items()),
-        "packaged": True, "dir": None, "key": "package", "source_dir": None, "source_hash": source_hash(source),
-        "machine": machine, "cpu_isa": None, "runtimes": {"onnxruntime": None, "openvino": openvino_version},
-        "ort_api_version": ORT_API_VERSION, "isa_compiled": list(isa_compiled) or None,
-        "tools": {"cmake_version": cmake_version, "cxx_version": compiler}, "libraries": libs,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "build_seconds": None, "cached": False,
+        "packaged": True,
+        "dir": None,
+        "key": "package",
+        "source_dir": None,
+        "source_hash": source_hash(source),
+        "machine": machine,
+        "cpu_isa": None,
+        "runtimes": {"onnxruntime": None, "openvino": openvino_version},
+        "ort_api_version": ORT_API_VERSION,
+        "isa_compiled": list(isa_compiled) or None,
+        "tools": {"cmake_version": cmake_version, "cxx_version": compiler},
+        "libraries": libs,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "build_seconds": None,
+        "cached": False,
     }
     _write_build_json(ops_dir / "build.json", record)
     return record
@@ -727,8 +832,10 @@ def kernel_info(path) -> dict | None:
 def fallback_note(runtime: str, artifact: str) -> str:
     """The line `gatekit bench` prints when a native-op graph ran its standard-ops fallback for want of a library."""
     rt = _runtime(runtime)
-    return (f"gatekit: {artifact} ran its standard-ops fallback: gatekit's native op for {_LABEL[rt]} is missing here "
-            f"(`gatekit ops status` says why); build it with `gatekit ops build`, then bench again")
+    return (
+        f"gatekit: {artifact} ran its standard-ops fallback: gatekit's native op for {_LABEL[rt]} is missing here "
+        f"(`gatekit ops status` says why); build it with `gatekit ops build`, then bench again"
+    )
 
 
 def _package_status(versions: dict) -> dict:
@@ -759,12 +866,21 @@ def status() -> dict:
     d = build_dir(versions)
     info = _read_json(d / "build.json")
     src = source_dir()
-    out = {"source_dir": str(src) if src else None, "cache_root": str(cache_root()), "dir": str(d),
-           "key": build_key(versions), "built": info is not None and info.get("status") == "ok",
-           "stale": False, "cpu_isa": cpu_isa(), "cpu_paths": cpu_paths(), "machine": _machine(),
-           "isa_requested": os.environ.get(ISA_ENV) or None,
-           "runtimes": {"onnxruntime": versions["onnxruntime"], "openvino": versions["openvino"]},
-           "build": info, "libraries": {}}
+    out = {
+        "source_dir": str(src) if src else None,
+        "cache_root": str(cache_root()),
+        "dir": str(d),
+        "key": build_key(versions),
+        "built": info is not None and info.get("status") == "ok",
+        "stale": False,
+        "cpu_isa": cpu_isa(),
+        "cpu_paths": cpu_paths(),
+        "machine": _machine(),
+        "isa_requested": os.environ.get(ISA_ENV) or None,
+        "runtimes": {"onnxruntime": versions["onnxruntime"], "openvino": versions["openvino"]},
+        "build": info,
+        "libraries": {},
+    }
     if info and src is not None and info.get("source_hash") != source_hash(src):
         out["stale"] = True
     for rt in RUNTIMES:
@@ -815,7 +931,11 @@ def _summary_build(info: dict) -> str:
         ver = (info.get("runtimes") or {}).get(_LABEL[rt])
         label = f"{_LABEL[rt]} {ver}" if ver else _LABEL[rt]
         if lib.get("status") == "built":
-            extra = f" (ORT API {lib.get('ort_api_version')}, onnxruntime >= {lib.get('min_onnxruntime')})" if rt == "ort" else ""
+            extra = (
+                f" (ORT API {lib.get('ort_api_version')}, onnxruntime >= {lib.get('min_onnxruntime')})"
+                if rt == "ort"
+                else ""
+            )
             lines.append(f"  {label}: {Path(lib['path']).name}{extra}")
         else:
             lines.append(f"  {label}: {lib.get('status')}: {lib.get('reason')}")
@@ -832,7 +952,9 @@ def _summary_status(st: dict) -> str:
     lines.extend(_summary_kernel(st))
     b = st.get("build") or {}
     if b.get("created"):
-        lines.append(f"  built {b['created']} in {b.get('build_seconds')} s with {(b.get('tools') or {}).get('cxx_version')}")
+        lines.append(
+            f"  built {b['created']} in {b.get('build_seconds')} s with {(b.get('tools') or {}).get('cxx_version')}"
+        )
     for rt in RUNTIMES:
         e = st["libraries"][rt]
         ver = st["runtimes"][_LABEL[rt]]
@@ -851,15 +973,19 @@ def _summary_kernel(st: dict) -> list[str]:
     in_use = st.get("in_use") or {}
     if not in_use:
         return ["  in use: none (dynamic graphs run their standard-ops fallback; `gatekit ops build` builds the ops)"]
-    lines = ["  in use: " + "; ".join(f"{_LABEL[rt]}: {Path(u['path']).name} from the {u['from']}"
-                                      for rt, u in in_use.items())]
+    lines = [
+        "  in use: "
+        + "; ".join(f"{_LABEL[rt]}: {Path(u['path']).name} from the {u['from']}" for rt, u in in_use.items())
+    ]
     info = st.get("kernel") or {}
     if "isa_selected" in info:
         tiles = "yes" if info.get("conv2_channel_tiles") else "no (AVX-512 only)"
         dots = "yes" if info.get("conv1_channel_dots") else "no (AVX-512 only)"
         compiled = ", ".join(info.get("isa_compiled") or [])
-        lines.append(f"  kernel path in use: {info['isa_selected']}; conv2 output-channel tiles: {tiles}; "
-                     f"conv1 channel dots on small maps: {dots} (paths compiled: {compiled})")
+        lines.append(
+            f"  kernel path in use: {info['isa_selected']}; conv2 output-channel tiles: {tiles}; "
+            f"conv1 channel dots on small maps: {dots} (paths compiled: {compiled})"
+        )
     return lines
 
 
@@ -878,8 +1004,9 @@ def _summary_package(st: dict) -> list[str]:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m gatekit.native_ops",
-                                 description="Build or inspect gatekit's native gated-block op libraries.")
+    ap = argparse.ArgumentParser(
+        prog="python -m gatekit.native_ops", description="Build or inspect gatekit's native gated-block op libraries."
+    )
     sub = ap.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("build", help="build the libraries for the installed runtimes (cached)")
     b.add_argument("--force", action="store_true", help="rebuild even if a current build exists")

@@ -57,8 +57,9 @@ def check_output_dir(path: str | os.PathLike | None, flag: str) -> None:
     _check_creatable_under(p, flag)
 
 
-def check_outputs(files: dict[str, str | os.PathLike | None] | None = None,
-                  dirs: dict[str, str | os.PathLike | None] | None = None) -> None:
+def check_outputs(
+    files: dict[str, str | os.PathLike | None] | None = None, dirs: dict[str, str | os.PathLike | None] | None = None
+) -> None:
     """Every output of a command ({flag: path}); None paths (flags not given) are skipped."""
     for flag, path in (dirs or {}).items():
         check_output_dir(path, flag)

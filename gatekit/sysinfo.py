@@ -30,8 +30,13 @@ def cpu_governor() -> str | None:
 
 def git_sha(repo: str | os.PathLike | None = None) -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=repo or Path(__file__).resolve().parent.parent)
+        out = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=repo or Path(__file__).resolve().parent.parent,
+        )
         return out.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None
@@ -50,8 +55,12 @@ def package_versions(names=("torch", "numpy", "kornia", "onnx", "onnxruntime", "
 def gpu_info() -> dict | None:
     """The NVIDIA GPU(s) `nvidia-smi` sees: {"name", "driver", "count", "names"}; None without nvidia-smi."""
     try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=10)
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     rows = [[c.strip() for c in line.split(",")] for line in out.stdout.splitlines() if line.strip()]

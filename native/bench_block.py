@@ -49,32 +49,41 @@ def resnet18_blocks(size: int, width: float = 1.0) -> list[tuple]:
         maps.append((maps[-1] - 1) // 2 + 1)
     widths = tuple(max(1, int(round(w * width))) for w in (64, 128, 256, 512))
     out = [(f"{w}@{m}x{m}", w, w, w, m, 1) for w, m in zip(widths, maps)]
-    out += [(f"{widths[i]}->{widths[i + 1]}@{maps[i + 1]} s2", widths[i], widths[i + 1], widths[i + 1], maps[i], 2)
-            for i in range(3)]
+    out += [
+        (f"{widths[i]}->{widths[i + 1]}@{maps[i + 1]} s2", widths[i], widths[i + 1], widths[i + 1], maps[i], 2)
+        for i in range(3)
+    ]
     return out
 
 
 def conv_block_model(w1, b1, w2, b2, cin, h, stride, gated):
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     c, cout = w1.shape[0], w2.shape[0]
     ho = (h - 1) // stride + 1
     inits = [numpy_helper.from_array(a, n) for a, n in zip((w1, b1, w2, b2), ("W1", "b1", "W2", "b2"))]
-    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, cin, h, h]),
-              helper.make_tensor_value_info("residual", TensorProto.FLOAT, [1, cout, ho, ho])]
+    inputs = [
+        helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, cin, h, h]),
+        helper.make_tensor_value_info("residual", TensorProto.FLOAT, [1, cout, ho, ho]),
+    ]
     if gated:
         inputs.insert(1, helper.make_tensor_value_info("mask", TensorProto.FLOAT, [1, c]))
-        nodes = [helper.make_node("GatedBlock", ["x", "mask", "W1", "b1", "W2", "b2", "residual"], ["y"],
-                                  domain="gatekit", stride=stride)]
+        nodes = [
+            helper.make_node(
+                "GatedBlock", ["x", "mask", "W1", "b1", "W2", "b2", "residual"], ["y"], domain="gatekit", stride=stride
+            )
+        ]
     else:
-        nodes = [helper.make_node("Conv", ["x", "W1", "b1"], ["c1"], pads=[1, 1, 1, 1], strides=[stride, stride]),
-                 helper.make_node("Relu", ["c1"], ["h"]),
-                 helper.make_node("Conv", ["h", "W2", "b2"], ["c2"], pads=[1, 1, 1, 1]),
-                 helper.make_node("Add", ["c2", "residual"], ["s"]),
-                 helper.make_node("Relu", ["s"], ["y"])]
-    graph = helper.make_graph(nodes, "block", inputs,
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, cout, ho, ho])], inits)
+        nodes = [
+            helper.make_node("Conv", ["x", "W1", "b1"], ["c1"], pads=[1, 1, 1, 1], strides=[stride, stride]),
+            helper.make_node("Relu", ["c1"], ["h"]),
+            helper.make_node("Conv", ["h", "W2", "b2"], ["c2"], pads=[1, 1, 1, 1]),
+            helper.make_node("Add", ["c2", "residual"], ["s"]),
+            helper.make_node("Relu", ["s"], ["y"]),
+        ]
+    graph = helper.make_graph(
+        nodes, "block", inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, cout, ho, ho])], inits
+    )
     opsets = [helper.make_opsetid("", 17)] + ([helper.make_opsetid("gatekit", 1)] if gated else [])
     model = helper.make_model(graph, opset_imports=opsets)
     model.ir_version = 8
@@ -89,7 +98,7 @@ def conv3x3(x, w, stride):
     out = np.zeros((x.shape[0], w.shape[0], ho, wo))
     for i in range(3):
         for j in range(3):
-            patch = xp[:, :, i:i + stride * (ho - 1) + 1:stride, j:j + stride * (wo - 1) + 1:stride]
+            patch = xp[:, :, i : i + stride * (ho - 1) + 1 : stride, j : j + stride * (wo - 1) + 1 : stride]
             out += np.einsum("nchw,oc->nohw", patch, w[:, :, i, j].astype(np.float64))
     return out
 
@@ -105,8 +114,11 @@ def int8_scales(x, w1, b1, w2, b2, stride):
     """x_scale, h_scale (uint8, zero point 0) and the scale of conv2's output (int8, symmetric) on this input."""
     h = np.maximum(conv3x3(x, w1, stride) + b1[None, :, None, None], 0)
     c2 = conv3x3(h, w2, 1) + b2[None, :, None, None]
-    return (np.float32(max(x.max(), 1e-6) / 255), np.float32(max(h.max(), 1e-6) / 255),
-            np.float32(max(np.abs(c2).max(), 1e-6) / 127))
+    return (
+        np.float32(max(x.max(), 1e-6) / 255),
+        np.float32(max(h.max(), 1e-6) / 255),
+        np.float32(max(np.abs(c2).max(), 1e-6) / 127),
+    )
 
 
 def int8_block_model(q, cin, h, stride, gated):
@@ -116,38 +128,76 @@ def int8_block_model(q, cin, h, stride, gated):
     w1q, w1s, b1, w2q, w2s, b2, xs, hs, ys = q
     c, cout = w1q.shape[0], w2q.shape[0]
     ho = (h - 1) // stride + 1
-    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, cin, h, h]),
-              helper.make_tensor_value_info("residual", TensorProto.FLOAT, [1, cout, ho, ho])]
+    inputs = [
+        helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, cin, h, h]),
+        helper.make_tensor_value_info("residual", TensorProto.FLOAT, [1, cout, ho, ho]),
+    ]
     scalar = lambda v: np.asarray(v, np.float32).reshape(())  # noqa: E731
     if gated:
         inputs.insert(1, helper.make_tensor_value_info("mask", TensorProto.FLOAT, [1, c]))
-        arrays = {"W1": w1q, "w1_scale": w1s, "b1": b1, "W2": w2q, "w2_scale": w2s, "b2": b2, "x_scale": scalar(xs),
-                  "h_scale": scalar(hs)}
-        nodes = [helper.make_node("GatedBlockInt8", ["x", "mask", "W1", "w1_scale", "b1", "W2", "w2_scale", "b2",
-                                                     "residual", "x_scale", "h_scale"], ["y"], domain="gatekit",
-                                  stride=stride)]
+        arrays = {
+            "W1": w1q,
+            "w1_scale": w1s,
+            "b1": b1,
+            "W2": w2q,
+            "w2_scale": w2s,
+            "b2": b2,
+            "x_scale": scalar(xs),
+            "h_scale": scalar(hs),
+        }
+        nodes = [
+            helper.make_node(
+                "GatedBlockInt8",
+                ["x", "mask", "W1", "w1_scale", "b1", "W2", "w2_scale", "b2", "residual", "x_scale", "h_scale"],
+                ["y"],
+                domain="gatekit",
+                stride=stride,
+            )
+        ]
     else:
         b1q = np.rint(b1 / (xs * w1s)).astype(np.int32)
         b2q = np.rint(b2 / (hs * w2s)).astype(np.int32)
-        arrays = {"W1": w1q, "w1_scale": w1s, "b1q": b1q, "b1_scale": (xs * w1s).astype(np.float32), "W2": w2q,
-                  "w2_scale": w2s, "b2q": b2q, "b2_scale": (hs * w2s).astype(np.float32), "xs": scalar(xs),
-                  "hs": scalar(hs), "ys": scalar(ys), "zu": np.zeros((), np.uint8), "zs": np.zeros((), np.int8),
-                  "zw1": np.zeros(c, np.int8), "zw2": np.zeros(cout, np.int8), "zb1": np.zeros(c, np.int32),
-                  "zb2": np.zeros(cout, np.int32)}
+        arrays = {
+            "W1": w1q,
+            "w1_scale": w1s,
+            "b1q": b1q,
+            "b1_scale": (xs * w1s).astype(np.float32),
+            "W2": w2q,
+            "w2_scale": w2s,
+            "b2q": b2q,
+            "b2_scale": (hs * w2s).astype(np.float32),
+            "xs": scalar(xs),
+            "hs": scalar(hs),
+            "ys": scalar(ys),
+            "zu": np.zeros((), np.uint8),
+            "zs": np.zeros((), np.int8),
+            "zw1": np.zeros(c, np.int8),
+            "zw2": np.zeros(cout, np.int8),
+            "zb1": np.zeros(c, np.int32),
+            "zb2": np.zeros(cout, np.int32),
+        }
         dq = lambda i, sc, zp, o, **kw: helper.make_node("DequantizeLinear", [i, sc, zp], [o], **kw)  # noqa: E731
-        nodes = [helper.make_node("QuantizeLinear", ["x", "xs", "zu"], ["xq"]), dq("xq", "xs", "zu", "xd"),
-                 dq("W1", "w1_scale", "zw1", "w1d", axis=0), dq("b1q", "b1_scale", "zb1", "b1d", axis=0),
-                 helper.make_node("Conv", ["xd", "w1d", "b1d"], ["c1"], pads=[1, 1, 1, 1], strides=[stride, stride]),
-                 helper.make_node("Relu", ["c1"], ["r1"]),
-                 helper.make_node("QuantizeLinear", ["r1", "hs", "zu"], ["hq"]), dq("hq", "hs", "zu", "hd"),
-                 dq("W2", "w2_scale", "zw2", "w2d", axis=0), dq("b2q", "b2_scale", "zb2", "b2d", axis=0),
-                 helper.make_node("Conv", ["hd", "w2d", "b2d"], ["c2"], pads=[1, 1, 1, 1]),
-                 helper.make_node("QuantizeLinear", ["c2", "ys", "zs"], ["c2q"]), dq("c2q", "ys", "zs", "c2d"),
-                 helper.make_node("Add", ["c2d", "residual"], ["s"]),
-                 helper.make_node("Relu", ["s"], ["y"])]
+        nodes = [
+            helper.make_node("QuantizeLinear", ["x", "xs", "zu"], ["xq"]),
+            dq("xq", "xs", "zu", "xd"),
+            dq("W1", "w1_scale", "zw1", "w1d", axis=0),
+            dq("b1q", "b1_scale", "zb1", "b1d", axis=0),
+            helper.make_node("Conv", ["xd", "w1d", "b1d"], ["c1"], pads=[1, 1, 1, 1], strides=[stride, stride]),
+            helper.make_node("Relu", ["c1"], ["r1"]),
+            helper.make_node("QuantizeLinear", ["r1", "hs", "zu"], ["hq"]),
+            dq("hq", "hs", "zu", "hd"),
+            dq("W2", "w2_scale", "zw2", "w2d", axis=0),
+            dq("b2q", "b2_scale", "zb2", "b2d", axis=0),
+            helper.make_node("Conv", ["hd", "w2d", "b2d"], ["c2"], pads=[1, 1, 1, 1]),
+            helper.make_node("QuantizeLinear", ["c2", "ys", "zs"], ["c2q"]),
+            dq("c2q", "ys", "zs", "c2d"),
+            helper.make_node("Add", ["c2d", "residual"], ["s"]),
+            helper.make_node("Relu", ["s"], ["y"]),
+        ]
     inits = [numpy_helper.from_array(np.asarray(v), k) for k, v in arrays.items()]
-    graph = helper.make_graph(nodes, "block", inputs,
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, cout, ho, ho])], inits)
+    graph = helper.make_graph(
+        nodes, "block", inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, cout, ho, ho])], inits
+    )
     opsets = [helper.make_opsetid("", 17)] + ([helper.make_opsetid("gatekit", 1)] if gated else [])
     model = helper.make_model(graph, opset_imports=opsets)
     model.ir_version = 8
@@ -219,14 +269,23 @@ def main():
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--rounds", type=int, default=9)
     ap.add_argument("--calls", type=int, default=30)
-    ap.add_argument("--lib", default=None, help="libgatekit_ort_ops.so or libgatekit_ov_ops.so (default: built by "
-                    "gatekit.native_ops)")
+    ap.add_argument(
+        "--lib",
+        default=None,
+        help="libgatekit_ort_ops.so or libgatekit_ov_ops.so (default: built by gatekit.native_ops)",
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--blocks", default=None, help="comma-separated subset of block names")
-    ap.add_argument("--size", type=int, default=32, help="the first stage's map size (34: the paper's CIFAR stem at 32 px)")
+    ap.add_argument(
+        "--size", type=int, default=32, help="the first stage's map size (34: the paper's CIFAR stem at 32 px)"
+    )
     ap.add_argument("--json", default=None, help="also write the rows, machine and load here (JSON)")
-    ap.add_argument("--precision", choices=("fp32", "int8"), default="fp32",
-                    help="int8: gatekit::GatedBlockInt8 against QDQ static and dense blocks")
+    ap.add_argument(
+        "--precision",
+        choices=("fp32", "int8"),
+        default="fp32",
+        help="int8: gatekit::GatedBlockInt8 against QDQ static and dense blocks",
+    )
     ap.add_argument("--width", type=float, default=1.0, help="channel multiplier (0.25: the x0.25 network)")
     args = ap.parse_args()
     int8 = args.precision == "int8"
@@ -246,8 +305,10 @@ def main():
     blocks = every if not args.blocks else [b for b in every if b[0] in args.blocks.split(",")]
 
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
-    print(f"# {args.runtime} {args.precision} block micro-benchmark, {args.threads} thread(s), batch 1, median of "
-          f"{args.rounds} rounds x {args.calls} calls; load average at start: {load}")
+    print(
+        f"# {args.runtime} {args.precision} block micro-benchmark, {args.threads} thread(s), batch 1, median of "
+        f"{args.rounds} rounds x {args.calls} calls; load average at start: {load}"
+    )
     rows = []
     for name, cin, c, cout, h, stride in blocks:
         ho = (h - 1) // stride + 1
@@ -317,8 +378,10 @@ def main():
             g = med[f"gated{f}"]
             s = med.get(f"static{f}")
             rows.append((name, f, med["dense"], s, g, foreign))
-        print(f"  done {name} (foreign load ~{foreign:.2f} cores)" if foreign is not None else f"  done {name}",
-              file=sys.stderr)
+        print(
+            f"  done {name} (foreign load ~{foreign:.2f} cores)" if foreign is not None else f"  done {name}",
+            file=sys.stderr,
+        )
 
     print()
     print("| block | active | dense ms | static ms | gated ms | gated/static | gated/dense | foreign cores |")
@@ -334,15 +397,36 @@ def main():
         from gatekit.atomic import write_json
         from gatekit.sysinfo import machine_info
 
-        write_json(args.json, {
-            "machine": machine_info(), "runtime": args.runtime, "precision": args.precision, "width": args.width,
-            "threads": args.threads, "rounds": args.rounds,
-            "calls": args.calls, "first_stage_size": args.size, "library": str(lib), "loadavg_start": load,
-            "loadavg_end": load_end,
-            "command": " ".join(["python", "native/bench_block.py", *sys.argv[1:]]),
-            "rows": [{"block": name, "active": f, "dense_ms": d, "static_ms": s, "gated_ms": g,
-                      "gated_over_static": g / s if s else None, "gated_over_dense": g / d, "foreign_cores": foreign}
-                     for name, f, d, s, g, foreign in rows]})
+        write_json(
+            args.json,
+            {
+                "machine": machine_info(),
+                "runtime": args.runtime,
+                "precision": args.precision,
+                "width": args.width,
+                "threads": args.threads,
+                "rounds": args.rounds,
+                "calls": args.calls,
+                "first_stage_size": args.size,
+                "library": str(lib),
+                "loadavg_start": load,
+                "loadavg_end": load_end,
+                "command": " ".join(["python", "native/bench_block.py", *sys.argv[1:]]),
+                "rows": [
+                    {
+                        "block": name,
+                        "active": f,
+                        "dense_ms": d,
+                        "static_ms": s,
+                        "gated_ms": g,
+                        "gated_over_static": g / s if s else None,
+                        "gated_over_dense": g / d,
+                        "foreign_cores": foreign,
+                    }
+                    for name, f, d, s, g, foreign in rows
+                ],
+            },
+        )
 
 
 if __name__ == "__main__":

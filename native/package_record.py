@@ -41,10 +41,17 @@ def main() -> int:
     ap.add_argument("--openvino-reason", default="", help="why the OpenVINO extension was not built")
     ap.add_argument("--no-probe", action="store_true", help="do not load the libraries (a cross build)")
     a = ap.parse_args()
-    info = write_package_record(Path(a.ops_dir), source=Path(a.source), machine=a.machine,
-                                isa_compiled=[p for p in a.isa.split(",") if p], compiler=a.compiler or None,
-                                cmake_version=a.cmake or None, openvino_version=a.openvino_version or None,
-                                reasons={"ort": a.ort_reason, "openvino": a.openvino_reason}, probe=not a.no_probe)
+    info = write_package_record(
+        Path(a.ops_dir),
+        source=Path(a.source),
+        machine=a.machine,
+        isa_compiled=[p for p in a.isa.split(",") if p],
+        compiler=a.compiler or None,
+        cmake_version=a.cmake or None,
+        openvino_version=a.openvino_version or None,
+        reasons={"ort": a.ort_reason, "openvino": a.openvino_reason},
+        probe=not a.no_probe,
+    )
     for rt, lib in info["libraries"].items():
         state = f"{lib['path']} sha256 {lib['sha256'][:16]}..." if lib["status"] == "built" else lib["reason"]
         print(f"gatekit ops: package {rt}: {lib['status']}: {state}")

@@ -64,9 +64,11 @@ def aarch64_unavailable(reason: str):
 def _need_aarch64_tools() -> None:
     missing = [pkg for tool, pkg in AARCH64_PACKAGES.items() if not shutil.which(tool)]
     if missing or not AARCH64_SYSROOT.is_dir():
-        aarch64_unavailable("the aarch64 cross-build and its emulation need Debian's g++-aarch64-linux-gnu and "
-                            f"qemu-user (missing here: {', '.join(missing) or AARCH64_SYSROOT}; apt-get install "
-                            "g++-aarch64-linux-gnu qemu-user)")
+        aarch64_unavailable(
+            "the aarch64 cross-build and its emulation need Debian's g++-aarch64-linux-gnu and "
+            f"qemu-user (missing here: {', '.join(missing) or AARCH64_SYSROOT}; apt-get install "
+            "g++-aarch64-linux-gnu qemu-user)"
+        )
 
 
 @pytest.fixture(scope="session")
@@ -84,8 +86,12 @@ def qemu_aarch64(tmp_path_factory):
     (root / "proc" / "cpuinfo").write_text("".join(CORTEX_A72_CPUINFO.format(i=i) for i in range(os.cpu_count() or 1)))
 
     def run(exe: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-        return subprocess.run(["qemu-aarch64", "-L", str(root), "-cpu", AARCH64_CPU, str(exe), *args],
-                              capture_output=True, text=True, timeout=timeout)
+        return subprocess.run(
+            ["qemu-aarch64", "-L", str(root), "-cpu", AARCH64_CPU, str(exe), *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
 
     return run
 
@@ -98,10 +104,29 @@ def aarch64_build(tmp_path_factory) -> Path:
     build = tmp_path_factory.mktemp("aarch64-build")
     native = REPO / "native"
     generator = ["-G", "Ninja"] if shutil.which("ninja") else []
-    steps = [["cmake", "-S", str(native), "-B", str(build), *generator, "-DCMAKE_BUILD_TYPE=Release",
-              "-DGATEKIT_OPS_OV=OFF", f"-DCMAKE_TOOLCHAIN_FILE={native / 'cmake' / 'aarch64-linux-gnu.cmake'}"],
-             ["cmake", "--build", str(build), "-j2", "--target", "gatekit_ort_ops", "gatekit_kernel_selfcheck",
-              "gatekit_ort_run"]]
+    steps = [
+        [
+            "cmake",
+            "-S",
+            str(native),
+            "-B",
+            str(build),
+            *generator,
+            "-DCMAKE_BUILD_TYPE=Release",
+            "-DGATEKIT_OPS_OV=OFF",
+            f"-DCMAKE_TOOLCHAIN_FILE={native / 'cmake' / 'aarch64-linux-gnu.cmake'}",
+        ],
+        [
+            "cmake",
+            "--build",
+            str(build),
+            "-j2",
+            "--target",
+            "gatekit_ort_ops",
+            "gatekit_kernel_selfcheck",
+            "gatekit_ort_run",
+        ],
+    ]
     for cmd in steps:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1200)
         assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
@@ -121,10 +146,29 @@ def aarch64_onnxruntime() -> Path:
         return lib
     with tempfile.TemporaryDirectory() as d:
         py = f"{sys.version_info.major}{sys.version_info.minor}"
-        proc = subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
-                               "--platform", "manylinux_2_28_aarch64", "--platform", "manylinux2014_aarch64",
-                               "--python-version", py, f"onnxruntime=={version}", "-d", d],
-                              capture_output=True, text=True, timeout=600)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--quiet",
+                "--no-deps",
+                "--only-binary=:all:",
+                "--platform",
+                "manylinux_2_28_aarch64",
+                "--platform",
+                "manylinux2014_aarch64",
+                "--python-version",
+                py,
+                f"onnxruntime=={version}",
+                "-d",
+                d,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         wheels = sorted(Path(d).glob("onnxruntime-*.whl"))
         if proc.returncode != 0 or not wheels:
             last = (proc.stderr.strip().splitlines() or ["no wheel downloaded"])[-1]

@@ -13,12 +13,20 @@ from pathlib import Path
 import pytest
 
 from gatekit.artifacts import file_sha256, open_artifact, publish
-from gatekit.bench.run import SCHEMA as BENCH_SCHEMA
 from gatekit.cli import main
 from gatekit.errors import GatekitError
 
-INPUT = {"name": "input", "shape": [1, 3, 4, 4], "dtype": "float32", "layout": "NCHW", "scale": 1 / 255,
-         "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25], "dataset": "cifar10", "data_dir": None}
+INPUT = {
+    "name": "input",
+    "shape": [1, 3, 4, 4],
+    "dtype": "float32",
+    "layout": "NCHW",
+    "scale": 1 / 255,
+    "mean": [0.5, 0.5, 0.5],
+    "std": [0.25, 0.25, 0.25],
+    "dataset": "cifar10",
+    "data_dir": None,
+}
 
 
 def _onnx_model(scale: float = 1.0):
@@ -36,10 +44,26 @@ def _onnx_model(scale: float = 1.0):
 
 
 def _manifest(fmt: str, tag: str) -> dict:
-    return {"graph": "static", "format": fmt, "files": {}, "precision": "fp32", "budget": 0.3, "tag": tag,
-            "macs": {"ratio_to_dense": 0.5}, "checkpoint_sha256": "abc", "channels": [], "input": INPUT,
-            "model_config": {"arch": "resnet18", "width": 0.125, "stem": "cifar", "input_size": 4,
-                             "gate_group": 1, "stem_padding": None}}
+    return {
+        "graph": "static",
+        "format": fmt,
+        "files": {},
+        "precision": "fp32",
+        "budget": 0.3,
+        "tag": tag,
+        "macs": {"ratio_to_dense": 0.5},
+        "checkpoint_sha256": "abc",
+        "channels": [],
+        "input": INPUT,
+        "model_config": {
+            "arch": "resnet18",
+            "width": 0.125,
+            "stem": "cifar",
+            "input_size": 4,
+            "gate_group": 1,
+            "stem_padding": None,
+        },
+    }
 
 
 def _export(out: Path, fmt: str, scale: float = 1.0, tag: str = "new", stem: str = "static") -> Path:
@@ -100,10 +124,12 @@ def test_the_manifest_records_the_sha256_of_every_file(onnx_artifact, ir_artifac
 
 def _refusals(manifest: Path, file: Path, tmp_path: Path) -> list[list]:
     """bench, accuracy and engine on the artifact (engine: before it asks for TensorRT)."""
-    return [["bench", manifest, "--quiet", "--threads", "1"],
-            ["bench", file, "--quiet", "--threads", "1"],
-            ["accuracy", manifest, "--out", tmp_path / "acc.jsonl"],
-            ["engine", manifest, "--out", tmp_path / "engine"]]
+    return [
+        ["bench", manifest, "--quiet", "--threads", "1"],
+        ["bench", file, "--quiet", "--threads", "1"],
+        ["accuracy", manifest, "--out", tmp_path / "acc.jsonl"],
+        ["engine", manifest, "--out", tmp_path / "engine"],
+    ]
 
 
 @pytest.mark.parametrize("which", ["onnx", "xml", "bin"])
@@ -196,8 +222,10 @@ def test_bench_trust_edited_records_the_edit_and_report_and_pick_refuse_it(onnx_
     assert rec["manifest"]["sha256"]["onnx"]
     results = tmp_path / "bench.jsonl"
     write_jsonl(results, [rec])
-    for argv in (["report", results, "--out", tmp_path / "page.md"],
-                 ["pick", "--target-ms", "1000", "--results", results]):
+    for argv in (
+        ["report", results, "--out", tmp_path / "page.md"],
+        ["pick", "--target-ms", "1000", "--results", results],
+    ):
         code, err = _run(argv, capsys)
         assert code == 2 and f"{results}:1 was measured on an artifact that differs from its manifest" in err, err
         assert "--trust-edited" in err
@@ -210,6 +238,7 @@ def test_bench_trust_edited_records_the_edit_and_report_and_pick_refuse_it(onnx_
 
 
 # --- part 2: the artifact and its manifest are one unit ---
+
 
 def _read_back(manifest: Path) -> str | None:
     """The tag of the pair read back, or None when it is refused (no manifest, or files that do not match)."""
@@ -290,8 +319,11 @@ def test_a_real_export_records_hashes_and_a_re_export_replaces_the_pair(tmp_path
     x = rng.integers(0, 256, (64, 32, 32, 3), dtype=np.uint8)
     np.savez(tmp_path / "d.npz", x_train=x, y_train=np.zeros(64, np.uint8), x_test=x, y_test=np.zeros(64, np.uint8))
     torch.manual_seed(0)
-    save_model(tmp_path / "m.safetensors", GatedResNet(ModelConfig(width=0.125)).eval(),
-               {"train_config": {"dataset": "npz", "data_dir": str(tmp_path / "d.npz")}})
+    save_model(
+        tmp_path / "m.safetensors",
+        GatedResNet(ModelConfig(width=0.125)).eval(),
+        {"train_config": {"dataset": "npz", "data_dir": str(tmp_path / "d.npz")}},
+    )
     out = tmp_path / "out"
     for fmt, keys in (("onnx", {"onnx"}), ("openvino", {"xml", "bin"})):
         opts = ExportOptions(graph="dense", fmt=fmt, verify_images=32, threads=1)

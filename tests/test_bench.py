@@ -9,9 +9,9 @@ import time
 import numpy as np
 import pytest
 
+from gatekit.artifacts import open_artifact
 from gatekit.bench.protocol import Measurement, Protocol, latency_stats, measure, per_input_latency, per_input_stats
 from gatekit.bench.report import markdown_table, plot_latency_vs_flops, with_ratios
-from gatekit.artifacts import open_artifact
 from gatekit.bench.run import SCHEMA, read_jsonl, write_jsonl
 from gatekit.errors import GatekitError
 
@@ -52,8 +52,11 @@ def test_per_input_stats_split_interleaved_runs_by_input():
 
 def test_protocol_stops_at_min_seconds_but_never_below_the_floor():
     s = SleepySession()
-    m = measure(s, [np.full((1, 1), 2, np.float32)], Protocol(warmup_runs=1, warmup_seconds=0.0, min_runs=10**6,
-                                                              min_seconds=0.05, floor_runs=20))
+    m = measure(
+        s,
+        [np.full((1, 1), 2, np.float32)],
+        Protocol(warmup_runs=1, warmup_seconds=0.0, min_runs=10**6, min_seconds=0.05, floor_runs=20),
+    )
     assert 20 <= len(m.latencies_ns) < 200
 
 
@@ -64,18 +67,33 @@ def test_latency_stats():
 
 
 def record(graph, flops, p50, threads=1, sha="a", name="onnxruntime", width=1.0, precision="fp32"):
-    return {"schema": SCHEMA, "manifest": {"graph": graph, "budget": 0.3, "dynamic_form": None, "checkpoint_sha256": sha,
-                                           "macs": {"ratio_to_dense": flops},
-                                           "model_config": {"arch": "resnet18", "width": width, "stem": "cifar",
-                                                            "input_size": 32, "gate_group": 1}},
-            "runtime": {"name": name, "provider": "CPU", "version": "1"}, "precision": precision, "threads": threads,
-            "batch": 1,
-            "stats": {"p50_ms": p50, "p90_ms": p50 * 1.1}}
+    return {
+        "schema": SCHEMA,
+        "manifest": {
+            "graph": graph,
+            "budget": 0.3,
+            "dynamic_form": None,
+            "checkpoint_sha256": sha,
+            "macs": {"ratio_to_dense": flops},
+            "model_config": {"arch": "resnet18", "width": width, "stem": "cifar", "input_size": 32, "gate_group": 1},
+        },
+        "runtime": {"name": name, "provider": "CPU", "version": "1"},
+        "precision": precision,
+        "threads": threads,
+        "batch": 1,
+        "stats": {"p50_ms": p50, "p90_ms": p50 * 1.1},
+    }
 
 
 def test_ratios_use_the_dense_graph_of_the_same_runtime_and_threads():
-    recs = with_ratios([record("dense", 1.0, 4.0), record("dense", 1.0, 2.0, threads=2), record("static", 0.5, 2.2),
-                        record("static", 0.5, 1.5, threads=2)])
+    recs = with_ratios(
+        [
+            record("dense", 1.0, 4.0),
+            record("dense", 1.0, 2.0, threads=2),
+            record("static", 0.5, 2.2),
+            record("static", 0.5, 1.5, threads=2),
+        ]
+    )
     ratios = {(r["manifest"]["graph"], r["threads"]): r["latency_ratio"]["p50"] for r in recs}
     assert ratios[("static", 1)] == pytest.approx(0.55) and ratios[("static", 2)] == pytest.approx(0.75)
     table = markdown_table(recs)
@@ -92,16 +110,24 @@ def marker_of(collection) -> tuple:
 def test_two_checkpoints_at_one_t_d_are_two_networks_in_the_bench_table_and_plot(tmp_path):
     """x0.25 and full width at one t_d: two static rows, each with its own FLOPs ratio, latency and dense
     graph; in the plot, one marker style per network and a legend beside the panels, over no data."""
-    small = [record("dense", 1.0, 0.42, sha=SMALL, width=0.25), record("static", 0.827, 0.36, sha=SMALL, width=0.25),
-             record("dense", 1.0, 0.30, sha=SMALL, width=0.25, threads=2),
-             record("static", 0.827, 0.27, sha=SMALL, width=0.25, threads=2)]
-    full = [record("dense", 1.0, 7.0, sha=FULL), record("static", 0.44, 2.94, sha=FULL),
-            record("dense", 1.0, 3.6, sha=FULL, threads=2), record("static", 0.44, 1.53, sha=FULL, threads=2)]
+    small = [
+        record("dense", 1.0, 0.42, sha=SMALL, width=0.25),
+        record("static", 0.827, 0.36, sha=SMALL, width=0.25),
+        record("dense", 1.0, 0.30, sha=SMALL, width=0.25, threads=2),
+        record("static", 0.827, 0.27, sha=SMALL, width=0.25, threads=2),
+    ]
+    full = [
+        record("dense", 1.0, 7.0, sha=FULL),
+        record("static", 0.44, 2.94, sha=FULL),
+        record("dense", 1.0, 3.6, sha=FULL, threads=2),
+        record("static", 0.44, 1.53, sha=FULL, threads=2),
+    ]
     table = markdown_table(small + full)
     rows = [line for line in table.splitlines() if line.startswith("| resnet18")]
     assert len(rows) == 4 and "no ratio" not in table
-    assert ("| resnet18 x0.25 32px 55555555 | 0.3 | static | 0.827 | 0.360 / 0.396 (0.86) | 0.270 / 0.297 (0.90) |"
-            in rows)
+    assert (
+        "| resnet18 x0.25 32px 55555555 | 0.3 | static | 0.827 | 0.360 / 0.396 (0.86) | 0.270 / 0.297 (0.90) |" in rows
+    )
     assert "| resnet18 x1 32px ffffffff | 0.3 | static | 0.440 | 2.940 / 3.234 (0.42) | 1.530 / 1.683 (0.42) |" in rows
     assert "| resnet18 x1 32px ffffffff | 0.3 | dense | 1.000 | 7.000 / 7.700 (1.00) | 3.600 / 3.960 (1.00) |" in rows
 
@@ -124,8 +150,12 @@ def test_two_checkpoints_at_one_t_d_are_two_networks_in_the_bench_table_and_plot
 
 
 def test_int8_and_fp32_each_have_their_own_dense_reference(tmp_path):
-    recs = [record("dense", 1.0, 4.0), record("static", 0.5, 2.0), record("dense", 1.0, 1.0, precision="int8"),
-            record("static", 0.5, 0.8, precision="int8")]
+    recs = [
+        record("dense", 1.0, 4.0),
+        record("static", 0.5, 2.0),
+        record("dense", 1.0, 1.0, precision="int8"),
+        record("static", 0.5, 0.8, precision="int8"),
+    ]
     ratios = {(r["manifest"]["graph"], r["precision"]): r["latency_ratio"]["p50"] for r in with_ratios(recs)}
     assert ratios == {("dense", "fp32"): 1.0, ("static", "fp32"): 0.5, ("dense", "int8"): 1.0, ("static", "int8"): 0.8}
     fig = plot_latency_vs_flops(recs, tmp_path / "p.png")
@@ -139,30 +169,43 @@ def test_int8_and_fp32_each_have_their_own_dense_reference(tmp_path):
 def test_a_record_without_the_dense_graph_of_its_checkpoint_has_no_ratio(tmp_path):
     """A checkpoint measured without its dense graph: its latency alone, not a ratio to another checkpoint's
     dense graph of the same architecture; the table says why, and the plot leaves it out."""
-    recs = [record("dense", 1.0, 4.0, sha=SMALL), record("static", 0.5, 2.0, sha=SMALL),
-            record("static", 0.3, 1.5, sha=FULL)]
+    recs = [
+        record("dense", 1.0, 4.0, sha=SMALL),
+        record("static", 0.5, 2.0, sha=SMALL),
+        record("static", 0.3, 1.5, sha=FULL),
+    ]
     out = {r["manifest"]["checkpoint_sha256"] + r["manifest"]["graph"]: r for r in with_ratios(recs)}
     assert "latency_ratio" not in out[FULL + "static"]
     assert out[FULL + "static"]["no_ratio"] == "no dense graph of checkpoint ffffffff"
     assert out[SMALL + "static"]["latency_ratio"]["p50"] == 0.5
     table = markdown_table(recs)
     assert "| resnet18 x1 32px ffffffff | 0.3 | static | 0.300 | 1.500 / 1.650 (no ratio) |" in table
-    assert table.splitlines()[-1] == ("- resnet18 x1 32px ffffffff has no latency ratio: no dense graph of checkpoint "
-                                      "ffffffff was measured; its latencies are shown alone.")
+    assert table.splitlines()[-1] == (
+        "- resnet18 x1 32px ffffffff has no latency ratio: no dense graph of checkpoint "
+        "ffffffff was measured; its latencies are shown alone."
+    )
     fig = plot_latency_vs_flops(recs, tmp_path / "p.png")
     (ax,) = fig.axes
     assert ax.get_title() == "ORT 1T b1\n1 without a dense reference, not drawn"
-    assert sorted(c.get_gid() for c in ax.collections) == ["resnet18 x1 32px 55555555, t_d 0.3: dense",
-                                                          "resnet18 x1 32px 55555555, t_d 0.3: static"]
+    assert sorted(c.get_gid() for c in ax.collections) == [
+        "resnet18 x1 32px 55555555, t_d 0.3: dense",
+        "resnet18 x1 32px 55555555, t_d 0.3: static",
+    ]
 
 
 def test_a_dense_graph_measured_on_one_runtime_only_gives_ratios_there_only():
-    recs = [record("dense", 1.0, 4.0), record("static", 0.5, 2.0), record("static", 0.5, 1.2, threads=2),
-            record("static", 0.5, 1.0, name="openvino")]
+    recs = [
+        record("dense", 1.0, 4.0),
+        record("static", 0.5, 2.0),
+        record("static", 0.5, 1.2, threads=2),
+        record("static", 0.5, 1.0, name="openvino"),
+    ]
     table = markdown_table(recs)
     assert "| resnet18 x1 32px a | 0.3 | static | 0.500 | 2.000 / 2.200 (0.50) | 1.200 / 1.320 (no ratio) |" in table
-    assert table.splitlines()[-1] == ("- resnet18 x1 32px a has no latency ratio: no dense graph of checkpoint a on "
-                                      "ORT 2T b1, OpenVINO 1T b1; its latencies are shown alone.")
+    assert table.splitlines()[-1] == (
+        "- resnet18 x1 32px a has no latency ratio: no dense graph of checkpoint a on "
+        "ORT 2T b1, OpenVINO 1T b1; its latencies are shown alone."
+    )
 
 
 def test_a_pruned_network_takes_its_ratio_to_the_dense_graph_it_was_pruned_from():
@@ -176,8 +219,14 @@ def test_a_pruned_network_takes_its_ratio_to_the_dense_graph_it_was_pruned_from(
 
 
 def test_runtime_names_are_read_as_one_name(tmp_path):
-    write_jsonl(tmp_path / "r.jsonl", [record("dense", 1.0, 4.0), record("static", 0.5, 2.0, name="ort"),
-                                       record("static", 0.5, 2.0, name="some-new-runtime")])
+    write_jsonl(
+        tmp_path / "r.jsonl",
+        [
+            record("dense", 1.0, 4.0),
+            record("static", 0.5, 2.0, name="ort"),
+            record("static", 0.5, 2.0, name="some-new-runtime"),
+        ],
+    )
     assert [r["runtime"]["name"] for r in read_jsonl([tmp_path / "r.jsonl"])] == ["ort", "ort", "some-new-runtime"]
 
 
@@ -203,7 +252,9 @@ def test_artifact_without_manifest_is_a_clear_error(tmp_path):
 
 def test_bench_imports_without_torch():
     code = "import sys; sys.modules['torch'] = None; import gatekit.bench.run, gatekit.bench.report, gatekit.runtimes"
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=REPO))
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=REPO)
+    )
     assert proc.returncode == 0, proc.stderr
 
 
@@ -223,7 +274,12 @@ def exported_ir(tmp_path_factory):
     torch.manual_seed(0)
     model = GatedResNet(ModelConfig(width=0.5)).eval()
     save_model(tmp / "m.safetensors", model, {"train_config": {"dataset": "npz", "data_dir": str(tmp / "d.npz")}})
-    export(tmp / "m.safetensors", tmp / "out", ExportOptions(graph="dense", fmt="openvino", verify_images=32, threads=1), progress=False)
+    export(
+        tmp / "m.safetensors",
+        tmp / "out",
+        ExportOptions(graph="dense", fmt="openvino", verify_images=32, threads=1),
+        progress=False,
+    )
     return tmp / "out" / "dense.xml"
 
 
@@ -231,9 +287,32 @@ def test_bench_cli_records_a_real_run(exported_ir, tmp_path):
     manifest = json.loads(exported_ir.with_name("dense.openvino.json").read_text())
     data = manifest["input"]  # the bench reads the manifest's dataset: point GATEKIT_DATA-free npz loading at it
     assert data["dataset"] == "npz"
-    cmd = [sys.executable, "-m", "gatekit", "bench", str(exported_ir), "--threads", "1", "--inputs", "16", "--min-runs", "60",
-           "--min-seconds", "5", "--warmup-runs", "5", "--json", str(tmp_path / "r.jsonl"), "--table", str(tmp_path / "t.md"),
-           "--plot", str(tmp_path / "p.png"), "--quiet", "--data-dir", str(exported_ir.parent.parent / "d.npz")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "gatekit",
+        "bench",
+        str(exported_ir),
+        "--threads",
+        "1",
+        "--inputs",
+        "16",
+        "--min-runs",
+        "60",
+        "--min-seconds",
+        "5",
+        "--warmup-runs",
+        "5",
+        "--json",
+        str(tmp_path / "r.jsonl"),
+        "--table",
+        str(tmp_path / "t.md"),
+        "--plot",
+        str(tmp_path / "p.png"),
+        "--quiet",
+        "--data-dir",
+        str(exported_ir.parent.parent / "d.npz"),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=REPO))
     assert proc.returncode == 0, proc.stderr[-2000:]
     (rec,) = read_jsonl([tmp_path / "r.jsonl"])
@@ -287,8 +366,13 @@ def test_layer_counters_feed_the_given_inputs_to_benchmark_app(exported_ir):
     res = layer_counters(exported_ir, [1, 3, 32, 32], threads=1, seconds=1, inputs=good)
     assert res["median_ms"] > 0 and res["layers"]
     with pytest.raises(GatekitError, match="benchmark_app failed"):
-        layer_counters(exported_ir, [1, 3, 32, 32], threads=1, seconds=1,
-                       inputs=[rng.standard_normal((1, 3, 16, 16)).astype(np.float32)])
+        layer_counters(
+            exported_ir,
+            [1, 3, 32, 32],
+            threads=1,
+            seconds=1,
+            inputs=[rng.standard_normal((1, 3, 16, 16)).astype(np.float32)],
+        )
 
 
 def test_counters_by_group_sums_each_run_then_takes_the_median():
@@ -297,9 +381,11 @@ def test_counters_by_group_sums_each_run_then_takes_the_median():
     def run(*layers):
         return {"layers": [{"name": n, "type": t, "ms": ms} for n, t, ms in layers], "median_ms": 1.0}
 
-    runs = [run(("a", "Convolution", 1.0), ("b", "Convolution", 2.0), ("r", "Reorder", 0.5)),
-            run(("a", "Convolution", 4.0), ("b", "Convolution", 4.0)),
-            run(("a", "Convolution", 2.0), ("b", "Convolution", 2.0), ("r", "Reorder", 0.1))]
+    runs = [
+        run(("a", "Convolution", 1.0), ("b", "Convolution", 2.0), ("r", "Reorder", 0.5)),
+        run(("a", "Convolution", 4.0), ("b", "Convolution", 4.0)),
+        run(("a", "Convolution", 2.0), ("b", "Convolution", 2.0), ("r", "Reorder", 0.1)),
+    ]
     got = counters_by_group(runs, lambda layer: layer["type"].lower())
     assert got == {"convolution": 4.0, "reorder": 0.1}  # medians of (3, 8, 4) and (0.5, 0, 0.1)
 
@@ -321,22 +407,49 @@ def test_p50_agrees_with_benchmark_app_on_the_smallest_recorded_model(cifar_dir,
     from gatekit.export.exporter import ExportOptions, export
 
     ckpt = os.path.join(REPO, "benchmarks", "train_cifar10", "checkpoints", "vicreg-dual.safetensors")
-    export(ckpt, tmp_path, ExportOptions(graph="static", fmt="openvino", calib=500, knn_check=False, threads=1,
-                                         data_dir=str(cifar_dir)), progress=False)
+    export(
+        ckpt,
+        tmp_path,
+        ExportOptions(graph="static", fmt="openvino", calib=500, knn_check=False, threads=1, data_dir=str(cifar_dir)),
+        progress=False,
+    )
     ratios = _ratio_to_benchmark_app(tmp_path / "static.xml")
     assert abs(np.median(ratios) - 1) <= 0.20, ratios
 
 
 def test_sweep_exports_and_benchmarks_every_graph(exported_ir, tmp_path):
     ckpt = exported_ir.parent.parent / "m.safetensors"
-    cmd = [sys.executable, "-m", "gatekit", "bench", "--sweep", str(ckpt), "--out", str(tmp_path / "art"), "--threads", "1",
-           "--inputs", "8", "--min-runs", "20", "--min-seconds", "0.2", "--warmup-runs", "2", "--json",
-           str(tmp_path / "s.jsonl"), "--plot", str(tmp_path / "s.png"), "--quiet"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "gatekit",
+        "bench",
+        "--sweep",
+        str(ckpt),
+        "--out",
+        str(tmp_path / "art"),
+        "--threads",
+        "1",
+        "--inputs",
+        "8",
+        "--min-runs",
+        "20",
+        "--min-seconds",
+        "0.2",
+        "--warmup-runs",
+        "2",
+        "--json",
+        str(tmp_path / "s.jsonl"),
+        "--plot",
+        str(tmp_path / "s.png"),
+        "--quiet",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=REPO), timeout=400)
     assert proc.returncode == 0, proc.stderr[-2000:]
     recs = read_jsonl([tmp_path / "s.jsonl"])
     assert {(r["manifest"]["graph"], r["runtime"]["name"]) for r in recs} == {
-        (g, rt) for g in ("dense", "static", "hybrid", "dynamic") for rt in ("ort", "openvino")}
+        (g, rt) for g in ("dense", "static", "hybrid", "dynamic") for rt in ("ort", "openvino")
+    }
     dyn = [r for r in recs if r["manifest"]["graph"] == "dynamic"]
     assert all(len(r["per_input"]) == 8 for r in dyn)
     assert (tmp_path / "s-per-input.png").is_file()

@@ -16,8 +16,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def run_gatekit(*args, env_extra=None, timeout=300):
     env = dict(os.environ, PYTHONPATH=REPO, **(env_extra or {}))
-    return subprocess.run([sys.executable, "-m", "gatekit", *args], capture_output=True, text=True, env=env,
-                          timeout=timeout, cwd=REPO)
+    return subprocess.run(
+        [sys.executable, "-m", "gatekit", *args], capture_output=True, text=True, env=env, timeout=timeout, cwd=REPO
+    )
 
 
 def assert_one_line_error(proc, pattern):
@@ -36,8 +37,18 @@ def test_every_command_has_help_with_an_example(command):
 
 
 def test_missing_dataset_is_a_one_line_error(tmp_path):
-    proc = run_gatekit("train", "--dataset", "cifar10", "--data-dir", str(tmp_path), "--epochs", "1", "--out",
-                       str(tmp_path / "run"), env_extra={"GATEKIT_OFFLINE": "1"})
+    proc = run_gatekit(
+        "train",
+        "--dataset",
+        "cifar10",
+        "--data-dir",
+        str(tmp_path),
+        "--epochs",
+        "1",
+        "--out",
+        str(tmp_path / "run"),
+        env_extra={"GATEKIT_OFFLINE": "1"},
+    )
     assert_one_line_error(proc, "cifar10")
     assert str(tmp_path) in proc.stderr
 
@@ -65,7 +76,9 @@ def test_unknown_recipe_is_a_one_line_error(tmp_path):
 
 def test_cli_starts_without_torch():
     code = "import sys; sys.modules['torch'] = None; from gatekit.cli import main; main(['--help'])"
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=REPO))
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=REPO)
+    )
     assert proc.returncode == 0, proc.stderr
     assert "train" in proc.stdout
 
@@ -77,9 +90,29 @@ def test_tiny_real_run_trains_and_evaluates_in_under_a_minute(cifar_dir, tmp_pat
     the CPU time the run itself uses (45-56 s there)."""
     out = tmp_path / "tiny"
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    proc = run_gatekit("train", "--dataset", "cifar10", "--data-dir", str(cifar_dir), "--arch", "resnet18", "--width", "0.125",
-                       "--budget", "0.3", "--epochs", "1", "--limit", "2000", "--out", str(out), "--json",
-                       str(out / "summary.json"), "--quiet", env_extra={"OMP_NUM_THREADS": "2"})
+    proc = run_gatekit(
+        "train",
+        "--dataset",
+        "cifar10",
+        "--data-dir",
+        str(cifar_dir),
+        "--arch",
+        "resnet18",
+        "--width",
+        "0.125",
+        "--budget",
+        "0.3",
+        "--epochs",
+        "1",
+        "--limit",
+        "2000",
+        "--out",
+        str(out),
+        "--json",
+        str(out / "summary.json"),
+        "--quiet",
+        env_extra={"OMP_NUM_THREADS": "2"},
+    )
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu_s = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -87,8 +120,18 @@ def test_tiny_real_run_trains_and_evaluates_in_under_a_minute(cifar_dir, tmp_pat
     assert summary["threads"] == 2 and cpu_s < 120, (summary["threads"], cpu_s)
     assert {"flops_kept", "loss", "images_per_s"} <= set(summary)
     assert (out / "model.safetensors").is_file() and (out / "checkpoint.pt").is_file()
-    proc = run_gatekit("eval", str(out), "--knn", "--data-dir", str(cifar_dir), "--limit-train", "5000", "--json",
-                       str(tmp_path / "eval.json"), "--quiet")
+    proc = run_gatekit(
+        "eval",
+        str(out),
+        "--knn",
+        "--data-dir",
+        str(cifar_dir),
+        "--limit-train",
+        "5000",
+        "--json",
+        str(tmp_path / "eval.json"),
+        "--quiet",
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads((tmp_path / "eval.json").read_text())
     for path in ("dense", "gated"):

@@ -14,19 +14,50 @@ from gatekit.pick.families import DENSE, DENSE_INT8, GATEKIT, TORCH_PRUNING, TOR
 from gatekit.pick.select import candidates, load_accuracies, pick
 
 
-def summary(kind, *, budget=None, graph="dense", precision="fp32", width=0.25, ratio=None, ft=False, fmt="onnx",
-            flops=1.0, min_usage=0.0):
-    m = {"graph": graph, "format": fmt, "precision": precision, "budget": budget, "model_config": {"width": width},
-         "macs": {"ratio_to_dense": flops}, "method": {"gatekit": "vicreg-dual"}.get(kind, "vicreg"), "widths": [16],
-         "pruning": {"min_usage": min_usage} if graph == "static" else None, "pruned": None}
+def summary(
+    kind,
+    *,
+    budget=None,
+    graph="dense",
+    precision="fp32",
+    width=0.25,
+    ratio=None,
+    ft=False,
+    fmt="onnx",
+    flops=1.0,
+    min_usage=0.0,
+):
+    m = {
+        "graph": graph,
+        "format": fmt,
+        "precision": precision,
+        "budget": budget,
+        "model_config": {"width": width},
+        "macs": {"ratio_to_dense": flops},
+        "method": {"gatekit": "vicreg-dual"}.get(kind, "vicreg"),
+        "widths": [16],
+        "pruning": {"min_usage": min_usage} if graph == "static" else None,
+        "pruned": None,
+    }
     if kind == "tp":
         m["pruned"] = {"tool": "torch-pruning", "ratio": ratio, **({"fine_tune": {"epochs": 1}} if ft else {})}
     return m
 
 
 def bench(art, m, p90s, runtime="ort", threads=1):
-    return [{"schema": "gatekit.bench/1", "artifact": art, "manifest": m, "runtime": {"name": runtime}, "threads": threads, "batch": 1,
-             "precision": m["precision"], "stats": {"p90_ms": v, "p50_ms": v * 0.9}} for v in p90s]
+    return [
+        {
+            "schema": "gatekit.bench/1",
+            "artifact": art,
+            "manifest": m,
+            "runtime": {"name": runtime},
+            "threads": threads,
+            "batch": 1,
+            "precision": m["precision"],
+            "stats": {"p90_ms": v, "p50_ms": v * 0.9},
+        }
+        for v in p90s
+    ]
 
 
 def acc(art, m, top1, linear=None):
@@ -75,14 +106,24 @@ def _records():
     g_int8 = summary("gatekit", budget=0.3, graph="static", precision="int8", flops=0.8)
     tp1, tp2 = summary("tp", ratio=0.5, flops=0.6), summary("tp", ratio=0.25, flops=0.9)
     d = summary("dense", flops=1.0)
-    b = (bench("/a/gk/static.onnx", g, [1.0, 1.2, 1.1]) + bench("/a/gk/hybrid.onnx", gh, [1.3])
-         + bench("/a/gk/static-int8.onnx", g_int8, [0.5]) + bench("/a/tp5/dense.onnx", tp1, [0.8])
-         + bench("/a/tp25/dense.onnx", tp2, [1.4]) + bench("/a/d/dense.onnx", d, [1.6])
-         + bench("/a/gk/static.xml", dict(g, format="openvino"), [0.9], runtime="openvino")
-         + bench("/a/gk/static-int8.xml", dict(g_int8, format="openvino"), [0.4], runtime="openvino"))
-    a = [acc("/a/gk/static.onnx", g, 0.66, 0.65), acc("/a/gk/hybrid.onnx", gh, 0.665),
-         acc("/a/tp5/dense.onnx", tp1, 0.60), acc("/a/tp25/dense.onnx", tp2, 0.64), acc("/a/d/dense.onnx", d, 0.665),
-         acc("/a/gk/static-int8.xml", dict(g_int8, format="openvino"), 0.62)]
+    b = (
+        bench("/a/gk/static.onnx", g, [1.0, 1.2, 1.1])
+        + bench("/a/gk/hybrid.onnx", gh, [1.3])
+        + bench("/a/gk/static-int8.onnx", g_int8, [0.5])
+        + bench("/a/tp5/dense.onnx", tp1, [0.8])
+        + bench("/a/tp25/dense.onnx", tp2, [1.4])
+        + bench("/a/d/dense.onnx", d, [1.6])
+        + bench("/a/gk/static.xml", dict(g, format="openvino"), [0.9], runtime="openvino")
+        + bench("/a/gk/static-int8.xml", dict(g_int8, format="openvino"), [0.4], runtime="openvino")
+    )
+    a = [
+        acc("/a/gk/static.onnx", g, 0.66, 0.65),
+        acc("/a/gk/hybrid.onnx", gh, 0.665),
+        acc("/a/tp5/dense.onnx", tp1, 0.60),
+        acc("/a/tp25/dense.onnx", tp2, 0.64),
+        acc("/a/d/dense.onnx", d, 0.665),
+        acc("/a/gk/static-int8.xml", dict(g_int8, format="openvino"), 0.62),
+    ]
     return b, a
 
 
@@ -145,10 +186,22 @@ def test_compare_cli_writes_table_and_plots(tmp_path):
     b, a = _records()
     (tmp_path / "b.jsonl").write_text("".join(json.dumps(r) + "\n" for r in b))
     (tmp_path / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in a))
-    res = CliRunner().invoke(cli, ["compare", "--results", str(tmp_path / "b.jsonl"), "--accuracy", str(tmp_path / "a.jsonl"),
-                                   "--out", str(tmp_path / "out")])
+    res = CliRunner().invoke(
+        cli,
+        [
+            "compare",
+            "--results",
+            str(tmp_path / "b.jsonl"),
+            "--accuracy",
+            str(tmp_path / "a.jsonl"),
+            "--out",
+            str(tmp_path / "out"),
+        ],
+    )
     assert res.exit_code == 0, res.output
-    assert (tmp_path / "out" / "compare.md").is_file() and (tmp_path / "out" / "compare-ort-1t-b1.png").stat().st_size > 0
+    assert (tmp_path / "out" / "compare.md").is_file() and (
+        tmp_path / "out" / "compare-ort-1t-b1.png"
+    ).stat().st_size > 0
     assert json.loads((tmp_path / "out" / "compare.json").read_text())["groups"][0]["headlines"]["fp32"]
 
 
@@ -162,8 +215,15 @@ def test_numpy_knn_equals_the_torch_knn_of_eval():
     xtr = centers[ytr] + 1.5 * rng.normal(size=(600, 16))
     xte = centers[yte] + 1.5 * rng.normal(size=(200, 16))
     mine = knn_accuracy(xtr.astype(np.float32), ytr, xte.astype(np.float32), yte, 5)
-    ref = torch_knn(torch.tensor(xtr, dtype=torch.float32), torch.tensor(ytr), torch.tensor(xte, dtype=torch.float32),
-                    torch.tensor(yte), k=20, metric="cosine", num_classes=5)
+    ref = torch_knn(
+        torch.tensor(xtr, dtype=torch.float32),
+        torch.tensor(ytr),
+        torch.tensor(xte, dtype=torch.float32),
+        torch.tensor(yte),
+        k=20,
+        metric="cosine",
+        num_classes=5,
+    )
     assert 0.3 < mine < 1.0 and mine == pytest.approx(ref, abs=1e-9)
 
 
@@ -177,8 +237,13 @@ def test_numpy_linear_probe_reaches_the_torch_probe():
     ytr = (xtr @ w.T + rng.gumbel(size=(3000, 10)) * 4).argmax(1)
     yte = (xte @ w.T + rng.gumbel(size=(1000, 10)) * 4).argmax(1)
     mine = linear_probe(xtr, ytr, xte, yte, 10)
-    ref = train_linear_probe(torch.tensor(xtr, dtype=torch.float32), torch.tensor(ytr), torch.tensor(xte, dtype=torch.float32),
-                             torch.tensor(yte), num_classes=10)
+    ref = train_linear_probe(
+        torch.tensor(xtr, dtype=torch.float32),
+        torch.tensor(ytr),
+        torch.tensor(xte, dtype=torch.float32),
+        torch.tensor(yte),
+        num_classes=10,
+    )
     assert mine["top1"] > 0.5
     assert abs(mine["top1"] - ref.accuracy) <= 0.01
     assert abs(mine["settings"]["final_loss"] - ref.settings["final_loss"]) < 1e-3
@@ -187,6 +252,7 @@ def test_numpy_linear_probe_reaches_the_torch_probe():
 def test_two_networks_with_one_label_are_two_points_each_on_its_own_front():
     """Two gatekit networks at t_d 0.3 (x0.25 and full width): one label, two names; whether a point is on
     the front is its own, not that of the other network's point with the same label."""
+
     def gk(sha, width, flops):
         m = summary("gatekit", budget=0.3, graph="static", flops=flops, width=width)
         m["checkpoint_sha256"] = sha
@@ -197,11 +263,15 @@ def test_two_networks_with_one_label_are_two_points_each_on_its_own_front():
     a = [acc("/a/x025/static.onnx", small, 0.70), acc("/a/full/static.onnx", full, 0.65)]  # full width: slower, worse
     (g,) = cmp.compare(b, a)["groups"]
     assert [(p["label"], p["network"], p["on_front"]) for p in g["points"]] == [
-        ("t_d 0.3 static", "x0.25 55555555", True), ("t_d 0.3 static", "x1 ffffffff", False)]
+        ("t_d 0.3 static", "x0.25 55555555", True),
+        ("t_d 0.3 static", "x1 ffffffff", False),
+    ]
     assert g["fronts"][GATEKIT] == ["t_d 0.3 static [x0.25 55555555]"]
     rows = [line for line in cmp.markdown(cmp.compare(b, a)).splitlines() if line.startswith("| gatekit |")]
-    assert rows == ["| gatekit | x0.25 55555555 | t_d 0.3 static | 1 | 0.400 | 0.830 | 70.00 | yes |",
-                    "| gatekit | x1 ffffffff | t_d 0.3 static | 1 | 3.000 | 0.440 | 65.00 |  |"]
+    assert rows == [
+        "| gatekit | x0.25 55555555 | t_d 0.3 static | 1 | 0.400 | 0.830 | 70.00 | yes |",
+        "| gatekit | x1 ffffffff | t_d 0.3 static | 1 | 3.000 | 0.440 | 65.00 |  |",
+    ]
 
 
 def _seed_records(gk_accs, dense_accs, gk_lat=1.0, dense_lat=(0.9, 1.2)):
@@ -239,7 +309,7 @@ def test_a_difference_inside_the_spread_is_reported_as_such():
     h = cmp.compare(b, a)["groups"][0]["headlines"]["fp32"]["families"][DENSE]
     assert h["accuracy"] == pytest.approx(0.63 + 0.11 / 0.3 * 0.04)
     assert h["accuracy_sd"] == pytest.approx(0.01)
-    assert h["spread_points"] == pytest.approx(100 * (2 * 0.01 ** 2) ** 0.5)
+    assert h["spread_points"] == pytest.approx(100 * (2 * 0.01**2) ** 0.5)
     assert abs(h["gatekit_minus_family_points"]) > 0 and h["verdict"] == "within spread"
     assert "within spread" in cmp.markdown(cmp.compare(b, a))
     # the same means with tight seeds: a difference larger than its spread is called

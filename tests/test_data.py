@@ -24,7 +24,6 @@ from gatekit.data import (
     verify_md5,
 )
 from gatekit.errors import GatekitError
-
 from tests.conftest import data_dir
 
 N_PER_BATCH = 4
@@ -49,8 +48,12 @@ def make_cifar10_folder(root: Path) -> np.ndarray:
     for i, name in enumerate([f"data_batch_{k}" for k in range(1, 6)] + ["test_batch"]):
         images = rng.integers(0, 256, (N_PER_BATCH, 32, 32, 3), dtype=np.uint8)
         labels = [(i + j) % 10 for j in range(N_PER_BATCH)]
-        batch = {b"batch_label": name.encode(), b"labels": labels, b"data": cifar_chw(images),
-                 b"filenames": [f"{j}.png".encode() for j in range(N_PER_BATCH)]}
+        batch = {
+            b"batch_label": name.encode(),
+            b"labels": labels,
+            b"data": cifar_chw(images),
+            b"filenames": [f"{j}.png".encode() for j in range(N_PER_BATCH)],
+        }
         (folder / name).write_bytes(official_pickle(batch))
         if name != "test_batch":
             train.append(images)
@@ -216,8 +219,12 @@ def _tar_with(archive: Path, name: str, kind: bytes = tarfile.REGTYPE, linkname:
 
 @pytest.mark.parametrize(
     "name, kind, linkname",
-    [("../evil.txt", tarfile.REGTYPE, ""), ("/tmp/evil.txt", tarfile.REGTYPE, ""),
-     ("ok/../../evil.txt", tarfile.REGTYPE, ""), ("link", tarfile.SYMTYPE, "/etc/passwd")],
+    [
+        ("../evil.txt", tarfile.REGTYPE, ""),
+        ("/tmp/evil.txt", tarfile.REGTYPE, ""),
+        ("ok/../../evil.txt", tarfile.REGTYPE, ""),
+        ("link", tarfile.SYMTYPE, "/etc/passwd"),
+    ],
 )
 def test_malicious_tar_member_refused(tmp_path, name, kind, linkname):
     archive = tmp_path / "bad.tar.gz"
@@ -263,8 +270,10 @@ def make_stl10_folder(root: Path) -> dict[str, np.ndarray]:
     folder = root / "stl10_binary"
     folder.mkdir(parents=True)
     rng = np.random.default_rng(2)
-    images = {split: rng.integers(0, 256, (n, 96, 96, 3), dtype=np.uint8)
-              for split, n in (("train", 3), ("test", 2), ("unlabeled", 4))}
+    images = {
+        split: rng.integers(0, 256, (n, 96, 96, 3), dtype=np.uint8)
+        for split, n in (("train", 3), ("test", 2), ("unlabeled", 4))
+    }
     for split, array in images.items():
         write_stl_images(folder / f"{split}_X.bin", array)
     (folder / "train_y.bin").write_bytes(bytes([1, 5, 10]))
@@ -379,8 +388,12 @@ def test_image_header_claiming_billions_of_pixels(tmp_path):
 
 def _valid_arrays() -> dict[str, np.ndarray]:
     rng = np.random.default_rng(3)
-    return {"x_train": rng.integers(0, 256, (5, 8, 8, 3), dtype=np.uint8), "y_train": np.arange(5, dtype=np.uint8),
-            "x_test": rng.integers(0, 256, (2, 8, 8, 3), dtype=np.uint8), "y_test": np.array([1, 0])}
+    return {
+        "x_train": rng.integers(0, 256, (5, 8, 8, 3), dtype=np.uint8),
+        "y_train": np.arange(5, dtype=np.uint8),
+        "x_test": rng.integers(0, 256, (2, 8, 8, 3), dtype=np.uint8),
+        "y_test": np.array([1, 0]),
+    }
 
 
 def test_npz_file(tmp_path):
@@ -434,8 +447,9 @@ def huge_header_npz(path: Path, compressed: bool = False) -> Path:
     import zipfile
 
     header = io.BytesIO()
-    np.lib.format.write_array_header_1_0(header, {"descr": "|u1", "fortran_order": False,
-                                                  "shape": (1 << 24, 256, 256, 3)})
+    np.lib.format.write_array_header_1_0(
+        header, {"descr": "|u1", "fortran_order": False, "shape": (1 << 24, 256, 256, 3)}
+    )
     arrays = _valid_arrays()
     method = zipfile.ZIP_DEFLATED if compressed else zipfile.ZIP_STORED
     with zipfile.ZipFile(path, "w", method) as zf:

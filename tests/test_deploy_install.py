@@ -31,8 +31,9 @@ import pytest
 
 from tests.conftest import REPO
 
-pytestmark = pytest.mark.skipif(os.environ.get("GATEKIT_SKIP_VENV_TESTS") == "1",
-                                reason="GATEKIT_SKIP_VENV_TESTS=1: no fresh virtual environment")
+pytestmark = pytest.mark.skipif(
+    os.environ.get("GATEKIT_SKIP_VENV_TESTS") == "1", reason="GATEKIT_SKIP_VENV_TESTS=1: no fresh virtual environment"
+)
 
 FAST = ["--min-runs", "30", "--min-seconds", "0.2", "--warmup-runs", "3"]
 NO_INDEX = ("Could not find a version", "No matching distribution", "connection", "Failed to establish")
@@ -84,8 +85,21 @@ def package_dist(tmp_path_factory) -> dict:
     made.rename(sdist)
     sdist_seconds = time.perf_counter() - started
     builder = _new_venv(root / "builder")  # pip of a plain venv, the one the deploy venvs below have
-    _run([builder / "bin/python", "-m", "pip", "wheel", "--no-deps", "--disable-pip-version-check",
-          "-w", root / "wheel", sdist], "pip wheel of the sdist", env=_clean_env())
+    _run(
+        [
+            builder / "bin/python",
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--disable-pip-version-check",
+            "-w",
+            root / "wheel",
+            sdist,
+        ],
+        "pip wheel of the sdist",
+        env=_clean_env(),
+    )
     (wheel,) = (root / "wheel").glob("gatekit-*.whl")
     print(f"\nsdist in {sdist_seconds:.0f} s, wheel from it in {time.perf_counter() - started - sdist_seconds:.0f} s")
     return {"sdist": sdist, "wheel": wheel}
@@ -99,8 +113,11 @@ def deploy_venv(tmp_path_factory, package_dist) -> Path:
     venv = _new_venv(root)
     # named, so that pip looks in its cache first and takes the wheel package_dist built from this very sdist
     spec = f"gatekit[ort,openvino] @ {package_dist['sdist'].as_uri()}"
-    _run([venv / "bin/python", "-m", "pip", "install", "--quiet", "--disable-pip-version-check", spec],
-         "pip install of the sdist", env=_clean_env())
+    _run(
+        [venv / "bin/python", "-m", "pip", "install", "--quiet", "--disable-pip-version-check", spec],
+        "pip install of the sdist",
+        env=_clean_env(),
+    )
     print(f"\nfresh deploy venv installed from the sdist in {time.perf_counter() - started:.0f} s")
     return venv
 
@@ -120,17 +137,44 @@ def exported(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("artifacts")
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (64, 32, 32, 3), dtype=np.uint8)
-    np.savez(tmp / "d.npz", x_train=x, y_train=np.arange(64, dtype=np.uint8) % 10, x_test=x,
-             y_test=np.arange(64, dtype=np.uint8) % 10)
+    np.savez(
+        tmp / "d.npz",
+        x_train=x,
+        y_train=np.arange(64, dtype=np.uint8) % 10,
+        x_test=x,
+        y_test=np.arange(64, dtype=np.uint8) % 10,
+    )
     torch.manual_seed(0)
     model = GatedResNet(ModelConfig(width=0.125)).eval()
-    save_model(tmp / "m.safetensors", model, {"train_config": {"dataset": "npz", "data_dir": str(tmp / "d.npz"),
-                                                               "method": "vicreg-dual", "budget": 0.3}})
-    export_all(tmp / "m.safetensors", tmp / "out", graphs=["dense", "static"], formats=["onnx", "openvino"], strict=True,
-               verify_images=32, calib=64, knn_train=64, threads=1)
+    save_model(
+        tmp / "m.safetensors",
+        model,
+        {"train_config": {"dataset": "npz", "data_dir": str(tmp / "d.npz"), "method": "vicreg-dual", "budget": 0.3}},
+    )
+    export_all(
+        tmp / "m.safetensors",
+        tmp / "out",
+        graphs=["dense", "static"],
+        formats=["onnx", "openvino"],
+        strict=True,
+        verify_images=32,
+        calib=64,
+        knn_train=64,
+        threads=1,
+    )
     if native_ops.library_for("ort") is not None:
-        (m,), _ = export_all(tmp / "m.safetensors", tmp / "out", graphs=["dynamic"], formats=["onnx"], strict=True,
-                             dynamic_form="native", verify_images=32, calib=64, knn_train=64, threads=1)
+        (m,), _ = export_all(
+            tmp / "m.safetensors",
+            tmp / "out",
+            graphs=["dynamic"],
+            formats=["onnx"],
+            strict=True,
+            dynamic_form="native",
+            verify_images=32,
+            calib=64,
+            knn_train=64,
+            threads=1,
+        )
         assert m["dynamic_form"] == "native" and (tmp / "out" / "dynamic.onnx").is_file()
     return tmp
 
@@ -138,8 +182,10 @@ def exported(tmp_path_factory) -> Path:
 def _native_dynamic(exported: Path) -> Path:
     path = exported / "out" / "dynamic.onnx"
     if not path.is_file():
-        pytest.skip("no native dynamic artifact: this checkout's ORT op library is not built (`gatekit ops build`), "
-                    "and the export verifies the native form with it")
+        pytest.skip(
+            "no native dynamic artifact: this checkout's ORT op library is not built (`gatekit ops build`), "
+            "and the export verifies the native form with it"
+        )
     return path
 
 
@@ -148,13 +194,30 @@ def _gatekit(venv: Path, *args, cwd: Path, env: dict | None = None) -> subproces
     ops = cwd / "empty-op-cache"
     ops.mkdir(exist_ok=True)
     run_env = _clean_env(GATEKIT_OPS_DIR=str(ops), **(env or {}))
-    return subprocess.run([str(venv / "bin/gatekit"), *map(str, args)], capture_output=True, text=True, cwd=cwd,
-                          env=run_env, timeout=600)
+    return subprocess.run(
+        [str(venv / "bin/gatekit"), *map(str, args)], capture_output=True, text=True, cwd=cwd, env=run_env, timeout=600
+    )
 
 
 def _bench_record(venv: Path, artifact: Path, data: Path, cwd: Path, *extra, env: dict | None = None) -> dict:
-    p = _gatekit(venv, "bench", artifact, "--threads", "1", "--inputs", "8", *FAST, "--data-dir", data, "--json",
-                 cwd / "native.jsonl", "--quiet", *extra, cwd=cwd, env=env)
+    p = _gatekit(
+        venv,
+        "bench",
+        artifact,
+        "--threads",
+        "1",
+        "--inputs",
+        "8",
+        *FAST,
+        "--data-dir",
+        data,
+        "--json",
+        cwd / "native.jsonl",
+        "--quiet",
+        *extra,
+        cwd=cwd,
+        env=env,
+    )
     assert p.returncode == 0, p.stderr[-1500:]
     (rec,) = [json.loads(line) for line in (cwd / "native.jsonl").read_text().splitlines()]
     return rec
@@ -163,37 +226,114 @@ def _bench_record(venv: Path, artifact: Path, data: Path, cwd: Path, *extra, env
 def test_deploy_commands_run_without_torch(deploy_venv, exported, tmp_path):
     started = time.perf_counter()
     py = deploy_venv / "bin/python"
-    probe = subprocess.run([str(py), "-c", "import importlib.util as u; print([m for m in ('torch', 'safetensors', 'kornia') "
-                            "if u.find_spec(m)])"], capture_output=True, text=True, cwd=tmp_path)
+    probe = subprocess.run(
+        [
+            str(py),
+            "-c",
+            "import importlib.util as u; print([m for m in ('torch', 'safetensors', 'kornia') if u.find_spec(m)])",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert probe.returncode == 0 and probe.stdout.strip() == "[]", probe.stdout + probe.stderr
     out = exported / "out"
     data = exported / "d.npz"
 
-    p = _gatekit(deploy_venv, "bench", out / "dense.onnx", out / "static.onnx", out / "static.xml", "--threads", "1",
-                 "--inputs", "8", *FAST, "--data-dir", data, "--json", tmp_path / "b.jsonl", "--quiet", cwd=tmp_path)
+    p = _gatekit(
+        deploy_venv,
+        "bench",
+        out / "dense.onnx",
+        out / "static.onnx",
+        out / "static.xml",
+        "--threads",
+        "1",
+        "--inputs",
+        "8",
+        *FAST,
+        "--data-dir",
+        data,
+        "--json",
+        tmp_path / "b.jsonl",
+        "--quiet",
+        cwd=tmp_path,
+    )
     assert p.returncode == 0, p.stderr[-1500:]
     records = [json.loads(line) for line in (tmp_path / "b.jsonl").read_text().splitlines()]
-    assert {(r["manifest"]["graph"], r["runtime"]["name"]) for r in records} == {("dense", "ort"), ("static", "ort"),
-                                                                                 ("static", "openvino")}
+    assert {(r["manifest"]["graph"], r["runtime"]["name"]) for r in records} == {
+        ("dense", "ort"),
+        ("static", "ort"),
+        ("static", "openvino"),
+    }
     assert "torch" not in records[0]["machine"]["packages"]
 
     sha = records[0]["manifest"]["checkpoint_sha256"]
-    (tmp_path / "eval.json").write_text(json.dumps({"checkpoint_sha256": sha, "paths": {
-        "dense": {"knn20_cosine": 0.50}, "gated": {"knn20_cosine": 0.45}}}))
-    p = _gatekit(deploy_venv, "pick", "--target-ms", "1000", "--results", tmp_path / "b.jsonl", "--accuracy",
-                 tmp_path / "eval.json", "--runtime", "ort", "--json", tmp_path / "pick.json", cwd=tmp_path)
+    (tmp_path / "eval.json").write_text(
+        json.dumps(
+            {"checkpoint_sha256": sha, "paths": {"dense": {"knn20_cosine": 0.50}, "gated": {"knn20_cosine": 0.45}}}
+        )
+    )
+    p = _gatekit(
+        deploy_venv,
+        "pick",
+        "--target-ms",
+        "1000",
+        "--results",
+        tmp_path / "b.jsonl",
+        "--accuracy",
+        tmp_path / "eval.json",
+        "--runtime",
+        "ort",
+        "--json",
+        tmp_path / "pick.json",
+        cwd=tmp_path,
+    )
     assert p.returncode == 0, p.stderr[-1500:]
     assert json.loads((tmp_path / "pick.json").read_text())["chosen"]["graph"] == "dense"  # the most accurate
 
-    p = _gatekit(deploy_venv, "profile", "--runtime", "ort", "--width", "0.125", "--input", "32", "--threads", "1",
-                 "--check", "2", "--min-runs", "20", "--min-seconds", "0.05", "--dataset", "npz", "--data-dir", data,
-                 "--out", tmp_path / "lut.json", "--quiet", cwd=tmp_path)
+    p = _gatekit(
+        deploy_venv,
+        "profile",
+        "--runtime",
+        "ort",
+        "--width",
+        "0.125",
+        "--input",
+        "32",
+        "--threads",
+        "1",
+        "--check",
+        "2",
+        "--min-runs",
+        "20",
+        "--min-seconds",
+        "0.05",
+        "--dataset",
+        "npz",
+        "--data-dir",
+        data,
+        "--out",
+        tmp_path / "lut.json",
+        "--quiet",
+        cwd=tmp_path,
+    )
     assert p.returncode == 0, p.stderr[-1500:]
     lut = json.loads((tmp_path / "lut.json").read_text())
     assert lut["runtime"]["name"] == "ort"
 
-    p = _gatekit(deploy_venv, "pick", "--target-ms", "1000", "--lut", tmp_path / "lut.json", "--usage",
-                 out / "static.onnx.json", "--json", tmp_path / "plan.json", cwd=tmp_path)
+    p = _gatekit(
+        deploy_venv,
+        "pick",
+        "--target-ms",
+        "1000",
+        "--lut",
+        tmp_path / "lut.json",
+        "--usage",
+        out / "static.onnx.json",
+        "--json",
+        tmp_path / "plan.json",
+        cwd=tmp_path,
+    )
     assert p.returncode == 0, p.stderr[-1500:]
     plan = json.loads((tmp_path / "plan.json").read_text())
     assert plan["format"] == "onnx" and len(plan["chosen"]["widths"]) == 8 and "gatekit export" in p.stdout
@@ -221,8 +361,10 @@ def test_sdist_install_carries_the_ort_op_library(deploy_venv, exported, tmp_pat
     assert "portable" in entry["isa_compiled"] and entry["ort_api_version"] == 17
     if platform.machine().lower() in ("x86_64", "amd64"):  # every x86-64 path, picked at run time
         assert set(entry["isa_compiled"]) == {"portable", "avx2", "avx512"}
-    assert record["libraries"]["openvino"]["status"] == "not built" and "gatekit ops build" in \
-        record["libraries"]["openvino"]["reason"]
+    assert (
+        record["libraries"]["openvino"]["status"] == "not built"
+        and "gatekit ops build" in record["libraries"]["openvino"]["reason"]
+    )
     assert (pkg.parent / "_native" / "CMakeLists.txt").is_file() and (pkg.parent / "_native" / "kernel").is_dir()
 
     p = _gatekit(deploy_venv, "ops", "status", "--json", tmp_path / "st.json", cwd=tmp_path)
@@ -251,15 +393,22 @@ def test_wheel_runs_the_native_op_without_a_compiler(package_dist, exported, tmp
         names = set(z.namelist())
         record = json.loads(z.read("gatekit/_ops/build.json"))
         lib_bytes = z.read("gatekit/_ops/libgatekit_ort_ops.so")
-    assert {"gatekit/_native/CMakeLists.txt", "gatekit/_native/ort/gatekit_ort_ops.cpp", "gatekit/native_ops.py",
-            "gatekit/recipes/cifar10.toml"} <= names
+    assert {
+        "gatekit/_native/CMakeLists.txt",
+        "gatekit/_native/ort/gatekit_ort_ops.cpp",
+        "gatekit/native_ops.py",
+        "gatekit/recipes/cifar10.toml",
+    } <= names
     assert record["libraries"]["ort"]["sha256"] == hashlib.sha256(lib_bytes).hexdigest()
     assert not any("__pycache__" in n for n in names)
 
     started = time.perf_counter()
     venv = _new_venv(tmp_path)
-    _run([venv / "bin/python", "-m", "pip", "install", "--quiet", "--disable-pip-version-check", f"{wheel}[ort]"],
-         "pip install of the wheel", env=_clean_env())
+    _run(
+        [venv / "bin/python", "-m", "pip", "install", "--quiet", "--disable-pip-version-check", f"{wheel}[ort]"],
+        "pip install of the wheel",
+        env=_clean_env(),
+    )
     print(f"\nwheel venv installed in {time.perf_counter() - started:.0f} s")
     bare = tmp_path / "bin-without-compiler"  # PATH: the venv, and cmake and ninja but no C++ compiler
     bare.mkdir()
@@ -289,19 +438,46 @@ def test_fallback_says_how_to_build_the_op(exported, tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "GATEKIT_OPS_DIR"}
     env.update(GATEKIT_OPS_DIR=str(tmp_path / "empty-op-cache"), PYTHONPATH=str(REPO))
     gk = [sys.executable, "-m", "gatekit.cli"]
-    p = subprocess.run([*gk, "bench", str(artifact), "--threads", "1", "--inputs", "8", *FAST, "--data-dir",
-                        str(exported / "d.npz"), "--json", str(tmp_path / "b.jsonl"), "--quiet"],
-                       capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+    p = subprocess.run(
+        [
+            *gk,
+            "bench",
+            str(artifact),
+            "--threads",
+            "1",
+            "--inputs",
+            "8",
+            *FAST,
+            "--data-dir",
+            str(exported / "d.npz"),
+            "--json",
+            str(tmp_path / "b.jsonl"),
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=600,
+    )
     assert p.returncode == 0, p.stderr[-1500:]
     notes = [line for line in p.stderr.splitlines() if "native op" in line]
-    assert notes == [f"gatekit: {artifact.name} ran its standard-ops fallback: gatekit's native op for onnxruntime "
-                     "is missing here (`gatekit ops status` says why); build it with `gatekit ops build`, then bench "
-                     "again"]
+    assert notes == [
+        f"gatekit: {artifact.name} ran its standard-ops fallback: gatekit's native op for onnxruntime "
+        "is missing here (`gatekit ops status` says why); build it with `gatekit ops build`, then bench "
+        "again"
+    ]
     (rec,) = [json.loads(line) for line in (tmp_path / "b.jsonl").read_text().splitlines()]
     assert rec["runtime"]["ops"] == "fallback"
 
-    p = subprocess.run([*gk, "pick", "--target-ms", "1000", "--results", str(tmp_path / "b.jsonl")],
-                       capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    p = subprocess.run(
+        [*gk, "pick", "--target-ms", "1000", "--results", str(tmp_path / "b.jsonl")],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
+    )
     assert p.returncode in (0, 1), p.stderr[-1500:]
     notes = [line for line in p.stderr.splitlines() if "gatekit ops build" in line]
     assert len(notes) == 1 and "ran on the standard-ops fallback, not the native op" in notes[0], p.stderr

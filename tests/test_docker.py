@@ -138,14 +138,22 @@ def test_image_specific_runtimes():
 
 
 def run_install(*args, env=None):
-    return subprocess.run(["bash", str(INSTALL), *args], capture_output=True, text=True, timeout=60, cwd=REPO,
-                          env=env or os.environ.copy())
+    return subprocess.run(
+        ["bash", str(INSTALL), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+        env=env or os.environ.copy(),
+    )
 
 
 def dry_run_commands(*args) -> list[list[str]]:
     proc = run_install("--dry-run", *args)
     assert proc.returncode == 0, proc.stderr
-    return [shlex.split(line) for line in proc.stdout.splitlines() if line.strip() and not line.startswith("install.sh:")]
+    return [
+        shlex.split(line) for line in proc.stdout.splitlines() if line.strip() and not line.startswith("install.sh:")
+    ]
 
 
 def test_install_script_parses_and_passes_shellcheck():
@@ -162,8 +170,13 @@ def test_install_help_and_bad_flag():
     assert proc.returncode == 0 and "Usage: bash docker/install.sh" in proc.stdout
     for flag in ("--venv", "--torch", "--extras", "--deploy", "--runtimes"):
         assert flag in proc.stdout
-    for bad in (["--no-such-flag"], ["--torch"], ["--torch", "latest"], ["--runtimes", "ort"],
-                ["--deploy", "--runtimes", "cuda"]):
+    for bad in (
+        ["--no-such-flag"],
+        ["--torch"],
+        ["--torch", "latest"],
+        ["--runtimes", "ort"],
+        ["--deploy", "--runtimes", "cuda"],
+    ):
         proc = run_install(*bad, "--dry-run")
         assert proc.returncode != 0, bad
         lines = [x for x in proc.stderr.splitlines() if x.strip()]
@@ -179,7 +192,9 @@ def test_default_install_is_the_makefiles_torch_first_then_editable_extras():
     assert pip_installs[-1][-2] == "-e"
     assert any("nvidia-" in " ".join(c) for c in cmds)  # the CUDA-torch guard runs after torch
     index = dry_run_commands("--torch", "2.13.0", "--torch-index", "https://download.pytorch.org/whl/cpu")
-    assert ["--index-url", "https://download.pytorch.org/whl/cpu"] == next(c for c in index if "torch==2.13.0" in c)[-3:-1]
+    assert ["--index-url", "https://download.pytorch.org/whl/cpu"] == next(c for c in index if "torch==2.13.0" in c)[
+        -3:-1
+    ]
 
 
 def test_existing_venv_is_reused():
@@ -190,13 +205,22 @@ def test_existing_venv_is_reused():
 
 
 def test_deploy_install_is_torch_free():
-    cmds = dry_run_commands("--venv", "/tmp/gatekit-dry-venv", "--deploy", "--runtimes", "ort,openvino", "--pip", "numpy<2")
+    cmds = dry_run_commands(
+        "--venv", "/tmp/gatekit-dry-venv", "--deploy", "--runtimes", "ort,openvino", "--pip", "numpy<2"
+    )
     text = [" ".join(c) for c in cmds]
     assert not any(re.search(r"\btorch[=<>]", t) for t in text)
     gatekit = next(c for c in cmds if any(str(REPO) in a for a in c))
-    assert f"{REPO}[ort,openvino]" in gatekit and "-e" not in gatekit and "--no-deps" not in gatekit and "numpy<2" in gatekit
+    assert (
+        f"{REPO}[ort,openvino]" in gatekit
+        and "-e" not in gatekit
+        and "--no-deps" not in gatekit
+        and "numpy<2" in gatekit
+    )
     assert any("find_spec('torch')" in t for t in text)  # the build fails if torch came in
-    gpu = dry_run_commands("--deploy", "--runtimes", "ort-gpu,tensorrt", "--system-site-packages", "--venv", "/tmp/gatekit-dry-venv")
+    gpu = dry_run_commands(
+        "--deploy", "--runtimes", "ort-gpu,tensorrt", "--system-site-packages", "--venv", "/tmp/gatekit-dry-venv"
+    )
     assert gpu[0][-2:] == ["--system-site-packages", "/tmp/gatekit-dry-venv"]
     flat = " ".join(" ".join(c) for c in gpu)
     assert f"{REPO}[ort-gpu,tensorrt]" in flat and "tensorrt>=" not in flat
@@ -219,9 +243,18 @@ def test_deploy_extras_are_torch_free():
 def _make(*args, env=None, **kw):
     """make in a clean environment: under `make test` the outer make's MAKEFLAGS/MAKELEVEL would make the
     inner one print 'Entering directory' lines."""
-    env = {k: v for k, v in (env or os.environ).items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS", "MAKEOVERRIDES")}
-    return subprocess.run([shutil.which("make") or "make", "--no-print-directory", *args], capture_output=True, text=True,
-                          cwd=REPO, env=env, timeout=30, **kw)
+    env = {
+        k: v for k, v in (env or os.environ).items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS", "MAKEOVERRIDES")
+    }
+    return subprocess.run(
+        [shutil.which("make") or "make", "--no-print-directory", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=30,
+        **kw,
+    )
 
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="make is not on PATH")
@@ -229,9 +262,17 @@ def test_makefile_venv_recipe_calls_the_install_script():
     proc = _make("-n", "-B", ".venv/.installed")
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
-    assert lines[0].startswith("bash docker/install.sh ") and "--torch 2.13.0" in lines[0] and "--extras export,test" in lines[0]
+    assert (
+        lines[0].startswith("bash docker/install.sh ")
+        and "--torch 2.13.0" in lines[0]
+        and "--extras export,test" in lines[0]
+    )
     assert lines[-1] == "touch .venv/.installed"
-    for target, tag in (("docker-cpu", "gatekit:cpu"), ("docker-cuda", "gatekit:cuda"), ("docker-jetson", "gatekit:jetson-r36")):
+    for target, tag in (
+        ("docker-cpu", "gatekit:cpu"),
+        ("docker-cuda", "gatekit:cuda"),
+        ("docker-jetson", "gatekit:jetson-r36"),
+    ):
         proc = _make("-n", target)
         assert f"docker build -f docker/{target[7:]}/Dockerfile" in proc.stdout and f"-t {tag} ." in proc.stdout
     proc = _make("-n", "docker-jetson", "JETSON_L4T=r35.4.1")

@@ -168,21 +168,48 @@ def test_flops_stats_against_a_hand_computation():
     cost = cost_model(ModelConfig(width=0.125))  # widths 8/16/32/64, cifar stem 3x3 pad 2: 34x34
     stem = 9 * 34 * 34 * 3 * 8
     # per block (in, planes, H_b*W_b): 9 * H_b W_b * (C_in + C_out) MACs per active channel
-    per_channel = [9 * 1156 * 16, 9 * 1156 * 16, 9 * 289 * 24, 9 * 289 * 32,
-                   9 * 81 * 48, 9 * 81 * 64, 9 * 25 * 96, 9 * 25 * 128]
+    per_channel = [
+        9 * 1156 * 16,
+        9 * 1156 * 16,
+        9 * 289 * 24,
+        9 * 289 * 32,
+        9 * 81 * 48,
+        9 * 81 * 64,
+        9 * 25 * 96,
+        9 * 25 * 128,
+    ]
     planes = [8, 8, 16, 16, 32, 32, 64, 64]
     downsample = 289 * 16 * 8 + 81 * 32 * 16 + 25 * 64 * 32
     # gate FCs: C_in * hidden + hidden * C_out with hidden = C_in // 4
-    gates = 8 * 2 + 2 * 8 + 8 * 2 + 2 * 8 + 8 * 2 + 2 * 16 + 16 * 4 + 4 * 16 + 16 * 4 + 4 * 32 + 32 * 8 + 8 * 32 \
-        + 32 * 8 + 8 * 64 + 64 * 16 + 16 * 64
+    gates = (
+        8 * 2
+        + 2 * 8
+        + 8 * 2
+        + 2 * 8
+        + 8 * 2
+        + 2 * 16
+        + 16 * 4
+        + 4 * 16
+        + 16 * 4
+        + 4 * 32
+        + 32 * 8
+        + 8 * 32
+        + 32 * 8
+        + 8 * 64
+        + 64 * 16
+        + 16 * 64
+    )
     dense = stem + sum(p * c for p, c in zip(per_channel, planes)) + downsample
     assert cost.dense_macs == dense == 11_211_616
 
-    active = torch.tensor([
-        [4, 8, 16, 0, 32, 10, 64, 1],
-        [8, 0, 3, 16, 1, 32, 0, 64],
-        [0, 0, 0, 0, 0, 0, 0, 0],
-    ], dtype=torch.float32)
+    active = torch.tensor(
+        [
+            [4, 8, 16, 0, 32, 10, 64, 1],
+            [8, 0, 3, 16, 1, 32, 0, 64],
+            [0, 0, 0, 0, 0, 0, 0, 0],
+        ],
+        dtype=torch.float32,
+    )
     macs = sorted(
         stem + gates + downsample + sum(p * float(a) for p, a in zip(per_channel, row)) for row in active.tolist()
     )
@@ -208,10 +235,24 @@ def test_flops_stats_against_a_hand_computation():
 def test_channel_usage_counts_and_table():
     usage = [torch.tensor([5.0, 0.0, 3.0, 5.0]), torch.tensor([0.0, 0.0, 1.0])]
     rows = channel_usage(usage, 5, ["layer1.0", "layer1.1"])
-    assert rows[0] == {"block": "layer1.0", "channels": 4, "always_on": 2, "always_off": 1, "data_dependent": 1,
-                       "mean_active": pytest.approx(2.6), "usage": [1.0, 0.0, 0.6, 1.0]}
-    assert rows[1] == {"block": "layer1.1", "channels": 3, "always_on": 0, "always_off": 2, "data_dependent": 1,
-                       "mean_active": pytest.approx(0.2), "usage": [0.0, 0.0, 0.2]}
+    assert rows[0] == {
+        "block": "layer1.0",
+        "channels": 4,
+        "always_on": 2,
+        "always_off": 1,
+        "data_dependent": 1,
+        "mean_active": pytest.approx(2.6),
+        "usage": [1.0, 0.0, 0.6, 1.0],
+    }
+    assert rows[1] == {
+        "block": "layer1.1",
+        "channels": 3,
+        "always_on": 0,
+        "always_off": 2,
+        "data_dependent": 1,
+        "mean_active": pytest.approx(0.2),
+        "usage": [0.0, 0.0, 0.2],
+    }
     table = format_usage_table(rows)
     assert "| layer1.0 | 4 | 2 | 1 | 1 | 2.6 | 65.0 |" in table
     assert table.count("\n") == 4  # header, rule, two blocks, total
@@ -284,8 +325,17 @@ def test_evaluate_model_end_to_end(tiny, tmp_path):
     test_images = rng.integers(0, 256, size=(10, 32, 32, 3), dtype=np.uint8)
     train_labels, test_labels = rng.integers(0, 3, size=24), rng.integers(0, 3, size=10)
     result = evaluate_model(
-        model, train_images, train_labels, test_images, test_labels, MEAN, STD, linear=True, batch_size=16,
-        progress=False, out_dir=tmp_path,
+        model,
+        train_images,
+        train_labels,
+        test_images,
+        test_labels,
+        MEAN,
+        STD,
+        linear=True,
+        batch_size=16,
+        progress=False,
+        out_dir=tmp_path,
     )
     json.dumps(result)  # plain values only
     assert result["n_train"] == 24 and result["n_test"] == 10
@@ -304,21 +354,29 @@ def test_evaluate_model_end_to_end(tiny, tmp_path):
     mean_active = sum(r["mean_active"] for r in gated["channel_usage"])
     cost = cost_model(model.cfg)
     assert gated["flops"]["mean_macs"] == pytest.approx(
-        cost.stem_macs + cost.gate_macs + sum(
-            b.macs_per_channel * r["mean_active"] + b.downsample_macs for b, r in zip(cost.blocks, gated["channel_usage"])
-        ), rel=1e-9)
+        cost.stem_macs
+        + cost.gate_macs
+        + sum(
+            b.macs_per_channel * r["mean_active"] + b.downsample_macs
+            for b, r in zip(cost.blocks, gated["channel_usage"])
+        ),
+        rel=1e-9,
+    )
     assert mean_active > 0
     table = format_results_table(result)
     lines = table.splitlines()
     assert len(lines) == 4 and lines[0].startswith("| path | k-NN k=20 cos (%) | k-NN k=1 euc (%) | linear (%)")
     assert lines[2].startswith("| dense |") and lines[3].startswith("| gated |")
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "channel_usage.png", "probe_dense.safetensors", "probe_gated.safetensors"
+        "channel_usage.png",
+        "probe_dense.safetensors",
+        "probe_gated.safetensors",
     ]
 
 
 def test_evaluate_model_gated_only_without_knn_skips_training_features(tiny):
     model, images = tiny
-    result = evaluate_model(model, images[:0], np.zeros(0), images, np.arange(8) % 2, MEAN, STD, paths=("gated",),
-                            knn=False, progress=False)
+    result = evaluate_model(
+        model, images[:0], np.zeros(0), images, np.arange(8) % 2, MEAN, STD, paths=("gated",), knn=False, progress=False
+    )
     assert set(result["paths"]["gated"]) == {"flops", "channel_usage"}

@@ -1,6 +1,5 @@
 """Export round trips through ONNX Runtime and OpenVINO on small models with forced gates."""
 
-
 import numpy as np
 import onnx
 import pytest
@@ -12,8 +11,8 @@ from gatekit.errors import GatekitError
 from gatekit.export import exporter
 from gatekit.export.exporter import ExportOptions, Prepared, export
 from gatekit.export.graphs import build_graph
-from gatekit.models.channels import select_channels
 from gatekit.models import GatedResNet, ModelConfig
+from gatekit.models.channels import select_channels
 
 
 def _randomize_bns(model):
@@ -55,13 +54,20 @@ def tiny_ckpt(tmp_path):
         _randomize_bns(model)
         force_gates(model, mode)
         path = tmp_path / f"{mode}-g{group}-{calibration_covers_test}.safetensors"
-        save_model(path, model, {"train_config": {"dataset": "npz", "data_dir": str(npz), "method": "vicreg-dual", "budget": 0.3}})
+        save_model(
+            path,
+            model,
+            {"train_config": {"dataset": "npz", "data_dir": str(npz), "method": "vicreg-dual", "budget": 0.3}},
+        )
         return path, model
+
     return make
 
 
 def opts(graph, fmt, **kw):
-    base = dict(graph=graph, fmt=fmt, calib=64, verify_images=32, knn_check=False, round_to=1, threads=1, dynamic_min_size=0)
+    base = dict(
+        graph=graph, fmt=fmt, calib=64, verify_images=32, knn_check=False, round_to=1, threads=1, dynamic_min_size=0
+    )
     base.update(kw)
     return ExportOptions(**base)
 
@@ -105,6 +111,7 @@ def test_dynamic_graph_matches_gated_path_at_batch_1_and_8(tiny_ckpt, tmp_path):
     assert per_input["first"] == len(per_input["macs"]) == 64
     # the first test image's MACs from its own masks: stem + gates + each block at its active width
     from gatekit.models import cost_model
+
     x = np.load(str(ckpt.parent / "tiny-True.npz"))["x_test"][:1].astype(np.float32).transpose(0, 3, 1, 2) / 255
     mean, std = np.array([0.4914, 0.4822, 0.4465]), np.array([0.2470, 0.2435, 0.2616])
     x = torch.from_numpy(((x - mean[None, :, None, None]) / std[None, :, None, None]).astype(np.float32))
@@ -117,8 +124,12 @@ def test_dynamic_graph_can_skip_only_in_large_blocks(tiny_ckpt, tmp_path):
     """Blocks with small outputs run whole convs and zero the inactive channels: still exact, and the
     manifest's MACs count those blocks whole."""
     ckpt, model = tiny_ckpt("data")
-    every = export(ckpt, tmp_path / "all", opts("dynamic", "onnx", dynamic_form="conv", dynamic_min_size=0), progress=False)
-    m = export(ckpt, tmp_path / "large", opts("dynamic", "onnx", dynamic_form="conv", dynamic_min_size=17), progress=False)
+    every = export(
+        ckpt, tmp_path / "all", opts("dynamic", "onnx", dynamic_form="conv", dynamic_min_size=0), progress=False
+    )
+    m = export(
+        ckpt, tmp_path / "large", opts("dynamic", "onnx", dynamic_form="conv", dynamic_min_size=17), progress=False
+    )
     assert max(m["verification"]["relative_error"].values()) <= 1e-4
     # CIFAR stem, padding 2: outputs 34, 34, 17, 17, 9, 9, 5, 5 pixels a side
     assert m["dynamic_skipping"] == {"min_size": 17, "blocks": [True] * 4 + [False] * 4}
@@ -126,6 +137,7 @@ def test_dynamic_graph_can_skip_only_in_large_blocks(tiny_ckpt, tmp_path):
     active = np.array(m["per_input"]["active_widths"])
     full = [b.planes for b in model.blocks]
     from gatekit.models import cost_model
+
     executed = [cost_model(model.cfg).gated_macs(list(a[:4]) + full[4:]) for a in active[:5]]
     assert m["per_input"]["macs"][:5] == executed
     assert m["macs"]["mean"] > every["macs"]["mean"]
@@ -194,6 +206,7 @@ def test_static_flops_match_an_independent_count(tiny_ckpt):
     with FlopCounterMode(display=False) as counter:
         net(torch.zeros(1, 3, 32, 32))
     from gatekit.models import cost_model
+
     assert counter.get_total_flops() // 2 == cost_model(model.cfg).static_macs(spec.widths)
 
 
@@ -218,6 +231,8 @@ def test_export_cli_errors_are_one_line(tiny_ckpt, tmp_path):
         ([str(ckpt), "--format", "tflite", "--out", str(tmp_path / "o")], "unknown format 'tflite'"),
         ([str(tmp_path / "missing.safetensors"), "--out", str(tmp_path / "o")], "no checkpoint at"),
     ]:
-        proc = subprocess.run([sys.executable, "-m", "gatekit", "export", *args], capture_output=True, text=True, env=env)
+        proc = subprocess.run(
+            [sys.executable, "-m", "gatekit", "export", *args], capture_output=True, text=True, env=env
+        )
         assert proc.returncode != 0 and "Traceback" not in proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1 and pattern in proc.stderr, proc.stderr

@@ -23,7 +23,11 @@ def test_gate_macs_match_the_paper():
 
 @pytest.mark.parametrize(
     "cfg",
-    [ModelConfig(width=0.25), ModelConfig(stem="imagenet", input_size=96, width=0.5), ModelConfig(arch="resnet34", width=0.25, stem_padding=1)],
+    [
+        ModelConfig(width=0.25),
+        ModelConfig(stem="imagenet", input_size=96, width=0.5),
+        ModelConfig(arch="resnet34", width=0.25, stem_padding=1),
+    ],
 )
 def test_dense_count_agrees_with_flop_counter(cfg):
     model = GatedResNet(cfg).eval()

@@ -19,6 +19,7 @@ CKPT = REPO / "benchmarks" / "train_cifar10" / "checkpoints" / "vicreg-dual.safe
 # ---------------------------------------------------------------------------------------------------------
 # The arithmetic, against an integer reference written with numpy (int64 sums, no torch).
 
+
 def _fma(acc, scale, bias):
     """fmaf((float)acc, scale, bias) per channel (axis 1)."""
     a = acc.astype(np.float32).astype(np.float64)
@@ -30,8 +31,14 @@ def _conv3x3(q, w, stride):
     n, c, h, wd = q.shape
     ho, wo = (h - 1) // stride + 1, (wd - 1) // stride + 1
     p = np.pad(q, ((0, 0), (0, 0), (1, 1), (1, 1)))
-    taps = np.stack([p[:, :, i:i + stride * (ho - 1) + 1:stride, j:j + stride * (wo - 1) + 1:stride]
-                     for i in range(3) for j in range(3)], axis=2)  # n, c, 9, ho, wo
+    taps = np.stack(
+        [
+            p[:, :, i : i + stride * (ho - 1) + 1 : stride, j : j + stride * (wo - 1) + 1 : stride]
+            for i in range(3)
+            for j in range(3)
+        ],
+        axis=2,
+    )  # n, c, 9, ho, wo
     return np.einsum("nctij,oct->noij", taps, w.reshape(w.shape[0], c, 9).astype(np.int64))
 
 
@@ -44,15 +51,17 @@ def integer_reference(x, mask, w1, s1, b1, w2, s2, b2, residual, xs, hs, stride,
     h = _fma(acc1, xs * s1, b1)
     qh = np.clip(np.rint(h / hs), 0, 255).astype(np.int64) * (mask != 0)[:, :, None, None]
     acc2 = _conv3x3(qh, w2, 1)
-    assert np.abs(acc1).max() < 2 ** 31 and np.abs(acc2).max() < 2 ** 31
+    assert np.abs(acc1).max() < 2**31 and np.abs(acc2).max() < 2**31
     if residual is None:
         accs = np.einsum("ncij,oc->noij", qx[:, :, ::stride, ::stride], ws.reshape(ws.shape[0], -1).astype(np.int64))
         residual = _fma(accs, xs * ss, bs)
     return np.maximum(_fma(acc2, hs * s2, b2) + residual, 0)
 
 
-@pytest.mark.parametrize("stride,cin,c,cout,size,shortcut", [(1, 16, 24, 16, 9, False), (2, 13, 7, 21, 10, True),
-                                                             (1, 5, 3, 5, 5, False), (2, 16, 32, 32, 17, True)])
+@pytest.mark.parametrize(
+    "stride,cin,c,cout,size,shortcut",
+    [(1, 16, 24, 16, 9, False), (2, 13, 7, 21, 10, True), (1, 5, 3, 5, 5, False), (2, 16, 32, 32, 17, True)],
+)
 @pytest.mark.parametrize("masks", ["all on", "all off", "random", "per sample"])
 def test_int8_block_equals_the_integer_reference(stride, cin, c, cout, size, shortcut, masks):
     import torch
@@ -67,8 +76,12 @@ def test_int8_block_equals_the_integer_reference(stride, cin, c, cout, size, sho
     w2 = rng.integers(-127, 128, (cout, c, 3, 3)).astype(np.int8)
     s1, s2 = (rng.uniform(1e-4, 2e-3, k).astype(np.float32) for k in (c, cout))
     b1, b2 = (rng.standard_normal(k).astype(np.float32) for k in (c, cout))
-    mask = {"all on": np.ones((n, c)), "all off": np.zeros((n, c)), "random": rng.integers(0, 2, (n, c)) * 3.0,
-            "per sample": np.tril(np.ones((n, c)), k=c // 2 - 4)}[masks].astype(np.float32)
+    mask = {
+        "all on": np.ones((n, c)),
+        "all off": np.zeros((n, c)),
+        "random": rng.integers(0, 2, (n, c)) * 3.0,
+        "per sample": np.tril(np.ones((n, c)), k=c // 2 - 4),
+    }[masks].astype(np.float32)
     ho = (size - 1) // stride + 1
     xs, hs = np.float32(0.031), np.float32(0.047)
     t = torch.from_numpy
@@ -77,17 +90,45 @@ def test_int8_block_equals_the_integer_reference(stride, cin, c, cout, size, sho
         ss = rng.uniform(1e-3, 5e-3, cout).astype(np.float32)
         bs = rng.standard_normal(cout).astype(np.float32)
         want = integer_reference(x, mask, w1, s1, b1, w2, s2, b2, None, xs, hs, stride, ws, ss, bs)
-        got = int8_block(t(x), t(mask), t(w1), t(s1), t(b1), t(w2), t(s2), t(b2), None, torch.tensor(xs),
-                         torch.tensor(hs), stride, t(ws), t(ss), t(bs))
+        got = int8_block(
+            t(x),
+            t(mask),
+            t(w1),
+            t(s1),
+            t(b1),
+            t(w2),
+            t(s2),
+            t(b2),
+            None,
+            torch.tensor(xs),
+            torch.tensor(hs),
+            stride,
+            t(ws),
+            t(ss),
+            t(bs),
+        )
     else:
         residual = rng.standard_normal((n, cout, ho, ho)).astype(np.float32)
         want = integer_reference(x, mask, w1, s1, b1, w2, s2, b2, residual, xs, hs, stride)
-        got = int8_block(t(x), t(mask), t(w1), t(s1), t(b1), t(w2), t(s2), t(b2), t(residual), torch.tensor(xs),
-                         torch.tensor(hs), stride)
+        got = int8_block(
+            t(x),
+            t(mask),
+            t(w1),
+            t(s1),
+            t(b1),
+            t(w2),
+            t(s2),
+            t(b2),
+            t(residual),
+            torch.tensor(xs),
+            torch.tensor(hs),
+            stride,
+        )
     np.testing.assert_array_equal(got.numpy(), want)
     if masks == "all off" and not shortcut:
-        np.testing.assert_array_equal(got.numpy(), np.maximum(_fma(np.zeros_like(want, dtype=np.int64), s2 * hs, b2) +
-                                                              residual, 0))
+        np.testing.assert_array_equal(
+            got.numpy(), np.maximum(_fma(np.zeros_like(want, dtype=np.int64), s2 * hs, b2) + residual, 0)
+        )
 
 
 def test_weights_are_int8_per_output_channel_and_symmetric():
@@ -129,6 +170,7 @@ def test_mse_threshold_clips_rare_outliers_not_the_bulk():
 # ---------------------------------------------------------------------------------------------------------
 # A tiny random model: the two forms as built and traced, calibration, refusals.
 
+
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     import torch
@@ -145,8 +187,18 @@ def tiny(tmp_path_factory):
     torch.manual_seed(3)
     model = GatedResNet(ModelConfig(width=0.125)).eval()  # random gates: on for some inputs, off for others
     save_model(tmp / "m.safetensors", model, {"train_config": {"dataset": "npz", "data_dir": str(tmp / "d.npz")}})
-    opts = ExportOptions(graph="dynamic", precision="int8", calib=64, quant_calib=16, verify_images=32, threads=1,
-                         knn_train=64, knn_test=32, record_inputs=0, dynamic_batch=True)
+    opts = ExportOptions(
+        graph="dynamic",
+        precision="int8",
+        calib=64,
+        quant_calib=16,
+        verify_images=32,
+        threads=1,
+        knn_train=64,
+        knn_test=32,
+        record_inputs=0,
+        dynamic_batch=True,
+    )
     return tmp, Prepared(tmp / "m.safetensors", opts, progress=False)
 
 
@@ -175,13 +227,16 @@ def test_both_forms_trace_to_int8_weights_and_share_the_scales(tiny, tmp_path):
     n, q = (onnx.load(str(tmp_path / f)) for f in ("n.onnx", "q.onnx"))
     inits = {t.name: t for t in n.graph.initializer}
     ops = [node for node in n.graph.node if node.domain == "gatekit"]
-    assert [o.op_type for o in ops] == ["GatedBlockWithGateInt8"] * 2 + ["GatedBlockWithGateAndShortcutInt8",
-                                                                          "GatedBlockWithGateInt8"] * 3
+    assert [o.op_type for o in ops] == ["GatedBlockWithGateInt8"] * 2 + [
+        "GatedBlockWithGateAndShortcutInt8",
+        "GatedBlockWithGateInt8",
+    ] * 3
     for o in ops:  # W1, W2 (and Ws) int8 constants, the two scales float scalars, all initializers
         w = [4, 7] + ([10] if o.op_type.endswith("ShortcutInt8") else [])
         assert [inits[o.input[i]].data_type for i in w] == [onnx.TensorProto.INT8] * len(w)
-        assert all(inits[o.input[i]].dims == [] and inits[o.input[i]].data_type == onnx.TensorProto.FLOAT
-                   for i in (-2, -1))
+        assert all(
+            inits[o.input[i]].dims == [] and inits[o.input[i]].data_type == onnx.TensorProto.FLOAT for i in (-2, -1)
+        )
     assert not any(node.domain == "gatekit" for node in q.graph.node)
     types = [node.op_type for node in q.graph.node]
     assert types.count("QuantizeLinear") == 3 * 8 and types.count("Conv") == 1 + 2 * 8 + 3
@@ -213,14 +268,25 @@ def test_quant_exclude_keeps_blocks_in_float(tiny):
     from gatekit.export.int8 import Int8GatedBlock, int8_op_types
 
     tmp, _ = tiny
-    opts = ExportOptions(graph="dynamic", precision="int8", calib=64, quant_calib=8, verify_images=32,
-                         quant_exclude=("last", "block2", "stem"))
+    opts = ExportOptions(
+        graph="dynamic",
+        precision="int8",
+        calib=64,
+        quant_calib=8,
+        verify_images=32,
+        quant_exclude=("last", "block2", "stem"),
+    )
     prep = Prepared(tmp / "m.safetensors", opts, progress=False)
     native, _ = prep.graph("native", "int8")
-    assert [type(b) for b in native.blocks] == ([Int8GatedBlock] * 2 + [NativeGatedBlock] + [Int8GatedBlock] * 4
-                                                + [NativeGatedBlock])
-    assert int8_op_types(native) == ["GatedBlockWithGateInt8", "GatedBlockWithGateAndShortcut",
-                                     "GatedBlockWithGateAndShortcutInt8", "GatedBlockWithGate"]
+    assert [type(b) for b in native.blocks] == (
+        [Int8GatedBlock] * 2 + [NativeGatedBlock] + [Int8GatedBlock] * 4 + [NativeGatedBlock]
+    )
+    assert int8_op_types(native) == [
+        "GatedBlockWithGateInt8",
+        "GatedBlockWithGateAndShortcut",
+        "GatedBlockWithGateAndShortcutInt8",
+        "GatedBlockWithGate",
+    ]
     assert isinstance(prep.graph("qdq", "int8")[0].blocks[2], StaticBlock)
     rec = prep.int8_record("native")
     assert rec["float_blocks"] == [2, 7] and [s["block"] for s in rec["scales"]] == [0, 1, 3, 4, 5, 6]
@@ -242,10 +308,11 @@ def test_int8_dynamic_refusals(tiny, tmp_path, monkeypatch):
         export(tmp / "m.safetensors", tmp_path, ExportOptions(graph="dynamic", fmt="openvino", precision="fp16"))
     with pytest.raises(GatekitError, match="not as a TensorRT engine; use --format onnx or openvino"):
         export(tmp / "m.safetensors", tmp_path, ExportOptions(graph="dynamic", fmt="tensorrt", precision="int8"))
-    for form, precision, message in (("conv", "int8", "--dynamic-form conv is an fp32 form"),
-                                     ("matmul", "int8", "--dynamic-form matmul is an fp32 form"),
-                                     ("qdq", "fp32", "qdq is the int8 dynamic graph's standard-ops form: add "
-                                                     "--precision int8")):
+    for form, precision, message in (
+        ("conv", "int8", "--dynamic-form conv is an fp32 form"),
+        ("matmul", "int8", "--dynamic-form matmul is an fp32 form"),
+        ("qdq", "fp32", "qdq is the int8 dynamic graph's standard-ops form: add --precision int8"),
+    ):
         prep.opts.dynamic_form = form
         with pytest.raises(GatekitError, match=message):
             prep.dynamic_form("onnx", precision)
@@ -262,8 +329,11 @@ def test_int8_dynamic_refusals(tiny, tmp_path, monkeypatch):
     monkeypatch.setattr(native_probe, "library_runs", lambda rt, lib, ops: False)
     assert prep.dynamic_form("onnx", "int8") == "qdq" and prep.dynamic_form("onnx", "fp32") == "native"
     prep.opts.dynamic_form = "native"
-    with pytest.raises(GatekitError, match=r"has no int8 gated-block ops \(GatedBlockWithGateInt8, "
-                                           r"GatedBlockWithGateAndShortcutInt8\): rebuild it with `gatekit ops build`"):
+    with pytest.raises(
+        GatekitError,
+        match=r"has no int8 gated-block ops \(GatedBlockWithGateInt8, "
+        r"GatedBlockWithGateAndShortcutInt8\): rebuild it with `gatekit ops build`",
+    ):
         prep.dynamic_form("openvino", "int8")
     prep.opts.dynamic_form = "auto"
 
@@ -276,8 +346,11 @@ def test_an_int8_dynamic_graph_past_the_thresholds_is_refused(tiny, tmp_path):
     tmp, prep = tiny
     prep.opts.fmt, prep.opts.dynamic_form, prep.opts.min_cosine = "onnx", "qdq", 0.9999999
     try:
-        with pytest.raises(GatekitError, match=r"int8: mean feature cosine to fp32 0\.9.* is below 0\.9999999.*"
-                                               r"not written: keep blocks in float \(--quant-exclude last or blockN\)"):
+        with pytest.raises(
+            GatekitError,
+            match=r"int8: mean feature cosine to fp32 0\.9.* is below 0\.9999999.*"
+            r"not written: keep blocks in float \(--quant-exclude last or blockN\)",
+        ):
             export(tmp / "m.safetensors", tmp_path, prep.opts, progress=False, prepared=prep)
     finally:
         prep.opts.min_cosine, prep.opts.dynamic_form = 0.99, "auto"
@@ -287,8 +360,18 @@ def test_an_int8_dynamic_graph_past_the_thresholds_is_refused(tiny, tmp_path):
 def test_cli_refuses_an_int8_dynamic_engine_in_one_line(tmp_path):
     from tests.test_cli import assert_one_line_error, run_gatekit
 
-    proc = run_gatekit("export", str(CKPT), "--graph", "dynamic", "--format", "tensorrt", "--precision", "int8",
-                       "--out", str(tmp_path / "out"))
+    proc = run_gatekit(
+        "export",
+        str(CKPT),
+        "--graph",
+        "dynamic",
+        "--format",
+        "tensorrt",
+        "--precision",
+        "int8",
+        "--out",
+        str(tmp_path / "out"),
+    )
     assert_one_line_error(proc, "int8 dynamic graphs run on ONNX and OpenVINO IR")
     assert not (tmp_path / "out").exists()  # refused before any work
 
@@ -300,15 +383,22 @@ def test_a_library_without_int8_ops_runs_the_fallback(tmp_path, monkeypatch):
     from gatekit.artifacts import Artifact
     from gatekit.runtimes import load_artifact, native_probe
 
-    manifest = {"graph": "dynamic", "format": "onnx", "files": {"onnx": "d.onnx", "fallback_onnx": "d.fallback.onnx"},
-                "native_op": {"ops": ["gatekit.GatedBlockWithGateInt8"]}}
+    manifest = {
+        "graph": "dynamic",
+        "format": "onnx",
+        "files": {"onnx": "d.onnx", "fallback_onnx": "d.fallback.onnx"},
+        "native_op": {"ops": ["gatekit.GatedBlockWithGateInt8"]},
+    }
     (tmp_path / "d.onnx").write_bytes(native_probe.probe_model(("GatedBlockWithGateInt8",)))
     import onnx
     from onnx import TensorProto, helper
 
-    graph = helper.make_graph([helper.make_node("Relu", ["input"], ["output"])], "g",
-                              [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 8, 4, 4])],
-                              [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 8, 4, 4])])
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["input"], ["output"])],
+        "g",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 8, 4, 4])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 8, 4, 4])],
+    )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "d.fallback.onnx"))
     art = Artifact(tmp_path / "d.onnx.json", manifest)
     monkeypatch.setattr(native_ops, "library_for", lambda rt: tmp_path / "libold.so")
@@ -337,11 +427,21 @@ def test_the_probe_answers_no_for_what_cannot_run_the_int8_ops(tmp_path):
 # Export of the real checkpoint on real images: the standard-ops form (no op library), and the native form
 # where the op library runs the int8 ops.
 
+
 def small(**kw):
     from gatekit.export.exporter import ExportOptions
 
-    base = dict(graph="dynamic", precision="int8", calib=300, quant_calib=32, knn_train=1000, knn_test=400, threads=1,
-                verify_images=32, record_inputs=4)
+    base = dict(
+        graph="dynamic",
+        precision="int8",
+        calib=300,
+        quant_calib=32,
+        knn_train=1000,
+        knn_test=400,
+        threads=1,
+        verify_images=32,
+        record_inputs=4,
+    )
     return ExportOptions(**(base | kw))
 
 
@@ -430,7 +530,7 @@ def test_native_int8_dynamic_export_carries_a_verified_fallback(real, tmp_path, 
     # the op computes what its PyTorch module states (integer sums exact; float32 epilogues)
     art = open_artifact(tmp_path / f"dynamic-int8.{fmt}.json")
     with load_artifact(art, ops="native", threads=2) as s, torch.inference_mode():
-        got = np.concatenate([s.run(real.verify_images[i:i + 1]) for i in range(16)])
+        got = np.concatenate([s.run(real.verify_images[i : i + 1]) for i in range(16)])
         want = real.graph("native", "int8")[0](torch.from_numpy(real.verify_images[:16])).numpy()
     close = np.isclose(got, want, rtol=1e-4, atol=1e-4).all(axis=1)
     assert close.mean() >= 0.9, np.abs(got - want).max(axis=1)  # a rare rounding tie may flip one step of one image
@@ -441,14 +541,29 @@ def test_native_int8_dynamic_export_carries_a_verified_fallback(real, tmp_path, 
 # ---------------------------------------------------------------------------------------------------------
 # Bench, pick and the LUT.
 
+
 def test_bench_records_the_check_of_the_path_that_ran():
     from gatekit.bench.run import manifest_summary
 
     agree = {"images": 32, "decisions": 0.999}
-    m = {"graph": "dynamic", "precision": "int8", "verification": {
-        "cosine_to_fp32": {"mean": 0.9995}, "knn20": 0.66, "knn20_fp32": 0.665, "knn_delta_points": -0.5,
-        "gate_agreement": agree, "fallback": {"cosine_to_fp32": {"mean": 0.999}, "knn20": 0.664, "knn20_fp32": 0.665,
-                                              "knn_delta_points": -0.1, "gate_agreement": agree}}}
+    m = {
+        "graph": "dynamic",
+        "precision": "int8",
+        "verification": {
+            "cosine_to_fp32": {"mean": 0.9995},
+            "knn20": 0.66,
+            "knn20_fp32": 0.665,
+            "knn_delta_points": -0.5,
+            "gate_agreement": agree,
+            "fallback": {
+                "cosine_to_fp32": {"mean": 0.999},
+                "knn20": 0.664,
+                "knn20_fp32": 0.665,
+                "knn_delta_points": -0.1,
+                "gate_agreement": agree,
+            },
+        },
+    }
     assert manifest_summary(m, "native op")["precision_check"]["knn_delta_points"] == -0.5
     assert manifest_summary(m, "fallback")["precision_check"]["knn_delta_points"] == -0.1
     assert manifest_summary(m)["precision_check"]["gate_agreement"] == agree
@@ -459,16 +574,34 @@ def test_pick_weighs_int8_dynamic_graphs_with_the_others():
     from gatekit.pick.select import candidates, pick
 
     def rec(graph, precision, p90, knn_delta=None, form=None):
-        manifest = {"graph": graph, "budget": 0.3, "checkpoint_sha256": "A", "format": "onnx", "dynamic_form": form,
-                    "precision": precision, "macs": {"ratio_to_dense": 1.0 if graph == "dense" else 0.3}}
+        manifest = {
+            "graph": graph,
+            "budget": 0.3,
+            "checkpoint_sha256": "A",
+            "format": "onnx",
+            "dynamic_form": form,
+            "precision": precision,
+            "macs": {"ratio_to_dense": 1.0 if graph == "dense" else 0.3},
+        }
         if knn_delta is not None:
             manifest["precision_check"] = {"knn_delta_points": knn_delta, "cosine_to_fp32": {"mean": 0.999}}
-        return {"schema": SCHEMA, "manifest": manifest, "runtime": {"name": "ort"}, "threads": 1, "batch": 1,
-                "precision": precision, "stats": {"p90_ms": p90}}
+        return {
+            "schema": SCHEMA,
+            "manifest": manifest,
+            "runtime": {"name": "ort"},
+            "threads": 1,
+            "batch": 1,
+            "precision": precision,
+            "stats": {"p90_ms": p90},
+        }
 
     acc = {"A": {"dense": {"knn20_cosine": 0.669}, "gated": {"knn20_cosine": 0.6615}}}
-    records = [rec("dense", "fp32", 1.0), rec("dense", "int8", 0.45, knn_delta=-0.1),
-               rec("dynamic", "fp32", 0.41, form="native"), rec("dynamic", "int8", 0.2, knn_delta=-0.4, form="native")]
+    records = [
+        rec("dense", "fp32", 1.0),
+        rec("dense", "int8", 0.45, knn_delta=-0.1),
+        rec("dynamic", "fp32", 0.41, form="native"),
+        rec("dynamic", "int8", 0.2, knn_delta=-0.4, form="native"),
+    ]
     chosen, _ = pick(candidates(records, acc), 0.3)  # only the int8 dynamic graph is fast enough
     assert chosen.record["manifest"]["graph"] == "dynamic" and chosen.record["precision"] == "int8"
     assert chosen.accuracy == pytest.approx(0.6615 - 0.004) and "dynamic (native)" in chosen.name
@@ -477,19 +610,28 @@ def test_pick_weighs_int8_dynamic_graphs_with_the_others():
 
 
 def _int8_lut():
-    from tests.test_profile import fake_lut
-
     from gatekit.pick import predict as predictor
+    from tests.test_profile import fake_lut
 
     lut, arch = fake_lut(scale=0.8, overhead=0.3)
     lut["precision"] = "int8"
-    native = [{"index": b.index, "planes": b.planes, "widths": [0, b.planes], "p50_ms": [0.05, 0.05 + 0.005 * b.planes],
-               "p90_ms": [0.06, 0.06 + 0.006 * b.planes]} for b in arch.blocks()]
+    native = [
+        {
+            "index": b.index,
+            "planes": b.planes,
+            "widths": [0, b.planes],
+            "p50_ms": [0.05, 0.05 + 0.005 * b.planes],
+            "p90_ms": [0.06, 0.06 + 0.006 * b.planes],
+        }
+        for b in arch.blocks()
+    ]
     lut["native"] = {"blocks": native, "precision": "int8"}
     configs = [[round(b.planes * f) for b in arch.blocks()] for f in (0.0, 0.5, 1.0)]
     view = predictor.native_view(lut)
-    measured = [{"p50_ms": 1.5 * predictor.table_sum(view, c) + 0.1, "p90_ms": 2 * predictor.table_sum(view, c)}
-                for c in configs]
+    measured = [
+        {"p50_ms": 1.5 * predictor.table_sum(view, c) + 0.1, "p90_ms": 2 * predictor.table_sum(view, c)}
+        for c in configs
+    ]
     lut["native"]["calibration"] = predictor.calibrate(view, configs, measured)
     return lut, arch
 
@@ -523,15 +665,19 @@ def test_synth_writes_int8_native_blocks():
     arch = Architecture(width=0.125)
     net = synth.network(arch, [b.planes // 2 for b in arch.blocks()], native=True, masks=2, int8=True)
     ops = [n for n in net.graph.node if n.domain == "gatekit"]
-    assert [n.op_type for n in ops] == ["GatedBlockWithGateInt8"] * 2 + ["GatedBlockWithGateAndShortcutInt8",
-                                                                          "GatedBlockWithGateInt8"] * 3
+    assert [n.op_type for n in ops] == ["GatedBlockWithGateInt8"] * 2 + [
+        "GatedBlockWithGateAndShortcutInt8",
+        "GatedBlockWithGateInt8",
+    ] * 3
     inits = {t.name: t for t in net.graph.initializer}
     for n in ops:
         w = [4, 7] + ([10] if n.op_type.endswith("ShortcutInt8") else [])
         assert all(inits[n.input[i]].data_type == onnx.TensorProto.INT8 for i in w)
         assert float(onnx.numpy_helper.to_array(inits[n.input[-1]])) == pytest.approx(synth.INT8_X_SCALE)
-    assert not any(n.domain == "gatekit" and n.op_type.endswith("Int8") for n in synth.network(
-        arch, [4] * 8, native=True).graph.node)
+    assert not any(
+        n.domain == "gatekit" and n.op_type.endswith("Int8")
+        for n in synth.network(arch, [4] * 8, native=True).graph.node
+    )
 
 
 def test_profile_refuses_a_native_int8_table_without_the_int8_ops(monkeypatch):
@@ -562,14 +708,26 @@ def test_profile_times_the_int8_op(cifar_dir):
         pytest.skip("gatekit's op library with the int8 ops is not built here (`gatekit ops build`)")
     arch = Architecture(width=0.125, input_size=32)
     images = real_inputs("cifar10", str(cifar_dir), 32, count=4)
-    opts = ProfileOptions(runtime="ort", threads=1, round_to=8, precision="int8", protocol=TINY, check_protocol=TINY,
-                          check=2, native=True, native_steps=2, calibration=(0.5, 1.0), calibration_random=1)
+    opts = ProfileOptions(
+        runtime="ort",
+        threads=1,
+        round_to=8,
+        precision="int8",
+        protocol=TINY,
+        check_protocol=TINY,
+        check=2,
+        native=True,
+        native_steps=2,
+        calibration=(0.5, 1.0),
+        calibration_random=1,
+    )
     lut = profile(arch, opts, images)
     table = lut["native"]
     assert table["precision"] == "int8" and lut["precision"] == "int8"
     assert [b["widths"] for b in table["blocks"]][0] == [0, 4, 8]
     assert all(v > 0 for b in table["blocks"] for v in b["p50_ms"])
-    pred = predictor.predict_dynamic(lut, np.array([[4] * 8, [b.planes for b in arch.blocks()]]), native=True,
-                                     precision="int8")
+    pred = predictor.predict_dynamic(
+        lut, np.array([[4] * 8, [b.planes for b in arch.blocks()]]), native=True, precision="int8"
+    )
     assert 0 < pred["per_input_ms"][0] and pred["per_input_ms"][1] > 0
     json.dumps(lut)  # a LUT is JSON

@@ -11,8 +11,15 @@ import numpy as np
 import pytest
 
 from gatekit.errors import GatekitError
-from gatekit.jetson import (TegrastatsMonitor, jetson_info, max_temperature, parse_jetson_clocks, parse_l4t_release,
-                            parse_nvpmodel, parse_tegrastats)
+from gatekit.jetson import (
+    TegrastatsMonitor,
+    jetson_info,
+    max_temperature,
+    parse_jetson_clocks,
+    parse_l4t_release,
+    parse_nvpmodel,
+    parse_tegrastats,
+)
 
 DATA = Path(__file__).resolve().parent / "data"
 TEGRA = DATA / "tegrastats"
@@ -26,8 +33,12 @@ def lines(name):
 def test_orin_jetpack6_line_with_timestamp():
     s = parse_tegrastats(lines("orin-nano-jp6.txt")[0])
     assert (s["ram_used_mb"], s["ram_total_mb"], s["swap_used_mb"]) == (2448, 7620, 0)
-    assert s["cpus"][:4] == [{"load_pct": 12, "freq_mhz": 1420}, {"load_pct": 8, "freq_mhz": 1420},
-                             {"load_pct": 5, "freq_mhz": 1420}, {"load_pct": 9, "freq_mhz": 1420}]
+    assert s["cpus"][:4] == [
+        {"load_pct": 12, "freq_mhz": 1420},
+        {"load_pct": 8, "freq_mhz": 1420},
+        {"load_pct": 5, "freq_mhz": 1420},
+        {"load_pct": 9, "freq_mhz": 1420},
+    ]
     assert s["cpus"][4:] == [None, None] and len(s["cpus"]) == 6
     assert s["gpu_load_pct"] == 45 and s["gpu_freq_mhz"] is None and s["emc_load_pct"] == 0
     assert s["temps_c"] == {"CPU": 48.5, "GPU": 47.9, "tj": 49.5}
@@ -127,7 +138,9 @@ def _fake_tegrastats(fake_bin: Path, sample_file: Path, tmp_path: Path) -> Path:
     """Prints each line of sample_file every --interval ms, then stays up until terminated; records its
     arguments and pid."""
     log = tmp_path / "tegrastats.args"
-    _executable(fake_bin / "tegrastats", f"""#!/bin/sh
+    _executable(
+        fake_bin / "tegrastats",
+        f"""#!/bin/sh
 echo "$$ $*" > "{log}"
 [ "$1" = "--interval" ] || exit 3
 delay=$(awk "BEGIN {{ print $2 / 1000 }}")
@@ -136,7 +149,8 @@ while IFS= read -r line; do
     sleep "$delay"
 done < "{sample_file}"
 exec sleep 60
-""")
+""",
+    )
     return log
 
 
@@ -186,8 +200,14 @@ def _identity_onnx(tmp_path: Path) -> Path:
     onnx.checker.check_model(model)
     path = tmp_path / "dense.onnx"
     onnx.save(model, path)
-    manifest = {"graph": "dense", "format": "onnx", "files": {"onnx": path.name}, "precision": "fp32", "budget": None,
-                "macs": {"ratio_to_dense": 1.0}}
+    manifest = {
+        "graph": "dense",
+        "format": "onnx",
+        "files": {"onnx": path.name},
+        "precision": "fp32",
+        "budget": None,
+        "macs": {"ratio_to_dense": 1.0},
+    }
     (tmp_path / "dense.onnx.json").write_text(json.dumps(manifest))
     return path
 
@@ -195,8 +215,8 @@ def _identity_onnx(tmp_path: Path) -> Path:
 @pytest.mark.parametrize("with_tegrastats", [True, False])
 def test_bench_one_records_power_while_timing(fake_bin, tmp_path, with_tegrastats):
     pytest.importorskip("onnxruntime")
-    from gatekit.bench.protocol import Protocol
     from gatekit.artifacts import open_artifact
+    from gatekit.bench.protocol import Protocol
     from gatekit.bench.run import bench_one
 
     artifact = open_artifact(_identity_onnx(tmp_path))
@@ -223,7 +243,9 @@ def test_jetson_info_reads_a_device_tree_and_the_tools(fake_bin, tmp_path):
     (root / "etc/nv_tegra_release").write_text((JETSON / "nv_tegra_release-r36.txt").read_text())
     (root / "proc/device-tree/model").write_bytes(b"NVIDIA Jetson Orin Nano Developer Kit\x00")
     _executable(fake_bin / "nvpmodel", f'#!/bin/sh\n[ "$1" = "-q" ] && cat "{JETSON / "nvpmodel-15w.txt"}"\n')
-    _executable(fake_bin / "jetson_clocks", f'#!/bin/sh\n[ "$1" = "--show" ] && cat "{JETSON / "jetson_clocks-unlocked.txt"}"\n')
+    _executable(
+        fake_bin / "jetson_clocks", f'#!/bin/sh\n[ "$1" = "--show" ] && cat "{JETSON / "jetson_clocks-unlocked.txt"}"\n'
+    )
     info = jetson_info(root)
     assert info["board"] == "NVIDIA Jetson Orin Nano Developer Kit"
     assert info["l4t"]["l4t"] == "36.3.0"
@@ -241,10 +263,17 @@ def test_jetson_info_is_none_off_a_jetson(tmp_path):
 def test_gpu_info_from_nvidia_smi_and_machine_info_keys(fake_bin, tmp_path, monkeypatch):
     from gatekit.sysinfo import gpu_info, machine_info
 
-    _executable(fake_bin / "nvidia-smi", '#!/bin/sh\n[ "$1" = "--query-gpu=name,driver_version" ] || exit 9\n'
-                'echo "NVIDIA H100 80GB HBM3, 550.54.15"\necho "NVIDIA H100 80GB HBM3, 550.54.15"\n')
-    assert gpu_info() == {"name": "NVIDIA H100 80GB HBM3", "driver": "550.54.15", "count": 2,
-                          "names": ["NVIDIA H100 80GB HBM3"] * 2}
+    _executable(
+        fake_bin / "nvidia-smi",
+        '#!/bin/sh\n[ "$1" = "--query-gpu=name,driver_version" ] || exit 9\n'
+        'echo "NVIDIA H100 80GB HBM3, 550.54.15"\necho "NVIDIA H100 80GB HBM3, 550.54.15"\n',
+    )
+    assert gpu_info() == {
+        "name": "NVIDIA H100 80GB HBM3",
+        "driver": "550.54.15",
+        "count": 2,
+        "names": ["NVIDIA H100 80GB HBM3"] * 2,
+    }
     info = machine_info()
     assert info["gpu"]["name"] == "NVIDIA H100 80GB HBM3" and "jetson" in info
     _executable(fake_bin / "nvidia-smi", "#!/bin/sh\necho 'NVIDIA-SMI has failed' ; exit 9\n")

@@ -15,7 +15,17 @@ import pytest
 from tests.conftest import REPO
 
 PKG = REPO / "gatekit"
-FOUNDATION = {"errors", "atomic", "paths", "clitypes", "cli_main", "jetson", "sysinfo", "plotting", "__init__"}  # any part may use these
+FOUNDATION = {
+    "errors",
+    "atomic",
+    "paths",
+    "clitypes",
+    "cli_main",
+    "jetson",
+    "sysinfo",
+    "plotting",
+    "__init__",
+}  # any part may use these
 TOP = {"cli", "demo", "chains", "__main__"}  # the only places that chain stages; they may use anything
 # What each stage may import besides the foundation. Every edge points from a stage to one whose output
 # it consumes (data -> models -> train -> evaluate -> export -> runtimes -> bench -> pick), plus one
@@ -37,8 +47,13 @@ ORDER = ["data", "models", "train", "evaluate", "export", "runtimes", "bench", "
 DEPLOY = ("artifacts", "native_ops", "runtimes", "bench", "pick")
 TRAINING_PACKAGES = {"torch", "safetensors", "kornia", "torchvision"}
 # gatekit.models is shared: its structure and FLOPs are torch-free, its modules are not
-TORCH_FREE_MODELS = {"gatekit.models", "gatekit.models.arch", "gatekit.models.config", "gatekit.models.flops",
-                     "gatekit.models.channels"}
+TORCH_FREE_MODELS = {
+    "gatekit.models",
+    "gatekit.models.arch",
+    "gatekit.models.config",
+    "gatekit.models.flops",
+    "gatekit.models.channels",
+}
 
 
 def module_name(path: Path) -> str:
@@ -66,7 +81,11 @@ def imports_of(path: Path) -> set[str]:
                 mod = ".".join(anchor + ([mod] if mod else []))
             found.add(mod)
             # `from gatekit.pick import synth`: the submodule is imported too
-            found |= {f"{mod}.{a.name}" for a in node.names if (PKG.parent / (mod + "." + a.name).replace(".", "/")).with_suffix(".py").exists()}
+            found |= {
+                f"{mod}.{a.name}"
+                for a in node.names
+                if (PKG.parent / (mod + "." + a.name).replace(".", "/")).with_suffix(".py").exists()
+            }
     return found
 
 
@@ -80,7 +99,9 @@ def stage(module: str) -> str:
 
 
 def test_every_part_of_gatekit_has_a_place():
-    assert {stage(m) for m in graph()} <= FOUNDATION | TOP | set(ALLOWED), "a new package or module needs its place here"
+    assert {stage(m) for m in graph()} <= FOUNDATION | TOP | set(ALLOWED), (
+        "a new package or module needs its place here"
+    )
 
 
 def test_the_allowed_edges_follow_the_pipeline():
@@ -111,7 +132,9 @@ def test_imports_follow_the_stages():
 def test_package_graph_is_acyclic():
     edges: dict[str, set[str]] = {}
     for mod, deps in graph().items():
-        edges.setdefault(stage(mod), set()).update(stage(d) for d in deps if d.startswith("gatekit.") and stage(d) != stage(mod))
+        edges.setdefault(stage(mod), set()).update(
+            stage(d) for d in deps if d.startswith("gatekit.") and stage(d) != stage(mod)
+        )
     state: dict[str, int] = {}
 
     def visit(node, path):
@@ -150,10 +173,13 @@ def test_deploy_side_never_reaches_torch(root):
     mods = [m for m in g if m == root or m.startswith(root + ".")]
     for mod in mods:
         reached = _reach(mod, g)
-        bad = [f"{m} (imported by {by})" for m, by in reached.items()
-               if m.split(".")[0] in TRAINING_PACKAGES
-               or (m.startswith("gatekit.") and stage(m) in ("checkpoint", "train", "evaluate", "export"))
-               or (stage(m) == "models" and m not in TORCH_FREE_MODELS)]
+        bad = [
+            f"{m} (imported by {by})"
+            for m, by in reached.items()
+            if m.split(".")[0] in TRAINING_PACKAGES
+            or (m.startswith("gatekit.") and stage(m) in ("checkpoint", "train", "evaluate", "export"))
+            or (stage(m) == "models" and m not in TORCH_FREE_MODELS)
+        ]
         assert not bad, f"{mod} reaches the training side: " + ", ".join(sorted(bad))
 
 
@@ -165,9 +191,19 @@ def test_the_graph_builder_sees_function_level_imports(tmp_path):
 
 # The deploy side's test modules: importing them (and conftest) must not import torch, and the tests of
 # TORCH_FREE_RUNS must run without it. Tests that export an artifact first import torch inside the test.
-DEPLOY_TESTS = ("test_artifact_integrity", "test_bench", "test_compare", "test_jetson", "test_native_export",
-                "test_native_ops", "test_pick", "test_precision", "test_report_targets", "test_runtimes",
-                "test_tensorrt")
+DEPLOY_TESTS = (
+    "test_artifact_integrity",
+    "test_bench",
+    "test_compare",
+    "test_jetson",
+    "test_native_export",
+    "test_native_ops",
+    "test_pick",
+    "test_precision",
+    "test_report_targets",
+    "test_runtimes",
+    "test_tensorrt",
+)
 TORCH_FREE_RUNS = ("test_pick", "test_report_targets", "test_runtimes")
 _TORCH_WATCH = r"""
 import sys
@@ -201,8 +237,14 @@ def test_deploy_side_tests_never_import_torch(tmp_path):
     TORCH_FREE_RUNS run, with torch never imported (a test setup that imports torch for every test breaks this)."""
     files = [str(REPO / "tests" / f"{name}.py") for name in DEPLOY_TESTS]
     argv = [",".join(TORCH_FREE_RUNS), "-q", "-p", "no:cacheprovider", "--basetemp", str(tmp_path / "t"), *files]
-    proc = subprocess.run([sys.executable, "-c", _TORCH_WATCH, *argv], capture_output=True, text=True, cwd=REPO,
-                          env=dict(os.environ, PYTHONPATH=str(REPO)), timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-c", _TORCH_WATCH, *argv],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     assert "torch first imported: None" in proc.stdout, proc.stdout[-3000:]
     assert f"ran: {','.join(sorted(TORCH_FREE_RUNS))}" in proc.stdout, proc.stdout[-3000:]

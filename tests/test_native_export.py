@@ -21,8 +21,10 @@ def _libraries():
     return {rt: native_ops.library_for(rt) for rt in ("ort", "openvino")}
 
 
-pytestmark = pytest.mark.skipif(not all(_libraries().values()),
-                                reason="gatekit's native op libraries are not built here (`gatekit ops build`; make venv builds them)")
+pytestmark = pytest.mark.skipif(
+    not all(_libraries().values()),
+    reason="gatekit's native op libraries are not built here (`gatekit ops build`; make venv builds them)",
+)
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +42,18 @@ def exported(tmp_path_factory):
     torch.manual_seed(3)
     model = GatedResNet(ModelConfig(width=0.25)).eval()  # random gates: on for some inputs, off for others
     save_model(tmp / "m.safetensors", model, {"train_config": {"dataset": "npz", "data_dir": str(tmp / "d.npz")}})
-    manifests, _ = export_all(tmp / "m.safetensors", tmp / "out", graphs=["dynamic"], formats=["onnx", "openvino"],
-                              strict=True, verify_images=32, calib=96, threads=1, dynamic_batch=True, record_inputs=8)
+    manifests, _ = export_all(
+        tmp / "m.safetensors",
+        tmp / "out",
+        graphs=["dynamic"],
+        formats=["onnx", "openvino"],
+        strict=True,
+        verify_images=32,
+        calib=96,
+        threads=1,
+        dynamic_batch=True,
+        record_inputs=8,
+    )
     return tmp, {m["format"]: m for m in manifests}
 
 
@@ -65,10 +77,13 @@ def test_export_writes_the_native_form_with_a_verified_fallback(exported):
     model = onnx.load(str(tmp / "out" / "dynamic.onnx"))
     ops = [n for n in model.graph.node if n.domain == "gatekit"]
     # the three stage-changing blocks carry their projection shortcut inside the node
-    assert [n.op_type for n in ops] == ["GatedBlockWithGate"] * 2 + ["GatedBlockWithGateAndShortcut", "GatedBlockWithGate"] * 3
+    assert [n.op_type for n in ops] == ["GatedBlockWithGate"] * 2 + [
+        "GatedBlockWithGateAndShortcut",
+        "GatedBlockWithGate",
+    ] * 3
     inits = {t.name for t in model.graph.initializer}
     # gate, conv and shortcut weights: constants packed at load (GatedBlockWithGate's last input is its residual)
-    assert all(i in inits for n in ops for i in n.input[1:8 if n.op_type == "GatedBlockWithGate" else 10])
+    assert all(i in inits for n in ops for i in n.input[1 : 8 if n.op_type == "GatedBlockWithGate" else 10])
     # the gates and shortcuts are inside the nodes: no matrix product outside them, and the stem the only Conv
     assert not any(n.op_type in ("MatMul", "Gemm", "GreaterOrEqual") for n in model.graph.node)
     assert [n.op_type for n in model.graph.node].count("Conv") == 1
@@ -87,7 +102,7 @@ def test_native_and_fallback_paths_agree_with_per_sample_masks(exported):
         with load_artifact(art, ops="native", threads=1) as native, load_artifact(art, ops="fallback", threads=1) as fb:
             assert native.info.ops == "native op" and fb.info.ops == "fallback"
             batch = native.run(x)
-            single = np.concatenate([native.run(x[i:i + 1]) for i in range(8)])
+            single = np.concatenate([native.run(x[i : i + 1]) for i in range(8)])
             np.testing.assert_allclose(batch, single, rtol=1e-5, atol=1e-5)  # no union over the batch
             np.testing.assert_allclose(batch, fb.run(x), rtol=1e-4, atol=1e-4)
 
@@ -112,11 +127,12 @@ def test_a_nan_pixel_gives_nan_features_as_through_the_fallback(exported):
         assert np.isnan(y[[0, 2]]).all() and np.isfinite(y[[1, 3]]).all()
         np.testing.assert_allclose(y[[1, 3]], want[[1, 3]], rtol=1e-4, atol=1e-4)
         for i in range(4):
-            np.testing.assert_array_equal(np.isnan(native.run(x[i:i + 1])), np.isnan(fb.run(x[i:i + 1])))
+            np.testing.assert_array_equal(np.isnan(native.run(x[i : i + 1])), np.isnan(fb.run(x[i : i + 1])))
 
 
-def test_the_aarch64_library_runs_the_network_exactly_under_emulation(exported, aarch64_build, aarch64_onnxruntime,
-                                                                      qemu_aarch64, tmp_path):
+def test_the_aarch64_library_runs_the_network_exactly_under_emulation(
+    exported, aarch64_build, aarch64_onnxruntime, qemu_aarch64, tmp_path
+):
     """The ORT op library cross-built for aarch64 (native/cmake/aarch64-linux-gnu.cmake, the portable NEON path) runs
     the exported native network on onnxruntime's own aarch64 build, under qemu-user, through the C API
     (native/ort/gatekit_ort_run.cpp, 2 intra-op threads): batch 8, batch 1, and a batch with a NaN pixel give the
@@ -134,8 +150,14 @@ def test_the_aarch64_library_runs_the_network_exactly_under_emulation(exported, 
     for name, batch in batches.items():
         (tmp_path / f"{name}.in").write_bytes(np.ascontiguousarray(batch, np.float32).tobytes())
         args += [str(tmp_path / f"{name}.in"), ",".join(map(str, batch.shape)), str(tmp_path / f"{name}.out")]
-    run = qemu_aarch64(aarch64_build / "gatekit_ort_run", str(aarch64_onnxruntime),
-                       str(aarch64_build / "libgatekit_ort_ops.so"), str(tmp / "out" / "dynamic.onnx"), "2", *args)
+    run = qemu_aarch64(
+        aarch64_build / "gatekit_ort_run",
+        str(aarch64_onnxruntime),
+        str(aarch64_build / "libgatekit_ort_ops.so"),
+        str(tmp / "out" / "dynamic.onnx"),
+        "2",
+        *args,
+    )
     assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
     lines = run.stdout.strip().splitlines()
     info = json.loads(lines[-1])  # the op library's build info, as it reports itself under emulation
@@ -157,9 +179,28 @@ def test_the_aarch64_library_runs_the_network_exactly_under_emulation(exported, 
 def test_without_the_library_the_fallback_runs_and_is_recorded(exported, tmp_path):
     tmp, _ = exported
     env = dict(os.environ, PYTHONPATH=str(REPO), GATEKIT_OPS_DIR=str(tmp_path / "no-ops"))
-    cmd = [sys.executable, "-m", "gatekit", "bench", str(tmp / "out" / "dynamic.onnx"), "--threads", "1", "--inputs", "4",
-           "--min-runs", "10", "--min-seconds", "0.1", "--warmup-runs", "2", "--data-dir", str(tmp / "d.npz"),
-           "--json", str(tmp_path / "r.jsonl"), "--quiet"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "gatekit",
+        "bench",
+        str(tmp / "out" / "dynamic.onnx"),
+        "--threads",
+        "1",
+        "--inputs",
+        "4",
+        "--min-runs",
+        "10",
+        "--min-seconds",
+        "0.1",
+        "--warmup-runs",
+        "2",
+        "--data-dir",
+        str(tmp / "d.npz"),
+        "--json",
+        str(tmp_path / "r.jsonl"),
+        "--quiet",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-1500:]
     (rec,) = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()]
@@ -171,10 +212,34 @@ def test_without_the_library_the_fallback_runs_and_is_recorded(exported, tmp_pat
 
 def test_bench_records_the_native_path(exported, tmp_path):
     tmp, _ = exported
-    proc = subprocess.run([sys.executable, "-m", "gatekit", "bench", str(tmp / "out" / "dynamic.xml"), "--threads", "1",
-                           "--inputs", "4", "--min-runs", "10", "--min-seconds", "0.1", "--warmup-runs", "2", "--data-dir",
-                           str(tmp / "d.npz"), "--json", str(tmp_path / "r.jsonl"), "--quiet"],
-                          capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(REPO)), timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gatekit",
+            "bench",
+            str(tmp / "out" / "dynamic.xml"),
+            "--threads",
+            "1",
+            "--inputs",
+            "4",
+            "--min-runs",
+            "10",
+            "--min-seconds",
+            "0.1",
+            "--warmup-runs",
+            "2",
+            "--data-dir",
+            str(tmp / "d.npz"),
+            "--json",
+            str(tmp_path / "r.jsonl"),
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-1500:]
     (rec,) = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()]
     assert rec["runtime"]["ops"] == "native op" and rec["runtime"]["ops_library"].endswith("libgatekit_ov_ops.so")
@@ -203,16 +268,28 @@ def test_gate_in_standard_ops_is_kept_as_an_option(exported, tmp_path):
     from gatekit.runtimes import load_artifact
 
     tmp, _ = exported
-    (m,), _ = export_all(tmp / "m.safetensors", tmp_path, graphs=["dynamic"], formats=["onnx"], strict=True,
-                         verify_images=32, calib=96, threads=1, dynamic_batch=True, record_inputs=0,
-                         native_gate="graph")
+    (m,), _ = export_all(
+        tmp / "m.safetensors",
+        tmp_path,
+        graphs=["dynamic"],
+        formats=["onnx"],
+        strict=True,
+        verify_images=32,
+        calib=96,
+        threads=1,
+        dynamic_batch=True,
+        record_inputs=0,
+        native_gate="graph",
+    )
     assert m["native_op"]["op"] == "gatekit.GatedBlock" and m["native_op"]["gate"] == "graph"
     assert max(m["verification"]["relative_error"].values()) < 1e-4
     ops = [n.op_type for n in onnx.load(str(tmp_path / "dynamic.onnx")).graph.node]
     assert ops.count("GatedBlock") == 8 and "GatedBlockWithGate" not in ops and "GreaterOrEqual" in ops
     x, _ = load_inputs(m, 8, str(tmp / "d.npz"))
-    with load_artifact(open_artifact(tmp_path / "dynamic.onnx.json"), threads=1) as split, \
-            load_artifact(open_artifact(tmp / "out" / "dynamic.onnx.json"), threads=1) as fused:
+    with (
+        load_artifact(open_artifact(tmp_path / "dynamic.onnx.json"), threads=1) as split,
+        load_artifact(open_artifact(tmp / "out" / "dynamic.onnx.json"), threads=1) as fused,
+    ):
         np.testing.assert_allclose(split.run(x), fused.run(x), rtol=1e-5, atol=1e-5)
 
 
@@ -226,9 +303,19 @@ def test_shortcut_as_a_conv_node_is_kept_as_an_option(exported, tmp_path):
     from gatekit.runtimes import load_artifact
 
     tmp, _ = exported
-    manifests, _ = export_all(tmp / "m.safetensors", tmp_path, graphs=["dynamic"], formats=["onnx", "openvino"],
-                              strict=True, verify_images=32, calib=96, threads=1, dynamic_batch=True, record_inputs=0,
-                              native_shortcut="graph")
+    manifests, _ = export_all(
+        tmp / "m.safetensors",
+        tmp_path,
+        graphs=["dynamic"],
+        formats=["onnx", "openvino"],
+        strict=True,
+        verify_images=32,
+        calib=96,
+        threads=1,
+        dynamic_batch=True,
+        record_inputs=0,
+        native_shortcut="graph",
+    )
     for m in manifests:
         assert m["native_op"]["ops"] == ["gatekit.GatedBlockWithGate"] and m["native_op"]["shortcut"] == "graph"
         assert max(m["verification"]["relative_error"].values()) < 1e-4
@@ -236,8 +323,10 @@ def test_shortcut_as_a_conv_node_is_kept_as_an_option(exported, tmp_path):
     assert ops.count("GatedBlockWithGate") == 8 and ops.count("Conv") == 4
     x, _ = load_inputs(manifests[0], 8, str(tmp / "d.npz"))
     for fmt in ("onnx", "openvino"):
-        with load_artifact(open_artifact(tmp_path / f"dynamic.{fmt}.json"), threads=2) as conv, \
-                load_artifact(open_artifact(tmp / "out" / f"dynamic.{fmt}.json"), threads=2) as fused:
+        with (
+            load_artifact(open_artifact(tmp_path / f"dynamic.{fmt}.json"), threads=2) as conv,
+            load_artifact(open_artifact(tmp / "out" / f"dynamic.{fmt}.json"), threads=2) as fused,
+        ):
             np.testing.assert_allclose(conv.run(x), fused.run(x), rtol=1e-5, atol=1e-5)
 
 
@@ -262,8 +351,9 @@ def test_openvino_convolutions_feeding_the_op_keep_jit_reorders(exported):
     x, _ = load_inputs(m, 1, str(tmp / "d.npz"))
 
     def executed(model) -> list[tuple[str, str]]:
-        compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": 1,
-                                                     "PERF_COUNT": True})
+        compiled = core.compile_model(
+            model, "CPU", {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": 1, "PERF_COUNT": True}
+        )
         request = compiled.create_infer_request()
         request.infer([x])
         return [(p.node_type, p.exec_type) for p in request.profiling_info if p.real_time.total_seconds() > 0]

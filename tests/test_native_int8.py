@@ -23,7 +23,14 @@ onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 from tests.test_native_ops import (  # noqa: E402,F401  (built, ort_lib, ov_lib: fixtures)
-    built, gate_reference, make_gate, ort_lib, ort_session, ov_compile, ov_lib)
+    built,
+    gate_reference,
+    make_gate,
+    ort_lib,
+    ort_session,
+    ov_compile,
+    ov_lib,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 F32, F64 = np.float32, np.float64
@@ -46,6 +53,7 @@ PATHS = ("avx512vnni", "avxvnni", "avx2", "portable")
 
 # ---------------------------------------------------------------------------------------------------------
 # Reference.
+
 
 def fmaf(a, b, c):
     """float32 fused multiply-add, a * b + c rounded once, of float32 arrays.  The product is exact in float64;
@@ -80,7 +88,7 @@ def conv3x3_int(x, w, stride):
     w = w.astype(np.int64)
     for i in range(3):
         for j in range(3):
-            patch = xp[:, :, i:i + stride * (ho - 1) + 1:stride, j:j + stride * (wo - 1) + 1:stride]
+            patch = xp[:, :, i : i + stride * (ho - 1) + 1 : stride, j : j + stride * (wo - 1) + 1 : stride]
             out += np.einsum("nchw,oc->nohw", patch, w[:, :, i, j])
     return out
 
@@ -175,16 +183,22 @@ def int8_model(path, blk, cin, h, w, stride, batch="N", gate=None, scalar_shape=
     else:
         inits.update(zip(("G1", "g1", "G2"), gate))
         if "Ws" in blk:
-            op, names = "GatedBlockWithGateAndShortcutInt8", ["x", "G1", "g1", "G2", *conv, "Ws", "ws_scale", "bs",
-                                                             "x_scale", "h_scale"]
+            op, names = (
+                "GatedBlockWithGateAndShortcutInt8",
+                ["x", "G1", "g1", "G2", *conv, "Ws", "ws_scale", "bs", "x_scale", "h_scale"],
+            )
         else:
             op, names = "GatedBlockWithGateInt8", ["x", "G1", "g1", "G2", *conv, "residual", "x_scale", "h_scale"]
     if "residual" in names:
         inputs.append(helper.make_tensor_value_info("residual", TensorProto.FLOAT, [batch, cout, ho, wo]))
     node = helper.make_node(op, names, ["y"], domain="gatekit", stride=stride)
-    graph = helper.make_graph([node], "gated_block_int8", inputs,
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, cout, ho, wo])],
-                              [numpy_helper.from_array(np.asarray(v), k) for k, v in inits.items()])
+    graph = helper.make_graph(
+        [node],
+        "gated_block_int8",
+        inputs,
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, cout, ho, wo])],
+        [numpy_helper.from_array(np.asarray(v), k) for k, v in inits.items()],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("gatekit", 1)])
     model.ir_version = 8
     onnx.save(model, str(path))
@@ -195,8 +209,11 @@ def case_feeds(case, kind, seed, blk, ties=False):
     n, cin, h, w, c, cout, stride = case
     rng = np.random.default_rng(seed)
     ho, wo = (h - 1) // stride + 1, (w - 1) // stride + 1
-    return {"x": make_x(rng, (n, cin, h, w), blk, ties), "mask": make_mask(rng, n, c, kind),
-            "residual": rng.standard_normal((n, cout, ho, wo)).astype(F32)}
+    return {
+        "x": make_x(rng, (n, cin, h, w), blk, ties),
+        "mask": make_mask(rng, n, c, kind),
+        "residual": rng.standard_normal((n, cout, ho, wo)).astype(F32),
+    }
 
 
 def runner(runtime, lib, path, threads):
@@ -217,8 +234,9 @@ def run_cases(runtime, lib, workdir, threads, cases=CASES, masks=MASKS):
         n, cin, h, w, c, cout, stride = case
         ties = ci % 2 == 1
         blk = make_block(np.random.default_rng(ci), cin, c, cout, ties=ties)
-        path = int8_model(Path(workdir) / f"int8_{ci}.onnx", blk, cin, h, w, stride,
-                          scalar_shape=(1,) if ci % 3 else ())
+        path = int8_model(
+            Path(workdir) / f"int8_{ci}.onnx", blk, cin, h, w, stride, scalar_shape=(1,) if ci % 3 else ()
+        )
         run = runner(runtime, lib, path, threads)
         for kind in masks:
             feeds = case_feeds(case, kind, 1000 * ci + len(kind), blk, ties)
@@ -234,6 +252,7 @@ def run_cases(runtime, lib, workdir, threads, cases=CASES, masks=MASKS):
 # ---------------------------------------------------------------------------------------------------------
 # Tests.
 
+
 def test_fmaf_reference_is_exact():
     """The numpy fmaf agrees with the C library's fmaf, on random values and on sums that land exactly halfway
     between two float32 values (where rounding the float64 sum to float32 would round twice)."""
@@ -243,14 +262,14 @@ def test_fmaf_reference_is_exact():
     libm.fmaf.restype = ctypes.c_float
     libm.fmaf.argtypes = [ctypes.c_float] * 3
     rng = np.random.default_rng(0)
-    a = rng.integers(-2**26, 2**26, 3000).astype(F32)
+    a = rng.integers(-(2**26), 2**26, 3000).astype(F32)
     b = (rng.standard_normal(3000) * 1e-4).astype(F32)
     c = rng.standard_normal(3000).astype(F32)
     # a * b odd and above 2^24 (float32 steps of 2): a float32 midpoint; c = +-2^-30 is below float64's half step
     # there, so the float64 sum is the midpoint itself, and rounding it to float32 takes the even neighbour
     a = np.concatenate([a, np.array([4097, 4097, -4097, 4099], F32)])
     b = np.concatenate([b, np.array([4097, 4097, 4097, 4097], F32)])
-    c = np.concatenate([c, np.array([2**-30, -2**-30, -2**-30, 2**-30], F32)])
+    c = np.concatenate([c, np.array([2**-30, -(2**-30), -(2**-30), 2**-30], F32)])
     want = np.array([libm.fmaf(float(x), float(y), float(z)) for x, y, z in zip(a, b, c)], F32)
     got = fmaf(a, b, c)
     assert np.array_equal(got.view(np.uint32), want.view(np.uint32))
@@ -326,12 +345,15 @@ def test_int8_nonfinite_input_gives_nan(runtime, request, tmp_path):
     assert np.array_equal(y, ref, equal_nan=True)
 
 
-@pytest.mark.parametrize("bad,want", [
-    ("w2_scale", r"w2_scale must be \[Cout\]"),
-    ("x_scale", r"x_scale must be a finite number > 0"),
-    ("h_scale_shape", r"h_scale must be a scalar"),
-    ("W1_float", r"input W1 must be int8"),
-])
+@pytest.mark.parametrize(
+    "bad,want",
+    [
+        ("w2_scale", r"w2_scale must be \[Cout\]"),
+        ("x_scale", r"x_scale must be a finite number > 0"),
+        ("h_scale_shape", r"h_scale must be a scalar"),
+        ("W1_float", r"input W1 must be int8"),
+    ],
+)
 def test_int8_refuses_bad_weights(ort_lib, ov_lib, tmp_path, bad, want):
     """One line naming the op and the input, on both runtimes, when the session is created or the model read."""
     ort = pytest.importorskip("onnxruntime")
@@ -397,8 +419,13 @@ print(json.dumps({"info": info, "diffs": diffs}))
 @pytest.mark.parametrize("isa", PATHS)
 def test_each_int8_isa_path(ort_lib, isa):
     """GATEKIT_OPS_ISA forces an int8 kernel path (chosen once per process, hence a child process per path)."""
-    out = subprocess.run([sys.executable, "-c", _ISA_CHILD, str(REPO), str(ort_lib)],
-                         env=dict(os.environ, GATEKIT_OPS_ISA=isa), capture_output=True, text=True, timeout=600)
+    out = subprocess.run(
+        [sys.executable, "-c", _ISA_CHILD, str(REPO), str(ort_lib)],
+        env=dict(os.environ, GATEKIT_OPS_ISA=isa),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     res = json.loads(out.stdout.strip().splitlines()[-1])
     info = res["info"]
@@ -412,9 +439,12 @@ def test_each_int8_isa_path(ort_lib, isa):
 # C++ self-check: the kernel sources compiled as CMake compiles them (per-ISA flags), the fp32 part (the gate)
 # on its portable path only.
 _SELFCHECK_UNITS = (
-    ("gated_block.cpp", []), ("channel_gate.cpp", []), ("isa_portable.cpp", []),
+    ("gated_block.cpp", []),
+    ("channel_gate.cpp", []),
+    ("isa_portable.cpp", []),
     ("gated_block_int8.cpp", ["-DGATEKIT_HAVE_AVX2=1", "-DGATEKIT_HAVE_AVXVNNI=1", "-DGATEKIT_HAVE_AVX512VNNI=1"]),
-    ("int8_isa_portable.cpp", []), ("int8_isa_avx2.cpp", ["-mavx2", "-mfma"]),
+    ("int8_isa_portable.cpp", []),
+    ("int8_isa_avx2.cpp", ["-mavx2", "-mfma"]),
     ("int8_isa_avxvnni.cpp", ["-mavx2", "-mfma", "-mavxvnni"]),
     ("int8_isa_avx512vnni.cpp", ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512vnni", "-mfma"]),
     ("selfcheck_int8.cpp", []),
@@ -429,8 +459,14 @@ def _compile_all(cxx, units, kdir, out_dir, flags):
         obj = out_dir / (Path(src).stem + ".o")
         objs.append(obj)
         opt = "-O2" if src.startswith("selfcheck") else "-O3"
-        procs.append(subprocess.Popen([cxx, opt, *flags, f"-I{kdir}", *extra, "-c", str(kdir / src), "-o", str(obj)],
-                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+        procs.append(
+            subprocess.Popen(
+                [cxx, opt, *flags, f"-I{kdir}", *extra, "-c", str(kdir / src), "-o", str(obj)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        )
         if len(procs) >= 2:
             p = procs.pop(0)
             assert p.wait(timeout=900) == 0, p.stdout.read()[-3000:]
@@ -475,8 +511,9 @@ def test_int8_kernel_on_aarch64_under_user_mode_emulation(tmp_path):
         pytest.skip("needs aarch64-linux-gnu-g++ and qemu-aarch64 (Debian: g++-aarch64-linux-gnu qemu-user)")
     kdir = REPO / "native" / "kernel"
     units = [(s, []) for s, _ in _SELFCHECK_UNITS if "avx" not in s]
-    objs = _compile_all(cxx, units, kdir, tmp_path,
-                        ["-std=c++17", "-pthread", "-ffp-contract=off", "-march=armv8.2-a+dotprod"])
+    objs = _compile_all(
+        cxx, units, kdir, tmp_path, ["-std=c++17", "-pthread", "-ffp-contract=off", "-march=armv8.2-a+dotprod"]
+    )
     objdump = shutil.which("aarch64-linux-gnu-objdump")
     if objdump:
         dis = subprocess.run([objdump, "-d", str(tmp_path / "int8_isa_portable.o")], capture_output=True, text=True)

@@ -47,12 +47,18 @@ CASES = [
     (2, 64, 9, 9, 48, 40, 1),
 ]
 MASKS = ("random", "off", "on", "mixed")
-BUILD_SKIP_REASONS = ("cmake not found", "too old", "no C++ compiler", "neither ninja nor make",
-                      "native sources not found")
+BUILD_SKIP_REASONS = (
+    "cmake not found",
+    "too old",
+    "no C++ compiler",
+    "neither ninja nor make",
+    "native sources not found",
+)
 
 
 # ---------------------------------------------------------------------------------------------------------
 # Reference and models.
+
 
 def conv3x3(x, w, stride):
     """3x3 convolution, padding 1, in float64."""
@@ -62,7 +68,7 @@ def conv3x3(x, w, stride):
     out = np.zeros((n, w.shape[0], ho, wo))
     for i in range(3):
         for j in range(3):
-            patch = xp[:, :, i:i + stride * (ho - 1) + 1:stride, j:j + stride * (wo - 1) + 1:stride]
+            patch = xp[:, :, i : i + stride * (ho - 1) + 1 : stride, j : j + stride * (wo - 1) + 1 : stride]
             out += np.einsum("nchw,oc->nohw", patch, w[:, :, i, j])
     return out
 
@@ -79,10 +85,12 @@ def rel_err(y, ref):
 
 
 def make_weights(rng, cin, c, cout):
-    return ((rng.standard_normal((c, cin, 3, 3)) * 0.3).astype(np.float32),
-            (rng.standard_normal(c) * 0.1).astype(np.float32),
-            (rng.standard_normal((cout, c, 3, 3)) * 0.3).astype(np.float32),
-            (rng.standard_normal(cout) * 0.1).astype(np.float32))
+    return (
+        (rng.standard_normal((c, cin, 3, 3)) * 0.3).astype(np.float32),
+        (rng.standard_normal(c) * 0.1).astype(np.float32),
+        (rng.standard_normal((cout, c, 3, 3)) * 0.3).astype(np.float32),
+        (rng.standard_normal(cout) * 0.1).astype(np.float32),
+    )
 
 
 def gate_reference(x, g1, gb1, g2):
@@ -96,9 +104,11 @@ def gate_reference(x, g1, gb1, g2):
 def make_gate(rng, cin, c, hidden=None):
     """Gate weights whose hidden units are mostly on (bias around +0.5), so that the logits vary per sample."""
     hidden = hidden or max(cin // 2, 2)
-    return ((rng.standard_normal((hidden, cin)) * 0.3).astype(np.float32),
-            (0.5 + rng.standard_normal(hidden) * 0.2).astype(np.float32),
-            (rng.standard_normal((c, hidden)) * 0.5).astype(np.float32))
+    return (
+        (rng.standard_normal((hidden, cin)) * 0.3).astype(np.float32),
+        (0.5 + rng.standard_normal(hidden) * 0.2).astype(np.float32),
+        (rng.standard_normal((c, hidden)) * 0.5).astype(np.float32),
+    )
 
 
 def block_model(path, weights, cin, h, w, stride, batch="N", residual_is_x=False, gate=None, shortcut=None):
@@ -116,18 +126,34 @@ def block_model(path, weights, cin, h, w, stride, batch="N", residual_is_x=False
     residual = "x" if residual_is_x else "residual"
     inits = [numpy_helper.from_array(a, n) for a, n in zip(weights, ("W1", "b1", "W2", "b2"))]
     if gate is None:
-        node = helper.make_node("GatedBlock", ["x", "mask", "W1", "b1", "W2", "b2", residual], ["y"], domain="gatekit",
-                                stride=stride)
+        node = helper.make_node(
+            "GatedBlock", ["x", "mask", "W1", "b1", "W2", "b2", residual], ["y"], domain="gatekit", stride=stride
+        )
     elif shortcut is not None:
         inits += [numpy_helper.from_array(a, n) for a, n in zip((*gate, *shortcut), ("G1", "g1", "G2", "Ws", "bs"))]
-        node = helper.make_node("GatedBlockWithGateAndShortcut", ["x", "G1", "g1", "G2", "W1", "b1", "W2", "b2", "Ws", "bs"],
-                                ["y"], domain="gatekit", stride=stride)
+        node = helper.make_node(
+            "GatedBlockWithGateAndShortcut",
+            ["x", "G1", "g1", "G2", "W1", "b1", "W2", "b2", "Ws", "bs"],
+            ["y"],
+            domain="gatekit",
+            stride=stride,
+        )
     else:
         inits += [numpy_helper.from_array(a, n) for a, n in zip(gate, ("G1", "g1", "G2"))]
-        node = helper.make_node("GatedBlockWithGate", ["x", "G1", "g1", "G2", "W1", "b1", "W2", "b2", residual], ["y"],
-                                domain="gatekit", stride=stride)
-    graph = helper.make_graph([node], "gated_block", inputs,
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, cout, ho, wo])], inits)
+        node = helper.make_node(
+            "GatedBlockWithGate",
+            ["x", "G1", "g1", "G2", "W1", "b1", "W2", "b2", residual],
+            ["y"],
+            domain="gatekit",
+            stride=stride,
+        )
+    graph = helper.make_graph(
+        [node],
+        "gated_block",
+        inputs,
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, cout, ho, wo])],
+        inits,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("gatekit", 1)])
     model.ir_version = 8
     onnx.save(model, str(path))
@@ -161,9 +187,11 @@ def case_data(case, kind, seed):
     rng = np.random.default_rng(seed)
     weights = make_weights(rng, cin, c, cout)
     ho, wo = (h - 1) // stride + 1, (w - 1) // stride + 1
-    feeds = {"x": rng.standard_normal((n, cin, h, w)).astype(np.float32),
-             "mask": make_mask(rng, n, c, kind),
-             "residual": rng.standard_normal((n, cout, ho, wo)).astype(np.float32)}
+    feeds = {
+        "x": rng.standard_normal((n, cin, h, w)).astype(np.float32),
+        "mask": make_mask(rng, n, c, kind),
+        "residual": rng.standard_normal((n, cout, ho, wo)).astype(np.float32),
+    }
     return weights, feeds
 
 
@@ -211,6 +239,7 @@ def run_cases(runtime, lib, workdir, threads, cases=CASES, masks=MASKS):
 # ---------------------------------------------------------------------------------------------------------
 # Fixtures.
 
+
 @pytest.fixture(scope="session")
 def built():
     info = native_ops.build(jobs=2)
@@ -242,6 +271,7 @@ def ov_lib(built):
 # ---------------------------------------------------------------------------------------------------------
 # Tests.
 
+
 def test_build_info_and_status(built, ort_lib):
     st = native_ops.status()
     assert st["libraries"]["ort"]["usable"], st["libraries"]["ort"]
@@ -254,12 +284,23 @@ def test_build_info_and_status(built, ort_lib):
     assert info["conv1_channel_dots"] == (info["isa_selected"] == "avx512")
     tiles = "yes" if info["conv2_channel_tiles"] else "no (AVX-512 only)"
     dots = "yes" if info["conv1_channel_dots"] else "no (AVX-512 only)"
-    assert (f"kernel path in use: {info['isa_selected']}; conv2 output-channel tiles: {tiles}; conv1 channel dots on "
-            f"small maps: {dots}") in native_ops._summary_status(st)
+    assert (
+        f"kernel path in use: {info['isa_selected']}; conv2 output-channel tiles: {tiles}; conv1 channel dots on "
+        f"small maps: {dots}"
+    ) in native_ops._summary_status(st)
     # The build identity is exported by the library itself, readable with ctypes.
-    out = subprocess.run([sys.executable, "-c", "import ctypes, sys; f = ctypes.CDLL(sys.argv[1]).gatekit_ops_build_info;"
-                          " f.restype = ctypes.c_char_p; print(f().decode())", str(ort_lib)],
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import ctypes, sys; f = ctypes.CDLL(sys.argv[1]).gatekit_ops_build_info;"
+            " f.restype = ctypes.c_char_p; print(f().decode())",
+            str(ort_lib),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert json.loads(out.stdout)["library"] == "gatekit_ort_ops"
 
 
@@ -350,8 +391,10 @@ def test_gated_block_with_gate_and_shortcut_computes_its_residual(runtime, threa
             else:
                 cm = ov_compile(path, lib, threads)
                 y = cm({"x": x})[cm.output(0)]
-            res = np.einsum("nchw,oc->nohw", x[:, :, ::stride, ::stride].astype(np.float64), shortcut[0]) \
+            res = (
+                np.einsum("nchw,oc->nohw", x[:, :, ::stride, ::stride].astype(np.float64), shortcut[0])
                 + shortcut[1][None, :, None, None]
+            )
             ref = reference(x, mask, *weights, res, stride)
             assert y.shape == ref.shape and rel_err(y, ref) <= TOL, f"{case}: {rel_err(y, ref):.3g}"
 
@@ -367,34 +410,48 @@ def standard_block_model(path, weights, cin, h, w, stride, gate=None, shortcut=N
     inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", cin, h, w])]
     inits = [numpy_helper.from_array(a, n) for a, n in zip(weights, ("W1", "b1", "W2", "b2"))]
     inits.append(numpy_helper.from_array(np.array([2, 3], np.int64), "hw_axes"))
-    nodes = [helper.make_node("Conv", ["x", "W1", "b1"], ["c1"], pads=[1, 1, 1, 1], strides=[stride, stride]),
-             helper.make_node("Relu", ["c1"], ["r1"])]
+    nodes = [
+        helper.make_node("Conv", ["x", "W1", "b1"], ["c1"], pads=[1, 1, 1, 1], strides=[stride, stride]),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+    ]
     if gate is None:
         inputs.append(helper.make_tensor_value_info("mask", TensorProto.FLOAT, ["N", c]))
     else:
         g1, gb1, g2 = gate
-        inits += [numpy_helper.from_array(g1, "G1"), numpy_helper.from_array(gb1, "g1"),
-                  numpy_helper.from_array(np.ascontiguousarray(g2.T), "G2T"),
-                  numpy_helper.from_array(np.zeros((), np.float32), "zero")]
-        nodes += [helper.make_node("ReduceMean", ["x"], ["pooled"], axes=[2, 3], keepdims=0),
-                  helper.make_node("Gemm", ["pooled", "G1", "g1"], ["hidden"], transB=1),
-                  helper.make_node("Relu", ["hidden"], ["hidden_relu"]),
-                  helper.make_node("MatMul", ["hidden_relu", "G2T"], ["logits"]),
-                  helper.make_node("GreaterOrEqual", ["logits", "zero"], ["on"]),
-                  helper.make_node("Cast", ["on"], ["mask"], to=TensorProto.FLOAT)]
+        inits += [
+            numpy_helper.from_array(g1, "G1"),
+            numpy_helper.from_array(gb1, "g1"),
+            numpy_helper.from_array(np.ascontiguousarray(g2.T), "G2T"),
+            numpy_helper.from_array(np.zeros((), np.float32), "zero"),
+        ]
+        nodes += [
+            helper.make_node("ReduceMean", ["x"], ["pooled"], axes=[2, 3], keepdims=0),
+            helper.make_node("Gemm", ["pooled", "G1", "g1"], ["hidden"], transB=1),
+            helper.make_node("Relu", ["hidden"], ["hidden_relu"]),
+            helper.make_node("MatMul", ["hidden_relu", "G2T"], ["logits"]),
+            helper.make_node("GreaterOrEqual", ["logits", "zero"], ["on"]),
+            helper.make_node("Cast", ["on"], ["mask"], to=TensorProto.FLOAT),
+        ]
     if shortcut is not None:
         ws, bs = shortcut
         inits += [numpy_helper.from_array(ws.reshape(cout, cin, 1, 1), "Ws"), numpy_helper.from_array(bs, "bs")]
         nodes.append(helper.make_node("Conv", ["x", "Ws", "bs"], ["residual"], strides=[stride, stride]))
     else:
         inputs.append(helper.make_tensor_value_info("residual", TensorProto.FLOAT, ["N", cout, ho, wo]))
-    nodes += [helper.make_node("Unsqueeze", ["mask", "hw_axes"], ["mask4"]),
-              helper.make_node("Mul", ["r1", "mask4"], ["h"]),
-              helper.make_node("Conv", ["h", "W2", "b2"], ["c2"], pads=[1, 1, 1, 1]),
-              helper.make_node("Add", ["c2", "residual"], ["s"]),
-              helper.make_node("Relu", ["s"], ["y"])]
-    graph = helper.make_graph(nodes, "standard_block", inputs,
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", cout, ho, wo])], inits)
+    nodes += [
+        helper.make_node("Unsqueeze", ["mask", "hw_axes"], ["mask4"]),
+        helper.make_node("Mul", ["r1", "mask4"], ["h"]),
+        helper.make_node("Conv", ["h", "W2", "b2"], ["c2"], pads=[1, 1, 1, 1]),
+        helper.make_node("Add", ["c2", "residual"], ["s"]),
+        helper.make_node("Relu", ["s"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "standard_block",
+        inputs,
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", cout, ho, wo])],
+        inits,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.checker.check_model(model)
@@ -412,8 +469,10 @@ def test_nan_and_inf_propagate_as_through_the_standard_ops(ort_lib, ov_lib, tmp_
         n, cin, h, w, c, cout, stride = case
         rng = np.random.default_rng(90 + ci)
         weights, gate = make_weights(rng, cin, c, cout), make_gate(rng, cin, c)
-        shortcut = ((rng.standard_normal((cout, cin)) / np.sqrt(cin)).astype(np.float32),
-                    (0.1 * rng.standard_normal(cout)).astype(np.float32))
+        shortcut = (
+            (rng.standard_normal((cout, cin)) / np.sqrt(cin)).astype(np.float32),
+            (0.1 * rng.standard_normal(cout)).astype(np.float32),
+        )
         x = rng.standard_normal((n, cin, h, w)).astype(np.float32)
         x[0, cin - 1, h // 2, w // 2] = np.nan  # sample 0: a NaN pixel in one channel
         x[1, 0, 0, 0] = np.inf  # sample 1: +inf in a corner, -inf in the opposite one
@@ -497,8 +556,9 @@ print(json.dumps({"info": info, "errs": errs}))
 
 def _child_json(script, lib, env=None):
     """Run `script` in a fresh Python (argv: the repository, the library) and return the JSON of its last line."""
-    out = subprocess.run([sys.executable, "-c", script, str(REPO), str(lib)], env=env, capture_output=True, text=True,
-                         timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", script, str(REPO), str(lib)], env=env, capture_output=True, text=True, timeout=300
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -556,7 +616,7 @@ def _thp_mode(name):
         text = Path(f"/sys/kernel/mm/transparent_hugepage/{name}").read_text()
     except OSError:
         return None
-    return text[text.index("[") + 1:text.index("]")] if "[" in text else None
+    return text[text.index("[") + 1 : text.index("]")] if "[" in text else None
 
 
 @pytest.mark.benchmark
@@ -630,8 +690,9 @@ ctypes.CFUNCTYPE(None, ctypes.c_void_p)(api1[93])(status)
 def test_ort_library_refuses_older_runtime(ort_lib):
     """Registered with a runtime that lacks ORT API 17, the library fails with a clear status message."""
     pytest.importorskip("onnxruntime")
-    out = subprocess.run([sys.executable, "-c", _OLD_RUNTIME_CHILD, str(ort_lib)], capture_output=True, text=True,
-                         timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", _OLD_RUNTIME_CHILD, str(ort_lib)], capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     msg = out.stdout.strip()
     assert "API version 17" in msg and "1.16.3" in msg and "onnxruntime >= 1.17" in msg
@@ -704,19 +765,37 @@ def test_build_without_cmake_says_why(tmp_path):
         pytest.skip("cmake found outside PATH (cmake Python package)")
     assert info["status"] == "failed" and "cmake not found" in info["reason"]
     assert not list((tmp_path / "ops").rglob("*.so"))
-    out = subprocess.run([sys.executable, "-m", "gatekit.native_ops", "build"], cwd=REPO, env=env,
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "gatekit.native_ops", "build"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 1 and "cmake not found" in out.stdout
 
 
 def test_cli_status_and_cached_build(built):
     env = dict(os.environ)
-    out = subprocess.run([sys.executable, "-m", "gatekit.native_ops", "build"], cwd=REPO, env=env,
-                         capture_output=True, text=True, timeout=600)
+    out = subprocess.run(
+        [sys.executable, "-m", "gatekit.native_ops", "build"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "up to date" in out.stdout
-    out = subprocess.run([sys.executable, "-m", "gatekit.native_ops", "status", "--json"], cwd=REPO, env=env,
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "gatekit.native_ops", "status", "--json"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     st = json.loads(out.stdout)
     assert st["libraries"]["ort"]["usable"]
@@ -724,10 +803,23 @@ def test_cli_status_and_cached_build(built):
 
 def _package_configure(build_dir: Path, env: dict, *args) -> subprocess.CompletedProcess:
     """CMake's configure step of a package build (what scikit-build-core runs, SKBUILD set), nothing compiled."""
-    return subprocess.run([shutil.which("cmake") or "cmake", "-S", str(REPO / "native"), "-B", str(build_dir),
-                           "-DSKBUILD=ON", f"-DPython_EXECUTABLE={sys.executable}",
-                           f"-DCMAKE_INSTALL_PREFIX={build_dir / 'wheel'}", *args],
-                          env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [
+            shutil.which("cmake") or "cmake",
+            "-S",
+            str(REPO / "native"),
+            "-B",
+            str(build_dir),
+            "-DSKBUILD=ON",
+            f"-DPython_EXECUTABLE={sys.executable}",
+            f"-DCMAKE_INSTALL_PREFIX={build_dir / 'wheel'}",
+            *args,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_package_build_refuses_cpu_specific_flags(tmp_path):
@@ -737,8 +829,10 @@ def test_package_build_refuses_cpu_specific_flags(tmp_path):
     env = dict(os.environ, CXXFLAGS="-O2 -march=native")
     out = _package_configure(tmp_path / "b", env)
     assert out.returncode != 0
-    assert "the compiler flags (CXXFLAGS) carry -march=native, which ties the package's op library to one CPU" in \
-        " ".join(out.stderr.split()), out.stderr[-2000:]
+    assert (
+        "the compiler flags (CXXFLAGS) carry -march=native, which ties the package's op library to one CPU"
+        in " ".join(out.stderr.split())
+    ), out.stderr[-2000:]
 
 
 def test_package_build_without_a_compiler_carries_sources_and_says_why(tmp_path, monkeypatch):
@@ -756,8 +850,9 @@ def test_package_build_without_a_compiler_carries_sources_and_says_why(tmp_path,
     out = _package_configure(tmp_path / "b", env, *(["-G", "Ninja"] if (bare / "ninja").exists() else []))
     assert out.returncode == 0, out.stderr[-2000:]
     assert "no C++ compiler found: this package carries no op library" in " ".join(out.stderr.split())
-    out = subprocess.run([str(bare / "cmake"), "--install", str(tmp_path / "b")], env=env, capture_output=True,
-                         text=True, timeout=120)
+    out = subprocess.run(
+        [str(bare / "cmake"), "--install", str(tmp_path / "b")], env=env, capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     pkg = tmp_path / "b" / "wheel" / "gatekit"
     assert (pkg / "_native" / "CMakeLists.txt").is_file() and (pkg / "_native" / "kernel" / "gated_block.cpp").is_file()

@@ -24,8 +24,13 @@ from gatekit import native_ops
 from gatekit.errors import GatekitError
 from tests.conftest import REPO
 
-BUILD_SKIP_REASONS = ("cmake not found", "too old", "no C++ compiler", "neither ninja nor make",
-                      "native sources not found")
+BUILD_SKIP_REASONS = (
+    "cmake not found",
+    "too old",
+    "no C++ compiler",
+    "neither ninja nor make",
+    "native sources not found",
+)
 NO_AVX512 = {"sse2", "avx", "avx2", "fma"}  # an AVX2 CPU's flags: what the simulated CPU reports
 CPU_PATHS = native_ops.cpu_paths()  # what this CPU really runs
 
@@ -83,24 +88,56 @@ def artifact(built, tmp_path_factory):
     torch.manual_seed(3)
     model = GatedResNet(ModelConfig(width=0.25)).eval()
     save_model(tmp / "m.safetensors", model, {"train_config": {"dataset": "npz", "data_dir": str(tmp / "d.npz")}})
-    (m,), _ = export_all(tmp / "m.safetensors", tmp / "out", graphs=["dynamic"], formats=["onnx"], strict=True,
-                         verify_images=8, calib=96, threads=1, dynamic_batch=True, record_inputs=0)
+    (m,), _ = export_all(
+        tmp / "m.safetensors",
+        tmp / "out",
+        graphs=["dynamic"],
+        formats=["onnx"],
+        strict=True,
+        verify_images=8,
+        calib=96,
+        threads=1,
+        dynamic_batch=True,
+        record_inputs=0,
+    )
     assert m["dynamic_form"] == "native"
     return tmp
 
 
 def bench(artifact_dir: Path, tmp_path: Path, *extra: str, **env: str) -> tuple[subprocess.CompletedProcess, Path]:
     out = tmp_path / f"r{len(list(tmp_path.glob('r*.jsonl')))}.jsonl"
-    cmd = [sys.executable, "-m", "gatekit", "bench", str(artifact_dir / "out" / "dynamic.onnx"), "--threads", "1",
-           "--inputs", "4", "--min-runs", "5", "--min-seconds", "0.05", "--warmup-runs", "1", "--data-dir",
-           str(artifact_dir / "d.npz"), "--json", str(out), "--quiet", *extra]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
-                          env=dict(os.environ, PYTHONPATH=str(REPO), **env))
+    cmd = [
+        sys.executable,
+        "-m",
+        "gatekit",
+        "bench",
+        str(artifact_dir / "out" / "dynamic.onnx"),
+        "--threads",
+        "1",
+        "--inputs",
+        "4",
+        "--min-runs",
+        "5",
+        "--min-seconds",
+        "0.05",
+        "--warmup-runs",
+        "1",
+        "--data-dir",
+        str(artifact_dir / "d.npz"),
+        "--json",
+        str(out),
+        "--quiet",
+        *extra,
+    ]
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=300, env=dict(os.environ, PYTHONPATH=str(REPO), **env)
+    )
     return proc, out
 
 
 # ---------------------------------------------------------------------------------------------------------
 # The record.
+
 
 def test_build_records_hash_size_runtime_and_isa_paths(built):
     d = Path(built["dir"])
@@ -139,6 +176,7 @@ def test_a_damaged_library_is_not_up_to_date(built, ops_copy):
 
 # ---------------------------------------------------------------------------------------------------------
 # Damaged, unrecorded, foreign.
+
 
 def test_truncated_library_is_refused_in_one_line(ops_copy):
     d = ops_copy()
@@ -202,8 +240,13 @@ def test_ops_status_reports_the_damaged_library(ops_copy):
     truncate(lib)
     entry = native_ops.status()["libraries"]["ort"]
     assert entry["state"] == "damaged" and not entry["usable"]
-    proc = subprocess.run([sys.executable, "-m", "gatekit", "ops", "status"], capture_output=True, text=True,
-                          timeout=120, env=dict(os.environ, PYTHONPATH=str(REPO)))
+    proc = subprocess.run(
+        [sys.executable, "-m", "gatekit", "ops", "status"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+    )
     assert proc.returncode == 0, proc.stderr
     (line,) = [ln for ln in proc.stdout.splitlines() if ln.strip().startswith("onnxruntime")]
     assert "damaged" in line and str(lib) in line and "ready" not in line and "`gatekit ops build`" in line
@@ -225,6 +268,7 @@ def test_loading_refuses_a_library_outside_any_record(built, tmp_path):
 
 # ---------------------------------------------------------------------------------------------------------
 # Loading a native-op graph: never a signal.
+
 
 def test_bench_with_a_truncated_library(artifact, ops_copy, tmp_path):
     d = ops_copy()
@@ -265,8 +309,9 @@ def test_bench_records_the_kernel_path_that_ran(artifact, ops_copy, tmp_path):
 def test_bench_refuses_an_unknown_kernel_path(artifact, ops_copy, tmp_path):
     ops_copy()
     for ops in ("native", "auto"):
-        proc, out = bench(artifact, tmp_path, "--ops", ops, GATEKIT_OPS_DIR=str(tmp_path / "ops"),
-                          GATEKIT_OPS_ISA="bogus")
+        proc, out = bench(
+            artifact, tmp_path, "--ops", ops, GATEKIT_OPS_DIR=str(tmp_path / "ops"), GATEKIT_OPS_ISA="bogus"
+        )
         assert proc.returncode == 2, (ops, proc.returncode, proc.stderr[-1500:])
         (line,) = proc.stderr.strip().splitlines()
         assert line.startswith("gatekit: error:") and "GATEKIT_OPS_ISA='bogus'" in line
@@ -275,6 +320,7 @@ def test_bench_refuses_an_unknown_kernel_path(artifact, ops_copy, tmp_path):
 
 # ---------------------------------------------------------------------------------------------------------
 # GATEKIT_OPS_ISA.
+
 
 def test_isa_bogus_is_refused_in_one_line(ops_copy, monkeypatch):
     d = ops_copy()
@@ -319,8 +365,11 @@ def test_isa_the_library_lacks_is_refused(ops_copy, monkeypatch):
     record = dict(native_ops.check_library("ort", lib), isa_compiled=["portable"])  # a build without AVX paths
     record["build_info"] = dict(record.get("build_info") or {}, int8_isa_compiled=["portable"])
     monkeypatch.setenv("GATEKIT_OPS_ISA", "avx2")
-    with pytest.raises(native_ops.NativeOpsError, match=r"\(libgatekit_ort_ops.\w+ was built without avx2\): "
-                                                        r"set it to one of portable "):
+    with pytest.raises(
+        native_ops.NativeOpsError,
+        match=r"\(libgatekit_ort_ops.\w+ was built without avx2\): "
+        r"set it to one of portable ",
+    ):
         native_ops.check_isa(lib, record)
 
 

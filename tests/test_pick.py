@@ -15,12 +15,25 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def rec(graph, budget, p90, sha, flops, knn_static=None, threads=1):
-    manifest = {"graph": graph, "budget": budget, "checkpoint_sha256": sha, "macs": {"ratio_to_dense": flops},
-                "format": "onnx", "dynamic_form": None}
+    manifest = {
+        "graph": graph,
+        "budget": budget,
+        "checkpoint_sha256": sha,
+        "macs": {"ratio_to_dense": flops},
+        "format": "onnx",
+        "dynamic_form": None,
+    }
     if knn_static is not None:  # measured on a smaller k-NN memory than eval's: static is 0.02 below gated there
         manifest["agreement"] = {"knn20_static": knn_static, "knn20_gated": knn_static + 0.02}
-    return {"schema": SCHEMA, "manifest": manifest, "runtime": {"name": "onnxruntime"}, "threads": threads, "batch": 1,
-            "precision": "fp32", "stats": {"p50_ms": p90 * 0.9, "p90_ms": p90, "p99_ms": p90 * 1.2}}
+    return {
+        "schema": SCHEMA,
+        "manifest": manifest,
+        "runtime": {"name": "onnxruntime"},
+        "threads": threads,
+        "batch": 1,
+        "precision": "fp32",
+        "stats": {"p50_ms": p90 * 0.9, "p90_ms": p90, "p99_ms": p90 * 1.2},
+    }
 
 
 RECORDS = [
@@ -29,12 +42,14 @@ RECORDS = [
     rec("hybrid", 0.1, 1.8, "A", 0.35),
     rec("dense", 0.5, 4.0, "B", 1.0),
     rec("dynamic", 0.5, 2.9, "B", 0.5),
-    rec("hybrid", 0.5, 2.5, "B", 0.6),     # same accuracy as dynamic (gated path of B), faster: wins the tie
-    rec("static", 0.5, 2.2, "B", 0.55),    # no k-NN agreement recorded: accuracy missing
+    rec("hybrid", 0.5, 2.5, "B", 0.6),  # same accuracy as dynamic (gated path of B), faster: wins the tie
+    rec("static", 0.5, 2.2, "B", 0.55),  # no k-NN agreement recorded: accuracy missing
     rec("dynamic", 0.5, 0.9, "B", 0.5, threads=2),
 ]
-ACC = {"A": {"dense": {"knn20_cosine": 0.85}, "gated": {"knn20_cosine": 0.82}},
-       "B": {"dense": {"knn20_cosine": 0.90}, "gated": {"knn20_cosine": 0.88}}}
+ACC = {
+    "A": {"dense": {"knn20_cosine": 0.85}, "gated": {"knn20_cosine": 0.82}},
+    "B": {"dense": {"knn20_cosine": 0.90}, "gated": {"knn20_cosine": 0.88}},
+}
 
 
 def chosen_name(target, **kw):
@@ -43,9 +58,9 @@ def chosen_name(target, **kw):
 
 
 def test_best_accuracy_that_meets_the_target():
-    assert chosen_name(10) == "t_d=0.5 dense [B] ort 1T b1"        # 0.90, the most accurate
-    assert chosen_name(3.0) == "t_d=0.5 hybrid [B] ort 1T b1"       # 0.88: a tie with dynamic, hybrid is faster
-    assert chosen_name(2.0) == "t_d=0.1 hybrid [A] ort 1T b1"       # 0.82 beats static's 0.82 - 0.02
+    assert chosen_name(10) == "t_d=0.5 dense [B] ort 1T b1"  # 0.90, the most accurate
+    assert chosen_name(3.0) == "t_d=0.5 hybrid [B] ort 1T b1"  # 0.88: a tie with dynamic, hybrid is faster
+    assert chosen_name(2.0) == "t_d=0.1 hybrid [A] ort 1T b1"  # 0.82 beats static's 0.82 - 0.02
     assert chosen_name(1.6) == "t_d=0.1 static [A] ort 1T b1"
 
 
@@ -82,9 +97,24 @@ def test_pick_cli_exit_codes(tmp_path):
     acc = tmp_path / "b.json"
     acc.write_text(json.dumps({"checkpoint_sha256": "B", "paths": ACC["B"]}))
     env = dict(os.environ, PYTHONPATH=REPO)
-    base = [sys.executable, "-m", "gatekit", "pick", "--results", str(results), "--accuracy", str(acc), "--threads", "1"]
-    ok = subprocess.run(base + ["--target-ms", "3", "--json", str(tmp_path / "p.json"), "--plot", str(tmp_path / "p.png")],
-                        capture_output=True, text=True, env=env)
+    base = [
+        sys.executable,
+        "-m",
+        "gatekit",
+        "pick",
+        "--results",
+        str(results),
+        "--accuracy",
+        str(acc),
+        "--threads",
+        "1",
+    ]
+    ok = subprocess.run(
+        base + ["--target-ms", "3", "--json", str(tmp_path / "p.json"), "--plot", str(tmp_path / "p.png")],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert ok.returncode == 0, ok.stderr
     assert json.loads((tmp_path / "p.json").read_text())["chosen"]["graph"] == "hybrid"
     assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
@@ -94,15 +124,23 @@ def test_pick_cli_exit_codes(tmp_path):
 
 def test_two_networks_at_one_t_d_are_two_options():
     """x0.25 and full width, both t_d 0.3: two static options with their own names, latencies and accuracies."""
+
     def net(sha, width, p90, knn):
         r = rec("static", 0.3, p90, sha, 0.8, knn_static=knn)
-        r["manifest"]["model_config"] = {"arch": "resnet18", "width": width, "stem": "cifar", "input_size": 32,
-                                         "gate_group": 1}
+        r["manifest"]["model_config"] = {
+            "arch": "resnet18",
+            "width": width,
+            "stem": "cifar",
+            "input_size": 32,
+            "gate_group": 1,
+        }
         return r
 
     small, full = "5" * 64, "f" * 64
     cands = candidates([net(small, 0.25, 0.4, 0.70), net(full, 1.0, 3.0, 0.80)], {}, threads=1)
-    assert [c.name for c in cands] == ["t_d=0.3 static [resnet18 x0.25 32px 55555555] ort 1T b1",
-                                       "t_d=0.3 static [resnet18 x1 32px ffffffff] ort 1T b1"]
+    assert [c.name for c in cands] == [
+        "t_d=0.3 static [resnet18 x0.25 32px 55555555] ort 1T b1",
+        "t_d=0.3 static [resnet18 x1 32px ffffffff] ort 1T b1",
+    ]
     assert [c.to_dict()["network"] for c in cands] == ["resnet18 x0.25 32px 55555555", "resnet18 x1 32px ffffffff"]
     assert pick(cands, 5.0)[0].name == cands[1].name and pick(cands, 1.0)[0].name == cands[0].name

@@ -17,8 +17,16 @@ CKPT = REPO / "benchmarks" / "train_cifar10" / "checkpoints" / "vicreg-dual.safe
 def small(**kw):
     from gatekit.export.exporter import ExportOptions
 
-    base = dict(graph="static", calib=300, quant_calib=64, knn_train=1000, knn_test=300, knn_check=False, threads=1,
-                verify_images=32)
+    base = dict(
+        graph="static",
+        calib=300,
+        quant_calib=64,
+        knn_train=1000,
+        knn_test=300,
+        knn_check=False,
+        threads=1,
+        verify_images=32,
+    )
     return ExportOptions(**(base | kw))
 
 
@@ -67,7 +75,12 @@ def test_a_broken_calibration_is_refused_and_writes_nothing(tmp_path):
     from gatekit.export.exporter import export
 
     with np.load(data_dir() / "cifar10.npz") as d:
-        x_train, y_train, x_test, y_test = d["x_train"][:2000], d["y_train"][:2000], d["x_test"][:500], d["y_test"][:500]
+        x_train, y_train, x_test, y_test = (
+            d["x_train"][:2000],
+            d["y_train"][:2000],
+            d["x_test"][:500],
+            d["y_test"][:500],
+        )
     x_train = x_train.copy()
     x_train[0] = 0  # the quantizer's only calibration image
     bad = tmp_path / "data"
@@ -89,12 +102,26 @@ def test_precision_must_fit_the_format_and_graph(tmp_path):
 
 
 def rec(graph, precision, p90, knn_delta=None, sha="A"):
-    manifest = {"graph": graph, "budget": 0.3, "checkpoint_sha256": sha, "macs": {"ratio_to_dense": 1.0 if graph == "dense" else 0.8},
-                "format": "openvino", "dynamic_form": None, "precision": precision}
+    manifest = {
+        "graph": graph,
+        "budget": 0.3,
+        "checkpoint_sha256": sha,
+        "macs": {"ratio_to_dense": 1.0 if graph == "dense" else 0.8},
+        "format": "openvino",
+        "dynamic_form": None,
+        "precision": precision,
+    }
     if knn_delta is not None:
         manifest["precision_check"] = {"knn_delta_points": knn_delta, "cosine_to_fp32": {"mean": 0.999}}
-    return {"schema": SCHEMA, "manifest": manifest, "runtime": {"name": "openvino"}, "threads": 1, "batch": 1,
-            "precision": precision, "stats": {"p50_ms": p90 * 0.9, "p90_ms": p90, "p99_ms": p90 * 1.1}}
+    return {
+        "schema": SCHEMA,
+        "manifest": manifest,
+        "runtime": {"name": "openvino"},
+        "threads": 1,
+        "batch": 1,
+        "precision": precision,
+        "stats": {"p50_ms": p90 * 0.9, "p90_ms": p90, "p99_ms": p90 * 1.1},
+    }
 
 
 def test_pick_chooses_int8_when_only_it_meets_the_target():

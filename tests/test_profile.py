@@ -16,8 +16,8 @@ from gatekit.bench.protocol import Protocol
 from gatekit.cli import main
 from gatekit.errors import GatekitError
 from gatekit.models import ModelConfig, cost_model
-from gatekit.pick import predict as predictor
 from gatekit.models.arch import Architecture
+from gatekit.pick import predict as predictor
 from gatekit.pick import synth
 from gatekit.pick.lut import ProfileOptions, calibration_configs, held_out_configs, load_lut, native_drift, profile
 from gatekit.pick.plan import choose, threshold_options
@@ -73,13 +73,33 @@ def fake_lut(per_channel_ms=0.01, overhead=0.2, scale=1.0):
     blocks = []
     for b in arch.blocks():
         grid = b.grid(4)
-        blocks.append({"index": b.index, "planes": b.planes, "widths": grid,
-                       "p50_ms": [per_channel_ms * w for w in grid], "p90_ms": [1.1 * per_channel_ms * w for w in grid]})
-    lut = {"schema": "gatekit.lut/1", "arch": arch.to_dict(), "round_to": 4, "threads": 1, "runtime": {"name": "onnxruntime"},
-           "stem": {"p50_ms": 0.05}, "head": {"p50_ms": 0.01}, "blocks": blocks}
+        blocks.append(
+            {
+                "index": b.index,
+                "planes": b.planes,
+                "widths": grid,
+                "p50_ms": [per_channel_ms * w for w in grid],
+                "p90_ms": [1.1 * per_channel_ms * w for w in grid],
+            }
+        )
+    lut = {
+        "schema": "gatekit.lut/1",
+        "arch": arch.to_dict(),
+        "round_to": 4,
+        "threads": 1,
+        "runtime": {"name": "onnxruntime"},
+        "stem": {"p50_ms": 0.05},
+        "head": {"p50_ms": 0.01},
+        "blocks": blocks,
+    }
     configs = calibration_configs(arch, 4)
-    measured = [{"p50_ms": scale * predictor.table_sum(lut, c) + overhead,
-                 "p90_ms": 1.2 * (scale * predictor.table_sum(lut, c) + overhead)} for c in configs]
+    measured = [
+        {
+            "p50_ms": scale * predictor.table_sum(lut, c) + overhead,
+            "p90_ms": 1.2 * (scale * predictor.table_sum(lut, c) + overhead),
+        }
+        for c in configs
+    ]
     lut["calibration"] = predictor.calibrate(lut, configs, measured)
     return lut, arch
 
@@ -102,12 +122,22 @@ def test_predictor_fits_and_interpolates():
 
 def test_native_dynamic_prediction_uses_the_native_table():
     lut, arch = fake_lut(scale=0.8, overhead=0.3)
-    native = [{"index": b.index, "planes": b.planes, "widths": [0, b.planes], "p50_ms": [0.1, 0.1 + 0.02 * b.planes],
-               "p90_ms": [0.11, 0.11 + 0.022 * b.planes]} for b in arch.blocks()]
+    native = [
+        {
+            "index": b.index,
+            "planes": b.planes,
+            "widths": [0, b.planes],
+            "p50_ms": [0.1, 0.1 + 0.02 * b.planes],
+            "p90_ms": [0.11, 0.11 + 0.022 * b.planes],
+        }
+        for b in arch.blocks()
+    ]
     lut["native"] = {"blocks": native}
     configs = [[round(b.planes * f) for b in arch.blocks()] for f in (0.0, 0.5, 1.0)]
     view = predictor.native_view(lut)
-    measured = [{"p50_ms": 2 * predictor.table_sum(view, c), "p90_ms": 3 * predictor.table_sum(view, c)} for c in configs]
+    measured = [
+        {"p50_ms": 2 * predictor.table_sum(view, c), "p90_ms": 3 * predictor.table_sum(view, c)} for c in configs
+    ]
     lut["native"]["calibration"] = predictor.calibrate(view, configs, measured)
     active = np.array([[0] * 8, [b.planes for b in arch.blocks()]])
     dyn = predictor.predict_dynamic(lut, active, native=True)
@@ -128,8 +158,9 @@ def test_profile_times_the_native_op(cifar_dir):
         pytest.skip("gatekit's native op library is not built here (`gatekit ops build`)")
     arch = Architecture(width=0.125, input_size=32)
     images = real_inputs("cifar10", str(cifar_dir), 32, count=4)
-    opts = ProfileOptions(runtime="ort", threads=1, round_to=8, protocol=TINY, check_protocol=TINY, check=2, native=True,
-                          native_steps=2)
+    opts = ProfileOptions(
+        runtime="ort", threads=1, round_to=8, protocol=TINY, check_protocol=TINY, check=2, native=True, native_steps=2
+    )
     lut = profile(arch, opts, images)
     table = lut["native"]
     assert table["library"] == str(native_ops.library_for("ort"))
@@ -189,8 +220,13 @@ def test_native_piece_with_masks_runs_the_selected_set_and_passes_the_selector_o
     path = tmp_path / "piece.onnx"
     path.write_bytes(model.SerializeToString())
     rng = np.random.default_rng(0)
-    acts = synth.selector_activations([np.maximum(rng.standard_normal((1, b.in_channels, b.size_in, b.size_in)), 0)
-                                       .astype(np.float32) for _ in range(12)], rng)
+    acts = synth.selector_activations(
+        [
+            np.maximum(rng.standard_normal((1, b.in_channels, b.size_in, b.size_in)), 0).astype(np.float32)
+            for _ in range(12)
+        ],
+        rng,
+    )
     (node,) = [n for n in model.graph.node if n.domain == synth.NATIVE_DOMAIN]
     assert node.op_type == ("GatedBlockWithGateAndShortcut" if b.shortcut else "GatedBlockWithGate")
     assert not any(n.op_type == "Conv" for n in model.graph.node)
@@ -207,11 +243,11 @@ def test_native_piece_with_masks_runs_the_selected_set_and_passes_the_selector_o
             res = x
         else:
             ws, bs = (inits[name] for name in node.input[8:10])
-            res = np.einsum("nchw,oc->nohw", x[:, :, ::b.stride, ::b.stride], ws) + bs[None, :, None, None]
+            res = np.einsum("nchw,oc->nohw", x[:, :, :: b.stride, :: b.stride], ws) + bs[None, :, None, None]
         ref = reference(x, mask.astype(np.float32), w1, b1, w2, b2, res, b.stride)
         assert np.abs(y - ref).max() <= 1e-4 * np.abs(ref).max()
         # output channel 0 is the selector, unchanged (subsampled by a stride-2 block)
-        assert np.array_equal(y[:, 0], x[:, 0, ::b.stride, ::b.stride])
+        assert np.array_equal(y[:, 0], x[:, 0, :: b.stride, :: b.stride])
     assert len(sets) >= 2
 
 
@@ -232,7 +268,9 @@ def test_native_network_with_masks_varies_the_channels_per_image_at_fixed_widths
     # over the stem's padding), subsampled by each stride-2 block (as the op passes it on; checked above)
     images = real_inputs("cifar10", str(cifar_dir), 32, count=64)
     edge = arch.padding - 1
-    plane = np.maximum(np.pad(images[:, 0].astype(np.float64), ((0, 0), (edge, edge), (edge, edge))) + synth.SELECTOR_OFFSET, 0)
+    plane = np.maximum(
+        np.pad(images[:, 0].astype(np.float64), ((0, 0), (edge, edge), (edge, edge))) + synth.SELECTOR_OFFSET, 0
+    )
     assert plane.shape[-1] == arch.stem_size
     for model, several in ((net, True), (fixed, False)):
         step = 1
@@ -252,7 +290,7 @@ def test_native_network_with_masks_varies_the_channels_per_image_at_fixed_widths
         path = tmp_path / "net.onnx"
         path.write_bytes(net.SerializeToString())
         sess = ort_session(path, lib, 1)
-        got = np.concatenate([sess.run(None, {synth.INPUT_NAME: images[i:i + 1]})[0][:, 0] for i in range(8)])
+        got = np.concatenate([sess.run(None, {synth.INPUT_NAME: images[i : i + 1]})[0][:, 0] for i in range(8)])
         assert np.allclose(got, plane[:8, ::step, ::step].mean(axis=(1, 2)), rtol=1e-5)
 
 
@@ -261,8 +299,18 @@ def test_int8_profile_times_quantized_graphs(cifar_dir):
 
     arch = Architecture(width=0.125, input_size=32)
     images = real_inputs("cifar10", str(cifar_dir), 32, count=4)
-    opts = ProfileOptions(runtime="ort", threads=1, round_to=8, precision="int8", protocol=TINY, check_protocol=TINY,
-                          check=2, calibration=(0.5, 1.0), calibration_random=1, native=False)
+    opts = ProfileOptions(
+        runtime="ort",
+        threads=1,
+        round_to=8,
+        precision="int8",
+        protocol=TINY,
+        check_protocol=TINY,
+        check=2,
+        calibration=(0.5, 1.0),
+        calibration_random=1,
+        native=False,
+    )
     lut = profile(arch, opts, images)
     assert lut["precision"] == "int8" and lut["runtime"]["precision"] == "int8" and "native" not in lut
     assert all(v > 0 for b in lut["blocks"] for v in b["p50_ms"]) and lut["validation"]["count"] == 2
@@ -316,7 +364,9 @@ def test_profile_builds_and_checks_a_table(cifar_dir):
 
     arch = Architecture(width=0.125, input_size=32)
     images = real_inputs("cifar10", str(cifar_dir), 32, count=8)
-    opts = ProfileOptions(runtime="ort", threads=1, round_to=8, protocol=TINY, check_protocol=TINY, check=3, native=False)
+    opts = ProfileOptions(
+        runtime="ort", threads=1, round_to=8, protocol=TINY, check_protocol=TINY, check=3, native=False
+    )
     lut = profile(arch, opts, images)
     assert "native" not in lut
     assert [len(b["widths"]) for b in lut["blocks"]] == [len(b.grid(8)) for b in arch.blocks()]
@@ -331,9 +381,33 @@ def test_profile_builds_and_checks_a_table(cifar_dir):
 def test_profile_cli_writes_a_lut_and_plot(cifar_dir, tmp_path, capsys):
     out = tmp_path / "lut.json"
     with pytest.raises(SystemExit) as e:
-        main(["profile", "--runtime", "ort", "--width", "0.125", "--round-to", "8", "--check", "2", "--min-runs", "10", "--no-native",
-              "--min-seconds", "0.02", "--data-dir", str(cifar_dir), "--out", str(out), "--plot", str(tmp_path / "v.png"),
-              "--json", str(tmp_path / "s.json"), "--quiet"])
+        main(
+            [
+                "profile",
+                "--runtime",
+                "ort",
+                "--width",
+                "0.125",
+                "--round-to",
+                "8",
+                "--check",
+                "2",
+                "--min-runs",
+                "10",
+                "--no-native",
+                "--min-seconds",
+                "0.02",
+                "--data-dir",
+                str(cifar_dir),
+                "--out",
+                str(out),
+                "--plot",
+                str(tmp_path / "v.png"),
+                "--json",
+                str(tmp_path / "s.json"),
+                "--quiet",
+            ]
+        )
     assert e.value.code in (0, None)
     lut = load_lut(out)
     assert lut["threads"] == 1 and (tmp_path / "v.png").stat().st_size > 1000
@@ -341,12 +415,15 @@ def test_profile_cli_writes_a_lut_and_plot(cifar_dir, tmp_path, capsys):
     assert "held-out check: 2 configurations" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("argv,message", [
-    (["profile", "--runtime", "tflite", "--out", "x.json"], "unknown runtime"),
-    (["pick", "--target-ms", "1"], "needs --results"),
-    (["pick", "--target-ms", "1", "--lut", "missing.json", "--checkpoint", "c", "--export-to", "d"], "no such LUT"),
-    (["pick", "--target-ms", "1", "--lut", "missing.json"], "needs --usage MANIFEST"),
-])
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["profile", "--runtime", "tflite", "--out", "x.json"], "unknown runtime"),
+        (["pick", "--target-ms", "1"], "needs --results"),
+        (["pick", "--target-ms", "1", "--lut", "missing.json", "--checkpoint", "c", "--export-to", "d"], "no such LUT"),
+        (["pick", "--target-ms", "1", "--lut", "missing.json"], "needs --usage MANIFEST"),
+    ],
+)
 def test_cli_errors_are_one_line(argv, message, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as e:
@@ -366,7 +443,11 @@ def test_load_lut_refuses_other_json(tmp_path):
 
 
 def test_profile_and_predict_import_without_torch():
-    code = ("import sys; sys.modules['torch'] = None\n"
-            "import gatekit.pick.lut, gatekit.pick.predict, gatekit.pick.synth, gatekit.pick.select")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=REPO))
+    code = (
+        "import sys; sys.modules['torch'] = None\n"
+        "import gatekit.pick.lut, gatekit.pick.predict, gatekit.pick.synth, gatekit.pick.select"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=REPO)
+    )
     assert proc.returncode == 0, proc.stderr

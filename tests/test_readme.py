@@ -84,8 +84,14 @@ def test_readme_command_runs_as_written(command, tmp_path):
     repo = README.parent
     (tmp_path / "benchmarks").symlink_to(repo / "benchmarks")
     argv = shlex.split(command)
-    proc = subprocess.run([sys.executable, "-m", "gatekit", *argv[1:]], cwd=tmp_path, capture_output=True, text=True,
-                          timeout=120, env=dict(os.environ, PYTHONPATH=str(repo)))
+    proc = subprocess.run(
+        [sys.executable, "-m", "gatekit", *argv[1:]],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ, PYTHONPATH=str(repo)),
+    )
     assert proc.returncode == 0, proc.stderr
     assert "chosen:" in proc.stdout
     for i, a in enumerate(argv):
@@ -99,8 +105,9 @@ def test_committed_checkpoints_match_the_sha256_their_readme_gives():
     import hashlib
 
     bench = README.parent / "benchmarks" / "train_cifar10"
-    claims = re.findall(r"`(checkpoints/[\w.\-]+\.safetensors)` \(sha256 `([0-9a-f]{64})`\)",
-                        (bench / "README.md").read_text())
+    claims = re.findall(
+        r"`(checkpoints/[\w.\-]+\.safetensors)` \(sha256 `([0-9a-f]{64})`\)", (bench / "README.md").read_text()
+    )
     assert len(claims) >= 2, claims
     for rel, digest in claims:
         assert hashlib.sha256((bench / rel).read_bytes()).hexdigest() == digest, rel
@@ -108,8 +115,11 @@ def test_committed_checkpoints_match_the_sha256_their_readme_gives():
 
 # Pages a newcomer reads first stay short: the README a tour, each suite's README today's figures and the command
 # that re-runs them, native/README.md the ops' design and contract; history lives in git.
-PAGE_LIMITS = {"README.md": 250, "native/README.md": 200, **{
-    str(p.relative_to(README.parent)): 200 for p in sorted((README.parent / "benchmarks").glob("*/README.md"))}}
+PAGE_LIMITS = {
+    "README.md": 250,
+    "native/README.md": 200,
+    **{str(p.relative_to(README.parent)): 200 for p in sorted((README.parent / "benchmarks").glob("*/README.md"))},
+}
 
 
 @pytest.mark.parametrize("page", sorted(PAGE_LIMITS))

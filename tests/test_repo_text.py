@@ -54,17 +54,34 @@ def process_words(text: str) -> list[tuple[int, str, str]]:
 
 def test_the_scan_covers_the_tree():
     files = {p.relative_to(ROOT).as_posix() for p in tracked_text_files()}
-    for expected in ("README.md", "Makefile", "gatekit/cli.py", "native/kernel/gated_block.cpp",
-                     "gatekit/recipes/cpu-fullwidth.toml", "docker/cpu/Dockerfile", ".ci/run"):
+    for expected in (
+        "README.md",
+        "Makefile",
+        "gatekit/cli.py",
+        "native/kernel/gated_block.cpp",
+        "gatekit/recipes/cpu-fullwidth.toml",
+        "docker/cpu/Dockerfile",
+        ".ci/run",
+    ):
         assert expected in files, expected
 
 
 # Written with "_" for spaces, so that the scan of this file does not find its own examples.
 WORK_LOG_EXAMPLES = [
-    "Fifth_session_on_the_AMD_host: 0.92", "as measured in this_session", "the previous_session's run",
-    "trained over_two_sessions", "(issue_11)", "issue_#3", "the_issue asks for two widths",
-    "the_benchmark_issue's sweep", "this_round's run", "done\u002dwhen_2 asks", "## Done_when", "trained on a lent_GPU",
-    "(git_e5ef8a8, same command)", "(2026-12-07,_late afternoon)",
+    "Fifth_session_on_the_AMD_host: 0.92",
+    "as measured in this_session",
+    "the previous_session's run",
+    "trained over_two_sessions",
+    "(issue_11)",
+    "issue_#3",
+    "the_issue asks for two widths",
+    "the_benchmark_issue's sweep",
+    "this_round's run",
+    "done\u002dwhen_2 asks",
+    "## Done_when",
+    "trained on a lent_GPU",
+    "(git_e5ef8a8, same command)",
+    "(2026-12-07,_late afternoon)",
 ]
 
 
@@ -73,12 +90,19 @@ def test_work_log_phrases_are_found(text):
     assert process_words(text), text
 
 
-@pytest.mark.parametrize("text", [
-    "the weights are packed once, when the session is created", "a 1-thread session runs the tasks in turn",
-    "the session's intra-op thread pool", "9 interleaved rounds", "rounds up to whole 2 MiB pages",
-    "checkpoint sha256 `eb3f252b82eb8b80ea9199574c0b78982ba3fbae52e8ad201e568e847931b1d6`",
-    "measured 2026-11-24 on an AMD EPYC", "a worker is done when its queue is empty",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "the weights are packed once, when the session is created",
+        "a 1-thread session runs the tasks in turn",
+        "the session's intra-op thread pool",
+        "9 interleaved rounds",
+        "rounds up to whole 2 MiB pages",
+        "checkpoint sha256 `eb3f252b82eb8b80ea9199574c0b78982ba3fbae52e8ad201e568e847931b1d6`",
+        "measured 2026-11-24 on an AMD EPYC",
+        "a worker is done when its queue is empty",
+    ],
+)
 def test_product_words_are_not_found(text):
     assert not process_words(text), process_words(text)
 
@@ -93,5 +117,8 @@ def test_no_work_log_words_in_tracked_text():
         except UnicodeDecodeError:
             continue
         hits += [f"{rel}:{n}: {name}: {word!r}" for n, name, word in process_words(text)]
-    assert not hits, "work-log words in tracked text (files describe the product; history lives in git):\n" + \
-        "\n".join(hits[:60]) + (f"\n... and {len(hits) - 60} more" if len(hits) > 60 else "")
+    assert not hits, (
+        "work-log words in tracked text (files describe the product; history lives in git):\n"
+        + "\n".join(hits[:60])
+        + (f"\n... and {len(hits) - 60} more" if len(hits) > 60 else "")
+    )

@@ -20,20 +20,33 @@ RECORDED = REPO / "benchmarks" / "bench_cpu" / "cifar32-width0.25.jsonl"
 PNG = b"\x89PNG\r\n\x1a\n"
 
 JETSON_MACHINE = {
-    "cpu": "ARMv8 Processor rev 1 (v8l)", "cores": 6, "governor": "schedutil", "machine": "aarch64",
-    "os": "Linux-5.15.136-tegra-aarch64-with-glibc2.35", "python": "3.10.12", "gatekit": "0.1.0", "git_sha": "76fb44bf100d",
+    "cpu": "ARMv8 Processor rev 1 (v8l)",
+    "cores": 6,
+    "governor": "schedutil",
+    "machine": "aarch64",
+    "os": "Linux-5.15.136-tegra-aarch64-with-glibc2.35",
+    "python": "3.10.12",
+    "gatekit": "0.1.0",
+    "git_sha": "76fb44bf100d",
     "packages": {"numpy": "1.26.4", "onnxruntime": "1.19.0"},
     "gpu": None,
-    "jetson": {"board": "NVIDIA Jetson Orin Nano Developer Kit", "l4t": {"l4t": "36.3.0", "major": 36, "jetpack_major": 6, "board": "generic"},
-               "power_mode": {"mode_name": "15W", "mode_id": 2}, "clocks": {"locked": True, "reasons": []}},
+    "jetson": {
+        "board": "NVIDIA Jetson Orin Nano Developer Kit",
+        "l4t": {"l4t": "36.3.0", "major": 36, "jetpack_major": 6, "board": "generic"},
+        "power_mode": {"mode_name": "15W", "mode_id": 2},
+        "clocks": {"locked": True, "reasons": []},
+    },
 }
 
 
 def recorded_records(runtime="onnxruntime", threads=1):
     """Real records of this CPU: ORT, one thread, dense and static graphs."""
     recs = [json.loads(x) for x in RECORDED.read_text().splitlines() if x.strip()]
-    keep = [r for r in recs if r["runtime"]["name"] == runtime and r["threads"] == threads
-            and r["manifest"]["graph"] in ("dense", "static")]
+    keep = [
+        r
+        for r in recs
+        if r["runtime"]["name"] == runtime and r["threads"] == threads and r["manifest"]["graph"] in ("dense", "static")
+    ]
     assert len(keep) >= 4
     return keep
 
@@ -46,9 +59,18 @@ def jetson_records(cpu_records):
         r["machine"] = copy.deepcopy(JETSON_MACHINE)
         r["time"] = r["time"].replace("2026-11-24", "2026-11-25")
         r["stats"] = {k: (v * 2.5 if k.endswith("_ms") else v) for k, v in r["stats"].items()}
-        r["power"] = {"source": "tegrastats", "samples": 90, "malformed_lines": 0, "interval_ms": 100,
-                      "mean_power_mw": 5200.0, "max_power_mw": 6100, "power_rail": "VDD_IN", "mean_gpu_load_pct": 0.0,
-                      "max_temp_c": 51.5, "mean_rails_mw": {"VDD_IN": 5200.0}}
+        r["power"] = {
+            "source": "tegrastats",
+            "samples": 90,
+            "malformed_lines": 0,
+            "interval_ms": 100,
+            "mean_power_mw": 5200.0,
+            "max_power_mw": 6100,
+            "power_rail": "VDD_IN",
+            "mean_gpu_load_pct": 0.0,
+            "max_temp_c": 51.5,
+            "mean_rails_mw": {"VDD_IN": 5200.0},
+        }
         out.append(r)
     return out
 
@@ -70,8 +92,10 @@ def test_targets_group_by_machine_and_label_the_jetson(two_devices):
     assert [t.sources for t in targets] == [[str(a)], [str(b)]]
     assert [r["time"] for r in targets[0].records] == sorted(r["time"] for r in cpu)
     assert targets[0].label == "AMD EPYC, 2 cores"
-    assert targets[1].label == ("NVIDIA Jetson Orin Nano Developer Kit (L4T 36.3.0), power mode 15W, clocks locked; "
-                                "ARMv8 Processor rev 1 (v8l), 6 cores")
+    assert targets[1].label == (
+        "NVIDIA Jetson Orin Nano Developer Kit (L4T 36.3.0), power mode 15W, clocks locked; "
+        "ARMv8 Processor rev 1 (v8l), 6 cores"
+    )
     gpu_machine = dict(cpu[0]["machine"], gpu={"name": "NVIDIA H100 80GB HBM3", "driver": "550.54.15"})
     assert target_key(gpu_machine) != target_key(cpu[0]["machine"])
     assert target_label(gpu_machine).endswith("; GPU NVIDIA H100 80GB HBM3")
@@ -82,15 +106,36 @@ def test_targets_group_by_machine_and_label_the_jetson(two_devices):
 
 def test_report_command_writes_two_sections_two_pngs_html_and_json(two_devices, tmp_path):
     a, b, cpu = two_devices
-    out, html, plots, js = tmp_path / "page" / "edge.md", tmp_path / "page" / "edge.html", tmp_path / "plots", tmp_path / "edge.json"
-    result = CliRunner().invoke(cli, ["report", str(a), str(b), "--out", str(out), "--html", str(html),
-                                      "--plots-dir", str(plots), "--json", str(js)])
+    out, html, plots, js = (
+        tmp_path / "page" / "edge.md",
+        tmp_path / "page" / "edge.html",
+        tmp_path / "plots",
+        tmp_path / "edge.json",
+    )
+    result = CliRunner().invoke(
+        cli,
+        [
+            "report",
+            str(a),
+            str(b),
+            "--out",
+            str(out),
+            "--html",
+            str(html),
+            "--plots-dir",
+            str(plots),
+            "--json",
+            str(js),
+        ],
+    )
     assert result.exit_code == 0, result.output
     page = out.read_text()
     sections = re.findall(r"^## Target \d+: (.+)$", page, flags=re.M)
-    assert sections == ["AMD EPYC, 2 cores",
-                        "NVIDIA Jetson Orin Nano Developer Kit (L4T 36.3.0), power mode 15W, clocks locked; "
-                        "ARMv8 Processor rev 1 (v8l), 6 cores"]
+    assert sections == [
+        "AMD EPYC, 2 cores",
+        "NVIDIA Jetson Orin Nano Developer Kit (L4T 36.3.0), power mode 15W, clocks locked; "
+        "ARMv8 Processor rev 1 (v8l), 6 cores",
+    ]
     pngs = sorted(plots.glob("*.png"))
     assert len(pngs) == 2 and all(p.read_bytes()[:8] == PNG for p in pngs)
     for p in pngs:  # linked relative to the page
@@ -98,7 +143,9 @@ def test_report_command_writes_two_sections_two_pngs_html_and_json(two_devices, 
     # one table per target, with the recorded numbers: static p50 and its ratio to dense on ORT 1T
     assert page.count("| network | t_d | graph | FLOPs ratio |") == 2
     static = next(r for r in cpu if r["manifest"]["graph"] == "static")
-    dense = next(r for r in cpu if r["manifest"]["graph"] == "dense" and r["manifest"]["budget"] == static["manifest"]["budget"])
+    dense = next(
+        r for r in cpu if r["manifest"]["graph"] == "dense" and r["manifest"]["budget"] == static["manifest"]["budget"]
+    )
     ratio = static["stats"]["p50_ms"] / dense["stats"]["p50_ms"]
     cell = f"{static['stats']['p50_ms']:.3f} / {static['stats']['p90_ms']:.3f} ({ratio:.2f})"
     jetson_cell = f"{2.5 * static['stats']['p50_ms']:.3f} / {2.5 * static['stats']['p90_ms']:.3f} ({ratio:.2f})"
@@ -126,8 +173,9 @@ def test_default_plots_dir_is_beside_the_page(two_devices, tmp_path):
 
 def run_gatekit(*args):
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    return subprocess.run([sys.executable, "-m", "gatekit", *args], capture_output=True, text=True, env=env,
-                          timeout=120, cwd=REPO)
+    return subprocess.run(
+        [sys.executable, "-m", "gatekit", *args], capture_output=True, text=True, env=env, timeout=120, cwd=REPO
+    )
 
 
 def one_line_error(proc, pattern):
@@ -211,8 +259,10 @@ def test_two_recorded_networks_at_one_t_d_keep_their_own_rows_and_dense(tmp_path
     static_rows = [k for k in rows if k[2] == "static"]
     assert len(static_rows) == len({r["manifest"]["checkpoint_sha256"] for r in recs}) == 6
     # the full-width t_d 0.1 and 0.5 checkpoints have no dense graph of their own in the records
-    lone = sorted({r["manifest"]["checkpoint_sha256"] for r in recs} - {r["manifest"]["checkpoint_sha256"] for r in recs
-                                                                       if r["manifest"]["graph"] == "dense"})
+    lone = sorted(
+        {r["manifest"]["checkpoint_sha256"] for r in recs}
+        - {r["manifest"]["checkpoint_sha256"] for r in recs if r["manifest"]["graph"] == "dense"}
+    )
     assert len(lone) == 2 and all(widths[sha] == 1.0 for sha in lone)
     for sha in lone:
         static = of(sha, "static")
@@ -244,10 +294,15 @@ def test_old_and_new_runtime_names_are_one_runtime(tmp_path):
     rows = table_rows(page)
     for static in new:
         m = static["manifest"]
-        dense = next(r for r in old if r["manifest"]["graph"] == "dense"
-                     and r["manifest"]["checkpoint_sha256"] == m["checkpoint_sha256"])
+        dense = next(
+            r
+            for r in old
+            if r["manifest"]["graph"] == "dense" and r["manifest"]["checkpoint_sha256"] == m["checkpoint_sha256"]
+        )
         assert rows[(f"resnet18 x0.25 32px {m['checkpoint_sha256'][:8]}", str(m["budget"]), "static")] == [
-            f"{m['macs']['ratio_to_dense']:.3f}", cell(static, dense)]
+            f"{m['macs']['ratio_to_dense']:.3f}",
+            cell(static, dense),
+        ]
 
 
 def test_a_record_without_its_dense_reference_shows_its_latency_alone(tmp_path):
@@ -266,8 +321,10 @@ def test_a_record_without_its_dense_reference_shows_its_latency_alone(tmp_path):
     rows = table_rows(page)
     net = f"resnet18 x0.25 32px {sha[:8]}"
     assert rows[(net, "0.5", "static")] == [f"{lone['manifest']['macs']['ratio_to_dense']:.3f}", cell(lone, None)]
-    assert (f"{net} has no latency ratio: no dense graph of checkpoint {sha[:8]} was measured; "
-            "its latencies are shown alone.") in page.splitlines()
+    assert (
+        f"{net} has no latency ratio: no dense graph of checkpoint {sha[:8]} was measured; "
+        "its latencies are shown alone."
+    ) in page.splitlines()
     others = [k for k in rows if k[0] != net]
     assert len(others) == 4 and all(rows[k][1].endswith(")") and "(no ratio)" not in rows[k][1] for k in others)
     assert "has no latency ratio" in (tmp_path / "r.html").read_text().split("</table>")[1]  # a paragraph, not a row

@@ -22,11 +22,17 @@ def tiny_onnx(path, batch=1, hw=8):
     w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
     b = rng.standard_normal(4).astype(np.float32)
     graph = helper.make_graph(
-        [helper.make_node("Conv", ["input", "w", "b"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c"], ["r"]),
-         helper.make_node("GlobalAveragePool", ["r"], ["g"]), helper.make_node("Flatten", ["g"], ["features"])],
-        "tiny", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [batch, 3, hw, hw])],
+        [
+            helper.make_node("Conv", ["input", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+            helper.make_node("Relu", ["c"], ["r"]),
+            helper.make_node("GlobalAveragePool", ["r"], ["g"]),
+            helper.make_node("Flatten", ["g"], ["features"]),
+        ],
+        "tiny",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [batch, 3, hw, hw])],
         [helper.make_tensor_value_info("features", TensorProto.FLOAT, [batch, 4])],
-        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.checker.check_model(model, full_check=True)
@@ -41,7 +47,7 @@ def reference(x, w, b):
     out = np.zeros((n, 4, h, wd), np.float64)
     for i in range(3):
         for j in range(3):
-            out += np.einsum("nchw,oc->nohw", xp[:, :, i:i + h, j:j + wd], w[:, :, i, j])
+            out += np.einsum("nchw,oc->nohw", xp[:, :, i : i + h, j : j + wd], w[:, :, i, j])
     return np.maximum(out + b[None, :, None, None], 0).mean(axis=(2, 3))
 
 
@@ -65,9 +71,18 @@ def test_onnxruntime_matches_numpy_and_applies_threads(tmp_path):
         assert np.allclose(y, reference(x, w, b), atol=1e-5, rtol=0)
         opts = s.session.get_session_options()
         assert opts.intra_op_num_threads == 1 and opts.inter_op_num_threads == 1
-        assert s.info.to_dict() == {"name": "ort", "version": get_backend("ort").version(), "device": "cpu",
-                                    "provider": "CPUExecutionProvider", "threads": 1, "precision": "fp32",
-                                    "ops": None, "ops_library": None, "ops_isa": None, "ops_reason": None}
+        assert s.info.to_dict() == {
+            "name": "ort",
+            "version": get_backend("ort").version(),
+            "device": "cpu",
+            "provider": "CPUExecutionProvider",
+            "threads": 1,
+            "precision": "fp32",
+            "ops": None,
+            "ops_library": None,
+            "ops_isa": None,
+            "ops_reason": None,
+        }
         assert s.input_shape == (1, 3, 8, 8)
         with pytest.raises(GatekitError, match="does not fit the model's 1x3x8x8"):
             s.run(x_of(1, batch=2))
@@ -114,7 +129,9 @@ def test_openvino_default_precision_here_is_not_fp32_so_it_is_pinned(tmp_path):
     import openvino as ov
 
     tiny_onnx(tmp_path / "m.onnx")
-    compiled = ov.Core().compile_model(ov.convert_model(str(tmp_path / "m.onnx")), "CPU", {"PERFORMANCE_HINT": "LATENCY"})
+    compiled = ov.Core().compile_model(
+        ov.convert_model(str(tmp_path / "m.onnx")), "CPU", {"PERFORMANCE_HINT": "LATENCY"}
+    )
     default = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
     flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     if "avx512_bf16" in flags or " amx_bf16" in flags:
@@ -167,12 +184,19 @@ def test_garbage_file_is_a_one_line_error(tmp_path):
 
 def test_runtimes_import_and_run_without_torch(tmp_path):
     tiny_onnx(tmp_path / "m.onnx")
-    code = ("import sys; sys.modules['torch'] = None\n"
-            "import numpy as np\nimport gatekit.runtimes\nfrom gatekit.runtimes import load_session\n"
-            f"s = load_session({str(tmp_path / 'm.onnx')!r}, threads=1)\n"
-            "print(s.run(np.zeros((1, 3, 8, 8), np.float32)).shape, s.info.provider)\n")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                          env=dict(os.environ, PYTHONPATH=str(REPO)))
+    code = (
+        "import sys; sys.modules['torch'] = None\n"
+        "import numpy as np\nimport gatekit.runtimes\nfrom gatekit.runtimes import load_session\n"
+        f"s = load_session({str(tmp_path / 'm.onnx')!r}, threads=1)\n"
+        "print(s.run(np.zeros((1, 3, 8, 8), np.float32)).shape, s.info.provider)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+    )
     assert proc.returncode == 0, proc.stderr
     assert "(1, 4) CPUExecutionProvider" in proc.stdout
 

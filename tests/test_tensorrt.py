@@ -4,13 +4,15 @@ import numpy as np
 import pytest
 
 from gatekit.errors import GatekitError
-from gatekit.runtimes.tensorrt_build import build_engine, fp16_onnx
 from gatekit.runtimes import available_backends, get_backend, load_session
 from gatekit.runtimes.tensorrt_backend import cuda_check, device_index
+from gatekit.runtimes.tensorrt_build import build_engine, fp16_onnx
 from tests.test_runtimes import reference, tiny_onnx, x_of
 
-REASON = ("TensorRT cannot be installed from PyPI here (its -libs packages download from a host this network "
-          "cannot reach) and no GPU is present")
+REASON = (
+    "TensorRT cannot be installed from PyPI here (its -libs packages download from a host this network "
+    "cannot reach) and no GPU is present"
+)
 
 
 def _tensorrt_ready() -> bool:
@@ -86,7 +88,9 @@ def test_fp16_onnx_keeps_float32_io_and_matches(tmp_path):
     fp16_onnx(tmp_path / "m.onnx", tmp_path / "h.onnx")
     model = onnx.load(str(tmp_path / "h.onnx"))
     onnx.checker.check_model(model, full_check=True)
-    assert [i.type.tensor_type.elem_type for i in (*model.graph.input, *model.graph.output)] == [onnx.TensorProto.FLOAT] * 2
+    assert [i.type.tensor_type.elem_type for i in (*model.graph.input, *model.graph.output)] == [
+        onnx.TensorProto.FLOAT
+    ] * 2
     assert {t.data_type for t in model.graph.initializer} == {onnx.TensorProto.FLOAT16}
     assert model.graph.input[0].name == "input" and model.graph.output[0].name == "features"
     x = x_of(7, batch=2)
@@ -113,11 +117,12 @@ def test_cuda_helpers():
 @pytest.fixture
 def onnx_artifact(tmp_path):
     """A real exported and verified ONNX artifact of a tiny gated ResNet (the path `gatekit export` takes)."""
-    from gatekit.export.exporter import ExportOptions, export
-    from tests.test_export import force_gates
-    from gatekit.checkpoint import save_model
-    from gatekit.models import GatedResNet, ModelConfig
     import torch
+
+    from gatekit.checkpoint import save_model
+    from gatekit.export.exporter import ExportOptions, export
+    from gatekit.models import GatedResNet, ModelConfig
+    from tests.test_export import force_gates
 
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
@@ -127,9 +132,15 @@ def onnx_artifact(tmp_path):
     model = GatedResNet(ModelConfig(width=0.125)).eval()
     force_gates(model, "data")
     ckpt = tmp_path / "tiny.safetensors"
-    save_model(ckpt, model, {"train_config": {"dataset": "npz", "data_dir": str(npz), "method": "vicreg-dual", "budget": 0.3}})
-    export(ckpt, tmp_path / "art", ExportOptions(graph="static", fmt="onnx", calib=64, verify_images=32, knn_check=False,
-                                                 threads=1), progress=False)
+    save_model(
+        ckpt, model, {"train_config": {"dataset": "npz", "data_dir": str(npz), "method": "vicreg-dual", "budget": 0.3}}
+    )
+    export(
+        ckpt,
+        tmp_path / "art",
+        ExportOptions(graph="static", fmt="onnx", calib=64, verify_images=32, knn_check=False, threads=1),
+        progress=False,
+    )
     return tmp_path / "art" / "static.onnx.json"
 
 

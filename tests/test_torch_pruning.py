@@ -47,7 +47,7 @@ def test_prunes_the_lowest_group_magnitude_channels_of_a_trained_encoder():
     out, record = prune(model, 0.5)
     assert record["tool"] == "torch-pruning" and record["widths"] == [16, 16, 16, 16, 32, 32, 64, 64]
     for b, ch in zip(model.blocks, record["channels"]):  # Torch-Pruning's group L2 importance, computed here
-        imp = (b.conv1.weight.pow(2).sum((1, 2, 3)) + b.bn1.dense.weight.pow(2) + b.conv2.weight.pow(2).sum((0, 2, 3)))
+        imp = b.conv1.weight.pow(2).sum((1, 2, 3)) + b.bn1.dense.weight.pow(2) + b.conv2.weight.pow(2).sum((0, 2, 3))
         assert sorted(torch.argsort(imp, descending=True)[: len(ch)].tolist()) == ch
     x = torch.randn(4, 3, 32, 32)
     with torch.no_grad():
@@ -65,8 +65,20 @@ def test_pruned_checkpoint_exports_only_its_channels_and_matches_the_pruned_netw
     assert e.value.code == 0
     record = json.loads((tmp_path / "p.json").read_text())
     with pytest.raises(SystemExit) as e:
-        main(["export", str(ckpt), "--graph", "dense", "--format", "onnx", "--data-dir", str(cifar_dir), "--out",
-              str(tmp_path / "art")])
+        main(
+            [
+                "export",
+                str(ckpt),
+                "--graph",
+                "dense",
+                "--format",
+                "onnx",
+                "--data-dir",
+                str(cifar_dir),
+                "--out",
+                str(tmp_path / "art"),
+            ]
+        )
     assert e.value.code == 0, capsys.readouterr().err
     manifest = json.loads((tmp_path / "art" / "dense.onnx.json").read_text())
     assert manifest["widths"] == record["widths"] and manifest["pruned"]["ratio"] == 0.65
@@ -88,19 +100,50 @@ def test_fine_tune_keeps_removed_channels_at_zero_and_records_itself(tmp_path):
     rng = np.random.default_rng(0)
     npz = tmp_path / "tiny.npz"
     x = rng.integers(0, 256, (256, 32, 32, 3), dtype=np.uint8)
-    np.savez(npz, x_train=x, y_train=rng.integers(0, 4, 256, dtype=np.uint8), x_test=x[:64],
-             y_test=rng.integers(0, 4, 64, dtype=np.uint8))
+    np.savez(
+        npz,
+        x_train=x,
+        y_train=rng.integers(0, 4, 256, dtype=np.uint8),
+        x_test=x[:64],
+        y_test=rng.integers(0, 4, 64, dtype=np.uint8),
+    )
     torch.manual_seed(0)
     model = GatedResNet(ModelConfig(width=0.25)).eval()
     src = tmp_path / "dense.safetensors"
-    save_model(src, model, {"train_config": {"dataset": "npz", "data_dir": str(npz), "method": "vicreg"}, "method": "vicreg"})
+    save_model(
+        src, model, {"train_config": {"dataset": "npz", "data_dir": str(npz), "method": "vicreg"}, "method": "vicreg"}
+    )
     pruned = tmp_path / "pruned.safetensors"
     with pytest.raises(SystemExit) as e:
         main(["prune", str(src), "--ratio", "0.5", "--out", str(pruned)])
     assert e.value.code == 0
     with pytest.raises(SystemExit) as e:
-        main(["train", "--init", str(pruned), "--dataset", "npz", "--data-dir", str(npz), "--method", "vicreg", "--epochs", "1",
-              "--batch-size", "64", "--proj-dim", "64", "--threads", "1", "--device", "cpu", "--quiet", "--out", str(tmp_path / "ft")])
+        main(
+            [
+                "train",
+                "--init",
+                str(pruned),
+                "--dataset",
+                "npz",
+                "--data-dir",
+                str(npz),
+                "--method",
+                "vicreg",
+                "--epochs",
+                "1",
+                "--batch-size",
+                "64",
+                "--proj-dim",
+                "64",
+                "--threads",
+                "1",
+                "--device",
+                "cpu",
+                "--quiet",
+                "--out",
+                str(tmp_path / "ft"),
+            ]
+        )
     assert e.value.code == 0
     before, _ = load_model(pruned)
     after, meta = load_model(tmp_path / "ft")

@@ -22,14 +22,29 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def tiny_npz(tmp_path):
     rng = np.random.default_rng(0)
     path = tmp_path / "tiny.npz"
-    np.savez(path, x_train=rng.integers(0, 256, (96, 32, 32, 3), dtype=np.uint8), y_train=rng.integers(0, 10, 96, dtype=np.uint8),
-             x_test=rng.integers(0, 256, (32, 32, 32, 3), dtype=np.uint8), y_test=rng.integers(0, 10, 32, dtype=np.uint8))
+    np.savez(
+        path,
+        x_train=rng.integers(0, 256, (96, 32, 32, 3), dtype=np.uint8),
+        y_train=rng.integers(0, 10, 96, dtype=np.uint8),
+        x_test=rng.integers(0, 256, (32, 32, 32, 3), dtype=np.uint8),
+        y_test=rng.integers(0, 10, 32, dtype=np.uint8),
+    )
     return path
 
 
 def tiny_config(npz, **kw) -> TrainConfig:
-    base = dict(dataset="npz", data_dir=str(npz), width=0.125, batch_size=16, epochs=2, warmup_epochs=1,
-                proj_hidden=64, proj_out=64, threads=2, seed=3)
+    base = dict(
+        dataset="npz",
+        data_dir=str(npz),
+        width=0.125,
+        batch_size=16,
+        epochs=2,
+        warmup_epochs=1,
+        proj_hidden=64,
+        proj_out=64,
+        threads=2,
+        seed=3,
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -86,9 +101,35 @@ def test_recipes_load_and_flags_override():
 
 def test_two_process_gloo_run(tiny_npz, tmp_path):
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29517",
-           "-m", "gatekit", "train", "--dataset", "npz", "--data-dir", str(tiny_npz), "--width", "0.125",
-           "--batch-size", "16", "--epochs", "1", "--proj-dim", "64", "--threads", "1", "--quiet", "--out", str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        "2",
+        "--master-port",
+        "29517",
+        "-m",
+        "gatekit",
+        "train",
+        "--dataset",
+        "npz",
+        "--data-dir",
+        str(tiny_npz),
+        "--width",
+        "0.125",
+        "--batch-size",
+        "16",
+        "--epochs",
+        "1",
+        "--proj-dim",
+        "64",
+        "--threads",
+        "1",
+        "--quiet",
+        "--out",
+        str(out),
+    ]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=REPO)
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -32,14 +32,29 @@ REPO = Path(__file__).resolve().parent.parent
 def tiny_npz(tmp_path) -> Path:
     rng = np.random.default_rng(0)
     path = tmp_path / "tiny.npz"
-    np.savez(path, x_train=rng.integers(0, 256, (256, 32, 32, 3), dtype=np.uint8), y_train=rng.integers(0, 10, 256, dtype=np.uint8),
-             x_test=rng.integers(0, 256, (64, 32, 32, 3), dtype=np.uint8), y_test=rng.integers(0, 10, 64, dtype=np.uint8))
+    np.savez(
+        path,
+        x_train=rng.integers(0, 256, (256, 32, 32, 3), dtype=np.uint8),
+        y_train=rng.integers(0, 10, 256, dtype=np.uint8),
+        x_test=rng.integers(0, 256, (64, 32, 32, 3), dtype=np.uint8),
+        y_test=rng.integers(0, 10, 64, dtype=np.uint8),
+    )
     return path
 
 
 def _cfg(npz: Path, **kw) -> TrainConfig:
-    base = dict(dataset="npz", data_dir=str(npz), width=0.125, batch_size=32, epochs=2, warmup_epochs=1,
-                proj_hidden=64, proj_out=64, threads=1, seed=3)
+    base = dict(
+        dataset="npz",
+        data_dir=str(npz),
+        width=0.125,
+        batch_size=32,
+        epochs=2,
+        warmup_epochs=1,
+        proj_hidden=64,
+        proj_out=64,
+        threads=1,
+        seed=3,
+    )
     return TrainConfig(**(base | kw))
 
 
@@ -103,9 +118,36 @@ def test_a_new_run_into_an_old_directory_is_refused_unless_overwrite(tiny_npz, t
 
 
 def _train_argv(npz: Path, out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "gatekit", "train", "--dataset", "npz", "--data-dir", str(npz), "--width", "0.125",
-            "--batch-size", "32", "--epochs", "3", "--warmup-epochs", "1", "--proj-dim", "64", "--threads", "1",
-            "--seed", "3", "--device", "cpu", "--quiet", "--out", str(out), *extra]
+    return [
+        sys.executable,
+        "-m",
+        "gatekit",
+        "train",
+        "--dataset",
+        "npz",
+        "--data-dir",
+        str(npz),
+        "--width",
+        "0.125",
+        "--batch-size",
+        "32",
+        "--epochs",
+        "3",
+        "--warmup-epochs",
+        "1",
+        "--proj-dim",
+        "64",
+        "--threads",
+        "1",
+        "--seed",
+        "3",
+        "--device",
+        "cpu",
+        "--quiet",
+        "--out",
+        str(out),
+        *extra,
+    ]
 
 
 def _env() -> dict:
@@ -123,8 +165,9 @@ def test_sigkill_at_a_random_point_then_resume_matches_an_uninterrupted_run(tiny
     for k in range(2):
         run = tmp_path / f"killed{k}"
         at = rng.uniform(0.2, 1.0) * total
-        proc = subprocess.Popen(_train_argv(tiny_npz, run), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                env=_env(), cwd=REPO)
+        proc = subprocess.Popen(
+            _train_argv(tiny_npz, run), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env(), cwd=REPO
+        )
         try:
             proc.wait(timeout=at)
         except subprocess.TimeoutExpired:
@@ -136,5 +179,7 @@ def test_sigkill_at_a_random_point_then_resume_matches_an_uninterrupted_run(tiny
         assert done.returncode == 0, (where, again, done.stderr[-2000:])
         assert stale_temps(run) == [], where
         assert _epochs(run) == [1, 2, 3], where
-        assert json.loads((run / "metrics.jsonl").read_text().splitlines()[-1]) == json.loads(load_state(run)["metrics"])
+        assert json.loads((run / "metrics.jsonl").read_text().splitlines()[-1]) == json.loads(
+            load_state(run)["metrics"]
+        )
         _same_weights(straight, run)

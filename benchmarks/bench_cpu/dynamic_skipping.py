@@ -34,11 +34,24 @@ def main() -> None:
     for size, (recipe, thresholds) in SIZES.items():
         ckpt = ROOT / "runs" / f"{recipe}-td0.3"
         out = ROOT / "runs" / f"dynamic-skipping-{size}"
-        paths = [m["manifest_path"] for m in export_all(ckpt, out / "dense", graphs=["dense"], formats=["onnx"], knn_check=False)[0]]
+        paths = [
+            m["manifest_path"]
+            for m in export_all(ckpt, out / "dense", graphs=["dense"], formats=["onnx"], knn_check=False)[0]
+        ]
         for t in thresholds:
-            paths += [m["manifest_path"] for m in export_all(ckpt, out / f"min{t}", graphs=["dynamic"], formats=["onnx"],
-                                                             knn_check=False, record_inputs=256, dynamic_min_size=t,
-                                                             dynamic_form="conv")[0]]
+            paths += [
+                m["manifest_path"]
+                for m in export_all(
+                    ckpt,
+                    out / f"min{t}",
+                    graphs=["dynamic"],
+                    formats=["onnx"],
+                    knn_check=False,
+                    record_inputs=256,
+                    dynamic_min_size=t,
+                    dynamic_form="conv",
+                )[0]
+            ]
         recs = bench_manifests(paths, [1, 2], Protocol(), runtimes=["ort"], progress=False)
         records += recs
         dense = {r["threads"]: r for r in recs if r["manifest"]["graph"] == "dense"}
@@ -51,22 +64,40 @@ def main() -> None:
 
             full = json.loads(Path(art).with_suffix(".onnx.json").read_text())
             skip = full["dynamic_skipping"]
-            rows.append({"size": size, "threads": r["threads"], "min_size": skip["min_size"], "skipping": skip["blocks"],
-                         "executed_macs_ratio": m["macs"]["ratio_to_dense"], "p50_ms": r["stats"]["p50_ms"],
-                         "p90_ms": r["stats"]["p90_ms"], "dense_p50_ms": dense[r["threads"]]["stats"]["p50_ms"],
-                         "ratio_to_dense_p50": r["stats"]["p50_ms"] / dense[r["threads"]]["stats"]["p50_ms"],
-                         "ratio_to_dense_p90": r["stats"]["p90_ms"] / dense[r["threads"]]["stats"]["p90_ms"]})
+            rows.append(
+                {
+                    "size": size,
+                    "threads": r["threads"],
+                    "min_size": skip["min_size"],
+                    "skipping": skip["blocks"],
+                    "executed_macs_ratio": m["macs"]["ratio_to_dense"],
+                    "p50_ms": r["stats"]["p50_ms"],
+                    "p90_ms": r["stats"]["p90_ms"],
+                    "dense_p50_ms": dense[r["threads"]]["stats"]["p50_ms"],
+                    "ratio_to_dense_p50": r["stats"]["p50_ms"] / dense[r["threads"]]["stats"]["p50_ms"],
+                    "ratio_to_dense_p90": r["stats"]["p90_ms"] / dense[r["threads"]]["stats"]["p90_ms"],
+                }
+            )
     write_jsonl(HERE / "dynamic-skipping.jsonl", records)
     write_json(HERE / "dynamic-skipping.json", {"machine": machine_info(), "rows": rows})
-    lines = ["| input | threads | skip in blocks with output side >= | blocks skipping | executed MACs / dense | p50 / p90 ms | p50 ratio to dense | p90 ratio |",
-             "|---:|---:|---:|---|---:|---|---:|---:|"]
+    lines = [
+        "| input | threads | skip in blocks with output side >= | blocks skipping | executed MACs / dense | p50 / p90 ms | p50 ratio to dense | p90 ratio |",
+        "|---:|---:|---:|---|---:|---|---:|---:|",
+    ]
     for r in sorted(rows, key=lambda r: (r["size"], r["threads"], r["min_size"])):
-        lines.append(f"| {r['size']} | {r['threads']} | {r['min_size'] or 'every block'} | {sum(r['skipping'])} of {len(r['skipping'])} | "
-                     f"{r['executed_macs_ratio']:.3f} | {r['p50_ms']:.3f} / {r['p90_ms']:.3f} | {r['ratio_to_dense_p50']:.2f} | "
-                     f"{r['ratio_to_dense_p90']:.2f} |")
+        lines.append(
+            f"| {r['size']} | {r['threads']} | {r['min_size'] or 'every block'} | {sum(r['skipping'])} of {len(r['skipping'])} | "
+            f"{r['executed_macs_ratio']:.3f} | {r['p50_ms']:.3f} / {r['p90_ms']:.3f} | {r['ratio_to_dense_p50']:.2f} | "
+            f"{r['ratio_to_dense_p90']:.2f} |"
+        )
     info = machine_info()
-    write_text(HERE / "dynamic-skipping.md", f"Machine: {info['cpu']}, {info['cores']} cores; onnxruntime "
-               f"{info['packages'].get('onnxruntime')}; batch 1; t_d 0.3 full-width checkpoints.\n\n" + "\n".join(lines) + "\n")
+    write_text(
+        HERE / "dynamic-skipping.md",
+        f"Machine: {info['cpu']}, {info['cores']} cores; onnxruntime "
+        f"{info['packages'].get('onnxruntime')}; batch 1; t_d 0.3 full-width checkpoints.\n\n"
+        + "\n".join(lines)
+        + "\n",
+    )
     print("\n".join(lines))
 
 

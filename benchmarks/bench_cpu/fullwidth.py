@@ -25,15 +25,14 @@ import sys
 import tempfile
 from pathlib import Path
 
-
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from gatekit.artifacts import load_inputs, open_artifact, runtime_name  # noqa: E402
 from gatekit.atomic import write_json, write_text  # noqa: E402
 from gatekit.bench.protocol import Protocol, measure  # noqa: E402
 from gatekit.bench.report import markdown_table, plot_latency_vs_flops, plot_per_input, with_ratios  # noqa: E402
-from gatekit.artifacts import load_inputs, open_artifact, runtime_name  # noqa: E402
 from gatekit.bench.run import write_jsonl  # noqa: E402
 from gatekit.bench.sweep import bench_manifests  # noqa: E402
 from gatekit.export.sweep import export_all  # noqa: E402
@@ -66,9 +65,16 @@ def static_at_mean_width(dyn_records: list[dict], threads: list[int], protocol: 
             x, _ = load_inputs(m, 256)
             for t in threads:
                 with load_session(path, "ort", threads=t) as s:
-                    stats = measure(s, [x[i:i + 1] for i in range(len(x))], protocol).stats()
-                rows.append({"budget": m["budget"], "threads": t, "widths": widths, "macs_ratio": arch.macs(widths) /
-                             m["macs"]["dense"], "stats": stats})
+                    stats = measure(s, [x[i : i + 1] for i in range(len(x))], protocol).stats()
+                rows.append(
+                    {
+                        "budget": m["budget"],
+                        "threads": t,
+                        "widths": widths,
+                        "macs_ratio": arch.macs(widths) / m["macs"]["dense"],
+                        "stats": stats,
+                    }
+                )
                 print(f"static at mean active widths t_d={m['budget']} {t}T: p50 {stats['p50_ms']:.3f} ms", flush=True)
     return rows
 
@@ -81,8 +87,16 @@ def targets(records: list[dict], mean_width: list[dict], size: int) -> dict:
         if "latency_ratio" not in r or g == "dense":
             continue
         lat, fl = r["latency_ratio"]["p50"], r["flops_ratio"]
-        row = {"budget": r["manifest"]["budget"], "graph": g, "form": r["manifest"].get("dynamic_form"), "runtime": rt,
-               "threads": r["threads"], "flops_ratio": fl, "latency_ratio": lat, "latency_over_flops": lat / fl}
+        row = {
+            "budget": r["manifest"]["budget"],
+            "graph": g,
+            "form": r["manifest"].get("dynamic_form"),
+            "runtime": rt,
+            "threads": r["threads"],
+            "flops_ratio": fl,
+            "latency_ratio": lat,
+            "latency_over_flops": lat / fl,
+        }
         if g in ("static", "hybrid") and rt in ("ort", "openvino"):
             row["limit"] = 1.15 if g == "static" else 1.25
             row["meets"] = lat <= row["limit"] * fl
@@ -97,21 +111,31 @@ def targets(records: list[dict], mean_width: list[dict], size: int) -> dict:
                 row["meets"] = lat < 1.0
         rows.append(row)
     checked = [x for x in rows if "meets" in x]
-    return {"size": size, "rows": rows, "checked": len(checked), "met": sum(x["meets"] for x in checked),
-            "missed": [x for x in checked if not x["meets"]]}
+    return {
+        "size": size,
+        "rows": rows,
+        "checked": len(checked),
+        "met": sum(x["meets"] for x in checked),
+        "missed": [x for x in checked if not x["meets"]],
+    }
 
 
 def targets_md(t: dict) -> str:
-    lines = [f"Targets at {t['size']} px: {t['met']} of {t['checked']} checked rows met.", "",
-             "| t_d | graph | runtime | threads | FLOPs ratio | latency ratio | latency / FLOPs | limit | met | dynamic / static same width |",
-             "|---:|---|---|---:|---:|---:|---:|---:|---|---:|"]
+    lines = [
+        f"Targets at {t['size']} px: {t['met']} of {t['checked']} checked rows met.",
+        "",
+        "| t_d | graph | runtime | threads | FLOPs ratio | latency ratio | latency / FLOPs | limit | met | dynamic / static same width |",
+        "|---:|---|---|---:|---:|---:|---:|---:|---|---:|",
+    ]
     for x in sorted(t["rows"], key=lambda x: (x["graph"], x["runtime"], x["threads"], x["budget"])):
         g = x["graph"] + (" (matmul)" if x.get("form") == "matmul" else "")
         limit = f"{x['limit']:.2f}x FLOPs" if "limit" in x else ("< dense" if x.get("must_beat_dense") else "-")
         met = "-" if "meets" not in x else ("yes" if x["meets"] else "**no**")
         same = f"{x['over_static_same_width']:.2f}" if "over_static_same_width" in x else "-"
-        lines.append(f"| {x['budget']} | {g} | {x['runtime']} | {x['threads']} | {x['flops_ratio']:.3f} | {x['latency_ratio']:.3f} | "
-                     f"{x['latency_over_flops']:.2f} | {limit} | {met} | {same} |")
+        lines.append(
+            f"| {x['budget']} | {g} | {x['runtime']} | {x['threads']} | {x['flops_ratio']:.3f} | {x['latency_ratio']:.3f} | "
+            f"{x['latency_over_flops']:.2f} | {limit} | {met} | {same} |"
+        )
     return "\n".join(lines)
 
 
@@ -130,17 +154,29 @@ def main() -> None:
     art_dir = ROOT / "runs" / f"bench-fullwidth-{args.size}"
     manifests = []
     for b, ckpt in ckpts.items():
-        manifests += export_all(ckpt, art_dir / f"td{b}", graphs=["dense", "static", "hybrid", "dynamic"],
-                                formats=["onnx", "openvino"],
-                                knn_check=False, progress=False)[0]
+        manifests += export_all(
+            ckpt,
+            art_dir / f"td{b}",
+            graphs=["dense", "static", "hybrid", "dynamic"],
+            formats=["onnx", "openvino"],
+            knn_check=False,
+            progress=False,
+        )[0]
     protocol = Protocol(min_runs=args.min_runs, min_seconds=args.min_seconds)
-    records = bench_manifests([m["manifest_path"] for m in manifests], threads, protocol,
-                              runtimes=["ort", "openvino", "torch"], progress=False)
+    records = bench_manifests(
+        [m["manifest_path"] for m in manifests],
+        threads,
+        protocol,
+        runtimes=["ort", "openvino", "torch"],
+        progress=False,
+    )
     stem = Path(args.out) / f"cifar{args.size}-fullwidth"
     write_jsonl(f"{stem}.jsonl", records)
     info = machine_info()
     table = markdown_table(records)
-    write_text(f"{stem}.md", f"Machine: {info['cpu']}, {info['cores']} cores; {json.dumps(info['packages'])}\n\n{table}\n")
+    write_text(
+        f"{stem}.md", f"Machine: {info['cpu']}, {info['cores']} cores; {json.dumps(info['packages'])}\n\n{table}\n"
+    )
     plot_latency_vs_flops(records, f"{stem}.png", title=f"ResNet-18 full width, {args.size} px, {info['cpu']}")
     plot_per_input(records, f"{stem}-per-input.png")
     dyn = [r for r in records if r["manifest"]["graph"] == "dynamic" and runtime_name(r["runtime"]["name"]) == "ort"]

@@ -61,23 +61,36 @@ def main() -> None:
                 old = measure(CallsRun(s), [x], proto).stats()["p50_ms"]
             tool = benchmark_app_median(ir, shape, 1, 2)
             pairs.append({"ours_p50_ms": new, "ours_before_p50_ms": old, "benchmark_app_median_ms": tool})
-        row = {"model": name, "ir": rel, "pairs": pairs,
-               "ratio_now": statistics.median(p["ours_p50_ms"] / p["benchmark_app_median_ms"] for p in pairs),
-               "ratio_before": statistics.median(p["ours_before_p50_ms"] / p["benchmark_app_median_ms"] for p in pairs),
-               "benchmark_app_median_ms": statistics.median(p["benchmark_app_median_ms"] for p in pairs)}
+        row = {
+            "model": name,
+            "ir": rel,
+            "pairs": pairs,
+            "ratio_now": statistics.median(p["ours_p50_ms"] / p["benchmark_app_median_ms"] for p in pairs),
+            "ratio_before": statistics.median(p["ours_before_p50_ms"] / p["benchmark_app_median_ms"] for p in pairs),
+            "benchmark_app_median_ms": statistics.median(p["benchmark_app_median_ms"] for p in pairs),
+        }
         rows.append(row)
-        print(f"{name}: benchmark_app {row['benchmark_app_median_ms']:.3f} ms; ours/theirs prepared "
-              f"{row['ratio_now']:.3f}, session.run {row['ratio_before']:.3f}", flush=True)
+        print(
+            f"{name}: benchmark_app {row['benchmark_app_median_ms']:.3f} ms; ours/theirs prepared "
+            f"{row['ratio_now']:.3f}, session.run {row['ratio_before']:.3f}",
+            flush=True,
+        )
     m = machine_info()
     write_json(HERE / "harness.json", {"machine": m, "rows": rows, "command": "python benchmarks/bench_cpu/harness.py"})
-    lines = [f"OpenVINO {m['packages'].get('openvino')}, 1 thread, f32, batch 1, on {m['cpu']} ({m['cores']} cores); "
-             "5 interleaved rounds of (ours prepared, ours session.run, benchmark_app -hint none -nthreads 1 "
-             "-nstreams 1 -nireq 1 -api sync -infer_precision f32 -t 2); medians of the per-round ratios.", "",
-             "Re-run: `python benchmarks/bench_cpu/harness.py`", "",
-             "| IR | benchmark_app median ms | our p50 / theirs (prepared call) | our p50 / theirs (session.run) |",
-             "|---|---:|---:|---:|"]
-    lines += [f"| {r['model']} | {r['benchmark_app_median_ms']:.3f} | {r['ratio_now']:.3f} | {r['ratio_before']:.3f} |"
-              for r in rows]
+    lines = [
+        f"OpenVINO {m['packages'].get('openvino')}, 1 thread, f32, batch 1, on {m['cpu']} ({m['cores']} cores); "
+        "5 interleaved rounds of (ours prepared, ours session.run, benchmark_app -hint none -nthreads 1 "
+        "-nstreams 1 -nireq 1 -api sync -infer_precision f32 -t 2); medians of the per-round ratios.",
+        "",
+        "Re-run: `python benchmarks/bench_cpu/harness.py`",
+        "",
+        "| IR | benchmark_app median ms | our p50 / theirs (prepared call) | our p50 / theirs (session.run) |",
+        "|---|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {r['model']} | {r['benchmark_app_median_ms']:.3f} | {r['ratio_now']:.3f} | {r['ratio_before']:.3f} |"
+        for r in rows
+    ]
     write_text(HERE / "harness.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -35,12 +35,30 @@ def export_phase(name: str, train: bool, art_dir: Path) -> list[dict]:
     ckpt = checkpoints(name, train, (BUDGET,))[BUDGET]
     items = []
     for precision in ("fp32", "int8"):
-        manifests, _ = export_all(ckpt, art_dir / precision, graphs=list(GRAPHS), formats=["onnx", "openvino"],
-                                  precisions=[precision], strict=True, knn_check=False, record_inputs=256,
-                                  dynamic_form="native", progress=False)
+        manifests, _ = export_all(
+            ckpt,
+            art_dir / precision,
+            graphs=list(GRAPHS),
+            formats=["onnx", "openvino"],
+            precisions=[precision],
+            strict=True,
+            knn_check=False,
+            record_inputs=256,
+            dynamic_form="native",
+            progress=False,
+        )
         for m in manifests:
-            items.append({"kind": "artifact", "budget": BUDGET, "graph": m["graph"], "precision": precision,
-                          "format": m["format"], "manifest": m["manifest_path"], "paths": ["auto"]})
+            items.append(
+                {
+                    "kind": "artifact",
+                    "budget": BUDGET,
+                    "graph": m["graph"],
+                    "precision": precision,
+                    "format": m["format"],
+                    "manifest": m["manifest_path"],
+                    "paths": ["auto"],
+                }
+            )
     return items
 
 
@@ -64,10 +82,19 @@ def accuracy_rows(items: list[dict]) -> list[dict]:
             continue
         m = json.loads(Path(it["manifest"]).read_text())
         cos = _find(m, "cosine_to_fp32") or {}
-        rows.append({"graph": it["graph"], "format": it["format"], "form": m.get("dynamic_form"),
-                     "cosine_mean": cos.get("mean"), "cosine_min": cos.get("min"), "knn": _find(m, "knn20"),
-                     "knn_fp32": _find(m, "knn20_fp32"), "knn_delta_points": _find(m, "knn_delta_points"),
-                     "gate_agreement": _find(m, "gate_agreement")})
+        rows.append(
+            {
+                "graph": it["graph"],
+                "format": it["format"],
+                "form": m.get("dynamic_form"),
+                "cosine_mean": cos.get("mean"),
+                "cosine_min": cos.get("min"),
+                "knn": _find(m, "knn20"),
+                "knn_fp32": _find(m, "knn20_fp32"),
+                "knn_delta_points": _find(m, "knn_delta_points"),
+                "gate_agreement": _find(m, "gate_agreement"),
+            }
+        )
     return rows
 
 
@@ -87,38 +114,60 @@ def summarise(result: dict, items: list[dict]) -> tuple[dict, str]:
             if any(v is None for v in got.values()):
                 continue
             ms = {k: v["p50_ms"] for k, v in got.items()}
-            table.append({"runtime": rt, "threads": t, "ms": {f"{g} {p}": v for (g, p), v in ms.items()},
-                          "ran": got[("dynamic", "int8")]["ran"],
-                          "flops": {g: got[(g, "int8")]["flops_ratio"] for g in GRAPHS},
-                          "dyn8_over_dense8": ms[("dynamic", "int8")] / ms[("dense", "int8")],
-                          "dyn8_over_static8": ms[("dynamic", "int8")] / ms[("static", "int8")],
-                          "dyn8_over_dense32": ms[("dynamic", "int8")] / ms[("dense", "fp32")],
-                          "dense8_over_dense32": ms[("dense", "int8")] / ms[("dense", "fp32")],
-                          "dyn32_over_dense32": ms[("dynamic", "fp32")] / ms[("dense", "fp32")]})
-    lines = ["| runtime | threads | dense fp32 ms | dense int8 ms | static int8 ms | dynamic fp32 ms | "
-             "**dynamic int8 ms** | **dyn int8 / dense int8** | dyn int8 / static int8 | dyn int8 / dense fp32 | "
-             "dense int8 / dense fp32 | dyn fp32 / dense fp32 | int8 op ran |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+            table.append(
+                {
+                    "runtime": rt,
+                    "threads": t,
+                    "ms": {f"{g} {p}": v for (g, p), v in ms.items()},
+                    "ran": got[("dynamic", "int8")]["ran"],
+                    "flops": {g: got[(g, "int8")]["flops_ratio"] for g in GRAPHS},
+                    "dyn8_over_dense8": ms[("dynamic", "int8")] / ms[("dense", "int8")],
+                    "dyn8_over_static8": ms[("dynamic", "int8")] / ms[("static", "int8")],
+                    "dyn8_over_dense32": ms[("dynamic", "int8")] / ms[("dense", "fp32")],
+                    "dense8_over_dense32": ms[("dense", "int8")] / ms[("dense", "fp32")],
+                    "dyn32_over_dense32": ms[("dynamic", "fp32")] / ms[("dense", "fp32")],
+                }
+            )
+    lines = [
+        "| runtime | threads | dense fp32 ms | dense int8 ms | static int8 ms | dynamic fp32 ms | "
+        "**dynamic int8 ms** | **dyn int8 / dense int8** | dyn int8 / static int8 | dyn int8 / dense fp32 | "
+        "dense int8 / dense fp32 | dyn fp32 / dense fp32 | int8 op ran |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
     for x in table:
         ms = x["ms"]
-        lines.append(f"| {x['runtime']} | {x['threads']} | {ms['dense fp32']:.3f} | {ms['dense int8']:.3f} | "
-                     f"{ms['static int8']:.3f} | {ms['dynamic fp32']:.3f} | **{ms['dynamic int8']:.3f}** | "
-                     f"**{x['dyn8_over_dense8']:.2f}** | {x['dyn8_over_static8']:.2f} | {x['dyn8_over_dense32']:.2f} | "
-                     f"{x['dense8_over_dense32']:.2f} | {x['dyn32_over_dense32']:.2f} | {x['ran']} |")
+        lines.append(
+            f"| {x['runtime']} | {x['threads']} | {ms['dense fp32']:.3f} | {ms['dense int8']:.3f} | "
+            f"{ms['static int8']:.3f} | {ms['dynamic fp32']:.3f} | **{ms['dynamic int8']:.3f}** | "
+            f"**{x['dyn8_over_dense8']:.2f}** | {x['dyn8_over_static8']:.2f} | {x['dyn8_over_dense32']:.2f} | "
+            f"{x['dense8_over_dense32']:.2f} | {x['dyn32_over_dense32']:.2f} | {x['ran']} |"
+        )
     if table:
         f = table[0]["flops"]
-        lines.append(f"\nFLOPs ratio to dense: static {f['static']:.3f}, dynamic (mean over the recorded test inputs) "
-                     f"{f['dynamic']:.3f}.")
+        lines.append(
+            f"\nFLOPs ratio to dense: static {f['static']:.3f}, dynamic (mean over the recorded test inputs) "
+            f"{f['dynamic']:.3f}."
+        )
     acc = accuracy_rows(items)
-    lines += ["", "| int8 graph | format | form | cosine to fp32 (mean / min) | k-NN % (fp32 graph) | "
-              "gate decisions equal to fp32's (calibration images) |", "|---|---|---|---:|---:|---:|"]
+    lines += [
+        "",
+        "| int8 graph | format | form | cosine to fp32 (mean / min) | k-NN % (fp32 graph) | "
+        "gate decisions equal to fp32's (calibration images) |",
+        "|---|---|---|---:|---:|---:|",
+    ]
     for a in acc:
         cos = f"{a['cosine_mean']:.4f} / {a['cosine_min']:.3f}" if a["cosine_mean"] is not None else "-"
-        knn = (f"{100 * a['knn']:.2f} ({100 * a['knn_fp32']:.2f})" if a["knn"] is not None and a["knn_fp32"] is not None
-               else "-")
+        knn = (
+            f"{100 * a['knn']:.2f} ({100 * a['knn_fp32']:.2f})"
+            if a["knn"] is not None and a["knn_fp32"] is not None
+            else "-"
+        )
         agree = a["gate_agreement"] or {}
-        agree = (f"{100 * agree['decisions']:.2f}% ({100 * agree['images_all_agree']:.1f}% of images in every block)"
-                 if "decisions" in agree else "-")
+        agree = (
+            f"{100 * agree['decisions']:.2f}% ({100 * agree['images_all_agree']:.1f}% of images in every block)"
+            if "decisions" in agree
+            else "-"
+        )
         lines.append(f"| {a['graph']} | {a['format']} | {a['form'] or '-'} | {cos} | {knn} | {agree} |")
     return {"table": table, "accuracy": acc}, "\n".join(lines)
 
@@ -135,8 +184,9 @@ def main() -> None:
             command += f" --{flag.replace('_', '-')} {getattr(args, flag)}"
     if args.bench_only:
         items = json.loads(Path(args.bench_only).read_text())
-        result = bench_phase(items, [int(t) for t in args.threads.split(",")], args.rounds, args.min_runs,
-                             args.min_seconds, args.seed)
+        result = bench_phase(
+            items, [int(t) for t in args.threads.split(",")], args.rounds, args.min_runs, args.min_seconds, args.seed
+        )
         summary, md = summarise(result, items)
         write_results(stem, result, summary, md, args, command)
         return

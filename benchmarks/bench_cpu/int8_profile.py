@@ -35,9 +35,16 @@ IRS = [  # (label, t_d, graph, precision, IR relative to ARTIFACTS)
     ("t_d 0.3 static int8", 0.3, "static", "int8", "td0.3/static-int8.xml"),
 ]
 # Layer types grouped by what they do.
-GROUPS = {"Convolution": "convolution", "Reorder": "reorder", "Subgraph": "fused eltwise / (de)quantize",
-          "Eltwise": "fused eltwise / (de)quantize", "FakeQuantize": "fused eltwise / (de)quantize",
-          "ReduceMean": "pooling / head", "FullyConnected": "pooling / head", "Pooling": "pooling / head"}
+GROUPS = {
+    "Convolution": "convolution",
+    "Reorder": "reorder",
+    "Subgraph": "fused eltwise / (de)quantize",
+    "Eltwise": "fused eltwise / (de)quantize",
+    "FakeQuantize": "fused eltwise / (de)quantize",
+    "ReduceMean": "pooling / head",
+    "FullyConnected": "pooling / head",
+    "Pooling": "pooling / head",
+}
 
 
 def profile(ir: Path, threads: int, seconds: int) -> dict:
@@ -74,7 +81,9 @@ def main() -> None:
     base = ROOT / ARTIFACTS
     missing = [rel for *_, rel in IRS if not (base / rel).is_file()]
     if missing:
-        sys.exit(f"missing {', '.join(missing)} under {ARTIFACTS}: run `python benchmarks/bench_cpu/precisions.py --set x0.25` first")
+        sys.exit(
+            f"missing {', '.join(missing)} under {ARTIFACTS}: run `python benchmarks/bench_cpu/precisions.py --set x0.25` first"
+        )
     loads = [os.getloadavg()[0]]
     runs = {label: [] for label, *_ in IRS}
     for _ in range(args.rounds):
@@ -85,10 +94,21 @@ def main() -> None:
     for label, budget, graph, precision, rel in IRS:
         groups = counters_by_group(runs[label], lambda layer: GROUPS.get(layer["type"], "other"))
         convs = [(lay["name"], lay["exec"]) for lay in runs[label][0]["layers"] if lay["type"] == "Convolution"]
-        rows.append({"label": label, "budget": budget, "graph": graph, "precision": precision, "ir": f"{ARTIFACTS}/{rel}",
-                     "macs": macs_of(base / rel), "median_ms": statistics.median(r["median_ms"] for r in runs[label]),
-                     "counters_total_ms": sum(groups.values()), "groups_ms": groups,
-                     "conv_kernels": sorted({e for _, e in convs}), "layers_executed": len(runs[label][0]["layers"])})
+        rows.append(
+            {
+                "label": label,
+                "budget": budget,
+                "graph": graph,
+                "precision": precision,
+                "ir": f"{ARTIFACTS}/{rel}",
+                "macs": macs_of(base / rel),
+                "median_ms": statistics.median(r["median_ms"] for r in runs[label]),
+                "counters_total_ms": sum(groups.values()),
+                "groups_ms": groups,
+                "conv_kernels": sorted({e for _, e in convs}),
+                "layers_executed": len(runs[label][0]["layers"]),
+            }
+        )
     by = {r["label"]: r for r in rows}
     for r in rows:
         dense = by["dense " + r["precision"]]
@@ -99,24 +119,41 @@ def main() -> None:
         r["conv_over_flops"] = r["conv_ratio"] / r["flops_ratio"] if r["flops_ratio"] else None
     m = machine_info()
     command = "python benchmarks/bench_cpu/int8_profile.py"
-    write_json(Path(args.out) / "int8-profile.json", {"machine": m, "threads": args.threads, "rounds": args.rounds,
-                                                       "loadavg": loads, "rows": rows, "command": command})
+    write_json(
+        Path(args.out) / "int8-profile.json",
+        {
+            "machine": m,
+            "threads": args.threads,
+            "rounds": args.rounds,
+            "loadavg": loads,
+            "rows": rows,
+            "command": command,
+        },
+    )
     names = ["convolution", "reorder", "fused eltwise / (de)quantize", "pooling / head", "other"]
-    lines = [f"OpenVINO {m['packages'].get('openvino')} per-layer counters (benchmark_app -report_type average_counters), "
-             f"{args.threads} thread, batch 1, x0.25 IRs of `precisions.py --set x0.25`; medians over {args.rounds} "
-             f"interleaved rounds of {args.seconds} s; load average {' -> '.join(f'{x:.2f}' for x in loads)}.", "",
-             f"Re-run: `{command}`", "",
-             "| IR | median ms | FLOPs / dense | latency / dense | latency / FLOPs | conv ms | conv / dense conv | conv time / FLOPs | "
-             + " | ".join(f"{n} ms" for n in names[1:]) + " | conv kernel |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|" + "---:|" * (len(names) - 1) + "---|"]
+    lines = [
+        f"OpenVINO {m['packages'].get('openvino')} per-layer counters (benchmark_app -report_type average_counters), "
+        f"{args.threads} thread, batch 1, x0.25 IRs of `precisions.py --set x0.25`; medians over {args.rounds} "
+        f"interleaved rounds of {args.seconds} s; load average {' -> '.join(f'{x:.2f}' for x in loads)}.",
+        "",
+        f"Re-run: `{command}`",
+        "",
+        "| IR | median ms | FLOPs / dense | latency / dense | latency / FLOPs | conv ms | conv / dense conv | conv time / FLOPs | "
+        + " | ".join(f"{n} ms" for n in names[1:])
+        + " | conv kernel |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|" + "---:|" * (len(names) - 1) + "---|",
+    ]
     for r in rows:
         g = r["groups_ms"]
         fr = f"{r['flops_ratio']:.3f}" if r["flops_ratio"] else "-"
         lf = f"{r['latency_over_flops']:.2f}" if r["latency_over_flops"] else "-"
         cf = f"{r['conv_over_flops']:.2f}" if r["conv_over_flops"] else "-"
-        lines.append(f"| {r['label']} | {r['median_ms']:.3f} | {fr} | {r['latency_ratio']:.2f} | {lf} | "
-                     f"{g.get('convolution', 0.0):.3f} | {r['conv_ratio']:.2f} | {cf} | "
-                     + " | ".join(f"{g.get(n, 0.0):.3f}" for n in names[1:]) + f" | {', '.join(r['conv_kernels'])} |")
+        lines.append(
+            f"| {r['label']} | {r['median_ms']:.3f} | {fr} | {r['latency_ratio']:.2f} | {lf} | "
+            f"{g.get('convolution', 0.0):.3f} | {r['conv_ratio']:.2f} | {cf} | "
+            + " | ".join(f"{g.get(n, 0.0):.3f}" for n in names[1:])
+            + f" | {', '.join(r['conv_kernels'])} |"
+        )
     write_text(Path(args.out) / "int8-profile.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
 

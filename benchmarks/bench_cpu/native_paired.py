@@ -38,7 +38,7 @@ def quarter_medians(values: list[float]) -> list[float]:
     (a shared VM's cores can run slower for tens of seconds, both graphs at once, and the ratio with them) show
     as quarters that disagree."""
     k = len(values)
-    return [statistics.median(values[i * k // 4:(i + 1) * k // 4]) for i in range(4)]
+    return [statistics.median(values[i * k // 4 : (i + 1) * k // 4]) for i in range(4)]
 
 
 def main() -> int:
@@ -50,7 +50,9 @@ def main() -> int:
     from gatekit.sysinfo import machine_info
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--set", dest="name", default="full32", help="x0.25, full32 or full96 (after native_dynamic.py --set NAME)")
+    ap.add_argument(
+        "--set", dest="name", default="full32", help="x0.25, full32 or full96 (after native_dynamic.py --set NAME)"
+    )
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--cycles", type=int, default=150)
     ap.add_argument("--burst", type=int, default=12, help="calls per graph per cycle (the first 2 are not counted)")
@@ -78,11 +80,13 @@ def main() -> int:
         for rt in ("ort", "openvino"):
             native, static = artifact(budget, "dynamic", rt), artifact(budget, "static", rt)
             x, _ = load_inputs(native.manifest, IMAGES)
-            images = [x[k:k + 1] for k in range(min(IMAGES, len(x)))]
+            images = [x[k : k + 1] for k in range(min(IMAGES, len(x)))]
             for t in threads:
-                sessions = {"native": load_artifact(native, rt, ops="native", threads=t),
-                            "static at mean widths": load_session(mean["onnx"], rt, threads=t),
-                            "static": load_artifact(static, rt, threads=t)}
+                sessions = {
+                    "native": load_artifact(native, rt, ops="native", threads=t),
+                    "static at mean widths": load_session(mean["onnx"], rt, threads=t),
+                    "static": load_artifact(static, rt, threads=t),
+                }
                 ran = sessions["native"].info.ops
                 runners = {k: [s.runner(img) for img in images] for k, s in sessions.items()}
                 times = {k: [] for k in sessions}
@@ -102,33 +106,58 @@ def main() -> int:
                     s.close()
                 nat = times["native"]
                 over_static = [a / b for a, b in zip(nat, times["static"])]
-                row = {"budget": budget, "runtime": rt, "threads": t, "native_ran": ran, "cycles": args.cycles,
-                       "mean_widths": mean["widths"], "mean_widths_macs_ratio": mean["macs_ratio"],
-                       **{f"{k.replace(' ', '_')}_p50_ms": statistics.median(v) * 1e3 for k, v in times.items()},
-                       "native_over_mean_widths": statistics.median(a / b for a, b in zip(nat, times["static at mean widths"])),
-                       "native_over_static": statistics.median(over_static),
-                       "native_over_static_by_quarter": quarter_medians(over_static),
-                       "static_p50_ms_by_quarter": [q * 1e3 for q in quarter_medians(times["static"])]}
+                row = {
+                    "budget": budget,
+                    "runtime": rt,
+                    "threads": t,
+                    "native_ran": ran,
+                    "cycles": args.cycles,
+                    "mean_widths": mean["widths"],
+                    "mean_widths_macs_ratio": mean["macs_ratio"],
+                    **{f"{k.replace(' ', '_')}_p50_ms": statistics.median(v) * 1e3 for k, v in times.items()},
+                    "native_over_mean_widths": statistics.median(
+                        a / b for a, b in zip(nat, times["static at mean widths"])
+                    ),
+                    "native_over_static": statistics.median(over_static),
+                    "native_over_static_by_quarter": quarter_medians(over_static),
+                    "static_p50_ms_by_quarter": [q * 1e3 for q in quarter_medians(times["static"])],
+                }
                 rows.append(row)
-                print(f"t_d {budget} {rt} {t}T: native {row['native_p50_ms']:.3f} ms, at mean widths "
-                      f"{row['static_at_mean_widths_p50_ms']:.3f}, static {row['static_p50_ms']:.3f}; native / mean widths "
-                      f"{row['native_over_mean_widths']:.2f}, native / static {row['native_over_static']:.2f}", flush=True)
+                print(
+                    f"t_d {budget} {rt} {t}T: native {row['native_p50_ms']:.3f} ms, at mean widths "
+                    f"{row['static_at_mean_widths_p50_ms']:.3f}, static {row['static_p50_ms']:.3f}; native / mean widths "
+                    f"{row['native_over_mean_widths']:.2f}, native / static {row['native_over_static']:.2f}",
+                    flush=True,
+                )
     load_end = os.getloadavg()
-    command = (f"python benchmarks/bench_cpu/native_paired.py --set {args.name} --threads {args.threads} "
-               f"--cycles {args.cycles} --burst {args.burst}")
-    result = {"set": args.name, "machine": machine_info(), "command": command, "loadavg_start": load_start,
-              "loadavg_end": load_end, "rows": rows}
-    lines = [f"Set {args.name}: {result['machine'].get('cpu', '')}; the three graphs alternated in bursts of {args.burst} calls, "
-             f"{args.cycles} cycles per row (medians over cycles of each burst's median without its first 2 calls; ratios are "
-             f"medians of per-cycle ratios); load {load_start[0]:.2f} -> {load_end[0]:.2f}.",
-             f"Re-run: `{command}`", "",
-             "| t_d | runtime | threads | native ms | static at mean widths ms | static ms | native / mean widths | native / static | by quarter | static ms by quarter | ran |",
-             "|---:|---|---:|---:|---:|---:|---:|---:|---|---|---|"]
+    command = (
+        f"python benchmarks/bench_cpu/native_paired.py --set {args.name} --threads {args.threads} "
+        f"--cycles {args.cycles} --burst {args.burst}"
+    )
+    result = {
+        "set": args.name,
+        "machine": machine_info(),
+        "command": command,
+        "loadavg_start": load_start,
+        "loadavg_end": load_end,
+        "rows": rows,
+    }
+    lines = [
+        f"Set {args.name}: {result['machine'].get('cpu', '')}; the three graphs alternated in bursts of {args.burst} calls, "
+        f"{args.cycles} cycles per row (medians over cycles of each burst's median without its first 2 calls; ratios are "
+        f"medians of per-cycle ratios); load {load_start[0]:.2f} -> {load_end[0]:.2f}.",
+        f"Re-run: `{command}`",
+        "",
+        "| t_d | runtime | threads | native ms | static at mean widths ms | static ms | native / mean widths | native / static | by quarter | static ms by quarter | ran |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---|---|---|",
+    ]
     for r in rows:
-        lines.append(f"| {r['budget']} | {r['runtime']} | {r['threads']} | {r['native_p50_ms']:.3f} | "
-                     f"{r['static_at_mean_widths_p50_ms']:.3f} | {r['static_p50_ms']:.3f} | {r['native_over_mean_widths']:.2f} | "
-                     f"{r['native_over_static']:.2f} | {' '.join(f'{q:.2f}' for q in r['native_over_static_by_quarter'])} | "
-                     f"{' '.join(f'{q:.2f}' for q in r['static_p50_ms_by_quarter'])} | {r['native_ran']} |")
+        lines.append(
+            f"| {r['budget']} | {r['runtime']} | {r['threads']} | {r['native_p50_ms']:.3f} | "
+            f"{r['static_at_mean_widths_p50_ms']:.3f} | {r['static_p50_ms']:.3f} | {r['native_over_mean_widths']:.2f} | "
+            f"{r['native_over_static']:.2f} | {' '.join(f'{q:.2f}' for q in r['native_over_static_by_quarter'])} | "
+            f"{' '.join(f'{q:.2f}' for q in r['static_p50_ms_by_quarter'])} | {r['native_ran']} |"
+        )
     out = Path(args.out)
     write_json(out / f"native-paired-{args.name}.json", result)
     write_text(out / f"native-paired-{args.name}.md", "\n".join(lines) + "\n")

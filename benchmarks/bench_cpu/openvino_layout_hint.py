@@ -36,10 +36,9 @@ HEAD_TYPES = ("Convolution", "Reorder", "MaxPool")  # the stem, its reorders, an
 
 
 def main() -> int:
-    from interleaved import last_run_items
-
     import numpy as np
     import openvino as ov
+    from interleaved import last_run_items
 
     from gatekit import native_ops
     from gatekit.artifacts import load_inputs, open_artifact
@@ -49,7 +48,9 @@ def main() -> int:
     from gatekit.sysinfo import machine_info
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--set", dest="name", default="full32", help="x0.25, full32 or full96 (after native_dynamic.py --set NAME)")
+    ap.add_argument(
+        "--set", dest="name", default="full32", help="x0.25, full32 or full96 (after native_dynamic.py --set NAME)"
+    )
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--cycles", type=int, default=200)
     ap.add_argument("--burst", type=int, default=4)
@@ -59,8 +60,13 @@ def main() -> int:
     lib = native_ops.library_for("openvino")
     if lib is None:
         sys.exit("the OpenVINO extension is not built: run `gatekit ops build`")
-    irs = sorted({(it["budget"], it["manifest"]) for it in items
-                  if it["kind"] == "artifact" and it["graph"] == "dynamic" and it["format"] == "openvino"})
+    irs = sorted(
+        {
+            (it["budget"], it["manifest"])
+            for it in items
+            if it["kind"] == "artifact" and it["graph"] == "dynamic" and it["format"] == "openvino"
+        }
+    )
     threads = [int(t) for t in args.threads.split(",")]
     core = ov.Core()
     core.add_extension(str(lib))
@@ -71,12 +77,15 @@ def main() -> int:
             art = open_artifact(manifest_path)
             xml = art.file
             images, _ = load_inputs(art.manifest, IMAGES)
-            inputs = [ov.Tensor(np.ascontiguousarray(images[i:i + 1])) for i in range(len(images))]
+            inputs = [ov.Tensor(np.ascontiguousarray(images[i : i + 1])) for i in range(len(images))]
             # without: the IR with the attribute taken out; with: the attribute set as export sets it
             plain = Path(tmp) / f"td{budget}-without.xml"
             plain.write_text(re.sub(r' PrimitivesPriority="[^"]*"', "", xml.read_text()))
             os.symlink(xml.with_suffix(".bin").resolve(), plain.with_suffix(".bin"))
-            models = {"without": core.read_model(str(plain)), "with": with_blocked_feeders(core, core.read_model(str(plain)))}
+            models = {
+                "without": core.read_model(str(plain)),
+                "with": with_blocked_feeders(core, core.read_model(str(plain))),
+            }
             for t in threads:
                 reqs, head = {}, {}
                 for label, model in models.items():
@@ -89,7 +98,7 @@ def main() -> int:
                     sys.exit(f"t_d {budget}: the two compiled models disagree by {max_diff:.2g}")
                 times = {k: [] for k in reqs}
                 for c in range(args.cycles):
-                    for label in (("without", "with") if c % 2 == 0 else ("with", "without")):
+                    for label in ("without", "with") if c % 2 == 0 else ("with", "without"):
                         burst = []
                         for i in range(args.burst):
                             x = inputs[(c * args.burst + i) % len(inputs)]
@@ -98,28 +107,55 @@ def main() -> int:
                             burst.append(time.perf_counter() - t0)
                         times[label].append(statistics.median(burst) * 1e3)
                 ratios = [b / a for a, b in zip(times["without"], times["with"])]
-                rows.append({"budget": budget, "threads": t, "without_ms": statistics.median(times["without"]),
-                             "with_ms": statistics.median(times["with"]), "with_over_without": statistics.median(ratios),
-                             "ratio_q25": float(np.quantile(ratios, 0.25)), "ratio_q75": float(np.quantile(ratios, 0.75)),
-                             "head_layers": head, "max_abs_diff": max_diff})
+                rows.append(
+                    {
+                        "budget": budget,
+                        "threads": t,
+                        "without_ms": statistics.median(times["without"]),
+                        "with_ms": statistics.median(times["with"]),
+                        "with_over_without": statistics.median(ratios),
+                        "ratio_q25": float(np.quantile(ratios, 0.25)),
+                        "ratio_q75": float(np.quantile(ratios, 0.75)),
+                        "head_layers": head,
+                        "max_abs_diff": max_diff,
+                    }
+                )
                 loads.append(os.getloadavg()[0])
                 print(f"t_d {budget} {t}T: with / without {rows[-1]['with_over_without']:.3f}", flush=True)
     m = machine_info()
     command = f"python benchmarks/bench_cpu/openvino_layout_hint.py --set {args.name}"
     stem = f"openvino-layout-hint-{args.name}"
-    write_json(Path(args.out) / f"{stem}.json", {"machine": m, "set": args.name, "cycles": args.cycles, "burst": args.burst,
-                                                 "loadavg": loads, "rows": rows, "command": command})
-    lines = [(f"OpenVINO {m['packages'].get('openvino')}, set {args.name}, native dynamic IR with and without the "
-              f"PrimitivesPriority request on the convolutions feeding an op, one process, alternated: {args.cycles} cycles "
-              f"x bursts of {args.burst} calls, f32, batch 1; load average {' -> '.join(f'{x:.2f}' for x in loads)}."), "",
-             f"Re-run: `{command}`", "",
-             "| t_d | threads | without ms | with ms | with / without (q25-q75) | stem, reorders, pool: without -> with (ms, counters) |",
-             "|---:|---:|---:|---:|---:|---|"]
+    write_json(
+        Path(args.out) / f"{stem}.json",
+        {
+            "machine": m,
+            "set": args.name,
+            "cycles": args.cycles,
+            "burst": args.burst,
+            "loadavg": loads,
+            "rows": rows,
+            "command": command,
+        },
+    )
+    lines = [
+        (
+            f"OpenVINO {m['packages'].get('openvino')}, set {args.name}, native dynamic IR with and without the "
+            f"PrimitivesPriority request on the convolutions feeding an op, one process, alternated: {args.cycles} cycles "
+            f"x bursts of {args.burst} calls, f32, batch 1; load average {' -> '.join(f'{x:.2f}' for x in loads)}."
+        ),
+        "",
+        f"Re-run: `{command}`",
+        "",
+        "| t_d | threads | without ms | with ms | with / without (q25-q75) | stem, reorders, pool: without -> with (ms, counters) |",
+        "|---:|---:|---:|---:|---:|---|",
+    ]
     for r in rows:
         h = r["head_layers"]
-        lines.append(f"| {r['budget']} | {r['threads']} | {r['without_ms']:.3f} | {r['with_ms']:.3f} | "
-                     f"**{r['with_over_without']:.3f}** ({r['ratio_q25']:.3f}-{r['ratio_q75']:.3f}) | "
-                     f"{_head_text(h['without'])} -> {_head_text(h['with'])} |")
+        lines.append(
+            f"| {r['budget']} | {r['threads']} | {r['without_ms']:.3f} | {r['with_ms']:.3f} | "
+            f"**{r['with_over_without']:.3f}** ({r['ratio_q25']:.3f}-{r['ratio_q75']:.3f}) | "
+            f"{_head_text(h['without'])} -> {_head_text(h['with'])} |"
+        )
     write_text(Path(args.out) / f"{stem}.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

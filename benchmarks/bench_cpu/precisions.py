@@ -36,12 +36,33 @@ def export_phase(name: str, train: bool, art_dir: Path, knn_train: int, knn_test
             continue
         graphs = ["static", "hybrid"] + (["dense"] if b == 0.3 or len(budgets) == 1 else [])
         for fmt, precisions in PRECISIONS.items():
-            manifests, _ = export_all(ckpt, art_dir / f"td{b}", graphs=graphs, formats=[fmt], precisions=precisions,
-                                      strict=True, knn_check=False, knn_train=knn_train, knn_test=knn_test, progress=False)
-            items += [{"kind": "artifact", "budget": b, "graph": m["graph"], "manifest": m["manifest_path"],
-                       "format": m["format"], "precision": m["precision"],
-                       "check": {k: m["verification"].get(k) for k in ("cosine_to_fp32", "knn_delta_points", "knn20", "knn20_fp32")}}
-                      for m in manifests]
+            manifests, _ = export_all(
+                ckpt,
+                art_dir / f"td{b}",
+                graphs=graphs,
+                formats=[fmt],
+                precisions=precisions,
+                strict=True,
+                knn_check=False,
+                knn_train=knn_train,
+                knn_test=knn_test,
+                progress=False,
+            )
+            items += [
+                {
+                    "kind": "artifact",
+                    "budget": b,
+                    "graph": m["graph"],
+                    "manifest": m["manifest_path"],
+                    "format": m["format"],
+                    "precision": m["precision"],
+                    "check": {
+                        k: m["verification"].get(k)
+                        for k in ("cosine_to_fp32", "knn_delta_points", "knn20", "knn20_fp32")
+                    },
+                }
+                for m in manifests
+            ]
     return items
 
 
@@ -53,29 +74,59 @@ def summarise(result: dict, items: list[dict]) -> tuple[dict, str]:
     for r in rows:
         by_key[(r["budget"], r["graph"], r["runtime"], r["threads"], r["precision"])] = r
     for r in rows:
-        dense32 = next((d for k, d in by_key.items() if k[1] == "dense" and k[2] == r["runtime"] and k[3] == r["threads"]
-                        and k[4] == "fp32"), None)
-        dense_same = next((d for k, d in by_key.items() if k[1] == "dense" and k[2] == r["runtime"] and k[3] == r["threads"]
-                           and k[4] == r["precision"]), None)
+        dense32 = next(
+            (
+                d
+                for k, d in by_key.items()
+                if k[1] == "dense" and k[2] == r["runtime"] and k[3] == r["threads"] and k[4] == "fp32"
+            ),
+            None,
+        )
+        dense_same = next(
+            (
+                d
+                for k, d in by_key.items()
+                if k[1] == "dense" and k[2] == r["runtime"] and k[3] == r["threads"] and k[4] == r["precision"]
+            ),
+            None,
+        )
         item = checks.get(r["manifest"], {})
         check = item.get("check") or {}
-        row = dict(r, over_fp32_dense=r["p50_ms"] / dense32["p50_ms"] if dense32 else None,
-                   over_same_precision_dense=r["p50_ms"] / dense_same["p50_ms"] if dense_same else None,
-                   cosine=(check.get("cosine_to_fp32") or {}).get("mean"), knn_delta_points=check.get("knn_delta_points"))
+        row = dict(
+            r,
+            over_fp32_dense=r["p50_ms"] / dense32["p50_ms"] if dense32 else None,
+            over_same_precision_dense=r["p50_ms"] / dense_same["p50_ms"] if dense_same else None,
+            cosine=(check.get("cosine_to_fp32") or {}).get("mean"),
+            knn_delta_points=check.get("knn_delta_points"),
+        )
         if r["graph"] == "static" and row["over_same_precision_dense"]:
             row["latency_over_flops"] = row["over_same_precision_dense"] / r["flops_ratio"]
         table.append(row)
-    table.sort(key=lambda x: (x["runtime"], x["threads"], x["budget"] if x["graph"] != "dense" else 0, x["graph"], x["precision"]))
-    lines = ["| runtime | threads | t_d | graph | precision | FLOPs ratio | p50 / p90 ms | x fp32 dense | x same-precision dense "
-             "| static latency / FLOPs | cosine to fp32 | k-NN vs fp32 (points) |",
-             "|---|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    table.sort(
+        key=lambda x: (
+            x["runtime"],
+            x["threads"],
+            x["budget"] if x["graph"] != "dense" else 0,
+            x["graph"],
+            x["precision"],
+        )
+    )
+    lines = [
+        "| runtime | threads | t_d | graph | precision | FLOPs ratio | p50 / p90 ms | x fp32 dense | x same-precision dense "
+        "| static latency / FLOPs | cosine to fp32 | k-NN vs fp32 (points) |",
+        "|---|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for x in table:
+
         def f(v, fmt):
             return format(v, fmt) if v is not None else "-"
-        lines.append(f"| {x['runtime']} | {x['threads']} | {x['budget'] if x['graph'] != 'dense' else '-'} | {x['graph']} | "
-                     f"{x['precision']} | {x['flops_ratio']:.3f} | {x['p50_ms']:.3f} / {x['p90_ms']:.3f} | "
-                     f"{f(x['over_fp32_dense'], '.2f')} | {f(x['over_same_precision_dense'], '.2f')} | "
-                     f"{f(x.get('latency_over_flops'), '.2f')} | {f(x['cosine'], '.4f')} | {f(x['knn_delta_points'], '+.2f')} |")
+
+        lines.append(
+            f"| {x['runtime']} | {x['threads']} | {x['budget'] if x['graph'] != 'dense' else '-'} | {x['graph']} | "
+            f"{x['precision']} | {x['flops_ratio']:.3f} | {x['p50_ms']:.3f} / {x['p90_ms']:.3f} | "
+            f"{f(x['over_fp32_dense'], '.2f')} | {f(x['over_same_precision_dense'], '.2f')} | "
+            f"{f(x.get('latency_over_flops'), '.2f')} | {f(x['cosine'], '.4f')} | {f(x['knn_delta_points'], '+.2f')} |"
+        )
     return {"table": table}, "\n".join(lines)
 
 
@@ -84,19 +135,28 @@ def main() -> None:
     add_arguments(ap)
     ap.add_argument("--knn-train", type=int, default=10000)
     ap.add_argument("--knn-test", type=int, default=10000)
-    ap.add_argument("--budgets", default="0.1,0.3,0.5", help="t_d of the checkpoints to export (the dense graph comes from 0.3)")
+    ap.add_argument(
+        "--budgets", default="0.1,0.3,0.5", help="t_d of the checkpoints to export (the dense graph comes from 0.3)"
+    )
     args = ap.parse_args()
     threads = [int(t) for t in args.threads.split(",")]
     if args.bench_only:
         items = json.loads(Path(args.bench_only).read_text())
         result = bench_phase(items, threads, args.rounds, args.min_runs, args.min_seconds, args.seed)
         summary, md = summarise(result, items)
-        write_results(f"precisions-{args.name}", result, summary, md, args,
-                      f"python benchmarks/bench_cpu/precisions.py --set {args.name}")
+        write_results(
+            f"precisions-{args.name}",
+            result,
+            summary,
+            md,
+            args,
+            f"python benchmarks/bench_cpu/precisions.py --set {args.name}",
+        )
         return
     budgets = [float(b) for b in args.budgets.split(",")]
-    items = export_phase(args.name, args.train, ROOT / "runs" / "precisions" / args.name, args.knn_train, args.knn_test,
-                         budgets)
+    items = export_phase(
+        args.name, args.train, ROOT / "runs" / "precisions" / args.name, args.knn_train, args.knn_test, budgets
+    )
     sys.exit(run_fresh(__file__, args.name, items, args))
 
 

@@ -38,8 +38,11 @@ sys.path.insert(0, str(ROOT / "benchmarks" / "bench_cpu"))
 sys.path.insert(0, str(ROOT))
 
 CKPT = ROOT / "benchmarks" / "train_cifar10" / "checkpoints"
-GATEKIT = {0.1: CKPT / "vicreg-dual-td0.1.safetensors", 0.3: CKPT / "vicreg-dual.safetensors",
-           0.5: CKPT / "vicreg-dual-td0.5.safetensors"}
+GATEKIT = {
+    0.1: CKPT / "vicreg-dual-td0.1.safetensors",
+    0.3: CKPT / "vicreg-dual.safetensors",
+    0.5: CKPT / "vicreg-dual-td0.5.safetensors",
+}
 GATE_GROUP_16 = CKPT / "vicreg-dual-g16.safetensors"  # t_d 0.3, one gate decision per 16 channels
 DENSE = CKPT / "vicreg.safetensors"
 # More training runs of the headline encoders, the same recipe with other --seed values: SEEDS/{name}-s{seed}.safetensors
@@ -47,12 +50,29 @@ DENSE = CKPT / "vicreg.safetensors"
 # the runs of one family and label and states their spread.
 SEEDS = CKPT / "seeds"
 RATIOS = (0.25, 0.4, 0.5, 0.65, 0.75, 0.9)
-MIN_USAGE = (0.005, 0.02, 0.05, 0.1)  # the t_d 0.3 static curve: channels on for fewer of the calibration images are dropped
+MIN_USAGE = (
+    0.005,
+    0.02,
+    0.05,
+    0.1,
+)  # the t_d 0.3 static curve: channels on for fewer of the calibration images are dropped
 THIN = ROOT / "runs" / "thin"
 RUNS = ROOT / "runs" / "compare"
 FINE_TUNE_IMAGES = 25_000 // 256 * 256  # one epoch over the first 25,000 training images
-FINE_TUNE = ["--recipe", "cpu-small", "--method", "vicreg", "--epochs", "1", "--limit", "25000", "--warmup-epochs", "0.1",
-             "--lr", "0.1"]
+FINE_TUNE = [
+    "--recipe",
+    "cpu-small",
+    "--method",
+    "vicreg",
+    "--epochs",
+    "1",
+    "--limit",
+    "25000",
+    "--warmup-epochs",
+    "0.1",
+    "--lr",
+    "0.1",
+]
 
 
 def gatekit_cli(*args: str) -> None:
@@ -67,8 +87,9 @@ def prune_phase(threads: int) -> dict:
         costs[f"r{r}"] = prune_and_fine_tune(DENSE, RUNS / "tp" / f"r{r}", RUNS / "tp-ft" / f"r{r}", r, threads)
     for dense in sorted(SEEDS.glob("vicreg-x0.25-s*.safetensors")):
         for r in RATIOS:
-            prune_and_fine_tune(dense, RUNS / f"tp-{dense.stem}" / f"r{r}", RUNS / f"tp-ft-{dense.stem}" / f"r{r}", r,
-                                threads)
+            prune_and_fine_tune(
+                dense, RUNS / f"tp-{dense.stem}" / f"r{r}", RUNS / f"tp-ft-{dense.stem}" / f"r{r}", r, threads
+            )
     return costs
 
 
@@ -77,14 +98,29 @@ def prune_and_fine_tune(dense: Path, out: Path, ft: Path, ratio: float, threads:
         gatekit_cli("prune", str(dense), "--ratio", str(ratio), "--out", str(out), "--json", str(out / "prune.json"))
     if not (ft / "model.safetensors").is_file():
         t0 = time.time()
-        gatekit_cli("train", "--init", str(out / "model.safetensors"), *FINE_TUNE, "--threads", str(threads), "--quiet",
-                    "--out", str(ft), "--json", str(ft / "summary.json"))
+        gatekit_cli(
+            "train",
+            "--init",
+            str(out / "model.safetensors"),
+            *FINE_TUNE,
+            "--threads",
+            str(threads),
+            "--quiet",
+            "--out",
+            str(ft),
+            "--json",
+            str(ft / "summary.json"),
+        )
         (ft / "wall_seconds.txt").write_text(f"{time.time() - t0:.1f}\n")
     summary = json.loads((ft / "summary.json").read_text()) if (ft / "summary.json").is_file() else {}
-    return {"fine_tune": " ".join(FINE_TUNE), "images_seen": FINE_TUNE_IMAGES,
-            "measured_seconds": summary.get("seconds"), "measured_images_per_s": summary.get("images_per_s"),
-            "note": "measured while other jobs shared the 2 cores: see training_cost() for the cost at the "
-                    "recorded uncontended throughput"}
+    return {
+        "fine_tune": " ".join(FINE_TUNE),
+        "images_seen": FINE_TUNE_IMAGES,
+        "measured_seconds": summary.get("seconds"),
+        "measured_images_per_s": summary.get("images_per_s"),
+        "note": "measured while other jobs shared the 2 cores: see training_cost() for the cost at the "
+        "recorded uncontended throughput",
+    }
 
 
 def thin_run_times() -> dict:
@@ -99,9 +135,12 @@ def thin_run_times() -> dict:
         if not epochs:
             continue
         rates = sorted(e["images_per_s"] for e in epochs)
-        out[run.name.split("-x")[-1]] = {"epochs": len(epochs), "wall_minutes": round(sum(e["seconds"] for e in epochs) / 60, 1),
-                                         "images_per_s_median": round(statistics.median(rates), 1),
-                                         "images_per_s_max": round(rates[-1], 1)}
+        out[run.name.split("-x")[-1]] = {
+            "epochs": len(epochs),
+            "wall_minutes": round(sum(e["seconds"] for e in epochs) / 60, 1),
+            "images_per_s_median": round(statistics.median(rates), 1),
+            "images_per_s_max": round(rates[-1], 1),
+        }
     return out
 
 
@@ -115,22 +154,37 @@ def training_cost() -> dict:
         return round(images / rate[method]["median"] / 3600, 2)
 
     return {
-        "gatekit": {"runs": "one vicreg-dual run per budget, each giving a dense and a gated encoder",
-                    "images_per_budget": run, "cpu_h_per_budget": hours(run, "vicreg-dual")},
-        "torch-pruning": {"runs": "one dense vicreg run for every ratio, then a prune (seconds)", "images": run,
-                          "cpu_h": hours(run, "vicreg")},
-        "torch-pruning + fine-tune": {"runs": "the dense run, plus a fine-tune per ratio", "images_per_ratio": FINE_TUNE_IMAGES,
-                                      "cpu_h_per_ratio": hours(FINE_TUNE_IMAGES, "vicreg")},
-        "dense": {"runs": "one vicreg run per width (x0.25 throughput; thinner runs are somewhat faster)",
-                  "images_per_width": run, "cpu_h_per_width": hours(run, "vicreg"),
-                  "measured_thin_runs": thin_run_times()},
+        "gatekit": {
+            "runs": "one vicreg-dual run per budget, each giving a dense and a gated encoder",
+            "images_per_budget": run,
+            "cpu_h_per_budget": hours(run, "vicreg-dual"),
+        },
+        "torch-pruning": {
+            "runs": "one dense vicreg run for every ratio, then a prune (seconds)",
+            "images": run,
+            "cpu_h": hours(run, "vicreg"),
+        },
+        "torch-pruning + fine-tune": {
+            "runs": "the dense run, plus a fine-tune per ratio",
+            "images_per_ratio": FINE_TUNE_IMAGES,
+            "cpu_h_per_ratio": hours(FINE_TUNE_IMAGES, "vicreg"),
+        },
+        "dense": {
+            "runs": "one vicreg run per width (x0.25 throughput; thinner runs are somewhat faster)",
+            "images_per_width": run,
+            "cpu_h_per_width": hours(run, "vicreg"),
+            "measured_thin_runs": thin_run_times(),
+        },
         "throughput": {k: v["median"] for k, v in rate.items()},
     }
 
 
 def thin_checkpoints() -> dict[str, Path]:
-    return {p.name.split("-x")[-1]: p / "model.safetensors" for p in sorted(THIN.glob("vicreg-x*"))
-            if (p / "model.safetensors").is_file() and _finished(p)}
+    return {
+        p.name.split("-x")[-1]: p / "model.safetensors"
+        for p in sorted(THIN.glob("vicreg-x*"))
+        if (p / "model.safetensors").is_file() and _finished(p)
+    }
 
 
 def _finished(run: Path) -> bool:
@@ -152,19 +206,39 @@ def export_phase() -> list[dict]:
     for b, ckpt in GATEKIT.items():
         jobs.append((ckpt, art / f"gatekit-td{b}", ["static", "hybrid", "dynamic"], ["onnx", "openvino"], ["fp32"], {}))
         jobs.append((ckpt, art / f"gatekit-td{b}-int8", ["static"], ["onnx", "openvino"], ["int8"], {}))
-    jobs.append((GATE_GROUP_16, art / "gatekit-td0.3-g16", ["static", "hybrid", "dynamic"], ["onnx", "openvino"], ["fp32"], {}))
+    jobs.append(
+        (GATE_GROUP_16, art / "gatekit-td0.3-g16", ["static", "hybrid", "dynamic"], ["onnx", "openvino"], ["fp32"], {})
+    )
     jobs.append((GATE_GROUP_16, art / "gatekit-td0.3-g16-int8", ["static"], ["onnx", "openvino"], ["int8"], {}))
     for mu in MIN_USAGE:
-        jobs.append((GATEKIT[0.3], art / f"gatekit-td0.3-mu{mu}", ["static"], ["onnx", "openvino"], ["fp32"], {"min_usage": mu}))
+        jobs.append(
+            (GATEKIT[0.3], art / f"gatekit-td0.3-mu{mu}", ["static"], ["onnx", "openvino"], ["fp32"], {"min_usage": mu})
+        )
     dense = {"0.25": DENSE, **thin_checkpoints()}
     for w, ckpt in dense.items():
         jobs.append((ckpt, art / f"dense-x{w}", ["dense"], ["onnx", "openvino"], ["fp32", "int8"], {}))
     for r in RATIOS:
         for fam in ("tp", "tp-ft"):
-            jobs.append((RUNS / fam / f"r{r}" / "model.safetensors", art / f"{fam}-r{r}", ["dense"], ["onnx", "openvino"],
-                         ["fp32"], {}))
-        jobs.append((RUNS / "tp-ft" / f"r{r}" / "model.safetensors", art / f"tp-ft-r{r}-int8", ["dense"], ["onnx", "openvino"],
-                     ["int8"], {}))
+            jobs.append(
+                (
+                    RUNS / fam / f"r{r}" / "model.safetensors",
+                    art / f"{fam}-r{r}",
+                    ["dense"],
+                    ["onnx", "openvino"],
+                    ["fp32"],
+                    {},
+                )
+            )
+        jobs.append(
+            (
+                RUNS / "tp-ft" / f"r{r}" / "model.safetensors",
+                art / f"tp-ft-r{r}-int8",
+                ["dense"],
+                ["onnx", "openvino"],
+                ["int8"],
+                {},
+            )
+        )
     jobs += seed_jobs(art)
     items = []
     for ckpt, out, graphs, formats, precisions, opts in jobs:
@@ -178,16 +252,26 @@ def export_phase() -> list[dict]:
                 for precision in precisions:
                     tail = "" if precision == "fp32" else f"-{precision}"
                     refused = json.loads((out / "refused.json").read_text()) if (out / "refused.json").is_file() else []
-                    if (all((out / manifest_name(g + tail, fmt)).is_file() for g in graphs)
-                            or {"format": fmt, "precision": precision} in [{k: r[k] for k in ("format", "precision")} for r in refused]):
+                    if all((out / manifest_name(g + tail, fmt)).is_file() for g in graphs) or {
+                        "format": fmt,
+                        "precision": precision,
+                    } in [{k: r[k] for k in ("format", "precision")} for r in refused]:
                         continue
                     export_int8_or_fp32(ckpt, out, graphs, fmt, precision, opts)
         for mpath in sorted(out.glob("*.json")):
             m = json.loads(mpath.read_text())
             if m.get("graph") not in graphs or (m.get("precision") or "fp32") not in precisions:
                 continue
-            items.append({"kind": "artifact", "manifest": str(mpath), "graph": m["graph"], "budget": m.get("budget"),
-                          "format": m["format"], "precision": m.get("precision") or "fp32"})
+            items.append(
+                {
+                    "kind": "artifact",
+                    "manifest": str(mpath),
+                    "graph": m["graph"],
+                    "budget": m.get("budget"),
+                    "format": m["format"],
+                    "precision": m.get("precision") or "fp32",
+                }
+            )
     return items
 
 
@@ -219,15 +303,26 @@ def export_int8_or_fp32(ckpt: Path, out: Path, graphs: list[str], fmt: str, prec
     tries = [dict(opts)] if precision != "int8" else [dict(opts), dict(opts, quant_exclude=("stem", "last"))]
     for i, o in enumerate(tries):
         try:
-            export_all(ckpt, out, graphs=graphs, formats=[fmt], precisions=[precision], strict=True, knn_check=False,
-                       progress=False, **o)
+            export_all(
+                ckpt,
+                out,
+                graphs=graphs,
+                formats=[fmt],
+                precisions=[precision],
+                strict=True,
+                knn_check=False,
+                progress=False,
+                **o,
+            )
             return
         except GatekitError as e:
             print(f"refused: {out.name} {fmt} {precision} {o}: {e}", flush=True)
             if i == len(tries) - 1:
                 refused = out / "refused.json"
                 old = json.loads(refused.read_text()) if refused.is_file() else []
-                refused.write_text(json.dumps(old + [{"format": fmt, "precision": precision, "error": str(e)}], indent=1))
+                refused.write_text(
+                    json.dumps(old + [{"format": fmt, "precision": precision, "error": str(e)}], indent=1)
+                )
 
 
 def accuracy_phase(items: list[dict], threads: int, out: Path) -> None:
@@ -244,8 +339,11 @@ def accuracy_phase(items: list[dict], threads: int, out: Path) -> None:
             continue
         rec = measure_accuracy(open_artifact(it["manifest"]), threads=threads)
         write_jsonl(out, [rec])
-        print(f"accuracy {Path(it['manifest']).parent.name}/{Path(it['manifest']).name}: k-NN {100 * rec['knn']['top1']:.2f}%"
-              f" linear {100 * rec['linear']['top1']:.2f}% ({rec['embed_seconds']} s)", flush=True)
+        print(
+            f"accuracy {Path(it['manifest']).parent.name}/{Path(it['manifest']).name}: k-NN {100 * rec['knn']['top1']:.2f}%"
+            f" linear {100 * rec['linear']['top1']:.2f}% ({rec['embed_seconds']} s)",
+            flush=True,
+        )
 
 
 def main() -> None:
@@ -265,13 +363,15 @@ def main() -> None:
         from gatekit.bench.run import write_jsonl
 
         items = json.loads(Path(args.bench_only).read_text())
-        result = bench_phase(items, [int(t) for t in args.threads.split(",")], args.rounds, args.min_runs,
-                             args.min_seconds, args.seed)
+        result = bench_phase(
+            items, [int(t) for t in args.threads.split(",")], args.rounds, args.min_runs, args.min_seconds, args.seed
+        )
         if (out / "bench.jsonl").exists():
             (out / "bench.jsonl").unlink()
         write_jsonl(out / "bench.jsonl", result["records"])
-        (RUNS / "bench-loads.json").write_text(json.dumps({"loads": result["loads"], "rounds": args.rounds,
-                                                            "protocol": result["protocol"]}, indent=1))
+        (RUNS / "bench-loads.json").write_text(
+            json.dumps({"loads": result["loads"], "rounds": args.rounds, "protocol": result["protocol"]}, indent=1)
+        )
         return
     if args.phase in ("all", "prune"):
         costs = {"fine_tunes": prune_phase(args.accuracy_threads), "training": training_cost()}
@@ -284,14 +384,40 @@ def main() -> None:
     if args.phase in ("all", "accuracy"):
         accuracy_phase(items, args.accuracy_threads, out / "accuracy.jsonl")
     if args.phase in ("all", "bench"):
-        cmd = [sys.executable, __file__, "--threads", args.threads, "--rounds", str(args.rounds), "--min-runs",
-               str(args.min_runs), "--min-seconds", str(args.min_seconds), "--seed", str(args.seed), "--out", str(out),
-               "--bench-only", str(items_path)]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--threads",
+            args.threads,
+            "--rounds",
+            str(args.rounds),
+            "--min-runs",
+            str(args.min_runs),
+            "--min-seconds",
+            str(args.min_seconds),
+            "--seed",
+            str(args.seed),
+            "--out",
+            str(out),
+            "--bench-only",
+            str(items_path),
+        ]
         subprocess.run(cmd, check=True)
     if args.phase in ("all", "bench", "compare"):
         for group, name in ((1, "compare"), (16, "compare-g16")):  # the paper's gates; the change measured beside them
-            gatekit_cli("compare", "--results", str(out / "bench.jsonl"), "--accuracy", str(out / "accuracy.jsonl"),
-                        "--gate-group", str(group), "--name", name, "--out", str(out))
+            gatekit_cli(
+                "compare",
+                "--results",
+                str(out / "bench.jsonl"),
+                "--accuracy",
+                str(out / "accuracy.jsonl"),
+                "--gate-group",
+                str(group),
+                "--name",
+                name,
+                "--out",
+                str(out),
+            )
 
 
 if __name__ == "__main__":

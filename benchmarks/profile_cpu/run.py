@@ -31,7 +31,6 @@ from gatekit.pick import predict as predictor  # noqa: E402
 from gatekit.sysinfo import machine_info  # noqa: E402
 
 
-
 def exported_static_check(lut: dict, size: int, runtime: str, threads: int) -> dict | None:
     path = ROOT / "benchmarks" / "bench_cpu" / f"cifar{size}-fullwidth.jsonl"
     if not path.is_file():
@@ -40,8 +39,12 @@ def exported_static_check(lut: dict, size: int, runtime: str, threads: int) -> d
     for line in path.read_text().splitlines():
         r = json.loads(line)
         m = r["manifest"]
-        if (m["graph"] in ("static", "dense") and runtime_name(r["runtime"]["name"]) == runtime and r["threads"] == threads
-                and m["model_config"]["input_size"] == size):
+        if (
+            m["graph"] in ("static", "dense")
+            and runtime_name(r["runtime"]["name"]) == runtime
+            and r["threads"] == threads
+            and m["model_config"]["input_size"] == size
+        ):
             widths = m["widths"] if m["graph"] == "static" else m["full_widths"]
             row = predictor.compare(lut, widths, r["stats"])
             row.update(graph=m["graph"], budget=m["budget"])
@@ -58,16 +61,27 @@ def dynamic_check(lut: dict, size: int, runtime: str, threads: int) -> list[dict
     out = []
     for line in path.read_text().splitlines():
         r = json.loads(line)
-        if r["manifest"]["graph"] != "dynamic" or runtime_name(r["runtime"]["name"]) != "ort" or r["threads"] != threads:
+        if (
+            r["manifest"]["graph"] != "dynamic"
+            or runtime_name(r["runtime"]["name"]) != "ort"
+            or r["threads"] != threads
+        ):
             continue
         manifest = json.loads(Path(r["artifact"]).with_suffix(".onnx.json").read_text())
         widths = manifest.get("per_input", {}).get("active_widths")
         if not widths:
             continue
         pred = predictor.predict_dynamic(lut, widths[: r["inputs"]["images"]])
-        out.append({"budget": r["manifest"]["budget"], "predicted_p50_ms": pred["p50_ms"], "predicted_p90_ms": pred["p90_ms"],
-                    "measured_p50_ms": r["stats"]["p50_ms"], "measured_p90_ms": r["stats"]["p90_ms"],
-                    "measured_over_predicted_p90": r["stats"]["p90_ms"] / pred["p90_ms"]})
+        out.append(
+            {
+                "budget": r["manifest"]["budget"],
+                "predicted_p50_ms": pred["p50_ms"],
+                "predicted_p90_ms": pred["p90_ms"],
+                "measured_p50_ms": r["stats"]["p50_ms"],
+                "measured_p90_ms": r["stats"]["p90_ms"],
+                "measured_over_predicted_p90": r["stats"]["p90_ms"] / pred["p90_ms"],
+            }
+        )
     return out
 
 
@@ -83,41 +97,87 @@ def main() -> None:
         for rt in args.runtimes.split(","):
             for t in map(int, args.threads.split(",")):
                 stem = HERE / f"lut-{rt}-{size}px-{t}t"
-                subprocess.run([sys.executable, "-m", "gatekit", "profile", "--runtime", rt, "--arch", "resnet18", "--input",
-                                str(size), "--threads", str(t), "--check", str(args.check), "--out", f"{stem}.json",
-                                "--plot", f"{stem}.png", "--quiet"], check=True)
+                subprocess.run(
+                    [
+                        sys.executable,
+                        "-m",
+                        "gatekit",
+                        "profile",
+                        "--runtime",
+                        rt,
+                        "--arch",
+                        "resnet18",
+                        "--input",
+                        str(size),
+                        "--threads",
+                        str(t),
+                        "--check",
+                        str(args.check),
+                        "--out",
+                        f"{stem}.json",
+                        "--plot",
+                        f"{stem}.png",
+                        "--quiet",
+                    ],
+                    check=True,
+                )
     summary = []  # every LUT recorded here, including those of earlier invocations
     for path in sorted(HERE.glob("lut-*.json"), key=lambda p: json.loads(p.read_text())["arch"]["input_size"]):
         lut = json.loads(path.read_text())
         rt = runtime_name(lut["runtime"]["name"])
         size, t, v = lut["arch"]["input_size"], lut["threads"], lut["validation"]
-        summary.append({"size": size, "runtime": rt, "threads": t, "seconds": lut["seconds"], "lut": path.name,
-                        "check_repeats": lut.get("check_repeats", 1), "created": lut["created"],
-                        "entries": sum(len(b["widths"]) for b in lut["blocks"]) + 2,
-                        **{k: v[k] for k in v if k != "configs"}, "exported_static": exported_static_check(lut, size, rt, t),
-                        "dynamic": dynamic_check(lut, size, rt, t)})
+        summary.append(
+            {
+                "size": size,
+                "runtime": rt,
+                "threads": t,
+                "seconds": lut["seconds"],
+                "lut": path.name,
+                "check_repeats": lut.get("check_repeats", 1),
+                "created": lut["created"],
+                "entries": sum(len(b["widths"]) for b in lut["blocks"]) + 2,
+                **{k: v[k] for k in v if k != "configs"},
+                "exported_static": exported_static_check(lut, size, rt, t),
+                "dynamic": dynamic_check(lut, size, rt, t),
+            }
+        )
     info = machine_info()
     write_json(HERE / "summary.json", {"machine": info, "rows": summary})
-    lines = [f"Machine: {info['cpu']}, {info['cores']} cores; onnxruntime {info['packages'].get('onnxruntime')}, "
-             f"OpenVINO {info['packages'].get('openvino')}; batch 1, fp32.", "",
-             "| input | runtime | threads | entries | minutes | check repeats | held-out within +-10% p50 | p90 | median abs err p50 | p90 | max abs err p90 | exported graphs within +-10% p50 / p90 (n) |",
-             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    lines = [
+        f"Machine: {info['cpu']}, {info['cores']} cores; onnxruntime {info['packages'].get('onnxruntime')}, "
+        f"OpenVINO {info['packages'].get('openvino')}; batch 1, fp32.",
+        "",
+        "| input | runtime | threads | entries | minutes | check repeats | held-out within +-10% p50 | p90 | median abs err p50 | p90 | max abs err p90 | exported graphs within +-10% p50 / p90 (n) |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
     for r in summary:
         e = r["exported_static"]
-        ex = f"{100 * e['within_tolerance_p50']:.0f}% / {100 * e['within_tolerance_p90']:.0f}% ({e['count']})" if e else "-"
-        lines.append(f"| {r['size']} | {r['runtime']} | {r['threads']} | {r['entries']} | {r['seconds'] / 60:.1f} | {r['check_repeats']} | "
-                     f"{100 * r['within_tolerance_p50']:.0f}% | {100 * r['within_tolerance_p90']:.0f}% | "
-                     f"{100 * r['median_abs_error_p50']:.1f}% | {100 * r['median_abs_error_p90']:.1f}% | "
-                     f"{100 * r['max_abs_error_p90']:.1f}% | {ex} |")
+        ex = (
+            f"{100 * e['within_tolerance_p50']:.0f}% / {100 * e['within_tolerance_p90']:.0f}% ({e['count']})"
+            if e
+            else "-"
+        )
+        lines.append(
+            f"| {r['size']} | {r['runtime']} | {r['threads']} | {r['entries']} | {r['seconds'] / 60:.1f} | {r['check_repeats']} | "
+            f"{100 * r['within_tolerance_p50']:.0f}% | {100 * r['within_tolerance_p90']:.0f}% | "
+            f"{100 * r['median_abs_error_p50']:.1f}% | {100 * r['median_abs_error_p90']:.1f}% | "
+            f"{100 * r['max_abs_error_p90']:.1f}% | {ex} |"
+        )
     dyn = [(r, d) for r in summary for d in r["dynamic"]]
     if dyn:
-        lines += ["", "Dynamic graphs (ORT): the LUT's prediction from per-input active widths against the measurement "
-                  "(the table prices convs at those widths, not NonZero/Gather/weight copies):", "",
-                  "| input | threads | t_d | predicted p50 / p90 ms | measured p50 / p90 ms | measured / predicted p90 |",
-                  "|---:|---:|---:|---|---|---:|"]
+        lines += [
+            "",
+            "Dynamic graphs (ORT): the LUT's prediction from per-input active widths against the measurement "
+            "(the table prices convs at those widths, not NonZero/Gather/weight copies):",
+            "",
+            "| input | threads | t_d | predicted p50 / p90 ms | measured p50 / p90 ms | measured / predicted p90 |",
+            "|---:|---:|---:|---|---|---:|",
+        ]
         for r, d in dyn:
-            lines.append(f"| {r['size']} | {r['threads']} | {d['budget']} | {d['predicted_p50_ms']:.3f} / {d['predicted_p90_ms']:.3f} | "
-                         f"{d['measured_p50_ms']:.3f} / {d['measured_p90_ms']:.3f} | {d['measured_over_predicted_p90']:.2f} |")
+            lines.append(
+                f"| {r['size']} | {r['threads']} | {d['budget']} | {d['predicted_p50_ms']:.3f} / {d['predicted_p90_ms']:.3f} | "
+                f"{d['measured_p50_ms']:.3f} / {d['measured_p90_ms']:.3f} | {d['measured_over_predicted_p90']:.2f} |"
+            )
     write_text(HERE / "summary.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -60,8 +60,13 @@ def main(runs_dir: str, throughput_path: str, out_dir: str, trained_on: str) -> 
         rows.append(row)
     result = {
         "suite": "train_cifar10 / cpu-small (ResNet-18 x0.25, t_d 0.3, real CIFAR-10)",
-        "trained_on": trained_on, "evaluated_on": machine_info(), "throughput": speed,
-        "random_init": {p: {k: v for k, v in r.items() if k in ("knn20_cosine", "knn1_euclidean", "linear")} for p, r in random.items()},
+        "trained_on": trained_on,
+        "evaluated_on": machine_info(),
+        "throughput": speed,
+        "random_init": {
+            p: {k: v for k, v in r.items() if k in ("knn20_cosine", "knn1_euclidean", "linear")}
+            for p, r in random.items()
+        },
         "rows": rows,
     }
     lines = [

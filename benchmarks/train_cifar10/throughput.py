@@ -35,8 +35,17 @@ def main(repeats: int, steps: int, threads: int, json_path: str | None) -> None:
     for r in range(repeats):
         this = {}
         for method in METHODS:
-            cfg = build_config("cpu-small", {"method": method, "epochs": 1, "limit": steps * 256, "threads": threads,
-                                             "device": "cpu", "warmup_epochs": 20})
+            cfg = build_config(
+                "cpu-small",
+                {
+                    "method": method,
+                    "epochs": 1,
+                    "limit": steps * 256,
+                    "threads": threads,
+                    "device": "cpu",
+                    "warmup_epochs": 20,
+                },
+            )
             with tempfile.TemporaryDirectory() as tmp:
                 this[method] = train(cfg, tmp, progress=False).summary["images_per_s"]
             runs[method].append(this[method])
@@ -44,13 +53,19 @@ def main(repeats: int, steps: int, threads: int, json_path: str | None) -> None:
         for method in METHODS:
             ratios[method].append(this[method] / this["vicreg"])
     result = {
-        "machine": machine_info(), "threads": threads, "steps": steps, "batch": 256, "recipe": "cpu-small",
+        "machine": machine_info(),
+        "threads": threads,
+        "steps": steps,
+        "batch": 256,
+        "recipe": "cpu-small",
         "images_per_s": {m: {"median": statistics.median(v), "runs": v} for m, v in runs.items()},
         "ratio_to_vicreg": {m: {"median": statistics.median(v), "runs": v} for m, v in ratios.items()},
     }
     for m in METHODS:
-        click.echo(f"{m:14s} median {result['images_per_s'][m]['median']:7.1f} images/s, "
-                   f"{result['ratio_to_vicreg'][m]['median']:.3f}x vicreg")
+        click.echo(
+            f"{m:14s} median {result['images_per_s'][m]['median']:7.1f} images/s, "
+            f"{result['ratio_to_vicreg'][m]['median']:.3f}x vicreg"
+        )
     if json_path:
         write_json(json_path, result)
 

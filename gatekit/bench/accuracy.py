@@ -24,8 +24,15 @@ KNN_T = 0.07
 STD_EPS = 1e-6
 
 
-def knn_predict(train: np.ndarray, train_labels: np.ndarray, test: np.ndarray, num_classes: int, k: int = KNN_K,
-                temperature: float = KNN_T, chunk: int = 500) -> np.ndarray:
+def knn_predict(
+    train: np.ndarray,
+    train_labels: np.ndarray,
+    test: np.ndarray,
+    num_classes: int,
+    k: int = KNN_K,
+    temperature: float = KNN_T,
+    chunk: int = 500,
+) -> np.ndarray:
     """Weighted cosine k-NN: the predicted class of every test row."""
     if train.ndim != 2 or test.ndim != 2 or train.shape[1] != test.shape[1]:
         raise GatekitError(f"k-NN needs (N, D) features of one dimension, got {train.shape} and {test.shape}")
@@ -40,7 +47,7 @@ def knn_predict(train: np.ndarray, train_labels: np.ndarray, test: np.ndarray, n
     memory, labels = unit(train), np.asarray(train_labels, dtype=np.int64)
     out = np.empty(len(test), dtype=np.int64)
     for s in range(0, len(test), chunk):
-        sim = unit(test[s:s + chunk]) @ memory.T
+        sim = unit(test[s : s + chunk]) @ memory.T
         part = np.argpartition(-sim, k - 1, axis=1)[:, :k]
         top = np.take_along_axis(sim, part, axis=1)
         order = np.argsort(-top, axis=1, kind="stable")
@@ -48,7 +55,7 @@ def knn_predict(train: np.ndarray, train_labels: np.ndarray, test: np.ndarray, n
         weight = np.exp((top - top[:, :1]) / temperature)
         votes = np.zeros((len(top), num_classes))
         np.add.at(votes, (np.arange(len(top))[:, None], labels[idx]), weight)
-        out[s:s + chunk] = votes.argmax(axis=1)
+        out[s : s + chunk] = votes.argmax(axis=1)
     return out
 
 
@@ -59,7 +66,7 @@ def knn_accuracy(train, train_labels, test, test_labels, num_classes: int, k: in
 
 def _softmax_loss(theta: np.ndarray, z: np.ndarray, y: np.ndarray, k: int, wd: float) -> tuple[float, np.ndarray]:
     n, d = z.shape
-    w, b = theta[: k * d].reshape(k, d), theta[k * d:]
+    w, b = theta[: k * d].reshape(k, d), theta[k * d :]
     logits = z @ w.T + b
     logits -= logits.max(axis=1, keepdims=True)
     p = np.exp(logits)
@@ -72,8 +79,9 @@ def _softmax_loss(theta: np.ndarray, z: np.ndarray, y: np.ndarray, k: int, wd: f
     return loss, np.concatenate([gw.ravel(), gb])
 
 
-def _lbfgs(fun, x0: np.ndarray, max_iter: int, history: int = 20, tol_grad: float = 1e-7,
-           tol_change: float = 1e-9) -> tuple[np.ndarray, float, int]:
+def _lbfgs(
+    fun, x0: np.ndarray, max_iter: int, history: int = 20, tol_grad: float = 1e-7, tol_change: float = 1e-9
+) -> tuple[np.ndarray, float, int]:
     x = x0.copy()
     f, g = fun(x)
     s_hist: list[np.ndarray] = []
@@ -120,8 +128,9 @@ def _lbfgs(fun, x0: np.ndarray, max_iter: int, history: int = 20, tol_grad: floa
     return x, f, it
 
 
-def linear_probe(train, train_labels, test, test_labels, num_classes: int, max_iter: int = 200,
-                 weight_decay: float = 1e-4) -> dict:
+def linear_probe(
+    train, train_labels, test, test_labels, num_classes: int, max_iter: int = 200, weight_decay: float = 1e-4
+) -> dict:
     """Top-1 of a linear probe fitted on the training features (see the module docstring)."""
     x = np.asarray(train, dtype=np.float64)
     y = np.asarray(train_labels, dtype=np.int64)
@@ -131,13 +140,22 @@ def linear_probe(train, train_labels, test, test_labels, num_classes: int, max_i
     z = (x - mean) / std
     k, d = num_classes, z.shape[1]
     theta, loss, iters = _lbfgs(lambda t: _softmax_loss(t, z, y, k, weight_decay), np.zeros(k * d + k), max_iter)
-    w, b = theta[: k * d].reshape(k, d), theta[k * d:]
+    w, b = theta[: k * d].reshape(k, d), theta[k * d :]
     pred = ((np.asarray(test, dtype=np.float64) - mean) / std) @ w.T + b
-    return {"top1": float((pred.argmax(axis=1) == np.asarray(test_labels)).mean()),
-            "train_top1": float(((z @ w.T + b).argmax(axis=1) == y).mean()),
-            "settings": {"standardize": "train mean/std", "optimizer": "lbfgs (numpy)", "max_iter": max_iter,
-                         "iterations": iters, "history_size": 20, "weight_decay": weight_decay, "init": "zeros",
-                         "final_loss": loss}}
+    return {
+        "top1": float((pred.argmax(axis=1) == np.asarray(test_labels)).mean()),
+        "train_top1": float(((z @ w.T + b).argmax(axis=1) == y).mean()),
+        "settings": {
+            "standardize": "train mean/std",
+            "optimizer": "lbfgs (numpy)",
+            "max_iter": max_iter,
+            "iterations": iters,
+            "history_size": 20,
+            "weight_decay": weight_decay,
+            "init": "zeros",
+            "final_loss": loss,
+        },
+    }
 
 
 def artifact_features(session, images: np.ndarray, batch: int) -> np.ndarray:
@@ -146,12 +164,23 @@ def artifact_features(session, images: np.ndarray, batch: int) -> np.ndarray:
     n = len(images) - len(images) % batch
     if n == 0:
         raise GatekitError(f"fewer images ({len(images)}) than one batch of {batch}")
-    return np.concatenate([np.asarray(session.run(images[i:i + batch])).reshape(batch, -1) for i in range(0, n, batch)])
+    return np.concatenate(
+        [np.asarray(session.run(images[i : i + batch])).reshape(batch, -1) for i in range(0, n, batch)]
+    )
 
 
-def measure_accuracy(artifact, runtime: str | None = None, *, threads: int | None = None, ops: str = "auto",
-                     train_images: int | None = None, test_images: int | None = None, data_dir: str | None = None,
-                     linear: bool = True, progress=None) -> dict:
+def measure_accuracy(
+    artifact,
+    runtime: str | None = None,
+    *,
+    threads: int | None = None,
+    ops: str = "auto",
+    train_images: int | None = None,
+    test_images: int | None = None,
+    data_dir: str | None = None,
+    linear: bool = True,
+    progress=None,
+) -> dict:
     """k-NN top-1 (and the linear probe) of `artifact` (an Artifact) on its own outputs in `runtime`."""
     from gatekit.bench.run import manifest_summary
     from gatekit.data import load_dataset
@@ -176,7 +205,7 @@ def measure_accuracy(artifact, runtime: str | None = None, *, threads: int | Non
             chunks = []
             step = max(batch, 2048 - 2048 % batch)
             for s in range(0, len(images) - len(images) % batch, step):
-                x = normalize_images(images[s:s + step], spec["mean"], spec["std"], spec["scale"])
+                x = normalize_images(images[s : s + step], spec["mean"], spec["std"], spec["scale"])
                 chunks.append(artifact_features(session, x, batch))
                 if progress:
                     progress(split, s + len(x), len(images))
@@ -184,13 +213,24 @@ def measure_accuracy(artifact, runtime: str | None = None, *, threads: int | Non
         info = session.info.to_dict()
     embed_s = time.perf_counter() - t0
     classes = int(max(labels["train"].max(), labels["test"].max())) + 1
-    record = {"schema": SCHEMA, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-              "artifact": str(artifact.path_for(runtime)), "manifest_path": str(artifact.manifest_path),
-              "manifest": manifest_summary(m, info.get("ops")), "runtime": info,
-              "dataset": spec["dataset"], "train_images": len(feats["train"]), "test_images": len(feats["test"]),
-              "knn": {"k": KNN_K, "metric": "cosine", "temperature": KNN_T,
-                      "top1": knn_accuracy(feats["train"], labels["train"], feats["test"], labels["test"], classes)},
-              "embed_seconds": round(embed_s, 1)}
+    record = {
+        "schema": SCHEMA,
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "artifact": str(artifact.path_for(runtime)),
+        "manifest_path": str(artifact.manifest_path),
+        "manifest": manifest_summary(m, info.get("ops")),
+        "runtime": info,
+        "dataset": spec["dataset"],
+        "train_images": len(feats["train"]),
+        "test_images": len(feats["test"]),
+        "knn": {
+            "k": KNN_K,
+            "metric": "cosine",
+            "temperature": KNN_T,
+            "top1": knn_accuracy(feats["train"], labels["train"], feats["test"], labels["test"], classes),
+        },
+        "embed_seconds": round(embed_s, 1),
+    }
     if linear:
         record["linear"] = linear_probe(feats["train"], labels["train"], feats["test"], labels["test"], classes)
     return record

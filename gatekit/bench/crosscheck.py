@@ -24,9 +24,14 @@ def benchmark_app_path() -> str | None:
     return tool if os.path.exists(tool) else None
 
 
-def run_benchmark_app(ir: str | os.PathLike, shape: list[int], threads: int = 1, seconds: int = 2,
-                      extra: tuple[str, ...] = (), inputs: list[np.ndarray] | None = None
-                      ) -> tuple[float, subprocess.CompletedProcess]:
+def run_benchmark_app(
+    ir: str | os.PathLike,
+    shape: list[int],
+    threads: int = 1,
+    seconds: int = 2,
+    extra: tuple[str, ...] = (),
+    inputs: list[np.ndarray] | None = None,
+) -> tuple[float, subprocess.CompletedProcess]:
     """benchmark_app on `ir` the way gatekit measures (1 stream, 1 request, synchronous, `threads` threads, f32
     pinned: quantized layers stay int8; the input float32, as gatekit feeds it: benchmark_app's default turns
     it into u8); returns its median latency in ms and the finished process.
@@ -45,18 +50,53 @@ def run_benchmark_app(ir: str | os.PathLike, shape: list[int], threads: int = 1,
             for i, x in enumerate(inputs):
                 np.save(Path(tmp) / f"input{i:04d}.npy", np.ascontiguousarray(x, dtype=np.float32))
             feed = ("-i", tmp, "-inference_only", "false")
-        proc = subprocess.run([tool, "-m", str(ir), "-d", "CPU", "-hint", "none", "-nstreams", "1", "-nireq", "1",
-                               "-api", "sync", "-nthreads", str(threads), "-infer_precision", "f32", "-ip", "f32",
-                               "-t", str(seconds), "-shape", "[" + ",".join(map(str, shape)) + "]", *feed, *extra],
-                              capture_output=True, text=True, timeout=600, check=False)
+        proc = subprocess.run(
+            [
+                tool,
+                "-m",
+                str(ir),
+                "-d",
+                "CPU",
+                "-hint",
+                "none",
+                "-nstreams",
+                "1",
+                "-nireq",
+                "1",
+                "-api",
+                "sync",
+                "-nthreads",
+                str(threads),
+                "-infer_precision",
+                "f32",
+                "-ip",
+                "f32",
+                "-t",
+                str(seconds),
+                "-shape",
+                "[" + ",".join(map(str, shape)) + "]",
+                *feed,
+                *extra,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
     found = re.search(r"Median:\s+([\d.]+)\s*(ms|us)", proc.stdout)  # it prints us below a millisecond
     if proc.returncode != 0 or not found:
         raise GatekitError(f"benchmark_app failed on {Path(ir).name}: {(proc.stderr or proc.stdout).strip()[-300:]}")
     return float(found.group(1)) / (1000.0 if found.group(2) == "us" else 1.0), proc
 
 
-def layer_counters(ir: str | os.PathLike, shape: list[int], threads: int = 1, seconds: int = 3,
-                   extensions: str | os.PathLike | None = None, inputs: list[np.ndarray] | None = None) -> dict:
+def layer_counters(
+    ir: str | os.PathLike,
+    shape: list[int],
+    threads: int = 1,
+    seconds: int = 3,
+    extensions: str | os.PathLike | None = None,
+    inputs: list[np.ndarray] | None = None,
+) -> dict:
     """benchmark_app's median and its per-layer average counters (`-report_type average_counters`, the CSV
     form of `-pc`) for one IR or ONNX file, run as run_benchmark_app runs it (`inputs`: see there);
     `extensions`: a library with the custom ops the model needs. Returns {"median_ms", "layers": [{"name",
@@ -74,8 +114,14 @@ def layer_counters(ir: str | os.PathLike, shape: list[int], threads: int = 1, se
             for row in csv.DictReader(f, delimiter=";"):
                 if row.get("execStatus") != "Status.EXECUTED":
                     continue
-                layers.append({"name": row["layerName"], "type": row["layerType"], "exec": row["execType"],
-                               "ms": float(row["realTime (ms)"])})
+                layers.append(
+                    {
+                        "name": row["layerName"],
+                        "type": row["layerType"],
+                        "exec": row["execType"],
+                        "ms": float(row["realTime (ms)"]),
+                    }
+                )
     return {"layers": layers, "median_ms": median}
 
 
@@ -85,8 +131,10 @@ def counters_by_group(runs: list[dict], group_of) -> dict[str, float]:
     import statistics
 
     names = {group_of(layer) for r in runs for layer in r["layers"]}
-    return {g: statistics.median(sum(layer["ms"] for layer in r["layers"] if group_of(layer) == g) for r in runs)
-            for g in names}
+    return {
+        g: statistics.median(sum(layer["ms"] for layer in r["layers"] if group_of(layer) == g) for r in runs)
+        for g in names
+    }
 
 
 def benchmark_app_median(ir: str | os.PathLike, shape: list[int], threads: int = 1, seconds: int = 2) -> float:
@@ -107,4 +155,9 @@ def crosscheck(ir: str | os.PathLike, threads: int = 1, pairs: int = 5, seconds:
             ours = measure(s, [x], Protocol(warmup_runs=50, min_runs=10**7, min_seconds=seconds)).stats()["p50_ms"]
         theirs = benchmark_app_median(ir, shape, threads, seconds)
         rows.append({"ours_p50_ms": ours, "benchmark_app_median_ms": theirs, "ratio": ours / theirs})
-    return {"ir": str(ir), "threads": threads, "pairs": rows, "median_ratio": float(np.median([r["ratio"] for r in rows]))}
+    return {
+        "ir": str(ir),
+        "threads": threads,
+        "pairs": rows,
+        "median_ratio": float(np.median([r["ratio"] for r in rows])),
+    }

@@ -18,16 +18,36 @@ from gatekit.bench.protocol import Protocol
 from gatekit.errors import GatekitError
 
 
-def measure_in_fresh_process(manifest: str | Path, runtime: str, threads: int | None, protocol: Protocol,
-                             n_inputs: int = 256, data_dir: str | None = None, batch: int = 1) -> dict:
+def measure_in_fresh_process(
+    manifest: str | Path,
+    runtime: str,
+    threads: int | None,
+    protocol: Protocol,
+    n_inputs: int = 256,
+    data_dir: str | None = None,
+    batch: int = 1,
+) -> dict:
     """The bench record of one artifact, measured in its own process."""
     with tempfile.TemporaryDirectory(prefix="gatekit-measure-") as tmp:
         request = Path(tmp) / "request.json"
         out = Path(tmp) / "record.json"
-        request.write_text(json.dumps({"manifest": str(manifest), "runtime": runtime, "threads": threads,
-                                       "protocol": protocol.to_dict(), "n_inputs": n_inputs, "data_dir": data_dir,
-                                       "batch": batch, "out": str(out)}))
-        proc = subprocess.run([sys.executable, "-m", "gatekit.bench.fresh", str(request)], capture_output=True, text=True)
+        request.write_text(
+            json.dumps(
+                {
+                    "manifest": str(manifest),
+                    "runtime": runtime,
+                    "threads": threads,
+                    "protocol": protocol.to_dict(),
+                    "n_inputs": n_inputs,
+                    "data_dir": data_dir,
+                    "batch": batch,
+                    "out": str(out),
+                }
+            )
+        )
+        proc = subprocess.run(
+            [sys.executable, "-m", "gatekit.bench.fresh", str(request)], capture_output=True, text=True
+        )
         if proc.returncode != 0:
             lines = [x for x in proc.stderr.splitlines() if x.strip()]
             raise GatekitError(f"measuring {Path(manifest).name} failed: {lines[-1] if lines else proc.returncode}")

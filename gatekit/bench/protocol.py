@@ -59,8 +59,11 @@ def measure(session, batches: list[np.ndarray], protocol: Protocol, progress=Non
     batches = [np.ascontiguousarray(b, dtype=np.float32) for b in batches]
     n = len(batches)
     # one prepared call per input: the session's own fast path where it has one (Session.runner)
-    calls = [session.runner(b) for b in batches] if hasattr(session, "runner") else \
-        [(lambda b=b: session.run(b)) for b in batches]
+    calls = (
+        [session.runner(b) for b in batches]
+        if hasattr(session, "runner")
+        else [(lambda b=b: session.run(b)) for b in batches]
+    )
     i = 0
     start = time.perf_counter()
     while i < protocol.warmup_runs or time.perf_counter() - start < protocol.warmup_seconds:

@@ -14,18 +14,34 @@ from pathlib import Path
 
 from gatekit.artifacts import RUNTIMES, runtime_display
 
-
 # what the report reads of a benchmark record (checked by read_jsonl: one line naming file, line and field)
-REPORT_FIELDS = {"runtime.name": str, "runtime.provider": (str, type(None)), "precision": str, "threads": (int, type(None)),
-                 "batch": int, "stats.p50_ms": (int, float), "stats.p90_ms": (int, float), "manifest.graph": str,
-                 "manifest.macs.ratio_to_dense": (int, float), "manifest.model_config.arch": str,
-                 "manifest.model_config.width": (int, float), "manifest.model_config.stem": str,
-                 "manifest.model_config.input_size": int, "manifest.model_config.gate_group": int}
+REPORT_FIELDS = {
+    "runtime.name": str,
+    "runtime.provider": (str, type(None)),
+    "precision": str,
+    "threads": (int, type(None)),
+    "batch": int,
+    "stats.p50_ms": (int, float),
+    "stats.p90_ms": (int, float),
+    "manifest.graph": str,
+    "manifest.macs.ratio_to_dense": (int, float),
+    "manifest.model_config.arch": str,
+    "manifest.model_config.width": (int, float),
+    "manifest.model_config.stem": str,
+    "manifest.model_config.input_size": int,
+    "manifest.model_config.gate_group": int,
+}
 
 GRAPH_ORDER = ("dense", "static", "hybrid", "dynamic")
 SHORT_SHA = 8  # hex digits of a checkpoint's sha256 that name it (more where two checkpoints share them)
-GRAPH_COLORS = {"dense": "tab:blue", "static": "tab:green", "hybrid": "tab:orange", "dynamic": "tab:red",
-                "dynamic (matmul)": "tab:purple", "dynamic (native)": "tab:brown"}
+GRAPH_COLORS = {
+    "dense": "tab:blue",
+    "static": "tab:green",
+    "hybrid": "tab:orange",
+    "dynamic": "tab:red",
+    "dynamic (matmul)": "tab:purple",
+    "dynamic (native)": "tab:brown",
+}
 OTHER_COLORS = ("tab:pink", "tab:olive", "tab:cyan", "tab:gray", "black", "gold", "navy", "teal")
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "p", "h", "d")  # then the same, hollow
 
@@ -73,16 +89,24 @@ def graph_label(r: dict) -> str:
             where.append(f"fallback {op.get('fallback_form', '')}".rstrip())
         form = ", ".join(["native"] + where)
     min_usage = (m.get("pruning") or {}).get("min_usage") or 0
-    return (f"{m['graph']}{f' ({form})' if form and form != 'conv' else ''}"
-            f"{f' min-usage {min_usage:g}' if min_usage else ''}")
+    return (
+        f"{m['graph']}{f' ({form})' if form and form != 'conv' else ''}"
+        f"{f' min-usage {min_usage:g}' if min_usage else ''}"
+    )
 
 
 def network_key(r: dict) -> tuple:
     """The network a record measures: architecture, width, stem, input size, gate group, checkpoint sha256."""
     m = r["manifest"]
     c = m.get("model_config") or {}
-    return (c.get("arch"), c.get("width"), c.get("stem"), c.get("input_size"), c.get("gate_group") or 1,
-            m.get("checkpoint_sha256"))
+    return (
+        c.get("arch"),
+        c.get("width"),
+        c.get("stem"),
+        c.get("input_size"),
+        c.get("gate_group") or 1,
+        m.get("checkpoint_sha256"),
+    )
 
 
 def _pruned_from(m: dict) -> str | None:
@@ -109,11 +133,15 @@ def checkpoint_names(records: list[dict]) -> dict[str, str]:
 
 
 def network_label(r: dict, names: dict[str, str] | None = None) -> str:
-    """"resnet18 x0.25 32px 1409195f" (architecture, width, input size, gate group when > 1, checkpoint)."""
+    """ "resnet18 x0.25 32px 1409195f" (architecture, width, input size, gate group when > 1, checkpoint)."""
     arch, width, _, size, group, sha = network_key(r)
-    parts = [arch or "", f"x{width:g}" if isinstance(width, (int, float)) else "", f"{size}px" if size else "",
-             f"g{group}" if group and group > 1 else "",
-             (names or {}).get(sha, sha[:SHORT_SHA]) if sha else "no checkpoint"]
+    parts = [
+        arch or "",
+        f"x{width:g}" if isinstance(width, (int, float)) else "",
+        f"{size}px" if size else "",
+        f"g{group}" if group and group > 1 else "",
+        (names or {}).get(sha, sha[:SHORT_SHA]) if sha else "no checkpoint",
+    ]
     return " ".join(p for p in parts if p)
 
 
@@ -138,8 +166,11 @@ def with_ratios(records: list[dict]) -> list[dict]:
         if ref is not None:
             r["latency_ratio"] = {q: r["stats"][f"{q}_ms"] / ref["stats"][f"{q}_ms"] for q in ("p50", "p90")}
         elif ref_key is None:
-            r["no_ratio"] = ("the record does not name the checkpoint it was pruned from"
-                             if isinstance(m.get("pruned"), dict) else "the record names no checkpoint")
+            r["no_ratio"] = (
+                "the record does not name the checkpoint it was pruned from"
+                if isinstance(m.get("pruned"), dict)
+                else "the record names no checkpoint"
+            )
         else:
             pruned = " (the checkpoint it was pruned from)" if isinstance(m.get("pruned"), dict) else ""
             r["no_ratio"] = f"no dense graph of checkpoint {names.get(ref_key[-1], ref_key[-1])}{pruned}"
@@ -151,7 +182,7 @@ def _columns(recs: list[dict]) -> dict[tuple, str]:
     """column key -> its label, in order; the provider is named where one runtime ran on two."""
     keys = {column_key(r): r for r in recs}
     providers: dict[tuple, set] = {}
-    for (name, provider, *_rest) in keys:
+    for name, provider, *_rest in keys:
         providers.setdefault(name, set()).add(provider)
     order = sorted(keys, key=lambda k: (runtime_display(k[0]), k[2] != "fp32", k[2], k[3] or 0, k[4], str(k[1])))
     return {k: runtime_label(keys[k], provider=len(providers[k[0]]) > 1) for k in order}
@@ -163,9 +194,19 @@ def _row_key(r: dict) -> tuple:
     arch, width, stem, size, group, sha = network_key(r)
     m = r["manifest"]
     graph = m["graph"]
-    return (str(arch), width or 0, str(stem), size or 0, group, m.get("budget") if m.get("budget") is not None else -1,
-            str(sha), GRAPH_ORDER.index(graph) if graph in GRAPH_ORDER else len(GRAPH_ORDER), graph_label(r),
-            round(m["macs"]["ratio_to_dense"], 6), json.dumps(m.get("widths")))
+    return (
+        str(arch),
+        width or 0,
+        str(stem),
+        size or 0,
+        group,
+        m.get("budget") if m.get("budget") is not None else -1,
+        str(sha),
+        GRAPH_ORDER.index(graph) if graph in GRAPH_ORDER else len(GRAPH_ORDER),
+        graph_label(r),
+        round(m["macs"]["ratio_to_dense"], 6),
+        json.dumps(m.get("widths")),
+    )
 
 
 def table_cells(records: list[dict]) -> tuple[dict[tuple, str], dict[tuple, dict]]:
@@ -183,8 +224,9 @@ def markdown_table(records: list[dict], notes: bool = True) -> str:
     runtime, provider, precision, threads and batch. With `notes`, below it, why some records have no ratio
     (no_ratio_notes)."""
     columns, rows = table_cells(records)
-    head = "| network | t_d | graph | FLOPs ratio |" + "".join(f" {c}: p50 / p90 ms (ratio) |"
-                                                               for c in columns.values())
+    head = "| network | t_d | graph | FLOPs ratio |" + "".join(
+        f" {c}: p50 / p90 ms (ratio) |" for c in columns.values()
+    )
     lines = [head, "|---|---:|---|---:|" + "---:|" * len(columns)]
     for cells in rows.values():
         r = next(iter(cells.values()))
@@ -196,8 +238,11 @@ def markdown_table(records: list[dict], notes: bool = True) -> str:
                 continue
             ratio = f"{x['latency_ratio']['p50']:.2f}" if "latency_ratio" in x else "no ratio"
             out.append(f"{x['stats']['p50_ms']:.3f} / {x['stats']['p90_ms']:.3f} ({ratio})")
-        lines.append(f"| {r['network']} | {r['manifest'].get('budget')} | {graph_label(r)} | {r['flops_ratio']:.3f} | "
-                     + " | ".join(out) + " |")
+        lines.append(
+            f"| {r['network']} | {r['manifest'].get('budget')} | {graph_label(r)} | {r['flops_ratio']:.3f} | "
+            + " | ".join(out)
+            + " |"
+        )
     why = _notes(columns, rows) if notes else []
     return "\n".join(lines + ([""] + [f"- {x}" for x in why] if why else []))
 
@@ -270,9 +315,17 @@ def plot_latency_vs_flops(records: list[dict], path: str | Path, title: str | No
         for x in drawn:
             net = _legend_name(x)
             s, color = styles[net], colors[graph_label(x)]
-            ax.scatter(x["flops_ratio"], x["latency_ratio"]["p50"], marker=s["marker"], s=42, alpha=0.85,
-                       linewidths=1.2, facecolors="none" if s["hollow"] else color, edgecolors=color,
-                       gid=f"{net}: {graph_label(x)}")
+            ax.scatter(
+                x["flops_ratio"],
+                x["latency_ratio"]["p50"],
+                marker=s["marker"],
+                s=42,
+                alpha=0.85,
+                linewidths=1.2,
+                facecolors="none" if s["hollow"] else color,
+                edgecolors=color,
+                gid=f"{net}: {graph_label(x)}",
+            )
         ax.set_xlim(0, 1.1)
         ax.set_ylim(0, max([1.2] + [x["latency_ratio"]["p50"] * 1.1 for x in drawn]))
         ax.set_xlabel("FLOPs / dense")
@@ -283,9 +336,18 @@ def plot_latency_vs_flops(records: list[dict], path: str | Path, title: str | No
     handles = [Line2D([], [], color="grey", lw=1, ls="--", label="latency = FLOPs")]
     handles += [Line2D([], [], ls="none", marker="s", color=colors[g], label=g) for g in graphs]
     drawn_any = {_legend_name(x) for x in cells if "latency_ratio" in x}
-    handles += [Line2D([], [], ls="none", marker=s["marker"], color="black",
-                       markerfacecolor="none" if s["hollow"] else "black",
-                       label=n if n in drawn_any else f"{n}: no dense reference, not drawn") for n, s in styles.items()]
+    handles += [
+        Line2D(
+            [],
+            [],
+            ls="none",
+            marker=s["marker"],
+            color="black",
+            markerfacecolor="none" if s["hollow"] else "black",
+            label=n if n in drawn_any else f"{n}: no dense reference, not drawn",
+        )
+        for n, s in styles.items()
+    ]
     legend_outside(fig, handles, ncols=1 + len(handles) // (14 * nrows + 8))
     if title:
         fig.suptitle(title, fontsize=10)
@@ -307,9 +369,16 @@ def plot_per_input(records: list[dict], path: str | Path) -> None:
         macs = [p["macs"] / 1e6 for p in r["per_input"]]
         lat = [p["p50_ms"] for p in r["per_input"]]
         net, color = network_label(r, names), f"C{k % 10}"
-        ax.scatter(macs, lat, s=8, alpha=0.6, marker=styles[net]["marker"], edgecolors=color,
-                   facecolors="none" if styles[net]["hollow"] else color,
-                   label=f"{net} t_d={r['manifest'].get('budget')} {graph_label(r)} {runtime_label(r)}")
+        ax.scatter(
+            macs,
+            lat,
+            s=8,
+            alpha=0.6,
+            marker=styles[net]["marker"],
+            edgecolors=color,
+            facecolors="none" if styles[net]["hollow"] else color,
+            label=f"{net} t_d={r['manifest'].get('budget')} {graph_label(r)} {runtime_label(r)}",
+        )
     ax.set_xlabel("per-input MMACs (active channels)")
     ax.set_ylabel("per-input median latency (ms)")
     ax.grid(alpha=0.3)

@@ -21,9 +21,28 @@ def manifest_summary(m: dict, ops: str | None = None) -> dict:
     fallback, whose own reduced-precision check (an int8 dynamic graph's Q/DQ form) is the one that applies."""
     from gatekit.artifacts import FALLBACK
 
-    keys = ("graph", "format", "dynamic_form", "method", "budget", "widths", "full_widths", "macs", "precision",
-            "checkpoint_sha256", "model_config", "input", "gatekit_version", "agreement", "native_op", "dynamic_skipping",
-            "quantization", "pruned", "pruning", "sha256")
+    keys = (
+        "graph",
+        "format",
+        "dynamic_form",
+        "method",
+        "budget",
+        "widths",
+        "full_widths",
+        "macs",
+        "precision",
+        "checkpoint_sha256",
+        "model_config",
+        "input",
+        "gatekit_version",
+        "agreement",
+        "native_op",
+        "dynamic_skipping",
+        "quantization",
+        "pruned",
+        "pruning",
+        "sha256",
+    )
     out = {k: m.get(k) for k in keys}
     v = m.get("verification") or {}
     if ops == FALLBACK and isinstance(v.get("fallback"), dict) and "knn_delta_points" in v["fallback"]:
@@ -36,9 +55,18 @@ def manifest_summary(m: dict, ops: str | None = None) -> dict:
     return out
 
 
-def bench_one(artifact: Artifact, runtime: str, threads: int | None, batch: int, protocol: Protocol,
-              inputs: np.ndarray, inputs_name: str, progress=None, describe_machine: dict | None = None,
-              ops: str = "auto") -> dict:
+def bench_one(
+    artifact: Artifact,
+    runtime: str,
+    threads: int | None,
+    batch: int,
+    protocol: Protocol,
+    inputs: np.ndarray,
+    inputs_name: str,
+    progress=None,
+    describe_machine: dict | None = None,
+    ops: str = "auto",
+) -> dict:
     """One artifact on one runtime at one thread count. `ops`: for a graph with native custom ops, "auto"
     (the op library where it is built, else the standard-ops fallback), "native" or "fallback"; the record's
     runtime.ops says which ran."""
@@ -46,7 +74,9 @@ def bench_one(artifact: Artifact, runtime: str, threads: int | None, batch: int,
     from gatekit.runtimes import load_artifact
     from gatekit.sysinfo import machine_info
 
-    session = load_artifact(artifact, runtime, ops=ops, threads=threads, precision=artifact.manifest.get("precision", "fp32"))
+    session = load_artifact(
+        artifact, runtime, ops=ops, threads=threads, precision=artifact.manifest.get("precision", "fp32")
+    )
     try:
         fixed = session.input_shape[0]
         if fixed not in (-1, batch):
@@ -78,7 +108,9 @@ def bench_one(artifact: Artifact, runtime: str, threads: int | None, batch: int,
         if per_input and batch == 1:
             lat = per_input_latency(m)
             macs = per_input["macs"]
-            record["per_input"] = [{"index": i, "macs": macs[i], "p50_ms": lat[i]} for i in sorted(lat) if i < len(macs)]
+            record["per_input"] = [
+                {"index": i, "macs": macs[i], "p50_ms": lat[i]} for i in sorted(lat) if i < len(macs)
+            ]
         return record
     finally:
         session.close()
@@ -123,10 +155,14 @@ def read_jsonl(paths, required: dict | None = None, schema: str = SCHEMA, edited
                 raise GatekitError(f"{p}:{k} has schema {r.get('schema')!r}, expected {schema}")
             for field, types in (required or {}).items():
                 if not _has(r, field, types):
-                    raise GatekitError(f"{p}:{k} lacks {field} (or it has the wrong type): not a `gatekit {'accuracy' if schema != SCHEMA else 'bench --json'}` record")
+                    raise GatekitError(
+                        f"{p}:{k} lacks {field} (or it has the wrong type): not a `gatekit {'accuracy' if schema != SCHEMA else 'bench --json'}` record"
+                    )
             if not edited_ok and r.get("edited"):
-                raise GatekitError(f"{p}:{k} was measured on an artifact that differs from its manifest "
-                                   f"({str(r['edited'][0])[:200]}): refused; pass --trust-edited to read it")
+                raise GatekitError(
+                    f"{p}:{k} was measured on an artifact that differs from its manifest "
+                    f"({str(r['edited'][0])[:200]}): refused; pass --trust-edited to read it"
+                )
             records.append(r)
     return normalize_runtime_names(records)
 
@@ -137,4 +173,6 @@ def _has(record: dict, field: str, types) -> bool:
         if not isinstance(value, dict) or part not in value:
             return False
         value = value[part]
-    return isinstance(value, types) and not (isinstance(value, bool) and bool not in (types if isinstance(types, tuple) else (types,)))
+    return isinstance(value, types) and not (
+        isinstance(value, bool) and bool not in (types if isinstance(types, tuple) else (types,))
+    )

@@ -13,9 +13,18 @@ from gatekit.bench.run import bench_one
 from gatekit.errors import GatekitError
 
 
-def bench_manifests(manifest_paths: list[str | Path], threads: list[int], protocol: Protocol, *, batch: int = 1,
-                    n_inputs: int = 256, data_dir: str | None = None, runtimes: list[str] | None = None,
-                    progress: bool = True, ops: str = "auto") -> list[dict]:
+def bench_manifests(
+    manifest_paths: list[str | Path],
+    threads: list[int],
+    protocol: Protocol,
+    *,
+    batch: int = 1,
+    n_inputs: int = 256,
+    data_dir: str | None = None,
+    runtimes: list[str] | None = None,
+    progress: bool = True,
+    ops: str = "auto",
+) -> list[dict]:
     """Benchmarks artifacts on their own runtime (plus the torch reference when asked), at each thread count."""
     from tqdm import tqdm
 
@@ -27,7 +36,9 @@ def bench_manifests(manifest_paths: list[str | Path], threads: list[int], protoc
     for path in manifest_paths:
         art = open_artifact(path)
         if not isinstance(art.manifest.get("input"), dict):
-            raise GatekitError(f"{art.manifest_path}: no 'input' (dataset, shape, normalisation): its test images are unknown")
+            raise GatekitError(
+                f"{art.manifest_path}: no 'input' (dataset, shape, normalisation): its test images are unknown"
+            )
         own = art.runtime
         for rt in wanted or [own]:
             if rt not in (own, "torch"):
@@ -53,6 +64,8 @@ def bench_manifests(manifest_paths: list[str | Path], threads: list[int], protoc
             bar.write(native_ops.fallback_note(rt, art.file.name), file=sys.stderr)
         s = rec["stats"]
         path = f" ({rec['runtime']['ops']})" if rec["runtime"].get("ops") else ""
-        bar.write(f"{art.file.name:22s}{path} t_d={art.manifest.get('budget')} {rt:8s} {t}T b{batch}  p50 {s['p50_ms']:.3f} ms  "
-                  f"p90 {s['p90_ms']:.3f} ms  ({s['runs']} runs, std {s['std_ms']:.3f})")
+        bar.write(
+            f"{art.file.name:22s}{path} t_d={art.manifest.get('budget')} {rt:8s} {t}T b{batch}  p50 {s['p50_ms']:.3f} ms  "
+            f"p90 {s['p90_ms']:.3f} ms  ({s['runs']} runs, std {s['std_ms']:.3f})"
+        )
     return records

@@ -17,8 +17,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gatekit.artifacts import runtime_display
-from gatekit.bench.report import (REPORT_FIELDS, checkpoint_names, graph_label, markdown_table, network_label,
-                                  no_ratio_notes, plot_latency_vs_flops, runtime_label)
+from gatekit.bench.report import (
+    REPORT_FIELDS,
+    checkpoint_names,
+    graph_label,
+    markdown_table,
+    network_label,
+    no_ratio_notes,
+    plot_latency_vs_flops,
+    runtime_label,
+)
 from gatekit.bench.run import read_jsonl
 from gatekit.errors import GatekitError
 
@@ -51,8 +59,13 @@ def target_label(machine: dict) -> str:
         jetson = machine["jetson"]
         clocks = (jetson.get("clocks") or {}).get("locked")
         l4t = (jetson.get("l4t") or {}).get("l4t")
-        parts.insert(0, board + (f" (L4T {l4t})" if l4t else "") + (f", power mode {mode}" if mode else "")
-                     + {True: ", clocks locked", False: ", clocks not locked"}.get(clocks, ""))
+        parts.insert(
+            0,
+            board
+            + (f" (L4T {l4t})" if l4t else "")
+            + (f", power mode {mode}" if mode else "")
+            + {True: ", clocks locked", False: ", clocks not locked"}.get(clocks, ""),
+        )
     if gpu:
         parts.append(f"GPU {gpu}")
     return "; ".join(parts)
@@ -63,7 +76,9 @@ def load_records(paths, trust_edited: bool = False) -> list[tuple[str, dict]]:
     edited artifact (`bench --trust-edited`) only with `trust_edited`."""
     out = []
     for p in paths:
-        records = read_jsonl([p], REPORT_FIELDS, edited_ok=trust_edited)  # missing file, a line that is not JSON, another schema: one-line errors
+        records = read_jsonl(
+            [p], REPORT_FIELDS, edited_ok=trust_edited
+        )  # missing file, a line that is not JSON, another schema: one-line errors
         for k, r in enumerate(records, 1):
             missing = [f for f in REQUIRED if f not in r]
             if missing:
@@ -103,41 +118,68 @@ def _power_table(records: list[dict]) -> str | None:
     if not rows:
         return None
     names = checkpoint_names(records)
-    lines = ["| network | t_d | graph | runtime | mean / max power (W) | mean GPU load | max temp (C) "
-             "| energy per run (mJ) |", "|---|---:|---|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| network | t_d | graph | runtime | mean / max power (W) | mean GPU load | max temp (C) "
+        "| energy per run (mJ) |",
+        "|---|---:|---|---:|---:|---:|---:|---:|",
+    ]
     for r in rows:
         p, m = r["power"], r["manifest"]
         energy = p["mean_power_mw"] * r["stats"]["mean_ms"] / 1000 if "mean_ms" in r["stats"] else None
         gpu = f"{p['mean_gpu_load_pct']:.0f}%" if p.get("mean_gpu_load_pct") is not None else "-"
         temp = f"{p['max_temp_c']:.1f}" if p.get("max_temp_c") is not None else "-"
-        lines.append(f"| {network_label(r, names)} | {m.get('budget')} | {graph_label(r)} | {runtime_label(r)} | "
-                     f"{p['mean_power_mw'] / 1000:.2f} / "
-                     f"{p['max_power_mw'] / 1000:.2f} | {gpu} | {temp} | " + (f"{energy:.2f}" if energy is not None else "-") + " |")
+        lines.append(
+            f"| {network_label(r, names)} | {m.get('budget')} | {graph_label(r)} | {runtime_label(r)} | "
+            f"{p['mean_power_mw'] / 1000:.2f} / "
+            f"{p['max_power_mw'] / 1000:.2f} | {gpu} | {temp} | "
+            + (f"{energy:.2f}" if energy is not None else "-")
+            + " |"
+        )
     return "\n".join(lines)
 
 
 def _describe(t: Target) -> list[str]:
     m = t.machine
-    runtimes = sorted({f"{runtime_display(r['runtime']['name'])} {r['runtime'].get('version', '')} "
-                       f"({r['runtime'].get('provider')})" for r in t.records})
-    lines = [f"{len(t.records)} records from {', '.join(Path(s).name for s in t.sources)}; "
-             f"measured {t.records[0].get('time', '?')} to {t.records[-1].get('time', '?')}.",
-             f"Machine: {m.get('machine', '?')}, {m.get('os', '?')}, Python {m.get('python', '?')}, governor "
-             f"{m.get('governor') or 'n/a'}, gatekit {m.get('gatekit', '?')} ({m.get('git_sha') or 'no git sha'}).",
-             "Runtimes: " + "; ".join(runtimes) + "."]
+    runtimes = sorted(
+        {
+            f"{runtime_display(r['runtime']['name'])} {r['runtime'].get('version', '')} "
+            f"({r['runtime'].get('provider')})"
+            for r in t.records
+        }
+    )
+    lines = [
+        f"{len(t.records)} records from {', '.join(Path(s).name for s in t.sources)}; "
+        f"measured {t.records[0].get('time', '?')} to {t.records[-1].get('time', '?')}.",
+        f"Machine: {m.get('machine', '?')}, {m.get('os', '?')}, Python {m.get('python', '?')}, governor "
+        f"{m.get('governor') or 'n/a'}, gatekit {m.get('gatekit', '?')} ({m.get('git_sha') or 'no git sha'}).",
+        "Runtimes: " + "; ".join(runtimes) + ".",
+    ]
     gpu = m.get("gpu")
     if gpu:
-        lines.append(f"GPU: {gpu['name']} (driver {gpu.get('driver', '?')}" + (f", {gpu['count']} GPUs" if gpu.get("count", 1) > 1 else "") + ").")
+        lines.append(
+            f"GPU: {gpu['name']} (driver {gpu.get('driver', '?')}"
+            + (f", {gpu['count']} GPUs" if gpu.get("count", 1) > 1 else "")
+            + ")."
+        )
     jetson = m.get("jetson")
     if jetson:
         clocks = jetson.get("clocks") or {}
         if clocks and not clocks.get("locked"):
-            lines.append("Clocks not locked (" + "; ".join(clocks.get("reasons", [])[:3]) + "): run `sudo jetson_clocks` before timing.")
+            lines.append(
+                "Clocks not locked ("
+                + "; ".join(clocks.get("reasons", [])[:3])
+                + "): run `sudo jetson_clocks` before timing."
+            )
     return lines
 
 
-def build_report(paths, out: str | os.PathLike, plots_dir: str | os.PathLike | None = None,
-                 html_path: str | os.PathLike | None = None, trust_edited: bool = False) -> dict:
+def build_report(
+    paths,
+    out: str | os.PathLike,
+    plots_dir: str | os.PathLike | None = None,
+    html_path: str | os.PathLike | None = None,
+    trust_edited: bool = False,
+) -> dict:
     """Writes the Markdown page (atomically), one PNG per target and, if asked, an HTML page; returns a
     summary (targets, their record counts and plot paths)."""
     from gatekit.atomic import write_text
@@ -147,16 +189,21 @@ def build_report(paths, out: str | os.PathLike, plots_dir: str | os.PathLike | N
     targets = group_by_target(load_records(paths, trust_edited))
     out = Path(out)
     plots_dir = Path(plots_dir) if plots_dir else out.with_name(out.stem + "-plots")
-    blocks: list[tuple] = [("h1", "gatekit benchmark report"),
-                           ("p", f"{sum(len(t.records) for t in targets)} records from {len(paths)} file(s), "
-                                 f"{len(targets)} target(s). Rows are networks (architecture, width, input size, gate "
-                                 "group and checkpoint, named by the first digits of its sha256) and their graphs. "
-                                 "A latency ratio is p50 over the p50 of the same network's dense graph (a pruned "
-                                 "network: the dense graph of the checkpoint it was pruned from) on the same runtime, "
-                                 "precision, threads and batch; a record without one shows its latency alone and the "
-                                 "line below the table says why. Where a graph was measured more than once on one "
-                                 "runtime, the latest record is shown. In the plots the dashed line is latency "
-                                 "proportional to FLOPs.")]
+    blocks: list[tuple] = [
+        ("h1", "gatekit benchmark report"),
+        (
+            "p",
+            f"{sum(len(t.records) for t in targets)} records from {len(paths)} file(s), "
+            f"{len(targets)} target(s). Rows are networks (architecture, width, input size, gate "
+            "group and checkpoint, named by the first digits of its sha256) and their graphs. "
+            "A latency ratio is p50 over the p50 of the same network's dense graph (a pruned "
+            "network: the dense graph of the checkpoint it was pruned from) on the same runtime, "
+            "precision, threads and batch; a record without one shows its latency alone and the "
+            "line below the table says why. Where a graph was measured more than once on one "
+            "runtime, the latest record is shown. In the plots the dashed line is latency "
+            "proportional to FLOPs.",
+        ),
+    ]
     summary = []
     for k, t in enumerate(targets, 1):
         png = plots_dir / f"target-{k}-{slug(t.label)}.png"
@@ -168,8 +215,18 @@ def build_report(paths, out: str | os.PathLike, plots_dir: str | os.PathLike | N
         power = _power_table(t.records)
         if power:
             blocks += [("h3", "Power (tegrastats, whole board)"), ("table", power)]
-        summary.append({"target": t.label, "key": list(t.key), "records": len(t.records), "sources": t.sources,
-                        "plot": str(png), "table": table, "no_ratio": notes, "power_table": power})
+        summary.append(
+            {
+                "target": t.label,
+                "key": list(t.key),
+                "records": len(t.records),
+                "sources": t.sources,
+                "plot": str(png),
+                "table": table,
+                "no_ratio": notes,
+                "power_table": power,
+            }
+        )
     write_text(out, render_markdown(blocks, out.parent))
     if html_path:
         write_text(html_path, render_html(blocks, Path(html_path).parent))
@@ -203,10 +260,18 @@ def _table_html(table: str) -> str:
 
 def render_html(blocks: list[tuple], base: Path) -> str:
     title = next((b[1] for b in blocks if b[0] == "h1"), "gatekit report")
-    parts = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">', f"<title>{html.escape(title)}</title>",
-             "<style>body{font-family:sans-serif;max-width:70em;margin:2em auto;padding:0 1em}"
-             "table{border-collapse:collapse;margin:1em 0}th,td{border:1px solid #ccc;padding:0.25em 0.6em;text-align:right}"
-             "img{max-width:100%}</style>", "</head>", "<body>"]
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en">',
+        "<head>",
+        '<meta charset="utf-8">',
+        f"<title>{html.escape(title)}</title>",
+        "<style>body{font-family:sans-serif;max-width:70em;margin:2em auto;padding:0 1em}"
+        "table{border-collapse:collapse;margin:1em 0}th,td{border:1px solid #ccc;padding:0.25em 0.6em;text-align:right}"
+        "img{max-width:100%}</style>",
+        "</head>",
+        "<body>",
+    ]
     for b in blocks:
         kind = b[0]
         if kind in ("h1", "h2", "h3"):

@@ -11,10 +11,11 @@ import math
 import os
 import pickle
 import zipfile
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -29,7 +30,6 @@ NORMALIZATION: dict[str, tuple[tuple[float, float, float], tuple[float, float, f
     "stl10": ((0.4914, 0.4823, 0.4466), (0.247, 0.243, 0.261)),
     "imagenet100": ((0.485, 0.456, 0.406), (0.228, 0.224, 0.225)),
 }
-
 
 
 def normalization(dataset: str) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
@@ -82,15 +82,24 @@ class OfficialSource:
 
 
 SOURCES = {
-    "cifar10": OfficialSource("cifar-10-batches-py", "cifar-10-python.tar.gz",
-                              "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
-                              "c58f30108f718f92721af3b95e74349a"),
-    "cifar100": OfficialSource("cifar-100-python", "cifar-100-python.tar.gz",
-                               "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
-                               "eb9058c3a382ffc7106e4002c42a8d85"),
-    "stl10": OfficialSource("stl10_binary", "stl10_binary.tar.gz",
-                            "http://ai.stanford.edu/~acoates/stl10/stl10_binary.tar.gz",
-                            "91f7769df0f17e558f3565bffb0c7dfb"),
+    "cifar10": OfficialSource(
+        "cifar-10-batches-py",
+        "cifar-10-python.tar.gz",
+        "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+        "c58f30108f718f92721af3b95e74349a",
+    ),
+    "cifar100": OfficialSource(
+        "cifar-100-python",
+        "cifar-100-python.tar.gz",
+        "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
+        "eb9058c3a382ffc7106e4002c42a8d85",
+    ),
+    "stl10": OfficialSource(
+        "stl10_binary",
+        "stl10_binary.tar.gz",
+        "http://ai.stanford.edu/~acoates/stl10/stl10_binary.tar.gz",
+        "91f7769df0f17e558f3565bffb0c7dfb",
+    ),
 }
 
 
@@ -117,8 +126,10 @@ def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path:
 def how_to_provide(name: str, root: Path) -> str:
     """One sentence: how to give gatekit dataset `name` without a network (where its archive goes)."""
     source = SOURCES[name]
-    return (f"download {source.url} (md5 {source.md5}) and place it at {root / source.archive}, or set GATEKIT_DATA "
-            f"(or pass --data-dir) to a directory holding {name}.npz, {source.folder}/ or {source.archive}")
+    return (
+        f"download {source.url} (md5 {source.md5}) and place it at {root / source.archive}, or set GATEKIT_DATA "
+        f"(or pass --data-dir) to a directory holding {name}.npz, {source.folder}/ or {source.archive}"
+    )
 
 
 def _check_name_and_split(name: str, split: str) -> None:
@@ -138,11 +149,14 @@ def _locate_official(name: str, root: Path, download: bool) -> Path:
     if not archive.is_file():
         expected = f"expected {root / (name + '.npz')}, {folder}/ or {archive}"
         if not download or os.environ.get("GATEKIT_OFFLINE") == "1":
-            raise GatekitError(f"dataset {name} not found in {root}: {expected} (download disabled); "
-                               f"{how_to_provide(name, root)}")
+            raise GatekitError(
+                f"dataset {name} not found in {root}: {expected} (download disabled); {how_to_provide(name, root)}"
+            )
         if not network_reachable(source.url):
-            raise GatekitError(f"dataset {name} not found in {root}: {expected} (no network to download it); "
-                               f"{how_to_provide(name, root)}")
+            raise GatekitError(
+                f"dataset {name} not found in {root}: {expected} (no network to download it); "
+                f"{how_to_provide(name, root)}"
+            )
         download_file(source.url, archive, source.md5)
     safe_extract(archive, root)
     if not folder.is_dir():
@@ -209,8 +223,10 @@ def _check_npz_member(zf: zipfile.ZipFile, path: Path, key: str) -> None:
     elif info.compress_type == zipfile.ZIP_DEFLATED:
         holds = min(holds, info.compress_size * _DEFLATE_MAX_RATIO)
     if need > holds:
-        raise GatekitError(f"corrupt dataset file {path}: {key} claims a {dtype} array of shape {tuple(shape)} "
-                           f"({_byte_size(need)}), more than the file holds for it ({_byte_size(max(holds, 0))})")
+        raise GatekitError(
+            f"corrupt dataset file {path}: {key} claims a {dtype} array of shape {tuple(shape)} "
+            f"({_byte_size(need)}), more than the file holds for it ({_byte_size(max(holds, 0))})"
+        )
 
 
 def _load_npz(path: Path, split: str) -> tuple[np.ndarray, np.ndarray | None, list[str] | None]:
@@ -341,7 +357,7 @@ def _read_stl_images(x_file: Path, count: int, chunk: int = 4096) -> np.ndarray:
     raw = np.memmap(x_file, dtype=np.uint8, mode="r", shape=(count, 3, STL_SIZE, STL_SIZE)) if count else None
     out = np.empty((count, STL_SIZE, STL_SIZE, 3), dtype=np.uint8)
     for start in range(0, count, chunk):
-        out[start:start + chunk] = raw[start:start + chunk].transpose(0, 3, 2, 1)
+        out[start : start + chunk] = raw[start : start + chunk].transpose(0, 3, 2, 1)
     del raw
     return out
 
@@ -496,8 +512,12 @@ def _load_part(
                 f"dataset {name} not found: expected {folder}/{{train,val}}/<class>/<image>; "
                 "ImageNet cannot be downloaded automatically and must be obtained manually"
             )
-        return _load_image_folder(folder, "val" if name == "imagenet100" and split == "test" else split,
-                                  image_size or IMAGE_SIZE.get(name, DEFAULT_FOLDER_SIZE), limit)
+        return _load_image_folder(
+            folder,
+            "val" if name == "imagenet100" and split == "test" else split,
+            image_size or IMAGE_SIZE.get(name, DEFAULT_FOLDER_SIZE),
+            limit,
+        )
     npz_path = root / f"{name}.npz"
     if npz_path.is_file():
         images, labels, class_names = _load_npz(npz_path, split)

@@ -8,7 +8,19 @@ from gatekit.evaluate.linear_probe import ProbeResult, load_probe, save_probe, t
 from gatekit.evaluate.report import evaluate_model, format_results_table
 
 __all__ = [
-    "Features", "ProbeResult", "channel_usage", "evaluate_model", "extract_features", "flops_stats",
-    "format_results_table", "format_usage_table", "knn_accuracy", "knn_predict", "load_probe",
-    "per_sample_macs", "plot_channel_usage", "save_probe", "train_linear_probe",
+    "Features",
+    "ProbeResult",
+    "channel_usage",
+    "evaluate_model",
+    "extract_features",
+    "flops_stats",
+    "format_results_table",
+    "format_usage_table",
+    "knn_accuracy",
+    "knn_predict",
+    "load_probe",
+    "per_sample_macs",
+    "plot_channel_usage",
+    "save_probe",
+    "train_linear_probe",
 ]

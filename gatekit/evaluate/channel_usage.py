@@ -8,7 +8,7 @@ channels per sample.
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -28,15 +28,17 @@ def channel_usage(usage: Sequence[torch.Tensor], n_samples: int, block_names: Se
             raise GatekitError(f"block {name}: channel counts must lie in [0, {n_samples}]")
         on = int((c == n_samples).sum())
         off = int((c == 0).sum())
-        rows.append({
-            "block": str(name),
-            "channels": int(c.numel()),
-            "always_on": on,
-            "always_off": off,
-            "data_dependent": int(c.numel()) - on - off,
-            "mean_active": float(c.sum()) / n_samples,
-            "usage": [round(float(f), 4) for f in c / n_samples],
-        })
+        rows.append(
+            {
+                "block": str(name),
+                "channels": int(c.numel()),
+                "always_on": on,
+                "always_off": off,
+                "data_dependent": int(c.numel()) - on - off,
+                "mean_active": float(c.sum()) / n_samples,
+                "usage": [round(float(f), 4) for f in c / n_samples],
+            }
+        )
     return rows
 
 
@@ -53,7 +55,9 @@ def format_usage_table(rows: Sequence[dict]) -> str:
             f"| {r['mean_active']:.1f} | {pct:.1f} |"
         )
     if rows:
-        tot = {k: sum(r[k] for r in rows) for k in ("channels", "always_on", "data_dependent", "always_off", "mean_active")}
+        tot = {
+            k: sum(r[k] for r in rows) for k in ("channels", "always_on", "data_dependent", "always_off", "mean_active")
+        }
         pct = 100.0 * tot["mean_active"] / tot["channels"] if tot["channels"] else 0.0
         lines.append(
             f"| **total** | {tot['channels']} | {tot['always_on']} | {tot['data_dependent']} | {tot['always_off']} "
@@ -86,15 +90,38 @@ def plot_channel_usage(rows: Sequence[dict], path: str | os.PathLike, title: str
         for key in ("always_on", "data_dependent", "always_off"):
             count = r[key]
             share = count / r["channels"] if r["channels"] else 0.0
-            ax.barh(y, share, left=left, height=0.72, color=COLORS[key], edgecolor="white", linewidth=0.5,
-                    label=LABELS[key] if y == ys[0] else None)
+            ax.barh(
+                y,
+                share,
+                left=left,
+                height=0.72,
+                color=COLORS[key],
+                edgecolor="white",
+                linewidth=0.5,
+                label=LABELS[key] if y == ys[0] else None,
+            )
             if share >= 0.06:
-                ax.text(left + share / 2, y, str(count), ha="center", va="center", fontsize=7,
-                        color="white" if key == "always_on" else "black")
+                ax.text(
+                    left + share / 2,
+                    y,
+                    str(count),
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if key == "always_on" else "black",
+                )
             left += share
         if r["channels"]:
-            ax.plot([r["mean_active"] / r["channels"]], [y + 0.36], marker="v", markersize=6, color="black",
-                    linestyle="none", clip_on=False, label="mean active per sample" if y == ys[0] else None)
+            ax.plot(
+                [r["mean_active"] / r["channels"]],
+                [y + 0.36],
+                marker="v",
+                markersize=6,
+                color="black",
+                linestyle="none",
+                clip_on=False,
+                label="mean active per sample" if y == ys[0] else None,
+            )
     ax.set_yticks(ys)
     ax.set_yticklabels([f"{r['block']} ({r['channels']})" for r in rows], fontsize=8)
     ax.set_xlim(0, 1)

@@ -8,8 +8,8 @@ per-channel on-counts (how many samples switched each channel on) are collected 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -86,9 +86,10 @@ def extract_features(
     modes = [(m, m.training) for m in model.modules()]
     model.eval()
     try:
-        with torch.inference_mode(), tqdm(
-            total=n, desc=desc or f"features ({path})", unit="img", disable=not progress, leave=False
-        ) as bar:
+        with (
+            torch.inference_mode(),
+            tqdm(total=n, desc=desc or f"features ({path})", unit="img", disable=not progress, leave=False) as bar,
+        ):
             for start in range(0, n, batch_size):
                 # copy the slice: the source may be a read-only (memory-mapped) array
                 batch = torch.from_numpy(np.array(images[start : start + batch_size], copy=True)).to(dev)

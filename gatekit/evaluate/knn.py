@@ -107,8 +107,14 @@ def knn_accuracy(
 ) -> float:
     """Top-1 accuracy in [0, 1] of `knn_predict` against `test_labels`."""
     pred = knn_predict(
-        train_feats, train_labels, test_feats, k=k, metric=metric, num_classes=num_classes,
-        temperature=temperature, chunk=chunk,
+        train_feats,
+        train_labels,
+        test_feats,
+        k=k,
+        metric=metric,
+        num_classes=num_classes,
+        temperature=temperature,
+        chunk=chunk,
     )
     if pred.numel() == 0:
         raise GatekitError("k-NN accuracy needs at least one test sample")

@@ -104,8 +104,13 @@ def train_linear_probe(
         nn.init.zeros_(linear.weight)
         nn.init.zeros_(linear.bias)
         opt = torch.optim.LBFGS(
-            linear.parameters(), lr=1.0, max_iter=max_iter, line_search_fn="strong_wolfe",
-            tolerance_grad=1e-7, tolerance_change=1e-9, history_size=20,
+            linear.parameters(),
+            lr=1.0,
+            max_iter=max_iter,
+            line_search_fn="strong_wolfe",
+            tolerance_grad=1e-7,
+            tolerance_change=1e-9,
+            history_size=20,
         )
 
         def objective() -> torch.Tensor:
@@ -183,7 +188,9 @@ def load_probe(path: str | os.PathLike) -> ProbeResult:
         raise GatekitError(f"corrupt linear probe {file}: {first}") from None
     missing = {"weight", "bias", "feature_mean", "feature_std"} - set(tensors)
     if meta.get("format") != PROBE_FORMAT or missing:
-        raise GatekitError(f"{file} is not a gatekit linear probe (format {meta.get('format')!r}, missing {sorted(missing)})")
+        raise GatekitError(
+            f"{file} is not a gatekit linear probe (format {meta.get('format')!r}, missing {sorted(missing)})"
+        )
     try:
         settings = json.loads(meta["settings"])
         accuracy = float(json.loads(meta["accuracy"]))

@@ -7,8 +7,8 @@ a JSON-serialisable dict of plain Python values.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -85,23 +85,44 @@ def evaluate_model(
     result: dict = {"paths": {}, "n_train": n_train, "n_test": n_test, "num_classes": k_classes}
     for path in paths:
         res: dict = {}
-        test = extract_features(model, test_images, mean, std, path, batch_size=batch_size, device=dev,
-                                progress=progress, desc=f"{path} test features")
+        test = extract_features(
+            model,
+            test_images,
+            mean,
+            std,
+            path,
+            batch_size=batch_size,
+            device=dev,
+            progress=progress,
+            desc=f"{path} test features",
+        )
         train: Features | None = None
         if need_train:
-            train = extract_features(model, train_images, mean, std, path, batch_size=batch_size, device=dev,
-                                     progress=progress, desc=f"{path} train features")
+            train = extract_features(
+                model,
+                train_images,
+                mean,
+                std,
+                path,
+                batch_size=batch_size,
+                device=dev,
+                progress=progress,
+                desc=f"{path} train features",
+            )
         if knn and train is not None:
             mem = train.features.to(dev)  # k-NN runs where the model does
             k_cos, k_euc = knn_k
-            res[f"knn{k_cos}_cosine"] = knn_accuracy(mem, y_train, test.features, y_test, k=k_cos,
-                                                     metric="cosine", num_classes=k_classes)
-            res[f"knn{k_euc}_euclidean"] = knn_accuracy(mem, y_train, test.features, y_test, k=k_euc,
-                                                        metric="euclidean", num_classes=k_classes)
+            res[f"knn{k_cos}_cosine"] = knn_accuracy(
+                mem, y_train, test.features, y_test, k=k_cos, metric="cosine", num_classes=k_classes
+            )
+            res[f"knn{k_euc}_euclidean"] = knn_accuracy(
+                mem, y_train, test.features, y_test, k=k_euc, metric="euclidean", num_classes=k_classes
+            )
             del mem
         if linear and train is not None:
-            probe = train_linear_probe(train.features, y_train, test.features, y_test, num_classes=k_classes,
-                                       device=dev)
+            probe = train_linear_probe(
+                train.features, y_train, test.features, y_test, num_classes=k_classes, device=dev
+            )
             res["linear"] = probe.accuracy
             res["train_linear"] = probe.train_accuracy
             res["linear_settings"] = probe.settings
@@ -120,8 +141,9 @@ def evaluate_model(
             rows = channel_usage(test.usage, n_test, list(model.block_names))
             res["channel_usage"] = rows
             if out is not None:
-                plot_channel_usage(rows, out / CHANNEL_USAGE_PLOT,
-                                   title=f"Gate channel usage on the test set ({n_test} images)")
+                plot_channel_usage(
+                    rows, out / CHANNEL_USAGE_PLOT, title=f"Gate channel usage on the test set ({n_test} images)"
+                )
                 res["channel_usage_plot"] = CHANNEL_USAGE_PLOT
         result["paths"][path] = res
     return result

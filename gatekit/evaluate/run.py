@@ -56,14 +56,30 @@ def evaluate_checkpoint(
     mean, std = normalization(name)
     out = Path(out_dir) if out_dir else resolve_model_file(checkpoint).parent
     result = evaluate_model(
-        model, train.images, train.labels, test.images, test.labels, mean, std, paths=tuple(paths), knn=knn,
-        linear=linear, num_classes=int(max(train.labels.max(), test.labels.max())) + 1, device=str(dev),
-        progress=progress, out_dir=out,
+        model,
+        train.images,
+        train.labels,
+        test.images,
+        test.labels,
+        mean,
+        std,
+        paths=tuple(paths),
+        knn=knn,
+        linear=linear,
+        num_classes=int(max(train.labels.max(), test.labels.max())) + 1,
+        device=str(dev),
+        progress=progress,
+        out_dir=out,
     )
     result.update(
-        checkpoint=str(resolve_model_file(checkpoint)), checkpoint_sha256=meta["sha256"], dataset=name,
-        random_init=random_init, method=train_cfg.get("method"), budget=train_cfg.get("budget"),
-        epochs=meta.get("epoch"), model_config=model.cfg.to_dict(),
+        checkpoint=str(resolve_model_file(checkpoint)),
+        checkpoint_sha256=meta["sha256"],
+        dataset=name,
+        random_init=random_init,
+        method=train_cfg.get("method"),
+        budget=train_cfg.get("budget"),
+        epochs=meta.get("epoch"),
+        model_config=model.cfg.to_dict(),
     )
     result["table"] = format_results_table(result)
     gated = result["paths"].get("gated", {})

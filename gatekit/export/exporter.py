@@ -17,8 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gatekit import __version__
-from gatekit import native_ops
+from gatekit import __version__, native_ops
 from gatekit.artifacts import FALLBACK, FALLBACK_PREFIX, FORMATS, NATIVE, get_format, publish
 from gatekit.checkpoint import load_model
 from gatekit.data import load_dataset, normalization
@@ -82,8 +81,9 @@ class ExportOptions:
 class Prepared:
     """Everything the formats share: the model, data, graph module, references and FLOPs."""
 
-    def __init__(self, checkpoint: str | Path, opts: ExportOptions, progress: bool = True,
-                 recorded_usage: dict | None = None):
+    def __init__(
+        self, checkpoint: str | Path, opts: ExportOptions, progress: bool = True, recorded_usage: dict | None = None
+    ):
         """`recorded_usage`: a static or hybrid graph's channels come from this gate usage (an earlier
         export manifest's `gate_usage` of the same checkpoint) instead of a new calibration pass."""
         from gatekit.evaluate.features import extract_features
@@ -98,8 +98,10 @@ class Prepared:
         # a pruned dense encoder (gatekit prune): its dense graph keeps only the channels the record names
         self.pruned = self.meta.get("pruned") if isinstance(self.meta.get("pruned"), dict) else None
         if self.pruned is not None and opts.graph != "dense":
-            raise GatekitError(f"{checkpoint} is a pruned dense encoder ({self.pruned.get('tool')}): it has no trained gates, "
-                               "so export its dense graph (--graph dense), which keeps only its channels")
+            raise GatekitError(
+                f"{checkpoint} is a pruned dense encoder ({self.pruned.get('tool')}): it has no trained gates, "
+                "so export its dense graph (--graph dense), which keeps only its channels"
+            )
         train_cfg = self.meta.get("train_config", {})
         self.dataset = train_cfg.get("dataset", "cifar10")
         self.data_root = root = opts.data_dir or recorded_dir(train_cfg.get("data_dir"))
@@ -121,18 +123,28 @@ class Prepared:
             channels = select_all(self.usage, self.calib_n, opts.min_usage, opts.round_to, self.model.cfg.gate_group)
         elif opts.graph != "dense":
             calib = load_dataset(self.dataset, "train", root, limit=opts.calib, image_size=cfg.input_size)
-            feats = extract_features(self.model, calib.images, self.mean, self.std, "gated", progress=progress,
-                                     desc="calibration")
+            feats = extract_features(
+                self.model, calib.images, self.mean, self.std, "gated", progress=progress, desc="calibration"
+            )
             self.usage, self.calib_n, self.calib_active = feats.usage, len(calib), feats.active
             if opts.graph in ("static", "hybrid"):
-                channels = select_all(self.usage, self.calib_n, opts.min_usage, opts.round_to, self.model.cfg.gate_group)
+                channels = select_all(
+                    self.usage, self.calib_n, opts.min_usage, opts.round_to, self.model.cfg.gate_group
+                )
         if self.pruned is not None:
             kept = self.pruned.get("channels")
-            if not isinstance(kept, list) or len(kept) != len(self.model.blocks) or not all(
+            if (
+                not isinstance(kept, list)
+                or len(kept) != len(self.model.blocks)
+                or not all(
                     isinstance(c, list) and c and all(isinstance(i, int) and 0 <= i < b.planes for i in c)
-                    for c, b in zip(kept, self.model.blocks)):
-                raise GatekitError(f"{checkpoint}: the 'pruned' record's 'channels' must list kept channels for each of "
-                                   f"its {len(self.model.blocks)} blocks")
+                    for c, b in zip(kept, self.model.blocks)
+                )
+            ):
+                raise GatekitError(
+                    f"{checkpoint}: the 'pruned' record's 'channels' must list kept channels for each of "
+                    f"its {len(self.model.blocks)} blocks"
+                )
             channels = [torch.tensor(c, dtype=torch.long) for c in kept]
         self.head = self._load_head(opts.probe)
         self._quant_calib: list[np.ndarray] | None = None  # int8 calibration batches, loaded once
@@ -150,12 +162,16 @@ class Prepared:
             data = load_dataset(self.dataset, "train", self.data_root, limit=n, image_size=self.model.cfg.input_size)
             x = normalize_images(data.images, self.mean, self.std)
             b = self.opts.batch
-            self._quant_calib = [x[i:i + b] for i in range(0, len(x) - b + 1, b)]
+            self._quant_calib = [x[i : i + b] for i in range(0, len(x) - b + 1, b)]
         return self._quant_calib
 
     def quant_calibration_record(self) -> dict:
-        return {"dataset": self.dataset, "split": "train", "images": int(sum(len(x) for x in self.quant_calibration())),
-                "first": True}
+        return {
+            "dataset": self.dataset,
+            "split": "train",
+            "images": int(sum(len(x) for x in self.quant_calibration())),
+            "first": True,
+        }
 
     def quant_patterns(self) -> list[str]:
         from gatekit.runtimes.quantize import exclude_patterns
@@ -180,25 +196,35 @@ class Prepared:
 
         def acc(feats):  # a graph of fixed batch b sees the first multiple of b images of each set
             train, test = (torch.as_tensor(np.asarray(f)) for f in feats)
-            return knn_accuracy(train, labels[0][: len(train)], test, labels[1][: len(test)], k=20, metric="cosine",
-                                num_classes=k)
+            return knn_accuracy(
+                train, labels[0][: len(train)], test, labels[1][: len(test)], k=20, metric="cosine", num_classes=k
+            )
 
         b = self.opts.batch
         base = acc(fp32)
         mine = acc([features(x[: len(x) - len(x) % b]) for x in sets])
-        return {"knn20": mine, "knn20_fp32": base, "knn_delta_points": 100 * (mine - base),
-                "knn_train_images": int(len(sets[0])), "knn_test_images": int(len(sets[1]))}
+        return {
+            "knn20": mine,
+            "knn20_fp32": base,
+            "knn_delta_points": 100 * (mine - base),
+            "knn_train_images": int(len(sets[0])),
+            "knn_test_images": int(len(sets[1])),
+        }
 
     def reference_batched(self, x: np.ndarray, batch: int = 256) -> np.ndarray:
-        return np.concatenate([self.reference(x[i:i + batch]) for i in range(0, len(x), batch)])
+        return np.concatenate([self.reference(x[i : i + batch]) for i in range(0, len(x), batch)])
 
     def gate_usage(self) -> dict | None:
         """Per-block, per-channel counts of calibration images whose gate turned the channel on: what
         `gatekit pick --lut` plans static widths from (gatekit.models.channels), without torch."""
         if self.usage is None:
             return None
-        return {"dataset": self.dataset, "split": "train", "images": int(self.calib_n),
-                "counts": [[int(v) for v in u.round().long().tolist()] for u in self.usage]}
+        return {
+            "dataset": self.dataset,
+            "split": "train",
+            "images": int(self.calib_n),
+            "counts": [[int(v) for v in u.round().long().tolist()] for u in self.usage],
+        }
 
     def reselect(self, min_usage: float) -> None:
         """Static/hybrid: keep the channels on for more than `min_usage` of the calibration images, reusing
@@ -233,11 +259,15 @@ class Prepared:
             raise GatekitError(f"unknown --dynamic-form {want!r}: choose one of {', '.join(DYNAMIC_FORMS)}")
         int8 = precision == "int8"
         if int8 and want in ("conv", "matmul"):
-            raise GatekitError(f"--dynamic-form {want} is an fp32 form: int8 dynamic graphs are written as gatekit's "
-                               "int8 ops (--dynamic-form native) or in standard ops (--dynamic-form qdq); auto picks")
+            raise GatekitError(
+                f"--dynamic-form {want} is an fp32 form: int8 dynamic graphs are written as gatekit's "
+                "int8 ops (--dynamic-form native) or in standard ops (--dynamic-form qdq); auto picks"
+            )
         if not int8 and want == "qdq":
-            raise GatekitError("--dynamic-form qdq is the int8 dynamic graph's standard-ops form: add --precision "
-                               "int8, or use conv or matmul for fp32")
+            raise GatekitError(
+                "--dynamic-form qdq is the int8 dynamic graph's standard-ops form: add --precision "
+                "int8, or use conv or matmul for fp32"
+            )
         native_ok = FORMATS[fmt].native_library is not None
         runtime = FORMATS[fmt].runtime
         if want == "auto":
@@ -246,21 +276,31 @@ class Prepared:
             lib, refused = native_ops.find_library(runtime)
             if lib is None:
                 native_ops.warn_refused(refused, "dynamic graphs are exported in standard ops")
-            return "native" if lib is not None and self._library_runs(runtime, int8) else self.standard_form(fmt, precision)
+            return (
+                "native"
+                if lib is not None and self._library_runs(runtime, int8)
+                else self.standard_form(fmt, precision)
+            )
         if want == "native":
             if not native_ok:
-                raise GatekitError(f"the native dynamic form runs on {', '.join(f for f, r in FORMATS.items() if r.native_library)}"
-                                   f", not {fmt}")
+                raise GatekitError(
+                    f"the native dynamic form runs on {', '.join(f for f, r in FORMATS.items() if r.native_library)}"
+                    f", not {fmt}"
+                )
             lib, refused = native_ops.find_library(runtime)
             if lib is None and refused.state != "missing":
                 raise GatekitError(f"the native dynamic form needs gatekit's op library for {runtime}: {refused}")
             if lib is None:
-                raise GatekitError(f"the native dynamic form needs gatekit's op library for {runtime}, and none "
-                                   "is built for the installed version: run `gatekit ops build` (`gatekit ops status` says why)")
+                raise GatekitError(
+                    f"the native dynamic form needs gatekit's op library for {runtime}, and none "
+                    "is built for the installed version: run `gatekit ops build` (`gatekit ops status` says why)"
+                )
             if int8 and not self._library_runs(runtime, True):
-                raise GatekitError(f"gatekit's op library for {runtime} ({native_ops.library_for(runtime)}) has no "
-                                   f"int8 gated-block ops ({', '.join(self.int8_op_types())}): rebuild it with "
-                                   "`gatekit ops build`, or write the standard-ops form (--dynamic-form qdq)")
+                raise GatekitError(
+                    f"gatekit's op library for {runtime} ({native_ops.library_for(runtime)}) has no "
+                    f"int8 gated-block ops ({', '.join(self.int8_op_types())}): rebuild it with "
+                    "`gatekit ops build`, or write the standard-ops form (--dynamic-form qdq)"
+                )
         return want
 
     def int8_op_types(self) -> list[str]:
@@ -288,7 +328,7 @@ class Prepared:
         """Per block, the channels some calibration image turned on (the native graph removes the others)."""
         return select_all(self.usage, self.calib_n, 0.0, 1, self.model.cfg.gate_group)
 
-    def graph(self, form: str | None = None, precision: str = "fp32") -> tuple[torch.nn.Module, "GraphSpec"]:
+    def graph(self, form: str | None = None, precision: str = "fp32") -> tuple[torch.nn.Module, GraphSpec]:
         """The deploy module and its spec for a dynamic form (None: the graph's only form) and precision (int8: the
         int8 dynamic graph, calibrated), built once."""
         if self.opts.graph == "dynamic" and precision == "int8":
@@ -298,16 +338,28 @@ class Prepared:
                 built = build_graph(self.model, self.opts.graph, self.channels, self.head)
             elif form == "native":
                 if self.opts.native_gate not in NATIVE_GATES:
-                    raise GatekitError(f"unknown --native-gate {self.opts.native_gate!r}: choose one of {', '.join(NATIVE_GATES)}")
+                    raise GatekitError(
+                        f"unknown --native-gate {self.opts.native_gate!r}: choose one of {', '.join(NATIVE_GATES)}"
+                    )
                 if self.opts.native_shortcut not in NATIVE_SHORTCUTS:
-                    raise GatekitError(f"unknown --native-shortcut {self.opts.native_shortcut!r}: choose one of "
-                                       f"{', '.join(NATIVE_SHORTCUTS)}")
-                built = build_graph(self.model, "dynamic", self.used_channels(), self.head, dynamic_form="native",
-                                    dynamic_min_size=self.min_size(form), native_gate=self.opts.native_gate,
-                                    native_shortcut=self.opts.native_shortcut)
+                    raise GatekitError(
+                        f"unknown --native-shortcut {self.opts.native_shortcut!r}: choose one of "
+                        f"{', '.join(NATIVE_SHORTCUTS)}"
+                    )
+                built = build_graph(
+                    self.model,
+                    "dynamic",
+                    self.used_channels(),
+                    self.head,
+                    dynamic_form="native",
+                    dynamic_min_size=self.min_size(form),
+                    native_gate=self.opts.native_gate,
+                    native_shortcut=self.opts.native_shortcut,
+                )
             else:
-                built = build_graph(self.model, "dynamic", None, self.head, dynamic_form=form,
-                                    dynamic_min_size=self.min_size(form))
+                built = build_graph(
+                    self.model, "dynamic", None, self.head, dynamic_form=form, dynamic_min_size=self.min_size(form)
+                )
             self._graphs[form] = built
         return self._graphs[form]
 
@@ -319,10 +371,11 @@ class Prepared:
         names = list(self.opts.quant_exclude)
         exclude_patterns(names, len(self.model.blocks))  # one line for an unknown name
         n = len(self.model.blocks)
-        return frozenset(n - 1 if name == "last" else int(name[5:]) for name in names
-                         if name == "last" or name.startswith("block"))
+        return frozenset(
+            n - 1 if name == "last" else int(name[5:]) for name in names if name == "last" or name.startswith("block")
+        )
 
-    def _int8_graph(self, form: str | None) -> tuple[torch.nn.Module, "GraphSpec"]:
+    def _int8_graph(self, form: str | None) -> tuple[torch.nn.Module, GraphSpec]:
         """The int8 dynamic graph of a form ("native": gatekit's int8 ops, "qdq": standard ops), its scales calibrated
         once on the --quant-calib training images (the fp32 gated graph's activations; every form shares them) and
         its gate agreement with the fp32 gated graph measured on the same images."""
@@ -332,12 +385,18 @@ class Prepared:
             raise GatekitError(f"the int8 dynamic graph is written as {' or '.join(INT8_FORMS)}, not {form}")
         key = ("int8", form)
         if key not in self._graphs:
-            net, spec = build_int8_graph(self.model, self.used_channels(), self.head, form,
-                                         min_size=self.min_size(form), native_gate=self.opts.native_gate,
-                                         native_shortcut=self.opts.native_shortcut,
-                                         float_blocks=self.int8_float_blocks())
+            net, spec = build_int8_graph(
+                self.model,
+                self.used_channels(),
+                self.head,
+                form,
+                min_size=self.min_size(form),
+                native_gate=self.opts.native_gate,
+                native_shortcut=self.opts.native_shortcut,
+                float_blocks=self.int8_float_blocks(),
+            )
             x = np.concatenate(self.quant_calibration())
-            batches = [x[i:i + 64] for i in range(0, len(x), 64)]
+            batches = [x[i : i + 64] for i in range(0, len(x), 64)]
             if self._int8_scales is None:
                 self._int8_scales = calibrate(net, batches)
             else:
@@ -355,21 +414,25 @@ class Prepared:
 
         self._int8_graph(form)
         float_blocks = sorted(self.int8_float_blocks())
-        return {"tool": "gatekit", "version": __version__,
-                "format": "gatekit int8 ops" if form == "native" else "QDQ (QuantizeLinear / DequantizeLinear)",
-                "weights": "int8, per output channel, symmetric, [-127, 127]",
-                "activations": "uint8, zero point 0: per block x_scale (block input) and h_scale (hidden activation)",
-                "accumulation": ("int32" if form == "native" else
-                                 "the runtime's (float convolutions over dequantized values)"),
-                "estimator": int8.ESTIMATOR,
-                "estimator_detail": f"MSE-optimal clipping threshold / 255 over a {int8.HIST_BINS}-bin histogram of "
-                                    "the fp32 gated graph's nonzero activations on the calibration images",
-                "float32": ["stem", "gates", "biases", "residual sums", "pooling", "head"]
-                + [f"block{i}" for i in float_blocks],
-                "float_blocks": float_blocks,
-                "scales": [r for r in self._int8_scales if r is not None],
-                "gate_agreement": self._int8_agreement[form],
-                "calibration": self.quant_calibration_record()}
+        return {
+            "tool": "gatekit",
+            "version": __version__,
+            "format": "gatekit int8 ops" if form == "native" else "QDQ (QuantizeLinear / DequantizeLinear)",
+            "weights": "int8, per output channel, symmetric, [-127, 127]",
+            "activations": "uint8, zero point 0: per block x_scale (block input) and h_scale (hidden activation)",
+            "accumulation": (
+                "int32" if form == "native" else "the runtime's (float convolutions over dequantized values)"
+            ),
+            "estimator": int8.ESTIMATOR,
+            "estimator_detail": f"MSE-optimal clipping threshold / 255 over a {int8.HIST_BINS}-bin histogram of "
+            "the fp32 gated graph's nonzero activations on the calibration images",
+            "float32": ["stem", "gates", "biases", "residual sums", "pooling", "head"]
+            + [f"block{i}" for i in float_blocks],
+            "float_blocks": float_blocks,
+            "scales": [r for r in self._int8_scales if r is not None],
+            "gate_agreement": self._int8_agreement[form],
+            "calibration": self.quant_calibration_record(),
+        }
 
     def _load_head(self, probe: str | None) -> torch.nn.Linear | None:
         if not probe:
@@ -378,7 +441,9 @@ class Prepared:
 
         p = load_probe(probe)
         if p.weight.shape[1] != self.model.feature_dim:
-            raise GatekitError(f"probe {probe} expects {p.weight.shape[1]}-d features, the model gives {self.model.feature_dim}")
+            raise GatekitError(
+                f"probe {probe} expects {p.weight.shape[1]}-d features, the model gives {self.model.feature_dim}"
+            )
         head = torch.nn.Linear(p.weight.shape[1], p.weight.shape[0])
         head.weight.data, head.bias.data = p.weight.float().clone(), p.bias.float().clone()
         return head
@@ -419,11 +484,15 @@ class Prepared:
             hint = ""
             if spec.channels:  # hybrid, native dynamic: channels unused over the calibration images were removed
                 n = self.images_using_removed_channels(spec)
-                hint = (f": {n} of {len(self.verify_images)} held-out images turn on channels that were on for at most "
-                        f"--min-usage {self.opts.min_usage} of the {self.calib_n} calibration images; raise --calib"
-                        + (" or lower --min-usage" if self.opts.graph == "hybrid" else ""))
-            raise GatekitError(f"the {self.opts.graph} graph{f' ({form})' if form else ''} differs from the PyTorch path by "
-                               f"{err:.3g}{hint}; not exported")
+                hint = (
+                    f": {n} of {len(self.verify_images)} held-out images turn on channels that were on for at most "
+                    f"--min-usage {self.opts.min_usage} of the {self.calib_n} calibration images; raise --calib"
+                    + (" or lower --min-usage" if self.opts.graph == "hybrid" else "")
+                )
+            raise GatekitError(
+                f"the {self.opts.graph} graph{f' ({form})' if form else ''} differs from the PyTorch path by "
+                f"{err:.3g}{hint}; not exported"
+            )
         return {"torch_module_relative_error": err}
 
     def images_using_removed_channels(self, spec) -> int:
@@ -451,9 +520,13 @@ class Prepared:
             macs = {"mean": self.cost.static_macs(self.spec.widths) + gate}
         else:
             s = flops_stats(self.cost, self.executed_active(self.calib_active, spec))
-            macs = {"mean": s["mean_macs"], "p50": s["p50_macs"], "p90": s["p90_macs"],
-                    "note": f"per input, over {self.calib_n} calibration images",
-                    "mean_active_widths": [round(float(v), 2) for v in self.calib_active.double().mean(dim=0).tolist()]}
+            macs = {
+                "mean": s["mean_macs"],
+                "p50": s["p50_macs"],
+                "p90": s["p90_macs"],
+                "note": f"per input, over {self.calib_n} calibration images",
+                "mean_active_widths": [round(float(v), 2) for v in self.calib_active.double().mean(dim=0).tolist()],
+            }
         macs["dense"] = dense
         macs["ratio_to_dense"] = macs["mean"] / dense
         macs["flop_counter_macs"] = flop_counter_macs(self.net, self.model.cfg.input_size) if g != "dynamic" else None
@@ -471,13 +544,20 @@ class Prepared:
         from gatekit.evaluate.features import extract_features
         from gatekit.evaluate.flops_stats import per_sample_macs
 
-        test = load_dataset(self.dataset, "test", self.data_root, limit=self.opts.record_inputs,
-                            image_size=self.model.cfg.input_size)
-        active = extract_features(self.model, test.images, self.mean, self.std, "gated", progress=progress,
-                                  desc="per-input MACs").active
+        test = load_dataset(
+            self.dataset, "test", self.data_root, limit=self.opts.record_inputs, image_size=self.model.cfg.input_size
+        )
+        active = extract_features(
+            self.model, test.images, self.mean, self.std, "gated", progress=progress, desc="per-input MACs"
+        ).active
         macs = per_sample_macs(self.cost, self.executed_active(active, self.graph(form, precision)[1]))
-        return {"dataset": self.dataset, "split": "test", "first": len(test), "macs": [int(m) for m in macs.tolist()],
-                "active_widths": active.round().int().tolist()}
+        return {
+            "dataset": self.dataset,
+            "split": "test",
+            "first": len(test),
+            "macs": [int(m) for m in macs.tolist()],
+            "active_widths": active.round().int().tolist(),
+        }
 
 
 def flop_counter_macs(net: torch.nn.Module, size: int) -> int:
@@ -503,9 +583,18 @@ def _export_onnx(prep: Prepared, path: Path, form: str | None) -> None:
     with warnings.catch_warnings():  # the TorchScript exporter's deprecation and constant-folding notes
         warnings.simplefilter("ignore", category=UserWarning)
         warnings.simplefilter("ignore", category=DeprecationWarning)
-        torch.onnx.export(net, (dummy,), str(path), opset_version=OPSET, input_names=[INPUT_NAME],
-                          output_names=[prep.output_name], dynamic_axes=dynamic_axes, do_constant_folding=True,
-                          custom_opsets={NATIVE_DOMAIN: 1} if form == "native" else None, dynamo=False)
+        torch.onnx.export(
+            net,
+            (dummy,),
+            str(path),
+            opset_version=OPSET,
+            input_names=[INPUT_NAME],
+            output_names=[prep.output_name],
+            dynamic_axes=dynamic_axes,
+            do_constant_folding=True,
+            custom_opsets={NATIVE_DOMAIN: 1} if form == "native" else None,
+            dynamo=False,
+        )
     model = onnx.load(str(path))
     if form == "native" and _inline_constant_identities(model):
         onnx.save(model, str(path))
@@ -549,20 +638,30 @@ def _verify_reduced(prep: Prepared, session, name: str, precision: str) -> dict:
     actual = outputs[opts.batch]
     cos = cosine(actual, prep.reference(prep.verify_images[: len(actual)]))
     knn = prep.knn_of(lambda x: run_batched(session, x, prep.opts.batch))
-    report = {"relative_error": errors, "cosine_to_fp32": {"mean": float(cos.mean()), "min": float(cos.min()),
-                                                          "images": int(len(cos))}, **knn,
-              "thresholds": {"min_mean_cosine": opts.min_cosine, "max_knn_drop_points": opts.max_knn_drop}}
+    report = {
+        "relative_error": errors,
+        "cosine_to_fp32": {"mean": float(cos.mean()), "min": float(cos.min()), "images": int(len(cos))},
+        **knn,
+        "thresholds": {"min_mean_cosine": opts.min_cosine, "max_knn_drop_points": opts.max_knn_drop},
+    }
     drop = -knn["knn_delta_points"]
     problems = []
     if cos.mean() < opts.min_cosine:
-        problems.append(f"mean feature cosine to fp32 {cos.mean():.4f} (min {cos.min():.3f}) is below {opts.min_cosine}")
+        problems.append(
+            f"mean feature cosine to fp32 {cos.mean():.4f} (min {cos.min():.3f}) is below {opts.min_cosine}"
+        )
     if drop > opts.max_knn_drop + 1e-9:  # a drop of exactly the threshold passes (100 * (a - b) rounds up to it)
-        problems.append(f"k-NN top-1 {100 * knn['knn20']:.2f}% is {drop:.2f} points below fp32's {100 * knn['knn20_fp32']:.2f}%")
+        problems.append(
+            f"k-NN top-1 {100 * knn['knn20']:.2f}% is {drop:.2f} points below fp32's {100 * knn['knn20_fp32']:.2f}%"
+        )
     if problems:
-        hint = ("use fp32 for this graph" if precision != "int8" else
-                "keep blocks in float (--quant-exclude last or blockN) or calibrate on more images (--quant-calib)"
-                if prep.opts.graph == "dynamic" else
-                "keep parts in float (--quant-exclude stem,last) or calibrate on more images (--quant-calib)")
+        hint = (
+            "use fp32 for this graph"
+            if precision != "int8"
+            else "keep blocks in float (--quant-exclude last or blockN) or calibrate on more images (--quant-calib)"
+            if prep.opts.graph == "dynamic"
+            else "keep parts in float (--quant-exclude stem,last) or calibrate on more images (--quant-calib)"
+        )
         raise GatekitError(f"{name} {precision}: {'; '.join(problems)}; not written: {hint}")
     return report
 
@@ -575,7 +674,9 @@ def _verify(prep: Prepared, session, name: str, precision: str) -> dict:
     errors = {}
     for b in _batches(prep):
         actual = run_batched(session, prep.verify_images, b)
-        errors[f"batch{b}"] = check(f"{name} at batch {b}", actual, prep.reference(prep.verify_images[: len(actual)]), precision)
+        errors[f"batch{b}"] = check(
+            f"{name} at batch {b}", actual, prep.reference(prep.verify_images[: len(actual)]), precision
+        )
     return errors
 
 
@@ -598,8 +699,10 @@ def artifact_stem(opts: ExportOptions) -> str:
 # One writer per format of gatekit.artifacts.FORMATS: each turns the verified-to-be ONNX graph into the
 # format's files at the staged paths the table names, and opens the session that verification runs.
 
-def _write_onnx(prep: Prepared, onnx_path: Path, staged: dict[str, Path], precision: str, extensions=(),
-                quantized=None):
+
+def _write_onnx(
+    prep: Prepared, onnx_path: Path, staged: dict[str, Path], precision: str, extensions=(), quantized=None
+):
     """ONNX: the exported graph itself (int8: quantized to QDQ, unless the graph is int8 already: `quantized`, its
     record), run on ONNX Runtime."""
     from gatekit.runtimes import load_session
@@ -611,15 +714,20 @@ def _write_onnx(prep: Prepared, onnx_path: Path, staged: dict[str, Path], precis
     elif precision == "int8":
         from gatekit.runtimes.quantize import quantize_onnx
 
-        extra["quantization"] = dict(quantize_onnx(onnx_path, staged["onnx"], prep.quant_calibration(), prep.quant_patterns()),
-                                     calibration=prep.quant_calibration_record())
+        extra["quantization"] = dict(
+            quantize_onnx(onnx_path, staged["onnx"], prep.quant_calibration(), prep.quant_patterns()),
+            calibration=prep.quant_calibration_record(),
+        )
     else:
         os.replace(onnx_path, staged["onnx"])
-    return load_session(staged["onnx"], "ort", threads=prep.opts.threads, extensions=extensions, precision=precision), extra
+    return load_session(
+        staged["onnx"], "ort", threads=prep.opts.threads, extensions=extensions, precision=precision
+    ), extra
 
 
-def _write_openvino(prep: Prepared, onnx_path: Path, staged: dict[str, Path], precision: str, extensions=(),
-                    quantized=None):
+def _write_openvino(
+    prep: Prepared, onnx_path: Path, staged: dict[str, Path], precision: str, extensions=(), quantized=None
+):
     """OpenVINO IR converted from the ONNX graph (fp16: compressed weights, decompressed and run in f32; int8:
     quantized by NNCF, unless the graph is int8 already: `quantized`, its record; its float parts run f32)."""
     import openvino as ov
@@ -627,7 +735,9 @@ def _write_openvino(prep: Prepared, onnx_path: Path, staged: dict[str, Path], pr
     from gatekit.runtimes import load_session
 
     xml = staged["xml"]
-    converted = ov.convert_model(str(onnx_path), extension=list(extensions)) if extensions else ov.convert_model(str(onnx_path))
+    converted = (
+        ov.convert_model(str(onnx_path), extension=list(extensions)) if extensions else ov.convert_model(str(onnx_path))
+    )
     extra = {}
     if quantized is not None:
         extra["quantization"] = quantized
@@ -650,14 +760,20 @@ def _write_openvino(prep: Prepared, onnx_path: Path, staged: dict[str, Path], pr
     return session, extra
 
 
-def _write_tensorrt(prep: Prepared, onnx_path: Path, staged: dict[str, Path], precision: str, extensions=(),
-                    quantized=None):
+def _write_tensorrt(
+    prep: Prepared, onnx_path: Path, staged: dict[str, Path], precision: str, extensions=(), quantized=None
+):
     """A TensorRT engine built here from the ONNX graph (engines are tied to their GPU)."""
     from gatekit.runtimes import load_session
     from gatekit.runtimes.tensorrt_build import build_engine
 
-    built = build_engine(onnx_path, staged["engine"], precision=precision, batch=prep.opts.batch,
-                         max_batch=8 if prep.opts.dynamic_batch else None)
+    built = build_engine(
+        onnx_path,
+        staged["engine"],
+        precision=precision,
+        batch=prep.opts.batch,
+        max_batch=8 if prep.opts.dynamic_batch else None,
+    )
     return load_session(staged["engine"], "tensorrt", precision=precision), {"build": built}
 
 
@@ -670,20 +786,31 @@ def precision_refusal(graph: str, fmt: str, precision: str) -> str | None:
     if precision not in PRECISIONS:
         return f"unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}"
     if precision not in f.precisions:
-        return (f"{f.display} artifacts hold {', '.join(f.precisions)}, not {precision}; "
-                f"use --format {' or '.join(n for n, r in FORMATS.items() if precision in r.precisions)}")
+        return (
+            f"{f.display} artifacts hold {', '.join(f.precisions)}, not {precision}; "
+            f"use --format {' or '.join(n for n, r in FORMATS.items() if precision in r.precisions)}"
+        )
     if graph == "dynamic" and precision not in DYNAMIC_PRECISIONS:
-        return (f"dynamic graphs are exported in fp32 or int8 (the precisions of gatekit's ops and their standard-ops "
-                f"forms), not {precision}; dense, static and hybrid graphs take --precision {precision}")
+        return (
+            f"dynamic graphs are exported in fp32 or int8 (the precisions of gatekit's ops and their standard-ops "
+            f"forms), not {precision}; dense, static and hybrid graphs take --precision {precision}"
+        )
     if graph == "dynamic" and precision == "int8" and fmt not in INT8_DYNAMIC_FORMATS:
         where = " and ".join(FORMATS[n].display for n in INT8_DYNAMIC_FORMATS)
-        return (f"int8 dynamic graphs run on {where} (gatekit's int8 ops or their Q/DQ form), not as a {f.display}; "
-                f"use --format {' or '.join(INT8_DYNAMIC_FORMATS)}")
+        return (
+            f"int8 dynamic graphs run on {where} (gatekit's int8 ops or their Q/DQ form), not as a {f.display}; "
+            f"use --format {' or '.join(INT8_DYNAMIC_FORMATS)}"
+        )
     return None
 
 
-def export(checkpoint: str | Path, out_dir: str | Path, opts: ExportOptions, progress: bool = True,
-           prepared: Prepared | None = None) -> dict:
+def export(
+    checkpoint: str | Path,
+    out_dir: str | Path,
+    opts: ExportOptions,
+    progress: bool = True,
+    prepared: Prepared | None = None,
+) -> dict:
     """Exports one graph to one format into out_dir; returns the manifest (also written beside it)."""
     fmt = get_format(opts.fmt)
     precision = precision_of(opts)
@@ -713,8 +840,14 @@ def export(checkpoint: str | Path, out_dir: str | Path, opts: ExportOptions, pro
             _export_onnx(prep, onnx_path, f)
             prefix = FALLBACK_PREFIX if i else ""
             quantized = prep.int8_record(f) if gprec == "int8" else None
-            session, extra = WRITERS[fmt.name](prep, onnx_path, {k: staged[prefix + k] for k, _ in fmt.files}, precision,
-                                               extensions, quantized=quantized)
+            session, extra = WRITERS[fmt.name](
+                prep,
+                onnx_path,
+                {k: staged[prefix + k] for k, _ in fmt.files},
+                precision,
+                extensions,
+                quantized=quantized,
+            )
             try:
                 if extensions:
                     session.info.ops, session.info.ops_library = NATIVE, extensions[0]
@@ -722,8 +855,11 @@ def export(checkpoint: str | Path, out_dir: str | Path, opts: ExportOptions, pro
                 elif native:
                     session.info.ops = FALLBACK
                 label = f"{fmt.name}/{session.info.name}" + (f" ({f})" if f else "")
-                errors = _verify(prep, session, label, precision) if precision == "fp32" else \
-                    _verify_reduced(prep, session, label, precision)
+                errors = (
+                    _verify(prep, session, label, precision)
+                    if precision == "fp32"
+                    else _verify_reduced(prep, session, label, precision)
+                )
                 if quantized is not None:
                     errors["gate_agreement"] = quantized["gate_agreement"]
                 checked.append((errors, dict(session.info.to_dict(), **extra), extra))
@@ -733,11 +869,23 @@ def export(checkpoint: str | Path, out_dir: str | Path, opts: ExportOptions, pro
         if gprec == "int8":  # recorded once, at the top level
             runtime.pop("quantization", None)
         reduced = precision != "fp32"
-        manifest = _manifest(prep, opts, fmt.file_names(stem, fallback=native), runtime,
-                             errors["relative_error"] if reduced else errors, report, form, gprec)
+        manifest = _manifest(
+            prep,
+            opts,
+            fmt.file_names(stem, fallback=native),
+            runtime,
+            errors["relative_error"] if reduced else errors,
+            report,
+            form,
+            gprec,
+        )
         if reduced:
-            manifest["verification"].update(errors, reference="fp32 gated graph (its PyTorch module)" if gprec == "int8"
-                                            else "fp32 graph (its PyTorch module)")
+            manifest["verification"].update(
+                errors,
+                reference="fp32 gated graph (its PyTorch module)"
+                if gprec == "int8"
+                else "fp32 graph (its PyTorch module)",
+            )
             if "quantization" in extra:
                 manifest["quantization"] = extra["quantization"]
         if native:
@@ -746,17 +894,22 @@ def export(checkpoint: str | Path, out_dir: str | Path, opts: ExportOptions, pro
             ops = [f"{NATIVE_DOMAIN}.{t}" for t in types]
             fallback_runtime = dict(checked[1][1])
             fallback_runtime.pop("quantization", None)
-            manifest["native_op"] = {"op": ops[0], "ops": ops, "gate": opts.native_gate,
-                                     "shortcut": opts.native_shortcut if opts.native_gate == "op" else "graph",
-                                     "blocks": manifest["dynamic_skipping"]["blocks"],
-                                     "library": native_ops.check_library(fmt.runtime, paths[0][1][0]),
-                                     "fallback_form": paths[1][0],
-                                     "fallback_runtime": fallback_runtime}
+            manifest["native_op"] = {
+                "op": ops[0],
+                "ops": ops,
+                "gate": opts.native_gate,
+                "shortcut": opts.native_shortcut if opts.native_gate == "op" else "graph",
+                "blocks": manifest["dynamic_skipping"]["blocks"],
+                "library": native_ops.check_library(fmt.runtime, paths[0][1][0]),
+                "fallback_form": paths[1][0],
+                "fallback_runtime": fallback_runtime,
+            }
             if reduced:
                 manifest["verification"]["fallback"] = checked[1][0]
                 if "quantization" in checked[1][2]:
                     manifest["native_op"]["fallback_quantization"] = {
-                        k: v for k, v in checked[1][2]["quantization"].items() if k in ("format", "accumulation")}
+                        k: v for k, v in checked[1][2]["quantization"].items() if k in ("format", "accumulation")
+                    }
             else:
                 manifest["verification"]["fallback_relative_error"] = checked[1][0]
         if opts.graph == "dynamic" and opts.record_inputs > 0:
@@ -769,8 +922,16 @@ def export(checkpoint: str | Path, out_dir: str | Path, opts: ExportOptions, pro
     return manifest
 
 
-def _manifest(prep: Prepared, opts: ExportOptions, files: dict, runtime: dict, errors: dict, report: dict,
-              form: str | None, graph_precision: str = "fp32") -> dict:
+def _manifest(
+    prep: Prepared,
+    opts: ExportOptions,
+    files: dict,
+    runtime: dict,
+    errors: dict,
+    report: dict,
+    form: str | None,
+    graph_precision: str = "fp32",
+) -> dict:
     import onnx
 
     cfg = prep.model.cfg
@@ -784,8 +945,9 @@ def _manifest(prep: Prepared, opts: ExportOptions, files: dict, runtime: dict, e
         "budget": train_cfg.get("budget"),
         "graph": opts.graph,
         "dynamic_form": form,
-        "dynamic_skipping": ({"min_size": prep.min_size(form), "blocks": spec.skipping}
-                             if opts.graph == "dynamic" else None),
+        "dynamic_skipping": (
+            {"min_size": prep.min_size(form), "blocks": spec.skipping} if opts.graph == "dynamic" else None
+        ),
         "format": opts.fmt,
         "files": files,
         "precision": precision_of(opts),
@@ -793,18 +955,35 @@ def _manifest(prep: Prepared, opts: ExportOptions, files: dict, runtime: dict, e
         "widths": spec.widths,
         "full_widths": [b.planes for b in prep.cost.blocks],
         "channels": spec.channels,
-        "pruning": {"calib": opts.calib, "min_usage": opts.min_usage, "round_to": opts.round_to} if opts.graph in ("static", "hybrid") else None,
+        "pruning": {"calib": opts.calib, "min_usage": opts.min_usage, "round_to": opts.round_to}
+        if opts.graph in ("static", "hybrid")
+        else None,
         "pruned": ({k: v for k, v in prep.pruned.items() if k != "channels"} if prep.pruned is not None else None),
         "gate_usage": prep.gate_usage(),
         "macs": prep.flops(form, graph_precision),
-        "input": {"name": INPUT_NAME, "shape": [-1 if opts.dynamic_batch else opts.batch, 3, cfg.input_size, cfg.input_size],
-                  "dtype": "float32", "layout": "NCHW", "scale": 1 / 255, "mean": list(prep.mean), "std": list(prep.std),
-                  "dataset": prep.dataset, "data_dir": prep.data_root},
+        "input": {
+            "name": INPUT_NAME,
+            "shape": [-1 if opts.dynamic_batch else opts.batch, 3, cfg.input_size, cfg.input_size],
+            "dtype": "float32",
+            "layout": "NCHW",
+            "scale": 1 / 255,
+            "mean": list(prep.mean),
+            "std": list(prep.std),
+            "dataset": prep.dataset,
+            "data_dir": prep.data_root,
+        },
         "output": {"name": prep.output_name, "probe": opts.probe},
         "opset": OPSET,
         "onnx_version": onnx.__version__,
         "runtime": runtime,
-        "verification": {"images": len(prep.verify_images), "relative_error": errors, "reference": "static module" if opts.graph == "static" else ("dense path" if opts.graph == "dense" else "gated path"), **report},
+        "verification": {
+            "images": len(prep.verify_images),
+            "relative_error": errors,
+            "reference": "static module"
+            if opts.graph == "static"
+            else ("dense path" if opts.graph == "dense" else "gated path"),
+            **report,
+        },
     }
 
 
@@ -824,8 +1003,10 @@ def static_agreement(prep: Prepared, progress: bool) -> dict:
     ytr, yte = torch.as_tensor(train.labels).long(), torch.as_tensor(test.labels).long()
 
     def features(module, path):
-        return [extract_features(module, images, prep.mean, prep.std, path, progress=progress).features
-                for images in (train.images, test.images)]
+        return [
+            extract_features(module, images, prep.mean, prep.std, path, progress=progress).features
+            for images in (train.images, test.images)
+        ]
 
     def knn(feats):
         return knn_accuracy(feats[0], ytr, feats[1], yte, k=20, metric="cosine", num_classes=k)
@@ -834,9 +1015,16 @@ def static_agreement(prep: Prepared, progress: bool) -> dict:
     static = features(_StaticAsBackbone(prep.net), "dense")
     acc_g, acc_s = knn(gated), knn(static)
     cos = torch.nn.functional.cosine_similarity(static[1], gated[1], dim=1)
-    report = {"knn20_gated": acc_g, "knn20_static": acc_s, "knn20_difference_points": 100 * (acc_s - acc_g),
-              "cosine_to_gated_mean": float(cos.mean()), "cosine_to_gated_p10": float(cos.quantile(0.1)),
-              "knn_train_images": len(train), "test_images": len(test), "within_1_point": abs(acc_s - acc_g) <= 0.01}
+    report = {
+        "knn20_gated": acc_g,
+        "knn20_static": acc_s,
+        "knn20_difference_points": 100 * (acc_s - acc_g),
+        "cosine_to_gated_mean": float(cos.mean()),
+        "cosine_to_gated_p10": float(cos.quantile(0.1)),
+        "knn_train_images": len(train),
+        "test_images": len(test),
+        "within_1_point": abs(acc_s - acc_g) <= 0.01,
+    }
     m = prep.opts.min_usage
     if not report["within_1_point"] and m > 0:
         tried = {}
@@ -844,7 +1032,10 @@ def static_agreement(prep: Prepared, progress: bool) -> dict:
             channels = select_all(prep.usage, prep.calib_n, candidate, prep.opts.round_to, prep.model.cfg.gate_group)
             net, spec = build_graph(prep.model, "static", channels)
             acc = knn(features(_StaticAsBackbone(net), "dense"))
-            tried[str(candidate)] = {"knn20_static": acc, "macs_ratio": prep.cost.static_macs(spec.widths) / prep.cost.dense_macs}
+            tried[str(candidate)] = {
+                "knn20_static": acc,
+                "macs_ratio": prep.cost.static_macs(spec.widths) / prep.cost.dense_macs,
+            }
             if abs(acc - acc_g) <= 0.01:
                 report["min_usage_that_closes_it"] = candidate
                 break

@@ -143,8 +143,11 @@ def im2col3x3(x: torch.Tensor, stride: int) -> torch.Tensor:
     n, _, h, w = x.shape
     ho, wo = (h - 1) // stride + 1, (w - 1) // stride + 1
     xp = F.pad(x, (1, 1, 1, 1))
-    taps = [xp[:, :, i : i + stride * (ho - 1) + 1 : stride, j : j + stride * (wo - 1) + 1 : stride]
-            for i in range(3) for j in range(3)]
+    taps = [
+        xp[:, :, i : i + stride * (ho - 1) + 1 : stride, j : j + stride * (wo - 1) + 1 : stride]
+        for i in range(3)
+        for j in range(3)
+    ]
     return torch.cat(taps, dim=1).reshape(n, -1, ho * wo)
 
 
@@ -233,8 +236,11 @@ class GatedBlockWithGateAndShortcutOp(torch.autograd.Function):
         out = g.op("gatekit::GatedBlockWithGateAndShortcut", x, g1, gb1, g2, w1, b1, w2, b2, ws, bs, stride_i=stride)
         n, _, h, w = x.type().varyingSizes()
         cout = w2.type().varyingSizes()[0]
-        out.setType(x.type().with_sizes([n, cout, None if h is None else (h - 1) // stride + 1,
-                                         None if w is None else (w - 1) // stride + 1]))
+        out.setType(
+            x.type().with_sizes(
+                [n, cout, None if h is None else (h - 1) // stride + 1, None if w is None else (w - 1) // stride + 1]
+            )
+        )
         return out
 
 
@@ -262,29 +268,61 @@ class NativeGatedBlock(nn.Module):
         if gate not in NATIVE_GATES:
             raise ValueError(f"unknown native gate placement {gate!r}: choose one of {', '.join(NATIVE_GATES)}")
         if shortcut not in NATIVE_SHORTCUTS:
-            raise ValueError(f"unknown native shortcut placement {shortcut!r}: choose one of {', '.join(NATIVE_SHORTCUTS)}")
+            raise ValueError(
+                f"unknown native shortcut placement {shortcut!r}: choose one of {', '.join(NATIVE_SHORTCUTS)}"
+            )
         self.gate_in_op = gate == "op"
         conv = self.shortcut.conv
         # the op's shortcut samples x at the block's stride, as ResNet's projection does
-        self.shortcut_in_op = (self.gate_in_op and shortcut == "op" and conv is not None
-                               and tuple(conv.stride) == (self.stride, self.stride))
+        self.shortcut_in_op = (
+            self.gate_in_op
+            and shortcut == "op"
+            and conv is not None
+            and tuple(conv.stride) == (self.stride, self.stride)
+        )
         self.gate = FoldedGate(block.gate, channels)
 
     @property
     def op_type(self) -> str:
         """The gatekit op this block exports to."""
-        return ("GatedBlockWithGateAndShortcut" if self.shortcut_in_op else
-                "GatedBlockWithGate" if self.gate_in_op else "GatedBlock")
+        return (
+            "GatedBlockWithGateAndShortcut"
+            if self.shortcut_in_op
+            else "GatedBlockWithGate"
+            if self.gate_in_op
+            else "GatedBlock"
+        )
 
     def forward(self, x):
         if self.shortcut_in_op:
             g, conv = self.gate, self.shortcut.conv
-            return GatedBlockWithGateAndShortcutOp.apply(x, g.fc1.weight, g.fc1.bias, g.fc2.weight, self.w1, self.b1,
-                                                         self.w2, self.b2, conv.weight, conv.bias, self.stride)
+            return GatedBlockWithGateAndShortcutOp.apply(
+                x,
+                g.fc1.weight,
+                g.fc1.bias,
+                g.fc2.weight,
+                self.w1,
+                self.b1,
+                self.w2,
+                self.b2,
+                conv.weight,
+                conv.bias,
+                self.stride,
+            )
         if self.gate_in_op:
             g = self.gate
-            return GatedBlockWithGateOp.apply(x, g.fc1.weight, g.fc1.bias, g.fc2.weight, self.w1, self.b1, self.w2, self.b2,
-                                              self.shortcut(x), self.stride)
+            return GatedBlockWithGateOp.apply(
+                x,
+                g.fc1.weight,
+                g.fc1.bias,
+                g.fc2.weight,
+                self.w1,
+                self.b1,
+                self.w2,
+                self.b2,
+                self.shortcut(x),
+                self.stride,
+            )
         return GatedBlockOp.apply(x, self.gate(x), self.w1, self.b1, self.w2, self.b2, self.shortcut(x), self.stride)
 
 
@@ -336,9 +374,16 @@ def skipping_blocks(model: GatedResNet, min_size: int) -> list[bool]:
     return model.cfg.architecture.skipping_blocks(min_size)
 
 
-def build_graph(model: GatedResNet, kind: str, channels: list[torch.Tensor] | None = None,
-                head: nn.Linear | None = None, dynamic_form: str = "conv",
-                dynamic_min_size: int = 0, native_gate: str = "op", native_shortcut: str = "op") -> tuple[DeployNet, GraphSpec]:
+def build_graph(
+    model: GatedResNet,
+    kind: str,
+    channels: list[torch.Tensor] | None = None,
+    head: nn.Linear | None = None,
+    dynamic_form: str = "conv",
+    dynamic_min_size: int = 0,
+    native_gate: str = "op",
+    native_shortcut: str = "op",
+) -> tuple[DeployNet, GraphSpec]:
     """The deploy module of graph `kind`. static and hybrid need the kept channels per block.
 
     `dynamic_form` picks the dynamic graph's formulation: "native" (one `gatekit.GatedBlock` node per block,
@@ -355,19 +400,27 @@ def build_graph(model: GatedResNet, kind: str, channels: list[torch.Tensor] | No
         if kind == "dense":  # `channels`: a pruned dense encoder's kept channels (gatekit.train.torch_pruning)
             kept = channels if channels is not None else [torch.arange(b.planes) for b in model.blocks]
             blocks = [StaticBlock(b, "dense", ch, gated=False) for b, ch in zip(model.blocks, kept)]
-            spec = GraphSpec(kind, [len(c) for c in kept], [c.tolist() for c in channels] if channels is not None else [])
+            spec = GraphSpec(
+                kind, [len(c) for c in kept], [c.tolist() for c in channels] if channels is not None else []
+            )
         elif kind == "dynamic" and dynamic_form == "native":
             if channels is None or len(channels) != len(model.blocks):
-                raise ValueError(f"the native dynamic graph needs the used channels of each of the {len(model.blocks)} blocks")
+                raise ValueError(
+                    f"the native dynamic graph needs the used channels of each of the {len(model.blocks)} blocks"
+                )
             skip = skipping_blocks(model, dynamic_min_size)
-            blocks = [NativeGatedBlock(b, ch, native_gate, native_shortcut) if s else StaticBlock(b, "gated", ch, gated=True)
-                      for b, ch, s in zip(model.blocks, channels, skip)]
+            blocks = [
+                NativeGatedBlock(b, ch, native_gate, native_shortcut) if s else StaticBlock(b, "gated", ch, gated=True)
+                for b, ch, s in zip(model.blocks, channels, skip)
+            ]
             spec = GraphSpec(kind, [len(c) for c in channels], [c.tolist() for c in channels], skip)
         elif kind == "dynamic":
             block_type = {"conv": DynamicBlock, "matmul": DynamicMatmulBlock}[dynamic_form]
             skip = skipping_blocks(model, dynamic_min_size)
-            blocks = [block_type(b) if s else StaticBlock(b, "gated", torch.arange(b.planes), gated=True)
-                      for b, s in zip(model.blocks, skip)]
+            blocks = [
+                block_type(b) if s else StaticBlock(b, "gated", torch.arange(b.planes), gated=True)
+                for b, s in zip(model.blocks, skip)
+            ]
             spec = GraphSpec(kind, [b.planes for b in model.blocks], [], skip)
         else:
             if channels is None or len(channels) != len(model.blocks):

@@ -27,8 +27,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gatekit.export.graphs import (NATIVE_GATES, NATIVE_SHORTCUTS, DeployNet, FoldedGate, GraphSpec, NativeGatedBlock,
-                                   StaticBlock, fold_conv_bn, folded_gate_mask, skipping_blocks)
+from gatekit.export.graphs import (
+    NATIVE_GATES,
+    NATIVE_SHORTCUTS,
+    DeployNet,
+    FoldedGate,
+    GraphSpec,
+    NativeGatedBlock,
+    StaticBlock,
+    fold_conv_bn,
+    folded_gate_mask,
+    skipping_blocks,
+)
 
 INT8_FORMS = ("native", "qdq")  # the int8 dynamic graph's forms: gatekit's int8 ops, or standard ops
 ESTIMATOR = "mse"
@@ -39,6 +49,7 @@ MIN_THRESHOLD = HIST_BINS // 16  # the smallest candidate threshold, in bins
 
 # ---------------------------------------------------------------------------------------------------------
 # Quantization arithmetic: what the op computes, written with float tensors that hold its integers exactly.
+
 
 def quantize_weight(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(int8 weights, float32 scale per output channel): symmetric, round half to even, in [-127, 127]. A channel
@@ -62,8 +73,23 @@ def _fma(acc: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor) -> torch.Te
     return (a * scale.double().view(shape) + bias.double().view(shape)).float()
 
 
-def int8_block(x, mask, w1, w1_scale, b1, w2, w2_scale, b2, residual, x_scale, h_scale, stride: int,
-               ws=None, ws_scale=None, bs=None) -> torch.Tensor:
+def int8_block(
+    x,
+    mask,
+    w1,
+    w1_scale,
+    b1,
+    w2,
+    w2_scale,
+    b2,
+    residual,
+    x_scale,
+    h_scale,
+    stride: int,
+    ws=None,
+    ws_scale=None,
+    bs=None,
+) -> torch.Tensor:
     """The int8 gated block's semantics (the `gatekit.*Int8` ops): integer sums over the active channels,
     dequantized with the products of scales computed in float32. `residual` None: the projection shortcut
     (ws, ws_scale, bs) on the quantized input at the block's stride."""
@@ -81,6 +107,7 @@ def int8_block(x, mask, w1, w1_scale, b1, w2, w2_scale, b2, residual, x_scale, h
 # ---------------------------------------------------------------------------------------------------------
 # ONNX: the native int8 ops, and QuantizeLinear / DequantizeLinear for the standard-ops form.
 
+
 def _op_output(out, like):
     out.setType(like.type())
     return out
@@ -95,8 +122,10 @@ class GatedBlockInt8Op(torch.autograd.Function):
 
     @staticmethod
     def symbolic(g, x, mask, w1, w1s, b1, w2, w2s, b2, residual, xs, hs, stride: int):
-        return _op_output(g.op("gatekit::GatedBlockInt8", x, mask, w1, w1s, b1, w2, w2s, b2, residual, xs, hs,
-                               stride_i=stride), residual)
+        return _op_output(
+            g.op("gatekit::GatedBlockInt8", x, mask, w1, w1s, b1, w2, w2s, b2, residual, xs, hs, stride_i=stride),
+            residual,
+        )
 
 
 class GatedBlockWithGateInt8Op(torch.autograd.Function):
@@ -109,8 +138,26 @@ class GatedBlockWithGateInt8Op(torch.autograd.Function):
 
     @staticmethod
     def symbolic(g, x, g1, gb1, g2, w1, w1s, b1, w2, w2s, b2, residual, xs, hs, stride: int):
-        return _op_output(g.op("gatekit::GatedBlockWithGateInt8", x, g1, gb1, g2, w1, w1s, b1, w2, w2s, b2, residual,
-                               xs, hs, stride_i=stride), residual)
+        return _op_output(
+            g.op(
+                "gatekit::GatedBlockWithGateInt8",
+                x,
+                g1,
+                gb1,
+                g2,
+                w1,
+                w1s,
+                b1,
+                w2,
+                w2s,
+                b2,
+                residual,
+                xs,
+                hs,
+                stride_i=stride,
+            ),
+            residual,
+        )
 
 
 class GatedBlockWithGateAndShortcutInt8Op(torch.autograd.Function):
@@ -119,17 +166,38 @@ class GatedBlockWithGateAndShortcutInt8Op(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, g1, gb1, g2, w1, w1s, b1, w2, w2s, b2, ws, wss, bs, xs, hs, stride: int):
-        return int8_block(x, folded_gate_mask(x, g1, gb1, g2), w1, w1s, b1, w2, w2s, b2, None, xs, hs, stride,
-                          ws, wss, bs)
+        return int8_block(
+            x, folded_gate_mask(x, g1, gb1, g2), w1, w1s, b1, w2, w2s, b2, None, xs, hs, stride, ws, wss, bs
+        )
 
     @staticmethod
     def symbolic(g, x, g1, gb1, g2, w1, w1s, b1, w2, w2s, b2, ws, wss, bs, xs, hs, stride: int):
-        out = g.op("gatekit::GatedBlockWithGateAndShortcutInt8", x, g1, gb1, g2, w1, w1s, b1, w2, w2s, b2, ws, wss, bs,
-                   xs, hs, stride_i=stride)
+        out = g.op(
+            "gatekit::GatedBlockWithGateAndShortcutInt8",
+            x,
+            g1,
+            gb1,
+            g2,
+            w1,
+            w1s,
+            b1,
+            w2,
+            w2s,
+            b2,
+            ws,
+            wss,
+            bs,
+            xs,
+            hs,
+            stride_i=stride,
+        )
         n, _, h, w = x.type().varyingSizes()
         cout = w2.type().varyingSizes()[0]
-        out.setType(x.type().with_sizes([n, cout, None if h is None else (h - 1) // stride + 1,
-                                         None if w is None else (w - 1) // stride + 1]))
+        out.setType(
+            x.type().with_sizes(
+                [n, cout, None if h is None else (h - 1) // stride + 1, None if w is None else (w - 1) // stride + 1]
+            )
+        )
         return out
 
 
@@ -165,6 +233,7 @@ class DequantWeight(torch.autograd.Function):
 # ---------------------------------------------------------------------------------------------------------
 # The block.
 
+
 class Int8GatedBlock(nn.Module):
     """A gated BasicBlock in int8 over its used `channels` (those some calibration image turned on).
 
@@ -185,8 +254,16 @@ class Int8GatedBlock(nn.Module):
         self.float_weights = (w1[channels].contiguous(), b1[channels].contiguous(), w2[:, channels].contiguous(), b2)
         q1, s1 = quantize_weight(self.float_weights[0])
         q2, s2 = quantize_weight(self.float_weights[2])
-        for name, t in (("w1", q1), ("w1_scale", s1), ("b1", self.float_weights[1]), ("w2", q2), ("w2_scale", s2),
-                        ("b2", b2), ("x_scale", torch.tensor(1.0)), ("h_scale", torch.tensor(1.0))):
+        for name, t in (
+            ("w1", q1),
+            ("w1_scale", s1),
+            ("b1", self.float_weights[1]),
+            ("w2", q2),
+            ("w2_scale", s2),
+            ("b2", b2),
+            ("x_scale", torch.tensor(1.0)),
+            ("h_scale", torch.tensor(1.0)),
+        ):
             self.register_buffer(name, t.clone())
         self.shortcut_float = None
         self.has_shortcut = block.downsample is not None
@@ -209,8 +286,13 @@ class Int8GatedBlock(nn.Module):
         """The gatekit op this block exports to (None: standard ops)."""
         if self.form != "native":
             return None
-        return ("GatedBlockWithGateAndShortcutInt8" if self.shortcut_in_op else
-                "GatedBlockWithGateInt8" if self.gate_in_op else "GatedBlockInt8")
+        return (
+            "GatedBlockWithGateAndShortcutInt8"
+            if self.shortcut_in_op
+            else "GatedBlockWithGateInt8"
+            if self.gate_in_op
+            else "GatedBlockInt8"
+        )
 
     def set_scales(self, x_scale: float, h_scale: float) -> None:
         self.x_scale.fill_(float(x_scale))
@@ -246,12 +328,31 @@ class Int8GatedBlock(nn.Module):
         q = (self.w1, self.w1_scale, self.b1, self.w2, self.w2_scale, self.b2)
         g = self.gate
         if self.shortcut_in_op:
-            return GatedBlockWithGateAndShortcutInt8Op.apply(x, g.fc1.weight, g.fc1.bias, g.fc2.weight, *q, self.ws,
-                                                             self.ws_scale, self.bs, self.x_scale, self.h_scale,
-                                                             self.stride)
+            return GatedBlockWithGateAndShortcutInt8Op.apply(
+                x,
+                g.fc1.weight,
+                g.fc1.bias,
+                g.fc2.weight,
+                *q,
+                self.ws,
+                self.ws_scale,
+                self.bs,
+                self.x_scale,
+                self.h_scale,
+                self.stride,
+            )
         if self.gate_in_op:
-            return GatedBlockWithGateInt8Op.apply(x, g.fc1.weight, g.fc1.bias, g.fc2.weight, *q, self._qdq_residual(x),
-                                                  self.x_scale, self.h_scale, self.stride)
+            return GatedBlockWithGateInt8Op.apply(
+                x,
+                g.fc1.weight,
+                g.fc1.bias,
+                g.fc2.weight,
+                *q,
+                self._qdq_residual(x),
+                self.x_scale,
+                self.h_scale,
+                self.stride,
+            )
         return GatedBlockInt8Op.apply(x, g(x), *q, self._qdq_residual(x), self.x_scale, self.h_scale, self.stride)
 
 
@@ -265,9 +366,17 @@ def int8_op_types(net: nn.Module) -> list[str]:
     return types
 
 
-def build_int8_graph(model, channels: list[torch.Tensor], head: nn.Linear | None, form: str, *, min_size: int = 0,
-                     native_gate: str = "op", native_shortcut: str = "op",
-                     float_blocks: frozenset[int] = frozenset()) -> tuple[DeployNet, GraphSpec]:
+def build_int8_graph(
+    model,
+    channels: list[torch.Tensor],
+    head: nn.Linear | None,
+    form: str,
+    *,
+    min_size: int = 0,
+    native_gate: str = "op",
+    native_shortcut: str = "op",
+    float_blocks: frozenset[int] = frozenset(),
+) -> tuple[DeployNet, GraphSpec]:
     """The int8 dynamic graph over the used `channels` of each block, scales unset (1.0: `calibrate` sets them).
 
     form "native": blocks whose output is at least `min_size` px a side are gatekit int8 ops (they skip inactive
@@ -283,8 +392,11 @@ def build_int8_graph(model, channels: list[torch.Tensor], head: nn.Linear | None
         blocks: list[nn.Module] = []
         for i, (b, ch, s) in enumerate(zip(model.blocks, channels, skip)):
             if i in float_blocks:
-                blocks.append(NativeGatedBlock(b, ch, native_gate, native_shortcut) if s
-                              else StaticBlock(b, "gated", ch, gated=True))
+                blocks.append(
+                    NativeGatedBlock(b, ch, native_gate, native_shortcut)
+                    if s
+                    else StaticBlock(b, "gated", ch, gated=True)
+                )
             else:
                 blocks.append(Int8GatedBlock(b, ch, "native" if s else "qdq", native_gate, native_shortcut))
         net = DeployNet(model, blocks, head).eval()
@@ -293,6 +405,7 @@ def build_int8_graph(model, channels: list[torch.Tensor], head: nn.Linear | None
 
 # ---------------------------------------------------------------------------------------------------------
 # Calibration and the gate agreement.
+
 
 def _walk(net: DeployNet, x: torch.Tensor, int8: bool):
     """Yields (block index, block, block input) through the net: int8 blocks as built (int8) or as their fp32
@@ -350,8 +463,15 @@ def calibrate(net: DeployNet, batches: list[np.ndarray]) -> list[dict | None]:
         net.blocks[i].set_scales(ts[0] / 255, ts[1] / 255)
         edges = [np.linspace(0, amax[i][k], HIST_BINS + 1) for k in range(2)]
         clipped = [float(hists[i][k][edges[k][:-1] >= ts[k]].sum() / max(hists[i][k].sum(), 1)) for k in range(2)]
-        records[i] = {"block": i, "x_scale": float(net.blocks[i].x_scale), "h_scale": float(net.blocks[i].h_scale),
-                      "x_max": amax[i][0], "h_max": amax[i][1], "x_clipped": clipped[0], "h_clipped": clipped[1]}
+        records[i] = {
+            "block": i,
+            "x_scale": float(net.blocks[i].x_scale),
+            "h_scale": float(net.blocks[i].h_scale),
+            "x_max": amax[i][0],
+            "h_max": amax[i][1],
+            "x_clipped": clipped[0],
+            "h_clipped": clipped[1],
+        }
     return records
 
 
@@ -376,6 +496,9 @@ def gate_agreement(net: DeployNet, batches: list[np.ndarray]) -> dict:
                 same &= eq.all(dim=1)
             per_image.append(same)
     images = torch.cat(per_image)
-    return {"images": int(len(images)), "decisions": float(agree.sum() / max(total.sum(), 1)),
-            "per_block": [float(a / t) if t else 1.0 for a, t in zip(agree, total)],
-            "images_all_agree": float(images.float().mean()) if len(images) else 1.0}
+    return {
+        "images": int(len(images)),
+        "decisions": float(agree.sum() / max(total.sum(), 1)),
+        "per_block": [float(a / t) if t else 1.0 for a, t in zip(agree, total)],
+        "images_all_agree": float(images.float().mean()) if len(images) else 1.0,
+    }

@@ -8,7 +8,10 @@ import torch
 from gatekit.models.channels import select_all as _select_all
 
 
-def select_all(usage: list[torch.Tensor], n_samples: int, min_usage: float = 0.0, round_to: int = 16,
-               min_keep: int = 1) -> list[torch.Tensor]:
-    return [torch.from_numpy(c) for c in _select_all([u.double().numpy() for u in usage], n_samples, min_usage,
-                                                       round_to, min_keep)]
+def select_all(
+    usage: list[torch.Tensor], n_samples: int, min_usage: float = 0.0, round_to: int = 16, min_keep: int = 1
+) -> list[torch.Tensor]:
+    return [
+        torch.from_numpy(c)
+        for c in _select_all([u.double().numpy() for u in usage], n_samples, min_usage, round_to, min_keep)
+    ]

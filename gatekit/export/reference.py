@@ -60,11 +60,18 @@ class TorchBackend(Backend):
             head.weight.data, head.bias.data = p.weight.float(), p.bias.float()
         channels = [torch.tensor(c) for c in manifest["channels"]] or None
         skipping = manifest.get("dynamic_skipping") or {}
-        net, spec = build_graph(model, manifest["graph"], channels, head,
-                                dynamic_form=manifest.get("dynamic_form") or "conv",
-                                dynamic_min_size=skipping.get("min_size", 0))
+        net, spec = build_graph(
+            model,
+            manifest["graph"],
+            channels,
+            head,
+            dynamic_form=manifest.get("dynamic_form") or "conv",
+            dynamic_min_size=skipping.get("min_size", 0),
+        )
         if skipping.get("blocks") is not None and spec.skipping != skipping["blocks"]:
-            raise GatekitError(f"{path.name} skips in blocks {skipping['blocks']}, the rebuilt module in {spec.skipping}")
+            raise GatekitError(
+                f"{path.name} skips in blocks {skipping['blocks']}, the rebuilt module in {spec.skipping}"
+            )
         if threads:
             torch.set_num_threads(threads)
         info = RuntimeInfo("torch", torch.__version__, "cpu", "eager", torch.get_num_threads(), "fp32")

@@ -3,8 +3,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from gatekit.artifacts import manifest_name
 from gatekit.errors import GatekitError
@@ -13,11 +13,19 @@ from gatekit.export.graphs import GRAPHS
 from gatekit.runtimes import available_formats
 
 
-def export_all(checkpoint: str | Path, out: str | Path, *, graphs=None, formats=None, precisions=("fp32",),
-               strict: bool = False,
-               on_result: Callable[[dict], None] | None = None,
-               on_failure: Callable[[str, str, GatekitError], None] | None = None,
-               progress: bool = False, **options) -> tuple[list[dict], list[dict]]:
+def export_all(
+    checkpoint: str | Path,
+    out: str | Path,
+    *,
+    graphs=None,
+    formats=None,
+    precisions=("fp32",),
+    strict: bool = False,
+    on_result: Callable[[dict], None] | None = None,
+    on_failure: Callable[[str, str, GatekitError], None] | None = None,
+    progress: bool = False,
+    **options,
+) -> tuple[list[dict], list[dict]]:
     """Exports `graphs` (default: all) x `formats` (default: those whose runtime is installed here) x
     `precisions` (with several precisions, the pairs `precision_refusal` refuses are passed over: a format that
     cannot hold a precision, dynamic graphs in fp16 or bf16, int8 dynamic graphs as TensorRT engines).

@@ -9,9 +9,12 @@ from gatekit.models.config import ModelConfig
 from gatekit.models.flops import BlockCost, CostModel, cost_model
 
 _TORCH_NAMES = {
-    "ChannelGate": "gatekit.models.gate", "gate_mask": "gatekit.models.gate",
-    "PATHS": "gatekit.models.resnet", "BackboneOutput": "gatekit.models.resnet",
-    "GatedBasicBlock": "gatekit.models.resnet", "GatedResNet": "gatekit.models.resnet",
+    "ChannelGate": "gatekit.models.gate",
+    "gate_mask": "gatekit.models.gate",
+    "PATHS": "gatekit.models.resnet",
+    "BackboneOutput": "gatekit.models.resnet",
+    "GatedBasicBlock": "gatekit.models.resnet",
+    "GatedResNet": "gatekit.models.resnet",
 }
 
 
@@ -24,6 +27,16 @@ def __getattr__(name: str):
 
 
 __all__ = [
-    "PATHS", "Architecture", "BackboneOutput", "BlockCost", "BlockShape", "ChannelGate", "CostModel", "GatedBasicBlock",
-    "GatedResNet", "ModelConfig", "cost_model", "gate_mask",
+    "PATHS",
+    "Architecture",
+    "BackboneOutput",
+    "BlockCost",
+    "BlockShape",
+    "ChannelGate",
+    "CostModel",
+    "GatedBasicBlock",
+    "GatedResNet",
+    "ModelConfig",
+    "cost_model",
+    "gate_mask",
 ]

@@ -43,7 +43,7 @@ class BlockShape:
 
     @property
     def out_hw(self) -> int:
-        return self.size_out ** 2
+        return self.size_out**2
 
     @property
     def macs_per_channel(self) -> int:
@@ -81,14 +81,19 @@ class Architecture:
             raise ValueError(f"unknown stem {self.stem!r}: choose one of {', '.join(STEMS)}")
 
     @classmethod
-    def from_model_config(cls, cfg) -> "Architecture":
+    def from_model_config(cls, cfg) -> Architecture:
         """From a ModelConfig or its dict (an artifact's `model_config`, a LUT's `arch`)."""
         d = cfg if isinstance(cfg, dict) else cfg.to_dict()
         return cls(d["arch"], float(d["width"]), d["stem"], d.get("stem_padding"), int(d["input_size"]))
 
     def to_dict(self) -> dict:
-        return {"arch": self.arch, "width": self.width, "stem": self.stem, "stem_padding": self.stem_padding,
-                "input_size": self.input_size}
+        return {
+            "arch": self.arch,
+            "width": self.width,
+            "stem": self.stem,
+            "stem_padding": self.stem_padding,
+            "input_size": self.input_size,
+        }
 
     def same_as(self, cfg) -> bool:
         return self.to_dict() == Architecture.from_model_config(cfg).to_dict()
@@ -132,15 +137,16 @@ class Architecture:
 
     @property
     def stem_macs(self) -> int:
-        return self.stem_kernel ** 2 * self.stem_conv_size ** 2 * 3 * self.widths[0]
+        return self.stem_kernel**2 * self.stem_conv_size**2 * 3 * self.widths[0]
 
     def blocks(self) -> list[BlockShape]:
         out, in_ch, size = [], self.widths[0], self.stem_size
         for stage, (n, planes) in enumerate(zip(self.layers, self.widths)):
             for i in range(n):
                 stride = 2 if (stage > 0 and i == 0) else 1
-                b = BlockShape(len(out), f"layer{stage + 1}.{i}", in_ch, planes, stride, size,
-                               stride != 1 or in_ch != planes)
+                b = BlockShape(
+                    len(out), f"layer{stage + 1}.{i}", in_ch, planes, stride, size, stride != 1 or in_ch != planes
+                )
                 out.append(b)
                 in_ch, size = planes, b.size_out
         return out

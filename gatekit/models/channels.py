@@ -31,12 +31,15 @@ def select_channels(usage, n_samples: int, min_usage: float = 0.0, round_to: int
     return np.sort(order[:target]).astype(np.int64)
 
 
-def select_all(usage, n_samples: int, min_usage: float = 0.0, round_to: int = 16, min_keep: int = 1) -> list[np.ndarray]:
+def select_all(
+    usage, n_samples: int, min_usage: float = 0.0, round_to: int = 16, min_keep: int = 1
+) -> list[np.ndarray]:
     return [select_channels(u, n_samples, min_usage, round_to, min_keep) for u in usage]
 
 
-def threshold_options(usage, n_samples: int, round_to: int, min_keep: int = 1,
-                      max_options: int = 200) -> list[tuple[float, list[int]]]:
+def threshold_options(
+    usage, n_samples: int, round_to: int, min_keep: int = 1, max_options: int = 200
+) -> list[tuple[float, list[int]]]:
     """(t, widths) for usage thresholds t from 0 up, one per distinct width configuration: the static
     graphs `--min-usage t` can make of this usage."""
     freqs = np.unique(np.concatenate([np.asarray(u, dtype=np.float64).reshape(-1) / n_samples for u in usage]))

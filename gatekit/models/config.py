@@ -68,7 +68,7 @@ class ModelConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ModelConfig":
+    def from_dict(cls, d: dict) -> ModelConfig:
         return from_known_fields(cls, d, "model config keys")
 
 
@@ -92,8 +92,9 @@ def check_fields(cls, d, what: str, where: str | None = None) -> None:
     for name, value in d.items():
         if not _matches(value, hints[name]):
             shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
-            raise GatekitError(f"{at}bad {name} in {what.removesuffix(' keys')}: expected {_type_name(hints[name])}, "
-                               f"got {shown}")
+            raise GatekitError(
+                f"{at}bad {name} in {what.removesuffix(' keys')}: expected {_type_name(hints[name])}, got {shown}"
+            )
 
 
 def _matches(value, tp) -> bool:

@@ -78,8 +78,9 @@ class GatedResNet(nn.Module):
         self.stem_conv = nn.Conv2d(3, w[0], arch.stem_kernel, arch.stem_stride, arch.padding, bias=False)
         self.stem_pool: nn.Module = nn.MaxPool2d(3, 2, 1) if arch.stem_pool else nn.Identity()
         self.stem_bn = nn.BatchNorm2d(w[0])
-        self.blocks = nn.ModuleList(GatedBasicBlock(b.in_channels, b.planes, b.stride, cfg)
-                                    for b in cfg.architecture.blocks())
+        self.blocks = nn.ModuleList(
+            GatedBasicBlock(b.in_channels, b.planes, b.stride, cfg) for b in cfg.architecture.blocks()
+        )
         self.feature_dim = cfg.feature_dim
         self._init_weights()
 

@@ -62,12 +62,24 @@ class Point:
         return f"{self.label} [{self.network}]" if self.network else self.label
 
     def to_dict(self) -> dict:
-        return {"family": self.family, "label": self.label, "network": self.network, "name": self.name,
-                "latency_ms": self.latency_ms, "accuracy": self.accuracy, "accuracy_sd": self.accuracy_sd,
-                "accuracy_range": list(self.accuracy_range) if self.accuracy_range else None, "seeds": self.seeds,
-                "flops_ratio": self.flops_ratio, "precision": self.precision, "artifact": self.artifact,
-                "artifacts": list(self.artifacts or (self.artifact,)), "budget": self.summary.get("budget"),
-                "graph": self.summary.get("graph"), "widths": self.summary.get("widths")}
+        return {
+            "family": self.family,
+            "label": self.label,
+            "network": self.network,
+            "name": self.name,
+            "latency_ms": self.latency_ms,
+            "accuracy": self.accuracy,
+            "accuracy_sd": self.accuracy_sd,
+            "accuracy_range": list(self.accuracy_range) if self.accuracy_range else None,
+            "seeds": self.seeds,
+            "flops_ratio": self.flops_ratio,
+            "precision": self.precision,
+            "artifact": self.artifact,
+            "artifacts": list(self.artifacts or (self.artifact,)),
+            "budget": self.summary.get("budget"),
+            "graph": self.summary.get("graph"),
+            "widths": self.summary.get("widths"),
+        }
 
 
 def graph_key(artifact: str) -> tuple[str, str]:
@@ -97,7 +109,9 @@ def accuracy_index(records: list[dict], metric: str) -> dict:
             precision = m.get("precision") or "fp32"
             fmt = m.get("format")
         except (KeyError, TypeError):
-            raise GatekitError(f"accuracy record {i + 1} is not a `gatekit accuracy` record (needs artifact, manifest, knn)") from None
+            raise GatekitError(
+                f"accuracy record {i + 1} is not a `gatekit accuracy` record (needs artifact, manifest, knn)"
+            ) from None
         if value is None:
             continue
         out[(key, precision, fmt)] = value
@@ -114,8 +128,9 @@ def accuracy_for(record: dict, index: dict) -> float | None:
     return index.get((key, precision, None))
 
 
-def collect(bench_records: list[dict], accuracy_records: list[dict], *, metric: str = "knn",
-            percentile: int = 90) -> dict[tuple, list[Point]]:
+def collect(
+    bench_records: list[dict], accuracy_records: list[dict], *, metric: str = "knn", percentile: int = 90
+) -> dict[tuple, list[Point]]:
     """(runtime, threads, batch) -> the points measured there (median over repeated records)."""
     index = accuracy_index(accuracy_records, metric)
     stat = f"p{percentile}_ms"
@@ -134,8 +149,17 @@ def collect(bench_records: list[dict], accuracy_records: list[dict], *, metric: 
         if ops == "fallback":  # a native-op graph's standard-ops fallback: not what a user ships where the op is built
             continue
         latency = statistics.median(x["stats"][stat] for x in recs)
-        point = Point(family_of(m), label_of(m), latency, accuracy_for(recs[0], index), m["macs"]["ratio_to_dense"],
-                      m.get("precision") or "fp32", artifact, m, network_label(recs[0], names))
+        point = Point(
+            family_of(m),
+            label_of(m),
+            latency,
+            accuracy_for(recs[0], index),
+            m["macs"]["ratio_to_dense"],
+            m.get("precision") or "fp32",
+            artifact,
+            m,
+            network_label(recs[0], names),
+        )
         out.setdefault((rt, threads, batch), []).append(point)
     return {k: merge_seeds(points) for k, points in out.items()}
 
@@ -162,14 +186,21 @@ def _mean_point(points: list[Point], across_runs: bool = False) -> Point:
     accs = [p.accuracy for p in points if p.accuracy is not None]
     spread = across_runs and len(accs) >= 2
     first = points[0]
-    return Point(first.family, first.label, statistics.fmean(p.latency_ms for p in points),
-                 statistics.fmean(accs) if accs else None, statistics.fmean(p.flops_ratio for p in points),
-                 first.precision, first.artifact, first.summary,
-                 _network_of_runs(first.network, len(points)) if across_runs else first.network,
-                 seeds=len(points) if across_runs else 1,
-                 accuracy_sd=statistics.stdev(accs) if spread else None,
-                 accuracy_range=(min(accs), max(accs)) if spread else None,
-                 artifacts=tuple(a for p in points for a in (p.artifacts or (p.artifact,))))
+    return Point(
+        first.family,
+        first.label,
+        statistics.fmean(p.latency_ms for p in points),
+        statistics.fmean(accs) if accs else None,
+        statistics.fmean(p.flops_ratio for p in points),
+        first.precision,
+        first.artifact,
+        first.summary,
+        _network_of_runs(first.network, len(points)) if across_runs else first.network,
+        seeds=len(points) if across_runs else 1,
+        accuracy_sd=statistics.stdev(accs) if spread else None,
+        accuracy_range=(min(accs), max(accs)) if spread else None,
+        artifacts=tuple(a for p in points for a in (p.artifacts or (p.artifact,))),
+    )
 
 
 def _network_of_runs(network: str, runs: int) -> str:
@@ -211,24 +242,39 @@ def difference(ref: Point, family_accuracy: float, family_sd: float | None) -> d
     points = 100 * (ref.accuracy - family_accuracy)
     if ref.accuracy_sd is None or family_sd is None:
         return {"gatekit_minus_family_points": points, "spread_points": None, "verdict": "one run"}
-    spread = 100 * (ref.accuracy_sd ** 2 + family_sd ** 2) ** 0.5
+    spread = 100 * (ref.accuracy_sd**2 + family_sd**2) ** 0.5
     verdict = "within spread" if abs(points) <= spread else ("ahead" if points > 0 else "behind")
     return {"gatekit_minus_family_points": points, "spread_points": spread, "verdict": verdict}
 
 
-def reference_point(points: list[Point], budget: float = REFERENCE_BUDGET, precision: str = "fp32",
-                    gate_group: int = 1) -> Point | None:
+def reference_point(
+    points: list[Point], budget: float = REFERENCE_BUDGET, precision: str = "fp32", gate_group: int = 1
+) -> Point | None:
     """The fastest gatekit artifact of the budget and gate group (1: the paper's per-channel gates), in
     `precision`, at the channels its calibration uses (no --min-usage), with a known accuracy."""
-    cands = [p for p in points if p.family == GATEKIT and p.summary.get("budget") == budget and p.precision == precision
-             and p.accuracy is not None and p.summary.get("graph") != "dense"
-             and not (p.summary.get("pruning") or {}).get("min_usage")
-             and ((p.summary.get("model_config") or {}).get("gate_group") or 1) == gate_group]
+    cands = [
+        p
+        for p in points
+        if p.family == GATEKIT
+        and p.summary.get("budget") == budget
+        and p.precision == precision
+        and p.accuracy is not None
+        and p.summary.get("graph") != "dense"
+        and not (p.summary.get("pruning") or {}).get("min_usage")
+        and ((p.summary.get("model_config") or {}).get("gate_group") or 1) == gate_group
+    ]
     return min(cands, key=lambda p: p.latency_ms) if cands else None
 
 
-def compare(bench_records: list[dict], accuracy_records: list[dict], *, metric: str = "knn", percentile: int = 90,
-            budget: float = REFERENCE_BUDGET, gate_group: int = 1) -> dict:
+def compare(
+    bench_records: list[dict],
+    accuracy_records: list[dict],
+    *,
+    metric: str = "knn",
+    percentile: int = 90,
+    budget: float = REFERENCE_BUDGET,
+    gate_group: int = 1,
+) -> dict:
     groups = collect(bench_records, accuracy_records, metric=metric, percentile=percentile)
     if not groups:
         raise GatekitError("no bench records to compare")
@@ -247,22 +293,41 @@ def compare(bench_records: list[dict], accuracy_records: list[dict], *, metric: 
                     continue
                 acc = interpolate(front, ref.latency_ms)
                 sd = interpolate(front, ref.latency_ms, lambda p: p.accuracy_sd)
-                diff = ({"gatekit_minus_family_points": None, "spread_points": None, "verdict": None} if acc is None
-                        else difference(ref, acc, sd))
-                others[f] = {"accuracy": acc, "accuracy_sd": sd, **diff,
-                             "seeds": min((p.seeds for p in front), default=0),
-                             "fastest_ms": front[0].latency_ms if front else None}
+                diff = (
+                    {"gatekit_minus_family_points": None, "spread_points": None, "verdict": None}
+                    if acc is None
+                    else difference(ref, acc, sd)
+                )
+                others[f] = {
+                    "accuracy": acc,
+                    "accuracy_sd": sd,
+                    **diff,
+                    "seeds": min((p.seeds for p in front), default=0),
+                    "fastest_ms": front[0].latency_ms if front else None,
+                }
             best = interpolate(fronts[GATEKIT], ref.latency_ms)  # any gatekit variant (int8, --min-usage, groups)
             headlines[precision] = {"reference": ref.to_dict(), "families": others, "gatekit_front_accuracy": best}
         on_front = {id(p) for front in fronts.values() for p in front}
-        out.append({"runtime": rt, "threads": threads, "batch": batch,
-                    "points": [dict(p.to_dict(), on_front=id(p) in on_front)
-                               for f in FAMILIES for p in families.get(f, [])],
-                    "fronts": {f: [p.name for p in front] for f, front in fronts.items()},
-                    "missing_accuracy": [p.name for p in points if p.accuracy is None],
-                    "headlines": headlines})
-    return {"metric": metric, "percentile": percentile, "reference_budget": budget, "reference_gate_group": gate_group,
-            "groups": out}
+        out.append(
+            {
+                "runtime": rt,
+                "threads": threads,
+                "batch": batch,
+                "points": [
+                    dict(p.to_dict(), on_front=id(p) in on_front) for f in FAMILIES for p in families.get(f, [])
+                ],
+                "fronts": {f: [p.name for p in front] for f, front in fronts.items()},
+                "missing_accuracy": [p.name for p in points if p.accuracy is None],
+                "headlines": headlines,
+            }
+        )
+    return {
+        "metric": metric,
+        "percentile": percentile,
+        "reference_budget": budget,
+        "reference_gate_group": gate_group,
+        "groups": out,
+    }
 
 
 def markdown(result: dict) -> str:
@@ -272,29 +337,38 @@ def markdown(result: dict) -> str:
         lines.append(f"### {g['runtime']}, {g['threads']} thread(s), batch {g['batch']}\n")
         for h in g["headlines"].values():
             ref = h["reference"]
-            lines.append(f"Reference: gatekit {ref['name']} at p{pct} {ref['latency_ms']:.3f} ms, {metric} "
-                         f"{_accuracy_text(ref['accuracy'], ref['accuracy_sd'])} ({_runs(ref['seeds'])}); gatekit's "
-                         f"own front (every checkpoint and variant) reaches {100 * h['gatekit_front_accuracy']:.2f}% "
-                         f"there.\n")
-            lines.append(f"| family | {metric} at that p{pct} (front, interpolated) | gatekit minus family (points) "
-                         f"| verdict |")
+            lines.append(
+                f"Reference: gatekit {ref['name']} at p{pct} {ref['latency_ms']:.3f} ms, {metric} "
+                f"{_accuracy_text(ref['accuracy'], ref['accuracy_sd'])} ({_runs(ref['seeds'])}); gatekit's "
+                f"own front (every checkpoint and variant) reaches {100 * h['gatekit_front_accuracy']:.2f}% "
+                f"there.\n"
+            )
+            lines.append(
+                f"| family | {metric} at that p{pct} (front, interpolated) | gatekit minus family (points) | verdict |"
+            )
             lines.append("|---|---:|---:|---|")
             for f, v in h["families"].items():
                 if v["accuracy"] is None:
                     lines.append(f"| {f} | none that fast (fastest {v['fastest_ms']:.3f} ms) | - | - |")
                     continue
                 spread = "" if v["spread_points"] is None else f" ± {v['spread_points']:.2f}"
-                lines.append(f"| {f} | {_accuracy_text(v['accuracy'], v['accuracy_sd'])} | "
-                             f"{v['gatekit_minus_family_points']:+.2f}{spread} | {v['verdict']} |")
+                lines.append(
+                    f"| {f} | {_accuracy_text(v['accuracy'], v['accuracy_sd'])} | "
+                    f"{v['gatekit_minus_family_points']:+.2f}{spread} | {v['verdict']} |"
+                )
             lines.append("")
-        lines.append(f"| family | network | artifact | runs | p{pct} ms | FLOPs ratio | {metric} % (mean ± sd, range) "
-                     f"| on front |")
+        lines.append(
+            f"| family | network | artifact | runs | p{pct} ms | FLOPs ratio | {metric} % (mean ± sd, range) "
+            f"| on front |"
+        )
         lines.append("|---|---|---|---:|---:|---:|---:|---|")
         for p in g["points"]:
             acc = _accuracy_text(p["accuracy"], p["accuracy_sd"], p["accuracy_range"])
             on = "yes" if p["on_front"] else ""
-            lines.append(f"| {p['family']} | {p['network']} | {p['label']} | {p['seeds']} | {p['latency_ms']:.3f} | "
-                         f"{p['flops_ratio']:.3f} | {acc} | {on} |")
+            lines.append(
+                f"| {p['family']} | {p['network']} | {p['label']} | {p['seeds']} | {p['latency_ms']:.3f} | "
+                f"{p['flops_ratio']:.3f} | {acc} | {on} |"
+            )
         lines.append("")
     return "\n".join(lines)
 
@@ -322,22 +396,44 @@ def plot(group: dict, result: dict, path: str | Path, title: str | None = None) 
         pts = [p for p in group["points"] if p["family"] == f and p["accuracy"] is not None]
         if not pts:
             continue
-        sc = ax.scatter([p["latency_ms"] for p in pts], [100 * p["accuracy"] for p in pts], marker=markers[f], s=26,
-                        alpha=0.75, label=f)
+        sc = ax.scatter(
+            [p["latency_ms"] for p in pts],
+            [100 * p["accuracy"] for p in pts],
+            marker=markers[f],
+            s=26,
+            alpha=0.75,
+            label=f,
+        )
         front = [p for p in pts if p["on_front"]]
         front.sort(key=lambda p: p["latency_ms"])
         color = sc.get_facecolor()[0]
         ax.plot([p["latency_ms"] for p in front], [100 * p["accuracy"] for p in front], color=color, lw=1.2)
         spread = [p for p in pts if p.get("accuracy_range")]  # the range over training runs
         if spread:
-            ax.errorbar([p["latency_ms"] for p in spread], [100 * p["accuracy"] for p in spread],
-                        yerr=[[100 * (p["accuracy"] - p["accuracy_range"][0]) for p in spread],
-                              [100 * (p["accuracy_range"][1] - p["accuracy"]) for p in spread]],
-                        fmt="none", ecolor=color, elinewidth=0.8, capsize=2, alpha=0.75)
+            ax.errorbar(
+                [p["latency_ms"] for p in spread],
+                [100 * p["accuracy"] for p in spread],
+                yerr=[
+                    [100 * (p["accuracy"] - p["accuracy_range"][0]) for p in spread],
+                    [100 * (p["accuracy_range"][1] - p["accuracy"]) for p in spread],
+                ],
+                fmt="none",
+                ecolor=color,
+                elinewidth=0.8,
+                capsize=2,
+                alpha=0.75,
+            )
     for h, color in zip(group.get("headlines", {}).values(), ("red", "purple")):
         ref = h["reference"]
-        ax.scatter([ref["latency_ms"]], [100 * ref["accuracy"]], s=140, facecolors="none", edgecolors=color, linewidths=2,
-                   label=f"gatekit {ref['name']}")
+        ax.scatter(
+            [ref["latency_ms"]],
+            [100 * ref["accuracy"]],
+            s=140,
+            facecolors="none",
+            edgecolors=color,
+            linewidths=2,
+            label=f"gatekit {ref['name']}",
+        )
         ax.axvline(ref["latency_ms"], color=color, ls=":", lw=1)
     ax.set_xlabel(f"p{result['percentile']} latency (ms), batch {group['batch']}")
     ax.set_ylabel({"knn": "k-NN top-1 (%)", "linear": "linear probe top-1 (%)"}[result["metric"]])

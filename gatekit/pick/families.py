@@ -42,8 +42,10 @@ def label_of(summary: dict) -> str:
             graph = f"dynamic ({summary['dynamic_form']})"
         mu = (summary.get("pruning") or {}).get("min_usage") or 0
         group = (summary.get("model_config") or {}).get("gate_group") or 1
-        return (f"t_d {summary.get('budget')}{f' g{group}' if group > 1 else ''} {graph}"
-                f"{f' min-usage {mu:g}' if mu else ''}{tail}")
+        return (
+            f"t_d {summary.get('budget')}{f' g{group}' if group > 1 else ''} {graph}"
+            f"{f' min-usage {mu:g}' if mu else ''}{tail}"
+        )
     if family in (TORCH_PRUNING, TORCH_PRUNING_FT):
         return f"ratio {summary['pruned'].get('ratio')}{tail}"
     return f"x{(summary.get('model_config') or {}).get('width')}{'' if family == DENSE_INT8 else tail}"

@@ -28,8 +28,8 @@ from gatekit import native_ops
 from gatekit.artifacts import FORMATS
 from gatekit.bench.protocol import Protocol, measure
 from gatekit.errors import GatekitError
-from gatekit.pick import predict as predictor
 from gatekit.models.arch import Architecture, BlockShape
+from gatekit.pick import predict as predictor
 from gatekit.pick import synth
 from gatekit.runtimes import get_backend
 from gatekit.sysinfo import machine_info
@@ -85,8 +85,13 @@ class _Runner:
             engine = path.with_suffix(FORMATS["tensorrt"].suffix)
             build_engine(path, engine, precision=self.opts.precision)
             path = engine
-        s = self.backend.load(path, threads=self.opts.threads, precision=self.opts.precision, device=self.opts.device,
-                              extensions=self.extensions if native else ())
+        s = self.backend.load(
+            path,
+            threads=self.opts.threads,
+            precision=self.opts.precision,
+            device=self.opts.device,
+            extensions=self.extensions if native else (),
+        )
         self.info = self.info or s.info.to_dict()
         return s
 
@@ -113,7 +118,9 @@ class _Runner:
         with self.session(model) as s:
             return measure(s, batches, protocol).stats()
 
-    def time_interleaved(self, models: list, batches: list[np.ndarray], protocol: Protocol, repeats: int, tick) -> list[dict]:
+    def time_interleaved(
+        self, models: list, batches: list[np.ndarray], protocol: Protocol, repeats: int, tick
+    ) -> list[dict]:
         """Times every model `repeats` times, round-robin, and keeps per model the median p50 and p90 of
         its repeats (with their spread), so that a burst of machine noise does not decide a figure."""
         sessions = [self.session(m) for m in models]
@@ -162,7 +169,9 @@ def calibration_configs(arch: Architecture, round_to: int, fractions=CALIBRATION
     return out
 
 
-def held_out_configs(arch: Architecture, round_to: int, count: int, seed: int, exclude: list[list[int]]) -> list[list[int]]:
+def held_out_configs(
+    arch: Architecture, round_to: int, count: int, seed: int, exclude: list[list[int]]
+) -> list[list[int]]:
     """`count` random static width configurations: a global fraction U(0.1, 1), jittered per block by
     U(0.6, 1.4), rounded up to the grid; none equal to a calibration configuration or to each other."""
     rng = np.random.default_rng(seed)
@@ -194,7 +203,7 @@ def profile(arch: Architecture, opts: ProfileOptions, images: np.ndarray, progre
     held = held_out_configs(arch, opts.round_to, opts.check, opts.seed + 1, calib)
     total = 2 + sum(len(b.grid(opts.round_to)) for b in blocks) + len(calib) + len(held)
     done = 0
-    inputs = [images[i:i + 1] for i in range(min(len(images), 64))]
+    inputs = [images[i : i + 1] for i in range(min(len(images), 64))]
     started = time.perf_counter()
 
     def tick(what):
@@ -218,8 +227,17 @@ def profile(arch: Architecture, opts: ProfileOptions, images: np.ndarray, progre
         table = []
         for b in blocks:
             acts = _activations(synth.input_shape(arch, "block", b.index), 4, rng)
-            entry = {"index": b.index, "in_channels": b.in_channels, "planes": b.planes, "stride": b.stride,
-                     "size_in": b.size_in, "widths": [], "p50_ms": [], "p90_ms": [], "macs": []}
+            entry = {
+                "index": b.index,
+                "in_channels": b.in_channels,
+                "planes": b.planes,
+                "stride": b.stride,
+                "size_in": b.size_in,
+                "widths": [],
+                "p50_ms": [],
+                "p90_ms": [],
+                "macs": [],
+            }
             for w in b.grid(opts.round_to):
                 stats = run.time(synth.piece(arch, "block", w, b.index, seed=b.index), acts, opts.protocol)
                 entry["widths"].append(w)
@@ -229,18 +247,29 @@ def profile(arch: Architecture, opts: ProfileOptions, images: np.ndarray, progre
                 tick(f"block {b.index} width {w}")
             table.append(entry)
         lut = {
-            "schema": SCHEMA, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "machine": machine_info(), "runtime": run.info, "threads": opts.threads, "batch": 1,
-            "precision": opts.precision, "round_to": opts.round_to, "arch": arch.to_dict(),
-            "protocol": opts.protocol.to_dict(), "check_protocol": opts.check_protocol.to_dict(),
-            "stem": stem, "head": head, "blocks": table,
+            "schema": SCHEMA,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "machine": machine_info(),
+            "runtime": run.info,
+            "threads": opts.threads,
+            "batch": 1,
+            "precision": opts.precision,
+            "round_to": opts.round_to,
+            "arch": arch.to_dict(),
+            "protocol": opts.protocol.to_dict(),
+            "check_protocol": opts.check_protocol.to_dict(),
+            "stem": stem,
+            "head": head,
+            "blocks": table,
         }
         # calibration and held-out networks are measured together, interleaved (medians of `repeats`)
         nets = [synth.network(arch, w, seed=i) for i, w in enumerate(calib + held)]
         measured = run.time_interleaved(nets, inputs, opts.check_protocol, opts.repeats, tick)
         lut["check_repeats"] = opts.repeats
         lut["calibration"] = predictor.calibrate(lut, calib, measured[: len(calib)])
-        lut["validation"] = predictor.summarise([predictor.compare(lut, w, m) for w, m in zip(held, measured[len(calib):])])
+        lut["validation"] = predictor.summarise(
+            [predictor.compare(lut, w, m) for w, m in zip(held, measured[len(calib) :])]
+        )
         if library:
             lut["native"] = _native_table(lut, arch, opts, run, rng, tick, native_calib, native_held, inputs)
             lut["native"]["library"] = str(library)
@@ -257,8 +286,9 @@ def _native_library(opts: ProfileOptions):
     """The op library to time the native gated-block op with (precision int8: the int8 op), or None (opts.native
     False, or none built)."""
     if opts.native and opts.precision not in NATIVE_PRECISIONS:
-        raise GatekitError(f"the native op runs fp32 or int8, not {opts.precision}: profile it with --precision fp32 "
-                           "or int8")
+        raise GatekitError(
+            f"the native op runs fp32 or int8, not {opts.precision}: profile it with --precision fp32 or int8"
+        )
     if opts.native is False or opts.runtime not in ("ort", "openvino") or opts.precision not in NATIVE_PRECISIONS:
         return None
     lib, refused = native_ops.find_library(opts.runtime)
@@ -272,13 +302,17 @@ def _native_library(opts: ProfileOptions):
 
         if not library_runs(opts.runtime, lib, INT8_OPS):
             if opts.native:
-                raise GatekitError(f"--native --precision int8 times gatekit's int8 ops, and the op library for "
-                                   f"{opts.runtime} ({lib}) has none: rebuild it with `gatekit ops build`")
+                raise GatekitError(
+                    f"--native --precision int8 times gatekit's int8 ops, and the op library for "
+                    f"{opts.runtime} ({lib}) has none: rebuild it with `gatekit ops build`"
+                )
             return None
     return lib
 
 
-def _native_table(lut: dict, arch: Architecture, opts: ProfileOptions, run: _Runner, rng, tick, calib, held, inputs) -> dict:
+def _native_table(
+    lut: dict, arch: Architecture, opts: ProfileOptions, run: _Runner, rng, tick, calib, held, inputs
+) -> dict:
     """Every block as the native op (its gate included; precision int8: the int8 op) at active widths 0..planes;
     calibrated and checked on whole native networks at fixed per-block active widths, like the static table. With
     native_masks > 1 each input of a piece or network runs one of that many random channel sets of those widths
@@ -291,8 +325,11 @@ def _native_table(lut: dict, arch: Architecture, opts: ProfileOptions, run: _Run
             acts = synth.selector_activations(acts, rng)
         entry = {"index": b.index, "planes": b.planes, "widths": [], "p50_ms": [], "p90_ms": []}
         for k in sorted({round(b.planes * i / opts.native_steps) for i in range(opts.native_steps + 1)}):
-            stats = run.time(synth.piece(arch, "native", k, b.index, seed=b.index, masks=opts.native_masks, int8=int8),
-                             acts, opts.protocol)
+            stats = run.time(
+                synth.piece(arch, "native", k, b.index, seed=b.index, masks=opts.native_masks, int8=int8),
+                acts,
+                opts.protocol,
+            )
             entry["widths"].append(k)
             entry["p50_ms"].append(stats["p50_ms"])
             entry["p90_ms"].append(stats["p90_ms"])
@@ -303,7 +340,9 @@ def _native_table(lut: dict, arch: Architecture, opts: ProfileOptions, run: _Run
     measured = run.time_interleaved(nets, inputs, opts.check_protocol, opts.repeats, tick)
     view = predictor.native_view(dict(lut, native=table))
     table["calibration"] = view["calibration"] = predictor.calibrate(view, calib, measured[: len(calib)])
-    table["validation"] = predictor.summarise([predictor.compare(view, w, m) for w, m in zip(held, measured[len(calib):])])
+    table["validation"] = predictor.summarise(
+        [predictor.compare(view, w, m) for w, m in zip(held, measured[len(calib) :])]
+    )
     return table
 
 
@@ -323,9 +362,10 @@ def native_drift(lut: dict, arch: Architecture, opts: ProfileOptions, images: np
     if not native or "calibration" not in native:
         raise GatekitError("the LUT has no calibrated native op table")
     configs = native["calibration"]["configs"][:count]
-    inputs = [images[i:i + 1] for i in range(min(len(images), 64))]
-    nets = _native_networks(arch, [c["widths"] for c in configs], native.get("masks", 1),
-                            predictor.native_precision(lut) == "int8")
+    inputs = [images[i : i + 1] for i in range(min(len(images), 64))]
+    nets = _native_networks(
+        arch, [c["widths"] for c in configs], native.get("masks", 1), predictor.native_precision(lut) == "int8"
+    )
     with tempfile.TemporaryDirectory(prefix="gatekit-drift-") as tmp:
         run = _Runner(opts, Path(tmp), (str(native["library"]),))
         now = run.time_interleaved(nets, inputs, opts.check_protocol, opts.repeats, lambda _: None)
@@ -352,6 +392,7 @@ def load_lut(path: str | Path) -> dict:
 
 def _check_lut(lut: dict, p: Path) -> None:
     """The fields planning reads, each with its type: one line naming the LUT and the field otherwise."""
+
     def fail(field: str, what: str):
         raise GatekitError(f"{p}: LUT field {field!r} {what}")
 
@@ -368,15 +409,23 @@ def _check_lut(lut: dict, p: Path) -> None:
         if not isinstance(lut[key].get("p50_ms"), number):
             fail(f"{key}.p50_ms", "is missing or not a number")
     fit = lut["calibration"].get("fit")
-    if not isinstance(fit, dict) or not all(isinstance(fit.get(k), dict) and isinstance(fit[k].get("scale"), number)
-                                            and isinstance(fit[k].get("offset_ms"), number) for k in ("p50_ms", "p90_ms")):
+    if not isinstance(fit, dict) or not all(
+        isinstance(fit.get(k), dict)
+        and isinstance(fit[k].get("scale"), number)
+        and isinstance(fit[k].get("offset_ms"), number)
+        for k in ("p50_ms", "p90_ms")
+    ):
         fail("calibration.fit", "is missing or lacks scale and offset_ms for p50_ms and p90_ms")
     blocks = lut.get("blocks")
     if not isinstance(blocks, list) or not blocks:
         fail("blocks", "is missing or empty")
     for i, b in enumerate(blocks):
-        if not isinstance(b, dict) or not all(isinstance(b.get(k), list) and b[k] for k in ("widths", "p50_ms", "p90_ms")) \
-                or len(b["widths"]) != len(b["p50_ms"]) or not isinstance(b.get("planes"), int):
+        if (
+            not isinstance(b, dict)
+            or not all(isinstance(b.get(k), list) and b[k] for k in ("widths", "p50_ms", "p90_ms"))
+            or len(b["widths"]) != len(b["p50_ms"])
+            or not isinstance(b.get("planes"), int)
+        ):
             fail(f"blocks[{i}]", "lacks planes, or widths with a p50_ms and p90_ms per width")
 
 
@@ -398,8 +447,11 @@ def plot_validation(lut: dict, path: str | Path) -> None:
     ax.plot(line, line, color="black", lw=1, label="exact")
     ax.fill_between(line, line * 0.9, line * 1.1, color="grey", alpha=0.2, label="+-10%")
     rt = lut["runtime"]
-    ax.set_title(f"{rt['name']} {rt['version']}, {lut['threads']}T, {lut['arch']['arch']} x{lut['arch']['width']:g} "
-                 f"@{lut['arch']['input_size']}px\n{lut['machine']['cpu']}", fontsize=8)
+    ax.set_title(
+        f"{rt['name']} {rt['version']}, {lut['threads']}T, {lut['arch']['arch']} x{lut['arch']['width']:g} "
+        f"@{lut['arch']['input_size']}px\n{lut['machine']['cpu']}",
+        fontsize=8,
+    )
     ax.set_xlabel("measured latency (ms)")
     ax.set_ylabel("predicted latency (ms)")
     ax.grid(alpha=0.3)

@@ -44,8 +44,13 @@ def calibrate(lut: dict, configs: list[list[int]], measured: list[dict]) -> dict
         else:
             scale, offset = float(np.mean(y / sums)), 0.0
         fit[key] = {"scale": float(scale), "offset_ms": float(offset)}
-    return {"configs": [{"widths": list(map(int, w)), "table_sum_ms": float(s), "measured": m}
-                        for w, s, m in zip(configs, sums, measured)], "fit": fit}
+    return {
+        "configs": [
+            {"widths": list(map(int, w)), "table_sum_ms": float(s), "measured": m}
+            for w, s, m in zip(configs, sums, measured)
+        ],
+        "fit": fit,
+    }
 
 
 def predict(lut: dict, widths) -> dict:
@@ -87,19 +92,24 @@ def native_view(lut: dict, precision: str | None = None) -> dict:
     (fp32 or int8): the dynamic graph's, which the table must have timed (the fp32 op and the int8 op differ)."""
     native = lut.get("native")
     if not native:
-        raise GatekitError("the LUT has no native op table: build it with `gatekit profile --native` (needs `gatekit ops build`)")
+        raise GatekitError(
+            "the LUT has no native op table: build it with `gatekit profile --native` (needs `gatekit ops build`)"
+        )
     timed = native_precision(lut)
     if precision is not None and precision != timed:
-        raise GatekitError(f"the LUT's native op table times the {timed} op, the graph is {precision}: build a LUT "
-                           f"with `gatekit profile --native --precision {precision}`")
+        raise GatekitError(
+            f"the LUT's native op table times the {timed} op, the graph is {precision}: build a LUT "
+            f"with `gatekit profile --native --precision {precision}`"
+        )
     view = {"stem": lut["stem"], "head": lut["head"], "blocks": native["blocks"], "min_width": 0, "precision": timed}
     if "calibration" in native:
         view["calibration"] = native["calibration"]
     return view
 
 
-def predict_dynamic(lut: dict, per_input_widths: np.ndarray, native: bool = False,
-                    precision: str | None = None) -> dict:
+def predict_dynamic(
+    lut: dict, per_input_widths: np.ndarray, native: bool = False, precision: str | None = None
+) -> dict:
     """Predicted latency distribution of a dynamic graph from each input's active widths (N x blocks).
 
     native: from the native op's table (what a native-form dynamic graph runs; per input, p50 and p90 of
@@ -113,10 +123,17 @@ def predict_dynamic(lut: dict, per_input_widths: np.ndarray, native: bool = Fals
     rows = widths if native else np.maximum(widths, 1)
     per_input = [predict(table, row) for row in rows]
     p50 = np.array([p["p50_ms"] for p in per_input])
-    return {"predicted": True, "native": native, "precision": table.get("precision", lut.get("precision", "fp32")),
-            "inputs": int(len(p50)), "p50_ms": float(np.percentile(p50, 50)),
-            "p90_ms": float(np.percentile(p50, 90)), "p99_ms": float(np.percentile(p50, 99)), "per_input_ms": p50.tolist(),
-            "per_input_p90_ms": [p["p90_ms"] for p in per_input]}
+    return {
+        "predicted": True,
+        "native": native,
+        "precision": table.get("precision", lut.get("precision", "fp32")),
+        "inputs": int(len(p50)),
+        "p50_ms": float(np.percentile(p50, 50)),
+        "p90_ms": float(np.percentile(p50, 90)),
+        "p99_ms": float(np.percentile(p50, 99)),
+        "per_input_ms": p50.tolist(),
+        "per_input_p90_ms": [p["p90_ms"] for p in per_input],
+    }
 
 
 def check_arch(lut: dict, model_config: dict) -> None:

@@ -38,15 +38,33 @@ class Candidate:
 
     def to_dict(self) -> dict:
         m = self.record["manifest"]
-        return {"name": self.name, "latency_ms": self.latency_ms, "flops_ratio": self.flops_ratio, "accuracy": self.accuracy,
-                "network": self.network, "graph": m["graph"], "budget": m.get("budget"), "format": m.get("format"),
-                "runtime": runtime_name(self.record["runtime"]["name"]), "threads": self.record["threads"], "batch": self.record["batch"],
-                "artifact": self.record.get("artifact"), "checkpoint_sha256": m.get("checkpoint_sha256")}
+        return {
+            "name": self.name,
+            "latency_ms": self.latency_ms,
+            "flops_ratio": self.flops_ratio,
+            "accuracy": self.accuracy,
+            "network": self.network,
+            "graph": m["graph"],
+            "budget": m.get("budget"),
+            "format": m.get("format"),
+            "runtime": runtime_name(self.record["runtime"]["name"]),
+            "threads": self.record["threads"],
+            "batch": self.record["batch"],
+            "artifact": self.record.get("artifact"),
+            "checkpoint_sha256": m.get("checkpoint_sha256"),
+        }
 
 
 # what `candidates` reads of a benchmark record (checked by read_jsonl, one line naming file, line and field)
-RECORD_FIELDS = {"runtime.name": str, "threads": int, "batch": int, "precision": str, "stats": dict,
-                 "manifest.graph": str, "manifest.macs.ratio_to_dense": (int, float)}
+RECORD_FIELDS = {
+    "runtime.name": str,
+    "threads": int,
+    "batch": int,
+    "precision": str,
+    "stats": dict,
+    "manifest.graph": str,
+    "manifest.macs.ratio_to_dense": (int, float),
+}
 # what an accuracy record must have (`gatekit accuracy`)
 ACCURACY_FIELDS = {"artifact": str, "manifest": dict, "knn.top1": (int, float)}
 
@@ -86,7 +104,9 @@ def accuracy_of(record: dict, accuracies: dict[str, dict], metric: str, measured
     if accuracies.get(ARTIFACTS):
         from gatekit.pick.compare import accuracy_for, accuracy_index
 
-        value = accuracy_for(record, measured if measured is not None else accuracy_index(accuracies[ARTIFACTS], metric))
+        value = accuracy_for(
+            record, measured if measured is not None else accuracy_index(accuracies[ARTIFACTS], metric)
+        )
         if value is not None:
             return value
     m = record["manifest"]
@@ -124,8 +144,16 @@ def _manifest_beside(artifact: str | None) -> dict:
         return {}
 
 
-def candidates(records: list[dict], accuracies: dict[str, dict], *, metric: str = "knn", percentile: int = 90,
-               runtime: str | None = None, threads: int | None = None, batch: int | None = None) -> list[Candidate]:
+def candidates(
+    records: list[dict],
+    accuracies: dict[str, dict],
+    *,
+    metric: str = "knn",
+    percentile: int = 90,
+    runtime: str | None = None,
+    threads: int | None = None,
+    batch: int | None = None,
+) -> list[Candidate]:
     if metric not in METRICS:
         raise GatekitError(f"unknown metric {metric!r}: choose one of {', '.join(METRICS)}")
     key = f"p{percentile}_ms"
@@ -154,8 +182,16 @@ def candidates(records: list[dict], accuracies: dict[str, dict], *, metric: str 
         network = network_label(r, names)  # two networks at one t_d (x0.25 and full width) are two options
         precision = "" if r["precision"] == "fp32" else " " + r["precision"]
         name = f"{what} [{network}] {rt} {r['threads']}T b{r['batch']}{precision}"
-        out.append(Candidate(name, r["stats"][key], m["macs"]["ratio_to_dense"],
-                             accuracy_of(r, accuracies, metric, measured), r, network))
+        out.append(
+            Candidate(
+                name,
+                r["stats"][key],
+                m["macs"]["ratio_to_dense"],
+                accuracy_of(r, accuracies, metric, measured),
+                r,
+                network,
+            )
+        )
     if not out:
         raise GatekitError("no recorded result matches the runtime, threads and batch asked for")
     return out
@@ -168,8 +204,10 @@ def fallback_note(cands: list[Candidate]) -> str | None:
     if not names:
         return None
     more = f" and {len(names) - 1} more" if len(names) > 1 else ""
-    return (f"gatekit: {names[0]}{more} ran on the standard-ops fallback, not the native op (missing where it was "
-            f"measured): build it there with `gatekit ops build` and bench again")
+    return (
+        f"gatekit: {names[0]}{more} ran on the standard-ops fallback, not the native op (missing where it was "
+        f"measured): build it there with `gatekit ops build` and bench again"
+    )
 
 
 def pick(cands: list[Candidate], target_ms: float) -> tuple[Candidate | None, str]:
@@ -177,13 +215,21 @@ def pick(cands: list[Candidate], target_ms: float) -> tuple[Candidate | None, st
     feasible = [c for c in cands if c.latency_ms <= target_ms]
     if not feasible:
         fastest = min(cands, key=lambda c: c.latency_ms)
-        return None, (f"nothing meets {target_ms:g} ms: the fastest option is {fastest.name} at {fastest.latency_ms:.3f} ms, "
-                      f"{fastest.latency_ms - target_ms:.3f} ms over")
+        return None, (
+            f"nothing meets {target_ms:g} ms: the fastest option is {fastest.name} at {fastest.latency_ms:.3f} ms, "
+            f"{fastest.latency_ms - target_ms:.3f} ms over"
+        )
     known = [c for c in feasible if c.accuracy is not None]
     if not known:
-        return None, f"{len(feasible)} options meet {target_ms:g} ms but none has a recorded accuracy (pass --accuracy EVAL.json)"
+        return (
+            None,
+            f"{len(feasible)} options meet {target_ms:g} ms but none has a recorded accuracy (pass --accuracy EVAL.json)",
+        )
     best = min(known, key=lambda c: (-c.accuracy, c.latency_ms, c.flops_ratio, c.name))
-    return best, f"{best.name}: accuracy {100 * best.accuracy:.2f}% at {best.latency_ms:.3f} ms (target {target_ms:g} ms)"
+    return (
+        best,
+        f"{best.name}: accuracy {100 * best.accuracy:.2f}% at {best.latency_ms:.3f} ms (target {target_ms:g} ms)",
+    )
 
 
 def table(cands: list[Candidate], chosen: Candidate | None, target_ms: float, percentile: int, around: int = 6) -> str:
@@ -191,11 +237,16 @@ def table(cands: list[Candidate], chosen: Candidate | None, target_ms: float, pe
     ordered = sorted(cands, key=lambda c: c.latency_ms)
     split = sum(c.latency_ms <= target_ms for c in ordered)
     shown = ordered[max(0, split - around) : split + around]
-    lines = [f"| | option | p{percentile} ms | FLOPs ratio | accuracy % | meets {target_ms:g} ms |", "|---|---|---:|---:|---:|---|"]
+    lines = [
+        f"| | option | p{percentile} ms | FLOPs ratio | accuracy % | meets {target_ms:g} ms |",
+        "|---|---|---:|---:|---:|---|",
+    ]
     for c in shown:
         mark = "**chosen**" if c is chosen else ""
         acc = "missing" if c.accuracy is None else f"{100 * c.accuracy:.2f}"
-        lines.append(f"| {mark} | {c.name} | {c.latency_ms:.3f} | {c.flops_ratio:.3f} | {acc} | {'yes' if c.latency_ms <= target_ms else 'no'} |")
+        lines.append(
+            f"| {mark} | {c.name} | {c.latency_ms:.3f} | {c.flops_ratio:.3f} | {acc} | {'yes' if c.latency_ms <= target_ms else 'no'} |"
+        )
     return "\n".join(lines)
 
 
@@ -210,11 +261,24 @@ def plot(cands: list[Candidate], chosen: Candidate | None, target_ms: float, per
     networks = list(dict.fromkeys(c.network for c in known))
     for k, net in enumerate(networks):  # one marker style per network
         here = [c for c in known if c.network == net]
-        ax.scatter([c.latency_ms for c in here], [100 * c.accuracy for c in here], s=22, alpha=0.7,
-                   marker=MARKERS[k % len(MARKERS)], label=net or "options")
+        ax.scatter(
+            [c.latency_ms for c in here],
+            [100 * c.accuracy for c in here],
+            s=22,
+            alpha=0.7,
+            marker=MARKERS[k % len(MARKERS)],
+            label=net or "options",
+        )
     if chosen is not None:
-        ax.scatter([chosen.latency_ms], [100 * chosen.accuracy], s=120, facecolors="none", edgecolors="red", linewidths=2,
-                   label=f"chosen: {chosen.name}")
+        ax.scatter(
+            [chosen.latency_ms],
+            [100 * chosen.accuracy],
+            s=120,
+            facecolors="none",
+            edgecolors="red",
+            linewidths=2,
+            label=f"chosen: {chosen.name}",
+        )
     ax.axvline(target_ms, color="red", ls="--", lw=1, label=f"target {target_ms:g} ms")
     ax.set_xlabel(f"p{percentile} latency (ms)")
     ax.set_ylabel("accuracy (%)")

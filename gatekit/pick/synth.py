@@ -52,8 +52,17 @@ class _Builder:
         self.inits.append(numpy_helper.from_array(np.ascontiguousarray(array) if array.ndim else array, name))
         return name
 
-    def conv(self, x: str, c_in: int, c_out: int, k: int, stride: int, pad: int, relu: bool,
-             selector_bias: float | None = None) -> str:
+    def conv(
+        self,
+        x: str,
+        c_in: int,
+        c_out: int,
+        k: int,
+        stride: int,
+        pad: int,
+        relu: bool,
+        selector_bias: float | None = None,
+    ) -> str:
         """selector_bias: output channel 0 is input channel 0 (the kernel's centre tap) plus this bias."""
         from onnx import helper
 
@@ -64,8 +73,16 @@ class _Builder:
             w[0, 0, k // 2, k // 2] = 1.0
             b[0] = selector_bias
         y = self.name("conv")
-        self.nodes.append(helper.make_node("Conv", [x, self.const(w, "w"), self.const(b, "b")], [y],
-                                           kernel_shape=[k, k], strides=[stride, stride], pads=[pad] * 4))
+        self.nodes.append(
+            helper.make_node(
+                "Conv",
+                [x, self.const(w, "w"), self.const(b, "b")],
+                [y],
+                kernel_shape=[k, k],
+                strides=[stride, stride],
+                pads=[pad] * 4,
+            )
+        )
         return self.relu(y) if relu else y
 
     def relu(self, x: str) -> str:
@@ -94,8 +111,9 @@ class _Builder:
         self.inits.append(numpy_helper.from_array(q, name))
         return name, self.const(scale, prefix + "s")
 
-    def native_block(self, x: str, b: BlockShape, active: int, masks: int = 1, reduction: int = 4,
-                     int8: bool = False) -> str:
+    def native_block(
+        self, x: str, b: BlockShape, active: int, masks: int = 1, reduction: int = 4, int8: bool = False
+    ) -> str:
         """A block as the native op with its gate inside (gatekit.GatedBlockWithGate), `active` of its planes on
         (random channels, as real masks are): the gate computes its full size. A block with a projection shortcut
         carries it inside the node (gatekit.GatedBlockWithGateAndShortcut), as `gatekit export` writes it.
@@ -115,12 +133,20 @@ class _Builder:
         if masks > 1:
             w2[0] = 0.0  # output channel 0 = relu(residual's channel 0) = the selector, unchanged
         if int8:
-            weights = [*self.int8_const(w1, "w1"), self.const(np.zeros(b.planes), "b1"), *self.int8_const(w2, "w2"),
-                       self.const(b2, "b2")]
+            weights = [
+                *self.int8_const(w1, "w1"),
+                self.const(np.zeros(b.planes), "b1"),
+                *self.int8_const(w2, "w2"),
+                self.const(b2, "b2"),
+            ]
             scales = [self.const(np.array(INT8_X_SCALE), "xs"), self.const(np.array(INT8_H_SCALE), "hs")]
         else:
-            weights = [self.const(w1, "w1"), self.const(np.zeros(b.planes), "b1"), self.const(w2, "w2"),
-                       self.const(b2, "b2")]
+            weights = [
+                self.const(w1, "w1"),
+                self.const(np.zeros(b.planes), "b1"),
+                self.const(w2, "w2"),
+                self.const(b2, "b2"),
+            ]
             scales = []
         suffix = "Int8" if int8 else ""
         if b.shortcut:
@@ -129,8 +155,11 @@ class _Builder:
             if masks > 1:  # the shortcut copies the selector (channel 0) unchanged
                 ws[0], bs[0] = 0.0, 0.0
                 ws[0, 0] = 1.0
-            shortcut = [*self.int8_const(ws, "ws"), self.const(bs, "bs")] if int8 else [self.const(ws, "ws"),
-                                                                                        self.const(bs, "bs")]
+            shortcut = (
+                [*self.int8_const(ws, "ws"), self.const(bs, "bs")]
+                if int8
+                else [self.const(ws, "ws"), self.const(bs, "bs")]
+            )
             kind, inputs = "GatedBlockWithGateAndShortcut" + suffix, [x, *gate, *weights, *shortcut, *scales]
         else:
             kind, inputs = "GatedBlockWithGate" + suffix, [x, *gate, *weights, x, *scales]
@@ -159,8 +188,13 @@ class _Builder:
         from onnx import TensorProto, checker, helper
 
         self.nodes.append(helper.make_node("Identity", [y], [OUTPUT_NAME]))
-        graph = helper.make_graph(self.nodes, "gatekit_profile", [helper.make_tensor_value_info(x, TensorProto.FLOAT, shape)],
-                                  [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, out_shape)], self.inits)
+        graph = helper.make_graph(
+            self.nodes,
+            "gatekit_profile",
+            [helper.make_tensor_value_info(x, TensorProto.FLOAT, shape)],
+            [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, out_shape)],
+            self.inits,
+        )
         opsets = [helper.make_opsetid("", OPSET)] + ([helper.make_opsetid(NATIVE_DOMAIN, 1)] if self.native else [])
         model = helper.make_model(graph, opset_imports=opsets, producer_name="gatekit", doc_string=doc)
         model.ir_version = 8
@@ -169,8 +203,15 @@ class _Builder:
         return model
 
 
-def network(arch: Architecture, inner_widths: list[int], batch: int = 1, seed: int = 0, native: bool = False,
-            masks: int = 1, int8: bool = False):
+def network(
+    arch: Architecture,
+    inner_widths: list[int],
+    batch: int = 1,
+    seed: int = 0,
+    native: bool = False,
+    masks: int = 1,
+    int8: bool = False,
+):
     """A whole static network (stem, blocks at `inner_widths`, pooled features) as an onnx.ModelProto.
     native: every block is the native op (gate inside) with `inner_widths` of its planes active (a dynamic
     graph's cost at those per-input widths); masks > 1: each block's active set is one of up to `masks`
@@ -188,12 +229,25 @@ def network(arch: Architecture, inner_widths: list[int], batch: int = 1, seed: i
         y = g.native_block(y, b, int(w), masks, int8=int8) if native else g.block(y, b, int(w))
     y = g.head(y)
     kind = ("native int8 active" if int8 else "native active") if native else "static"
-    return g.model(INPUT_NAME, [batch, 3, arch.input_size, arch.input_size], y, [batch, arch.widths[-1]],
-                   f"{kind} widths {list(inner_widths)}")
+    return g.model(
+        INPUT_NAME,
+        [batch, 3, arch.input_size, arch.input_size],
+        y,
+        [batch, arch.widths[-1]],
+        f"{kind} widths {list(inner_widths)}",
+    )
 
 
-def piece(arch: Architecture, part: str, inner: int | None = None, block: int | None = None, batch: int = 1,
-          seed: int = 0, masks: int = 1, int8: bool = False):
+def piece(
+    arch: Architecture,
+    part: str,
+    inner: int | None = None,
+    block: int | None = None,
+    batch: int = 1,
+    seed: int = 0,
+    masks: int = 1,
+    int8: bool = False,
+):
     """One piece of the network as its own graph: part 'stem', 'head', 'block' (index `block`, inner width
     `inner`) or 'native' (that block as the native op, `inner` active, from up to `masks` sets chosen by the
     input's selector: feed it selector_activations; int8: the int8 op). Its input is the activation that piece
@@ -210,8 +264,11 @@ def piece(arch: Architecture, part: str, inner: int | None = None, block: int | 
         shape, out = [batch, last.planes, last.size_out, last.size_out], [batch, last.planes]
     elif part in ("block", "native"):
         b = blocks[block]
-        y = g.block(INPUT_NAME, b, int(inner)) if part == "block" else g.native_block(INPUT_NAME, b, int(inner), masks,
-                                                                                      int8=int8)
+        y = (
+            g.block(INPUT_NAME, b, int(inner))
+            if part == "block"
+            else g.native_block(INPUT_NAME, b, int(inner), masks, int8=int8)
+        )
         shape, out = [batch, b.in_channels, b.size_in, b.size_in], [batch, b.planes, b.size_out, b.size_out]
     else:
         raise ValueError(f"unknown piece {part!r}")

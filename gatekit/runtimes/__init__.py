@@ -15,7 +15,16 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from gatekit.artifacts import FALLBACK, FORMATS, MANIFEST_SUFFIX, NATIVE, RUNTIMES, Artifact, format_of_path, runtime_name
+from gatekit.artifacts import (
+    FALLBACK,
+    FORMATS,
+    MANIFEST_SUFFIX,
+    NATIVE,
+    RUNTIMES,
+    Artifact,
+    format_of_path,
+    runtime_name,
+)
 from gatekit.errors import GatekitError
 from gatekit.runtimes.base import Backend, RuntimeInfo, Session
 from gatekit.runtimes.onnxruntime_backend import OrtBackend
@@ -31,11 +40,15 @@ def _reference_backend(name: str) -> Backend:
 
     found = [ep for ep in entry_points(group=REFERENCE_GROUP) if ep.name == name]
     if not found:
-        raise GatekitError(f"the {name} reference runtime is not installed here (it comes with `pip install gatekit[train]`)")
+        raise GatekitError(
+            f"the {name} reference runtime is not installed here (it comes with `pip install gatekit[train]`)"
+        )
     try:
         return found[0].load()()
     except ImportError as e:
-        raise GatekitError(f"the {name} reference runtime needs the training side: {e} (`pip install gatekit[train]`)") from None
+        raise GatekitError(
+            f"the {name} reference runtime needs the training side: {e} (`pip install gatekit[train]`)"
+        ) from None
 
 
 def get_backend(name: str) -> Backend:
@@ -66,7 +79,9 @@ def runtime_for(path: str | os.PathLike) -> str:
     fmt = format_of_path(path)
     if fmt is None:
         known = ", ".join(s for f in FORMATS.values() for s in f.suffixes)
-        raise GatekitError(f"cannot tell the runtime of {Path(path).name} from its suffix ({known}): name it with --runtime")
+        raise GatekitError(
+            f"cannot tell the runtime of {Path(path).name} from its suffix ({known}): name it with --runtime"
+        )
     return fmt.runtime
 
 
@@ -109,10 +124,14 @@ def load_artifact(art: Artifact, runtime: str | None = None, *, ops: str = "auto
 
             if not library_runs(rt, lib, int8):
                 if ops == "native":
-                    raise GatekitError(f"{path.name} needs gatekit's int8 ops ({', '.join(int8)}), and the op library "
-                                       f"for {rt} here ({lib}) has none: rebuild it with `gatekit ops build`")
-                refused = native_ops.NativeOpsError(f"{lib} has none of the int8 ops {', '.join(int8)}: rebuild it "
-                                                    "with `gatekit ops build`", "no int8 ops")
+                    raise GatekitError(
+                        f"{path.name} needs gatekit's int8 ops ({', '.join(int8)}), and the op library "
+                        f"for {rt} here ({lib}) has none: rebuild it with `gatekit ops build`"
+                    )
+                refused = native_ops.NativeOpsError(
+                    f"{lib} has none of the int8 ops {', '.join(int8)}: rebuild it with `gatekit ops build`",
+                    "no int8 ops",
+                )
                 lib = None
         if lib is not None:  # the backend checks GATEKIT_OPS_ISA against the library before loading it
             session = load_session(path, rt, extensions=(str(lib),), **kwargs)
@@ -122,9 +141,11 @@ def load_artifact(art: Artifact, runtime: str | None = None, *, ops: str = "auto
         if ops == "native":
             if refused.state != "missing":
                 raise GatekitError(f"{path.name} needs gatekit's native op library for {rt}: {refused}")
-            raise GatekitError(f"{path.name} needs gatekit's native op library for {rt} "
-                               f"{native_ops.runtime_versions().get(RUNTIMES[rt].package)}, and none is built here: "
-                               "run `gatekit ops build` (`gatekit ops status` says why one is missing)")
+            raise GatekitError(
+                f"{path.name} needs gatekit's native op library for {rt} "
+                f"{native_ops.runtime_versions().get(RUNTIMES[rt].package)}, and none is built here: "
+                "run `gatekit ops build` (`gatekit ops status` says why one is missing)"
+            )
         native_ops.warn_refused(refused)
     fallback = art.fallback_file
     if fallback is None or not fallback.is_file():
@@ -135,5 +156,17 @@ def load_artifact(art: Artifact, runtime: str | None = None, *, ops: str = "auto
     return session
 
 
-__all__ = ["OPS_CHOICES", "load_artifact", "BACKENDS", "RUNTIMES", "Backend", "RuntimeInfo", "Session", "available_backends", "available_formats",
-           "get_backend", "load_session", "runtime_for"]
+__all__ = [
+    "OPS_CHOICES",
+    "load_artifact",
+    "BACKENDS",
+    "RUNTIMES",
+    "Backend",
+    "RuntimeInfo",
+    "Session",
+    "available_backends",
+    "available_formats",
+    "get_backend",
+    "load_session",
+    "runtime_for",
+]

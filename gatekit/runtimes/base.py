@@ -9,8 +9,8 @@ import dataclasses
 import importlib
 import os
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -59,7 +59,7 @@ class Session(ABC):
     def run(self, x: np.ndarray) -> np.ndarray:
         """Runs one batch; returns a fresh float32 array the caller owns."""
 
-    def runner(self, x: np.ndarray) -> "Runner":
+    def runner(self, x: np.ndarray) -> Runner:
         """A zero-argument call that runs one inference on `x` with the least per-call work the runtime allows
         (input bound once, output left in the runtime's buffer): what the latency protocol times, so that
         the harness's own cost stays out of the figure. Backends with binding APIs override it."""
@@ -68,6 +68,7 @@ class Session(ABC):
 
         def call():
             last[0] = self.run(x)
+
         return Runner(call, lambda: last[0])
 
     def close(self) -> None:
@@ -100,8 +101,15 @@ class Backend(ABC):
         return importlib.import_module(self.modules[0]).__version__
 
     @abstractmethod
-    def load(self, path: str | os.PathLike, *, threads: int | None = None, precision: str = "fp32",
-             device: str | None = None, extensions: tuple[str, ...] = ()) -> Session:
+    def load(
+        self,
+        path: str | os.PathLike,
+        *,
+        threads: int | None = None,
+        precision: str = "fp32",
+        device: str | None = None,
+        extensions: tuple[str, ...] = (),
+    ) -> Session:
         """Loads the artifact at `path`; raises GatekitError when it cannot run as asked."""
 
 

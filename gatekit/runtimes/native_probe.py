@@ -31,11 +31,20 @@ def probe_model(ops) -> bytes:
 
     w = lambda: rng.integers(-127, 128, (c, c, 3, 3)).astype(np.int8)  # noqa: E731
     ones, zeros = np.ones(c, np.float32), np.zeros(c, np.float32)
-    weights = [const("w1", w()), const("w1s", ones * 0.01), const("b1", zeros), const("w2", w()),
-               const("w2s", ones * 0.01), const("b2", zeros)]
+    weights = [
+        const("w1", w()),
+        const("w1s", ones * 0.01),
+        const("b1", zeros),
+        const("w2", w()),
+        const("w2s", ones * 0.01),
+        const("b2", zeros),
+    ]
     scales = [const("xs", np.array(0.05, np.float32)), const("hs", np.array(0.05, np.float32))]
-    gate = [const("g1", np.zeros((2, c), np.float32)), const("gb", np.ones(2, np.float32)),
-            const("g2", np.ones((c, 2), np.float32))]
+    gate = [
+        const("g1", np.zeros((2, c), np.float32)),
+        const("gb", np.ones(2, np.float32)),
+        const("g2", np.ones((c, 2), np.float32)),
+    ]
     x = "input"
     for i, op in enumerate(ops):
         if op == "GatedBlockInt8":
@@ -44,8 +53,11 @@ def probe_model(ops) -> bytes:
         elif op == "GatedBlockWithGateInt8":
             inputs = [x, *gate, *weights, x, *scales]
         elif op == "GatedBlockWithGateAndShortcutInt8":
-            short = [const(f"ws{i}", rng.integers(-127, 128, (c, c, 1, 1)).astype(np.int8)),
-                     const(f"wss{i}", ones * 0.01), const(f"bs{i}", zeros)]
+            short = [
+                const(f"ws{i}", rng.integers(-127, 128, (c, c, 1, 1)).astype(np.int8)),
+                const(f"wss{i}", ones * 0.01),
+                const(f"bs{i}", zeros),
+            ]
             inputs = [x, *gate, *weights, *short, *scales]
         else:
             raise ValueError(f"unknown gatekit int8 op {op!r}")

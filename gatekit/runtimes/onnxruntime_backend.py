@@ -40,7 +40,10 @@ class OrtSession(Session):
         x = as_input(x, self.input_shape)
         binding = self.session.io_binding()
         binding.bind_cpu_input(self._input, x)
-        shape = [x.shape[0] if not isinstance(d, int) and i == 0 else d for i, d in enumerate(self.session.get_outputs()[0].shape)]
+        shape = [
+            x.shape[0] if not isinstance(d, int) and i == 0 else d
+            for i, d in enumerate(self.session.get_outputs()[0].shape)
+        ]
         if all(isinstance(d, int) for d in shape):
             out = ort.OrtValue.ortvalue_from_shape_and_type(shape, np.float32)
             binding.bind_ortvalue_output(self._output[0], out)
@@ -50,17 +53,27 @@ class OrtSession(Session):
 
         def call():
             run(binding)  # `binding` holds x's buffer and the output's
+
         return Runner(call, lambda: np.array(binding.copy_outputs_to_cpu()[0], dtype=np.float32))
 
 
 class OrtBackend(Backend):
     name = "ort"
-    install_hint = ("ONNX Runtime is not installed: `pip install onnxruntime` "
-                    "(or `pip install onnxruntime-gpu` for the CUDA and TensorRT providers)")
+    install_hint = (
+        "ONNX Runtime is not installed: `pip install onnxruntime` "
+        "(or `pip install onnxruntime-gpu` for the CUDA and TensorRT providers)"
+    )
     modules = ("onnxruntime",)
 
-    def load(self, path: str | os.PathLike, *, threads: int | None = None, precision: str = "fp32",
-             device: str | None = None, extensions: tuple[str, ...] = ()) -> Session:
+    def load(
+        self,
+        path: str | os.PathLike,
+        *,
+        threads: int | None = None,
+        precision: str = "fp32",
+        device: str | None = None,
+        extensions: tuple[str, ...] = (),
+    ) -> Session:
         """Loads an .onnx file on `device` ("cpu", "cuda" or "tensorrt"), fully optimized, sequential."""
         import onnxruntime as ort
 
@@ -68,13 +81,16 @@ class OrtBackend(Backend):
         if device not in PROVIDERS:
             raise GatekitError(f"unknown ONNX Runtime device {device!r}: choose one of {', '.join(PROVIDERS)}")
         if precision not in DEVICE_PRECISIONS[device]:
-            raise GatekitError(f"ONNX Runtime's {PROVIDERS[device]} runs {' or '.join(DEVICE_PRECISIONS[device])}, "
-                               f"not {precision}")
+            raise GatekitError(
+                f"ONNX Runtime's {PROVIDERS[device]} runs {' or '.join(DEVICE_PRECISIONS[device])}, not {precision}"
+            )
         provider = PROVIDERS[device]
         have = ort.get_available_providers()
         if provider not in have:
-            raise GatekitError(f"this ONNX Runtime has no {provider} (it has {', '.join(have)}): "
-                               "`pip install onnxruntime-gpu` on a machine with an NVIDIA GPU")
+            raise GatekitError(
+                f"this ONNX Runtime has no {provider} (it has {', '.join(have)}): "
+                "`pip install onnxruntime-gpu` on a machine with an NVIDIA GPU"
+            )
         path = Path(path)
         if not path.is_file():
             raise GatekitError(f"no ONNX model at {path}")
@@ -93,14 +109,18 @@ class OrtBackend(Backend):
                 raise GatekitError(f"ONNX Runtime cannot load the custom-op library {lib}: {one_line(e)}") from None
         providers: list = [provider]
         if device == "tensorrt":
-            providers = [(provider, {"trt_fp16_enable": precision == "fp16", "trt_int8_enable": precision == "int8"}),
-                         "CUDAExecutionProvider"]
+            providers = [
+                (provider, {"trt_fp16_enable": precision == "fp16", "trt_int8_enable": precision == "int8"}),
+                "CUDAExecutionProvider",
+            ]
         try:
             sess = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
         except Exception as e:  # ORT raises its own exception types for unreadable or unsupported models
             raise GatekitError(f"ONNX Runtime cannot load {path}: {one_line(e)}") from None
         if len(sess.get_inputs()) != 1 or len(sess.get_outputs()) != 1:
-            raise GatekitError(f"{path.name} has {len(sess.get_inputs())} inputs and {len(sess.get_outputs())} "
-                               "outputs; gatekit runs graphs with one of each")
+            raise GatekitError(
+                f"{path.name} has {len(sess.get_inputs())} inputs and {len(sess.get_outputs())} "
+                "outputs; gatekit runs graphs with one of each"
+            )
         info = RuntimeInfo("ort", ort.__version__, device, sess.get_providers()[0], threads or None, precision)
         return OrtSession(sess, info)

@@ -56,6 +56,7 @@ class OpenVinoSession(Session):
                 request.set_input_tensor(0, tensor)
                 self._bound = tensor
             request.infer()
+
         return Runner(call, lambda: np.array(request.get_output_tensor(0).data, dtype=np.float32, copy=True))
 
     def run(self, x: np.ndarray) -> np.ndarray:
@@ -81,8 +82,15 @@ class OpenVinoBackend(Backend):
 
         return ov.get_version()
 
-    def load(self, path: str | os.PathLike, *, threads: int | None = None, precision: str = "fp32",
-             device: str | None = None, extensions: tuple[str, ...] = ()) -> Session:
+    def load(
+        self,
+        path: str | os.PathLike,
+        *,
+        threads: int | None = None,
+        precision: str = "fp32",
+        device: str | None = None,
+        extensions: tuple[str, ...] = (),
+    ) -> Session:
         """Reads an IR (.xml + .bin) and compiles it for latency: one stream, pinned precision."""
         import openvino as ov
 
@@ -115,15 +123,18 @@ class OpenVinoBackend(Backend):
 
             model = with_blocked_feeders(core, model)
         if len(model.inputs) != 1 or len(model.outputs) != 1:
-            raise GatekitError(f"{path.name} has {len(model.inputs)} inputs and {len(model.outputs)} outputs; "
-                               "gatekit runs graphs with one of each")
+            raise GatekitError(
+                f"{path.name} has {len(model.inputs)} inputs and {len(model.outputs)} outputs; "
+                "gatekit runs graphs with one of each"
+            )
         try:
             compiled = core.compile_model(model, device, config)
         except Exception as e:  # plugin errors are multi-line; the line naming what is unsupported helps most
             lines = [x.strip() for x in str(e).splitlines() if x.strip()]
             useful = [x for x in lines if "support" in x.lower() or "not implemented" in x.lower()] or lines
-            raise GatekitError(f"OpenVINO cannot compile {path.name} on {device}: "
-                               f"{(useful or [type(e).__name__])[0][:300]}") from None
+            raise GatekitError(
+                f"OpenVINO cannot compile {path.name} on {device}: {(useful or [type(e).__name__])[0][:300]}"
+            ) from None
         used = _precision_of(compiled.get_property("INFERENCE_PRECISION_HINT"))
         want = "fp32" if precision == "int8" else precision
         if used != want:
@@ -131,5 +142,7 @@ class OpenVinoBackend(Backend):
         if precision == "int8":
             used = "int8"
         read_threads = int(compiled.get_property("INFERENCE_NUM_THREADS")) if on_cpu else None
-        info = RuntimeInfo("openvino", ov.get_version(), device, f"{device} plugin", read_threads or threads or None, used)
+        info = RuntimeInfo(
+            "openvino", ov.get_version(), device, f"{device} plugin", read_threads or threads or None, used
+        )
         return OpenVinoSession(compiled, info)

@@ -24,6 +24,7 @@ _CONV_TAIL = {"Add", "Multiply", "Relu", "Clamp", "MaxPool"}
 def prefer_blocked_feeders(model) -> dict:
     """Sets PrimitivesPriority on every Convolution whose output reaches a gatekit op through fused
     element-wise ops or max pooling; returns the record for a manifest ({"value", "nodes"})."""
+
     def feeds_op(node, depth: int = 0) -> bool:
         for out in node.outputs():
             for target in out.get_target_inputs():

@@ -49,8 +49,13 @@ def quantize_onnx(src: Path, dst: Path, calibration: list[np.ndarray], patterns:
     """int8 QDQ ONNX from a float ONNX graph; returns what the manifest records."""
     import onnx
     import onnxruntime
-    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
-
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     pre = Path(dst).with_name(Path(src).stem + ".pre.onnx")
@@ -73,15 +78,30 @@ def quantize_onnx(src: Path, dst: Path, calibration: list[np.ndarray], patterns:
             return None if x is None else {name: x}
 
     try:
-        quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8,
-                        calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=excluded,
-                        extra_options={"WeightSymmetric": True, "ActivationSymmetric": False})
+        quantize_static(
+            str(src),
+            str(dst),
+            Reader(),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            weight_type=QuantType.QInt8,
+            activation_type=QuantType.QUInt8,
+            calibrate_method=CalibrationMethod.MinMax,
+            nodes_to_exclude=excluded,
+            extra_options={"WeightSymmetric": True, "ActivationSymmetric": False},
+        )
     except Exception as e:  # the quantizer raises several error types; one line names the cause
         raise GatekitError(f"ONNX Runtime's quantizer failed: {str(e).splitlines()[0][:300]}") from None
-    return {"tool": "onnxruntime.quantization", "version": onnxruntime.__version__, "format": "QDQ",
-            "weights": "int8, per channel, symmetric", "activations": "uint8, per tensor, asymmetric",
-            "calibration_method": "MinMax", "excluded_nodes": excluded, "preprocess": preprocess}
+    return {
+        "tool": "onnxruntime.quantization",
+        "version": onnxruntime.__version__,
+        "format": "QDQ",
+        "weights": "int8, per channel, symmetric",
+        "activations": "uint8, per tensor, asymmetric",
+        "calibration_method": "MinMax",
+        "excluded_nodes": excluded,
+        "preprocess": preprocess,
+    }
 
 
 def quantize_openvino(model, calibration: list[np.ndarray], patterns: list[str]):
@@ -90,14 +110,24 @@ def quantize_openvino(model, calibration: list[np.ndarray], patterns: list[str])
 
     scope = nncf.IgnoredScope(patterns=patterns, validate=False) if patterns else None
     try:
-        quantized = nncf.quantize(model, nncf.Dataset(calibration), subset_size=len(calibration),
-                                  preset=nncf.QuantizationPreset.PERFORMANCE,
-                                  **({"ignored_scope": scope} if scope else {}))
+        quantized = nncf.quantize(
+            model,
+            nncf.Dataset(calibration),
+            subset_size=len(calibration),
+            preset=nncf.QuantizationPreset.PERFORMANCE,
+            **({"ignored_scope": scope} if scope else {}),
+        )
     except Exception as e:
         raise GatekitError(f"NNCF failed to quantize the IR: {str(e).splitlines()[0][:300]}") from None
-    record = {"tool": "nncf", "version": nncf.__version__, "format": "OpenVINO IR with FakeQuantize",
-              "weights": "int8, per channel, symmetric", "activations": "int8/uint8, per tensor, symmetric (performance preset)",
-              "calibration_method": "MinMax with fast bias correction", "excluded_patterns": patterns}
+    record = {
+        "tool": "nncf",
+        "version": nncf.__version__,
+        "format": "OpenVINO IR with FakeQuantize",
+        "weights": "int8, per channel, symmetric",
+        "activations": "int8/uint8, per tensor, symmetric (performance preset)",
+        "calibration_method": "MinMax with fast bias correction",
+        "excluded_patterns": patterns,
+    }
     return quantized, record
 
 

@@ -16,8 +16,10 @@ import numpy as np
 from gatekit.errors import GatekitError
 from gatekit.runtimes.base import Backend, RuntimeInfo, Session, as_input, one_line
 
-INSTALL_HINT = ("TensorRT is not installed: use a machine with an NVIDIA GPU and `pip install gatekit[tensorrt]` "
-                "(or JetPack's TensorRT on Jetson)")
+INSTALL_HINT = (
+    "TensorRT is not installed: use a machine with an NVIDIA GPU and `pip install gatekit[tensorrt]` "
+    "(or JetPack's TensorRT on Jetson)"
+)
 
 
 def load_cudart():
@@ -76,19 +78,24 @@ class TensorRTSession(Session):
         except Exception as e:  # some versions raise instead of returning None
             raise GatekitError(f"TensorRT cannot deserialize the engine: {one_line(e)}") from None
         if self._engine is None:
-            raise GatekitError("TensorRT cannot deserialize the engine: it was built for another GPU model "
-                               f"or TensorRT version (this is TensorRT {trt.__version__}); rebuild it here")
+            raise GatekitError(
+                "TensorRT cannot deserialize the engine: it was built for another GPU model "
+                f"or TensorRT version (this is TensorRT {trt.__version__}); rebuild it here"
+            )
         names = [self._engine.get_tensor_name(i) for i in range(self._engine.num_io_tensors)]
         inputs = [n for n in names if self._engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         outputs = [n for n in names if self._engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
         if len(inputs) != 1 or len(outputs) != 1:
-            raise GatekitError(f"the engine has {len(inputs)} inputs and {len(outputs)} outputs; "
-                               "gatekit runs graphs with one of each")
+            raise GatekitError(
+                f"the engine has {len(inputs)} inputs and {len(outputs)} outputs; gatekit runs graphs with one of each"
+            )
         self._input, self._output = inputs[0], outputs[0]
         for name in names:
             if self._engine.get_tensor_dtype(name) != trt.DataType.FLOAT:
-                raise GatekitError(f"engine tensor {name!r} is {self._engine.get_tensor_dtype(name)}; "
-                                   "gatekit engines take and return float32")
+                raise GatekitError(
+                    f"engine tensor {name!r} is {self._engine.get_tensor_dtype(name)}; "
+                    "gatekit engines take and return float32"
+                )
         self._context = self._engine.create_execution_context()
         if self._context is None:
             raise GatekitError("TensorRT could not create an execution context (out of GPU memory?)")
@@ -129,12 +136,20 @@ class TensorRTSession(Session):
         self._set_shape(x.shape)
         out = np.empty(self._out_shape, dtype=np.float32)
         d_in, d_out = self._buffers[self._input][0], self._buffers[self._output][0]
-        cuda_check(cudart.cudaMemcpyAsync(d_in, x.ctypes.data, x.nbytes, cudart.cudaMemcpyKind.cudaMemcpyHostToDevice,
-                                          self._stream), "cudaMemcpyAsync (host to device)")
+        cuda_check(
+            cudart.cudaMemcpyAsync(
+                d_in, x.ctypes.data, x.nbytes, cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, self._stream
+            ),
+            "cudaMemcpyAsync (host to device)",
+        )
         if not self._context.execute_async_v3(int(self._stream)):
             raise GatekitError("TensorRT execution failed (see the TensorRT log above)")
-        cuda_check(cudart.cudaMemcpyAsync(out.ctypes.data, d_out, out.nbytes, cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost,
-                                          self._stream), "cudaMemcpyAsync (device to host)")
+        cuda_check(
+            cudart.cudaMemcpyAsync(
+                out.ctypes.data, d_out, out.nbytes, cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost, self._stream
+            ),
+            "cudaMemcpyAsync (device to host)",
+        )
         cuda_check(cudart.cudaStreamSynchronize(self._stream), "cudaStreamSynchronize")
         return out
 
@@ -169,8 +184,15 @@ class TensorRTBackend(Backend):
             return False
         return True
 
-    def load(self, path: str | os.PathLike, *, threads: int | None = None, precision: str = "fp32",
-             device: str | None = None, extensions: tuple[str, ...] = ()) -> Session:
+    def load(
+        self,
+        path: str | os.PathLike,
+        *,
+        threads: int | None = None,
+        precision: str = "fp32",
+        device: str | None = None,
+        extensions: tuple[str, ...] = (),
+    ) -> Session:
         """Deserializes an engine. `precision` is the one it was built with (from its manifest); `threads`
         does not apply to a GPU and is ignored; `extensions` are plugin libraries loaded first."""
         if not self.available():

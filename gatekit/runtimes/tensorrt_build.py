@@ -23,8 +23,15 @@ from gatekit.runtimes.tensorrt_backend import INSTALL_HINT, cuda_check, device_n
 FP32_SLOTS = {("Resize", 2), ("Upsample", 1)}
 
 
-def build_engine(onnx_path: str | os.PathLike, engine_path: str | os.PathLike, *, precision: str = "fp32",
-                 batch: int = 1, max_batch: int | None = None, workspace_mb: int = 1024) -> dict:
+def build_engine(
+    onnx_path: str | os.PathLike,
+    engine_path: str | os.PathLike,
+    *,
+    precision: str = "fp32",
+    batch: int = 1,
+    max_batch: int | None = None,
+    workspace_mb: int = 1024,
+) -> dict:
     """Parses `onnx_path`, builds an fp32, fp16 or int8 engine and writes it atomically to `engine_path`.
 
     int8 takes a quantized (QDQ) ONNX graph (`gatekit export --precision int8 --format onnx`): explicit
@@ -77,13 +84,17 @@ def build_engine(onnx_path: str | os.PathLike, engine_path: str | os.PathLike, *
             errors = "; ".join(str(parser.get_error(i)).strip() for i in range(parser.num_errors)) or "no details"
             raise GatekitError(f"TensorRT's ONNX parser refused {onnx_path.name}: {' '.join(errors.split())[:500]}")
         if network.num_inputs != 1 or network.num_outputs != 1:
-            raise GatekitError(f"{onnx_path.name} has {network.num_inputs} inputs and {network.num_outputs} outputs; "
-                               "gatekit builds graphs with one of each")
+            raise GatekitError(
+                f"{onnx_path.name} has {network.num_inputs} inputs and {network.num_outputs} outputs; "
+                "gatekit builds graphs with one of each"
+            )
 
         inp = network.get_input(0)
         shape = tuple(int(d) for d in inp.shape)
         if any(d == -1 for d in shape[1:]):
-            raise GatekitError(f"{onnx_path.name} input {inp.name!r} has shape {shape}: only the batch dimension may be dynamic")
+            raise GatekitError(
+                f"{onnx_path.name} input {inp.name!r} has shape {shape}: only the batch dimension may be dynamic"
+            )
         profile_dims = None
         if shape[0] == -1:
             profile_dims = ((1, *shape[1:]), (batch, *shape[1:]), (hi, *shape[1:]))
@@ -91,16 +102,23 @@ def build_engine(onnx_path: str | os.PathLike, engine_path: str | os.PathLike, *
             profile.set_shape(inp.name, *profile_dims)
             config.add_optimization_profile(profile)
         elif shape[0] != batch or hi != batch:
-            raise GatekitError(f"{onnx_path.name} has a fixed batch of {shape[0]}; export it with a dynamic batch "
-                               f"for a batch {batch}..{hi} engine")
+            raise GatekitError(
+                f"{onnx_path.name} has a fixed batch of {shape[0]}; export it with a dynamic batch "
+                f"for a batch {batch}..{hi} engine"
+            )
 
         serialized = builder.build_serialized_network(network, config)
         if serialized is None:
             raise GatekitError(f"TensorRT could not build an engine from {onnx_path.name} (see the TensorRT log above)")
     with atomic_path(engine_path) as tmp_engine:
         tmp_engine.write_bytes(bytes(serialized))
-    return {"tensorrt_version": trt.__version__, "precision": precision, "device_name": _device_name(),
-            "input_shape": list(shape), "batch_profile": [list(d) for d in profile_dims] if profile_dims else None}
+    return {
+        "tensorrt_version": trt.__version__,
+        "precision": precision,
+        "device_name": _device_name(),
+        "input_shape": list(shape),
+        "batch_profile": [list(d) for d in profile_dims] if profile_dims else None,
+    }
 
 
 def _device_name() -> str | None:
@@ -141,8 +159,11 @@ def fp16_onnx(src: str | os.PathLike, dst: str | os.PathLike) -> None:
         for attr in node.attribute:
             if node.op_type == "Cast" and attr.name == "to" and attr.i == FLOAT:
                 attr.i = HALF
-            elif (attr.type == onnx.AttributeProto.TENSOR and attr.t.data_type == FLOAT
-                  and not (node.op_type == "Constant" and node.output[0] in keep)):
+            elif (
+                attr.type == onnx.AttributeProto.TENSOR
+                and attr.t.data_type == FLOAT
+                and not (node.op_type == "Constant" and node.output[0] in keep)
+            ):
                 attr.t.CopyFrom(half(attr.t))  # Constant value, ConstantOfShape value
 
     def rename(old: str, new: str) -> None:
@@ -167,8 +188,14 @@ def fp16_onnx(src: str | os.PathLike, dst: str | os.PathLike) -> None:
     onnx.save(model, str(dst))
 
 
-def engine_from_artifact(manifest_path: str | os.PathLike, out_dir: str | os.PathLike, *, precision: str = "fp32",
-                         data_dir: str | None = None, verify_images: int = 64) -> dict:
+def engine_from_artifact(
+    manifest_path: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    precision: str = "fp32",
+    data_dir: str | None = None,
+    verify_images: int = 64,
+) -> dict:
     """On the device (torch-free): builds a TensorRT engine from an exported, verified ONNX artifact,
     checks it against ONNX Runtime running that ONNX on the same real images (the ONNX itself was
     verified against PyTorch at export), and writes the engine with its manifest beside it.
@@ -184,15 +211,21 @@ def engine_from_artifact(manifest_path: str | os.PathLike, out_dir: str | os.Pat
     art = open_artifact(manifest_path)  # a missing or malformed manifest: one line naming it
     m = art.manifest
     if m.get("graph") == "dynamic" and m.get("precision") == "int8":
-        raise GatekitError(f"{Path(manifest_path).name} is an int8 dynamic graph, which runs on ONNX Runtime and "
-                           "OpenVINO (gatekit's int8 ops or their Q/DQ form): TensorRT int8 engines are built from "
-                           "dense, static and hybrid int8 artifacts")
+        raise GatekitError(
+            f"{Path(manifest_path).name} is an int8 dynamic graph, which runs on ONNX Runtime and "
+            "OpenVINO (gatekit's int8 ops or their Q/DQ form): TensorRT int8 engines are built from "
+            "dense, static and hybrid int8 artifacts"
+        )
     get_backend("tensorrt")  # not installed: one line saying how, before any work
     if m.get("format") != "onnx":
-        raise GatekitError(f"{Path(manifest_path).name} is a {m.get('format')} artifact: build engines from the ONNX one")
+        raise GatekitError(
+            f"{Path(manifest_path).name} is a {m.get('format')} artifact: build engines from the ONNX one"
+        )
     if (precision == "int8") != (m.get("precision") == "int8"):
-        raise GatekitError("int8 engines are built from an int8 (QDQ) ONNX artifact (`gatekit export --precision int8 "
-                           f"--format onnx`), and only those; {Path(manifest_path).name} is {m.get('precision', 'fp32')}")
+        raise GatekitError(
+            "int8 engines are built from an int8 (QDQ) ONNX artifact (`gatekit export --precision int8 "
+            f"--format onnx`), and only those; {Path(manifest_path).name} is {m.get('precision', 'fp32')}"
+        )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     stem = f"{art.file.stem}{'-fp16' if precision == 'fp16' else ''}"
@@ -208,13 +241,26 @@ def engine_from_artifact(manifest_path: str | os.PathLike, out_dir: str | os.Pat
         engine = Path(tmp) / f"{stem}{trt.suffix}"
         built = build_engine(art.file, engine, precision=precision, batch=batch, max_batch=8 if dynamic else None)
         with load_session(engine, "tensorrt", precision=precision) as session:
-            err = check(f"{engine.name} (TensorRT against ONNX Runtime)", run_batched(session, images, batch), reference,
-                        precision)
+            err = check(
+                f"{engine.name} (TensorRT against ONNX Runtime)",
+                run_batched(session, images, batch),
+                reference,
+                precision,
+            )
             runtime = dict(session.info.to_dict(), build=built)
         manifest = json.loads(json.dumps(m))
-        manifest.update(format="tensorrt", precision=precision, files=trt.file_names(stem), runtime=runtime,
-                        verification={"reference": "onnxruntime running the verified ONNX artifact",
-                                      "onnx_artifact": str(art.file), "images": int(len(images)),
-                                      "relative_error": {f"batch{batch}": err}, "tolerance": precision})
+        manifest.update(
+            format="tensorrt",
+            precision=precision,
+            files=trt.file_names(stem),
+            runtime=runtime,
+            verification={
+                "reference": "onnxruntime running the verified ONNX artifact",
+                "onnx_artifact": str(art.file),
+                "images": int(len(images)),
+                "relative_error": {f"batch{batch}": err},
+                "tolerance": precision,
+            },
+        )
         publish(out, stem, "tensorrt", {"engine": engine}, manifest)
     return manifest

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import tomllib
 
 from gatekit.errors import GatekitError
 from gatekit.models import ModelConfig
@@ -95,13 +96,18 @@ class TrainConfig:
     def model_config(self) -> ModelConfig:
         stem, size = DATASET_DEFAULTS[self.dataset]
         return ModelConfig(
-            arch=self.arch, width=self.width, stem=self.stem or stem, stem_padding=self.stem_padding,
-            input_size=self.input_size or size, gate_group=self.gate_group,
+            arch=self.arch,
+            width=self.width,
+            stem=self.stem or stem,
+            stem_padding=self.stem_padding,
+            input_size=self.input_size or size,
+            gate_group=self.gate_group,
         )
 
     def loss_config(self) -> LossConfig:
-        return LossConfig(self.budget, self.lam, self.gamma, self.sim_weight, self.var_weight, self.cov_weight,
-                          self.global_weight)
+        return LossConfig(
+            self.budget, self.lam, self.gamma, self.sim_weight, self.var_weight, self.cov_weight, self.global_weight
+        )
 
     def local_crop_size(self) -> int:
         return self.local_size or max(8, round(self.model_config().input_size * 128 / 224))
@@ -110,7 +116,7 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
+    def from_dict(cls, d: dict) -> TrainConfig:
         return from_known_fields(cls, d, "training settings")
 
 
@@ -124,7 +130,9 @@ def load_recipe(name_or_path: str) -> dict:
     if not path.suffix:
         path = RECIPE_DIR / f"{name_or_path}.toml"
     if not path.is_file():
-        raise GatekitError(f"recipe {name_or_path!r} not found: choose one of {', '.join(list_recipes())} or give a .toml path")
+        raise GatekitError(
+            f"recipe {name_or_path!r} not found: choose one of {', '.join(list_recipes())} or give a .toml path"
+        )
     try:
         with open(path, "rb") as f:
             values = tomllib.load(f)

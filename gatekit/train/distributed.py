@@ -90,7 +90,9 @@ def convert_sync_batchnorm(module: nn.Module, device_type: str) -> nn.Module:
         return nn.SyncBatchNorm.convert_sync_batchnorm(module)
     out = module
     if isinstance(module, nn.modules.batchnorm._BatchNorm):
-        out = DistributedBatchNorm(module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats)
+        out = DistributedBatchNorm(
+            module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats
+        )
         out.load_state_dict(module.state_dict())
     for name, child in module.named_children():
         out.add_module(name, convert_sync_batchnorm(child, device_type))

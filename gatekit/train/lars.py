@@ -24,8 +24,13 @@ class LARS(torch.optim.Optimizer):
         eps: float = 1e-8,
     ):
         defaults = dict(
-            lr=lr, momentum=momentum, weight_decay=weight_decay, eta=eta, clip=clip,
-            exclude_bias_n_norm=exclude_bias_n_norm, eps=eps,
+            lr=lr,
+            momentum=momentum,
+            weight_decay=weight_decay,
+            eta=eta,
+            clip=clip,
+            exclude_bias_n_norm=exclude_bias_n_norm,
+            eps=eps,
         )
         super().__init__(params, defaults)
 
@@ -67,8 +72,10 @@ def parameter_groups(model: torch.nn.Module, weight_decay: float, gate_lr_mult: 
         if not p.requires_grad:
             continue
         (gate if ".gate." in f".{name}" else rest).append(p)
-    return [{"params": rest, "weight_decay": weight_decay, "lr_mult": 1.0},
-            {"params": gate, "weight_decay": 0.0, "lr_mult": float(gate_lr_mult)}]
+    return [
+        {"params": rest, "weight_decay": weight_decay, "lr_mult": 1.0},
+        {"params": gate, "weight_decay": 0.0, "lr_mult": float(gate_lr_mult)},
+    ]
 
 
 def warmup_cosine(epoch: float, *, base_lr: float, warmup_epochs: float, total_epochs: float, start_lr: float) -> float:

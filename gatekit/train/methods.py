@@ -30,8 +30,12 @@ VIEW_PATHS = {"vicreg-dual": ("gated", "dense"), "vicreg": ("dense", "dense"), "
 def projector(in_dim: int, hidden: int, out: int) -> nn.Sequential:
     """VICReg's 3-layer projector: Linear-BN-ReLU, Linear-BN-ReLU, Linear (biases on, default init)."""
     return nn.Sequential(
-        nn.Linear(in_dim, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
-        nn.Linear(hidden, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
+        nn.Linear(in_dim, hidden),
+        nn.BatchNorm1d(hidden),
+        nn.ReLU(inplace=True),
+        nn.Linear(hidden, hidden),
+        nn.BatchNorm1d(hidden),
+        nn.ReLU(inplace=True),
         nn.Linear(hidden, out),
     )
 
@@ -60,8 +64,9 @@ class SSLModel(nn.Module):
         self.projector = projector(self.backbone.feature_dim, proj_hidden, proj_out)
         self.cost = cost_model(model_cfg)
 
-    def forward(self, view1: torch.Tensor, view2: torch.Tensor, p: float,
-                local_views: list[torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    def forward(
+        self, view1: torch.Tensor, view2: torch.Tensor, p: float, local_views: list[torch.Tensor] | None = None
+    ) -> dict[str, torch.Tensor]:
         c = self.loss_cfg
         stats: dict[str, torch.Tensor] = {}
         embeddings, budget_terms, ratios = [], [], []
@@ -77,8 +82,13 @@ class SSLModel(nn.Module):
         if local_views:
             local_path = VIEW_PATHS[self.method][0]
             local_terms = [
-                vicreg_loss(self.projector(self.backbone(lv, local_path).features), embeddings[1],
-                            c.sim_weight, c.var_weight, c.cov_weight)["loss"]
+                vicreg_loss(
+                    self.projector(self.backbone(lv, local_path).features),
+                    embeddings[1],
+                    c.sim_weight,
+                    c.var_weight,
+                    c.cov_weight,
+                )["loss"]
                 for lv in local_views
             ]
             loss = c.global_weight * loss + (1 - c.global_weight) * torch.stack(local_terms).mean()

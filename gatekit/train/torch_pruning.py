@@ -66,19 +66,31 @@ def prune(model: GatedResNet, ratio: float, round_to: int = 16, importance: str 
     view = _DensePath(work)
     size = model.cfg.input_size
     example = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
-    ignored = [work.stem_conv] + [b.conv2 for b in work.blocks] + [b.downsample[0] for b in work.blocks
-                                                                  if b.downsample is not None]
+    ignored = (
+        [work.stem_conv]
+        + [b.conv2 for b in work.blocks]
+        + [b.downsample[0] for b in work.blocks if b.downsample is not None]
+    )
     targets = {b.conv1: kept_width(b.planes, ratio, round_to) for b in work.blocks}
     ratios = {m: 1.0 - k / m.out_channels for m, k in targets.items()}
     p = {"l2": 2, "l1": 1}[importance]
-    pruner = tp.pruner.MetaPruner(view, example, importance=tp.importance.GroupMagnitudeImportance(p=p),
-                                  pruning_ratio=0.0, pruning_ratio_dict=ratios, ignored_layers=ignored, round_to=round_to)
+    pruner = tp.pruner.MetaPruner(
+        view,
+        example,
+        importance=tp.importance.GroupMagnitudeImportance(p=p),
+        pruning_ratio=0.0,
+        pruning_ratio_dict=ratios,
+        ignored_layers=ignored,
+        round_to=round_to,
+    )
     index = {id(b.conv1): i for i, b in enumerate(work.blocks)}
     kept = [list(range(b.planes)) for b in work.blocks]
     for group in pruner.step(interactive=True):
         root = group[0].dep.target.module
         if id(root) not in index:
-            raise GatekitError(f"Torch-Pruning proposed a group rooted outside the blocks' conv1 ({type(root).__name__})")
+            raise GatekitError(
+                f"Torch-Pruning proposed a group rooted outside the blocks' conv1 ({type(root).__name__})"
+            )
         i = index[id(root)]
         removed = {int(c) for c in group[0].idxs}
         kept[i] = [c for c in kept[i] if c not in removed]
@@ -93,9 +105,17 @@ def prune(model: GatedResNet, ratio: float, round_to: int = 16, importance: str 
         err = float((want - got).abs().max() / want.abs().max().clamp_min(1e-12))
     if err > 1e-5:
         raise GatekitError(f"the pruned checkpoint differs from Torch-Pruning's module (relative error {err:.2e})")
-    record = {"tool": "torch-pruning", "version": tp.__version__, "importance": f"group magnitude L{p}",
-              "scope": "per block (uniform ratio)", "ratio": ratio, "round_to": round_to,
-              "widths": [len(c) for c in kept], "channels": kept, "check_relative_error": err}
+    record = {
+        "tool": "torch-pruning",
+        "version": tp.__version__,
+        "importance": f"group magnitude L{p}",
+        "scope": "per block (uniform ratio)",
+        "ratio": ratio,
+        "round_to": round_to,
+        "widths": [len(c) for c in kept],
+        "channels": kept,
+        "check_relative_error": err,
+    }
     return out, record
 
 
@@ -124,7 +144,9 @@ def removed_masks(model: GatedResNet, record: dict) -> list[torch.Tensor]:
     """Per block, a (planes,) float mask: 1 for a kept channel, 0 for a removed one."""
     channels = record.get("channels")
     if not isinstance(channels, list) or len(channels) != len(model.blocks):
-        raise GatekitError(f"the checkpoint's '{PRUNED_KEY}' record needs 'channels' for each of its {len(model.blocks)} blocks")
+        raise GatekitError(
+            f"the checkpoint's '{PRUNED_KEY}' record needs 'channels' for each of its {len(model.blocks)} blocks"
+        )
     masks = []
     for b, ch in zip(model.blocks, channels):
         m = torch.zeros(b.planes)

@@ -36,8 +36,10 @@ def check_run_dir(out_dir: str | Path, resume: bool = False, overwrite: bool = F
         return
     found = [name for name in RUN_FILES if (Path(out_dir) / name).exists()]
     if found:
-        raise GatekitError(f"--out {out_dir} already holds a run ({', '.join(found)}): pass --resume to continue it, "
-                           "or --overwrite to start over")
+        raise GatekitError(
+            f"--out {out_dir} already holds a run ({', '.join(found)}): pass --resume to continue it, "
+            "or --overwrite to start over"
+        )
 
 
 def _prepare_run_dir(out_dir: Path, state: dict | None, overwrite: bool) -> None:
@@ -103,8 +105,10 @@ def _init_encoder(backbone, cfg: TrainConfig) -> dict:
 
     init, meta = load_model(cfg.init)
     if init.cfg.to_dict() != backbone.cfg.to_dict():
-        raise GatekitError(f"--init {cfg.init} is a {init.cfg.to_dict()} encoder, not the {backbone.cfg.to_dict()} this "
-                           "run trains: give the same --width/--arch/--stem/--input-size/--gate-group")
+        raise GatekitError(
+            f"--init {cfg.init} is a {init.cfg.to_dict()} encoder, not the {backbone.cfg.to_dict()} this "
+            "run trains: give the same --width/--arch/--stem/--input-size/--gate-group"
+        )
     backbone.load_state_dict(init.state_dict())
     if isinstance(meta.get(PRUNED_KEY), dict):
         hold_removed_at_zero(backbone, meta[PRUNED_KEY])
@@ -118,13 +122,20 @@ def _fine_tune_meta(init_meta: dict, cfg: TrainConfig, epochs: int) -> dict:
     record = init_meta.get(PRUNED_KEY)
     if not isinstance(record, dict):
         return {}
-    fine_tune = {"from_sha256": init_meta.get("sha256"), "method": cfg.method, "epochs": epochs, "limit": cfg.limit,
-                 "lr": cfg.lr, "warmup_epochs": cfg.warmup_epochs}
+    fine_tune = {
+        "from_sha256": init_meta.get("sha256"),
+        "method": cfg.method,
+        "epochs": epochs,
+        "limit": cfg.limit,
+        "lr": cfg.lr,
+        "warmup_epochs": cfg.warmup_epochs,
+    }
     return {PRUNED_KEY: dict(record, fine_tune=fine_tune)}
 
 
-def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False, overwrite: bool = False,
-          progress: bool = True) -> TrainResult:
+def train(
+    cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False, overwrite: bool = False, progress: bool = True
+) -> TrainResult:
     """Trains `cfg` into `out_dir`. With `resume`, continues exactly from out_dir/checkpoint.pt; with
     `overwrite`, starts over in a directory that holds another run (refused without one of them)."""
     out_dir = Path(out_dir)
@@ -159,8 +170,13 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False, overwr
         model = convert_sync_batchnorm(model, device.type)
     model.to(device)
     base_lr = cfg.lr * global_batch / 256
-    optimizer = LARS(parameter_groups(model, cfg.weight_decay, cfg.gate_lr_mult), lr=base_lr, momentum=cfg.momentum,
-                     weight_decay=cfg.weight_decay, eta=cfg.lars_eta)
+    optimizer = LARS(
+        parameter_groups(model, cfg.weight_decay, cfg.gate_lr_mult),
+        lr=base_lr,
+        momentum=cfg.momentum,
+        weight_decay=cfg.weight_decay,
+        eta=cfg.lars_eta,
+    )
     init_meta = _init_encoder(model.backbone, cfg) if cfg.init else {}
     start_epoch = 0
     if state is not None:
@@ -171,7 +187,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False, overwr
     ddp_model: torch.nn.Module = model
     if info.enabled:
         ddp_model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None,
+            model,
+            device_ids=[device.index] if device.type == "cuda" else None,
             find_unused_parameters=cfg.method != "vicreg-dual",
         )
 
@@ -183,8 +200,15 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False, overwr
     ]
     local_aug = None
     if cfg.local_views:
-        local_aug = ViewAugmentation(cfg.local_crop_size(), mean, std, min_scale=cfg.local_scale[0],
-                                     max_scale=cfg.local_scale[1], blur_p=cfg.blur_p[0], solarize_p=cfg.solarize_p).to(device)
+        local_aug = ViewAugmentation(
+            cfg.local_crop_size(),
+            mean,
+            std,
+            min_scale=cfg.local_scale[0],
+            max_scale=cfg.local_scale[1],
+            blur_p=cfg.blur_p[0],
+            solarize_p=cfg.solarize_p,
+        ).to(device)
     use_amp = cfg.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     if state is not None and use_amp and "scaler" in state:
@@ -201,11 +225,21 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False, overwr
         model.train()
         sums = {"loss": 0.0, "vicreg": 0.0, "budget": 0.0, "flops_kept": 0.0}
         t0 = time.perf_counter()
-        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not (progress and info.is_main),
-                   dynamic_ncols=True, leave=True)
+        bar = tqdm(
+            range(steps_per_epoch),
+            desc=f"epoch {epoch + 1}/{cfg.epochs}",
+            disable=not (progress and info.is_main),
+            dynamic_ncols=True,
+            leave=True,
+        )
         for step in bar:
-            lr = warmup_cosine(epoch + step / steps_per_epoch, base_lr=base_lr, warmup_epochs=cfg.warmup_epochs,
-                               total_epochs=cfg.epochs, start_lr=cfg.warmup_start_lr)
+            lr = warmup_cosine(
+                epoch + step / steps_per_epoch,
+                base_lr=base_lr,
+                warmup_epochs=cfg.warmup_epochs,
+                total_epochs=cfg.epochs,
+                start_lr=cfg.warmup_start_lr,
+            )
             for g in optimizer.param_groups:
                 g["lr"] = lr * g.get("lr_mult", 1.0)
             idx = shard(order[step * global_batch : (step + 1) * global_batch], info).to(device)
@@ -224,33 +258,65 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False, overwr
             for k in sums:
                 sums[k] += float(out[k].detach())
             done = (step + 1) * global_batch
-            bar.set_postfix(loss=f"{sums['loss'] / (step + 1):.3f}", flops=f"{sums['flops_kept'] / (step + 1):.3f}",
-                            img_s=f"{done / (time.perf_counter() - t0):.0f}", lr=f"{lr:.3g}")
+            bar.set_postfix(
+                loss=f"{sums['loss'] / (step + 1):.3f}",
+                flops=f"{sums['flops_kept'] / (step + 1):.3f}",
+                img_s=f"{done / (time.perf_counter() - t0):.0f}",
+                lr=f"{lr:.3g}",
+            )
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         seconds = time.perf_counter() - t0
         averaged = all_reduce_mean(torch.tensor([sums[k] / steps_per_epoch for k in sums], dtype=torch.float64), info)
         record = {k: float(v) for k, v in zip(sums, averaged)}
-        record.update(epoch=epoch + 1, lr=lr, bound_p=p, seconds=seconds,
-                      images_per_s=steps_per_epoch * global_batch / seconds, images_seen=(epoch + 1) * steps_per_epoch * global_batch)
+        record.update(
+            epoch=epoch + 1,
+            lr=lr,
+            bound_p=p,
+            seconds=seconds,
+            images_per_s=steps_per_epoch * global_batch / seconds,
+            images_seen=(epoch + 1) * steps_per_epoch * global_batch,
+        )
         if info.is_main:
             with open(metrics_path, "a") as f:
                 f.write(json.dumps(record) + "\n")
-            save_model(out_dir / MODEL_FILE, model.backbone,
-                       {"train_config": cfg.to_dict(), "epoch": epoch + 1, "method": cfg.method, "budget": cfg.budget,
-                        **_fine_tune_meta(init_meta, cfg, epoch + 1)})
-            state_out = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1,
-                         "rng": _rng_state(device), "config": json.dumps(cfg.to_dict()), "metrics": json.dumps(record)}
+            save_model(
+                out_dir / MODEL_FILE,
+                model.backbone,
+                {
+                    "train_config": cfg.to_dict(),
+                    "epoch": epoch + 1,
+                    "method": cfg.method,
+                    "budget": cfg.budget,
+                    **_fine_tune_meta(init_meta, cfg, epoch + 1),
+                },
+            )
+            state_out = {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "epoch": epoch + 1,
+                "rng": _rng_state(device),
+                "config": json.dumps(cfg.to_dict()),
+                "metrics": json.dumps(record),
+            }
             if use_amp:
                 state_out["scaler"] = scaler.state_dict()
             save_state(out_dir / STATE_FILE, state_out)
         summary = {
-            "method": cfg.method, "budget": cfg.budget, "epochs": epoch + 1, "loss": record["loss"],
-            "vicreg_loss": record["vicreg"], "budget_loss": record["budget"],
+            "method": cfg.method,
+            "budget": cfg.budget,
+            "epochs": epoch + 1,
+            "loss": record["loss"],
+            "vicreg_loss": record["vicreg"],
+            "budget_loss": record["budget"],
             "flops_kept": record["flops_kept"] if cfg.method != "vicreg" else 1.0,
             "flops_kept_note": "training batches, noisy gates; `gatekit eval` measures it in eval mode on the test set",
-            "images_per_s": record["images_per_s"], "seconds": seconds, "world_size": info.world_size,
-            "device": str(device), "threads": torch.get_num_threads(), "out_dir": str(out_dir),
+            "images_per_s": record["images_per_s"],
+            "seconds": seconds,
+            "world_size": info.world_size,
+            "device": str(device),
+            "threads": torch.get_num_threads(),
+            "out_dir": str(out_dir),
         }
     if not summary:  # resumed a finished run
         summary = {"epochs": start_epoch, "note": "already trained to the requested epochs"}
