@@ -4,22 +4,25 @@
 # package_record.py writes gatekit/_ops/build.json, the record gatekit.native_ops checks before it loads a library.
 #
 # The ONNX Runtime library needs no runtime to build (native/ort/ort_abi.h), so every package carries it. The
-# OpenVINO extension is tied to the one OpenVINO release it is compiled against, which pip's isolated build
-# environment does not have (and which need not be the release installed beside the package), so a package
-# carries it only on request: GATEKIT_PACKAGE_OPENVINO=ON builds it against the openvino of the build's own
-# Python, for a build without isolation where openvino is installed:
-#   pip install --no-build-isolation scikit-build-core openvino && \
-#   pip install --no-build-isolation -C cmake.define.GATEKIT_PACKAGE_OPENVINO=ON '.[openvino]'
-# Otherwise `gatekit ops build` builds it after install, from gatekit/_native/, into the op cache.
-option(GATEKIT_PACKAGE_OPENVINO "Package builds: build the OpenVINO extension against the build's openvino" OFF)
+# OpenVINO extension is tied to the one OpenVINO release it is compiled against. pip builds in an isolated
+# environment without openvino, but it runs the build with the Python it installs into; that Python, run with -I
+# (outside pip's overlay), says whether openvino is installed where the package goes. GATEKIT_PACKAGE_OPENVINO:
+#   AUTO (default)  build the extension when that Python (or the build's own) has openvino: `pip install openvino`
+#                   then `pip install gatekit[ort,openvino]` installs both libraries; otherwise the package
+#                   carries the sources and `gatekit ops build` builds it after install
+#   ON              the same, and an error when there is no openvino
+#   OFF             never (a wheel meant for machines with other OpenVINO releases)
+# build.json records the release; a library built for another release than the installed one is refused (and
+# `gatekit ops status` says so), so a wheel moved to another environment falls back to `gatekit ops build`.
+set(GATEKIT_PACKAGE_OPENVINO AUTO CACHE STRING "Package builds: build the OpenVINO extension (AUTO, ON, OFF)")
+set_property(CACHE GATEKIT_PACKAGE_OPENVINO PROPERTY STRINGS AUTO ON OFF)
 
 set(GATEKIT_LIB_DESTINATION gatekit/_ops)
 set(GATEKIT_SRC_DESTINATION gatekit/_native)
 
 # gatekit_package_prepare(): before enable_language(CXX). Sets GATEKIT_PACKAGE_CXX (a C++ compiler was found),
-# Python_EXECUTABLE, and GATEKIT_OPS_OV: with GATEKIT_PACKAGE_OPENVINO, OpenVINO_DIR / TBB_DIR and
-# GATEKIT_PACKAGE_OV_VERSION from the build's Python (an error when it has no openvino); else OFF, and
-# GATEKIT_PACKAGE_OV_REASON says why. (CMAKE_PREFIX_PATH holds site-packages folders in a package build, where
+# Python_EXECUTABLE, and GATEKIT_OPS_OV: where openvino is found (GATEKIT_PACKAGE_OPENVINO above), OpenVINO_DIR /
+# TBB_DIR and GATEKIT_PACKAGE_OV_VERSION from it; else OFF, and GATEKIT_PACKAGE_OV_REASON says why. (CMAKE_PREFIX_PATH holds site-packages folders in a package build, where
 # find_package could otherwise meet some openvino/cmake/ that nothing pins.)
 macro(gatekit_package_prepare)
   if(NOT Python_EXECUTABLE)
@@ -40,23 +43,38 @@ macro(gatekit_package_prepare)
   set(GATEKIT_PACKAGE_OV_REASON "")
   if(NOT GATEKIT_OPS_OV)
     set(GATEKIT_PACKAGE_OV_REASON "not asked for (GATEKIT_OPS_OV=OFF)")
-  elseif(NOT GATEKIT_PACKAGE_OPENVINO)
+  elseif(GATEKIT_PACKAGE_OPENVINO STREQUAL "OFF")
     set(GATEKIT_OPS_OV OFF)
-    set(GATEKIT_PACKAGE_OV_REASON "not in the package (it is tied to one OpenVINO release): `gatekit ops build` \
-builds it for the installed openvino")
+    set(GATEKIT_PACKAGE_OV_REASON "not in this package (GATEKIT_PACKAGE_OPENVINO=OFF: it is tied to one OpenVINO \
+release): `gatekit ops build` builds it for the installed openvino")
   else()
-    execute_process(COMMAND "${Python_EXECUTABLE}" "${CMAKE_CURRENT_SOURCE_DIR}/package_record.py" --find-openvino
-                    OUTPUT_VARIABLE _gk_ov RESULT_VARIABLE _gk_ov_rc ERROR_QUIET)
-    if(NOT _gk_ov_rc EQUAL 0 OR NOT _gk_ov)
-      message(FATAL_ERROR "gatekit ops: GATEKIT_PACKAGE_OPENVINO=ON, but the build's Python (${Python_EXECUTABLE}) "
-                          "has no openvino wheel with a cmake/ folder; install openvino and build with pip's "
-                          "--no-build-isolation")
+    set(_gk_ov "")
+    foreach(_gk_isolation -I "")  # the Python the package goes into, then the build's own
+      execute_process(COMMAND "${Python_EXECUTABLE}" ${_gk_isolation} "${CMAKE_CURRENT_SOURCE_DIR}/package_record.py"
+                              --find-openvino
+                      OUTPUT_VARIABLE _gk_found RESULT_VARIABLE _gk_ov_rc ERROR_QUIET)
+      if(_gk_ov_rc EQUAL 0 AND _gk_found)
+        set(_gk_ov "${_gk_found}")
+        break()
+      endif()
+    endforeach()
+    if(NOT _gk_ov)
+      if(GATEKIT_PACKAGE_OPENVINO STREQUAL "ON")
+        message(FATAL_ERROR "gatekit ops: GATEKIT_PACKAGE_OPENVINO=ON, but ${Python_EXECUTABLE} has no openvino "
+                            "wheel with a cmake/ folder; install openvino first")
+      endif()
+      set(GATEKIT_OPS_OV OFF)
+      set(GATEKIT_PACKAGE_OV_REASON "openvino was not installed when the package was built (install it first to \
+have the extension built at install): `gatekit ops build` builds it for the installed openvino")
+    else()
+      string(REPLACE "|" ";" _gk_ov "${_gk_ov}")
+      list(GET _gk_ov 0 _gk_ov_dir)
+      list(GET _gk_ov 1 GATEKIT_PACKAGE_OV_VERSION)
+      set(OpenVINO_DIR "${_gk_ov_dir}" CACHE PATH "OpenVINO's cmake folder" FORCE)
+      set(TBB_DIR "${_gk_ov_dir}" CACHE PATH "the TBB OpenVINO ships" FORCE)
+      message(STATUS "gatekit ops: building the OpenVINO extension against openvino ${GATEKIT_PACKAGE_OV_VERSION} "
+                     "(${_gk_ov_dir})")
     endif()
-    string(REPLACE "|" ";" _gk_ov "${_gk_ov}")
-    list(GET _gk_ov 0 _gk_ov_dir)
-    list(GET _gk_ov 1 GATEKIT_PACKAGE_OV_VERSION)
-    set(OpenVINO_DIR "${_gk_ov_dir}" CACHE PATH "OpenVINO's cmake folder" FORCE)
-    set(TBB_DIR "${_gk_ov_dir}" CACHE PATH "the TBB OpenVINO ships" FORCE)
   endif()
 endmacro()
 

@@ -11,10 +11,6 @@ import importlib.util
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from gatekit.native_ops import write_package_record  # noqa: E402
-
 
 def find_openvino() -> str:
     """'<openvino's cmake folder>|<openvino version>' of this Python's openvino wheel, or ''."""
@@ -26,9 +22,12 @@ def find_openvino() -> str:
 
 
 def main() -> int:
-    if sys.argv[1:] == ["--find-openvino"]:  # package.cmake, with GATEKIT_PACKAGE_OPENVINO=ON
+    if sys.argv[1:] == ["--find-openvino"]:  # package.cmake: is openvino installed here?
         sys.stdout.write(find_openvino())
         return 0
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from gatekit.native_ops import write_package_record
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--ops-dir", required=True, help="the installed gatekit/_ops/ folder")
     ap.add_argument("--source", required=True, help="the native/ sources the libraries were built from")

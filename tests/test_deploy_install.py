@@ -1,12 +1,13 @@
 """The deploy side as a user installs it, in fresh virtual environments, on artifacts exported beforehand (with torch,
 here). The package is built the way it ships: an sdist (`python -m build --sdist`), then a wheel from it (`pip wheel
---no-deps`), whose build compiles the ONNX Runtime op library into gatekit/_ops/ (once per session: pip keeps that
-wheel in its cache, so installing the sdist again reuses it).
+--no-deps`) in a venv where openvino is installed, whose build compiles the ONNX Runtime op library and the OpenVINO
+extension for that release into gatekit/_ops/ (once per session: pip keeps that wheel in its cache, so installing the
+sdist again reuses it).
 
 - `pip install 'gatekit[ort,openvino] @ file:///.../gatekit-<version>.tar.gz'`: no torch, no safetensors, no
-  kornia; `gatekit bench`, `profile`, `pick --results`, `pick --lut` planning from a recorded manifest and `report` run; `gatekit ops
-  status` lists the package's ORT library and the kernel path this CPU runs; a native dynamic graph benches on
-  the native op with an empty op cache.
+  kornia; `gatekit bench`, `profile`, `pick --results`, `pick --lut` planning from a recorded manifest and `report`
+  run; `gatekit ops status` lists the package's ORT library and OpenVINO extension and the kernel path this CPU
+  runs; native dynamic graphs bench on the native op on both runtimes with an empty op cache.
 - The wheel (platform-tagged, with the library, its build.json and the C++ sources) in a venv with no compiler on
   PATH runs a native dynamic graph, and `gatekit ops build` there says in one line why it cannot build.
 - A source checkout with no op library anywhere: `gatekit bench` on a native dynamic graph runs the fallback and
@@ -16,6 +17,7 @@ wheel in its cache, so installing the sdist again reuses it).
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
 import os
 import platform
@@ -35,6 +37,11 @@ pytestmark = pytest.mark.skipif(
     os.environ.get("GATEKIT_SKIP_VENV_TESTS") == "1", reason="GATEKIT_SKIP_VENV_TESTS=1: no fresh virtual environment"
 )
 
+# the openvino release of this environment: the package's extension is built against it, and the deploy venv runs it
+try:
+    OPENVINO_PIN = f"openvino=={importlib.metadata.version('openvino')}"
+except importlib.metadata.PackageNotFoundError:
+    OPENVINO_PIN = "openvino"
 FAST = ["--min-runs", "30", "--min-seconds", "0.2", "--warmup-runs", "3"]
 NO_INDEX = ("Could not find a version", "No matching distribution", "connection", "Failed to establish")
 
@@ -84,7 +91,14 @@ def package_dist(tmp_path_factory) -> dict:
     sdist.parent.mkdir()
     made.rename(sdist)
     sdist_seconds = time.perf_counter() - started
-    builder = _new_venv(root / "builder")  # pip of a plain venv, the one the deploy venvs below have
+    # the builder's venv has openvino, as a device's would that installed it first: the package build finds it in the
+    # venv it installs into and compiles the OpenVINO extension against that release, beside the ORT library
+    builder = _new_venv(root / "builder")
+    _run(
+        [builder / "bin/python", "-m", "pip", "install", "--quiet", "--disable-pip-version-check", OPENVINO_PIN],
+        "pip install openvino",
+        env=_clean_env(),
+    )
     _run(
         [
             builder / "bin/python",
@@ -114,7 +128,7 @@ def deploy_venv(tmp_path_factory, package_dist) -> Path:
     # named, so that pip looks in its cache first and takes the wheel package_dist built from this very sdist
     spec = f"gatekit[ort,openvino] @ {package_dist['sdist'].as_uri()}"
     _run(
-        [venv / "bin/python", "-m", "pip", "install", "--quiet", "--disable-pip-version-check", spec],
+        [venv / "bin/python", "-m", "pip", "install", "--quiet", "--disable-pip-version-check", spec, OPENVINO_PIN],
         "pip install of the sdist",
         env=_clean_env(),
     )
@@ -125,8 +139,8 @@ def deploy_venv(tmp_path_factory, package_dist) -> Path:
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory) -> Path:
     """static (onnx and openvino) and dense (onnx) graphs of a small real-structure checkpoint, with their manifests;
-    and its dynamic graph in the native form for ONNX Runtime (out/dynamic.onnx, with its fallback) where this
-    checkout's op library is built (the export verifies the native form with it)."""
+    and its dynamic graph in the native form for ONNX Runtime (out/dynamic.onnx, with its fallback) and OpenVINO
+    (out/dynamic.xml) where this checkout's op libraries are built (the export verifies the native form with them)."""
     import torch
 
     from gatekit import native_ops
@@ -162,12 +176,13 @@ def exported(tmp_path_factory) -> Path:
         knn_train=64,
         threads=1,
     )
-    if native_ops.library_for("ort") is not None:
-        (m,), _ = export_all(
+    formats = [rt_format for rt, rt_format in (("ort", "onnx"), ("openvino", "openvino")) if native_ops.library_for(rt)]
+    if "onnx" in formats:
+        made, _ = export_all(
             tmp / "m.safetensors",
             tmp / "out",
             graphs=["dynamic"],
-            formats=["onnx"],
+            formats=formats,
             strict=True,
             dynamic_form="native",
             verify_images=32,
@@ -175,15 +190,15 @@ def exported(tmp_path_factory) -> Path:
             knn_train=64,
             threads=1,
         )
-        assert m["dynamic_form"] == "native" and (tmp / "out" / "dynamic.onnx").is_file()
+        assert all(m["dynamic_form"] == "native" for m in made) and (tmp / "out" / "dynamic.onnx").is_file()
     return tmp
 
 
-def _native_dynamic(exported: Path) -> Path:
-    path = exported / "out" / "dynamic.onnx"
+def _native_dynamic(exported: Path, name: str = "dynamic.onnx") -> Path:
+    path = exported / "out" / name
     if not path.is_file():
         pytest.skip(
-            "no native dynamic artifact: this checkout's ORT op library is not built (`gatekit ops build`), "
+            f"no native dynamic {name}: this checkout's op library for it is not built (`gatekit ops build`), "
             "and the export verifies the native form with it"
         )
     return path
@@ -349,9 +364,10 @@ def _site_packages(venv: Path) -> Path:
     return sp.resolve()
 
 
-def test_sdist_install_carries_the_ort_op_library(deploy_venv, exported, tmp_path):
-    """gatekit[ort,openvino] installed from the sdist: the package holds the ORT op library and its record, `ops
-    status` lists it with the kernel path this CPU runs, and a native dynamic graph runs on it (empty op cache)."""
+def test_sdist_install_carries_both_op_libraries(deploy_venv, exported, tmp_path):
+    """gatekit[ort,openvino] installed from the sdist (built where openvino was installed): the package holds the ORT
+    op library and the OpenVINO extension for that release with their record, `ops status` lists both with the
+    kernel path this CPU runs, and native dynamic graphs run on them on both runtimes (empty op cache)."""
     pkg = _site_packages(deploy_venv) / "gatekit" / "_ops"
     lib = pkg / "libgatekit_ort_ops.so"
     record = json.loads((pkg / "build.json").read_text())
@@ -361,26 +377,36 @@ def test_sdist_install_carries_the_ort_op_library(deploy_venv, exported, tmp_pat
     assert "portable" in entry["isa_compiled"] and entry["ort_api_version"] == 17
     if platform.machine().lower() in ("x86_64", "amd64"):  # every x86-64 path, picked at run time
         assert set(entry["isa_compiled"]) == {"portable", "avx2", "avx512"}
-    assert (
-        record["libraries"]["openvino"]["status"] == "not built"
-        and "gatekit ops build" in record["libraries"]["openvino"]["reason"]
-    )
+    ov_lib = pkg / "libgatekit_ov_ops.so"
+    ov_entry = record["libraries"]["openvino"]
+    assert ov_entry["status"] == "built" and ov_entry["path"] == ov_lib.name, ov_entry
+    assert ov_entry["sha256"] == hashlib.sha256(ov_lib.read_bytes()).hexdigest()
+    assert ov_entry["openvino_version"] == OPENVINO_PIN.partition("==")[2] == record["runtimes"]["openvino"]
     assert (pkg.parent / "_native" / "CMakeLists.txt").is_file() and (pkg.parent / "_native" / "kernel").is_dir()
 
     p = _gatekit(deploy_venv, "ops", "status", "--json", tmp_path / "st.json", cwd=tmp_path)
     assert p.returncode == 0, p.stderr[-1500:]
     st = json.loads((tmp_path / "st.json").read_text())
     assert st["package"]["libraries"]["ort"]["usable"] and Path(st["package"]["libraries"]["ort"]["path"]) == lib
-    assert st["in_use"]["ort"] == {"path": str(lib), "from": "package"} and "openvino" not in st["in_use"]
+    assert st["package"]["libraries"]["openvino"]["usable"], st["package"]["libraries"]["openvino"]
+    assert st["in_use"] == {
+        "ort": {"path": str(lib), "from": "package"},
+        "openvino": {"path": str(ov_lib), "from": "package"},
+    }
     assert st["source_dir"] == str(pkg.parent / "_native")  # `gatekit ops build` has sources to build from
     isa = st["kernel"]["isa_selected"]
     assert isa in entry["isa_compiled"] and isa == st["cpu_isa"]  # the best path this CPU runs
     assert f"onnxruntime: ready: {lib}" in p.stdout and f"kernel path in use: {isa};" in p.stdout
     assert "in use: onnxruntime: libgatekit_ort_ops.so from the package" in p.stdout
+    assert f"openvino: ready: {ov_lib}" in p.stdout, p.stdout
 
     rec = _bench_record(deploy_venv, _native_dynamic(exported), exported / "d.npz", tmp_path)
     assert rec["runtime"]["ops"] == "native op" and Path(rec["runtime"]["ops_library"]) == lib
     assert rec["manifest"]["dynamic_form"] == "native"
+    (tmp_path / "ov").mkdir()
+    rec = _bench_record(deploy_venv, _native_dynamic(exported, "dynamic.xml"), exported / "d.npz", tmp_path / "ov")
+    assert rec["runtime"]["name"] == "openvino" and rec["runtime"]["ops"] == "native op", rec["runtime"]
+    assert Path(rec["runtime"]["ops_library"]) == ov_lib
 
 
 def test_wheel_runs_the_native_op_without_a_compiler(package_dist, exported, tmp_path):
