@@ -16,8 +16,8 @@ around each Conv, int32 biases, uint8 activations, conv2's output quantized to i
 which ONNX Runtime fuses into its integer convolutions and OpenVINO runs on its int8 kernels.  --width scales the
 channel counts (0.25: the x0.25 network's 16-128 channels).
 
-    python native/bench_block.py [--runtime ort|openvino] [--threads 1] [--rounds 9] [--calls 30] [--lib LIB] [--size 32]
-                                 [--precision fp32|int8] [--width 1.0]
+    python native/bench_block.py [--runtime ort|openvino] [--threads 1] [--rounds 9] [--calls 30] [--lib LIB]
+                                 [--size 32] [--precision fp32|int8] [--width 1.0]
 
 OpenVINO runs each model with f32 inference precision, one stream and --threads threads (the static and dense
 blocks then run oneDNN's convolutions, the gated one the extension's kernel through the plugin's Reference node).

@@ -4,9 +4,9 @@ here). The package is built the way it ships: an sdist (`python -m build --sdist
 wheel in its cache, so installing the sdist again reuses it).
 
 - `pip install 'gatekit[ort,openvino] @ file:///.../gatekit-<version>.tar.gz'`: no torch, no safetensors, no
-  kornia; `gatekit bench`, `profile`, `pick --results`, `pick --lut` planning from a recorded manifest and `report` run; `gatekit ops
-  status` lists the package's ORT library and the kernel path this CPU runs; a native dynamic graph benches on
-  the native op with an empty op cache.
+  kornia; `gatekit bench`, `profile`, `pick --results`, `pick --lut` planning from a recorded manifest and
+  `report` run; `gatekit ops status` lists the package's ORT library and the kernel path this CPU runs; a native
+  dynamic graph benches on the native op with an empty op cache.
 - The wheel (platform-tagged, with the library, its build.json and the C++ sources) in a venv with no compiler on
   PATH runs a native dynamic graph, and `gatekit ops build` there says in one line why it cannot build.
 - A source checkout with no op library anywhere: `gatekit bench` on a native dynamic graph runs the fallback and
