@@ -25,6 +25,8 @@ demo: venv
 	$(PY) -m gatekit.demo --out $(DEMO_DIR)
 
 test: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest -q -ra
 
 clean:

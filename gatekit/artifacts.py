@@ -301,7 +301,8 @@ def file_problems(art: Artifact) -> list[str]:
         for key, name in files.items():
             if expected.get(key) != name:
                 return [
-                    f"{path}: 'files.{key}' points at {name!r}, not at this manifest's {expected.get(key, 'artifact')!r}"
+                    f"{path}: 'files.{key}' points at {name!r}, "
+                    f"not at this manifest's {expected.get(key, 'artifact')!r}"
                 ]
     recorded = manifest.get("sha256")
     if recorded is None:

@@ -52,7 +52,8 @@ def _run(out_dir: str, epochs: int, limit: int, data_dir: str | None) -> None:
     t0 = time.perf_counter()
     cfg = build_config("cpu-small", {"epochs": epochs, "limit": limit, "data_dir": data_dir, "warmup_epochs": epochs})
     click.echo(
-        f"[1/7] train {cfg.method}, ResNet-18 x{cfg.width}, t_d={cfg.budget}, {epochs} epochs on {limit} real CIFAR-10 images"
+        f"[1/7] train {cfg.method}, ResNet-18 x{cfg.width}, t_d={cfg.budget}, "
+        f"{epochs} epochs on {limit} real CIFAR-10 images"
     )
     trained = train(cfg, out / "train", overwrite=True)  # the demo's own directory: each demo starts over
     click.echo("[2/7] evaluate the trained encoder (dense and gated paths)")
@@ -73,7 +74,8 @@ def _run(out_dir: str, epochs: int, limit: int, data_dir: str | None) -> None:
             kept = f"{r['flops']['flops_kept']:.3f}" if "flops" in r else "1.000"
             lin = f"{100 * r['linear']:.1f}" if "linear" in r else "-"
             rows.append(
-                f"| {name} | {path} | {100 * r['knn20_cosine']:.1f} | {100 * r['knn1_euclidean']:.1f} | {lin} | {kept} |"
+                f"| {name} | {path} | {100 * r['knn20_cosine']:.1f} | "
+                f"{100 * r['knn1_euclidean']:.1f} | {lin} | {kept} |"
             )
     table = "\n".join(rows)
     click.echo("\n" + table + "\n")
@@ -92,7 +94,8 @@ def _run(out_dir: str, epochs: int, limit: int, data_dir: str | None) -> None:
         )
         form = f" ({m['dynamic_form']})" if m.get("dynamic_form") else ""
         click.echo(
-            f"  {m['graph']:8s}{form:9s} {m['format']:9s} {m['precision']:5s} MACs x{m['macs']['ratio_to_dense']:.3f}  {check}"
+            f"  {m['graph']:8s}{form:9s} {m['format']:9s} {m['precision']:5s} "
+            f"MACs x{m['macs']['ratio_to_dense']:.3f}  {check}"
         )
 
     # Calibration on 10,000 training images (the exporter's default is 2,000): channels that no calibration image
@@ -143,7 +146,8 @@ def _run(out_dir: str, epochs: int, limit: int, data_dir: str | None) -> None:
         "\nLatency against FLOPs (p50 / p90 ms, ratio to dense on the same runtime and threads):\n" + bench_table
     )
     click.echo(
-        f"\nPick on recorded results, p90 <= {picks['recorded']['target_ms']:.3f} ms (ORT, 1 thread): {picks['recorded']['reason']}"
+        f"\nPick on recorded results, p90 <= {picks['recorded']['target_ms']:.3f} ms (ORT, 1 thread): "
+        f"{picks['recorded']['reason']}"
     )
     click.echo(
         f"Pick with the LUT, p90 <= {lp['target_ms']:.3f} ms: static widths {lp['chosen']['widths']}, predicted "
@@ -173,7 +177,8 @@ def _lut_and_picks(out: Path, records: list[dict], data_dir: str | None) -> tupl
     ort1 = [r for r in records if runtime_name(r["runtime"]["name"]) == "ort" and r["threads"] == 1]
     cfg = ort1[0]["manifest"]["model_config"]
     click.echo(
-        "[6/7] this CPU's latency table: ONNX Runtime, 1 thread, every block at every width, checked on 10 held-out networks"
+        "[6/7] this CPU's latency table: ONNX Runtime, 1 thread, every block at every width, "
+        "checked on 10 held-out networks"
     )
     images = real_inputs("cifar10", data_dir, cfg["input_size"])
     opts = ProfileOptions(
@@ -188,7 +193,8 @@ def _lut_and_picks(out: Path, records: list[dict], data_dir: str | None) -> tupl
     plot_validation(lut, out / "lut-ort-1t.png")
     v = lut["validation"]
     click.echo(
-        f"  {sum(len(b['widths']) for b in lut['blocks']) + 2} entries in {lut['seconds']:.0f} s; held-out within +-10%: "
+        f"  {sum(len(b['widths']) for b in lut['blocks']) + 2} entries in {lut['seconds']:.0f} s; "
+        "held-out within +-10%: "
         f"p50 {100 * v['within_tolerance_p50']:.0f}%, p90 {100 * v['within_tolerance_p90']:.0f}%"
     )
 
@@ -226,7 +232,8 @@ def _lut_and_picks(out: Path, records: list[dict], data_dir: str | None) -> tupl
     plot_plan(planned, lut, out / "pick-lut.png")
     c = planned["chosen"]
     click.echo(
-        f"  planned widths {c['widths']} (MACs x{planned['macs_ratio']:.3f}), predicted p90 {c['predicted_p90_ms']:.3f} ms; "
+        f"  planned widths {c['widths']} (MACs x{planned['macs_ratio']:.3f}), "
+        f"predicted p90 {c['predicted_p90_ms']:.3f} ms; "
         f"measured p90 {planned['measured']['p90_ms']:.3f} ms: "
         f"{'meets' if planned['meets_target'] else 'MISSES'} {new_target:.3f} ms"
     )

@@ -16,8 +16,8 @@ around each Conv, int32 biases, uint8 activations, conv2's output quantized to i
 which ONNX Runtime fuses into its integer convolutions and OpenVINO runs on its int8 kernels.  --width scales the
 channel counts (0.25: the x0.25 network's 16-128 channels).
 
-    python native/bench_block.py [--runtime ort|openvino] [--threads 1] [--rounds 9] [--calls 30] [--lib LIB] [--size 32]
-                                 [--precision fp32|int8] [--width 1.0]
+    python native/bench_block.py [--runtime ort|openvino] [--threads 1] [--rounds 9] [--calls 30] [--lib LIB]
+                                 [--size 32] [--precision fp32|int8] [--width 1.0]
 
 OpenVINO runs each model with f32 inference precision, one stream and --threads threads (the static and dense
 blocks then run oneDNN's convolutions, the gated one the extension's kernel through the plugin's Reference node).
@@ -26,6 +26,7 @@ blocks then run oneDNN's convolutions, the gated one the extension's kernel thro
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import random
 import statistics
@@ -236,6 +237,17 @@ class OpenVINOBlock:
         return [self.request.get_output_tensor(0).data]
 
 
+def block_model(weights, act, gated, cin, h, stride, scales=None):
+    """The block of `weights` (w1, b1, w2, b2) with inner channels `act` (all for the gated op and dense): fp32, or
+    int8 (GatedBlockInt8 or QDQ) with the activation scales of `int8_scales` when `scales` is given."""
+    w1, b1, w2, b2 = weights
+    a1, a2, ab = np.ascontiguousarray(w1[act]), np.ascontiguousarray(w2[:, act]), b1[act]
+    if scales is None:
+        return conv_block_model(a1, ab, a2, b2, cin, h, stride, gated)
+    (q1, s1), (q2, s2) = quantize_weights(a1), quantize_weights(a2)
+    return int8_block_model((q1, s1, ab, q2, s2, b2, *scales), cin, h, stride, gated)
+
+
 def session(model_bytes, threads, lib=None, runtime="ort"):
     if runtime == "openvino":
         return OpenVINOBlock(model_bytes, threads, lib)
@@ -321,16 +333,8 @@ def main():
             x = np.maximum(x, 0)  # a block's input is a ReLU's output
         res = rng.standard_normal((1, cout, ho, ho)).astype(np.float32)
         rt = args.runtime
-
-        def model(act, gated):
-            """The block with inner channels `act` (all for the gated op and dense)."""
-            a1, a2, ab = np.ascontiguousarray(w1[act]), np.ascontiguousarray(w2[:, act]), b1[act]
-            if not int8:
-                return conv_block_model(a1, ab, a2, b2, cin, h, stride, gated)
-            (q1, s1), (q2, s2) = quantize_weights(a1), quantize_weights(a2)
-            return int8_block_model((q1, s1, ab, q2, s2, b2, *scales), cin, h, stride, gated)
-
         scales = int8_scales(x, w1, b1, w2, b2, stride) if int8 else None
+        model = functools.partial(block_model, (w1, b1, w2, b2), cin=cin, h=h, stride=stride, scales=scales)
         every_channel = np.arange(c)
         plain = {"x": x, "residual": res}
         variants = {"dense": (session(model(every_channel, False), args.threads, runtime=rt), plain)}

@@ -262,9 +262,9 @@ def test_a_failure_while_publishing_never_leaves_a_mixed_pair(fmt, tmp_path, mon
         old_bytes = {p.name: p.read_bytes() for p in out.iterdir()}
         count = {"n": 0}
 
-        def failing(src, dst, _n=n):
-            count["n"] += 1
-            if count["n"] == _n:
+        def failing(src, dst, _n=n, _count=count):
+            _count["n"] += 1
+            if _count["n"] == _n:
                 raise OSError(28, "No space left on device (simulated)")
             return real_replace(src, dst)
 

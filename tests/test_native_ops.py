@@ -26,9 +26,9 @@ TOL = 1e-5
 
 # (batch, Cin, H, W, C, Cout, stride): odd widths, odd and tiny maps, stride 1 and 2, batch 1 and 8; the 4x4 and
 # 8x8 cases with 28-40 inner channels give conv2 its widest pixel tiles (24 output channels over 3 weight blocks on
-# one pixel vector) and conv1 its one-vector tiles at up to 12 rows; the last two are small maps with enough active channels (about 40 of
-# 80-96 at random) for conv2's output-channel tiles on AVX-512 (kChannelTileMaxPixels), output channels not a
-# multiple of 16.
+# one pixel vector) and conv1 its one-vector tiles at up to 12 rows; the last two are small maps with enough
+# active channels (about 40 of 80-96 at random) for conv2's output-channel tiles on AVX-512
+# (kChannelTileMaxPixels), output channels not a multiple of 16.
 CASES = [
     (1, 3, 7, 7, 5, 7, 1),
     (8, 3, 9, 9, 5, 7, 2),

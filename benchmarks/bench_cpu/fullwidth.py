@@ -124,7 +124,8 @@ def targets_md(t: dict) -> str:
     lines = [
         f"Targets at {t['size']} px: {t['met']} of {t['checked']} checked rows met.",
         "",
-        "| t_d | graph | runtime | threads | FLOPs ratio | latency ratio | latency / FLOPs | limit | met | dynamic / static same width |",
+        "| t_d | graph | runtime | threads | FLOPs ratio | latency ratio | latency / FLOPs | limit | met "
+        "| dynamic / static same width |",
         "|---:|---|---|---:|---:|---:|---:|---:|---|---:|",
     ]
     for x in sorted(t["rows"], key=lambda x: (x["graph"], x["runtime"], x["threads"], x["budget"])):
@@ -133,7 +134,8 @@ def targets_md(t: dict) -> str:
         met = "-" if "meets" not in x else ("yes" if x["meets"] else "**no**")
         same = f"{x['over_static_same_width']:.2f}" if "over_static_same_width" in x else "-"
         lines.append(
-            f"| {x['budget']} | {g} | {x['runtime']} | {x['threads']} | {x['flops_ratio']:.3f} | {x['latency_ratio']:.3f} | "
+            f"| {x['budget']} | {g} | {x['runtime']} | {x['threads']} | {x['flops_ratio']:.3f} | "
+            f"{x['latency_ratio']:.3f} | "
             f"{x['latency_over_flops']:.2f} | {limit} | {met} | {same} |"
         )
     return "\n".join(lines)

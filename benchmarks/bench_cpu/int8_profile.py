@@ -82,7 +82,8 @@ def main() -> None:
     missing = [rel for *_, rel in IRS if not (base / rel).is_file()]
     if missing:
         sys.exit(
-            f"missing {', '.join(missing)} under {ARTIFACTS}: run `python benchmarks/bench_cpu/precisions.py --set x0.25` first"
+            f"missing {', '.join(missing)} under {ARTIFACTS}: "
+            "run `python benchmarks/bench_cpu/precisions.py --set x0.25` first"
         )
     loads = [os.getloadavg()[0]]
     runs = {label: [] for label, *_ in IRS}
@@ -138,9 +139,8 @@ def main() -> None:
         "",
         f"Re-run: `{command}`",
         "",
-        "| IR | median ms | FLOPs / dense | latency / dense | latency / FLOPs | conv ms | conv / dense conv | conv time / FLOPs | "
-        + " | ".join(f"{n} ms" for n in names[1:])
-        + " | conv kernel |",
+        "| IR | median ms | FLOPs / dense | latency / dense | latency / FLOPs | conv ms | conv / dense conv "
+        "| conv time / FLOPs | " + " | ".join(f"{n} ms" for n in names[1:]) + " | conv kernel |",
         "|---|---:|---:|---:|---:|---:|---:|---:|" + "---:|" * (len(names) - 1) + "---|",
     ]
     for r in rows:

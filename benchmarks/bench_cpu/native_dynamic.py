@@ -2,8 +2,11 @@
 dynamic forms and a static network at the native graph's per-block mean active widths: one run per set.
 
     python benchmarks/bench_cpu/native_dynamic.py --set x0.25            # committed cpu-small checkpoints
-    python benchmarks/bench_cpu/native_dynamic.py --set full32 --train   # cpu-fullwidth recipe (5-12 min per budget by host)
-    python benchmarks/bench_cpu/native_dynamic.py --set full96 --train   # cpu-fullwidth-96 recipe (~3 min per budget on the fastest host here)
+    python benchmarks/bench_cpu/native_dynamic.py --set full32 --train   # cpu-fullwidth recipe
+    python benchmarks/bench_cpu/native_dynamic.py --set full96 --train   # cpu-fullwidth-96 recipe
+
+--train trains the missing checkpoints: 5-12 min per budget with cpu-fullwidth (by host), about 3 min per
+budget with cpu-fullwidth-96 on the fastest host here.
 
 Phase 1 (this process, torch): trains missing checkpoints, exports every graph to ONNX and OpenVINO IR
 (each verified; the dynamic graph in the native form, its standard-ops fallback beside it), and writes the
@@ -51,7 +54,8 @@ def export_phase(name: str, train: bool, art_dir: Path, budgets: tuple[float, ..
             dynamic_form="native",
             progress=False,
         )
-        # the earlier native form, each projection shortcut a Conv node feeding the op its residual (--native-shortcut graph)
+        # the earlier native form, each projection shortcut a Conv node feeding the op its residual
+        # (--native-shortcut graph)
         split, _ = export_all(
             ckpt,
             art_dir / f"td{b}" / "shortcut-in-graph",
@@ -160,7 +164,8 @@ def summarise(result: dict) -> tuple[dict, str]:
                 )
     lines = [
         (
-            "| runtime | threads | t_d | FLOPs native / static | dense ms | static ms (x dense) | hybrid ms | standard-ops dynamic ms (x dense) "
+            "| runtime | threads | t_d | FLOPs native / static | dense ms | static ms (x dense) | hybrid ms "
+            "| standard-ops dynamic ms (x dense) "
             "| **native ms (x dense)** | native / static | native / static at mean active widths "
             "| shortcut as a Conv node: ms (/ static at mean widths) |"
         ),
@@ -351,7 +356,8 @@ def main() -> None:
         )
     if not set(budgets) <= set(BUDGETS) or 0.3 not in budgets:
         sys.exit(
-            f"--budgets: choose among {', '.join(map(str, BUDGETS))}, 0.3 included (it carries the dense graph); got {args.budgets!r}"
+            f"--budgets: choose among {', '.join(map(str, BUDGETS))}, 0.3 included (it carries the dense graph); "
+            f"got {args.budgets!r}"
         )
     if args.lut_only:
         from gatekit.atomic import write_json
@@ -410,11 +416,13 @@ def main() -> None:
             )
             summary["lut_check"] = check
             md += (
-                f"\n\nLUT prediction of the native graphs per input ({rt}, {t} thread(s), {check['inputs_per_artifact']} "
-                f"held-out test images per budget, {check['runs_per_input']} runs each): within +-10% of the measured "
-                f"p90 for {100 * check['within_10pct_p90']:.0f}% of inputs (p50: {100 * check['within_10pct_p50']:.0f}%), "
-                f"median |error| {100 * check['median_abs_error_p90']:.1f}% (signed median {100 * check['median_error_p90']:+.1f}%); "
-                f"the native table's own held-out networks: p50 {100 * check['lut_native_validation']['within_tolerance_p50']:.0f}%, "
+                f"\n\nLUT prediction of the native graphs per input ({rt}, {t} thread(s), "
+                f"{check['inputs_per_artifact']} held-out test images per budget, {check['runs_per_input']} runs "
+                f"each): within +-10% of the measured p90 for {100 * check['within_10pct_p90']:.0f}% of inputs "
+                f"(p50: {100 * check['within_10pct_p50']:.0f}%), median |error| "
+                f"{100 * check['median_abs_error_p90']:.1f}% (signed median {100 * check['median_error_p90']:+.1f}%); "
+                "the native table's own held-out networks: "
+                f"p50 {100 * check['lut_native_validation']['within_tolerance_p50']:.0f}%, "
                 f"p90 {100 * check['lut_native_validation']['within_tolerance_p90']:.0f}% within +-10%."
             )
         budgets_run = sorted({it["budget"] for it in json.loads(Path(args.bench_only).read_text())})

@@ -125,7 +125,8 @@ def main() -> int:
                 rows.append(row)
                 print(
                     f"t_d {budget} {rt} {t}T: native {row['native_p50_ms']:.3f} ms, at mean widths "
-                    f"{row['static_at_mean_widths_p50_ms']:.3f}, static {row['static_p50_ms']:.3f}; native / mean widths "
+                    f"{row['static_at_mean_widths_p50_ms']:.3f}, static {row['static_p50_ms']:.3f}; "
+                    "native / mean widths "
                     f"{row['native_over_mean_widths']:.2f}, native / static {row['native_over_static']:.2f}",
                     flush=True,
                 )
@@ -143,18 +144,20 @@ def main() -> int:
         "rows": rows,
     }
     lines = [
-        f"Set {args.name}: {result['machine'].get('cpu', '')}; the three graphs alternated in bursts of {args.burst} calls, "
-        f"{args.cycles} cycles per row (medians over cycles of each burst's median without its first 2 calls; ratios are "
-        f"medians of per-cycle ratios); load {load_start[0]:.2f} -> {load_end[0]:.2f}.",
+        f"Set {args.name}: {result['machine'].get('cpu', '')}; the three graphs alternated in bursts of "
+        f"{args.burst} calls, {args.cycles} cycles per row (medians over cycles of each burst's median without its "
+        f"first 2 calls; ratios are medians of per-cycle ratios); load {load_start[0]:.2f} -> {load_end[0]:.2f}.",
         f"Re-run: `{command}`",
         "",
-        "| t_d | runtime | threads | native ms | static at mean widths ms | static ms | native / mean widths | native / static | by quarter | static ms by quarter | ran |",
+        "| t_d | runtime | threads | native ms | static at mean widths ms | static ms | native / mean widths "
+        "| native / static | by quarter | static ms by quarter | ran |",
         "|---:|---|---:|---:|---:|---:|---:|---:|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['budget']} | {r['runtime']} | {r['threads']} | {r['native_p50_ms']:.3f} | "
-            f"{r['static_at_mean_widths_p50_ms']:.3f} | {r['static_p50_ms']:.3f} | {r['native_over_mean_widths']:.2f} | "
+            f"{r['static_at_mean_widths_p50_ms']:.3f} | {r['static_p50_ms']:.3f} | "
+            f"{r['native_over_mean_widths']:.2f} | "
             f"{r['native_over_static']:.2f} | {' '.join(f'{q:.2f}' for q in r['native_over_static_by_quarter'])} | "
             f"{' '.join(f'{q:.2f}' for q in r['static_p50_ms_by_quarter'])} | {r['native_ran']} |"
         )

@@ -1,8 +1,9 @@
 """Where the native dynamic graph's time goes on OpenVINO, beside the static network at its per-block mean
 active widths: OpenVINO's own per-layer counters (benchmark_app `-report_type average_counters`) summed by
 what the layers do (the GatedBlock nodes, the other convolutions, reorders, and the standard ops of the gates
-and the head), at 1 and 2 threads. Answers which part of the native graph's gap to that network (native-dynamic-*.md) is the op
-and which is the rest of the graph, and which part does not scale with the second thread; and block by block,
+and the head), at 1 and 2 threads. Answers which part of the native graph's gap to that network
+(native-dynamic-*.md) is the op and which is the rest of the graph, and which part does not scale with the
+second thread; and block by block,
 the op's node against the static network's convolutions of the same block (its 1x1 shortcut included).
 
     python benchmarks/bench_cpu/native_profile.py --set full32     # after native_dynamic.py --set full32 (its IRs)
@@ -135,7 +136,8 @@ def main() -> None:
     )
     lines = [
         (
-            f"OpenVINO {m['packages'].get('openvino')} per-layer counters (benchmark_app -report_type average_counters), "
+            f"OpenVINO {m['packages'].get('openvino')} per-layer counters "
+            f"(benchmark_app -report_type average_counters), "
             f"set {args.name}, t_d {args.budget}, batch 1, f32; medians over {args.rounds} interleaved rounds of "
             f"{args.seconds} s; load average {' -> '.join(f'{x:.2f}' for x in loads)}."
         ),
@@ -166,7 +168,8 @@ def main() -> None:
         lines.append(
             f"| {b['block']} | "
             + " | ".join(
-                f"{b['op_ms'][str(t)]:.3f} / {b['static_ms'][str(t)]:.3f} ({b['op_ms'][str(t)] / b['static_ms'][str(t)]:.2f})"
+                f"{b['op_ms'][str(t)]:.3f} / {b['static_ms'][str(t)]:.3f} "
+                f"({b['op_ms'][str(t)] / b['static_ms'][str(t)]:.2f})"
                 for t in threads
             )
             + " |"

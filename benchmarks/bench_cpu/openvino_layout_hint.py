@@ -140,13 +140,15 @@ def main() -> int:
     lines = [
         (
             f"OpenVINO {m['packages'].get('openvino')}, set {args.name}, native dynamic IR with and without the "
-            f"PrimitivesPriority request on the convolutions feeding an op, one process, alternated: {args.cycles} cycles "
-            f"x bursts of {args.burst} calls, f32, batch 1; load average {' -> '.join(f'{x:.2f}' for x in loads)}."
+            f"PrimitivesPriority request on the convolutions feeding an op, one process, alternated: "
+            f"{args.cycles} cycles x bursts of {args.burst} calls, f32, batch 1; "
+            f"load average {' -> '.join(f'{x:.2f}' for x in loads)}."
         ),
         "",
         f"Re-run: `{command}`",
         "",
-        "| t_d | threads | without ms | with ms | with / without (q25-q75) | stem, reorders, pool: without -> with (ms, counters) |",
+        "| t_d | threads | without ms | with ms | with / without (q25-q75) "
+        "| stem, reorders, pool: without -> with (ms, counters) |",
         "|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:

@@ -112,7 +112,8 @@ def summarise(result: dict, items: list[dict]) -> tuple[dict, str]:
         )
     )
     lines = [
-        "| runtime | threads | t_d | graph | precision | FLOPs ratio | p50 / p90 ms | x fp32 dense | x same-precision dense "
+        "| runtime | threads | t_d | graph | precision | FLOPs ratio | p50 / p90 ms | x fp32 dense "
+        "| x same-precision dense "
         "| static latency / FLOPs | cosine to fp32 | k-NN vs fp32 (points) |",
         "|---|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]

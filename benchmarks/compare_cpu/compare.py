@@ -45,9 +45,9 @@ GATEKIT = {
 }
 GATE_GROUP_16 = CKPT / "vicreg-dual-g16.safetensors"  # t_d 0.3, one gate decision per 16 channels
 DENSE = CKPT / "vicreg.safetensors"
-# More training runs of the headline encoders, the same recipe with other --seed values: SEEDS/{name}-s{seed}.safetensors
-# for name in vicreg-dual, vicreg-dual-g16, vicreg-x0.25, vicreg-x0.1875, vicreg-x0.09375. `gatekit compare` averages
-# the runs of one family and label and states their spread.
+# More training runs of the headline encoders, the same recipe with other --seed values:
+# SEEDS/{name}-s{seed}.safetensors for name in vicreg-dual, vicreg-dual-g16, vicreg-x0.25, vicreg-x0.1875,
+# vicreg-x0.09375. `gatekit compare` averages the runs of one family and label and states their spread.
 SEEDS = CKPT / "seeds"
 RATIOS = (0.25, 0.4, 0.5, 0.65, 0.75, 0.9)
 MIN_USAGE = (
@@ -340,7 +340,8 @@ def accuracy_phase(items: list[dict], threads: int, out: Path) -> None:
         rec = measure_accuracy(open_artifact(it["manifest"]), threads=threads)
         write_jsonl(out, [rec])
         print(
-            f"accuracy {Path(it['manifest']).parent.name}/{Path(it['manifest']).name}: k-NN {100 * rec['knn']['top1']:.2f}%"
+            f"accuracy {Path(it['manifest']).parent.name}/{Path(it['manifest']).name}: "
+            f"k-NN {100 * rec['knn']['top1']:.2f}%"
             f" linear {100 * rec['linear']['top1']:.2f}% ({rec['embed_seconds']} s)",
             flush=True,
         )

@@ -1,7 +1,8 @@
 """Tabulates `gatekit export --json` outputs of several budgets into benchmarks/export/results.{json,md}.
 
     for td in 0.1 0.3 0.5; do
-      gatekit export CKPT_$td --graph all --format all --dynamic-batch --out runs/export/td$td --json runs/export/td$td/export.json
+      gatekit export CKPT_$td --graph all --format all --dynamic-batch --out runs/export/td$td \
+          --json runs/export/td$td/export.json
     done
     python benchmarks/export/record.py runs/export/td0.1/export.json runs/export/td0.3/export.json \
         runs/export/td0.5/export.json --out benchmarks/export
@@ -49,7 +50,8 @@ def main(exports: tuple[str, ...], out_dir: str) -> None:
             )
         skipped += data.get("not_exported", [])
     lines = [
-        "| t_d | group | graph | format | inner widths per block | MACs / dense | rel. error (batches) | k-NN static vs gated |",
+        "| t_d | group | graph | format | inner widths per block | MACs / dense | rel. error (batches) "
+        "| k-NN static vs gated |",
         "|---:|---:|---|---|---|---:|---|---|",
     ]
     for r in sorted(rows, key=lambda r: (r["budget"], r["gate_group"], r["graph"], r["format"])):

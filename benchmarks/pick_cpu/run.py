@@ -42,7 +42,8 @@ def recorded_static_p90(size: int, runtime: str, threads: int) -> dict[float, fl
 def main() -> None:
     os.environ.setdefault("GATEKIT_DATA", str(ROOT.parent / "shared" / "datasets"))
     lines = [
-        "| input | runtime | threads | recorded static p90 t_d 0.1 / 0.3 (ms) | target p90 (ms) | planned widths | MACs / dense | "
+        "| input | runtime | threads | recorded static p90 t_d 0.1 / 0.3 (ms) | target p90 (ms) | planned widths "
+        "| MACs / dense | "
         "predicted p90 | measured p90 | meets | prediction error |",
         "|---:|---|---:|---|---:|---|---:|---:|---:|---|---:|",
     ]
@@ -78,8 +79,9 @@ def main() -> None:
         out = json.loads(Path(f"{stem}.json").read_text())
         c = out["chosen"]
         lines.append(
-            f"| {size} | {rt} | {t} | {rec[0.1]:.3f} / {rec[0.3]:.3f} | {target:.3f} | {c['widths']} | {out['macs_ratio']:.3f} | "
-            f"{c['predicted_p90_ms']:.3f} | {out['measured']['p90_ms']:.3f} | {'yes' if out['meets_target'] else 'no'} | "
+            f"| {size} | {rt} | {t} | {rec[0.1]:.3f} / {rec[0.3]:.3f} | {target:.3f} | {c['widths']} | "
+            f"{out['macs_ratio']:.3f} | {c['predicted_p90_ms']:.3f} | {out['measured']['p90_ms']:.3f} | "
+            f"{'yes' if out['meets_target'] else 'no'} | "
             f"{100 * out['prediction_error']:+.1f}% |"
         )
     (HERE / "summary.md").write_text("\n".join(lines) + "\n")

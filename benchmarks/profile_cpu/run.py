@@ -1,5 +1,5 @@
-"""The latency tables (LUTs) of this CPU and their held-out check: ResNet-18 (full width) at 32 px (CIFAR stem) and 96 px (STL-10
-stem), ONNX Runtime and OpenVINO, 1 and 2 threads; each LUT predicts 20 held-out static width
+"""The latency tables (LUTs) of this CPU and their held-out check: ResNet-18 (full width) at 32 px (CIFAR stem)
+and 96 px (STL-10 stem), ONNX Runtime and OpenVINO, 1 and 2 threads; each LUT predicts 20 held-out static width
 configurations it was not built from, which are then measured (share within +-10% of p50 and p90).
 
     python benchmarks/profile_cpu/run.py                 # all 8 tables, about 25 min on 2 cores
@@ -147,7 +147,8 @@ def main() -> None:
         f"Machine: {info['cpu']}, {info['cores']} cores; onnxruntime {info['packages'].get('onnxruntime')}, "
         f"OpenVINO {info['packages'].get('openvino')}; batch 1, fp32.",
         "",
-        "| input | runtime | threads | entries | minutes | check repeats | held-out within +-10% p50 | p90 | median abs err p50 | p90 | max abs err p90 | exported graphs within +-10% p50 / p90 (n) |",
+        "| input | runtime | threads | entries | minutes | check repeats | held-out within +-10% p50 | p90 "
+        "| median abs err p50 | p90 | max abs err p90 | exported graphs within +-10% p50 / p90 (n) |",
         "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in summary:
@@ -158,7 +159,8 @@ def main() -> None:
             else "-"
         )
         lines.append(
-            f"| {r['size']} | {r['runtime']} | {r['threads']} | {r['entries']} | {r['seconds'] / 60:.1f} | {r['check_repeats']} | "
+            f"| {r['size']} | {r['runtime']} | {r['threads']} | {r['entries']} | {r['seconds'] / 60:.1f} | "
+            f"{r['check_repeats']} | "
             f"{100 * r['within_tolerance_p50']:.0f}% | {100 * r['within_tolerance_p90']:.0f}% | "
             f"{100 * r['median_abs_error_p50']:.1f}% | {100 * r['median_abs_error_p90']:.1f}% | "
             f"{100 * r['max_abs_error_p90']:.1f}% | {ex} |"
@@ -175,7 +177,8 @@ def main() -> None:
         ]
         for r, d in dyn:
             lines.append(
-                f"| {r['size']} | {r['threads']} | {d['budget']} | {d['predicted_p50_ms']:.3f} / {d['predicted_p90_ms']:.3f} | "
+                f"| {r['size']} | {r['threads']} | {d['budget']} | "
+                f"{d['predicted_p50_ms']:.3f} / {d['predicted_p90_ms']:.3f} | "
                 f"{d['measured_p50_ms']:.3f} / {d['measured_p90_ms']:.3f} | {d['measured_over_predicted_p90']:.2f} |"
             )
     write_text(HERE / "summary.md", "\n".join(lines) + "\n")

@@ -42,13 +42,16 @@ def main(runs: tuple[str, ...], out_dir: str) -> None:
         )
     rows.sort(key=lambda r: (r["gate_group"], r["budget"]))
     lines = [
-        "| t_d | gate group | epochs | k-NN k=20 dense / gated | k-NN k=1 dense / gated | FLOPs kept, test (p90) | FLOPs R. |",
+        "| t_d | gate group | epochs | k-NN k=20 dense / gated | k-NN k=1 dense / gated | FLOPs kept, test (p90) "
+        "| FLOPs R. |",
         "|---:|---:|---:|---|---|---|---:|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['budget']} | {r['gate_group']} | {r['epochs']} | {100 * r['knn20_dense']:.1f} / {100 * r['knn20_gated']:.1f} | "
-            f"{100 * r['knn1_dense']:.1f} / {100 * r['knn1_gated']:.1f} | {r['flops_kept']:.3f} ({r['flops_kept_p90']:.3f}) | "
+            f"| {r['budget']} | {r['gate_group']} | {r['epochs']} | "
+            f"{100 * r['knn20_dense']:.1f} / {100 * r['knn20_gated']:.1f} | "
+            f"{100 * r['knn1_dense']:.1f} / {100 * r['knn1_gated']:.1f} | "
+            f"{r['flops_kept']:.3f} ({r['flops_kept_p90']:.3f}) | "
             f"{100 * (1 - r['flops_kept']):.1f}% |"
         )
     write_json(Path(out_dir) / "budgets.json", {"rows": rows})

@@ -5,8 +5,8 @@
 
 Each measurement is one epoch of `--steps` batches of the cpu-small recipe on real CIFAR-10
 (first batch included), with the warm-up stretched to 20 epochs so that the learning rate stays in
-its early, stable range (the rate does not change the speed); methods are interleaved within each repeat so that machine noise hits
-all three alike, and the ratio to `vicreg` is taken within each repeat before the median.
+its early, stable range (the rate does not change the speed); methods are interleaved within each repeat so
+that machine noise hits all three alike, and the ratio to `vicreg` is taken within each repeat before the median.
 """
 
 from __future__ import annotations

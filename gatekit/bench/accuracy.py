@@ -86,8 +86,9 @@ def _lbfgs(
     f, g = fun(x)
     s_hist: list[np.ndarray] = []
     y_hist: list[np.ndarray] = []
-    it = 0
-    for it in range(1, max_iter + 1):
+    it = 0  # iterations run, returned
+    while it < max_iter:
+        it += 1
         if np.abs(g).max() <= tol_grad:
             break
         q = g.copy()

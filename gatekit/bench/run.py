@@ -156,7 +156,8 @@ def read_jsonl(paths, required: dict | None = None, schema: str = SCHEMA, edited
             for field, types in (required or {}).items():
                 if not _has(r, field, types):
                     raise GatekitError(
-                        f"{p}:{k} lacks {field} (or it has the wrong type): not a `gatekit {'accuracy' if schema != SCHEMA else 'bench --json'}` record"
+                        f"{p}:{k} lacks {field} (or it has the wrong type): "
+                        f"not a `gatekit {'accuracy' if schema != SCHEMA else 'bench --json'}` record"
                     )
             if not edited_ok and r.get("edited"):
                 raise GatekitError(

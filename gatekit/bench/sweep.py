@@ -65,7 +65,8 @@ def bench_manifests(
         s = rec["stats"]
         path = f" ({rec['runtime']['ops']})" if rec["runtime"].get("ops") else ""
         bar.write(
-            f"{art.file.name:22s}{path} t_d={art.manifest.get('budget')} {rt:8s} {t}T b{batch}  p50 {s['p50_ms']:.3f} ms  "
+            f"{art.file.name:22s}{path} t_d={art.manifest.get('budget')} {rt:8s} {t}T b{batch}  "
+            f"p50 {s['p50_ms']:.3f} ms  "
             f"p90 {s['p90_ms']:.3f} ms  ({s['runs']} runs, std {s['std_ms']:.3f})"
         )
     return records

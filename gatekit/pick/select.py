@@ -223,7 +223,8 @@ def pick(cands: list[Candidate], target_ms: float) -> tuple[Candidate | None, st
     if not known:
         return (
             None,
-            f"{len(feasible)} options meet {target_ms:g} ms but none has a recorded accuracy (pass --accuracy EVAL.json)",
+            f"{len(feasible)} options meet {target_ms:g} ms but none has a recorded accuracy "
+            "(pass --accuracy EVAL.json)",
         )
     best = min(known, key=lambda c: (-c.accuracy, c.latency_ms, c.flops_ratio, c.name))
     return (
@@ -245,7 +246,8 @@ def table(cands: list[Candidate], chosen: Candidate | None, target_ms: float, pe
         mark = "**chosen**" if c is chosen else ""
         acc = "missing" if c.accuracy is None else f"{100 * c.accuracy:.2f}"
         lines.append(
-            f"| {mark} | {c.name} | {c.latency_ms:.3f} | {c.flops_ratio:.3f} | {acc} | {'yes' if c.latency_ms <= target_ms else 'no'} |"
+            f"| {mark} | {c.name} | {c.latency_ms:.3f} | {c.flops_ratio:.3f} | {acc} | "
+            f"{'yes' if c.latency_ms <= target_ms else 'no'} |"
         )
     return "\n".join(lines)
 

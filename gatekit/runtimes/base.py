@@ -72,7 +72,9 @@ class Session(ABC):
         return Runner(call, lambda: last[0])
 
     def close(self) -> None:
-        """Releases native resources; backends that hold any override it."""
+        """Releases native resources; backends that hold any override it. The base session holds none, so here
+        closing does nothing."""
+        return None
 
     def __enter__(self) -> Session:
         return self
