@@ -7,7 +7,7 @@ outputs in its runtime) against measured p90 latency, ResNet-18 x0.25, 32 px, CI
 Families (gatekit.pick.families), all from the 20-epoch `cpu-small` recipe:
 1. gatekit: the committed vicreg-dual checkpoints at t_d 0.1 / 0.3 / 0.5 (and t_d 0.3 with gate groups of 16):
    static, hybrid and native dynamic graphs in fp32, the t_d 0.3 static graph at --min-usage thresholds,
-   and the static graphs in int8;
+   and the static and native dynamic graphs in int8 (gatekit's int8 gated-block ops);
 2. torch-pruning: the committed dense `vicreg` checkpoint pruned with Torch-Pruning (`gatekit prune`,
    group L2 magnitude, widths rounded up to 16) at six ratios; and the same after a 1-epoch VICReg
    fine-tune on 25,000 training images (`gatekit train --init`; its cost is recorded), in fp32 and int8;
@@ -205,11 +205,13 @@ def export_phase() -> list[dict]:
     jobs = []  # (checkpoint, out dir, graphs, formats, precisions, options)
     for b, ckpt in GATEKIT.items():
         jobs.append((ckpt, art / f"gatekit-td{b}", ["static", "hybrid", "dynamic"], ["onnx", "openvino"], ["fp32"], {}))
-        jobs.append((ckpt, art / f"gatekit-td{b}-int8", ["static"], ["onnx", "openvino"], ["int8"], {}))
+        jobs.append((ckpt, art / f"gatekit-td{b}-int8", ["static", "dynamic"], ["onnx", "openvino"], ["int8"], {}))
     jobs.append(
         (GATE_GROUP_16, art / "gatekit-td0.3-g16", ["static", "hybrid", "dynamic"], ["onnx", "openvino"], ["fp32"], {})
     )
-    jobs.append((GATE_GROUP_16, art / "gatekit-td0.3-g16-int8", ["static"], ["onnx", "openvino"], ["int8"], {}))
+    jobs.append(
+        (GATE_GROUP_16, art / "gatekit-td0.3-g16-int8", ["static", "dynamic"], ["onnx", "openvino"], ["int8"], {})
+    )
     for mu in MIN_USAGE:
         jobs.append(
             (GATEKIT[0.3], art / f"gatekit-td0.3-mu{mu}", ["static"], ["onnx", "openvino"], ["fp32"], {"min_usage": mu})
