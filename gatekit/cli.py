@@ -661,9 +661,9 @@ def bench_cmd(
     )
     _trust_edited(trust_edited)
     from gatekit.bench.protocol import Protocol
-    from gatekit.bench.report import markdown_table, plot_latency_vs_flops, plot_per_input
     from gatekit.bench.run import write_jsonl
     from gatekit.bench.sweep import bench_manifests
+    from gatekit.bench.tables import markdown_table, plot_latency_vs_flops, plot_per_input
     from gatekit.runtimes import get_backend
     from gatekit.sysinfo import machine_info
 

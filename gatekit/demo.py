@@ -40,9 +40,9 @@ def demo(out_dir: str, epochs: int, limit: int, data_dir: str | None) -> None:
 def _run(out_dir: str, epochs: int, limit: int, data_dir: str | None) -> None:
     from gatekit.atomic import write_json, write_text
     from gatekit.bench.protocol import Protocol
-    from gatekit.bench.report import markdown_table, plot_latency_vs_flops
     from gatekit.bench.run import write_jsonl
     from gatekit.bench.sweep import bench_manifests
+    from gatekit.bench.tables import markdown_table, plot_latency_vs_flops
     from gatekit.evaluate.run import evaluate_checkpoint
     from gatekit.export.sweep import export_all
     from gatekit.train.config import build_config

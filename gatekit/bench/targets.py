@@ -4,7 +4,7 @@ A target is the machine a record was measured on: CPU model and cores, the GPU's
 the board and its nvpmodel power mode. Each section has the table of `gatekit bench` (rows network x graph,
 a network being one checkpoint of one architecture, width, input size and gate group; FLOPs ratio; p50 / p90
 and the latency ratio to that network's dense graph on the same runtime, precision, threads and batch) and the
-plot of latency ratio against FLOPs ratio, from gatekit.bench.report.
+plot of latency ratio against FLOPs ratio, from gatekit.bench.tables.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gatekit.artifacts import runtime_display
-from gatekit.bench.report import (
+from gatekit.bench.run import read_jsonl
+from gatekit.bench.tables import (
     REPORT_FIELDS,
     checkpoint_names,
     graph_label,
@@ -27,7 +28,6 @@ from gatekit.bench.report import (
     plot_latency_vs_flops,
     runtime_label,
 )
-from gatekit.bench.run import read_jsonl
 from gatekit.errors import GatekitError
 
 REQUIRED = ("manifest", "runtime", "stats", "machine", "threads", "batch", "precision")
