@@ -760,7 +760,7 @@ def report_cmd(results, out_path, html_path, plots_dir, json_path, trust_edited)
           --out report/edge.md --html report/edge.html --json report/edge.json
     """
     check_outputs(files={"--out": out_path, "--html": html_path, "--json": json_path}, dirs={"--plots-dir": plots_dir})
-    from gatekit.bench.targets import build_report
+    from gatekit.bench.report import build_report
 
     summary = build_report(list(results), out_path, plots_dir=plots_dir, html_path=html_path, trust_edited=trust_edited)
     for t in summary["targets"]:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from gatekit.bench.targets import group_by_target, load_records, target_key, target_label
+from gatekit.bench.report import group_by_target, load_records, target_key, target_label
 from gatekit.cli import cli
 from gatekit.errors import GatekitError
 
