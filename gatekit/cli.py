@@ -939,8 +939,8 @@ def _pick_with_lut(
     plot_path,
     json_path,
 ):
-    from gatekit.pick.lut import load_lut
     from gatekit.pick.plan import plan_from_manifest, plot_plan
+    from gatekit.pick.profile import load_lut
 
     if not checkpoint and not usage_manifest:
         raise GatekitError(
@@ -1209,7 +1209,7 @@ def profile_cmd(
     from gatekit.atomic import write_text
     from gatekit.bench.protocol import Protocol
     from gatekit.models.arch import Architecture
-    from gatekit.pick.lut import PROFILE_PROTOCOL, ProfileOptions, plot_validation, profile, real_inputs
+    from gatekit.pick.profile import PROFILE_PROTOCOL, ProfileOptions, plot_validation, profile, real_inputs
     from gatekit.runtimes import get_backend
 
     backend = get_backend(runtime)  # unknown or missing runtime: one line before any work

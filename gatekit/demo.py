@@ -166,8 +166,8 @@ def _lut_and_picks(out: Path, records: list[dict], data_dir: str | None) -> tupl
     from gatekit.bench.protocol import Protocol
     from gatekit.chains import plan_export_measure
     from gatekit.models.arch import Architecture
-    from gatekit.pick.lut import ProfileOptions, plot_validation, profile, real_inputs
     from gatekit.pick.plan import plan_from_manifest, plot_plan
+    from gatekit.pick.profile import ProfileOptions, plot_validation, profile, real_inputs
     from gatekit.pick.select import candidates, load_accuracies, pick, plot, table
 
     ort1 = [r for r in records if runtime_name(r["runtime"]["name"]) == "ort" and r["threads"] == 1]
