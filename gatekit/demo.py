@@ -244,7 +244,7 @@ def _lut_and_picks(out: Path, records: list[dict], data_dir: str | None) -> tupl
 
 def main(argv: list[str] | None = None) -> None:
     """`python -m gatekit.demo`: errors are one line on stderr (exit 2), never a traceback."""
-    from gatekit.cli_main import run_click
+    from gatekit.cli.runner import run_click
 
     run_click(demo, argv, "gatekit.demo", "gatekit demo")
 

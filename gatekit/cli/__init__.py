@@ -1508,10 +1508,7 @@ def _choices(value: str, allowed: tuple[str, ...], what: str) -> list[str]:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user errors become one line on stderr and exit status 2, never a traceback."""
-    from gatekit.cli_main import run_click
+    from gatekit.cli.runner import run_click
 
     run_click(cli, argv, "gatekit", "gatekit")
 
-
-if __name__ == "__main__":
-    main()
