@@ -1,5 +1,6 @@
 """`gatekit bench`, `gatekit accuracy` and `gatekit report`: measure exported artifacts on this device and
-merge the results of several devices. No torch, except `gatekit bench --sweep`, which exports first."""
+merge the results of several devices. Torch only for `gatekit bench --sweep` (it exports first) and for
+`--runtime torch` (the reference runtime)."""
 
 from __future__ import annotations
 

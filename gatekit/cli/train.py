@@ -1,5 +1,5 @@
-"""`gatekit train`, `gatekit eval` and `gatekit prune`: the training side (torch, imported inside the
-commands)."""
+"""`gatekit train`, `gatekit eval` and `gatekit prune`: the training side, whose commands import torch when
+they run."""
 
 from __future__ import annotations
 
