@@ -40,9 +40,9 @@ def demo(out_dir: str, epochs: int, limit: int, data_dir: str | None) -> None:
 def _run(out_dir: str, epochs: int, limit: int, data_dir: str | None) -> None:
     from gatekit.atomic import write_json, write_text
     from gatekit.bench.protocol import Protocol
-    from gatekit.bench.report import markdown_table, plot_latency_vs_flops
     from gatekit.bench.run import write_jsonl
     from gatekit.bench.sweep import bench_manifests
+    from gatekit.bench.tables import markdown_table, plot_latency_vs_flops
     from gatekit.evaluate.run import evaluate_checkpoint
     from gatekit.export.sweep import export_all
     from gatekit.train.config import build_config
@@ -170,8 +170,8 @@ def _lut_and_picks(out: Path, records: list[dict], data_dir: str | None) -> tupl
     from gatekit.bench.protocol import Protocol
     from gatekit.chains import plan_export_measure
     from gatekit.models.arch import Architecture
-    from gatekit.pick.lut import ProfileOptions, plot_validation, profile, real_inputs
     from gatekit.pick.plan import plan_from_manifest, plot_plan
+    from gatekit.pick.profile import ProfileOptions, plot_validation, profile, real_inputs
     from gatekit.pick.select import candidates, load_accuracies, pick, plot, table
 
     ort1 = [r for r in records if runtime_name(r["runtime"]["name"]) == "ort" and r["threads"] == 1]
@@ -251,7 +251,7 @@ def _lut_and_picks(out: Path, records: list[dict], data_dir: str | None) -> tupl
 
 def main(argv: list[str] | None = None) -> None:
     """`python -m gatekit.demo`: errors are one line on stderr (exit 2), never a traceback."""
-    from gatekit.cli_main import run_click
+    from gatekit.cli.runner import run_click
 
     run_click(demo, argv, "gatekit.demo", "gatekit demo")
 

@@ -11,8 +11,8 @@ import pytest
 
 from gatekit.artifacts import open_artifact
 from gatekit.bench.protocol import Measurement, Protocol, latency_stats, measure, per_input_latency, per_input_stats
-from gatekit.bench.report import markdown_table, plot_latency_vs_flops, with_ratios
 from gatekit.bench.run import SCHEMA, read_jsonl, write_jsonl
+from gatekit.bench.tables import markdown_table, plot_latency_vs_flops, with_ratios
 from gatekit.errors import GatekitError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -251,7 +251,7 @@ def test_artifact_without_manifest_is_a_clear_error(tmp_path):
 
 
 def test_bench_imports_without_torch():
-    code = "import sys; sys.modules['torch'] = None; import gatekit.bench.run, gatekit.bench.report, gatekit.runtimes"
+    code = "import sys; sys.modules['torch'] = None; import gatekit.bench.run, gatekit.bench.tables, gatekit.runtimes"
     proc = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=REPO)
     )

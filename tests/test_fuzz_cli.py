@@ -16,7 +16,7 @@ import pytest
 
 from gatekit.bench.run import SCHEMA as BENCH_SCHEMA
 from gatekit.cli import cli, main
-from gatekit.pick.lut import SCHEMA as LUT_SCHEMA
+from gatekit.pick.profile import SCHEMA as LUT_SCHEMA
 from tests.test_data import huge_header_npz
 
 NON_UTF8 = b"\xff\xfe\x80 not text \xc3\x28"

@@ -682,7 +682,7 @@ def test_synth_writes_int8_native_blocks():
 
 def test_profile_refuses_a_native_int8_table_without_the_int8_ops(monkeypatch):
     from gatekit import native_ops
-    from gatekit.pick.lut import ProfileOptions, _native_library
+    from gatekit.pick.profile import ProfileOptions, _native_library
     from gatekit.runtimes import native_probe
 
     with pytest.raises(GatekitError, match="runs fp32 or int8, not fp16"):
@@ -701,7 +701,7 @@ def test_profile_refuses_a_native_int8_table_without_the_int8_ops(monkeypatch):
 def test_profile_times_the_int8_op(cifar_dir):
     from gatekit.models.arch import Architecture
     from gatekit.pick import predict as predictor
-    from gatekit.pick.lut import ProfileOptions, profile, real_inputs
+    from gatekit.pick.profile import ProfileOptions, profile, real_inputs
     from tests.test_profile import TINY
 
     if _int8_library("ort") is None:

@@ -20,7 +20,6 @@ FOUNDATION = {
     "atomic",
     "paths",
     "clitypes",
-    "cli_main",
     "jetson",
     "sysinfo",
     "plotting",

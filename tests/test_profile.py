@@ -19,8 +19,8 @@ from gatekit.models import ModelConfig, cost_model
 from gatekit.models.arch import Architecture
 from gatekit.pick import predict as predictor
 from gatekit.pick import synth
-from gatekit.pick.lut import ProfileOptions, calibration_configs, held_out_configs, load_lut, native_drift, profile
 from gatekit.pick.plan import choose, threshold_options
+from gatekit.pick.profile import ProfileOptions, calibration_configs, held_out_configs, load_lut, native_drift, profile
 
 REPO = str(Path(__file__).resolve().parent.parent)
 TINY = Protocol(warmup_runs=2, warmup_seconds=0.0, min_runs=20, min_seconds=0.05, floor_runs=5)
@@ -152,7 +152,7 @@ def test_native_dynamic_prediction_uses_the_native_table():
 @pytest.mark.benchmark
 def test_profile_times_the_native_op(cifar_dir):
     from gatekit import native_ops
-    from gatekit.pick.lut import real_inputs
+    from gatekit.pick.profile import real_inputs
 
     if native_ops.library_for("ort") is None:
         pytest.skip("gatekit's native op library is not built here (`gatekit ops build`)")
@@ -252,7 +252,7 @@ def test_native_piece_with_masks_runs_the_selected_set_and_passes_the_selector_o
 
 
 def test_native_network_with_masks_varies_the_channels_per_image_at_fixed_widths(cifar_dir, tmp_path):
-    from gatekit.pick.lut import real_inputs
+    from gatekit.pick.profile import real_inputs
 
     arch = Architecture(width=0.25, input_size=32)
     widths = [5, 5, 9, 9, 17, 17, 40, 40]
@@ -295,7 +295,7 @@ def test_native_network_with_masks_varies_the_channels_per_image_at_fixed_widths
 
 
 def test_int8_profile_times_quantized_graphs(cifar_dir):
-    from gatekit.pick.lut import real_inputs
+    from gatekit.pick.profile import real_inputs
 
     arch = Architecture(width=0.125, input_size=32)
     images = real_inputs("cifar10", str(cifar_dir), 32, count=4)
@@ -360,7 +360,7 @@ def test_threshold_options_shrink_as_the_threshold_rises():
 
 
 def test_profile_builds_and_checks_a_table(cifar_dir):
-    from gatekit.pick.lut import real_inputs
+    from gatekit.pick.profile import real_inputs
 
     arch = Architecture(width=0.125, input_size=32)
     images = real_inputs("cifar10", str(cifar_dir), 32, count=8)
@@ -445,7 +445,7 @@ def test_load_lut_refuses_other_json(tmp_path):
 def test_profile_and_predict_import_without_torch():
     code = (
         "import sys; sys.modules['torch'] = None\n"
-        "import gatekit.pick.lut, gatekit.pick.predict, gatekit.pick.synth, gatekit.pick.select"
+        "import gatekit.pick.profile, gatekit.pick.predict, gatekit.pick.synth, gatekit.pick.select"
     )
     proc = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=REPO)

@@ -57,7 +57,7 @@ def test_the_scan_covers_the_tree():
     for expected in (
         "README.md",
         "Makefile",
-        "gatekit/cli.py",
+        "gatekit/cli/__init__.py",
         "native/kernel/gated_block.cpp",
         "gatekit/recipes/cpu-fullwidth.toml",
         "docker/cpu/Dockerfile",

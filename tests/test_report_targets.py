@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from gatekit.bench.targets import group_by_target, load_records, target_key, target_label
+from gatekit.bench.report import group_by_target, load_records, target_key, target_label
 from gatekit.cli import cli
 from gatekit.errors import GatekitError
 
@@ -329,7 +329,7 @@ def test_a_record_without_its_dense_reference_shows_its_latency_alone(tmp_path):
     assert len(others) == 4 and all(rows[k][1].endswith(")") and "(no ratio)" not in rows[k][1] for k in others)
     assert "has no latency ratio" in (tmp_path / "r.html").read_text().split("</table>")[1]  # a paragraph, not a row
     # a record that names no checkpoint cannot be paired with any dense graph
-    from gatekit.bench.report import with_ratios
+    from gatekit.bench.tables import with_ratios
 
     anonymous = copy.deepcopy(kept)
     for r in anonymous:

@@ -6,7 +6,7 @@ torch / ONNX Runtime / OpenVINO at 1 and 2 threads, batch 1, on real images, in 
 
 Checkpoints come from the `cpu-fullwidth` / `cpu-fullwidth-96` recipes (short CPU runs whose gates reach
 the budget; accuracy is not the point) under runs/. Every graph is exported for every budget, the dense one
-included: a latency ratio is to the dense graph of the same checkpoint (gatekit.bench.report).
+included: a latency ratio is to the dense graph of the same checkpoint (gatekit.bench.tables).
 The static agreement k-NN check of `gatekit export` is skipped (benchmarks/export records it); numerical
 verification against PyTorch is not. Besides the sweep, every dynamic graph is compared with a static
 network of the same architecture at its mean active widths (rounded up to whole channels; random
@@ -32,9 +32,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gatekit.artifacts import load_inputs, open_artifact, runtime_name  # noqa: E402
 from gatekit.atomic import write_json, write_text  # noqa: E402
 from gatekit.bench.protocol import Protocol, measure  # noqa: E402
-from gatekit.bench.report import markdown_table, plot_latency_vs_flops, plot_per_input, with_ratios  # noqa: E402
 from gatekit.bench.run import write_jsonl  # noqa: E402
 from gatekit.bench.sweep import bench_manifests  # noqa: E402
+from gatekit.bench.tables import markdown_table, plot_latency_vs_flops, plot_per_input, with_ratios  # noqa: E402
 from gatekit.export.sweep import export_all  # noqa: E402
 from gatekit.runtimes import load_session  # noqa: E402
 from gatekit.sysinfo import machine_info  # noqa: E402

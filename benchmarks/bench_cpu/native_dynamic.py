@@ -211,7 +211,7 @@ def lut_check(
     from gatekit.bench.protocol import Protocol, measure, per_input_stats
     from gatekit.models.arch import Architecture
     from gatekit.pick import predict
-    from gatekit.pick.lut import ProfileOptions, native_drift, profile
+    from gatekit.pick.profile import ProfileOptions, native_drift, profile
     from gatekit.runtimes import load_artifact
 
     native = [

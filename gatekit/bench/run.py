@@ -10,7 +10,7 @@ import numpy as np
 
 from gatekit.artifacts import Artifact
 from gatekit.bench.protocol import Protocol, measure, per_input_latency
-from gatekit.bench.report import normalize_runtime_names
+from gatekit.bench.tables import normalize_runtime_names
 from gatekit.errors import GatekitError
 
 SCHEMA = "gatekit.bench/1"

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gatekit.artifacts import runtime_name
-from gatekit.bench.report import checkpoint_names, network_key, network_label
+from gatekit.bench.tables import checkpoint_names, network_key, network_label
 from gatekit.errors import GatekitError
 from gatekit.pick.families import FAMILIES, GATEKIT, family_of, label_of
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from gatekit.artifacts import manifest_path_of, read_manifest, runtime_name
 from gatekit.bench.accuracy import SCHEMA as ACCURACY_SCHEMA
-from gatekit.bench.report import MARKERS, checkpoint_names, graph_label, network_label
+from gatekit.bench.tables import MARKERS, checkpoint_names, graph_label, network_label
 from gatekit.errors import GatekitError
 from gatekit.pick.families import GATEKIT, family_of, label_of
 
