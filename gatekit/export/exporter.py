@@ -23,9 +23,9 @@ from gatekit.checkpoint import load_model
 from gatekit.data import load_dataset, normalization
 from gatekit.data.arrays import normalize_images, recorded_dir
 from gatekit.errors import GatekitError
+from gatekit.export.channel_selection import select_all
 from gatekit.export.graphs import GRAPHS, NATIVE_GATES, NATIVE_SHORTCUTS, GraphSpec, build_graph, native_op_types
 from gatekit.export.int8 import int8_op_types
-from gatekit.export.prune import select_all
 from gatekit.models import cost_model
 from gatekit.runtimes.verify import check, relative_error, run_batched
 
