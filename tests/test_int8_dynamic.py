@@ -206,19 +206,20 @@ def test_both_forms_trace_to_int8_weights_and_share_the_scales(tiny, tmp_path):
     import onnx
     import torch
 
+    from gatekit.export.accuracy_checks import reference
     from gatekit.export.exporter import _export_onnx
     from gatekit.export.int8 import Int8GatedBlock
 
     tmp, prep = tiny
-    native, spec = prep.graph("native", "int8")
-    qdq, _ = prep.graph("qdq", "int8")
-    assert spec.skipping == [True] * 8 and prep.graph("qdq", "int8")[1].skipping == [False] * 8
-    for a, b in zip(native.blocks, qdq.blocks):
+    native, spec = prep.graphs.graph("native", "int8")
+    qdq, _ = prep.graphs.graph("qdq", "int8")
+    assert spec.skipping == [True] * 8 and prep.graphs.graph("qdq", "int8")[1].skipping == [False] * 8
+    for a, b in zip(native.blocks, qdq.blocks, strict=True):
         assert isinstance(a, Int8GatedBlock) and a.form == "native" and b.form == "qdq"
         assert float(a.x_scale) == float(b.x_scale) > 0 and float(a.h_scale) == float(b.h_scale) > 0
     x = torch.from_numpy(prep.verify_images)
     with torch.inference_mode():
-        ref, a, b = prep.reference(prep.verify_images), native(x).numpy(), qdq(x).numpy()
+        ref, a, b = reference(prep, prep.verify_images), native(x).numpy(), qdq(x).numpy()
     from gatekit.runtimes.quantize import cosine
 
     assert cosine(a, ref).mean() > 0.99 and cosine(b, a).mean() > 0.999  # close to fp32, and to each other
@@ -252,7 +253,7 @@ def test_both_forms_trace_to_int8_weights_and_share_the_scales(tiny, tmp_path):
 
 def test_calibration_records_scales_and_gate_agreement(tiny):
     tmp, prep = tiny
-    rec = prep.int8_record("qdq")
+    rec = prep.graphs.int8_record("qdq")
     assert rec["tool"] == "gatekit" and rec["estimator"] == "mse" and rec["calibration"]["images"] == 16
     assert [s["block"] for s in rec["scales"]] == list(range(8))
     for s in rec["scales"]:  # the threshold lies within the values seen
@@ -277,7 +278,7 @@ def test_quant_exclude_keeps_blocks_in_float(tiny):
         quant_exclude=("last", "block2", "stem"),
     )
     prep = Prepared(tmp / "m.safetensors", opts, progress=False)
-    native, _ = prep.graph("native", "int8")
+    native, _ = prep.graphs.graph("native", "int8")
     assert [type(b) for b in native.blocks] == (
         [Int8GatedBlock] * 2 + [NativeGatedBlock] + [Int8GatedBlock] * 4 + [NativeGatedBlock]
     )
@@ -287,12 +288,12 @@ def test_quant_exclude_keeps_blocks_in_float(tiny):
         "GatedBlockWithGateAndShortcutInt8",
         "GatedBlockWithGate",
     ]
-    assert isinstance(prep.graph("qdq", "int8")[0].blocks[2], StaticBlock)
-    rec = prep.int8_record("native")
+    assert isinstance(prep.graphs.graph("qdq", "int8")[0].blocks[2], StaticBlock)
+    rec = prep.graphs.int8_record("native")
     assert rec["float_blocks"] == [2, 7] and [s["block"] for s in rec["scales"]] == [0, 1, 3, 4, 5, 6]
     opts.quant_exclude = ("block9",)
     with pytest.raises(GatekitError, match="--quant-exclude 'block9'"):
-        prep.int8_float_blocks()
+        prep.int8_calibration.float_blocks()
 
 
 def test_int8_dynamic_refusals(tiny, tmp_path, monkeypatch):
@@ -315,26 +316,26 @@ def test_int8_dynamic_refusals(tiny, tmp_path, monkeypatch):
     ):
         prep.opts.dynamic_form = form
         with pytest.raises(GatekitError, match=message):
-            prep.dynamic_form("onnx", precision)
+            prep.graphs.dynamic_form("onnx", precision)
     prep.opts.dynamic_form = "native"
     missing = native_ops.NativeOpsError("not built", "missing")
     monkeypatch.setattr(native_ops, "library_for", lambda rt: None)
     monkeypatch.setattr(native_ops, "find_library", lambda rt, versions=None: (None, missing))
     with pytest.raises(GatekitError, match="needs gatekit's op library for ort"):
-        prep.dynamic_form("onnx", "int8")
+        prep.graphs.dynamic_form("onnx", "int8")
     prep.opts.dynamic_form = "auto"
-    assert prep.dynamic_form("onnx", "int8") == "qdq" and prep.dynamic_form("openvino", "int8") == "qdq"
+    assert prep.graphs.dynamic_form("onnx", "int8") == "qdq" and prep.graphs.dynamic_form("openvino", "int8") == "qdq"
     monkeypatch.setattr(native_ops, "library_for", lambda rt: tmp / "libold.so")  # an op library without the int8 ops
     monkeypatch.setattr(native_ops, "find_library", lambda rt, versions=None: (tmp / "libold.so", None))
     monkeypatch.setattr(native_probe, "library_runs", lambda rt, lib, ops: False)
-    assert prep.dynamic_form("onnx", "int8") == "qdq" and prep.dynamic_form("onnx", "fp32") == "native"
+    assert prep.graphs.dynamic_form("onnx", "int8") == "qdq" and prep.graphs.dynamic_form("onnx", "fp32") == "native"
     prep.opts.dynamic_form = "native"
     with pytest.raises(
         GatekitError,
         match=r"has no int8 gated-block ops \(GatedBlockWithGateInt8, "
         r"GatedBlockWithGateAndShortcutInt8\): rebuild it with `gatekit ops build`",
     ):
-        prep.dynamic_form("openvino", "int8")
+        prep.graphs.dynamic_form("openvino", "int8")
     prep.opts.dynamic_form = "auto"
 
 
@@ -531,7 +532,7 @@ def test_native_int8_dynamic_export_carries_a_verified_fallback(real, tmp_path, 
     art = open_artifact(tmp_path / f"dynamic-int8.{fmt}.json")
     with load_artifact(art, ops="native", threads=2) as s, torch.inference_mode():
         got = np.concatenate([s.run(real.verify_images[i : i + 1]) for i in range(16)])
-        want = real.graph("native", "int8")[0](torch.from_numpy(real.verify_images[:16])).numpy()
+        want = real.graphs.graph("native", "int8")[0](torch.from_numpy(real.verify_images[:16])).numpy()
     close = np.isclose(got, want, rtol=1e-4, atol=1e-4).all(axis=1)
     assert close.mean() >= 0.9, np.abs(got - want).max(axis=1)  # a rare rounding tie may flip one step of one image
     with load_artifact(art, ops="fallback", threads=1) as s:
