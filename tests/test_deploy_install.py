@@ -323,6 +323,7 @@ def test_deploy_commands_run_without_torch(deploy_venv, exported, tmp_path):
         "20",
         "--min-seconds",
         "0.05",
+        "--no-native",  # the native op's table is checked in test_profile.py and test_int8_dynamic.py
         "--dataset",
         "npz",
         "--data-dir",

@@ -1,5 +1,5 @@
 // Self-check of the int8 kernel with no runtime: on every instruction-set path this CPU runs (or the one named by
-// the first argument), every case and mask pattern against a scalar integer reference.  The int32 accumulators
+// an argument), every case and mask pattern against a scalar integer reference.  The int32 accumulators
 // (conv1, conv2, the shortcut) and the u8 hidden values must be equal, and y equal bit for bit (the epilogues are
 // the contract's float operations).  Masks all on, all off, random, one per sample and the channel gate's; stride
 // 1 and 2, odd widths and heights, batch 8, channel counts that are not multiples of 4 or 16, with and without the
@@ -11,7 +11,10 @@
 //
 //   aarch64-linux-gnu-g++ -O2 -std=c++17 -ffp-contract=off -Inative/kernel native/kernel/{gated_block,
 //       channel_gate,isa_portable,gated_block_int8,int8_isa_portable,selfcheck_int8}.cpp
-//   qemu-aarch64 -L /usr/aarch64-linux-gnu ./a.out
+//   qemu-aarch64 -L /usr/aarch64-linux-gnu ./a.out --quick
+//
+// --quick: 1 worker and 3 on threads of their own only (ties and non-finite samples are still checked: the task
+// split and its scheduling are the same C++ on every path; the kernels are what an emulated path needs checked).
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -295,9 +298,20 @@ Result check(const Case& k, const std::string& pattern, int threads, bool shortc
 
 int main(int argc, char** argv) {
   std::vector<std::string> paths;
-  if (argc > 1) {
-    paths.push_back(argv[1]);
-  } else {
+  bool quick = false;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg == "--quick") {
+      quick = true;
+    } else if (paths.empty() && arg.rfind("--", 0) != 0) {
+      paths.push_back(arg);
+    } else {
+      std::printf("usage: %s [--quick] [path]\n", argv[0]);
+      return 2;
+    }
+  }
+  const std::vector<int> workers = quick ? std::vector<int>{1, -3} : std::vector<int>{1, 3, -2, -3};
+  if (paths.empty()) {
     const std::string list = gatekit::int8_isa_compiled();
     for (size_t start = 0; start <= list.size();) {
       size_t end = list.find(',', start);
@@ -318,7 +332,7 @@ int main(int argc, char** argv) {
     ran += (ran.empty() ? "\"" : ", \"") + isa + "\"";
     for (const Case& k : kCases)
       for (const char* pattern : {"random", "off", "on", "mixed", "gate"})
-        for (int threads : {1, 3, -2, -3})
+        for (int threads : workers)
           for (bool shortcut : {false, true}) {
             // ties: every other thread setting; a non-finite sample: batches of 2 or more, 1 worker and 2 threads
             const bool ties = threads == 3 || threads == -3;
