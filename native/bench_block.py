@@ -321,6 +321,7 @@ def main():
         f"# {args.runtime} {args.precision} block micro-benchmark, {args.threads} thread(s), batch 1, median of "
         f"{args.rounds} rounds x {args.calls} calls; load average at start: {load}"
     )
+    print(f"# Re-run: `{' '.join(['python', 'native/bench_block.py', *sys.argv[1:]])}`")
     rows = []
     for name, cin, c, cout, h, stride in blocks:
         ho = (h - 1) // stride + 1
