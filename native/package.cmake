@@ -22,8 +22,9 @@ set(GATEKIT_SRC_DESTINATION gatekit/_native)
 
 # gatekit_package_prepare(): before enable_language(CXX). Sets GATEKIT_PACKAGE_CXX (a C++ compiler was found),
 # Python_EXECUTABLE, and GATEKIT_OPS_OV: where openvino is found (GATEKIT_PACKAGE_OPENVINO above), OpenVINO_DIR /
-# TBB_DIR and GATEKIT_PACKAGE_OV_VERSION from it; else OFF, and GATEKIT_PACKAGE_OV_REASON says why. (CMAKE_PREFIX_PATH holds site-packages folders in a package build, where
-# find_package could otherwise meet some openvino/cmake/ that nothing pins.)
+# TBB_DIR and GATEKIT_PACKAGE_OV_VERSION from it; else OFF, and GATEKIT_PACKAGE_OV_REASON says why.
+# (CMAKE_PREFIX_PATH holds site-packages folders in a package build, where find_package could otherwise meet some
+# openvino/cmake/ that nothing pins.)
 macro(gatekit_package_prepare)
   if(NOT Python_EXECUTABLE)
     find_package(Python COMPONENTS Interpreter REQUIRED)
@@ -45,7 +46,8 @@ macro(gatekit_package_prepare)
   elseif(_gk_pkg_ov MATCHES "^(ON|1|YES|TRUE|Y)$")
     set(_gk_pkg_ov ON)
   elseif(NOT _gk_pkg_ov STREQUAL "AUTO")
-    message(FATAL_ERROR "gatekit ops: GATEKIT_PACKAGE_OPENVINO must be AUTO, ON or OFF, got ${GATEKIT_PACKAGE_OPENVINO}")
+    message(FATAL_ERROR "gatekit ops: GATEKIT_PACKAGE_OPENVINO must be AUTO, ON or OFF, "
+                        "got ${GATEKIT_PACKAGE_OPENVINO}")
   endif()
   set(GATEKIT_PACKAGE_OV_VERSION "")
   set(GATEKIT_PACKAGE_OV_REASON "")
